@@ -1,0 +1,57 @@
+import {Command, Errors, Flags, Interfaces} from '@oclif/core'
+
+import {CliError, ExitCode} from '../src/errors.js'
+import {parseDuration} from '../src/duration.js'
+import type {KubeClient} from '../src/kube/client.js'
+import {OutputFormat, configureColour, parseOutputFormat} from '../src/render/output.js'
+
+/** Flags every command that talks to a cluster shares, named as kubectl names them. */
+export const clusterFlags = {
+  kubeconfig: Flags.string({description: 'path to the kubeconfig file (default: KUBECONFIG, then ~/.kube/config)', helpGroup: 'CLUSTER'}),
+  context: Flags.string({description: 'kubeconfig context to use', helpGroup: 'CLUSTER'}),
+  'request-timeout': Flags.string({description: 'time to wait for each API request (e.g. 30s, 1m; 0 = no limit)', default: '30s', helpGroup: 'CLUSTER'}),
+  verbose: Flags.boolean({char: 'v', description: 'print stack traces and details of failures', helpGroup: 'GLOBAL'}),
+}
+
+export const outputFlag = (formats: readonly OutputFormat[] = ['table', 'wide', 'json', 'yaml']) =>
+  Flags.string({char: 'o', description: `output format: ${formats.join('|')}`, options: [...formats], default: 'table'})
+
+export type ClusterFlagValues = {kubeconfig?: string; context?: string; 'request-timeout': string; namespace?: string}
+
+/**
+ * The base of every command: one place that connects to the cluster and one place that
+ * turns failures into a single line and an exit code.
+ */
+export abstract class SelfhostCommand extends Command {
+  protected verbose = process.argv.includes('-v') || process.argv.includes('--verbose') || Boolean(process.env.DEBUG)
+
+  public async init(): Promise<void> {
+    configureColour()
+    await super.init()
+  }
+
+  protected async connect(flags: ClusterFlagValues): Promise<KubeClient> {
+    const {KubeClient} = await import('../src/kube/client.js')
+    return KubeClient.connect({
+      kubeconfig: flags.kubeconfig,
+      context: flags.context,
+      namespace: flags.namespace,
+      requestTimeoutMs: parseDuration(flags['request-timeout'], '--request-timeout'),
+    })
+  }
+
+  protected outputFormat(value: string | undefined, allowed?: readonly OutputFormat[]): OutputFormat {
+    return parseOutputFormat(value, allowed)
+  }
+
+  public async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
+    if (err instanceof Errors.ExitError) throw err
+    if (this.verbose && err.stack) process.stderr.write(`${err.stack}\n`)
+    const message = err instanceof CliError ? err.message : (err.message || String(err)).split('\n')[0]
+    process.stderr.write(`error: ${message}\n`)
+    const code = err instanceof CliError ? err.exitCode : ExitCode.error
+    return this.exit(code)
+  }
+}
+
+export type InferredFlags<T extends typeof Command> = Interfaces.InferredFlags<T['flags']>

@@ -1,0 +1,137 @@
+/**
+ * The component model every command shares: what runs the control plane, where, at which
+ * version, who leads, and whether it is healthy. Discovery fills it from the cluster;
+ * planners read it.
+ */
+
+export const CONTROL_PLANE_COMPONENTS = [
+  'kube-apiserver',
+  'kube-controller-manager',
+  'kube-scheduler',
+  'etcd',
+  'kube-proxy',
+  'coredns',
+] as const
+export type ComponentName = (typeof CONTROL_PLANE_COMPONENTS)[number]
+
+/** The components `pivot` moves into workloads (etcd stays static; see pivot's plan). */
+export const PIVOTED_COMPONENTS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const
+export type PivotedComponent = (typeof PIVOTED_COMPONENTS)[number]
+
+/** Components that elect a leader; the others are active-active or not ours to judge. */
+export const LEADER_ELECTED_COMPONENTS = ['kube-controller-manager', 'kube-scheduler'] as const
+
+export const SYSTEM_NAMESPACE = 'kube-system'
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
+export const MANAGED_BY_VALUE = 'kubectl-selfhost'
+/** kubeadm's own pivot used this label and the name `self-hosted-<component>`; so do we. */
+export const SELF_HOSTED_APP_LABEL = 'k8s-app'
+export const selfHostedName = (component: PivotedComponent): string => `self-hosted-${component}`
+/** The sha256 of the static manifest a self-hosted workload was generated from. */
+export const SOURCE_MANIFEST_HASH_ANNOTATION = 'selfhost.kubectl.io/source-manifest-sha256'
+export const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror'
+export const LEGACY_LEADER_ANNOTATION = 'control-plane.alpha.kubernetes.io/leader'
+
+/**
+ * static: only kubelet-managed static pods (mirror pods in the API).
+ * self-hosted: only DaemonSet/Deployment pods.
+ * mixed: both at once, as while a pivot is under way.
+ * absent: nothing visible, as on managed clusters where the provider runs it.
+ */
+export type HostingMode = 'static' | 'self-hosted' | 'mixed' | 'absent'
+
+export interface Instance {
+  pod: string
+  namespace: string
+  node: string
+  /** mirror pod of a static manifest, or a pod of a workload */
+  source: 'static' | 'workload'
+  phase: string
+  ready: boolean
+  restarts: number
+  image: string
+  /** Version from the image tag, e.g. v1.15.0; undefined when the tag is not a version. */
+  version?: string
+  startedAt?: string
+  /** The instance's hostname as it appears in a leader record's holderIdentity. */
+  hostname?: string
+}
+
+export interface Workload {
+  kind: 'DaemonSet' | 'Deployment'
+  namespace: string
+  name: string
+  desired: number
+  ready: number
+  updated: number
+  available: number
+  image: string
+  generation: number
+  observedGeneration: number
+  managedByUs: boolean
+}
+
+export interface LeaderRecord {
+  /** Where the record was read: a Lease (1.14+ optional, 1.20+ only) or the legacy annotation. */
+  source: 'Lease' | 'Endpoints' | 'ConfigMap'
+  holderIdentity: string
+  /** holderIdentity up to the first "_": the leader's hostname. */
+  holder: string
+  leaseDurationSeconds?: number
+  renewTime?: string
+  acquireTime?: string
+  transitions?: number
+  /** renewTime + leaseDurationSeconds is in the past. */
+  stale: boolean
+  /** The pod whose node/hostname matches the holder, when one does. */
+  pod?: string
+  node?: string
+}
+
+export interface HealthCheck {
+  name: string
+  ok: boolean
+  message?: string
+}
+
+export interface ApiserverHealth {
+  /** Which endpoint answered: /readyz, /livez, or /healthz on servers older than 1.16. */
+  readyz: {ok: boolean; status: number; checks: HealthCheck[]; endpoint: string}
+  livez: {ok: boolean; status: number; checks: HealthCheck[]; endpoint: string}
+}
+
+export interface ComponentState {
+  name: ComponentName
+  mode: HostingMode
+  instances: Instance[]
+  workloads: Workload[]
+  /** Distinct versions across instances, sorted. */
+  versions: string[]
+  leader?: LeaderRecord
+  healthy: boolean
+  /** One line each: why the component is unhealthy or what deserves attention. */
+  problems: string[]
+  warnings: string[]
+}
+
+export interface NodeSummary {
+  name: string
+  ready: boolean
+  controlPlane: boolean
+  /** `control-plane` (1.20+) or `master` (older), as the cluster labels its nodes. */
+  role?: 'control-plane' | 'master'
+  kubeletVersion: string
+  internalIP?: string
+  taints: Array<{key: string; effect: string; value?: string}>
+}
+
+export interface ControlPlane {
+  serverVersion: string
+  context: string
+  server: string
+  nodes: NodeSummary[]
+  components: ComponentState[]
+  apiserver: ApiserverHealth
+  healthy: boolean
+  observedAt: string
+}

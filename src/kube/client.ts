@@ -1,0 +1,372 @@
+import http from 'node:http'
+import https from 'node:https'
+import {stringify as toYaml} from 'yaml'
+
+import type {
+  CoreV1EventList,
+  V1ConfigMap,
+  V1DaemonSet,
+  V1DaemonSetList,
+  V1Deployment,
+  V1DeploymentList,
+  V1Endpoints,
+  V1Lease,
+  V1LeaseList,
+  V1NodeList,
+  V1Pod,
+  V1PodList,
+  V1Service,
+  V1ServiceList,
+  V1EndpointSliceList,
+} from '@kubernetes/client-node'
+
+import {CliError} from '../errors.js'
+import {ClusterTarget, kubeconfigFiles, mergeKubeconfigs, selectContext} from './config.js'
+import {RequestIntent, apiStatusError, isNotFound, transportError} from './errors.js'
+
+export const FIELD_MANAGER = 'kubectl-selfhost'
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
+
+export type Query = Record<string, string | number | boolean | undefined>
+
+export interface RequestOptions {
+  query?: Query
+  body?: unknown
+  contentType?: string
+  intent: RequestIntent
+  /** Overrides --request-timeout; 0 means none (streams). */
+  timeoutMs?: number
+  signal?: AbortSignal
+}
+
+export interface RawResponse {
+  status: number
+  body: string
+}
+
+export interface VersionInfo {
+  gitVersion: string
+  major?: string
+  minor?: string
+}
+
+type HttpsOptions = https.RequestOptions
+
+/** Resource paths: core group under /api/v1, the rest under /apis/<group>/<version>. */
+export function resourcePath(groupVersion: string, resource: string, namespace?: string, name?: string, sub?: string): string {
+  const base = groupVersion === 'v1' ? '/api/v1' : `/apis/${groupVersion}`
+  const ns = namespace ? `/namespaces/${encodeURIComponent(namespace)}` : ''
+  const n = name ? `/${encodeURIComponent(name)}` : ''
+  return `${base}${ns}/${resource}${n}${sub ? `/${sub}` : ''}`
+}
+
+function withQuery(path: string, query?: Query): string {
+  if (!query) return path
+  const params = new URLSearchParams()
+  for (const [k, v] of Object.entries(query)) if (v !== undefined && v !== '') params.set(k, String(v))
+  const qs = params.toString()
+  return qs ? `${path}?${qs}` : path
+}
+
+/**
+ * The one way this tool talks to a cluster. Credentials and TLS come from
+ * @kubernetes/client-node's KubeConfig (exec plugins, tokens, client certs); requests are
+ * plain HTTP so every call shares one error mapper, one timeout and one request counter.
+ */
+export class KubeClient {
+  /** Number of HTTP requests sent, so tests can hold `status` to a fixed budget. */
+  requestCount = 0
+
+  private constructor(
+    readonly server: string,
+    readonly contextName: string,
+    readonly namespace: string,
+    private readonly requestTimeoutMs: number,
+    private readonly applyAuth: (opts: HttpsOptions) => Promise<void>,
+  ) {}
+
+  static async connect(target: ClusterTarget): Promise<KubeClient> {
+    const merged = mergeKubeconfigs(kubeconfigFiles(target.kubeconfig))
+    const context = selectContext(merged, target.context)
+    // Loaded lazily: it is by far the heaviest module, and --help must start fast.
+    const {KubeConfig} = await import('@kubernetes/client-node')
+    const kc = new KubeConfig()
+    kc.loadFromString(
+      toYaml({
+        apiVersion: 'v1',
+        kind: 'Config',
+        'current-context': context.name,
+        clusters: merged.clusters,
+        users: merged.users,
+        contexts: merged.contexts,
+      }),
+    )
+    const cluster = kc.getCurrentCluster()
+    if (!cluster?.server) throw new CliError(`context "${context.name}" has no server address`)
+    const contextBody = context.context as {namespace?: string}
+    return new KubeClient(
+      cluster.server.replace(/\/+$/, ''),
+      context.name,
+      target.namespace || contextBody?.namespace || 'default',
+      target.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
+      (opts) => kc.applyToHTTPSOptions(opts),
+    )
+  }
+
+  /** Sends one request and returns status and body without judging the status. */
+  async raw(method: string, path: string, options: RequestOptions): Promise<RawResponse> {
+    const chunks: Buffer[] = []
+    const status = await this.send(method, path, options, (res) => {
+      res.on('data', (c: Buffer) => chunks.push(c))
+    })
+    return {status, body: Buffer.concat(chunks).toString('utf8')}
+  }
+
+  /** Sends a request and parses its JSON answer; HTTP errors become one clear line. */
+  async request<T>(method: string, path: string, options: RequestOptions): Promise<T> {
+    const res = await this.raw(method, path, options)
+    if (res.status >= 400) throw apiStatusError(res.status, res.body, options.intent, this.server)
+    return (res.body ? JSON.parse(res.body) : undefined) as T
+  }
+
+  /**
+   * Streams a response line by line (logs, watches) until the server ends it or the signal
+   * aborts. HTTP errors become one clear line.
+   */
+  async stream(path: string, options: RequestOptions, onLine: (line: string) => void): Promise<void> {
+    let errorBody = ''
+    let status = 0
+    status = await this.send('GET', path, {...options, timeoutMs: options.timeoutMs ?? 0}, (res) => {
+      let pending = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => {
+        if ((res.statusCode ?? 0) >= 400) {
+          errorBody += chunk
+          return
+        }
+
+        pending += chunk
+        let nl = pending.indexOf('\n')
+        while (nl >= 0) {
+          onLine(pending.slice(0, nl))
+          pending = pending.slice(nl + 1)
+          nl = pending.indexOf('\n')
+        }
+      })
+      res.on('end', () => {
+        if (pending && (res.statusCode ?? 0) < 400) onLine(pending)
+      })
+    })
+    if (status >= 400) throw apiStatusError(status, errorBody, options.intent, this.server)
+  }
+
+  private async send(
+    method: string,
+    path: string,
+    options: RequestOptions,
+    onResponse: (res: http.IncomingMessage) => void,
+  ): Promise<number> {
+    const url = new URL(this.server + withQuery(path, options.query))
+    const opts: HttpsOptions = {method, headers: {Accept: 'application/json'}}
+    await this.applyAuth(opts)
+    const headers = {...(opts.headers as Record<string, string>)}
+    let payload: string | undefined
+    if (options.body !== undefined) {
+      payload = typeof options.body === 'string' ? options.body : JSON.stringify(options.body)
+      headers['Content-Type'] = options.contentType ?? 'application/json'
+      headers['Content-Length'] = String(Buffer.byteLength(payload))
+    }
+
+    const timeoutMs = options.timeoutMs ?? this.requestTimeoutMs
+    const signals = [options.signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined].filter(Boolean) as AbortSignal[]
+    const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined
+    const lib = url.protocol === 'http:' ? http : https
+    this.requestCount++
+    return new Promise<number>((resolvePromise, reject) => {
+      const req = lib.request(url, {...opts, headers, signal}, (res) => {
+        onResponse(res)
+        res.on('end', () => resolvePromise(res.statusCode ?? 0))
+        res.on('error', (err) => reject(this.failure(err, signal, options, timeoutMs)))
+      })
+      req.on('error', (err) => reject(this.failure(err, signal, options, timeoutMs)))
+      if (payload !== undefined) req.write(payload)
+      req.end()
+    })
+  }
+
+  private failure(err: unknown, signal: AbortSignal | undefined, options: RequestOptions, timeoutMs: number): Error {
+    // A caller's own abort (Ctrl-C, end of --follow) is not a failure to explain.
+    if (options.signal?.aborted) return options.signal.reason instanceof Error ? options.signal.reason : new Error('aborted')
+    if (signal?.aborted) return transportError({name: 'TimeoutError'}, this.server, timeoutMs)
+    return transportError(err, this.server, timeoutMs)
+  }
+
+  // Typed calls: each names its intent so a 403 can say exactly what is missing.
+
+  version(): Promise<VersionInfo> {
+    return this.request('GET', '/version', {intent: {verb: 'get', resource: 'the server version'}})
+  }
+
+  listNodes(labelSelector?: string): Promise<V1NodeList> {
+    return this.request('GET', resourcePath('v1', 'nodes'), {query: {labelSelector}, intent: {verb: 'list', resource: 'nodes'}})
+  }
+
+  listPods(namespace: string | undefined, selectors: {labelSelector?: string; fieldSelector?: string} = {}): Promise<V1PodList> {
+    return this.request('GET', resourcePath('v1', 'pods', namespace), {query: selectors, intent: {verb: 'list', resource: 'pods', namespace}})
+  }
+
+  getPod(namespace: string, name: string): Promise<V1Pod> {
+    return this.request('GET', resourcePath('v1', 'pods', namespace, name), {intent: {verb: 'get', resource: 'pods', namespace, name}})
+  }
+
+  createPod(namespace: string, pod: V1Pod): Promise<V1Pod> {
+    return this.request('POST', resourcePath('v1', 'pods', namespace), {body: pod, intent: {verb: 'create', resource: 'pods', namespace}})
+  }
+
+  async deletePod(namespace: string, name: string, gracePeriodSeconds = 0): Promise<void> {
+    try {
+      await this.request('DELETE', resourcePath('v1', 'pods', namespace, name), {
+        body: {kind: 'DeleteOptions', apiVersion: 'v1', gracePeriodSeconds},
+        intent: {verb: 'delete', resource: 'pods', namespace, name},
+      })
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+    }
+  }
+
+  listDaemonSets(namespace: string | undefined, labelSelector?: string): Promise<V1DaemonSetList> {
+    return this.request('GET', resourcePath('apps/v1', 'daemonsets', namespace), {
+      query: {labelSelector},
+      intent: {verb: 'list', resource: 'daemonsets.apps', namespace},
+    })
+  }
+
+  listDeployments(namespace: string | undefined, labelSelector?: string): Promise<V1DeploymentList> {
+    return this.request('GET', resourcePath('apps/v1', 'deployments', namespace), {
+      query: {labelSelector},
+      intent: {verb: 'list', resource: 'deployments.apps', namespace},
+    })
+  }
+
+  getDaemonSet(namespace: string, name: string): Promise<V1DaemonSet> {
+    return this.request('GET', resourcePath('apps/v1', 'daemonsets', namespace, name), {
+      intent: {verb: 'get', resource: 'daemonsets.apps', namespace, name},
+    })
+  }
+
+  getDeployment(namespace: string, name: string): Promise<V1Deployment> {
+    return this.request('GET', resourcePath('apps/v1', 'deployments', namespace, name), {
+      intent: {verb: 'get', resource: 'deployments.apps', namespace, name},
+    })
+  }
+
+  /** Lists Leases; undefined on clusters that have no coordination.k8s.io/v1 (< 1.14). */
+  async listLeases(namespace: string): Promise<V1LeaseList | undefined> {
+    try {
+      return await this.request<V1LeaseList>('GET', resourcePath('coordination.k8s.io/v1', 'leases', namespace), {
+        intent: {verb: 'list', resource: 'leases.coordination.k8s.io', namespace},
+      })
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
+  async getLease(namespace: string, name: string): Promise<V1Lease | undefined> {
+    try {
+      return await this.request<V1Lease>('GET', resourcePath('coordination.k8s.io/v1', 'leases', namespace, name), {
+        intent: {verb: 'get', resource: 'leases.coordination.k8s.io', namespace, name},
+      })
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
+  listEndpoints(namespace: string): Promise<{items: V1Endpoints[]}> {
+    return this.request('GET', resourcePath('v1', 'endpoints', namespace), {intent: {verb: 'list', resource: 'endpoints', namespace}})
+  }
+
+  async getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
+    try {
+      return await this.request<V1ConfigMap>('GET', resourcePath('v1', 'configmaps', namespace, name), {
+        intent: {verb: 'get', resource: 'configmaps', namespace, name},
+      })
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
+  getService(namespace: string, name: string): Promise<V1Service> {
+    return this.request('GET', resourcePath('v1', 'services', namespace, name), {intent: {verb: 'get', resource: 'services', namespace, name}})
+  }
+
+  listServices(namespace: string | undefined): Promise<V1ServiceList> {
+    return this.request('GET', resourcePath('v1', 'services', namespace), {intent: {verb: 'list', resource: 'services', namespace}})
+  }
+
+  listEndpointSlices(namespace: string, labelSelector?: string): Promise<V1EndpointSliceList> {
+    return this.request('GET', resourcePath('discovery.k8s.io/v1', 'endpointslices', namespace), {
+      query: {labelSelector},
+      intent: {verb: 'list', resource: 'endpointslices.discovery.k8s.io', namespace},
+    })
+  }
+
+  listEvents(namespace: string, fieldSelector?: string): Promise<CoreV1EventList> {
+    return this.request('GET', resourcePath('v1', 'events', namespace), {query: {fieldSelector}, intent: {verb: 'list', resource: 'events', namespace}})
+  }
+
+  /**
+   * Server-side apply with our field manager: idempotent, so a re-run after an interruption
+   * converges instead of failing on "already exists".
+   */
+  apply<T extends {apiVersion?: string; kind?: string; metadata?: {name?: string; namespace?: string}}>(
+    groupVersion: string,
+    resource: string,
+    object: T,
+  ): Promise<T> {
+    const namespace = object.metadata?.namespace
+    const name = object.metadata?.name
+    return this.request('PATCH', resourcePath(groupVersion, resource, namespace, name), {
+      query: {fieldManager: FIELD_MANAGER, force: true},
+      body: object,
+      contentType: 'application/apply-patch+yaml',
+      intent: {verb: 'apply', resource, namespace, name},
+    })
+  }
+
+  /** A strategic-merge or JSON merge patch of one object. */
+  patch<T>(groupVersion: string, resource: string, namespace: string | undefined, name: string, patch: unknown, contentType = 'application/strategic-merge-patch+json'): Promise<T> {
+    return this.request('PATCH', resourcePath(groupVersion, resource, namespace, name), {
+      query: {fieldManager: FIELD_MANAGER},
+      body: patch,
+      contentType,
+      intent: {verb: 'patch', resource, namespace, name},
+    })
+  }
+
+  async delete(groupVersion: string, resource: string, namespace: string | undefined, name: string): Promise<void> {
+    try {
+      await this.request('DELETE', resourcePath(groupVersion, resource, namespace, name), {
+        body: {kind: 'DeleteOptions', apiVersion: 'v1', propagationPolicy: 'Background'},
+        intent: {verb: 'delete', resource, namespace, name},
+      })
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+    }
+  }
+
+  /** Asks the server whether the current user may do something (SelfSubjectAccessReview). */
+  async canI(verb: string, resource: string, namespace?: string, group = ''): Promise<boolean> {
+    const review = await this.request<{status?: {allowed?: boolean}}>('POST', '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {
+      body: {
+        apiVersion: 'authorization.k8s.io/v1',
+        kind: 'SelfSubjectAccessReview',
+        spec: {resourceAttributes: {verb, resource, namespace, group}},
+      },
+      intent: {verb: 'create', resource: 'selfsubjectaccessreviews.authorization.k8s.io'},
+    })
+    return review.status?.allowed === true
+  }
+}
