@@ -219,6 +219,14 @@ export class KubeClient {
     return this.request('GET', resourcePath('v1', 'pods', namespace, name), {intent: {verb: 'get', resource: 'pods', namespace, name}})
   }
 
+  /** The whole log of one container, as text (not JSON). */
+  async readPodLog(namespace: string, name: string, container?: string): Promise<string> {
+    const intent = {verb: 'get', resource: 'pods/log', namespace, name}
+    const res = await this.raw('GET', resourcePath('v1', 'pods', namespace, name, 'log'), {query: {container}, intent})
+    if (res.status >= 400) throw apiStatusError(res.status, res.body, intent, this.server)
+    return res.body
+  }
+
   createPod(namespace: string, pod: V1Pod): Promise<V1Pod> {
     return this.request('POST', resourcePath('v1', 'pods', namespace), {body: pod, intent: {verb: 'create', resource: 'pods', namespace}})
   }
