@@ -295,6 +295,10 @@ export class KubeClient {
     return this.request('GET', resourcePath('v1', 'endpoints', namespace), {intent: {verb: 'list', resource: 'endpoints', namespace}})
   }
 
+  listConfigMaps(namespace: string): Promise<{items: V1ConfigMap[]}> {
+    return this.request('GET', resourcePath('v1', 'configmaps', namespace), {intent: {verb: 'list', resource: 'configmaps', namespace}})
+  }
+
   async getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
     try {
       return await this.request<V1ConfigMap>('GET', resourcePath('v1', 'configmaps', namespace, name), {
