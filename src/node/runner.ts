@@ -1,0 +1,257 @@
+import {randomBytes} from 'node:crypto'
+
+import type {V1Pod} from '@kubernetes/client-node'
+
+import {MANAGED_BY_LABEL, MANAGED_BY_VALUE, SYSTEM_NAMESPACE} from '../controlplane/model.js'
+import {CliError} from '../errors.js'
+import type {KubeClient} from '../kube/client.js'
+import {ApiStatusError, isNotFound} from '../kube/errors.js'
+
+export const NODE_TASK_LABEL = 'selfhost.kubectl.io/node-task'
+export const NODE_TASK_CONTAINER = 'task'
+/** Where the node's "/" is mounted inside the pod when mountHostRoot is set. */
+export const HOST_ROOT_MOUNT = '/host'
+
+/** A command to run to completion on one node, in a short-lived privileged pod. */
+export interface NodeTask {
+  node: string
+  image: string
+  /** argv; use ['sh', '-c', script] for scripts. */
+  command: string[]
+  /** Short lowercase word(s) naming why the pod exists, e.g. "trace" or "pivot-backup". */
+  purpose: string
+  namespace?: string
+  /** The pod's activeDeadlineSeconds: the kubelet kills it after this even if we are gone. */
+  deadlineSeconds: number
+  env?: Record<string, string>
+  /** Mount the node's "/" at /host and set HOST_ROOT=/host. */
+  mountHostRoot?: boolean
+}
+
+export interface NodeTaskResult {
+  exitCode: number
+  /** The container's log (stdout and stderr interleaved, as the kubelet keeps it). */
+  output: string
+  /** The pod's name (already deleted when this returns). */
+  pod: string
+}
+
+export type NodeTaskApi = Pick<KubeClient, 'createPod' | 'getPod' | 'deletePod' | 'readPodLog'>
+
+type ExitFn = (code: number) => void
+
+export interface NodeTaskOptions {
+  /** How often to read the pod's status while it runs. */
+  pollIntervalMs?: number
+  /** Extra time, beyond the pod's own deadline, before we give up waiting for a status. */
+  graceMs?: number
+  /** Told about things worth a line on stderr (e.g. a pod we could not delete). */
+  onWarning?: (message: string) => void
+  /** Called after cleanup when SIGINT/SIGTERM arrives; defaults to process.exit. */
+  exitOnSignal?: ExitFn
+  /** Aborts the wait (the pod is still deleted). */
+  signal?: AbortSignal
+}
+
+/** Reasons a container stays waiting forever; waiting out the deadline would only hide them. */
+const STUCK_WAITING_REASONS = new Set([
+  'ErrImagePull',
+  'ImagePullBackOff',
+  'InvalidImageName',
+  'ErrImageNeverPull',
+  'CreateContainerConfigError',
+  'CreateContainerError',
+  'RunContainerError',
+])
+
+const SIGNAL_EXIT_CODES = {SIGINT: 130, SIGTERM: 143} as const
+
+/** A DNS-1123 pod name: selfhost-<purpose>-<node>-<random>, at most 63 characters. */
+export function nodeTaskPodName(purpose: string, node: string, suffix = randomBytes(3).toString('hex')): string {
+  const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '')
+  const head = `selfhost-${clean(purpose)}-${clean(node)}`.slice(0, 63 - suffix.length - 1).replace(/-+$/, '')
+  return `${head}-${suffix}`
+}
+
+/** The pod that runs a node task. Pure, so its safety properties are tested directly. */
+export function buildNodeTaskPod(task: NodeTask, name: string): V1Pod {
+  const env = Object.entries(task.env ?? {}).map(([key, value]) => ({name: key, value}))
+  if (task.mountHostRoot) env.push({name: 'HOST_ROOT', value: HOST_ROOT_MOUNT})
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name,
+      namespace: task.namespace ?? SYSTEM_NAMESPACE,
+      labels: {[MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [NODE_TASK_LABEL]: task.purpose},
+    },
+    spec: {
+      nodeName: task.node,
+      restartPolicy: 'Never',
+      activeDeadlineSeconds: task.deadlineSeconds,
+      // iptables, nft and ipvs state belongs to a network namespace: the node's is the one wanted.
+      hostNetwork: true,
+      dnsPolicy: 'ClusterFirstWithHostNet',
+      tolerations: [{operator: 'Exists'}],
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      terminationGracePeriodSeconds: 0,
+      containers: [
+        {
+          name: NODE_TASK_CONTAINER,
+          image: task.image,
+          // The default image is the one kube-proxy already runs on the node: never pull it again.
+          imagePullPolicy: 'IfNotPresent',
+          command: task.command,
+          env,
+          securityContext: {privileged: true},
+          volumeMounts: task.mountHostRoot ? [{name: 'host-root', mountPath: HOST_ROOT_MOUNT}] : undefined,
+        },
+      ],
+      volumes: task.mountHostRoot ? [{name: 'host-root', hostPath: {path: '/', type: 'Directory'}}] : undefined,
+    },
+  }
+}
+
+/** Turns a refused pod creation into a line that says what to do. */
+function explainCreateFailure(error: unknown, task: NodeTask, namespace: string): unknown {
+  if (!(error instanceof ApiStatusError)) return error
+  if (error.status === 403 && /violates PodSecurity/i.test(error.message)) {
+    const policy = /violates PodSecurity "([^"]+)"/.exec(error.message)?.[1]
+    return new CliError(
+      `namespace "${namespace}" refuses privileged pods (PodSecurity${policy ? ` "${policy}"` : ''}), and the ${task.purpose} task needs one on node ${task.node}: ` +
+        `choose a namespace whose pod-security.kubernetes.io/enforce label is "privileged" (kube-system usually is)`,
+    )
+  }
+
+  if (error.status === 403) {
+    return new CliError(`the ${task.purpose} task needs to create a privileged pod in namespace "${namespace}": ${error.message}`)
+  }
+
+  return error
+}
+
+function terminatedExitCode(pod: V1Pod): number | undefined {
+  return pod.status?.containerStatuses?.[0]?.state?.terminated?.exitCode
+}
+
+function stuckReason(pod: V1Pod): string | undefined {
+  const waiting = pod.status?.containerStatuses?.[0]?.state?.waiting
+  if (waiting?.reason && STUCK_WAITING_REASONS.has(waiting.reason)) return `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ''}`
+  return undefined
+}
+
+const sleep = (ms: number, signal: AbortSignal) =>
+  new Promise<void>((resolve) => {
+    const timer = setTimeout(done, ms)
+    function done() {
+      clearTimeout(timer)
+      signal.removeEventListener('abort', done)
+      resolve()
+    }
+
+    signal.addEventListener('abort', done, {once: true})
+  })
+
+/**
+ * Runs a command on a node through a pod that runs to completion, then returns its exit code
+ * and log. The pod is deleted whatever happens: in `finally`, and on SIGINT/SIGTERM before
+ * the process exits. Its activeDeadlineSeconds stops it on the node even if this process is
+ * killed outright. No exec or websockets: once started, the task does not need the API server.
+ */
+export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTaskOptions = {}): Promise<NodeTaskResult> {
+  const namespace = task.namespace ?? SYSTEM_NAMESPACE
+  const name = nodeTaskPodName(task.purpose, task.node)
+  const pod = buildNodeTaskPod(task, name)
+  const pollIntervalMs = opts.pollIntervalMs ?? 1000
+  const graceMs = opts.graceMs ?? 30_000
+  const warn = opts.onWarning ?? ((m: string) => process.stderr.write(`warning: ${m}\n`))
+  const stop = new AbortController()
+  const outer = opts.signal
+  const onOuterAbort = () => stop.abort()
+  outer?.addEventListener('abort', onOuterAbort, {once: true})
+
+  let createCall: Promise<unknown> | undefined
+  let cleanup: Promise<void> | undefined
+  const deletePodOnce = (): Promise<void> => {
+    cleanup ??= (async () => {
+      if (!createCall) return
+      try {
+        // A signal can arrive mid-create: wait for the answer so the delete cannot come first.
+        await createCall
+      } catch (error) {
+        // An HTTP refusal means no pod of ours (a 409 would be someone else's); a lost answer
+        // (timeout, reset) may still have made one.
+        if (error instanceof ApiStatusError) return
+      }
+
+      try {
+        await api.deletePod(namespace, name, 0)
+      } catch (error) {
+        warn(
+          `could not delete pod ${namespace}/${name} (${(error as Error).message}); it stops by itself within ${task.deadlineSeconds}s; ` +
+            `remove it with: kubectl delete pod -n ${namespace} ${name}`,
+        )
+      }
+    })()
+    return cleanup
+  }
+
+  const exit = opts.exitOnSignal ?? ((code: number) => process.exit(code))
+  const onSignal = (signal: keyof typeof SIGNAL_EXIT_CODES) => {
+    stop.abort()
+    void deletePodOnce().then(() => exit(SIGNAL_EXIT_CODES[signal]))
+  }
+
+  const onInt = () => onSignal('SIGINT')
+  const onTerm = () => onSignal('SIGTERM')
+  process.once('SIGINT', onInt)
+  process.once('SIGTERM', onTerm)
+  try {
+    createCall = api.createPod(namespace, pod)
+    try {
+      await createCall
+    } catch (error) {
+      throw explainCreateFailure(error, task, namespace)
+    }
+
+    const giveUpAt = Date.now() + task.deadlineSeconds * 1000 + graceMs
+    for (;;) {
+      if (stop.signal.aborted) throw new CliError(`the ${task.purpose} task on node ${task.node} was interrupted`)
+      let current: V1Pod
+      try {
+        current = await api.getPod(namespace, name)
+      } catch (error) {
+        if (isNotFound(error)) throw new CliError(`pod ${namespace}/${name} for the ${task.purpose} task was deleted before it finished`)
+        throw error
+      }
+
+      const phase = current.status?.phase
+      if (phase === 'Succeeded' || phase === 'Failed') {
+        const exitCode = terminatedExitCode(current)
+        if (exitCode === undefined) {
+          const why = current.status?.reason === 'DeadlineExceeded' ? `ran past its deadline of ${task.deadlineSeconds}s` : `failed (${current.status?.reason ?? 'no reason given'}${current.status?.message ? `: ${current.status.message}` : ''})`
+          throw new CliError(`the ${task.purpose} task on node ${task.node} ${why} before its command could finish`)
+        }
+
+        const output = await api.readPodLog(namespace, name, NODE_TASK_CONTAINER)
+        return {exitCode, output, pod: name}
+      }
+
+      const stuck = stuckReason(current)
+      if (stuck) throw new CliError(`the ${task.purpose} task cannot start on node ${task.node} with image ${task.image} (${stuck}); choose another image`)
+      if (Date.now() > giveUpAt) {
+        throw new CliError(
+          `the ${task.purpose} task on node ${task.node} did not finish within ${task.deadlineSeconds}s (pod phase ${phase ?? 'unknown'}); is the node Ready and the image available there?`,
+        )
+      }
+
+      await sleep(pollIntervalMs, stop.signal)
+    }
+  } finally {
+    process.removeListener('SIGINT', onInt)
+    process.removeListener('SIGTERM', onTerm)
+    outer?.removeEventListener('abort', onOuterAbort)
+    await deletePodOnce()
+  }
+}

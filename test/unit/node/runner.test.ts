@@ -1,0 +1,221 @@
+import assert from 'node:assert/strict'
+
+import type {V1Pod} from '@kubernetes/client-node'
+import nock from 'nock'
+
+import {CliError} from '../../../src/errors.js'
+import type {KubeClient} from '../../../src/kube/client.js'
+import {NODE_TASK_LABEL, NodeTask, buildNodeTaskPod, nodeTaskPodName, runNodeTask} from '../../../src/node/runner.js'
+import {FAKE_SERVER, fakeClient} from '../../helpers/fake-cluster.js'
+
+const task: NodeTask = {
+  node: 'worker-1',
+  image: 'registry.k8s.io/kube-proxy:v1.37.2',
+  command: ['sh', '-c', 'iptables-save'],
+  purpose: 'trace',
+  deadlineSeconds: 60,
+}
+
+const podsPath = '/api/v1/namespaces/kube-system/pods'
+const podPathRe = /^\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-1-[0-9a-f]{6}$/
+const logPathRe = /^\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-1-[0-9a-f]{6}\/log\?container=task$/
+
+const withPhase = (phase: string, containerState?: Record<string, unknown>, extra: Record<string, unknown> = {}): V1Pod =>
+  ({status: {phase, ...extra, containerStatuses: containerState ? [{name: 'task', state: containerState}] : undefined}}) as V1Pod
+
+describe('node task runner', () => {
+  let client: KubeClient
+  const warnings: string[] = []
+  const opts = {pollIntervalMs: 5, onWarning: (m: string) => warnings.push(m)}
+
+  before(async () => {
+    nock.disableNetConnect()
+    client = await fakeClient()
+  })
+  afterEach(() => {
+    nock.cleanAll()
+    warnings.length = 0
+  })
+  after(() => nock.enableNetConnect())
+
+  describe('the pod', () => {
+    it('is pinned, privileged, host-network, run-once, deadline-bound, tolerant of every taint and labelled', () => {
+      const pod = buildNodeTaskPod({...task, env: {A: '1'}}, 'selfhost-trace-worker-1-abcdef')
+      assert.equal(pod.metadata?.namespace, 'kube-system')
+      assert.deepEqual(pod.metadata?.labels, {'app.kubernetes.io/managed-by': 'kubectl-selfhost', [NODE_TASK_LABEL]: 'trace'})
+      const spec = pod.spec!
+      assert.equal(spec.nodeName, 'worker-1')
+      assert.equal(spec.restartPolicy, 'Never')
+      assert.equal(spec.activeDeadlineSeconds, 60)
+      assert.equal(spec.hostNetwork, true)
+      assert.deepEqual(spec.tolerations, [{operator: 'Exists'}])
+      assert.equal(spec.containers.length, 1)
+      const [container] = spec.containers
+      assert.equal(container.securityContext?.privileged, true)
+      assert.deepEqual(container.command, ['sh', '-c', 'iptables-save'])
+      assert.equal(container.image, task.image)
+      assert.deepEqual(container.env, [{name: 'A', value: '1'}])
+      assert.equal(spec.volumes, undefined, 'no host mount unless asked')
+    })
+
+    it('mounts the host root at /host and says so in HOST_ROOT when asked', () => {
+      const pod = buildNodeTaskPod({...task, mountHostRoot: true, namespace: 'ops'}, 'p')
+      assert.equal(pod.metadata?.namespace, 'ops')
+      assert.deepEqual(pod.spec?.volumes, [{name: 'host-root', hostPath: {path: '/', type: 'Directory'}}])
+      assert.deepEqual(pod.spec?.containers[0].volumeMounts, [{name: 'host-root', mountPath: '/host'}])
+      assert.deepEqual(pod.spec?.containers[0].env, [{name: 'HOST_ROOT', value: '/host'}])
+    })
+
+    it('has a valid, bounded name even for long node names', () => {
+      const name = nodeTaskPodName('pivot backup', 'Ip-10-0-0-1.EU-West-1.Compute.Internal.very-long-node-name-indeed', 'abc123')
+      assert.ok(name.length <= 63, name)
+      assert.match(name, /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/)
+      assert.ok(name.startsWith('selfhost-pivot-backup-ip-10-0-0-1-eu-west-1'))
+      assert.ok(name.endsWith('-abc123'))
+    })
+  })
+
+  it('creates the pod, waits for it to finish, returns exit code and log, then deletes it', async () => {
+    let sent: V1Pod | undefined
+    const scope = nock(FAKE_SERVER)
+      .post(podsPath, (body: V1Pod) => {
+        sent = body
+        return true
+      })
+      .reply(201, (_uri, body) => body as V1Pod)
+      .get(podPathRe)
+      .reply(200, withPhase('Pending'))
+      .get(podPathRe)
+      .reply(200, withPhase('Running', {running: {}}))
+      .get(podPathRe)
+      .reply(200, withPhase('Failed', {terminated: {exitCode: 3}}))
+      .get(logPathRe)
+      .reply(200, '*nat\nCOMMIT\n')
+      .delete(podPathRe)
+      .reply(200, {})
+
+    const result = await runNodeTask(client, task, opts)
+    assert.equal(result.exitCode, 3)
+    assert.equal(result.output, '*nat\nCOMMIT\n')
+    assert.equal(result.pod, sent?.metadata?.name)
+    assert.equal(sent?.spec?.activeDeadlineSeconds, 60)
+    assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`)
+  })
+
+  it('still deletes the pod when reading its status fails', async () => {
+    const scope = nock(FAKE_SERVER)
+      .post(podsPath)
+      .reply(201, {})
+      .get(podPathRe)
+      .reply(500, {message: 'etcd is sad'})
+      .delete(podPathRe)
+      .reply(200, {})
+    await assert.rejects(runNodeTask(client, task, opts), /etcd is sad/)
+    assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`)
+  })
+
+  it('deletes the pod when the create answer is lost (the pod may exist)', async () => {
+    const scope = nock(FAKE_SERVER).post(podsPath).replyWithError(Object.assign(new Error('socket hang up'), {code: 'ECONNRESET'})).delete(podPathRe).reply(404, {})
+    await assert.rejects(runNodeTask(client, task, opts), /closed the connection/)
+    assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`)
+  })
+
+  it('explains a PodSecurity refusal and deletes nothing', async () => {
+    nock(FAKE_SERVER)
+      .post('/api/v1/namespaces/apps/pods')
+      .reply(403, {
+        kind: 'Status',
+        status: 'Failure',
+        reason: 'Forbidden',
+        message:
+          'pods "selfhost-trace-worker-1-abc" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), privileged (container "task" must not set securityContext.privileged=true)',
+      })
+    const error = await runNodeTask(client, {...task, namespace: 'apps'}, opts).then(
+      () => assert.fail('expected a refusal'),
+      (e: unknown) => e,
+    )
+    assert.ok(error instanceof CliError)
+    assert.match(error.message, /namespace "apps" refuses privileged pods \(PodSecurity "baseline:latest"\)/)
+    assert.match(error.message, /privileged/)
+    assert.doesNotMatch(error.message, /\n/)
+    assert.equal(nock.pendingMocks().length, 0)
+  })
+
+  it('says when the pod ran past its activeDeadlineSeconds', async () => {
+    const scope = nock(FAKE_SERVER)
+      .post(podsPath)
+      .reply(201, {})
+      .get(podPathRe)
+      .reply(200, withPhase('Failed', {waiting: {reason: 'ContainerCreating'}}, {reason: 'DeadlineExceeded'}))
+      .delete(podPathRe)
+      .reply(200, {})
+    await assert.rejects(runNodeTask(client, task, opts), /ran past its deadline of 60s/)
+    assert.ok(scope.isDone())
+  })
+
+  it('gives up after the deadline plus grace when the pod never finishes, and deletes it', async () => {
+    const scope = nock(FAKE_SERVER).post(podsPath).reply(201, {}).get(podPathRe).times(1000).reply(200, withPhase('Pending')).delete(podPathRe).reply(200, {})
+    const started = Date.now()
+    await assert.rejects(runNodeTask(client, {...task, deadlineSeconds: 0}, {...opts, graceMs: 100}), /did not finish within 0s \(pod phase Pending\)/)
+    assert.ok(Date.now() - started < 5000)
+    assert.equal(scope.pendingMocks().filter((m) => m.startsWith('DELETE')).length, 0, 'pod deleted')
+  })
+
+  it('fails fast on an image that cannot be pulled', async () => {
+    const scope = nock(FAKE_SERVER)
+      .post(podsPath)
+      .reply(201, {})
+      .get(podPathRe)
+      .reply(200, withPhase('Pending', {waiting: {reason: 'ImagePullBackOff', message: 'Back-off pulling image'}}))
+      .delete(podPathRe)
+      .reply(200, {})
+    await assert.rejects(runNodeTask(client, task, opts), /cannot start on node worker-1 with image registry\.k8s\.io\/kube-proxy:v1\.37\.2 \(ImagePullBackOff/)
+    assert.ok(scope.isDone())
+  })
+
+  it('warns with the kubectl command when the pod cannot be deleted', async () => {
+    nock(FAKE_SERVER)
+      .post(podsPath)
+      .reply(201, {})
+      .get(podPathRe)
+      .reply(200, withPhase('Succeeded', {terminated: {exitCode: 0}}))
+      .get(logPathRe)
+      .reply(200, 'ok')
+      .delete(podPathRe)
+      .reply(500, {message: 'boom'})
+    const result = await runNodeTask(client, task, opts)
+    assert.equal(result.exitCode, 0)
+    assert.equal(warnings.length, 1)
+    assert.match(warnings[0], /kubectl delete pod -n kube-system selfhost-trace-worker-1-[0-9a-f]{6}/)
+  })
+
+  for (const [signal, code] of [
+    ['SIGINT', 130],
+    ['SIGTERM', 143],
+  ] as const) {
+    it(`deletes the pod on ${signal} and exits ${code}`, async () => {
+      let deleted = false
+      nock(FAKE_SERVER)
+        .post(podsPath)
+        .reply(201, {})
+        .get(podPathRe)
+        .times(1000)
+        .reply(200, () => {
+          // The task is running: the user presses Ctrl-C (or the CLI is told to stop).
+          setImmediate(() => process.emit(signal, signal))
+          return withPhase('Running', {running: {}})
+        })
+        .delete(podPathRe)
+        .reply(200, () => {
+          deleted = true
+          return {}
+        })
+      const exited = new Promise<number>((resolve) => {
+        runNodeTask(client, task, {...opts, exitOnSignal: resolve}).catch(() => {})
+      })
+      assert.equal(await exited, code)
+      assert.ok(deleted, 'pod deleted before exiting')
+      assert.equal(process.listenerCount(signal), 0, 'signal handler removed')
+    })
+  }
+})
