@@ -1,0 +1,342 @@
+import type {V1DaemonSet, V1Deployment, V1Node, V1PodSpec} from '@kubernetes/client-node'
+
+import {CliError} from '../errors.js'
+import {
+  type ComponentState,
+  type Instance,
+  type LeaderRecord,
+  type PivotedComponent,
+  SYSTEM_NAMESPACE,
+  selfHostedName,
+} from '../controlplane/model.js'
+import {placementOf} from './placement.js'
+
+/**
+ * The rules of `scale`, pure: from what discovery saw and the workload's own spec, decide
+ * whether a replica count is safe and what it does to leadership. Every refusal is a
+ * CliError with one line saying why.
+ */
+
+export type ScalableComponent = 'kube-scheduler' | 'kube-controller-manager'
+
+const COMPONENT_ALIASES: Record<string, PivotedComponent> = {
+  'kube-scheduler': 'kube-scheduler',
+  scheduler: 'kube-scheduler',
+  'kube-controller-manager': 'kube-controller-manager',
+  'controller-manager': 'kube-controller-manager',
+  'kube-apiserver': 'kube-apiserver',
+  apiserver: 'kube-apiserver',
+}
+
+/** Components that exist but are not this command's to scale, with where to go instead. */
+const NOT_SCALED_HERE: Record<string, string> = {
+  etcd: 'etcd is not scaled by replicas: its members are changed with `etcdctl member add/remove`, and it stays static',
+  'kube-proxy': 'kube-proxy is a DaemonSet with one instance per node: it follows the nodes, not a replica count',
+  coredns: 'CoreDNS is an ordinary Deployment: use `kubectl -n kube-system scale deployment coredns --replicas N`',
+}
+
+export function resolveComponent(name: string): PivotedComponent {
+  const resolved = COMPONENT_ALIASES[name]
+  if (resolved) return resolved
+  if (NOT_SCALED_HERE[name]) throw new CliError(NOT_SCALED_HERE[name])
+  throw new CliError(`unknown component "${name}"; known: ${Object.keys(COMPONENT_ALIASES).join(', ')}`)
+}
+
+export function parseReplicas(text: string): number {
+  const trimmed = text.trim()
+  if (/^-\d+$/.test(trimmed)) throw new CliError(`--replicas ${text}: a replica count cannot be negative; use 0 or more`)
+  // Accept "3" and "+3" as Kubernetes would; refuse "1.5", "3x", "" and friends.
+  if (!/^\+?\d+$/.test(trimmed)) throw new CliError(`--replicas "${text}" is not a whole number; use 0, 1, 2, ...`)
+  const value = Number(trimmed)
+  if (!Number.isSafeInteger(value) || value > 2_147_483_647) throw new CliError(`--replicas ${text} is too large`)
+  return value
+}
+
+export interface LeaderElectionSettings {
+  /** --leader-elect as the process sees it; true is the default of both components. */
+  enabled: boolean
+  /** Where the lock lives: --leader-elect-resource-namespace/-name, defaulting as the components do. */
+  lease: {namespace: string; name: string}
+  /** Set when a --config file may override what the flags say; the API cannot show its contents. */
+  configFile?: string
+}
+
+/** Go's strconv.ParseBool, which pflag uses for boolean flags. */
+function parseGoBool(value: string): boolean | undefined {
+  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(value)) return true
+  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(value)) return false
+  return undefined
+}
+
+/** The last value of `--name=value` or `--name value` (pflag: the last occurrence wins). */
+function lastFlagValue(argv: string[], name: string): string | undefined {
+  let value: string | undefined
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]
+    if (arg.startsWith(`--${name}=`)) value = arg.slice(name.length + 3)
+    else if (arg === `--${name}` && i + 1 < argv.length && !argv[i + 1].startsWith('-')) value = argv[i + 1]
+  }
+
+  return value
+}
+
+/** Reads leader election from a component's command line (command + args of its container). */
+export function leaderElectionFromArgs(component: ScalableComponent, argv: string[]): LeaderElectionSettings {
+  let enabled = true
+  for (const arg of argv) {
+    // A bare --leader-elect means true; `--leader-elect false` is not how pflag reads booleans.
+    if (arg === '--leader-elect') enabled = true
+    else if (arg.startsWith('--leader-elect=')) enabled = parseGoBool(arg.slice('--leader-elect='.length)) ?? enabled
+  }
+
+  return {
+    enabled,
+    lease: {
+      namespace: lastFlagValue(argv, 'leader-elect-resource-namespace') ?? SYSTEM_NAMESPACE,
+      name: lastFlagValue(argv, 'leader-elect-resource-name') ?? component,
+    },
+    configFile: lastFlagValue(argv, 'config') || undefined,
+  }
+}
+
+/** The command line of the component's container: the one named after it, else the first. */
+export function componentArgv(component: PivotedComponent, spec: V1PodSpec): string[] {
+  const container =
+    spec.containers.find((c) => c.name === component) ??
+    spec.containers.find((c) => [...(c.command ?? []), ...(c.args ?? [])].some((a) => a.endsWith(component))) ??
+    spec.containers[0]
+  return [...(container?.command ?? []), ...(container?.args ?? [])]
+}
+
+export interface ScaleRequest {
+  component: PivotedComponent
+  replicas: number
+  force: boolean
+}
+
+export interface ScaleInputs {
+  /** Discovery's view of the component: hosting mode, instances, workloads, leader. */
+  state: ComponentState
+  /** The raw self-hosted workload named in state.workloads (its spec holds args and placement). */
+  workload?: V1Deployment | V1DaemonSet
+  nodes: V1Node[]
+}
+
+export interface ScalePlan {
+  component: ScalableComponent
+  workload: {kind: 'Deployment'; namespace: string; name: string; managedByUs: boolean; resourceVersion?: string}
+  from: number
+  to: number
+  change: 'up' | 'down' | 'none'
+  leaderElection: LeaderElectionSettings
+  placement: {
+    eligibleNodes: string[]
+    onePerNodeBecause?: string
+    /** How many replicas can become Ready; less than `to` when the nodes cannot hold them all. */
+    readyTarget: number
+  }
+  leadership: {
+    leader?: LeaderRecord
+    /** The leader's pod when the lease holder matches a pod of this workload. */
+    leaderPod?: string
+    /** Ready pods of the workload that do not hold the lease. */
+    standbys: string[]
+    /** Scale-down: pods the ReplicaSet controller is expected to remove, in its order. */
+    expectedRemovals: string[]
+    added: number
+    /** One sentence: what the change does to who leads. */
+    effect: string
+  }
+  warnings: string[]
+  notes: string[]
+}
+
+const CONSEQUENCE_OF_ZERO: Record<ScalableComponent, string> = {
+  'kube-scheduler':
+    'with 0 kube-scheduler replicas nothing schedules pods: every new pod, including the scheduler pod you would scale back up to, stays Pending until you bind it by hand or restore a static scheduler',
+  'kube-controller-manager':
+    'with 0 kube-controller-manager replicas no controller runs (Deployments, ReplicaSets, nodes, garbage collection), and scaling back up creates no pod because creating it is the controller-manager\'s own job: you would need a static manifest again (`kubectl selfhost revert`)',
+}
+
+function workloadRef(state: ComponentState) {
+  return state.workloads.map((w) => `${w.kind} ${w.namespace}/${w.name}`).join(', ')
+}
+
+function nodesOf(instances: Instance[]): string {
+  const nodes = [...new Set(instances.map((i) => i.node).filter(Boolean))].sort()
+  return nodes.length > 0 ? ` on ${nodes.join(', ')}` : ''
+}
+
+function refuseUnscalableHosting(request: ScaleRequest, state: ComponentState): void {
+  const c = request.component
+  switch (state.mode) {
+    case 'absent':
+      throw new CliError(`${c} was not found in the cluster (no static or self-hosted pods): a managed control plane is not this tool's to scale`)
+    case 'static':
+      throw new CliError(
+        `${c} runs as static pods${nodesOf(state.instances)} from /etc/kubernetes/manifests, which have no replica count; run \`kubectl selfhost pivot\` first to make it a self-hosted workload`,
+      )
+    case 'mixed':
+      throw new CliError(
+        `${c} runs both as static pods and as ${workloadRef(state)}: a pivot is under way; finish it with \`kubectl selfhost pivot\` (or undo it with \`revert\`) before scaling`,
+      )
+    case 'self-hosted':
+      break
+  }
+}
+
+function explainDaemonSet(component: PivotedComponent, daemonSet: V1DaemonSet | undefined, state: ComponentState, nodes: V1Node[]): never {
+  const ref = state.workloads.find((w) => w.kind === 'DaemonSet')
+  const name = `${ref?.namespace ?? SYSTEM_NAMESPACE}/${ref?.name ?? selfHostedName(component)}`
+  const spec = daemonSet?.spec?.template?.spec
+  const selector = Object.entries(spec?.nodeSelector ?? {}).map(([k, v]) => (v ? `${k}=${v}` : k))
+  const eligible = spec ? placementOf(spec, daemonSet?.spec?.template?.metadata?.labels ?? {}, nodes).eligibleNodes : []
+  const where = selector.length > 0 ? `every node labelled ${selector.join(',')}` : 'every node whose taints it tolerates'
+  const activeActive = component === 'kube-apiserver' ? 'its instances all serve at once (active-active), and ' : ''
+  throw new CliError(
+    `${component} is not scaled by a replica count: ${activeActive}DaemonSet ${name} runs one instance on ${where} (${eligible.length} now${eligible.length > 0 ? `: ${eligible.join(', ')}` : ''}); to add one, join another control-plane node (kubeadm join --control-plane) or label and taint a node as one; to remove one, drain and remove that node`,
+  )
+}
+
+function workloadPods(state: ComponentState): Instance[] {
+  return state.instances.filter((i) => i.source === 'workload')
+}
+
+/**
+ * The order in which the ReplicaSet controller deletes pods on scale-down, simplified to
+ * the criteria that tell control-plane pods apart: unscheduled first, then not Ready,
+ * then those sharing a node with more replicas, then the most recently started.
+ */
+export function expectedRemovalOrder(instances: Instance[]): Instance[] {
+  const perNode = new Map<string, number>()
+  for (const i of instances) if (i.node) perNode.set(i.node, (perNode.get(i.node) ?? 0) + 1)
+  const rank = (i: Instance): number[] => [
+    i.node ? 1 : 0,
+    i.ready ? 1 : 0,
+    -(perNode.get(i.node) ?? 0),
+    -(i.startedAt ? Date.parse(i.startedAt) : Number.MAX_SAFE_INTEGER),
+  ]
+  return [...instances].sort((a, b) => {
+    const ra = rank(a)
+    const rb = rank(b)
+    for (let k = 0; k < ra.length; k++) if (ra[k] !== rb[k]) return ra[k] - rb[k]
+    return a.pod.localeCompare(b.pod)
+  })
+}
+
+function leaderPodOf(leader: LeaderRecord | undefined, pods: Instance[]): string | undefined {
+  if (!leader?.pod) return undefined
+  return pods.some((p) => p.pod === leader.pod) ? leader.pod : undefined
+}
+
+function describeEffect(
+  component: ScalableComponent,
+  from: number,
+  to: number,
+  leader: LeaderRecord | undefined,
+  leaderPod: string | undefined,
+  removals: string[],
+): string {
+  const duration = leader?.leaseDurationSeconds ?? 15
+  if (to === 0) {
+    return `no instance remains: nobody renews the lease, it goes stale ${duration}s after the last renewal, and no ${component} work happens until you scale up again`
+  }
+
+  if (!leader) return `no leader is recorded yet: one of the ${to} replicas takes the lease when it starts, the others stand by`
+  if (leader.stale) return `the lease held by ${leader.holder} is stale: one of the ${to} replicas should take it over, the others stand by`
+  if (!leaderPod) {
+    return `the lease holder ${leader.holder} matches no pod of this workload: something outside it leads (a static pod still running, or another process), and all ${to} replicas of the workload stay standbys while it renews`
+  }
+
+  if (to > from) return `${leaderPod} keeps leading; the ${to - from} new replica${to - from === 1 ? '' : 's'} join as standbys and wait for the lease`
+  if (to === from) return `${leaderPod} keeps leading; nothing changes`
+  if (removals.includes(leaderPod)) {
+    return `the leader's pod ${leaderPod} is expected to be removed: a standby takes the lease within about ${duration}s, during which no ${component} work happens`
+  }
+
+  return `${leaderPod} keeps leading; ${removals.length === 1 ? 'standby' : 'standbys'} ${removals.join(', ')} expected to be removed`
+}
+
+export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan {
+  const {state, nodes} = inputs
+  const component = request.component
+  refuseUnscalableHosting(request, state)
+
+  const deploymentRefs = state.workloads.filter((w) => w.kind === 'Deployment')
+  if (component === 'kube-apiserver' || deploymentRefs.length === 0) {
+    explainDaemonSet(component, inputs.workload as V1DaemonSet | undefined, state, nodes)
+  }
+
+  if (deploymentRefs.length > 1) {
+    throw new CliError(`${component} has several Deployments (${workloadRef(state)}); scale the one you mean with kubectl, then remove the others`)
+  }
+
+  const ref = deploymentRefs[0]
+  const deployment = inputs.workload as V1Deployment | undefined
+  const spec = deployment?.spec?.template?.spec
+  if (!deployment || !spec) throw new CliError(`Deployment ${ref.namespace}/${ref.name} could not be read; check that it still exists`)
+
+  const scalable = component as ScalableComponent
+  const from = deployment.spec?.replicas ?? 1
+  const to = request.replicas
+  const leaderElection = leaderElectionFromArgs(scalable, componentArgv(component, spec))
+  const warnings: string[] = []
+  const notes: string[] = []
+
+  if (to > 1 && !leaderElection.enabled) {
+    throw new CliError(
+      `${component} runs with --leader-elect=false: ${to} replicas would be ${to} active ${component === 'kube-scheduler' ? 'schedulers racing to bind the same pods' : 'controller-managers fighting over the same objects'}; turn leader election on in ${ref.name} before scaling above 1`,
+    )
+  }
+
+  if (to === 0 && !request.force) throw new CliError(`refusing to scale ${component} to 0: ${CONSEQUENCE_OF_ZERO[scalable]}; add --force if you mean it`)
+  if (to === 0) warnings.push(CONSEQUENCE_OF_ZERO[scalable])
+
+  if (!leaderElection.enabled) notes.push('leader election is off (--leader-elect=false): fine for a single replica, required before running more')
+  if (leaderElection.configFile && to > 1) {
+    notes.push(`leader election may also be set in ${leaderElection.configFile}, which the API cannot show; the flags say it is ${leaderElection.enabled ? 'on' : 'off'}`)
+  }
+
+  const placement = placementOf(spec, deployment.spec?.template?.metadata?.labels ?? {}, nodes)
+  const capacity = placement.onePerNodeBecause ? placement.eligibleNodes.length : Number.POSITIVE_INFINITY
+  const readyTarget = Math.min(to, capacity)
+  const eligibleCount = placement.eligibleNodes.length
+  if (to > 0 && eligibleCount === 0) {
+    warnings.push(`no node can take a ${component} pod now (nodeSelector, taints, readiness): new replicas will stay Pending`)
+  } else if (to > eligibleCount) {
+    const over = `${to} replicas but only ${eligibleCount} node${eligibleCount === 1 ? '' : 's'} they can run on (${placement.eligibleNodes.join(', ')})`
+    if (placement.onePerNodeBecause) warnings.push(`${over}: ${placement.onePerNodeBecause}, so ${to - readyTarget} will stay Pending`)
+    else if (placement.hostNetwork && !componentArgv(component, spec).some((a) => a.startsWith('--permit-port-sharing'))) {
+      warnings.push(`${over}: two hostNetwork instances on one node fight for the same port and the second fails unless --permit-port-sharing is set`)
+    } else warnings.push(`${over}: some nodes run two, so losing one node takes out more than one replica`)
+  }
+
+  if (to > 1) notes.push(`extra replicas add standbys, not throughput: only the lease holder does ${component} work, the others wait to take over`)
+
+  const pods = workloadPods(state)
+  const leaderPod = leaderPodOf(state.leader, pods)
+  const expectedRemovals = to < from ? expectedRemovalOrder(pods).slice(0, Math.max(0, pods.length - to)).map((i) => i.pod) : []
+  if (expectedRemovals.length > 0) notes.push('which pods go is the ReplicaSet controller\'s choice: the removals shown are its usual order (unscheduled, not Ready, crowded node, youngest first)')
+  if (!ref.managedByUs) notes.push(`${ref.namespace}/${ref.name} was not created by kubectl-selfhost; scaling it all the same`)
+  if (from === to) notes.push(`${ref.namespace}/${ref.name} already asks for ${to} replica${to === 1 ? '' : 's'}; this run only checks readiness and leadership`)
+
+  return {
+    component: scalable,
+    workload: {kind: 'Deployment', namespace: ref.namespace, name: ref.name, managedByUs: ref.managedByUs, resourceVersion: deployment.metadata?.resourceVersion},
+    from,
+    to,
+    change: to > from ? 'up' : to < from ? 'down' : 'none',
+    leaderElection,
+    placement: {eligibleNodes: placement.eligibleNodes, onePerNodeBecause: placement.onePerNodeBecause, readyTarget},
+    leadership: {
+      leader: state.leader,
+      leaderPod,
+      standbys: pods.filter((p) => p.ready && p.pod !== leaderPod).map((p) => p.pod),
+      expectedRemovals,
+      added: Math.max(0, to - from),
+      effect: describeEffect(scalable, from, to, state.leader, leaderPod, expectedRemovals),
+    },
+    warnings,
+    notes,
+  }
+}
