@@ -1,0 +1,150 @@
+import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
+
+import {CliError} from '../errors.js'
+import type {KubeClient} from './client.js'
+
+/**
+ * The one wait helper: poll a probe until it says done, with a deadline that becomes one
+ * clear line. Polling (not a watch) because a watch needs reconnect handling and a rollout
+ * of a handful of control-plane pods is cheap to re-read once a second.
+ */
+
+export interface WaitOptions {
+  timeoutMs: number
+  intervalMs?: number
+  /** Named in the timeout message: "timed out after 2m waiting for <what>". */
+  what: string
+  /** Called with the probe's progress line whenever it changes. */
+  onProgress?: (line: string) => void
+  signal?: AbortSignal
+  /** Injected by tests; defaults to a real timer. */
+  sleep?: (ms: number) => Promise<void>
+  now?: () => number
+}
+
+export interface ProbeResult<T> {
+  done: boolean
+  value: T
+  /** One line on where things stand, shown as progress and in the timeout message. */
+  progress: string
+}
+
+const realSleep = (ms: number, signal?: AbortSignal) =>
+  new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(resolve, ms)
+    signal?.addEventListener('abort', () => {
+      clearTimeout(timer)
+      reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+    }, {once: true})
+  })
+
+export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: WaitOptions): Promise<T> {
+  const now = opts.now ?? Date.now
+  const sleep = opts.sleep ?? ((ms: number) => realSleep(ms, opts.signal))
+  const deadline = now() + opts.timeoutMs
+  let lastProgress = ''
+  for (;;) {
+    const result = await probe()
+    if (result.progress !== lastProgress) {
+      lastProgress = result.progress
+      opts.onProgress?.(result.progress)
+    }
+
+    if (result.done) return result.value
+    if (now() >= deadline) {
+      throw new CliError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what} (${lastProgress})`)
+    }
+
+    await sleep(Math.min(opts.intervalMs ?? 1000, Math.max(0, deadline - now())))
+  }
+}
+
+export interface WorkloadRef {
+  kind: 'Deployment' | 'DaemonSet'
+  namespace: string
+  name: string
+}
+
+/** Where a rollout stands, read from a workload's status the way `kubectl rollout status` does. */
+export interface RolloutStatus {
+  generation: number
+  observedGeneration: number
+  desired: number
+  /** Pods of the workload that exist (not terminating), old and new. */
+  current: number
+  updated: number
+  ready: number
+  available: number
+  done: boolean
+  progress: string
+}
+
+export function deploymentRollout(deployment: V1Deployment, readyTarget?: number): RolloutStatus {
+  const status = deployment.status ?? {}
+  const desired = deployment.spec?.replicas ?? 1
+  const target = readyTarget ?? desired
+  const rollout = {
+    generation: deployment.metadata?.generation ?? 0,
+    observedGeneration: status.observedGeneration ?? 0,
+    desired,
+    current: status.replicas ?? 0,
+    updated: status.updatedReplicas ?? 0,
+    ready: status.readyReplicas ?? 0,
+    available: status.availableReplicas ?? 0,
+  }
+  const stalled = status.conditions?.find((c) => c.type === 'Progressing' && c.reason === 'ProgressDeadlineExceeded')
+  if (stalled) {
+    throw new CliError(`Deployment ${deployment.metadata?.namespace}/${deployment.metadata?.name} stopped progressing: ${stalled.message ?? 'progress deadline exceeded'}`)
+  }
+
+  const done =
+    rollout.observedGeneration >= rollout.generation &&
+    rollout.updated >= desired &&
+    rollout.current === desired &&
+    rollout.ready >= target
+  const progress =
+    rollout.observedGeneration < rollout.generation
+      ? `waiting for the controller to see generation ${rollout.generation}`
+      : `${rollout.ready}/${desired} ready, ${rollout.updated} updated, ${rollout.current} existing${target < desired ? ` (${target} can be ready)` : ''}`
+  return {...rollout, done, progress}
+}
+
+export function daemonSetRollout(daemonSet: V1DaemonSet): RolloutStatus {
+  const status = daemonSet.status ?? {desiredNumberScheduled: 0, currentNumberScheduled: 0, numberMisscheduled: 0, numberReady: 0}
+  const desired = status.desiredNumberScheduled ?? 0
+  const rollout = {
+    generation: daemonSet.metadata?.generation ?? 0,
+    observedGeneration: status.observedGeneration ?? 0,
+    desired,
+    current: status.currentNumberScheduled ?? 0,
+    updated: status.updatedNumberScheduled ?? 0,
+    ready: status.numberReady ?? 0,
+    available: status.numberAvailable ?? 0,
+  }
+  const done = rollout.observedGeneration >= rollout.generation && rollout.updated >= desired && rollout.ready >= desired && rollout.available >= desired
+  const progress =
+    rollout.observedGeneration < rollout.generation
+      ? `waiting for the controller to see generation ${rollout.generation}`
+      : `${rollout.ready}/${desired} ready, ${rollout.updated} updated, ${rollout.available} available`
+  return {...rollout, done, progress}
+}
+
+export type RolloutApi = Pick<KubeClient, 'getDeployment' | 'getDaemonSet'>
+
+/**
+ * Waits until a Deployment or DaemonSet has rolled out: the controller saw the latest
+ * generation, every pod runs the latest template, and enough pods are Ready. readyTarget
+ * lowers the Ready count a Deployment must reach (e.g. when only that many fit the nodes).
+ */
+export function waitForRollout(api: RolloutApi, ref: WorkloadRef, opts: Omit<WaitOptions, 'what'> & {readyTarget?: number}): Promise<RolloutStatus> {
+  return pollUntil(
+    async () => {
+      const status =
+        ref.kind === 'Deployment'
+          ? deploymentRollout(await api.getDeployment(ref.namespace, ref.name), opts.readyTarget)
+          : daemonSetRollout(await api.getDaemonSet(ref.namespace, ref.name))
+      return {done: status.done, value: status, progress: status.progress}
+    },
+    {...opts, what: `${ref.kind} ${ref.namespace}/${ref.name} to roll out`},
+  )
+}

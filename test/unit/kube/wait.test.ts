@@ -1,0 +1,82 @@
+import {strict as assert} from 'node:assert'
+
+import type {V1Deployment} from '@kubernetes/client-node'
+
+import {CliError} from '../../../src/errors.js'
+import {daemonSetRollout, deploymentRollout, pollUntil, waitForRollout} from '../../../src/kube/wait.js'
+
+function deployment(replicas: number, generation: number, status: V1Deployment['status']): V1Deployment {
+  return {metadata: {name: 'self-hosted-kube-scheduler', namespace: 'kube-system', generation}, spec: {replicas, selector: {}, template: {}}, status}
+}
+
+describe('kube/wait: rollout status', () => {
+  const cases: Array<[string, V1Deployment, number | undefined, boolean, RegExp]> = [
+    ['controller has not seen the change', deployment(3, 2, {observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1}), undefined, false, /waiting for the controller to see generation 2/],
+    ['new replicas not ready yet', deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 1}), undefined, false, /1\/3 ready, 3 updated, 3 existing/],
+    ['all ready', deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 3, availableReplicas: 3}), undefined, true, /3\/3 ready/],
+    ['scale-down still has extra pods', deployment(1, 3, {observedGeneration: 3, replicas: 3, updatedReplicas: 3, readyReplicas: 3}), undefined, false, /3\/1 ready, 3 updated, 3 existing/],
+    ['scaled to zero', deployment(0, 4, {observedGeneration: 4}), undefined, true, /0\/0 ready/],
+    ['fewer can be ready than asked: target reached', deployment(5, 2, {observedGeneration: 2, replicas: 5, updatedReplicas: 5, readyReplicas: 3}), 3, true, /3\/5 ready.*\(3 can be ready\)/],
+  ]
+  for (const [name, d, target, done, progress] of cases) {
+    it(name, () => {
+      const status = deploymentRollout(d, target)
+      assert.equal(status.done, done)
+      assert.match(status.progress, progress)
+    })
+  }
+
+  it('fails fast when the Deployment exceeded its progress deadline', () => {
+    const d = deployment(3, 2, {observedGeneration: 2, conditions: [{type: 'Progressing', status: 'False', reason: 'ProgressDeadlineExceeded', message: 'ReplicaSet "x" has timed out progressing.'}]})
+    assert.throws(() => deploymentRollout(d), /stopped progressing: ReplicaSet "x" has timed out progressing/)
+  })
+
+  it('reads DaemonSet status', () => {
+    const ds = {metadata: {generation: 2}, status: {observedGeneration: 2, desiredNumberScheduled: 3, currentNumberScheduled: 3, numberMisscheduled: 0, updatedNumberScheduled: 3, numberReady: 2, numberAvailable: 2}}
+    assert.equal(daemonSetRollout(ds).done, false)
+    assert.equal(daemonSetRollout({...ds, status: {...ds.status, numberReady: 3, numberAvailable: 3}}).done, true)
+  })
+})
+
+describe('kube/wait: polling', () => {
+  it('polls until done, reporting each change of progress once', async () => {
+    let clock = 0
+    const seen: string[] = []
+    const answers = [
+      deployment(3, 2, {observedGeneration: 1}),
+      deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 1}),
+      deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 1}),
+      deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 3}),
+    ]
+    let calls = 0
+    const api = {getDeployment: async () => answers[calls++], getDaemonSet: async () => assert.fail('not a DaemonSet')}
+    const status = await waitForRollout(api, {kind: 'Deployment', namespace: 'kube-system', name: 'x'}, {
+      timeoutMs: 60_000,
+      onProgress: (line) => seen.push(line),
+      now: () => clock,
+      sleep: async (ms) => {
+        clock += ms
+      },
+    })
+    assert.equal(status.ready, 3)
+    assert.equal(calls, 4)
+    assert.equal(clock, 3000)
+    assert.deepEqual(seen, ['waiting for the controller to see generation 2', '1/3 ready, 3 updated, 3 existing', '3/3 ready, 3 updated, 3 existing'])
+  })
+
+  it('turns a deadline into one line naming what it waited for and where it stood', async () => {
+    let clock = 0
+    await assert.rejects(
+      pollUntil(async () => ({done: false, value: 0, progress: '1/3 ready'}), {
+        timeoutMs: 5000,
+        what: 'Deployment kube-system/x to roll out',
+        now: () => clock,
+        sleep: async (ms) => {
+          clock += ms
+        },
+      }),
+      (err: unknown) => err instanceof CliError && err.message === 'timed out after 5s waiting for Deployment kube-system/x to roll out (1/3 ready)',
+    )
+    assert.equal(clock, 5000)
+  })
+})
