@@ -1,0 +1,476 @@
+import assert from 'node:assert/strict'
+import {readFileSync} from 'node:fs'
+import {dirname, join, resolve} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import type {V1Pod} from '@kubernetes/client-node'
+import {parse as parseYaml} from 'yaml'
+
+import {
+  DiscoveryApi,
+  DiscoveryInputs,
+  buildControlPlane,
+  discoverControlPlane,
+  parseHealthChecks,
+  versionFromImage,
+} from '../../../src/controlplane/discover.js'
+import type {ComponentName, ControlPlane} from '../../../src/controlplane/model.js'
+import {
+  NOW,
+  coreDns,
+  failing,
+  healthy,
+  kubeProxy,
+  kubeadmCluster,
+  lease,
+  leaderEndpoints,
+  loadManifests,
+  node,
+  selfHosted,
+  sharedKubeadmFixtures,
+} from '../../helpers/cluster-objects.js'
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..')
+const fixtures = join(repoRoot, 'test', 'fixtures', 'kubeadm')
+const OLD = join(fixtures, 'v1.14.10')
+const NEW = join(fixtures, 'v1.32.4')
+
+const component = (plane: ControlPlane, name: ComponentName) => plane.components.find((c) => c.name === name)!
+
+describe('control-plane discovery', () => {
+  describe('an old kubeadm cluster (1.14: master role, Endpoints leader records, k8s.gcr.io, /healthz)', () => {
+    const inputs = kubeadmCluster({version: 'v1.14.10', manifestsDir: OLD, controlPlaneNodes: ['master-1'], workers: ['node-1']})
+    const plane = buildControlPlane(inputs, NOW)
+
+    it('finds every component static from its mirror pods, with versions from the image tags', () => {
+      for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
+        const c = component(plane, name)
+        assert.equal(c.mode, 'static', name)
+        assert.deepEqual(
+          c.instances.map((i) => [i.pod, i.node, i.source, i.ready]),
+          [[`${name}-master-1`, 'master-1', 'static', true]],
+        )
+      }
+
+      assert.deepEqual(component(plane, 'kube-apiserver').versions, ['v1.14.10'])
+      assert.equal(component(plane, 'kube-apiserver').instances[0].image, 'k8s.gcr.io/kube-apiserver:v1.14.10')
+      assert.deepEqual(component(plane, 'etcd').versions, ['3.3.10'])
+    })
+
+    it('sees kube-proxy and CoreDNS as workloads', () => {
+      const proxy = component(plane, 'kube-proxy')
+      assert.equal(proxy.mode, 'self-hosted')
+      assert.deepEqual(proxy.instances.map((i) => i.node), ['master-1', 'node-1'])
+      assert.deepEqual(proxy.workloads.map((w) => [w.kind, w.name, w.desired, w.ready]), [['DaemonSet', 'kube-proxy', 2, 2]])
+      const dns = component(plane, 'coredns')
+      assert.equal(dns.mode, 'self-hosted')
+      assert.deepEqual(dns.versions, ['1.3.1'])
+      assert.deepEqual(dns.workloads.map((w) => [w.kind, w.name]), [['Deployment', 'coredns']])
+    })
+
+    it('reads leaders from the Endpoints annotation and matches them to the mirror pod', () => {
+      for (const name of ['kube-controller-manager', 'kube-scheduler'] as const) {
+        const leader = component(plane, name).leader!
+        assert.equal(leader.source, 'Endpoints')
+        assert.equal(leader.holder, 'master-1')
+        assert.equal(leader.pod, `${name}-master-1`)
+        assert.equal(leader.stale, false)
+      }
+    })
+
+    it('labels nodes with the master role, takes health from /healthz and is healthy', () => {
+      assert.deepEqual(
+        plane.nodes.map((n) => [n.name, n.role, n.controlPlane]),
+        [
+          ['master-1', 'master', true],
+          ['node-1', undefined, false],
+        ],
+      )
+      assert.equal(plane.apiserver.readyz.endpoint, '/healthz')
+      assert.equal(plane.healthy, true, JSON.stringify(plane.components.flatMap((c) => c.problems)))
+    })
+  })
+
+  describe('a new HA kubeadm cluster (1.32: Leases, control-plane role, registry.k8s.io)', () => {
+    const inputs = kubeadmCluster({
+      version: 'v1.32.4',
+      manifestsDir: NEW,
+      controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
+      workers: ['w-1', 'w-2'],
+      leaderNode: 'cp-2',
+    })
+    const plane = buildControlPlane(inputs, NOW)
+
+    it('finds three static instances per component and one kube-proxy per node', () => {
+      for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
+        assert.equal(component(plane, name).mode, 'static')
+        assert.deepEqual(component(plane, name).instances.map((i) => i.node), ['cp-1', 'cp-2', 'cp-3'])
+      }
+
+      assert.equal(component(plane, 'kube-proxy').instances.length, 5)
+      assert.deepEqual(component(plane, 'etcd').versions, ['3.5.16-0'])
+    })
+
+    it('reads leaders from Leases and matches the holder to the pod on its node', () => {
+      const leader = component(plane, 'kube-scheduler').leader!
+      assert.equal(leader.source, 'Lease')
+      assert.equal(leader.pod, 'kube-scheduler-cp-2')
+      assert.equal(leader.node, 'cp-2')
+      assert.match(leader.holderIdentity, /^cp-2_/)
+      assert.equal(leader.leaseDurationSeconds, 15)
+    })
+
+    it('labels nodes control-plane and is healthy', () => {
+      assert.deepEqual(plane.nodes.filter((n) => n.controlPlane).map((n) => n.role), ['control-plane', 'control-plane', 'control-plane'])
+      assert.equal(plane.apiserver.readyz.endpoint, '/readyz')
+      assert.equal(plane.healthy, true, JSON.stringify(plane.components.flatMap((c) => c.problems)))
+    })
+  })
+
+  describe('health verdicts', () => {
+    const base = () => kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2']})
+
+    it('flags a stale leader as a problem and the control plane unhealthy', () => {
+      const inputs = base()
+      inputs.leases = [lease('kube-scheduler', {holderNode: 'cp-1', renewedAgo: 40}), lease('kube-controller-manager', {holderNode: 'cp-2'})]
+      const plane = buildControlPlane(inputs, NOW)
+      const scheduler = component(plane, 'kube-scheduler')
+      assert.equal(scheduler.leader?.stale, true)
+      assert.equal(scheduler.healthy, false)
+      assert.match(scheduler.problems.join('\n'), /leader cp-1 is stale: last renewed 40s ago \(lease 15s\)/)
+      assert.equal(component(plane, 'kube-controller-manager').healthy, true)
+      assert.equal(plane.healthy, false)
+    })
+
+    it('a lease renewed exactly leaseDurationSeconds ago is not yet stale', () => {
+      const inputs = base()
+      inputs.leases = [lease('kube-scheduler', {holderNode: 'cp-1', renewedAgo: 15})]
+      assert.equal(component(buildControlPlane(inputs, NOW), 'kube-scheduler').leader?.stale, false)
+    })
+
+    it('names a crash-looping instance and its reason', () => {
+      const inputs = kubeadmCluster({
+        version: 'v1.32.4',
+        manifestsDir: NEW,
+        controlPlaneNodes: ['cp-1', 'cp-2'],
+        podState: (c, n) => (c === 'kube-controller-manager' && n === 'cp-2' ? {ready: false, restarts: 7, waiting: 'CrashLoopBackOff'} : {}),
+      })
+      const plane = buildControlPlane(inputs, NOW)
+      const kcm = component(plane, 'kube-controller-manager')
+      assert.equal(kcm.healthy, false)
+      assert.deepEqual(kcm.problems, ['kube-controller-manager-cp-2 on cp-2 is not ready (CrashLoopBackOff)'])
+      assert.match(kcm.warnings.join('\n'), /restarts: kube-controller-manager-cp-2 7/)
+    })
+
+    it('turns a failing /readyz check into an apiserver problem naming the check', () => {
+      const inputs = base()
+      inputs.readyz = failing('/readyz', 'etcd')
+      const plane = buildControlPlane(inputs, NOW)
+      const apiserver = component(plane, 'kube-apiserver')
+      assert.deepEqual(apiserver.problems, ['/readyz answered 500: failed etcd'])
+      assert.equal(plane.apiserver.readyz.ok, false)
+      assert.deepEqual(
+        plane.apiserver.readyz.checks.filter((c) => !c.ok),
+        [{name: 'etcd', ok: false, message: 'reason withheld'}],
+      )
+      assert.equal(plane.healthy, false)
+    })
+
+    it('reports a DaemonSet that wants more pods than exist', () => {
+      const inputs = base()
+      const ds = inputs.daemonSets.find((d) => d.metadata?.name === 'kube-proxy')!
+      ds.status!.desiredNumberScheduled = 3
+      const proxy = component(buildControlPlane(inputs, NOW), 'kube-proxy')
+      assert.deepEqual(proxy.problems, ['DaemonSet/kube-proxy wants 3 pods but 2 exist'])
+    })
+
+    it('warns (does not fail) when two versions run, as mid-upgrade', () => {
+      const inputs = base()
+      const pod = inputs.pods.find((p) => p.metadata?.name === 'kube-apiserver-cp-2')!
+      pod.spec!.containers[0].image = 'registry.k8s.io/kube-apiserver:v1.33.1'
+      const apiserver = component(buildControlPlane(inputs, NOW), 'kube-apiserver')
+      assert.deepEqual(apiserver.versions, ['v1.32.4', 'v1.33.1'])
+      assert.deepEqual(apiserver.warnings, ['2 versions running: v1.32.4, v1.33.1'])
+      assert.equal(apiserver.healthy, true)
+    })
+
+    it('fails a scheduler newer than the API server (skew policy)', () => {
+      const inputs = base()
+      for (const p of inputs.pods.filter((x) => x.metadata?.name?.startsWith('kube-scheduler-'))) {
+        p.spec!.containers[0].image = 'registry.k8s.io/kube-scheduler:v1.33.0'
+      }
+
+      const scheduler = component(buildControlPlane(inputs, NOW), 'kube-scheduler')
+      assert.equal(scheduler.healthy, false)
+      assert.match(scheduler.problems[0], /v1.33.0 is newer than the API server \(v1.32.4\)/)
+    })
+
+    it('ignores evicted pods of a workload but mentions them', () => {
+      const inputs = base()
+      const evicted = structuredClone(inputs.pods.find((p) => p.metadata?.labels?.['k8s-app'] === 'kube-proxy')!)
+      evicted.metadata!.name = 'kube-proxy-evict'
+      evicted.status = {phase: 'Failed', reason: 'Evicted'}
+      inputs.pods.push(evicted)
+      const proxy = component(buildControlPlane(inputs, NOW), 'kube-proxy')
+      assert.equal(proxy.instances.some((i) => i.pod === 'kube-proxy-evict'), false)
+      assert.equal(proxy.healthy, true)
+      assert.deepEqual(proxy.warnings, ['1 finished or evicted pod(s) left over'])
+    })
+  })
+
+  describe('leaders on 1.17–1.19, which write both a Lease and the Endpoints annotation', () => {
+    it('takes the fresher record when they disagree', () => {
+      const inputs = kubeadmCluster({version: 'v1.18.20', manifestsDir: OLD, controlPlaneNodes: ['m-1', 'm-2']})
+      inputs.leases = [lease('kube-scheduler', {holderNode: 'm-1', renewedAgo: 300})]
+      inputs.endpoints = [leaderEndpoints('kube-scheduler', {holderNode: 'm-2', renewedAgo: 1})]
+      const leader = component(buildControlPlane(inputs, NOW), 'kube-scheduler').leader!
+      assert.equal(leader.source, 'Endpoints')
+      assert.equal(leader.pod, 'kube-scheduler-m-2')
+      assert.equal(leader.stale, false)
+    })
+  })
+
+  describe('a cluster mid-pivot and after it', () => {
+    it('mid-pivot: static and self-hosted instances side by side make the mode mixed', () => {
+      const inputs = kubeadmCluster({
+        version: 'v1.32.4',
+        manifestsDir: NEW,
+        controlPlaneNodes: ['cp-1', 'cp-2'],
+        selfHosted: ['kube-apiserver', 'kube-scheduler'],
+        alsoStatic: ['kube-apiserver', 'kube-scheduler'],
+        // The new scheduler pods wait for the old ones' port on one node.
+        podState: (c, n, source) => (c === 'kube-scheduler' && source === 'workload' && n === 'cp-1' ? {ready: false} : {}),
+      })
+      const plane = buildControlPlane(inputs, NOW)
+      const apiserver = component(plane, 'kube-apiserver')
+      assert.equal(apiserver.mode, 'mixed')
+      assert.deepEqual(
+        apiserver.instances.map((i) => [i.node, i.source]),
+        [
+          ['cp-1', 'static'],
+          ['cp-1', 'workload'],
+          ['cp-2', 'static'],
+          ['cp-2', 'workload'],
+        ],
+      )
+      assert.deepEqual(apiserver.workloads.map((w) => [w.kind, w.name]), [['DaemonSet', 'self-hosted-kube-apiserver']])
+      assert.equal(component(plane, 'kube-controller-manager').mode, 'static')
+      // Two pods on the leader's node: the ready (static) one is taken as the holder.
+      const leader = component(plane, 'kube-scheduler').leader!
+      assert.equal(leader.pod, 'kube-scheduler-cp-1')
+      assert.equal(component(plane, 'kube-scheduler').healthy, false)
+    })
+
+    it('after the pivot: workloads only (self-hosted), etcd still static', () => {
+      const inputs = kubeadmCluster({
+        version: 'v1.32.4',
+        manifestsDir: NEW,
+        controlPlaneNodes: ['cp-1'],
+        selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+      })
+      const plane = buildControlPlane(inputs, NOW)
+      for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const) {
+        const c = component(plane, name)
+        assert.equal(c.mode, 'self-hosted', name)
+        assert.equal(c.instances.length, 1)
+        assert.equal(c.instances[0].source, 'workload')
+        assert.match(c.instances[0].pod, new RegExp(`^self-hosted-${name}-`))
+      }
+
+      assert.equal(component(plane, 'etcd').mode, 'static')
+      const leader = component(plane, 'kube-controller-manager').leader!
+      assert.match(leader.pod!, /^self-hosted-kube-controller-manager-/)
+      assert.equal(plane.healthy, true, JSON.stringify(plane.components.flatMap((c) => c.problems)))
+    })
+
+    it('a self-hosted Deployment scaled to zero is a problem, not "absent"', () => {
+      const manifests = loadManifests(NEW)
+      const scheduler = selfHosted(manifests.get('kube-scheduler')!, {kind: 'Deployment', nodes: {}, replicas: 0})
+      const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
+      inputs.pods = inputs.pods.filter((p) => p.metadata?.labels?.component !== 'kube-scheduler')
+      inputs.deployments.push(scheduler.workload as never)
+      const c = component(buildControlPlane(inputs, NOW), 'kube-scheduler')
+      assert.equal(c.mode, 'self-hosted')
+      assert.deepEqual(c.problems, ['Deployment/self-hosted-kube-scheduler runs no pods'])
+    })
+  })
+
+  describe('a managed cluster (control plane outside, only kube-proxy and CoreDNS visible)', () => {
+    const nodes = [node({name: 'gke-pool-1', version: 'v1.31.5'}), node({name: 'gke-pool-2', version: 'v1.31.5'})]
+    const proxy = kubeProxy('v1.31.5-gke.100', 'gke.gcr.io', {nodes: {'gke-pool-1': {}, 'gke-pool-2': {}}})
+    const dns = coreDns('registry.k8s.io/coredns/coredns:v1.11.1', {nodes: {'gke-pool-1': {}}})
+    const inputs: DiscoveryInputs = {
+      context: 'gke',
+      server: 'https://34.1.2.3',
+      version: {gitVersion: 'v1.31.5-gke.1023000'},
+      pods: [...proxy.pods, ...dns.pods],
+      nodes,
+      daemonSets: [proxy.daemonSet],
+      deployments: [dns.deployment],
+      leases: [],
+      endpoints: [],
+      readyz: healthy('/readyz'),
+      livez: healthy('/livez'),
+    }
+    const plane = buildControlPlane(inputs, NOW)
+
+    it('reports the control plane absent, with a reason, and still healthy', () => {
+      for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
+        const c = component(plane, name)
+        assert.equal(c.mode, 'absent', name)
+        assert.equal(c.healthy, true)
+        assert.equal(c.warnings.length, 1)
+        assert.equal(c.leader, undefined)
+      }
+
+      assert.match(component(plane, 'etcd').warnings[0], /external etcd or a managed control plane/)
+      assert.deepEqual(component(plane, 'kube-proxy').versions, ['v1.31.5-gke.100'])
+      assert.equal(plane.nodes.some((n) => n.controlPlane), false)
+      assert.equal(plane.healthy, true)
+    })
+  })
+
+  describe('matching leader holders', () => {
+    it('matches a holder that is the node FQDN while the node is registered by short name', () => {
+      const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2']})
+      inputs.leases = [lease('kube-scheduler', {holderNode: 'cp-2.example.internal'})]
+      assert.equal(component(buildControlPlane(inputs, NOW), 'kube-scheduler').leader?.pod, 'kube-scheduler-cp-2')
+    })
+
+    it('matches a holder to a node whose Hostname address differs from its name', () => {
+      const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
+      inputs.nodes = [node({name: 'cp-1', version: 'v1.32.4', controlPlane: true, hostname: 'ip-10-0-0-10'})]
+      inputs.leases = [lease('kube-scheduler', {holderNode: 'ip-10-0-0-10'})]
+      assert.equal(component(buildControlPlane(inputs, NOW), 'kube-scheduler').leader?.pod, 'kube-scheduler-cp-1')
+    })
+
+    it('warns when the holder is none of the instances', () => {
+      const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
+      inputs.leases = [lease('kube-scheduler', {holderNode: 'old-master'})]
+      const c = component(buildControlPlane(inputs, NOW), 'kube-scheduler')
+      assert.equal(c.leader?.pod, undefined)
+      assert.deepEqual(c.warnings, ['leader old-master is none of the instances seen'])
+    })
+  })
+
+  describe('helpers', () => {
+    it('reads versions from image tags', () => {
+      const cases: Array<[string, string | undefined]> = [
+        ['registry.k8s.io/kube-apiserver:v1.32.4', 'v1.32.4'],
+        ['k8s.gcr.io/etcd:3.3.10', '3.3.10'],
+        ['registry.k8s.io/etcd:3.5.16-0', '3.5.16-0'],
+        ['localhost:5000/kube-apiserver:v1.30.0', 'v1.30.0'],
+        ['registry.k8s.io/kube-proxy:v1.29.1@sha256:abcdef', 'v1.29.1'],
+        ['registry.k8s.io/kube-proxy@sha256:abcdef', undefined],
+        ['localhost:5000/kube-apiserver', undefined],
+        ['myrepo/kube-apiserver:latest', undefined],
+      ]
+      for (const [image, version] of cases) assert.equal(versionFromImage(image), version, image)
+    })
+
+    it('parses verbose health answers', () => {
+      assert.deepEqual(parseHealthChecks('[+]ping ok\n[+]etcd excluded: ok\n[-]poststarthook/rbac failed: not finished\nreadyz check failed\n'), [
+        {name: 'ping', ok: true},
+        {name: 'etcd', ok: true},
+        {name: 'poststarthook/rbac', ok: false, message: 'not finished'},
+      ])
+    })
+  })
+
+  describe('real-world kubeadm manifests (../shared/fixtures, when present)', () => {
+    const shared = sharedKubeadmFixtures(repoRoot)
+    if (shared.length === 0) {
+      it('skipped: ../shared/fixtures/kubeadm is not next to this checkout')
+      return
+    }
+
+    for (const fixture of shared) {
+      it(`${fixture.name}: mirror pods make a static, healthy control plane with the manifests' versions and leaders`, () => {
+        const apiserverManifest = parseYaml(readFileSync(join(fixture.dir, 'kube-apiserver.yaml'), 'utf8')) as V1Pod
+        const version = versionFromImage(apiserverManifest.spec!.containers[0].image!)!
+        const inputs = kubeadmCluster({version, manifestsDir: fixture.dir, controlPlaneNodes: ['cp-a', 'cp-b'], workers: ['w-a'], leaderNode: 'cp-b'})
+        const plane = buildControlPlane(inputs, NOW)
+        for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
+          const c = component(plane, name)
+          assert.equal(c.mode, 'static', name)
+          assert.deepEqual(c.instances.map((i) => i.pod), [`${name}-cp-a`, `${name}-cp-b`])
+        }
+
+        assert.deepEqual(component(plane, 'kube-apiserver').versions, [version])
+        assert.equal(component(plane, 'kube-scheduler').leader?.pod, 'kube-scheduler-cp-b')
+        assert.equal(plane.healthy, true, JSON.stringify(plane.components.flatMap((c) => c.problems)))
+      })
+    }
+  })
+})
+
+/** A fake API serving a cluster's objects and counting every call by name. */
+function countingApi(inputs: DiscoveryInputs, opts: {noLeaseApi?: boolean; configMaps?: DiscoveryInputs['configMaps']} = {}) {
+  const calls: string[] = []
+  const api: DiscoveryApi = {
+    server: inputs.server,
+    contextName: inputs.context,
+    version: async () => (calls.push('version'), inputs.version),
+    listPods: async () => (calls.push('pods'), {items: inputs.pods}),
+    listNodes: async () => (calls.push('nodes'), {items: inputs.nodes}),
+    listDaemonSets: async () => (calls.push('daemonsets'), {items: inputs.daemonSets}),
+    listDeployments: async () => (calls.push('deployments'), {items: inputs.deployments}),
+    listLeases: async () => (calls.push('leases'), opts.noLeaseApi ? undefined : {items: inputs.leases ?? []}),
+    listEndpoints: async () => (calls.push('endpoints'), {items: inputs.endpoints ?? []}),
+    listConfigMaps: async () => (calls.push('configmaps'), {items: opts.configMaps ?? []}),
+    raw: async (_method: string, path: string) => {
+      calls.push(path)
+      const res = path === '/readyz' ? inputs.readyz : path === '/livez' ? inputs.livez : inputs.readyz
+      return {status: res.status, body: res.body}
+    },
+  } as unknown as DiscoveryApi
+  return {api, calls}
+}
+
+describe('discoverControlPlane request budget', () => {
+  it('1.32 with Leases: eight requests, no Endpoints', async () => {
+    const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
+    const {api, calls} = countingApi(inputs)
+    const plane = await discoverControlPlane(api, {now: NOW})
+    assert.deepEqual([...calls].sort(), ['/livez', '/readyz', 'daemonsets', 'deployments', 'leases', 'nodes', 'pods', 'version'])
+    assert.equal(component(plane, 'kube-scheduler').leader?.source, 'Lease')
+  })
+
+  it('1.14: /healthz once for both verdicts, and Endpoints once', async () => {
+    const inputs = kubeadmCluster({version: 'v1.14.10', manifestsDir: OLD, controlPlaneNodes: ['master-1']})
+    const {api, calls} = countingApi(inputs)
+    const plane = await discoverControlPlane(api, {now: NOW})
+    assert.deepEqual([...calls].sort(), ['/healthz', 'daemonsets', 'deployments', 'endpoints', 'leases', 'nodes', 'pods', 'version'])
+    assert.equal(plane.apiserver.livez.endpoint, '/healthz')
+    assert.equal(component(plane, 'kube-controller-manager').leader?.source, 'Endpoints')
+  })
+
+  it('falls back to ConfigMap locks only when neither Leases nor Endpoints name a leader', async () => {
+    const inputs = kubeadmCluster({version: 'v1.18.20', manifestsDir: OLD, controlPlaneNodes: ['m-1'], leaderRecords: 'lease'})
+    inputs.leases = []
+    const configMaps = [{...leaderEndpoints('kube-scheduler', {holderNode: 'm-1'}), kind: 'ConfigMap'}]
+    const {api, calls} = countingApi(inputs, {noLeaseApi: true, configMaps: configMaps as never})
+    const plane = await discoverControlPlane(api, {now: NOW})
+    assert.equal(calls.filter((c) => c === 'configmaps').length, 1)
+    assert.equal(component(plane, 'kube-scheduler').leader?.source, 'ConfigMap')
+    assert.equal(component(plane, 'kube-scheduler').leader?.pod, 'kube-scheduler-m-1')
+  })
+
+  it('does not grow with the cluster: 3 nodes and 300 nodes cost the same', async () => {
+    const counts: number[] = []
+    for (const workers of [2, 297]) {
+      const inputs = kubeadmCluster({
+        version: 'v1.32.4',
+        manifestsDir: NEW,
+        controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
+        workers: Array.from({length: workers}, (_, i) => `w-${i}`),
+      })
+      const {api, calls} = countingApi(inputs)
+      const plane = await discoverControlPlane(api, {now: NOW})
+      assert.equal(component(plane, 'kube-proxy').instances.length, workers + 3)
+      counts.push(calls.length)
+    }
+
+    assert.deepEqual(counts, [8, 8])
+  })
+})
