@@ -1,0 +1,97 @@
+import {createHash} from 'node:crypto'
+
+import type {V1Container, V1Pod} from '@kubernetes/client-node'
+import {parse as parseYaml} from 'yaml'
+import semver from 'semver'
+
+import {PIVOTED_COMPONENTS, PivotedComponent} from '../controlplane/model.js'
+import {CliError} from '../errors.js'
+
+/** One static manifest file of one control-plane node, exactly as it is (or was) on disk. */
+export interface StaticManifest {
+  node: string
+  component: PivotedComponent
+  /** The file's bytes (as UTF-8 text): hashed and, on revert, written back unchanged. */
+  bytes: string
+}
+
+export const MANIFESTS_DIR = '/etc/kubernetes/manifests'
+export const BACKUP_ROOT = '/etc/kubernetes/selfhost-backup'
+
+/** kubeadm names each file after its component. */
+export const manifestFileName = (component: PivotedComponent): string => `${component}.yaml`
+
+export function sha256(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex')
+}
+
+/** Parses a static pod manifest (YAML or JSON); a file that is not one pod is refused in one line. */
+export function parseStaticPod(bytes: string, where: string): V1Pod {
+  let doc: unknown
+  try {
+    doc = parseYaml(bytes)
+  } catch (error) {
+    throw new CliError(`${where} is not valid YAML: ${(error as Error).message.split('\n')[0]}`)
+  }
+
+  const pod = doc as V1Pod
+  if (!pod || typeof pod !== 'object' || pod.kind !== 'Pod' || !pod.spec?.containers?.length) {
+    throw new CliError(`${where} is not a static pod manifest (kind Pod with containers)`)
+  }
+
+  return pod
+}
+
+/** Which pivoted component a static pod runs: its `component` label, else its first container's name. */
+export function componentOfPod(pod: V1Pod): PivotedComponent | undefined {
+  const candidates = [pod.metadata?.labels?.component, pod.spec?.containers?.[0]?.name, pod.metadata?.name]
+  return PIVOTED_COMPONENTS.find((c) => candidates.includes(c))
+}
+
+/** Every flag of a container, wherever kubeadm or a person put it (command or args). */
+export function containerFlags(container: V1Container): string[] {
+  return [...(container.command ?? []), ...(container.args ?? [])].filter((a) => a.startsWith('--'))
+}
+
+/** The value of `--name=value` (or a bare `--name`, which means "true"). */
+export function flagValue(container: V1Container, name: string): string | undefined {
+  for (const flag of containerFlags(container)) {
+    if (flag === `--${name}`) return 'true'
+    if (flag.startsWith(`--${name}=`)) return flag.slice(name.length + 3)
+  }
+
+  return undefined
+}
+
+/** v1.16.2 from `registry.k8s.io/kube-apiserver:v1.16.2` (also tags like v1.25.2-eks-1, digests ignored). */
+export function versionFromImage(image: string | undefined): string | undefined {
+  if (!image) return undefined
+  const withoutDigest = image.split('@')[0]
+  const slash = withoutDigest.lastIndexOf('/')
+  const colon = withoutDigest.lastIndexOf(':')
+  if (colon <= slash) return undefined
+  const tag = withoutDigest.slice(colon + 1)
+  const parsed = semver.coerce(tag)
+  return /^v?\d+\.\d+\.\d+/.test(tag) && parsed ? `v${parsed.version}` : undefined
+}
+
+/**
+ * The same manifest with `--permit-port-sharing=true` added after the binary's name in its
+ * command list. A textual insertion, so every other byte stays as the operator wrote it;
+ * a manifest laid out differently is re-serialised instead.
+ */
+export function withPortSharing(bytes: string, component: PivotedComponent): string {
+  if (/--permit-port-sharing(=true)?\s*$/m.test(bytes)) return bytes
+  const lines = bytes.split('\n')
+  const binaryLine = lines.findIndex((line) => new RegExp(`^\\s*- ${component}\\s*$`).test(line))
+  if (binaryLine >= 0) {
+    const indent = /^(\s*)-/.exec(lines[binaryLine])![1]
+    lines.splice(binaryLine + 1, 0, `${indent}- --permit-port-sharing=true`)
+    return lines.join('\n')
+  }
+
+  const pod = parseStaticPod(bytes, `the ${component} manifest`)
+  const container = pod.spec!.containers[0]
+  container.command = [...(container.command ?? []), '--permit-port-sharing=true']
+  return JSON.stringify(pod, null, 2) + '\n'
+}

@@ -1,0 +1,571 @@
+import {isDeepStrictEqual} from 'node:util'
+
+import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1PodSpec, V1Probe, V1Toleration} from '@kubernetes/client-node'
+import semver from 'semver'
+
+import {
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  PIVOTED_COMPONENTS,
+  PivotedComponent,
+  SELF_HOSTED_APP_LABEL,
+  SOURCE_MANIFEST_HASH_ANNOTATION,
+  SYSTEM_NAMESPACE,
+  selfHostedName,
+} from '../controlplane/model.js'
+import {CliError} from '../errors.js'
+import {BACKUP_ROOT, MANIFESTS_DIR, StaticManifest, flagValue, parseStaticPod, sha256, versionFromImage} from './manifest.js'
+
+export const MIN_SUPPORTED_VERSION = '1.14.0'
+/** kube-apiserver, -controller-manager and -scheduler accept --permit-port-sharing (SO_REUSEPORT) from here. */
+export const PORT_SHARING_VERSION = '1.19.0'
+/** Per-node sha256 of every static manifest a workload came from: `node=sha,node=sha`. */
+export const SOURCE_MANIFESTS_ANNOTATION = 'selfhost.kubectl.io/source-manifests'
+/** kubeadm writes each node's own endpoint here; a pod template cannot hold a per-node value. */
+export const ADVERTISE_ENDPOINT_ANNOTATION = 'kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint'
+export const HOST_IP_ENV = 'HOST_IP'
+const ROLE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'] as const
+
+export type ControlPlaneRole = 'control-plane' | 'master'
+
+export interface PlanNodeInfo {
+  name: string
+  /** The node's InternalIP: what status.hostIP (the downward API) gives its pods. */
+  internalIP?: string
+  labels: Record<string, string>
+  taints: Array<{key: string; effect: string; value?: string}>
+}
+
+/** An existing DaemonSet/Deployment that already runs a pivoted component. */
+export interface ExistingWorkload {
+  component: PivotedComponent
+  kind: 'DaemonSet' | 'Deployment'
+  name: string
+  managedByUs: boolean
+}
+
+export interface PivotInputs {
+  /** One per component per control-plane node: the live file, or its backup once it was moved. */
+  manifests: StaticManifest[]
+  /** Control-plane nodes as the cluster describes them; absent when planning from a directory. */
+  nodes?: PlanNodeInfo[]
+  existingWorkloads?: ExistingWorkload[]
+  /** Node currently holding each leader-elected component's lease: handed off last. */
+  leaders?: Partial<Record<PivotedComponent, string>>
+  /** How long the apiserver hand-off waits for the new instance before restoring the static one. */
+  handoffDeadlineSeconds?: number
+}
+
+export type HandoffMode = 'port-sharing' | 'blind'
+
+export type PivotAction = 'backup' | 'enable-port-sharing' | 'apply' | 'wait-ready' | 'handoff' | 'wait-mirror-gone' | 'wait-healthy'
+
+export interface PivotStep {
+  component: PivotedComponent
+  node?: string
+  action: PivotAction
+  description: string
+}
+
+export type SelfHostedObject = (V1DaemonSet | V1Deployment | PodDisruptionBudget) & {apiVersion: string; kind: string}
+
+export interface PodDisruptionBudget {
+  apiVersion: string
+  kind: 'PodDisruptionBudget'
+  metadata: {name: string; namespace: string; labels: Record<string, string>}
+  spec: {minAvailable: number; selector: {matchLabels: Record<string, string>}}
+}
+
+export interface ComponentPlan {
+  component: PivotedComponent
+  version: string
+  kind: 'DaemonSet' | 'Deployment'
+  name: string
+  handoff: HandoffMode
+  /** Nodes in hand-off order. */
+  nodeOrder: string[]
+  /** sha256 of each node's static manifest bytes. */
+  sourceHashes: Record<string, string>
+  objects: SelfHostedObject[]
+  /** What was changed from the static manifest, and why (one line each). */
+  changes: string[]
+}
+
+export interface PivotPlan {
+  version: string
+  role: ControlPlaneRole
+  nodes: string[]
+  components: ComponentPlan[]
+  /** Every object to apply, in order: what `-o yaml` prints. */
+  objects: SelfHostedObject[]
+  steps: PivotStep[]
+  /** What self-hosting costs; printed before anything changes. */
+  costs: string[]
+  notes: string[]
+  warnings: string[]
+}
+
+type Container = V1Container & {command?: string[]; args?: string[]}
+
+const byName = (a: string, b: string) => a.localeCompare(b)
+
+function minorVersion(version: string): string {
+  const v = semver.parse(version)!
+  return `${v.major}.${v.minor}`
+}
+
+const atLeast = (version: string, min: string) => semver.gte(semver.coerce(version)!, min)
+
+/** Replaces an IP only where it stands alone (10.0.0.1 must not match inside 10.0.0.10). */
+function ipPattern(ip: string): RegExp {
+  const escaped = ip.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+  return new RegExp(`(?<![\\w.:])${escaped}(?![\\w])`, 'g')
+}
+
+/** The node's own IP as its apiserver manifest states it: --advertise-address, else kubeadm's annotation. */
+function advertisedIP(manifests: StaticManifest[], node: string): string | undefined {
+  const apiserver = manifests.find((m) => m.node === node && m.component === 'kube-apiserver')
+  if (!apiserver) return undefined
+  const pod = parseStaticPod(apiserver.bytes, `kube-apiserver manifest of node ${node}`)
+  const flag = flagValue(pod.spec!.containers[0], 'advertise-address')
+  if (flag) return flag
+  const endpoint = pod.metadata?.annotations?.[ADVERTISE_ENDPOINT_ANNOTATION]
+  return endpoint ? endpoint.replace(/:\d+$/, '').replace(/^\[|\]$/g, '') : undefined
+}
+
+interface NormalisedManifest {
+  node: string
+  pod: ReturnType<typeof parseStaticPod>
+  /** Node-specific values found and replaced, for the plan's change list. */
+  replaced: Set<string>
+}
+
+/**
+ * Turns one node's static pod into its node-independent form: the node's IP in flags and env
+ * becomes $(HOST_IP) (filled from status.hostIP), probe hosts equal to the node IP go (on
+ * hostNetwork the kubelet then probes the pod IP, which is the host IP), and kubeadm's per-node
+ * endpoint annotation goes. Loopback hosts stay: they are the same on every node.
+ */
+function normalise(manifest: StaticManifest, nodeIP: string | undefined): NormalisedManifest {
+  const pod = parseStaticPod(manifest.bytes, `${manifest.component} manifest of node ${manifest.node}`)
+  const replaced = new Set<string>()
+  delete pod.status
+  if (pod.metadata) {
+    delete pod.metadata.creationTimestamp
+    if (pod.metadata.annotations?.[ADVERTISE_ENDPOINT_ANNOTATION] !== undefined) {
+      delete pod.metadata.annotations[ADVERTISE_ENDPOINT_ANNOTATION]
+      replaced.add(`annotation ${ADVERTISE_ENDPOINT_ANNOTATION} dropped (kubeadm's per-node endpoint; a pod template cannot hold one)`)
+      if (Object.keys(pod.metadata.annotations).length === 0) delete pod.metadata.annotations
+    }
+  }
+
+  if (!nodeIP) return {node: manifest.node, pod, replaced}
+  const pattern = ipPattern(nodeIP)
+  const substitute = (value: string, where: string): string => {
+    const next = value.replace(pattern, `$(${HOST_IP_ENV})`)
+    if (next !== value) replaced.add(`${where}: node IP replaced by $(${HOST_IP_ENV}) from the downward API (status.hostIP)`)
+    return next
+  }
+
+  for (const container of [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers] as Container[]) {
+    if (container.command) container.command = container.command.map((a) => substitute(a, `${flagName(a)}`))
+    if (container.args) container.args = container.args.map((a) => substitute(a, `${flagName(a)}`))
+    for (const env of container.env ?? []) if (env.value !== undefined) env.value = substitute(env.value, `env ${env.name}`)
+    for (const [kind, probe] of [
+      ['livenessProbe', container.livenessProbe],
+      ['readinessProbe', container.readinessProbe],
+      ['startupProbe', container.startupProbe],
+    ] as Array<[string, V1Probe | undefined]>) {
+      const action = probe?.httpGet ?? probe?.tcpSocket
+      if (action?.host && pattern.test(action.host)) {
+        delete action.host
+        replaced.add(`${kind} host ${nodeIP} dropped: on hostNetwork the kubelet probes the pod IP, which is the node's own`)
+      }
+
+      pattern.lastIndex = 0
+    }
+  }
+
+  return {node: manifest.node, pod, replaced}
+}
+
+function flagName(arg: string): string {
+  return arg.startsWith('--') ? arg.split('=')[0] : 'command'
+}
+
+/** The first path at which two values differ, for a one-line refusal. */
+function firstDifference(a: unknown, b: unknown, path = ''): string | undefined {
+  if (isDeepStrictEqual(a, b)) return undefined
+  if (Array.isArray(a) && Array.isArray(b)) {
+    for (let i = 0; i < Math.max(a.length, b.length); i++) {
+      const d = firstDifference(a[i], b[i], `${path}[${i}]`)
+      if (d) return d
+    }
+  }
+
+  if (a && b && typeof a === 'object' && typeof b === 'object' && !Array.isArray(a)) {
+    const keys = [...new Set([...Object.keys(a), ...Object.keys(b)])].sort()
+    for (const key of keys) {
+      const d = firstDifference((a as Record<string, unknown>)[key], (b as Record<string, unknown>)[key], path ? `${path}.${key}` : key)
+      if (d) return d
+    }
+  }
+
+  return `${path || '(root)'} (${JSON.stringify(a)} vs ${JSON.stringify(b)})`
+}
+
+function upsertFlag(container: Container, name: string, value: string): 'added' | 'changed' | 'kept' {
+  for (const list of [container.command, container.args]) {
+    if (!list) continue
+    const index = list.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`))
+    if (index >= 0) {
+      if (list[index] === `--${name}=${value}` || (value === 'true' && list[index] === `--${name}`)) return 'kept'
+      list[index] = `--${name}=${value}`
+      return 'changed'
+    }
+  }
+
+  // Flags go where kubeadm keeps them: after the binary in `command`, unless args hold the flags.
+  if (container.args?.some((a) => a.startsWith('--')) || !container.command) container.args = [...(container.args ?? []), `--${name}=${value}`]
+  else container.command = [...container.command, `--${name}=${value}`]
+  return 'added'
+}
+
+/** Insecure HTTP ports bypass SO_REUSEPORT: a component still serving one cannot share its ports. */
+function servesInsecurePort(component: PivotedComponent, container: Container, version: string): boolean {
+  if (component === 'kube-apiserver') {
+    if (atLeast(version, '1.20.0')) return false
+    const port = flagValue(container, 'insecure-port')
+    return port === undefined || port !== '0'
+  }
+
+  if (atLeast(version, '1.23.0')) return false
+  const port = flagValue(container, 'port')
+  return port === undefined || port !== '0'
+}
+
+interface RoleChoice {
+  role: ControlPlaneRole
+  label: string
+  tolerations: V1Toleration[]
+  note: string
+}
+
+/** The label and taints the control-plane nodes really carry (or, from files, what kubeadm of that version sets). */
+function chooseRole(nodes: PlanNodeInfo[] | undefined, version: string): RoleChoice {
+  if (nodes && nodes.length > 0) {
+    const label = ROLE_LABELS.find((l) => nodes.every((n) => l in n.labels))
+    if (!label) {
+      throw new CliError(`control-plane nodes ${nodes.map((n) => n.name).join(', ')} do not share a node-role.kubernetes.io/control-plane or /master label to select them by`)
+    }
+
+    const taintKeys = [...new Set(nodes.flatMap((n) => n.taints.map((t) => t.key)).filter((k) => (ROLE_LABELS as readonly string[]).includes(k)))].sort()
+    return {
+      role: label.endsWith('master') ? 'master' : 'control-plane',
+      label,
+      tolerations: taintKeys.map((key) => ({key, operator: 'Exists', effect: 'NoSchedule'})),
+      note: `selects nodes by ${label} and tolerates ${taintKeys.length > 0 ? taintKeys.join(', ') : 'no role taint (the nodes have none)'}, as the nodes carry them`,
+    }
+  }
+
+  // kubeadm labels control-plane from 1.20; its taint moved from master to control-plane in 1.24-1.25.
+  const label = atLeast(version, '1.20.0') ? ROLE_LABELS[0] : ROLE_LABELS[1]
+  return {
+    role: label.endsWith('master') ? 'master' : 'control-plane',
+    label,
+    tolerations: [...ROLE_LABELS].sort().map((key) => ({key, operator: 'Exists', effect: 'NoSchedule'})),
+    note: `no cluster to read: selects nodes by ${label} (kubeadm's label for ${minorVersion(version)}) and tolerates both the master and control-plane taints`,
+  }
+}
+
+function ensureHostIPEnv(container: Container): void {
+  const env: V1EnvVar[] = (container.env ?? []).filter((e) => e.name !== HOST_IP_ENV)
+  container.env = [{name: HOST_IP_ENV, valueFrom: {fieldRef: {apiVersion: 'v1', fieldPath: 'status.hostIP'}}}, ...env]
+}
+
+const usesHostIP = (container: Container) =>
+  [...(container.command ?? []), ...(container.args ?? []), ...(container.env ?? []).map((e) => e.value ?? '')].some((a) => a.includes(`$(${HOST_IP_ENV})`))
+
+/** Workload pod spec from the node-independent static pod spec. */
+function workloadPodSpec(spec: V1PodSpec, role: RoleChoice): V1PodSpec {
+  const out: V1PodSpec = {...spec}
+  delete out.nodeName
+  // Priority admission fills these from the class; a copied number could disagree with it.
+  delete out.priority
+  delete out.preemptionPolicy
+  out.hostNetwork = true
+  out.dnsPolicy = 'ClusterFirstWithHostNet'
+  out.priorityClassName = spec.priorityClassName ?? 'system-node-critical'
+  out.nodeSelector = {...spec.nodeSelector, [role.label]: ''}
+  const tolerations = [...(spec.tolerations ?? [])]
+  for (const t of role.tolerations) if (!tolerations.some((e) => isDeepStrictEqual(e, t))) tolerations.push(t)
+  out.tolerations = tolerations
+  return out
+}
+
+function componentVersion(component: PivotedComponent, container: Container): string {
+  const version = versionFromImage(container.image)
+  if (!version) throw new CliError(`cannot tell the version of ${component} from its image "${container.image}"; pivot needs a version tag (e.g. :v1.29.4)`)
+  if (!atLeast(version, MIN_SUPPORTED_VERSION)) {
+    throw new CliError(`${component} is ${version}; pivot supports Kubernetes ${MIN_SUPPORTED_VERSION.replace(/\.0$/, '')} and newer`)
+  }
+
+  return version
+}
+
+/** Nodes sorted by name, the current leader last so the lease moves once. */
+function handoffOrder(nodes: string[], leader: string | undefined): string[] {
+  const sorted = [...nodes].sort(byName)
+  if (!leader || !sorted.includes(leader)) return sorted
+  return [...sorted.filter((n) => n !== leader), leader]
+}
+
+/**
+ * Plans the move of kube-apiserver, kube-controller-manager and kube-scheduler from static
+ * pods into self-hosted workloads. Pure: inputs are the static manifests (from the nodes or a
+ * directory) and what the cluster says about its nodes; output is every object and step.
+ * Refuses, in one line, what it cannot do safely.
+ */
+export function planPivot(inputs: PivotInputs): PivotPlan {
+  const deadline = inputs.handoffDeadlineSeconds ?? 180
+  const existing = inputs.existingWorkloads ?? []
+  const foreign = existing.find((w) => !w.managedByUs)
+  if (foreign) {
+    throw new CliError(`${foreign.component} already runs as ${foreign.kind} ${SYSTEM_NAMESPACE}/${foreign.name}, not managed by kubectl-selfhost: already self-hosted`)
+  }
+
+  if (inputs.manifests.length === 0) {
+    if (existing.length > 0) throw new CliError('the control plane is already self-hosted by kubectl-selfhost (no static manifests left to pivot); use `kubectl selfhost revert` to go back')
+    throw new CliError('no static control plane found: no kube-apiserver, kube-controller-manager or kube-scheduler static manifests on any control-plane node')
+  }
+
+  const nodeNames = [...new Set(inputs.manifests.map((m) => m.node))].sort(byName)
+  if (inputs.nodes) {
+    const unknown = nodeNames.filter((n) => !inputs.nodes!.some((node) => node.name === n))
+    if (unknown.length > 0) throw new CliError(`static manifests found on ${unknown.join(', ')}, which the cluster does not list as control-plane nodes`)
+    const bare = inputs.nodes.map((n) => n.name).filter((n) => !nodeNames.includes(n))
+    if (bare.length > 0) throw new CliError(`control-plane node(s) ${bare.join(', ')} have no static control plane, but the self-hosted workloads would run there too`)
+  }
+
+  const nodeIPs = new Map<string, string | undefined>()
+  for (const node of nodeNames) {
+    const advertised = advertisedIP(inputs.manifests, node)
+    const internal = inputs.nodes?.find((n) => n.name === node)?.internalIP
+    if (advertised && internal && advertised !== internal) {
+      throw new CliError(
+        `kube-apiserver on ${node} advertises ${advertised} but the node's IP is ${internal}; a DaemonSet can only advertise status.hostIP, so pivot would change the advertised address`,
+      )
+    }
+
+    nodeIPs.set(node, advertised ?? internal)
+  }
+
+  const apiserverManifest = inputs.manifests.find((m) => m.component === 'kube-apiserver')
+  const referenceVersion = componentVersion(
+    apiserverManifest?.component ?? inputs.manifests[0].component,
+    parseStaticPod((apiserverManifest ?? inputs.manifests[0]).bytes, 'the reference manifest').spec!.containers[0],
+  )
+  const role = chooseRole(inputs.nodes, referenceVersion)
+
+  const components: ComponentPlan[] = []
+  const warnings: string[] = []
+  for (const component of PIVOTED_COMPONENTS) {
+    const mine = inputs.manifests.filter((m) => m.component === component)
+    if (mine.length === 0) {
+      if (existing.some((w) => w.component === component)) continue
+      throw new CliError(`${component} has no static manifest on any control-plane node; pivot moves the whole control plane or nothing`)
+    }
+
+    const missing = nodeNames.filter((n) => !mine.some((m) => m.node === n))
+    if (missing.length > 0) throw new CliError(`${component} has no static manifest on ${missing.join(', ')} (but ${mine[0].node} has one); pivot needs the same control plane on every node`)
+    if (mine.length > nodeNames.length) throw new CliError(`${component} has more than one static manifest on a node; pivot cannot tell which one runs`)
+
+    const normalised = mine.sort((a, b) => byName(a.node, b.node)).map((m) => normalise(m, nodeIPs.get(m.node)))
+    const reference = normalised[0]
+    for (const other of normalised.slice(1)) {
+      const difference = firstDifference(reference.pod, other.pod)
+      if (difference) {
+        throw new CliError(`${component} differs between control-plane nodes ${reference.node} and ${other.node} beyond node-specific values, at ${difference}; make them equal first`)
+      }
+    }
+
+    components.push(buildComponentPlan(component, normalised, mine, role, nodeNames, inputs.leaders?.[component], warnings))
+  }
+
+  const version = components.find((c) => c.component === 'kube-apiserver')?.version ?? referenceVersion
+  const steps = components.flatMap((c) => componentSteps(c, deadline))
+  const blind = components.filter((c) => c.handoff === 'blind').map((c) => c.component)
+  const costs = [
+    'No checkpointing: if every control-plane node restarts at once (power loss, a full reboot), no kubelet can start the self-hosted kube-apiserver again, because its DaemonSet lives in the API it serves. ' +
+      `Recovery by hand on one node: cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/ (the backups pivot keeps), then \`kubectl selfhost revert\`.`,
+    'kube-controller-manager and kube-scheduler cannot recreate themselves from zero replicas: a PodDisruptionBudget (minAvailable 1) keeps drains from evicting the last one.',
+  ]
+  if (nodeNames.length === 1) costs.push('A single control-plane node: rebooting it is the full-control-plane restart above.')
+  if (blind.length > 0) {
+    costs.push(
+      `${blind.join(', ')} cannot share ports (${version} < 1.19, or an insecure port still open): blind hand-off, as kubeadm did. The new instance binds only once the static one stopped; ` +
+        `for kube-apiserver the node-side task itself puts the static manifest back if the local apiserver is not healthy within ${deadline}s, without needing the API; for the others pivot restores it.`,
+    )
+  }
+
+  return {
+    version,
+    role: role.role,
+    nodes: nodeNames,
+    components,
+    objects: components.flatMap((c) => c.objects),
+    steps,
+    costs,
+    notes: [
+      'etcd stays static: a self-hosted etcd needs the API it stores to schedule itself (bootkube and kubeadm both abandoned it); each kube-apiserver keeps using its node\'s static etcd.',
+      `${role.note}.`,
+      `Backups: each node's original manifests are moved, byte for byte, into ${BACKUP_ROOT}/<timestamp>/ on that node; \`kubectl selfhost revert\` puts them back.`,
+    ],
+    warnings,
+  }
+}
+
+function buildComponentPlan(
+  component: PivotedComponent,
+  normalised: NormalisedManifest[],
+  sources: StaticManifest[],
+  role: RoleChoice,
+  nodeNames: string[],
+  leader: string | undefined,
+  warnings: string[],
+): ComponentPlan {
+  const pod = structuredClone(normalised[0].pod)
+  const container = pod.spec!.containers[0] as Container
+  const version = componentVersion(component, container)
+  const changes = [...new Set(normalised.flatMap((n) => [...n.replaced]))]
+
+  if (component !== 'kube-apiserver') {
+    const leaderElect = upsertFlag(container, 'leader-elect', 'true')
+    if (leaderElect === 'added') changes.push('--leader-elect=true added: several replicas must elect one active leader')
+    if (leaderElect === 'changed') changes.push('--leader-elect=false changed to true: several replicas without leader election would all act at once')
+  }
+
+  let handoff: HandoffMode = 'blind'
+  if (atLeast(version, PORT_SHARING_VERSION)) {
+    if (servesInsecurePort(component, container, version)) {
+      warnings.push(`${component} still serves an insecure port, which SO_REUSEPORT does not cover: its hand-off is blind (set --${component === 'kube-apiserver' ? 'insecure-port' : 'port'}=0 to avoid it)`)
+    } else {
+      handoff = 'port-sharing'
+    }
+
+    if (upsertFlag(container, 'permit-port-sharing', 'true') !== 'kept') {
+      changes.push('--permit-port-sharing=true added: old and new instances can serve the same port during hand-offs and upgrades')
+    }
+  }
+
+  for (const c of pod.spec!.containers as Container[]) if (usesHostIP(c)) ensureHostIPEnv(c)
+
+  const name = selfHostedName(component)
+  const selector = {[SELF_HOSTED_APP_LABEL]: name}
+  const labels = {[SELF_HOSTED_APP_LABEL]: name, [MANAGED_BY_LABEL]: MANAGED_BY_VALUE}
+  const sourceHashes = Object.fromEntries(sources.map((s) => [s.node, sha256(s.bytes)]))
+  const annotations = {
+    [SOURCE_MANIFEST_HASH_ANNOTATION]: sourceHashes[nodeNames[0]],
+    [SOURCE_MANIFESTS_ANNOTATION]: Object.entries(sourceHashes)
+      .map(([node, hash]) => `${node}=${hash}`)
+      .join(','),
+  }
+  const template = {
+    metadata: {
+      labels: {...pod.metadata?.labels, ...labels},
+      ...(pod.metadata?.annotations ? {annotations: pod.metadata.annotations} : {}),
+    },
+    spec: workloadPodSpec(pod.spec!, role),
+  }
+  const metadata = {name, namespace: SYSTEM_NAMESPACE, labels: {...labels, component}, annotations}
+  const objects: SelfHostedObject[] = []
+  let kind: ComponentPlan['kind']
+  if (component === 'kube-apiserver') {
+    // One per control-plane node, like the static pods it replaces: clients and load balancers keep their endpoints.
+    kind = 'DaemonSet'
+    objects.push({
+      apiVersion: 'apps/v1',
+      kind,
+      metadata,
+      spec: {selector: {matchLabels: selector}, updateStrategy: {type: 'RollingUpdate', rollingUpdate: {maxUnavailable: 1}}, template},
+    } as SelfHostedObject)
+  } else {
+    // A Deployment, not a DaemonSet, so `scale` can set replicas apart from the node count; spread one
+    // per node so losing a node loses one replica. Both kinds need the scheduler for new pods on
+    // 1.12+, so a DaemonSet would buy nothing against a lost scheduler.
+    kind = 'Deployment'
+    const portSharing = handoff === 'port-sharing'
+    const spread = portSharing
+      ? {
+          // 1.19+: a surge pod may share a node (port sharing lets it bind), so updates never drop below N.
+          topologySpreadConstraints: [{maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'DoNotSchedule', labelSelector: {matchLabels: selector}}],
+        }
+      : {
+          // Without port sharing two instances cannot share a node's port: strictly one per node.
+          affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: 'kubernetes.io/hostname', labelSelector: {matchLabels: selector}}]}},
+        }
+    objects.push({
+      apiVersion: 'apps/v1',
+      kind,
+      metadata,
+      spec: {
+        replicas: nodeNames.length,
+        selector: {matchLabels: selector},
+        strategy: {type: 'RollingUpdate', rollingUpdate: portSharing ? {maxSurge: 1, maxUnavailable: 0} : {maxSurge: 0, maxUnavailable: 1}},
+        template: {...template, spec: {...template.spec, ...spread}},
+      },
+    } as SelfHostedObject)
+    objects.push({
+      // policy/v1 from 1.21; v1beta1 (removed in 1.25) before.
+      apiVersion: atLeast(version, '1.21.0') ? 'policy/v1' : 'policy/v1beta1',
+      kind: 'PodDisruptionBudget',
+      metadata: {name, namespace: SYSTEM_NAMESPACE, labels: {...labels, component}},
+      spec: {minAvailable: 1, selector: {matchLabels: selector}},
+    })
+    if (nodeNames.length === 1 && !portSharing) {
+      warnings.push(`${component}: one node and no port sharing: a rolling update must stop the only instance before its replacement can start`)
+    }
+  }
+
+  return {component, version, kind, name, handoff, nodeOrder: handoffOrder(nodeNames, leader), sourceHashes, objects, changes}
+}
+
+function componentSteps(plan: ComponentPlan, deadline: number): PivotStep[] {
+  const {component, kind, name} = plan
+  const steps: PivotStep[] = []
+  const backupStep = (node: string): PivotStep => ({component, node, action: 'backup', description: `copy ${MANIFESTS_DIR}/${component}.yaml byte for byte into ${BACKUP_ROOT}/<timestamp>/ on ${node}`})
+  if (plan.handoff === 'port-sharing') {
+    for (const node of plan.nodeOrder) {
+      steps.push(backupStep(node), {
+        component,
+        node,
+        action: 'enable-port-sharing',
+        description: `restart the static ${component} on ${node} with --permit-port-sharing (the old socket must allow sharing too); wait until its mirror pod is Ready`,
+      })
+    }
+  } else {
+    for (const node of plan.nodeOrder) steps.push(backupStep(node))
+  }
+
+  steps.push({component, action: 'apply', description: `server-side apply ${kind} ${SYSTEM_NAMESPACE}/${name}${kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''} (field manager kubectl-selfhost)`})
+  for (const node of plan.nodeOrder) {
+    steps.push(
+      plan.handoff === 'port-sharing'
+        ? {component, node, action: 'wait-ready', description: `wait until the self-hosted pod on ${node} is Ready, serving next to the static one`}
+        : {component, node, action: 'wait-ready', description: `wait until the self-hosted pod is placed on ${node} (it cannot bind its port before the static one stops)`},
+      {
+        component,
+        node,
+        action: 'handoff',
+        description:
+          component === 'kube-apiserver'
+            ? `move the static manifest into the backup on ${node}; the node task itself puts it back if the local apiserver is not healthy within ${deadline}s`
+            : `move the static manifest into the backup on ${node}${plan.handoff === 'blind' ? '; put it back if the self-hosted pod is not Ready in time' : ''}`,
+      },
+      {component, node, action: 'wait-mirror-gone', description: `wait until the mirror pod ${component}-${node} is gone`},
+      {component, node, action: 'wait-healthy', description: `wait until the self-hosted ${component} on ${node} is Ready and the API is healthy`},
+    )
+  }
+
+  return steps
+}
