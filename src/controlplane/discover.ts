@@ -213,6 +213,7 @@ function toInstance(pod: V1Pod, component: ComponentName, source: Instance['sour
     version: versionFromImage(image),
     startedAt: timestampText(pod.status?.startTime),
     hostname,
+    container: container?.name,
   }
 }
 

@@ -55,6 +55,8 @@ export interface Instance {
   startedAt?: string
   /** The instance's hostname as it appears in a leader record's holderIdentity. */
   hostname?: string
+  /** The component's own container in the pod (logs read it unless told otherwise). */
+  container?: string
 }
 
 export interface Workload {
