@@ -1,0 +1,163 @@
+import {servicePortChains} from './hash.js'
+import type {Condition} from './graph.js'
+import type {IptablesDump} from './iptables.js'
+import {Cidr} from './ip.js'
+import type {ServiceInfo, ServicePortInfo} from './model.js'
+import type {RuleSet} from './trace.js'
+import {Outcome, WalkPacket, Walker} from './walk.js'
+
+/** The filter chains kube-proxy hooks in, for dumps (like kube-proxy's test data) without built-in chains. */
+const KUBE_FILTER_CHAINS: Record<string, string[]> = {
+  INPUT: ['KUBE-PROXY-FIREWALL', 'KUBE-NODEPORTS', 'KUBE-EXTERNAL-SERVICES', 'KUBE-FIREWALL'],
+  FORWARD: ['KUBE-PROXY-FIREWALL', 'KUBE-FORWARD', 'KUBE-SERVICES', 'KUBE-EXTERNAL-SERVICES'],
+  OUTPUT: ['KUBE-PROXY-FIREWALL', 'KUBE-SERVICES', 'KUBE-FIREWALL'],
+}
+
+/** "ns/name:port what" as kube-proxy writes its comments. */
+const COMMENT = /^([a-z0-9][-a-z0-9.]*)\/([a-z0-9][-a-z0-9.]*)(?::(\S+))?(?: (.*))?$/
+
+interface CommentRef {
+  namespace: string
+  name: string
+  portName: string
+  what: string
+}
+
+export function parseServiceComment(comment: string | undefined): CommentRef | undefined {
+  const match = comment ? COMMENT.exec(comment) : null
+  if (!match) return undefined
+  return {namespace: match[1], name: match[2], portName: match[3] ?? '', what: match[4] ?? ''}
+}
+
+const firstOf = <K extends Condition['kind']>(conditions: Condition[], kind: K) =>
+  conditions.find((c): c is Extract<Condition, {kind: K}> => c.kind === kind && !('negated' in c && c.negated))
+
+/** kube-proxy's iptables (or IPVS-mode iptables) rules of one node as a RuleSet. */
+export function iptablesRuleSet(dump: IptablesDump): RuleSet {
+  let services: Map<string, ServiceInfo> | undefined
+  let cidrs: Cidr[] | undefined
+  const notes: string[] = []
+  const nat = dump.tables.get('nat')
+  const filter = dump.tables.get('filter')
+  const hasRules = (table: string, chain: string) => (dump.chain(table, chain)?.ruleCount ?? 0) > 0
+  const masqueradeRule = dump.chain('nat', 'KUBE-MARK-MASQ')?.rules().find((r) => r.action.kind === 'mark')
+  const masqueradeMark = masqueradeRule?.action.kind === 'mark' ? masqueradeRule.action.xor : undefined
+  if (!hasRules('nat', 'PREROUTING') && !hasRules('nat', 'OUTPUT') && hasRules('nat', 'KUBE-SERVICES')) {
+    notes.push('the dump has no PREROUTING/OUTPUT jumps (kube-proxy test data?): packets enter at KUBE-SERVICES as on a real node')
+  }
+
+  const collectServices = (): Map<string, ServiceInfo> => {
+    const found = new Map<string, ServiceInfo>()
+    const scan = (table: string, chain: string) => {
+      for (const rule of dump.chain(table, chain)?.rules() ?? []) {
+        const ref = parseServiceComment(rule.comment)
+        if (!ref) continue
+        const key = `${ref.namespace}/${ref.name}`
+        const service = found.get(key) ?? {namespace: ref.namespace, name: ref.name, clusterIPs: [], externalIPs: [], loadBalancerIPs: [], ports: [], source: 'rules' as const}
+        found.set(key, service)
+        const protocol = firstOf(rule.conditions, 'protocol')?.protocol ?? 'tcp'
+        const address = firstOf(rule.conditions, 'address')
+        const dport = firstOf(rule.conditions, 'port')?.ranges[0]?.[0]
+        const ip = address?.field === 'destination' ? address.cidr.text.replace(/\/32$/, '') : undefined
+        let port = service.ports.find((p) => p.name === ref.portName && p.protocol === protocol)
+        if (!port) {
+          port = {name: ref.portName, protocol, port: 0}
+          service.ports.push(port)
+        }
+
+        const isNodePort = chain === 'KUBE-NODEPORTS' || (ref.what === 'has no local endpoints' && !ip)
+        if (isNodePort) {
+          if (dport && !ref.what.includes('health check')) port.nodePort = dport
+          continue
+        }
+
+        if (dport && port.port === 0) port.port = dport
+        if (!ip) continue
+        const list = ref.what.startsWith('external IP')
+          ? service.externalIPs
+          : ref.what.startsWith('loadbalancer IP')
+            ? service.loadBalancerIPs
+            : ref.what.startsWith('cluster IP') || ref.what === 'has no endpoints'
+              ? service.clusterIPs
+              : undefined
+        if (list && !list.includes(ip)) list.push(ip)
+      }
+    }
+
+    for (const [table, chain] of [
+      ['nat', 'KUBE-SERVICES'],
+      ['nat', 'KUBE-NODEPORTS'],
+      ['filter', 'KUBE-SERVICES'],
+      ['filter', 'KUBE-EXTERNAL-SERVICES'],
+      ['filter', 'KUBE-NODEPORTS'],
+    ]) {
+      scan(table, chain)
+    }
+
+    for (const service of found.values()) {
+      service.ports = service.ports.filter((p) => p.port !== 0 || p.nodePort)
+      service.type = service.loadBalancerIPs.length > 0 ? 'LoadBalancer' : service.ports.some((p) => p.nodePort) ? 'NodePort' : 'ClusterIP'
+    }
+
+    return found
+  }
+
+  const detectClusterCidrs = (): Cidr[] => {
+    // kube-proxy masquerades ClusterIP traffic from outside the pod network: "! -s <cidr> -j KUBE-MARK-MASQ".
+    let examined = 0
+    for (const [name, chain] of nat ?? []) {
+      if (!name.startsWith('KUBE-SVC-') || chain.ruleCount === 0) continue
+      const found = chain
+        .rules()
+        .filter((r) => r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ')
+        .flatMap((r) => r.conditions.filter((c): c is Extract<Condition, {kind: 'address'}> => c.kind === 'address' && c.field === 'source' && c.negated))
+        .map((c) => c.cidr)
+      if (found.length > 0) return found
+      if (++examined >= 5) break
+    }
+
+    return []
+  }
+
+  return {
+    mode: 'iptables',
+    notes,
+    trace(packet: WalkPacket): Outcome[] {
+      const walker = new Walker(dump, packet, {masqueradeMark})
+      const natHook = packet.origin === 'node' ? 'OUTPUT' : 'PREROUTING'
+      const natEntry = hasRules('nat', natHook) ? [natHook] : ['KUBE-SERVICES']
+      const afterNat = nat ? walker.walk('nat', natEntry) : [walker.walk('nat', [])[0]]
+      if (!filter) return afterNat
+      return afterNat.flatMap((outcome) => {
+        const hook = packet.origin === 'node' ? 'OUTPUT' : outcome.verdict.kind !== 'dnat' && packet.destinationLocal ? 'INPUT' : 'FORWARD'
+        const entry = hasRules('filter', hook) ? [hook] : KUBE_FILTER_CHAINS[hook]
+        // Only a filter verdict is worth showing; accepted packets keep the nat path.
+        return walker.walk('filter', entry, outcome).map((o) => (o.verdict.kind === 'reject' || o.verdict.kind === 'drop' ? o : {...o, steps: outcome.steps}))
+      })
+    },
+    findService(namespace, name) {
+      services ??= collectServices()
+      return services.get(`${namespace}/${name}`)
+    },
+    serviceNames() {
+      services ??= collectServices()
+      return [...services.keys()]
+    },
+    clusterCidrs() {
+      cidrs ??= detectClusterCidrs()
+      return cidrs
+    },
+    expectedChains(service: ServiceInfo, port: ServicePortInfo) {
+      const chains = servicePortChains(service.namespace, service.name, port.name, port.protocol)
+      const expected: Record<string, string> = {}
+      for (const [kind, chain] of Object.entries(chains)) {
+        if (kind === 'svc' || nat?.has(chain)) expected[kind] = chain
+      }
+
+      return expected
+    },
+    hasKubeProxyRules() {
+      return hasRules('nat', 'KUBE-SERVICES') || [...(nat?.keys() ?? [])].some((n) => n.startsWith('KUBE-SVC-'))
+    },
+  }
+}
