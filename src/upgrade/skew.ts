@@ -1,5 +1,6 @@
 import semver, {SemVer} from 'semver'
 
+import {CliError} from '../errors.js'
 import {NEWEST_KNOWN_MINOR, formatVersion, maxKubeletLag, minorOf} from './versions.js'
 
 /** The components `upgrade` changes, in the order it changes them. */
@@ -294,4 +295,24 @@ export function checkSkew(inputs: SkewInputs, overrides: {force: boolean; allowD
 export function refusalLine(check: CheckResult): string {
   const way = check.overrideFlag ? ` (${check.overrideFlag} overrides this; risk: ${check.risk})` : ''
   return `refused by ${check.id}: ${check.message}${way}`
+}
+
+const COMPONENT_ALIASES: Record<string, UpgradeComponent> = {
+  apiserver: 'kube-apiserver',
+  'controller-manager': 'kube-controller-manager',
+  kcm: 'kube-controller-manager',
+  scheduler: 'kube-scheduler',
+  proxy: 'kube-proxy',
+}
+
+/** Parses --components: a comma list of full names or short ones (apiserver, controller-manager, scheduler, proxy). */
+export function parseComponents(text: string): UpgradeComponent[] {
+  const names = text.split(',').map((s) => s.trim()).filter(Boolean)
+  const resolved = names.map((name) => {
+    const component = (UPGRADE_ORDER as readonly string[]).includes(name) ? (name as UpgradeComponent) : COMPONENT_ALIASES[name]
+    if (!component) throw new CliError(`--components: "${name}" is not one of ${UPGRADE_ORDER.join(', ')} (or apiserver, controller-manager, scheduler, proxy)`)
+    return component
+  })
+  if (resolved.length === 0) throw new CliError('--components is empty; name at least one component')
+  return [...new Set(resolved)]
 }

@@ -1,0 +1,375 @@
+import {mkdirSync, writeFileSync} from 'node:fs'
+import {homedir} from 'node:os'
+import {join} from 'node:path'
+
+import type {V1DaemonSet, V1Deployment, V1Pod} from '@kubernetes/client-node'
+import {stringify as toYaml} from 'yaml'
+
+import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
+import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod} from '../controlplane/leader.js'
+import {ControlPlane, Instance, LeaderRecord, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
+import {CliError, ExitCode} from '../errors.js'
+import type {KubeClient} from '../kube/client.js'
+import {WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
+import {ComponentPlan, UpgradeOptions, UpgradePlan, WorkloadObject, planUpgrade} from './plan.js'
+import {UPGRADE_ORDER, UpgradeComponent} from './skew.js'
+import {parseReportedVersion, sameVersion} from './versions.js'
+
+export type UpgradeApi = DiscoveryApi & Pick<KubeClient, 'getDaemonSet' | 'getDeployment' | 'patch' | 'apply' | 'delete' | 'getLease'>
+
+export const TEMPORARY_PREFIX = 'selfhost-upgrade-temp-'
+
+export interface ExecuteOptions {
+  /** Budget for each component: its rollout and its health gates (and again for a rollback). */
+  timeoutMs: number
+  intervalMs?: number
+  /** Where the workloads are saved before the first change. */
+  backupDir: string
+  onProgress: (line: string) => void
+  /** Aborting (Ctrl-C) stops waiting and rolls the current component back. */
+  signal?: AbortSignal
+  sleep?: (ms: number) => Promise<void>
+  now?: () => number
+}
+
+export type ComponentResult = 'upgraded' | 'skipped' | 'rolled-back' | 'rollback-failed' | 'not-started'
+
+export interface ComponentOutcome {
+  component: UpgradeComponent
+  imageBefore: string
+  imageAfter: string
+  /** The image the workload runs now. */
+  imageNow: string
+  result: ComponentResult
+  detail?: string
+  seconds?: number
+}
+
+export interface UpgradeResult {
+  outcome: 'upgraded' | 'nothing-to-do' | 'rolled-back' | 'rollback-failed'
+  target: string
+  components: ComponentOutcome[]
+  /** Why a component failed, one line. */
+  failure?: string
+  backup?: string
+  warnings: string[]
+}
+
+/** Reads the cluster and plans; nothing changes. */
+export async function prepareUpgrade(api: UpgradeApi, options: UpgradeOptions): Promise<{plane: ControlPlane; plan: UpgradePlan; workloads: Partial<Record<UpgradeComponent, WorkloadObject>>}> {
+  const plane = await discoverControlPlane(api)
+  const workloads: Partial<Record<UpgradeComponent, WorkloadObject>> = {}
+  for (const component of UPGRADE_ORDER) {
+    const found = plane.components.find((c) => c.name === component)?.workloads ?? []
+    // pivot's workload (or kubeadm's kube-proxy DaemonSet) when there are several.
+    const workload = found.find((w) => w.name === `self-hosted-${component}` || w.name === component) ?? found[0]
+    if (!workload) continue
+    workloads[component] =
+      workload.kind === 'DaemonSet'
+        ? {kind: 'DaemonSet', object: await api.getDaemonSet(workload.namespace, workload.name)}
+        : {kind: 'Deployment', object: await api.getDeployment(workload.namespace, workload.name)}
+  }
+
+  return {plane, plan: planUpgrade({plane, workloads}, options), workloads}
+}
+
+const refOf = (p: ComponentPlan): WorkloadRef => ({kind: p.workload.kind, namespace: p.workload.namespace, name: p.workload.name})
+
+async function readWorkload(api: UpgradeApi, ref: WorkloadRef): Promise<V1DaemonSet | V1Deployment> {
+  return ref.kind === 'DaemonSet' ? api.getDaemonSet(ref.namespace, ref.name) : api.getDeployment(ref.namespace, ref.name)
+}
+
+const resourceOf = (ref: WorkloadRef) => (ref.kind === 'DaemonSet' ? 'daemonsets' : 'deployments')
+
+function imageOf(object: V1DaemonSet | V1Deployment, container: string): string | undefined {
+  return object.spec?.template?.spec?.containers?.find((c) => c.name === container)?.image
+}
+
+/** What a DaemonSet copy needs to run beside the original without being adopted by it. */
+function temporaryCopy(original: V1DaemonSet, image: string, container: string): V1DaemonSet & {apiVersion: string; kind: string} {
+  const name = `${TEMPORARY_PREFIX}${original.metadata?.name}`
+  const selectorKeys = Object.keys(original.spec?.selector?.matchLabels ?? {})
+  const templateLabels = {...original.spec?.template?.metadata?.labels}
+  for (const key of selectorKeys) delete templateLabels[key]
+  const labels = {[SELF_HOSTED_APP_LABEL]: name, [MANAGED_BY_LABEL]: MANAGED_BY_VALUE}
+  const spec = structuredClone(original.spec!.template.spec!)
+  for (const c of spec.containers) if (c.name === container) c.image = image
+  return {
+    apiVersion: 'apps/v1',
+    kind: 'DaemonSet',
+    metadata: {name, namespace: original.metadata?.namespace, labels},
+    spec: {
+      selector: {matchLabels: {[SELF_HOSTED_APP_LABEL]: name}},
+      updateStrategy: {type: 'RollingUpdate', rollingUpdate: {maxUnavailable: 1}},
+      template: {metadata: {labels: {...templateLabels, ...labels}, annotations: original.spec?.template?.metadata?.annotations}, spec},
+    },
+  }
+}
+
+function backup(dir: string, workloads: Array<V1DaemonSet | V1Deployment>): string {
+  mkdirSync(dir, {recursive: true})
+  for (const w of workloads) {
+    const {managedFields: _managed, ...metadata} = w.metadata ?? {}
+    writeFileSync(join(dir, `${w.metadata?.name}.yaml`), toYaml({...w, metadata}))
+  }
+
+  return dir
+}
+
+export function defaultBackupDir(context: string, now: Date): string {
+  const stamp = now.toISOString().replace(/[:.]/g, '-')
+  return join(process.env.KUBECTL_SELFHOST_STATE ?? join(homedir(), '.kube', 'selfhost'), 'backups', `upgrade-${context.replace(/[^A-Za-z0-9_.-]/g, '_')}-${stamp}`)
+}
+
+function instancesOf(pods: V1Pod[], container: string): Instance[] {
+  return pods
+    .filter((p) => !p.metadata?.deletionTimestamp)
+    .map((p) => {
+      const image = p.spec?.containers?.find((c) => c.name === container)?.image ?? p.spec?.containers?.[0]?.image ?? ''
+      return {
+        pod: p.metadata?.name ?? '',
+        namespace: p.metadata?.namespace ?? SYSTEM_NAMESPACE,
+        node: p.spec?.nodeName ?? '',
+        source: 'workload' as const,
+        phase: p.status?.phase ?? 'Unknown',
+        ready: (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
+        restarts: 0,
+        image,
+      }
+    })
+}
+
+/**
+ * Runs the plan component by component. A component that fails its rollout or a health gate
+ * (or is interrupted) goes back to its previous image; the run then stops.
+ */
+export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: ExecuteOptions): Promise<UpgradeResult> {
+  if (!plan.allowed) throw new CliError(plan.refusal ?? 'the upgrade plan is refused')
+  const now = opts.now ?? Date.now
+  const say = opts.onProgress
+  const warnings: string[] = []
+  const outcomes: ComponentOutcome[] = plan.components.map((p) => ({
+    component: p.component,
+    imageBefore: p.imageBefore,
+    imageAfter: p.imageAfter,
+    imageNow: p.imageBefore,
+    result: p.action === 'skip' ? 'skipped' : 'not-started',
+    detail: p.action === 'skip' ? `already ${p.targetVersion}` : undefined,
+  }))
+  const work = plan.components.filter((p) => p.action === 'upgrade')
+  if (work.length === 0) return {outcome: 'nothing-to-do', target: plan.target, components: outcomes, warnings}
+
+  const originals = await Promise.all(work.map((p) => readWorkload(api, refOf(p))))
+  for (const [i, p] of work.entries()) {
+    const image = imageOf(originals[i], p.container)
+    if (image !== p.imageBefore && image !== p.imageAfter) {
+      throw new CliError(`${p.workload.kind} ${p.workload.name} changed since it was read (image now ${image}); run the upgrade again`)
+    }
+  }
+
+  const backupDir = backup(opts.backupDir, originals)
+  say(`backed up ${originals.length} workload(s) to ${backupDir}`)
+  // What the apiserver reported before any change: a rollback must bring that back.
+  const servedBefore = (await api.version()).gitVersion
+
+  for (const [i, p] of work.entries()) {
+    const outcome = outcomes.find((o) => o.component === p.component)!
+    const started = now()
+    say(`[${i + 1}/${work.length}] ${p.component}: ${p.currentVersions.join(', ') || '?'} -> ${p.targetVersion} (${p.strategy})`)
+    try {
+      await replacePods(api, p, p.imageAfter, originals[work.indexOf(p)], opts, 'during')
+      outcome.imageNow = p.imageAfter
+      await healthGates(api, p, {kind: 'target', version: p.targetVersion}, opts, warnings)
+      if (p.updateStrategy) await restoreStrategy(api, p)
+      outcome.result = 'upgraded'
+      outcome.seconds = Math.round((now() - started) / 1000)
+      say(`  ${p.component} upgraded in ${outcome.seconds}s`)
+    } catch (error) {
+      const failure = `${p.component}: ${(error as Error).message}`
+      say(`  FAILED ${failure}`)
+      say(`  rolling ${p.component} back to ${p.imageBefore}`)
+      try {
+        // Ctrl-C must not interrupt the rollback itself.
+        const calm = {...opts, signal: undefined}
+        await replacePods(api, p, p.imageBefore, originals[work.indexOf(p)], calm, 'before')
+        outcome.imageNow = p.imageBefore
+        await healthGates(api, p, {kind: 'served-before', version: servedBefore}, calm, warnings)
+        outcome.result = 'rolled-back'
+        outcome.detail = (error as Error).message
+        outcome.seconds = Math.round((now() - started) / 1000)
+        say(`  ${p.component} is back on ${p.imageBefore} and healthy`)
+        return {outcome: 'rolled-back', target: plan.target, components: outcomes, failure, backup: backupDir, warnings}
+      } catch (rollbackError) {
+        outcome.result = 'rollback-failed'
+        outcome.detail = `${(error as Error).message}; rollback: ${(rollbackError as Error).message}`
+        return {
+          outcome: 'rollback-failed',
+          target: plan.target,
+          components: outcomes,
+          failure: `${failure}; the rollback failed too (${(rollbackError as Error).message}); restore it with: kubectl -n ${p.workload.namespace} set image ${p.workload.kind.toLowerCase()}/${p.workload.name} ${p.container}=${p.imageBefore} (backup in ${backupDir})`,
+          backup: backupDir,
+          warnings,
+        }
+      }
+    }
+  }
+
+  return {outcome: 'upgraded', target: plan.target, components: outcomes, backup: backupDir, warnings}
+}
+
+/** Sets the image and follows the rollout, by the component's strategy. */
+async function replacePods(
+  api: UpgradeApi,
+  p: ComponentPlan,
+  image: string,
+  original: V1DaemonSet | V1Deployment,
+  opts: ExecuteOptions,
+  strategy: 'during' | 'before',
+): Promise<void> {
+  const ref = refOf(p)
+  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
+  const containerPatch = {template: {spec: {containers: [{name: p.container, image}]}}}
+  const patch = {spec: p.updateStrategy ? {...containerPatch, updateStrategy: p.updateStrategy[strategy]} : containerPatch}
+
+  if (p.strategy !== 'temporary-instance') {
+    await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
+    await waitForRollout(api, ref, {...wait, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
+    return
+  }
+
+  // kubeadm's self-hosted upgrade: a copy of the last good apiserver stands by on every node
+  // so the port is served again as soon as the old pod goes, then steps aside for the new one.
+  const temporary = temporaryCopy(original as V1DaemonSet, p.imageBefore, p.container)
+  const tempRef: WorkloadRef = {kind: 'DaemonSet', namespace: ref.namespace, name: temporary.metadata!.name!}
+  try {
+    await api.apply('apps/v1', 'daemonsets', temporary)
+    opts.onProgress(`  started temporary DaemonSet ${tempRef.name} (${p.imageBefore})`)
+    await pollUntil(
+      async () => {
+        const ds = await api.getDaemonSet(tempRef.namespace, tempRef.name)
+        const desired = ds.status?.desiredNumberScheduled ?? 0
+        const current = ds.status?.currentNumberScheduled ?? 0
+        return {done: desired > 0 && current >= desired, value: undefined, progress: `${current}/${desired} temporary pods scheduled`}
+      },
+      {...wait, what: `temporary DaemonSet ${tempRef.name}`, onProgress: (line) => opts.onProgress(`  temporary: ${line}`)},
+    )
+    await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
+    await pollUntil(
+      async () => {
+        const ds = await api.getDaemonSet(ref.namespace, ref.name)
+        const desired = ds.status?.desiredNumberScheduled ?? 0
+        const updated = ds.status?.updatedNumberScheduled ?? 0
+        const seen = (ds.status?.observedGeneration ?? 0) >= (ds.metadata?.generation ?? 0)
+        return {done: seen && updated >= desired, value: undefined, progress: `${updated}/${desired} pods replaced`}
+      },
+      {...wait, what: `${ref.name} to replace its pods`, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)},
+    )
+  } finally {
+    await api.delete('apps/v1', 'daemonsets', tempRef.namespace, tempRef.name)
+    opts.onProgress(`  removed temporary DaemonSet ${tempRef.name}`)
+  }
+
+  await waitForRollout(api, ref, {...wait, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
+}
+
+async function restoreStrategy(api: UpgradeApi, p: ComponentPlan): Promise<void> {
+  const ref = refOf(p)
+  await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, {spec: {updateStrategy: p.updateStrategy!.before}})
+}
+
+type VersionExpectation = {kind: 'target' | 'served-before'; version: string}
+
+/** The gates after a rollout: the apiserver ready and serving the version; a leader on the new pods. */
+async function healthGates(
+  api: UpgradeApi,
+  p: ComponentPlan,
+  expected: VersionExpectation,
+  opts: ExecuteOptions,
+  warnings: string[],
+): Promise<void> {
+  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
+  if (p.component === 'kube-apiserver') {
+    await pollUntil(
+      async () => {
+        const res = await api.raw('GET', '/readyz', {query: {verbose: true}, intent: {verb: 'get', resource: '/readyz'}}).catch((e: Error) => ({status: 0, body: e.message}))
+        return {done: res.status === 200, value: undefined, progress: `/readyz ${res.status || 'unreachable'}`}
+      },
+      {...wait, what: '/readyz', onProgress: (line) => opts.onProgress(`  gate: ${line}`)},
+    )
+    const want = parseReportedVersion(expected.version)
+    await pollUntil(
+      async () => {
+        const served = (await api.version()).gitVersion
+        const got = parseReportedVersion(served)
+        return {done: Boolean(want && got && sameVersion(want, got)), value: undefined, progress: `/version ${served}`}
+      },
+      {...wait, what: `/version to report ${expected.version}${expected.kind === 'served-before' ? ' (as before the upgrade)' : ''}`, onProgress: (line) => opts.onProgress(`  gate: ${line}`)},
+    )
+    return
+  }
+
+  if (p.component === 'kube-controller-manager' || p.component === 'kube-scheduler') {
+    // Renewal is judged by the record changing, not by clocks: ours and the leader's may differ.
+    let firstRenewTime: string | undefined
+    const leader = await pollUntil(
+      async () => {
+        const record = await readLeader(api, p.component, new Date((opts.now ?? Date.now)()))
+        if (!record) return {done: true, value: undefined, progress: 'no leader record'}
+        firstRenewTime ??= record.renewTime ?? ''
+        const renewed = record.renewTime !== undefined && record.renewTime !== firstRenewTime
+        const pods = await api.listPods(p.workload.namespace, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${p.workload.name}`})
+        const instances = instancesOf(pods.items, p.container)
+        const matched = matchLeaderToPod(record, instances)
+        const holderPod = instances.find((i) => i.pod === matched.pod)
+        const onNewPod = holderPod !== undefined && holderPod.image === imageNow(p, expected)
+        // A holder that is none of the pods (hostname differs from the node name) can only be judged by renewal.
+        const done = renewed && (onNewPod || holderPod === undefined)
+        return {
+          done,
+          value: {record: matched, holderPod},
+          progress: `leader ${record.holder}${holderPod ? ` (${holderPod.pod}, ${holderPod.image})` : ' (none of the pods)'}, ${renewed ? 'renewed' : 'not renewed yet'}`,
+        }
+      },
+      {...wait, what: `${p.component}'s leader lease to be renewed by a pod running ${imageNow(p, expected)}`, onProgress: (line) => opts.onProgress(`  gate: ${line}`)},
+    )
+    if (!leader) warnings.push(`${p.component}: no leader record (Lease or Endpoints) to check; leader election may be off`)
+    else if (!leader.holderPod) warnings.push(`${p.component}: leader ${leader.record.holder} renewed its lease but is none of the pods, so its version could not be checked`)
+  }
+}
+
+const imageNow = (p: ComponentPlan, expected: VersionExpectation) => (expected.kind === 'target' ? p.imageAfter : p.imageBefore)
+
+/** The leader from the Lease (1.14+, the only lock from 1.20), else the legacy Endpoints annotation. */
+async function readLeader(api: UpgradeApi, component: UpgradeComponent, now: Date): Promise<LeaderRecord | undefined> {
+  const lease = await api.getLease(SYSTEM_NAMESPACE, component)
+  const fromLease = lease ? leaderFromLease(lease, now) : undefined
+  if (fromLease) return fromLease
+  const endpoints = (await api.listEndpoints(SYSTEM_NAMESPACE)).items.find((e) => e.metadata?.name === component)
+  return endpoints ? leaderFromAnnotation(endpoints, 'Endpoints', now) : undefined
+}
+
+/** The exit code a result means: 0 done, 3 rolled back (cluster as before), 1 rollback failed. */
+export function exitCodeOf(result: UpgradeResult): number {
+  if (result.outcome === 'rolled-back') return ExitCode.rolledBack
+  return result.outcome === 'rollback-failed' ? ExitCode.error : ExitCode.ok
+}
+
+export interface RunUpgradeOptions extends UpgradeOptions {
+  /** --dry-run / --plan: plan and stop. */
+  dryRun: boolean
+  /** Called with the plan before anything changes. */
+  onPlan?: (plan: UpgradePlan) => void
+  execute: Omit<ExecuteOptions, 'backupDir'> & {backupDir?: string}
+}
+
+/** Plans, and unless this is a dry run, executes: the one core function of `upgrade`. */
+export async function runUpgrade(api: UpgradeApi, options: RunUpgradeOptions): Promise<{plan: UpgradePlan; result?: UpgradeResult}> {
+  const {plan} = await prepareUpgrade(api, options)
+  if (options.dryRun) return {plan}
+  if (!plan.allowed) throw new CliError(plan.refusal ?? 'the upgrade plan is refused')
+  options.onPlan?.(plan)
+  const backupDir = options.execute.backupDir ?? defaultBackupDir(api.contextName, new Date())
+  return {plan, result: await executeUpgrade(api, plan, {...options.execute, backupDir})}
+}
