@@ -47,11 +47,23 @@ export abstract class SelfhostCommand extends Command {
   public async catch(err: Error & {exitCode?: number; oclif?: {exit?: number}}): Promise<unknown> {
     if (err instanceof Errors.ExitError) throw err
     if (this.verbose && err.stack) process.stderr.write(`${err.stack}\n`)
-    const message = err instanceof CliError ? err.message : (err.message || String(err)).split('\n')[0]
+    const message = err instanceof CliError ? err.message : oneLine(err.message || String(err))
     process.stderr.write(`error: ${message}\n`)
     const code = err instanceof CliError ? err.exitCode : ExitCode.error
     return this.exit(code)
   }
+}
+
+/**
+ * oclif's parse errors span lines ("The following error occurred:", the problem, "See more
+ * help with --help"): keep the lines that say what is wrong, on one line.
+ */
+function oneLine(message: string): string {
+  const lines = message
+    .split('\n')
+    .map((line) => line.trim().replace(/\s+/g, ' '))
+    .filter((line) => line && line !== 'The following error occurred:' && !/^See more help with --help/.test(line))
+  return lines.length > 0 ? `${lines.join(' ')}${/--help/.test(message) ? ' (see --help)' : ''}` : message
 }
 
 export type InferredFlags<T extends typeof Command> = Interfaces.InferredFlags<T['flags']>

@@ -80,6 +80,7 @@ describe('scale command (HTTP fake)', function () {
       [['scale', 'scheduler', '--replicas=-1'], /^error: --replicas -1: a replica count cannot be negative; use 0 or more\n$/],
       [['scale', 'scheduler', '--replicas', '1.5'], /^error: --replicas "1.5" is not a whole number; use 0, 1, 2, \.\.\.\n$/],
       [['scale', 'schedular', '--replicas', '2'], /^error: unknown component "schedular"; known: kube-scheduler, scheduler, /],
+      [['scale', 'scheduler'], /^error: Missing required flag replicas \(see --help\)\n$/],
     ] as const) {
       const {stderr, exitCode} = await runCommand([...argv, '--kubeconfig', kubeconfig])
       assert.equal(exitCode, 1)
