@@ -401,6 +401,11 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     'kube-controller-manager and kube-scheduler cannot recreate themselves from zero replicas: a PodDisruptionBudget (minAvailable 1) keeps drains from evicting the last one.',
   ]
   if (nodeNames.length === 1) costs.push('A single control-plane node: rebooting it is the full-control-plane restart above.')
+  if (components.some((c) => c.component === 'kube-apiserver' && c.handoff === 'port-sharing')) {
+    costs.push(
+      `Each static kube-apiserver restarts once to take --permit-port-sharing (a socket can only be shared if the first one allowed it)${nodeNames.length === 1 ? ': with one node, the API is away for that restart' : ', one node at a time'}; after that, hand-offs keep the API serving.`,
+    )
+  }
   if (blind.length > 0) {
     costs.push(
       `${blind.join(', ')} cannot share ports (${version} < 1.19, or an insecure port still open): blind hand-off, as kubeadm did. The new instance binds only once the static one stopped; ` +

@@ -1,0 +1,552 @@
+import type {V1Node, V1Pod} from '@kubernetes/client-node'
+import semver from 'semver'
+
+import {
+  MANAGED_BY_LABEL,
+  MANAGED_BY_VALUE,
+  MIRROR_ANNOTATION,
+  PIVOTED_COMPONENTS,
+  PivotedComponent,
+  SELF_HOSTED_APP_LABEL,
+  SYSTEM_NAMESPACE,
+  selfHostedName,
+} from '../controlplane/model.js'
+import {CliError, ExitCode} from '../errors.js'
+import type {KubeClient} from '../kube/client.js'
+import type {NodeTask, NodeTaskResult} from '../node/runner.js'
+import {StaticManifest, flagValue, parseStaticPod, versionFromImage, withPortSharing} from './manifest.js'
+import {
+  HANDOFF_RESTORED_EXIT,
+  HANDOFF_SCRIPT,
+  NodeFiles,
+  PREPARE_SCRIPT,
+  READ_STATE_SCRIPT,
+  RESTORE_SCRIPT,
+  RETIRE_BACKUP_SCRIPT,
+  activeBackup,
+  backupStamp,
+  parseNodeState,
+} from './node-scripts.js'
+import {ComponentPlan, ExistingWorkload, PORT_SHARING_VERSION, PivotPlan, PlanNodeInfo, SelfHostedObject, planPivot} from './plan.js'
+
+/** The API calls pivot and revert make; KubeClient satisfies it, tests pass a fake. */
+export type PivotClusterApi = Pick<KubeClient, 'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'canI' | 'raw' | 'getLease'>
+
+export interface PivotDeps {
+  api: PivotClusterApi
+  /** Runs a command on a node to completion (src/node's runNodeTask in real use). */
+  runTask: (task: NodeTask) => Promise<NodeTaskResult>
+  log: (line: string) => void
+  now?: () => Date
+  sleep?: (ms: number) => Promise<void>
+}
+
+export interface PivotOptions {
+  dryRun?: boolean
+  /** Image for the node tasks: needs sh, base64, cp/mv, and curl or wget. */
+  image: string
+  namespace?: string
+  /** How long each wait (pod Ready, mirror pod gone, API healthy) may take. */
+  timeoutMs?: number
+  /** The apiserver hand-off: how long the node-side watchdog waits before restoring. */
+  handoffDeadlineSeconds?: number
+  /** Time the kubelet needs to notice a moved manifest and stop the static pod. */
+  staticStopSeconds?: number
+  /** Overrides the local apiserver URL the node-side watchdog checks (default from the manifest). */
+  nodeHealthUrl?: (node: string) => string | undefined
+  pollMs?: number
+}
+
+export interface PivotState {
+  nodes: PlanNodeInfo[]
+  ready: Record<string, boolean>
+  files: NodeFiles[]
+  mirrorPods: V1Pod[]
+  workloadPods: V1Pod[]
+  existing: ExistingWorkload[]
+}
+
+export interface PivotResult {
+  plan: PivotPlan
+  /** Steps already done by an earlier run, found on the cluster and the nodes. */
+  alreadyDone: string[]
+  dryRun: boolean
+  outcome: 'planned' | 'completed' | 'rolled-back'
+  summary: string[]
+  exitCode: number
+}
+
+const CONTROL_PLANE_SELECTORS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master']
+const DEFAULT_TIMEOUT_MS = 5 * 60_000
+const TASK_DEADLINE_SECONDS = 120
+
+const isReady = (pod: V1Pod) => pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true
+const isMirror = (pod: V1Pod) => Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])
+const podComponent = (pod: V1Pod) => pod.metadata?.labels?.component
+
+function nodeInfo(node: V1Node): PlanNodeInfo {
+  return {
+    name: node.metadata!.name!,
+    internalIP: node.status?.addresses?.find((a) => a.type === 'InternalIP')?.address,
+    labels: node.metadata?.labels ?? {},
+    taints: (node.spec?.taints ?? []).map((t) => ({key: t.key, effect: t.effect, value: t.value})),
+  }
+}
+
+/** Runs pivot and revert against one cluster: every decision is taken from what the cluster and nodes show now. */
+export class PivotRunner {
+  private readonly now: () => Date
+  private readonly sleep: (ms: number) => Promise<void>
+  private readonly timeoutMs: number
+  private readonly pollMs: number
+
+  constructor(
+    private readonly deps: PivotDeps,
+    private readonly opts: PivotOptions,
+  ) {
+    this.now = deps.now ?? (() => new Date())
+    this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)))
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
+    this.pollMs = opts.pollMs ?? 2000
+  }
+
+  // ---- reading state ----------------------------------------------------------------------
+
+  async readState(): Promise<PivotState> {
+    const {api} = this.deps
+    const all = (await api.listNodes()).items
+    const cp = all.filter((n) => CONTROL_PLANE_SELECTORS.some((l) => l in (n.metadata?.labels ?? {})))
+    if (cp.length === 0) throw new CliError('no control-plane nodes (labelled node-role.kubernetes.io/control-plane or /master) in this cluster')
+    const names = cp.map((n) => n.metadata!.name!).sort()
+    const pods = (await api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => names.includes(p.spec?.nodeName ?? '') && !p.metadata?.deletionTimestamp)
+    const files: NodeFiles[] = []
+    // One read per node: the files are the truth a resumed run starts from.
+    for (const node of names) files.push(parseNodeState(node, (await this.task(node, 'pivot-read', READ_STATE_SCRIPT, {})).output))
+    const existing: ExistingWorkload[] = []
+    const ds = (await api.listDaemonSets(SYSTEM_NAMESPACE)).items
+    const deploys = (await api.listDeployments(SYSTEM_NAMESPACE)).items
+    for (const w of [...ds.map((d) => ({kind: 'DaemonSet' as const, w: d})), ...deploys.map((d) => ({kind: 'Deployment' as const, w: d}))]) {
+      const labels = {...w.w.spec?.template?.metadata?.labels}
+      const component = PIVOTED_COMPONENTS.find((c) => labels.component === c || labels[SELF_HOSTED_APP_LABEL] === selfHostedName(c))
+      if (component) existing.push({component, kind: w.kind, name: w.w.metadata!.name!, managedByUs: w.w.metadata?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE})
+    }
+
+    return {
+      nodes: cp.map(nodeInfo),
+      ready: Object.fromEntries(cp.map((n) => [n.metadata!.name!, n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true])),
+      files,
+      mirrorPods: pods.filter(isMirror),
+      workloadPods: pods.filter((p) => !isMirror(p) && PIVOTED_COMPONENTS.some((c) => p.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))),
+      existing,
+    }
+  }
+
+  /** The original bytes of each node's manifest: the backup once one exists, else the live file. */
+  static originals(state: PivotState): StaticManifest[] {
+    const out: StaticManifest[] = []
+    for (const files of state.files) {
+      const backup = activeBackup(files)
+      for (const component of PIVOTED_COMPONENTS) {
+        const bytes = backup?.files[component] ?? files.manifests[component]
+        if (bytes !== undefined) out.push({node: files.node, component, bytes})
+      }
+    }
+
+    return out
+  }
+
+  private task(node: string, purpose: string, script: string, env: Record<string, string>, deadlineSeconds = TASK_DEADLINE_SECONDS): Promise<NodeTaskResult> {
+    return this.deps.runTask({
+      node,
+      image: this.opts.image,
+      command: ['sh', '-c', script],
+      purpose,
+      namespace: this.opts.namespace,
+      deadlineSeconds,
+      env,
+      mountHostRoot: true,
+    })
+  }
+
+  private async taskOk(node: string, purpose: string, script: string, env: Record<string, string>): Promise<string> {
+    const result = await this.task(node, purpose, script, env)
+    if (result.exitCode !== 0) throw new CliError(`the ${purpose} task on ${node} failed (exit ${result.exitCode}): ${result.output.trim().split('\n').pop() ?? ''}`)
+    return result.output
+  }
+
+  // ---- waiting -----------------------------------------------------------------------------
+
+  private async waitFor(what: string, check: () => Promise<boolean>, timeoutMs = this.timeoutMs): Promise<void> {
+    const started = this.now().getTime()
+    for (;;) {
+      if (await check().catch(() => false)) return
+      if (this.now().getTime() - started > timeoutMs) throw new CliError(`timed out after ${Math.round(timeoutMs / 1000)}s waiting for ${what}`)
+      await this.sleep(this.pollMs)
+    }
+  }
+
+  private async podsOn(node: string): Promise<V1Pod[]> {
+    return (await this.deps.api.listPods(SYSTEM_NAMESPACE, {fieldSelector: `spec.nodeName=${node}`})).items.filter((p) => !p.metadata?.deletionTimestamp)
+  }
+
+  private mirrorOf = (pods: V1Pod[], component: PivotedComponent) => pods.find((p) => isMirror(p) && podComponent(p) === component)
+  private workloadPodOf = (pods: V1Pod[], component: PivotedComponent) =>
+    pods.find((p) => !isMirror(p) && p.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(component))
+
+  private async apiHealthy(): Promise<boolean> {
+    const res = await this.deps.api.raw('GET', '/readyz', {intent: {verb: 'get', resource: '/readyz'}})
+    if (res.status === 404) return (await this.deps.api.raw('GET', '/healthz', {intent: {verb: 'get', resource: '/healthz'}})).status === 200
+    return res.status === 200
+  }
+
+  private waitApiHealthy(what: string) {
+    return this.waitFor(`the API to be healthy ${what}`, () => this.apiHealthy())
+  }
+
+  private waitMirror(component: PivotedComponent, node: string, want: (pod: V1Pod | undefined) => boolean, what: string) {
+    return this.waitFor(what, async () => want(this.mirrorOf(await this.podsOn(node), component)))
+  }
+
+  // ---- preflight ---------------------------------------------------------------------------
+
+  private async preflight(state: PivotState, extraVerbs: Array<[string, string, string]> = []): Promise<void> {
+    const needed: Array<[verb: string, resource: string, group: string]> = [
+      ['list', 'nodes', ''],
+      ['list', 'pods', ''],
+      ['create', 'pods', ''],
+      ['delete', 'pods', ''],
+      ['get', 'pods', ''],
+      ['list', 'daemonsets', 'apps'],
+      ['list', 'deployments', 'apps'],
+      ['create', 'daemonsets', 'apps'],
+      ['patch', 'daemonsets', 'apps'],
+      ['create', 'deployments', 'apps'],
+      ['patch', 'deployments', 'apps'],
+      ['create', 'poddisruptionbudgets', 'policy'],
+      ['patch', 'poddisruptionbudgets', 'policy'],
+      ['get', 'leases', 'coordination.k8s.io'],
+      ...extraVerbs,
+    ]
+    const missing: string[] = []
+    for (const [verb, resource, group] of needed) {
+      const namespace = resource === 'nodes' ? undefined : SYSTEM_NAMESPACE
+      if (!(await this.deps.api.canI(verb, resource, namespace, group))) missing.push(`${verb} ${group ? `${resource}.${group}` : resource}`)
+    }
+
+    if (missing.length > 0) throw new CliError(`not allowed to ${missing.join(', ')} in ${SYSTEM_NAMESPACE}: pivot needs cluster-admin-like rights`)
+    const notReady = Object.entries(state.ready).filter(([, ready]) => !ready).map(([n]) => n)
+    if (notReady.length > 0) throw new CliError(`control-plane node(s) ${notReady.join(', ')} not Ready: fix them before moving the control plane`)
+    if (!(await this.apiHealthy())) throw new CliError('the API server is not healthy (/readyz): fix it before moving the control plane')
+    const unready = [...state.mirrorPods, ...state.workloadPods]
+      .filter((p) => PIVOTED_COMPONENTS.includes(podComponent(p) as PivotedComponent) && !isReady(p))
+      .map((p) => p.metadata!.name!)
+    if (unready.length > 0) throw new CliError(`control-plane pod(s) ${unready.join(', ')} not Ready: fix them first`)
+    for (const component of ['kube-controller-manager', 'kube-scheduler']) {
+      const lease = await this.deps.api.getLease(SYSTEM_NAMESPACE, component)
+      const renew = lease?.spec?.renewTime ? new Date(lease.spec.renewTime as unknown as string).getTime() : undefined
+      if (lease && renew !== undefined && renew + (lease.spec?.leaseDurationSeconds ?? 15) * 1000 < this.now().getTime()) {
+        throw new CliError(`the ${component} lease has not been renewed since ${new Date(renew).toISOString()}: its leader is gone; fix it first`)
+      }
+    }
+  }
+
+  // ---- pivot -------------------------------------------------------------------------------
+
+  async pivot(): Promise<PivotResult> {
+    const state = await this.readState()
+    const live = state.files.filter((f) => Object.keys(f.manifests).length > 0)
+    const ours = state.existing.filter((w) => w.managedByUs)
+    if (live.length === 0 && ours.length > 0) {
+      throw new CliError('the control plane is already self-hosted by kubectl-selfhost (no static manifests left on any node); `kubectl selfhost revert` goes back')
+    }
+
+    const leaders: Partial<Record<PivotedComponent, string>> = {}
+    for (const component of ['kube-controller-manager', 'kube-scheduler'] as const) {
+      const holder = (await this.deps.api.getLease(SYSTEM_NAMESPACE, component))?.spec?.holderIdentity?.split('_')[0]
+      if (holder && state.nodes.some((n) => n.name === holder)) leaders[component] = holder
+    }
+
+    const plan = planPivot({
+      manifests: PivotRunner.originals(state),
+      nodes: state.nodes,
+      existingWorkloads: state.existing,
+      leaders,
+      handoffDeadlineSeconds: this.opts.handoffDeadlineSeconds,
+    })
+    const alreadyDone = this.describeProgress(plan, state)
+    if (this.opts.dryRun) return {plan, alreadyDone, dryRun: true, outcome: 'planned', summary: [], exitCode: ExitCode.ok}
+
+    await this.preflight(state)
+    for (const cost of plan.costs) this.deps.log(`note: ${cost}`)
+    const stamps = new Map(state.files.map((f) => [f.node, activeBackup(f)?.stamp ?? backupStamp(this.now())]))
+    const summary: string[] = []
+    for (const component of plan.components) {
+      const outcome = await this.pivotComponent(component, state, stamps)
+      if (outcome === 'rolled-back') {
+        this.deps.log(`${component.component}: hand-off failed and the static manifest was put back; reverting the whole pivot`)
+        await this.revert()
+        return {plan, alreadyDone, dryRun: false, outcome: 'rolled-back', summary: [`${component.component} hand-off failed; the static control plane was restored`], exitCode: ExitCode.rolledBack}
+      }
+
+      summary.push(`${component.component}: ${component.kind} ${SYSTEM_NAMESPACE}/${component.name} serving on ${component.nodeOrder.join(', ')}`)
+    }
+
+    summary.push(`backups: ${[...new Set(stamps.values())].map((s) => `/etc/kubernetes/selfhost-backup/${s}/`).join(', ')} on every control-plane node`)
+    return {plan, alreadyDone, dryRun: false, outcome: 'completed', summary, exitCode: ExitCode.ok}
+  }
+
+  /** What an earlier, interrupted run already did, as the nodes and the cluster show it. */
+  private describeProgress(plan: PivotPlan, state: PivotState): string[] {
+    const done: string[] = []
+    for (const c of plan.components) {
+      if (state.existing.some((w) => w.component === c.component && w.managedByUs)) done.push(`${c.component}: ${c.kind} ${c.name} already applied`)
+      for (const files of state.files) {
+        const backedUp = activeBackup(files)?.files[c.component] !== undefined
+        if (backedUp && files.manifests[c.component] === undefined) done.push(`${c.component} on ${files.node}: handed off (manifest in backup)`)
+        else if (backedUp) done.push(`${c.component} on ${files.node}: backed up`)
+      }
+    }
+
+    return done
+  }
+
+  private async pivotComponent(plan: ComponentPlan, state: PivotState, stamps: Map<string, string>): Promise<'done' | 'rolled-back'> {
+    const {component} = plan
+    const log = (node: string | undefined, line: string) => this.deps.log(`[${component}]${node ? ` ${node}:` : ''} ${line}`)
+    const filesOf = (node: string) => state.files.find((f) => f.node === node)!
+    const portSharing = plan.handoff === 'port-sharing'
+
+    for (const node of plan.nodeOrder) {
+      const files = filesOf(node)
+      const liveBytes = files.manifests[component]
+      if (liveBytes === undefined) continue
+      const original = activeBackup(files)?.files[component] ?? liveBytes
+      const target = portSharing ? withPortSharing(original, component) : undefined
+      const env: Record<string, string> = {COMPONENT: component, STAMP: stamps.get(node)!}
+      if (target !== undefined && target !== liveBytes) env.NEW_B64 = Buffer.from(target).toString('base64')
+      if (activeBackup(files)?.files[component] === undefined || env.NEW_B64) {
+        await this.taskOk(node, 'pivot-backup', PREPARE_SCRIPT, env)
+        log(node, `backed up${env.NEW_B64 ? ' and restarted the static pod with --permit-port-sharing' : ''}`)
+      }
+
+      if (target !== undefined) {
+        await this.waitMirror(component, node, (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing')), `the static ${component} on ${node} to run with port sharing and be Ready`)
+      }
+    }
+
+    for (const object of plan.objects) await this.deps.api.apply(object.apiVersion, resourceOf(object), object)
+    log(undefined, `applied ${plan.objects.map((o) => `${o.kind}/${o.metadata!.name}`).join(', ')}`)
+
+    for (const node of plan.nodeOrder) {
+      if (filesOf(node).manifests[component] !== undefined) {
+        await this.waitFor(portSharing ? `the self-hosted ${component} pod on ${node} to be Ready` : `a self-hosted ${component} pod on ${node}`, async () => {
+          const pod = this.workloadPodOf(await this.podsOn(node), component)
+          return Boolean(pod && (!portSharing || isReady(pod)))
+        })
+        const result = await this.handoff(plan, node, stamps.get(node)!)
+        if (result === 'restored') return 'rolled-back'
+        log(node, 'static manifest moved into the backup')
+      }
+
+      await this.waitMirror(component, node, (p) => p === undefined, `the mirror pod ${component}-${node} to go away`)
+      try {
+        await this.waitFor(`the self-hosted ${component} on ${node} to be Ready`, async () => {
+          const pod = this.workloadPodOf(await this.podsOn(node), component)
+          return Boolean(pod && isReady(pod))
+        })
+      } catch (error) {
+        if (component === 'kube-apiserver' || filesOf(node).manifests[component] === undefined) throw error
+        // Blind hand-off of a kcm/scheduler: the API is up, so put the static pod back from here.
+        await this.taskOk(node, 'pivot-restore', RESTORE_SCRIPT, {COMPONENT: component, STAMP: stamps.get(node)!})
+        return 'rolled-back'
+      }
+
+      await this.waitApiHealthy(`after the ${component} hand-off on ${node}`)
+      filesOf(node).manifests[component] = undefined
+      log(node, 'self-hosted instance Ready, mirror pod gone, API healthy')
+    }
+
+    return 'done'
+  }
+
+  private async handoff(plan: ComponentPlan, node: string, stamp: string): Promise<'moved' | 'restored'> {
+    const env: Record<string, string> = {COMPONENT: plan.component, STAMP: stamp}
+    let deadline = TASK_DEADLINE_SECONDS
+    if (plan.component === 'kube-apiserver') {
+      const handoffDeadline = this.opts.handoffDeadlineSeconds ?? 180
+      const stop = this.opts.staticStopSeconds ?? 45
+      const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
+      env.HEALTH_URL = this.opts.nodeHealthUrl?.(node) ?? localHealthUrl(container, plan.version)
+      env.DEADLINE = String(handoffDeadline)
+      env.STOP_SECONDS = String(Math.min(stop, handoffDeadline))
+      env.SETTLE = '5'
+      deadline = handoffDeadline + 60
+    }
+
+    this.deps.log(`[${plan.component}] ${node}: handing off${env.HEALTH_URL ? ` (node-side watchdog on ${env.HEALTH_URL}, ${env.DEADLINE}s)` : ''}`)
+    const result = await this.task(node, 'pivot-handoff', HANDOFF_SCRIPT, env, deadline)
+    if (result.exitCode === HANDOFF_RESTORED_EXIT) return 'restored'
+    if (result.exitCode !== 0) throw new CliError(`the hand-off of ${plan.component} on ${node} failed (exit ${result.exitCode}): ${result.output.trim().split('\n').pop() ?? ''}`)
+    return 'moved'
+  }
+
+  // ---- revert ------------------------------------------------------------------------------
+
+  /**
+   * Puts every backed-up manifest back byte for byte, waits for the static pods, then deletes
+   * the self-hosted workloads. Refuses before touching anything when a backup is missing.
+   */
+  async revert(): Promise<RevertResult> {
+    const state = await this.readState()
+    const ours = state.existing.filter((w) => w.managedByUs)
+    const plans: RevertComponent[] = []
+    for (const component of [...PIVOTED_COMPONENTS].reverse()) {
+      const workloads = ours.filter((w) => w.component === component)
+      const restores: RevertComponent['restores'] = []
+      for (const files of state.files) {
+        const backup = activeBackup(files)
+        const original = backup?.files[component]
+        if (original === undefined) {
+          if (workloads.length > 0 && files.manifests[component] === undefined) {
+            throw new CliError(`no backup of ${component} on ${files.node} and no static manifest there: revert would leave it without ${component}; nothing changed`)
+          }
+
+          continue
+        }
+
+        if (files.manifests[component] !== original) restores.push({node: files.node, stamp: backup!.stamp, original, live: files.manifests[component]})
+      }
+
+      if (workloads.length > 0 || restores.length > 0) plans.push({component, workloads, restores, portSharing: restores.some((r) => portSharingVersion(r.original, component))})
+    }
+
+    const stamps = [...new Set(state.files.flatMap((f) => (activeBackup(f) ? [`${f.node}:${activeBackup(f)!.stamp}`] : [])))]
+    if (plans.length === 0 && stamps.length === 0) {
+      throw new CliError('nothing to revert: no self-hosted workloads of kubectl-selfhost and no pivot backups on the control-plane nodes')
+    }
+
+    if (this.opts.dryRun) return {components: plans, dryRun: true, summary: [], exitCode: ExitCode.ok}
+    await this.preflight(state, [
+      ['delete', 'daemonsets', 'apps'],
+      ['delete', 'deployments', 'apps'],
+      ['delete', 'poddisruptionbudgets', 'policy'],
+    ]).catch((error: Error) => {
+      // A half-done pivot is exactly when revert is wanted: only permissions and the API must hold.
+      if (/not Ready|lease/.test(error.message)) this.deps.log(`warning: ${error.message}`)
+      else throw error
+    })
+
+    const summary: string[] = []
+    for (const plan of plans) {
+      await this.revertComponent(plan)
+      summary.push(`${plan.component}: static manifest restored byte for byte on ${plan.restores.map((r) => r.node).join(', ') || 'no node (already there)'}${plan.workloads.length > 0 ? `; ${plan.workloads.map((w) => `${w.kind} ${w.name}`).join(', ')} deleted` : ''}`)
+    }
+
+    for (const files of state.files) {
+      const backup = activeBackup(files)
+      if (backup) await this.taskOk(files.node, 'pivot-retire', RETIRE_BACKUP_SCRIPT, {STAMP: backup.stamp})
+    }
+
+    summary.push('backups kept on the nodes with the suffix -reverted')
+    return {components: plans, dryRun: false, summary, exitCode: ExitCode.ok}
+  }
+
+  private async revertComponent(plan: RevertComponent): Promise<void> {
+    const {component} = plan
+    const log = (node: string | undefined, line: string) => this.deps.log(`[${component}]${node ? ` ${node}:` : ''} revert: ${line}`)
+    const restore = (r: RevertComponent['restores'][number], content?: string) =>
+      this.taskOk(r.node, 'pivot-restore', RESTORE_SCRIPT, {COMPONENT: component, STAMP: r.stamp, ...(content ? {CONTENT_B64: Buffer.from(content).toString('base64')} : {})})
+    const mirrorReady = (node: string, sharing: boolean) =>
+      this.waitMirror(component, node, (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing') === sharing), `the static ${component} on ${node} to be Ready`)
+
+    if (plan.portSharing && plan.workloads.length > 0) {
+      // The self-hosted instances hold their ports with SO_REUSEPORT: a static one can join only with it too.
+      for (const r of plan.restores) {
+        const sharing = withPortSharing(r.original, component)
+        if (r.live !== sharing) await restore(r, sharing)
+        await mirrorReady(r.node, true)
+        log(r.node, 'static pod back, sharing the port with the self-hosted one')
+      }
+    } else {
+      for (const r of plan.restores) {
+        await restore(r)
+        log(r.node, 'original manifest back')
+      }
+    }
+
+    for (const w of plan.workloads) {
+      await this.deps.api.delete('apps/v1', w.kind === 'DaemonSet' ? 'daemonsets' : 'deployments', SYSTEM_NAMESPACE, w.name)
+      if (w.kind === 'Deployment') await this.deps.api.delete(pdbGroupVersion(plan), 'poddisruptionbudgets', SYSTEM_NAMESPACE, w.name)
+      log(undefined, `deleted ${w.kind} ${w.name}`)
+    }
+
+    await this.waitFor(`the self-hosted ${component} pods to go away`, async () =>
+      (await this.deps.api.listPods(SYSTEM_NAMESPACE, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${selfHostedName(component)}`})).items.length === 0,
+    )
+    for (const r of plan.restores) {
+      if (plan.portSharing && plan.workloads.length > 0) {
+        await restore(r)
+        log(r.node, 'original manifest back, byte for byte')
+      }
+
+      await mirrorReady(r.node, portSharingIn(r.original))
+    }
+
+    await this.waitApiHealthy(`after reverting ${component}`)
+  }
+}
+
+export interface RevertComponent {
+  component: PivotedComponent
+  workloads: ExistingWorkload[]
+  restores: Array<{node: string; stamp: string; original: string; live?: string}>
+  portSharing: boolean
+}
+
+export interface RevertResult {
+  components: RevertComponent[]
+  dryRun: boolean
+  summary: string[]
+  exitCode: number
+}
+
+function portSharingIn(bytes: string): boolean {
+  return /--permit-port-sharing/.test(bytes)
+}
+
+function imageVersion(bytes: string, component: PivotedComponent): string | undefined {
+  return versionFromImage(parseStaticPod(bytes, `the ${component} backup`).spec!.containers[0].image)
+}
+
+function portSharingVersion(bytes: string, component: PivotedComponent): boolean {
+  const version = imageVersion(bytes, component)
+  return version !== undefined && semver.gte(version, PORT_SHARING_VERSION)
+}
+
+/** policy/v1 from 1.21, v1beta1 before: the one the pivot applied. */
+function pdbGroupVersion(plan: RevertComponent): string {
+  const version = plan.restores[0] ? imageVersion(plan.restores[0].original, plan.component) : undefined
+  return version && semver.lt(version, '1.21.0') ? 'policy/v1beta1' : 'policy/v1'
+}
+
+function resourceOf(object: SelfHostedObject): string {
+  return {DaemonSet: 'daemonsets', Deployment: 'deployments', PodDisruptionBudget: 'poddisruptionbudgets'}[object.kind as 'DaemonSet']
+}
+
+/** Where the node-side watchdog asks the local apiserver: its bind address (or loopback) and secure port. */
+export function localHealthUrl(container: {command?: string[]; args?: string[]}, version: string): string {
+  const bind = flagValue(container as never, 'bind-address')
+  const host = !bind || bind === '0.0.0.0' || bind === '::' || bind.includes('$(') ? '127.0.0.1' : bind
+  const port = flagValue(container as never, 'secure-port') ?? '6443'
+  // /readyz arrived in 1.16; older servers only have /healthz.
+  return `https://${host.includes(':') ? `[${host}]` : host}:${port}${semver.gte(version, '1.16.0') ? '/readyz' : '/healthz'}`
+}
+
+/** The default image for pivot's node tasks: sh, base64 and a TLS-capable wget (override with --image when air-gapped). */
+export const DEFAULT_NODE_IMAGE = 'docker.io/library/alpine:3.20'
+
+/** Wires a PivotRunner to a real cluster: its API and src/node's task pods. */
+export async function connectPivotRunner(client: KubeClient, opts: PivotOptions, log: (line: string) => void): Promise<PivotRunner> {
+  const {runNodeTask} = await import('../node/runner.js')
+  return new PivotRunner({api: client, runTask: (task) => runNodeTask(client, task, {onWarning: (m) => log(`warning: ${m}`)}), log}, opts)
+}

@@ -1,0 +1,48 @@
+import chalk from 'chalk'
+import {stringify as toYaml} from 'yaml'
+
+import type {RevertResult} from '../pivot/execute.js'
+import type {PivotPlan, SelfHostedObject} from '../pivot/plan.js'
+
+/** The objects alone, as multi-document YAML: what GitOps users commit and apply their own way. */
+export function renderObjectsYaml(objects: SelfHostedObject[]): string {
+  return objects.map((o) => `---\n${toYaml(o, {aliasDuplicateObjects: false}).trimEnd()}`).join('\n')
+}
+
+/** The plan for a person: costs first, then the steps in order, per node, then the objects. */
+export function renderPivotPlan(plan: PivotPlan, alreadyDone: string[], withObjects: boolean): string {
+  const out: string[] = []
+  out.push(chalk.bold(`Pivot plan: Kubernetes ${plan.version}, ${plan.nodes.length} control-plane node(s): ${plan.nodes.join(', ')} (role label: ${plan.role})`))
+  out.push('', chalk.bold('What self-hosting costs:'))
+  for (const cost of plan.costs) out.push(`  ! ${cost}`)
+  out.push('', chalk.bold('Notes:'))
+  for (const note of plan.notes) out.push(`  - ${note}`)
+  for (const warning of plan.warnings) out.push(chalk.yellow(`  warning: ${warning}`))
+  if (alreadyDone.length > 0) {
+    out.push('', chalk.bold('Already done by an earlier run (read from the cluster and the nodes):'))
+    for (const line of alreadyDone) out.push(`  = ${line}`)
+  }
+
+  for (const c of plan.components) {
+    out.push('', chalk.bold(`${c.component} ${c.version} -> ${c.kind} kube-system/${c.name}`) + ` (hand-off: ${c.handoff}; node order: ${c.nodeOrder.join(' -> ')})`)
+    for (const change of c.changes) out.push(`  * ${change}`)
+    let n = 0
+    for (const step of plan.steps.filter((s) => s.component === c.component)) out.push(`  ${String(++n).padStart(2)}. ${step.node ? `[${step.node}] ` : ''}${step.description}`)
+  }
+
+  if (withObjects) out.push('', chalk.bold('Objects:'), renderObjectsYaml(plan.objects))
+  return out.join('\n')
+}
+
+export function renderRevertPlan(result: RevertResult): string {
+  const out = [chalk.bold('Revert plan:')]
+  for (const c of result.components) {
+    out.push(`  ${c.component}:`)
+    for (const r of c.restores) out.push(`    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost-backup/${r.stamp}/ byte for byte${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`)
+    out.push(`    - wait until the static ${c.component} mirror pods are Ready`)
+    for (const w of c.workloads) out.push(`    - delete ${w.kind} kube-system/${w.name}${w.kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''}`)
+  }
+
+  out.push('  - keep the backups on the nodes, renamed with the suffix -reverted')
+  return out.join('\n')
+}
