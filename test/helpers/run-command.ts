@@ -1,7 +1,8 @@
-import {dirname, resolve} from 'node:path'
+import {readFileSync} from 'node:fs'
+import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import {Config, settings} from '@oclif/core'
+import {Config, Errors, Plugin, settings} from '@oclif/core'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -18,10 +19,17 @@ let config: Config | undefined
  * parsing, the base class's error handling and exit codes), and captures what it printed.
  */
 export async function runCommand(argv: string[]): Promise<CommandResult> {
-  // Run the TypeScript sources through tsx (loaded by mocha) and always rediscover the
-  // commands, so a stale oclif.manifest.json cannot hide one from the tests.
-  settings.enableAutoTranspile = true
-  config ??= await Config.load({root: repoRoot, ignoreManifest: true})
+  if (!config) {
+    // Load the TypeScript sources in commands/ (tsx is registered by mocha) instead of dist/,
+    // and ignore oclif.manifest.json, so tests never run a stale build or miss a new command.
+    settings.enableAutoTranspile = false
+    const pjson = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'))
+    pjson.oclif.commands = {...pjson.oclif.commands, target: './commands'}
+    const root = new Plugin({root: repoRoot, isRoot: true, ignoreManifest: true, pjson})
+    await root.load()
+    config = await Config.load({root: repoRoot, plugins: new Map([[root.name, root]])})
+  }
+
   const out: string[] = []
   const err: string[] = []
   const originalOut = process.stdout.write.bind(process.stdout)
@@ -44,6 +52,8 @@ export async function runCommand(argv: string[]): Promise<CommandResult> {
       err.push(`uncaught: ${(error as Error).stack ?? String(error)}\n`)
       exitCode = 1
     } else {
+      // Errors oclif itself raises before a command runs (unknown command) print here, as its handler would.
+      if (!(error instanceof Errors.ExitError)) err.push(`${(error as Error).message}\n`)
       exitCode = exit
     }
   } finally {
