@@ -41,7 +41,7 @@ function renderOutcome(result: ScaleResult): string[] {
     if (leadership.leaderPod) {
       rows.push(['leader', leadership.leaderPod, leadership.leader?.node ?? '', 'true'])
     } else if (leadership.leader) {
-      rows.push(['leader', `(not a pod of this workload: holder ${leadership.leader.holder})`, '', ''])
+      rows.push(['leader', `(none of these pods: holder ${leadership.leader.holder})`, '', ''])
     }
 
     for (const standby of leadership.standbys) rows.push(['standby', standby.pod, standby.node, 'true'])

@@ -2,12 +2,12 @@ import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 
 import {CliError, ExitCode} from '../errors.js'
 import {type DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
-import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod} from '../controlplane/leader.js'
+import {leaderFromAnnotation, leaderFromLease} from '../controlplane/leader.js'
 import type {ComponentState, Instance, LeaderRecord, PivotedComponent} from '../controlplane/model.js'
 import type {KubeClient} from '../kube/client.js'
 import {isConflict} from '../kube/errors.js'
 import {type RolloutStatus, pollUntil, waitForRollout} from '../kube/wait.js'
-import {type ScalePlan, planScale} from './plan.js'
+import {type ScalePlan, matchHolderToWorkload, planScale} from './plan.js'
 
 /** Where scale records the count it changed, so a person can see (and restore) what was there. */
 export const PREVIOUS_REPLICAS_ANNOTATION = 'selfhost.kubectl.io/previous-replicas'
@@ -37,8 +37,8 @@ export interface Leadership {
   standbys: Array<{pod: string; node: string}>
   /** Pods of the workload that are not Ready (Pending, starting, failing). */
   notReady: Array<{pod: string; node: string; phase: string}>
-  /** Set when the holder matches none of the workload's pods. */
-  holderOutsideWorkload?: string
+  /** Why the holder is none of the workload's pods, when it is not. */
+  holderElsewhere?: string
 }
 
 export interface LeaseRenewal {
@@ -93,14 +93,15 @@ function workloadPods(state: ComponentState): Instance[] {
 }
 
 function leadershipOf(leader: LeaderRecord | undefined, pods: Instance[]): Leadership {
-  const matched = leader ? matchLeaderToPod(leader, pods) : undefined
-  const leaderPod = matched?.pod
+  const holder = matchHolderToWorkload(leader, pods)
+  const leaderPod = holder.pod
+  const leaderNode = pods.find((p) => p.pod === leaderPod)?.node
   return {
-    leader: matched,
+    leader: leader ? {...leader, pod: leaderPod, node: leaderNode} : undefined,
     leaderPod,
     standbys: pods.filter((p) => p.ready && p.pod !== leaderPod).map((p) => ({pod: p.pod, node: p.node})),
     notReady: pods.filter((p) => !p.ready).map((p) => ({pod: p.pod, node: p.node, phase: p.phase})),
-    holderOutsideWorkload: matched && !leaderPod ? matched.holder : undefined,
+    holderElsewhere: holder.elsewhere,
   }
 }
 
@@ -210,10 +211,8 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
     caveats.push('leader election is off: there is no lease to check')
   }
 
-  if (leadership.holderOutsideWorkload) {
-    caveats.push(
-      `the lease holder ${leadership.holderOutsideWorkload} is none of the workload's pods: the renewals prove that some ${opts.component} leads, not that a replica of ${ref.name} does`,
-    )
+  if (leadership.holderElsewhere) {
+    caveats.push(`${leadership.holderElsewhere}: the renewals prove that some ${opts.component} leads, not that a replica of ${ref.name} does`)
   }
 
   return {

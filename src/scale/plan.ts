@@ -9,6 +9,7 @@ import {
   SYSTEM_NAMESPACE,
   selfHostedName,
 } from '../controlplane/model.js'
+import {matchLeaderToPod} from '../controlplane/leader.js'
 import {placementOf} from './placement.js'
 
 /**
@@ -139,6 +140,8 @@ export interface ScalePlan {
     leader?: LeaderRecord
     /** The leader's pod when the lease holder matches a pod of this workload. */
     leaderPod?: string
+    /** Why the holder is none of the workload's pods, when it is not. */
+    holderElsewhere?: string
     /** Ready pods of the workload that do not hold the lease. */
     standbys: string[]
     /** Scale-down: pods the ReplicaSet controller is expected to remove, in its order. */
@@ -224,9 +227,37 @@ export function expectedRemovalOrder(instances: Instance[]): Instance[] {
   })
 }
 
-function leaderPodOf(leader: LeaderRecord | undefined, pods: Instance[]): string | undefined {
-  if (!leader?.pod) return undefined
-  return pods.some((p) => p.pod === leader.pod) ? leader.pod : undefined
+export interface HolderMatch {
+  /** The workload's pod that holds the lock. */
+  pod?: string
+  /** Why the holder is none of the workload's pods, in one line. */
+  elsewhere?: string
+}
+
+/** Pod start times have whole seconds; allow for that before calling a holder older than a pod. */
+const START_TIME_PRECISION_MS = 1000
+
+/**
+ * Which of the workload's pods holds the lock. The holder is a hostname, and hostNetwork pods
+ * share their node's: a static pod or any other process on that node looks the same. A
+ * process that acquired the lock before the pod started cannot be that pod (each process
+ * has its own identity, and taking the lock over sets acquireTime), so such a match is
+ * refused rather than reported.
+ */
+export function matchHolderToWorkload(leader: LeaderRecord | undefined, pods: Instance[]): HolderMatch {
+  if (!leader) return {}
+  const matched = matchLeaderToPod(leader, pods)
+  const pod = pods.find((p) => p.pod === matched.pod)
+  if (!pod) return {elsewhere: `the lease holder ${leader.holder} matches no pod of this workload`}
+  const acquired = leader.acquireTime ? Date.parse(leader.acquireTime) : Number.NaN
+  const started = pod.startedAt ? Date.parse(pod.startedAt) : Number.NaN
+  if (acquired + START_TIME_PRECISION_MS < started) {
+    return {
+      elsewhere: `the lease holder ${leader.holder} runs on ${pod.node} but took the lease at ${leader.acquireTime}, before pod ${pod.pod} started (${pod.startedAt}): another process on that node leads`,
+    }
+  }
+
+  return {pod: pod.pod}
 }
 
 function describeEffect(
@@ -234,9 +265,10 @@ function describeEffect(
   from: number,
   to: number,
   leader: LeaderRecord | undefined,
-  leaderPod: string | undefined,
+  holder: HolderMatch,
   removals: string[],
 ): string {
+  const leaderPod = holder.pod
   const duration = leader?.leaseDurationSeconds ?? 15
   if (to === 0) {
     return `no instance remains: nobody renews the lease, it goes stale ${duration}s after the last renewal, and no ${component} work happens until you scale up again`
@@ -245,7 +277,7 @@ function describeEffect(
   if (!leader) return `no leader is recorded yet: one of the ${to} replicas takes the lease when it starts, the others stand by`
   if (leader.stale) return `the lease held by ${leader.holder} is stale: one of the ${to} replicas should take it over, the others stand by`
   if (!leaderPod) {
-    return `the lease holder ${leader.holder} matches no pod of this workload: something outside it leads (a static pod still running, or another process), and all ${to} replicas of the workload stay standbys while it renews`
+    return `${holder.elsewhere}: something outside the workload leads (a static pod still running, or another process), and all ${to} replicas stay standbys while it renews`
   }
 
   if (to > from) return `${leaderPod} keeps leading; the ${to - from} new replica${to - from === 1 ? '' : 's'} join as standbys and wait for the lease`
@@ -314,7 +346,8 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
   if (to > 1) notes.push(`extra replicas add standbys, not throughput: only the lease holder does ${component} work, the others wait to take over`)
 
   const pods = workloadPods(state)
-  const leaderPod = leaderPodOf(state.leader, pods)
+  const holder = matchHolderToWorkload(state.leader, pods)
+  const leaderPod = holder.pod
   const expectedRemovals = to < from ? expectedRemovalOrder(pods).slice(0, Math.max(0, pods.length - to)).map((i) => i.pod) : []
   if (expectedRemovals.length > 0) notes.push('which pods go is the ReplicaSet controller\'s choice: the removals shown are its usual order (unscheduled, not Ready, crowded node, youngest first)')
   if (!ref.managedByUs) notes.push(`${ref.namespace}/${ref.name} was not created by kubectl-selfhost; scaling it all the same`)
@@ -329,12 +362,13 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
     leaderElection,
     placement: {eligibleNodes: placement.eligibleNodes, onePerNodeBecause: placement.onePerNodeBecause, readyTarget},
     leadership: {
-      leader: state.leader,
+      leader: state.leader && {...state.leader, pod: leaderPod, node: pods.find((p) => p.pod === leaderPod)?.node},
       leaderPod,
       standbys: pods.filter((p) => p.ready && p.pod !== leaderPod).map((p) => p.pod),
       expectedRemovals,
       added: Math.max(0, to - from),
-      effect: describeEffect(scalable, from, to, state.leader, leaderPod, expectedRemovals),
+      holderElsewhere: holder.elsewhere,
+      effect: describeEffect(scalable, from, to, state.leader, holder, expectedRemovals),
     },
     warnings,
     notes,

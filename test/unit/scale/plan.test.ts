@@ -367,11 +367,27 @@ describe('scale: the rules', () => {
     const base = {workload: schedulerDeployment(), nodes: threeMasters}
     const outside = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one, lease('build-host'))})
     assert.equal(outside.leadership.leaderPod, undefined)
-    assert.match(outside.leadership.effect, /lease holder build-host matches no pod of this workload: something outside it leads/)
+    assert.match(outside.leadership.effect, /^the lease holder build-host matches no pod of this workload: something outside the workload leads/)
+    assert.equal(outside.leadership.holderElsewhere, 'the lease holder build-host matches no pod of this workload')
     const stale = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod, true))})
     assert.match(stale.leadership.effect, /is stale/)
     const none = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one)})
     assert.match(none.leadership.effect, /no leader is recorded yet/)
+  })
+
+  it('does not take a hostname match for the holder when the lease was taken before the pod started', () => {
+    // As in the sandbox, or with a static scheduler left running: a process on cp-1 holds the lease since 09:00.
+    const holder = {...lease('cp-1'), acquireTime: '2026-11-23T09:00:00.000000Z'}
+    const plan = planScale(request(3), {state: selfHosted('kube-scheduler', one, holder), workload: schedulerDeployment(), nodes: threeMasters})
+    assert.equal(plan.leadership.leaderPod, undefined)
+    assert.equal(
+      plan.leadership.holderElsewhere,
+      'the lease holder cp-1 runs on cp-1 but took the lease at 2026-11-23T09:00:00.000000Z, before pod self-hosted-kube-scheduler-aaa started (2026-11-23T10:00:00Z): another process on that node leads',
+    )
+    assert.deepEqual(plan.leadership.standbys, ['self-hosted-kube-scheduler-aaa'])
+    // Taken after the pod started (within the second of its start time): that pod is the holder.
+    const own = planScale(request(3), {state: selfHosted('kube-scheduler', one, {...holder, acquireTime: '2026-11-23T09:59:59.500000Z'}), workload: schedulerDeployment(), nodes: threeMasters})
+    assert.equal(own.leadership.leaderPod, 'self-hosted-kube-scheduler-aaa')
   })
 
   it('re-running at the same count plans no change but still checks', () => {
