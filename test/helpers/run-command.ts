@@ -14,6 +14,16 @@ export interface CommandResult {
 
 let config: Config | undefined
 
+/** The root plugin read from the TypeScript sources in commands/, not from dist/ or a manifest. */
+export async function loadSourcePlugin(): Promise<Plugin> {
+  settings.enableAutoTranspile = false
+  const pjson = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'))
+  pjson.oclif.commands = {...pjson.oclif.commands, target: './commands'}
+  const root = new Plugin({root: repoRoot, isRoot: true, ignoreManifest: true, pjson})
+  await root.load()
+  return root
+}
+
 /**
  * Runs one command in this process as `kubectl-selfhost <argv>` would, through oclif (flag
  * parsing, the base class's error handling and exit codes), and captures what it printed.
@@ -22,11 +32,7 @@ export async function runCommand(argv: string[]): Promise<CommandResult> {
   if (!config) {
     // Load the TypeScript sources in commands/ (tsx is registered by mocha) instead of dist/,
     // and ignore oclif.manifest.json, so tests never run a stale build or miss a new command.
-    settings.enableAutoTranspile = false
-    const pjson = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8'))
-    pjson.oclif.commands = {...pjson.oclif.commands, target: './commands'}
-    const root = new Plugin({root: repoRoot, isRoot: true, ignoreManifest: true, pjson})
-    await root.load()
+    const root = await loadSourcePlugin()
     config = await Config.load({root: repoRoot, plugins: new Map([[root.name, root]])})
   }
 
