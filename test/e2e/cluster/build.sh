@@ -19,7 +19,15 @@ if have_all; then
   exit 0
 fi
 
+command -v go >/dev/null 2>&1 || { echo "build.sh: go is not installed; it is needed once, to build the test control plane" >&2; exit 1; }
 mkdir -p "$BIN" "$CACHE/src"
+# Several test runs may start at once: one builds, the others wait for it and reuse its work.
+exec 9>"$CACHE/build.lock"
+flock 9
+if have_all; then
+  echo "$BIN"
+  exit 0
+fi
 export GOFLAGS="${GOFLAGS:--buildvcs=false} -mod=mod"
 export CGO_ENABLED=0
 

@@ -1,0 +1,459 @@
+import {createHash} from 'node:crypto'
+import {appendFileSync, readdirSync, readFileSync} from 'node:fs'
+import {constants} from 'node:os'
+import {join} from 'node:path'
+
+import type {V1Pod} from '@kubernetes/client-node'
+import {parse as parseYaml} from 'yaml'
+
+import {KubeClient, resourcePath} from '../../../src/kube/client.js'
+import {isConflict, isNotFound} from '../../../src/kube/errors.js'
+import {ProcessGroup, criLogLine, type Supervised} from './processes.js'
+
+/**
+ * What the kubelets of the test cluster's nodes would do that kwok does not:
+ * - keep mirror pods in sync with each node's root/etc/kubernetes/manifests (static pods);
+ * - run node-task pods for real on this machine (in the node's network namespace, if any),
+ *   with HOST_ROOT pointing at the node's root, and report their status and exit code;
+ * - tell kwok where each pod's log is (a kwok Logs object per pod), so `GET pods/x/log`
+ *   through the real API server returns real output: a node task's, or the log of the real
+ *   process behind a control-plane or kube-proxy pod.
+ * One loop lists all pods every tick and does the three jobs from that one list.
+ */
+
+export const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror'
+export const CONFIG_HASH_ANNOTATION = 'kubernetes.io/config.hash'
+export const CONFIG_SOURCE_ANNOTATION = 'kubernetes.io/config.source'
+export const CONFIG_SEEN_ANNOTATION = 'kubernetes.io/config.seen'
+/** Pods carrying both labels (contract 2) are run by this harness, not simulated by kwok. */
+export const NODE_TASK_LABEL = 'selfhost.kubectl.io/node-task'
+export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
+export const MANAGED_BY_VALUE = 'kubectl-selfhost'
+
+export interface KubeletNode {
+  name: string
+  uid: string
+  ip: string
+  root: string
+  netns?: string
+}
+
+export interface KubeletOptions {
+  client: KubeClient
+  nodes: KubeletNode[]
+  processes: ProcessGroup
+  /** Directory for node-task output files. */
+  taskDir: string
+  /** Log file of the real process behind pods of this image name on this node (or any node: '*'). */
+  processLogFor: (imageName: string, node: string) => string | undefined
+  /** The harness's own diagnostics. */
+  logFile: string
+  tickMs?: number
+}
+
+export function isNodeTask(pod: V1Pod): boolean {
+  const labels = pod.metadata?.labels ?? {}
+  return labels[MANAGED_BY_LABEL] === MANAGED_BY_VALUE && labels[NODE_TASK_LABEL] !== undefined
+}
+
+/** "registry.k8s.io/kube-apiserver:v1.37.2" → "kube-apiserver". */
+export function imageName(image: string): string {
+  const withoutDigest = image.split('@')[0]
+  const last = withoutDigest.slice(withoutDigest.lastIndexOf('/') + 1)
+  return last.split(':')[0]
+}
+
+/** The static pods a manifest directory asks for, as the kubelet reads it (hidden files skipped). */
+export function readStaticPods(dir: string, nodeName: string, onError: (message: string) => void): Map<string, {pod: V1Pod; hash: string; file: string}> {
+  const pods = new Map<string, {pod: V1Pod; hash: string; file: string}>()
+  let files: string[]
+  try {
+    files = readdirSync(dir).filter((f) => !f.startsWith('.')).sort()
+  } catch {
+    return pods
+  }
+
+  for (const file of files) {
+    const path = join(dir, file)
+    let text: string
+    try {
+      text = readFileSync(path, 'utf8')
+    } catch {
+      continue
+    }
+
+    let pod: V1Pod
+    try {
+      pod = parseYaml(text) as V1Pod
+    } catch (error) {
+      onError(`${path}: not YAML (${(error as Error).message.split('\n')[0]}); skipped, as the kubelet would`)
+      continue
+    }
+
+    if (pod?.kind !== 'Pod' || !pod.metadata?.name) {
+      onError(`${path}: not a Pod with a name; skipped`)
+      continue
+    }
+
+    const name = `${pod.metadata.name}-${nodeName}`
+    // Like the kubelet's config hash: it changes whenever the file (or the node) does.
+    const hash = createHash('md5').update(nodeName).update('\n').update(text).digest('hex')
+    pods.set(`${pod.metadata.namespace ?? 'default'}/${name}`, {pod, hash, file: path})
+  }
+
+  return pods
+}
+
+/** The mirror pod the kubelet would create in the API for a static pod. */
+export function mirrorPodFor(staticPod: V1Pod, hash: string, node: KubeletNode, now = new Date()): V1Pod {
+  const spec = structuredClone(staticPod.spec ?? {containers: []})
+  spec.nodeName = node.name
+  // The kubelet lets every static pod tolerate all NoExecute taints.
+  spec.tolerations = [...(spec.tolerations ?? []), {operator: 'Exists', effect: 'NoExecute'}]
+  return {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: `${staticPod.metadata!.name}-${node.name}`,
+      namespace: staticPod.metadata!.namespace ?? 'default',
+      labels: staticPod.metadata!.labels,
+      annotations: {
+        ...staticPod.metadata!.annotations,
+        [MIRROR_ANNOTATION]: hash,
+        [CONFIG_HASH_ANNOTATION]: hash,
+        [CONFIG_SOURCE_ANNOTATION]: 'file',
+        [CONFIG_SEEN_ANNOTATION]: now.toISOString(),
+      },
+      ownerReferences: [{apiVersion: 'v1', kind: 'Node', name: node.name, uid: node.uid, controller: true}],
+    },
+    spec,
+  }
+}
+
+interface RunningTask {
+  uid: string
+  namespace: string
+  name: string
+  node: KubeletNode
+  process?: Supervised
+  logFile: string
+  deadlineTimer?: NodeJS.Timeout
+  deadlineExceeded: boolean
+  finished: boolean
+  /** Set once the pod is gone from the API: nothing more to report. */
+  gone: boolean
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+export class Kubelet {
+  private readonly client: KubeClient
+  private readonly nodes: Map<string, KubeletNode>
+  private readonly tasks = new Map<string, RunningTask>()
+  /** Pods whose log is mapped already: uid → log file. */
+  private readonly mappedLogs = new Map<string, string>()
+  private stopped = false
+  private loop?: Promise<void>
+  private readonly reportedErrors = new Set<string>()
+
+  constructor(private readonly opts: KubeletOptions) {
+    this.client = opts.client
+    this.nodes = new Map(opts.nodes.map((n) => [n.name, n]))
+  }
+
+  start(): void {
+    this.loop = this.run()
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true
+    await this.loop
+    for (const task of this.tasks.values()) {
+      clearTimeout(task.deadlineTimer)
+      if (task.process) await this.opts.processes.stop(task.process, 1000)
+    }
+  }
+
+  /** Runs one pass now (tests of the harness itself use it to avoid waiting a tick). */
+  async syncOnce(): Promise<void> {
+    const pods = await this.client.listPods(undefined)
+    const ours = pods.items.filter((p) => p.spec?.nodeName && this.nodes.has(p.spec.nodeName))
+    await this.syncMirrorPods(ours)
+    await this.syncNodeTasks(ours)
+    await this.syncLogs(ours)
+  }
+
+  private log(message: string): void {
+    appendFileSync(this.opts.logFile, `${new Date().toISOString()} ${message}\n`)
+  }
+
+  /** Logs an error once per distinct message, so a persistent fault does not flood the file. */
+  private logOnce(message: string): void {
+    if (this.reportedErrors.has(message)) return
+    this.reportedErrors.add(message)
+    this.log(message)
+  }
+
+  private async run(): Promise<void> {
+    const tick = this.opts.tickMs ?? 500
+    while (!this.stopped) {
+      try {
+        await this.syncOnce()
+      } catch (error) {
+        this.logOnce(`sync failed: ${(error as Error).message}`)
+      }
+
+      await sleep(tick)
+    }
+  }
+
+  // --- static pods → mirror pods -------------------------------------------------------
+
+  private async syncMirrorPods(pods: V1Pod[]): Promise<void> {
+    for (const node of this.nodes.values()) {
+      const wanted = readStaticPods(join(node.root, 'etc/kubernetes/manifests'), node.name, (m) => this.logOnce(m))
+      const mirrors = pods.filter((p) => p.spec?.nodeName === node.name && p.metadata?.annotations?.[MIRROR_ANNOTATION] !== undefined)
+      for (const mirror of mirrors) {
+        const key = `${mirror.metadata!.namespace}/${mirror.metadata!.name}`
+        const want = wanted.get(key)
+        if (mirror.metadata?.deletionTimestamp) continue
+        if (!want || want.hash !== mirror.metadata!.annotations![MIRROR_ANNOTATION]) {
+          // Gone from disk, or outdated: the kubelet deletes it (and recreates the new one below).
+          this.log(`${node.name}: deleting mirror pod ${key} (${want ? 'manifest changed' : 'manifest removed'})`)
+          await this.client.deletePod(mirror.metadata!.namespace!, mirror.metadata!.name!, 0)
+        }
+      }
+
+      for (const [key, want] of wanted) {
+        const existing = mirrors.find((m) => `${m.metadata!.namespace}/${m.metadata!.name}` === key)
+        if (existing && !existing.metadata?.deletionTimestamp && existing.metadata!.annotations![MIRROR_ANNOTATION] === want.hash) continue
+        if (existing) continue // being deleted: create on a later tick, once it is gone
+        const pod = mirrorPodFor(want.pod, want.hash, node)
+        try {
+          await this.client.createPod(pod.metadata!.namespace!, pod)
+          this.log(`${node.name}: created mirror pod ${key} from ${want.file}`)
+        } catch (error) {
+          if (!isConflict(error)) this.logOnce(`${node.name}: cannot create mirror pod ${key}: ${(error as Error).message}`)
+        }
+      }
+    }
+  }
+
+  // --- node tasks -------------------------------------------------------------------------
+
+  private async syncNodeTasks(pods: V1Pod[]): Promise<void> {
+    const seen = new Set<string>()
+    for (const pod of pods.filter(isNodeTask)) {
+      const uid = pod.metadata!.uid!
+      seen.add(uid)
+      const task = this.tasks.get(uid)
+      if (pod.metadata?.deletionTimestamp) {
+        // Graceful deletion: stop the command, then finish the deletion as the kubelet does.
+        if (task?.process?.running()) await this.opts.processes.stop(task.process, 1000)
+        await this.client.deletePod(pod.metadata.namespace!, pod.metadata.name!, 0)
+        continue
+      }
+
+      const phase = pod.status?.phase
+      if (!task && (phase === 'Succeeded' || phase === 'Failed')) continue
+      if (!task) await this.startTask(pod)
+    }
+
+    for (const [uid, task] of this.tasks) {
+      if (seen.has(uid)) continue
+      // Deleted outright (grace period 0): kill whatever still runs.
+      task.gone = true
+      clearTimeout(task.deadlineTimer)
+      if (task.process?.running()) await this.opts.processes.stop(task.process, 1000)
+      if (task.finished || !task.process?.running()) this.tasks.delete(uid)
+    }
+  }
+
+  private async startTask(pod: V1Pod): Promise<void> {
+    const node = this.nodes.get(pod.spec!.nodeName!)!
+    const namespace = pod.metadata!.namespace!
+    const name = pod.metadata!.name!
+    const uid = pod.metadata!.uid!
+    const container = pod.spec!.containers[0]
+    const logFile = join(this.opts.taskDir, `${namespace}_${name}_${uid}.log`)
+    const task: RunningTask = {uid, namespace, name, node, logFile, deadlineExceeded: false, finished: false, gone: false}
+    this.tasks.set(uid, task)
+
+    const argv = [...(container.command ?? []), ...(container.args ?? [])]
+    if (argv.length === 0) {
+      await this.finishTask(task, 128, 'ContainerCannotRun', 'the test cluster runs only pods whose container has a command')
+      return
+    }
+
+    const env: NodeJS.ProcessEnv = {PATH: process.env.PATH, HOME: '/root', HOSTNAME: node.name}
+    for (const variable of container.env ?? []) if (variable.value !== undefined) env[variable.name] = variable.value
+    // The node's "/" is a directory on this machine: the contract's HOST_ROOT points there.
+    env.HOST_ROOT = node.root
+    const [command, ...args] = node.netns ? ['ip', 'netns', 'exec', node.netns, ...argv] : argv
+
+    await this.mapLog(pod, logFile)
+    const startedAt = new Date().toISOString()
+    task.process = this.opts.processes.spawn(`task ${namespace}/${name}`, command, args, {
+      env,
+      cwd: node.root,
+      logFile,
+      onExit: (code, signal) => {
+        const exitCode = code ?? 128 + (signal ? constants.signals[signal] : 9)
+        void this.finishTask(task, exitCode, exitCode === 0 ? 'Completed' : 'Error', undefined, startedAt).catch((error) =>
+          this.logOnce(`${namespace}/${name}: cannot report exit: ${(error as Error).message}`),
+        )
+      },
+    })
+    this.log(`${node.name}: running node task ${namespace}/${name}: ${argv.join(' ')}`)
+
+    const deadline = pod.spec!.activeDeadlineSeconds
+    if (deadline !== undefined) {
+      task.deadlineTimer = setTimeout(() => {
+        task.deadlineExceeded = true
+        this.log(`${namespace}/${name}: active deadline of ${deadline}s exceeded; killing it`)
+        if (task.process) void this.opts.processes.stop(task.process, 0)
+      }, deadline * 1000)
+    }
+
+    await this.patchStatus(task, {
+      phase: 'Running',
+      hostIP: node.ip,
+      podIP: node.ip,
+      startTime: startedAt,
+      conditions: conditions(startedAt, true),
+      containerStatuses: [
+        {name: container.name, image: container.image, imageID: '', ready: true, started: true, restartCount: 0, state: {running: {startedAt}}},
+      ],
+    })
+  }
+
+  private async finishTask(task: RunningTask, exitCode: number, reason: string, message?: string, startedAt = new Date().toISOString()): Promise<void> {
+    clearTimeout(task.deadlineTimer)
+    task.finished = true
+    if (task.gone) {
+      this.tasks.delete(task.uid)
+      return
+    }
+
+    if (message) appendFileSync(task.logFile, criLogLine('stderr', message))
+    const finishedAt = new Date().toISOString()
+    const pod = await this.getPod(task)
+    if (!pod) return
+    // The runner reads the log as soon as it sees the exit code: make sure kwok serves it first.
+    await this.waitForLog(task)
+    const container = pod.spec!.containers[0]
+    const status: Record<string, unknown> = {
+      phase: exitCode === 0 && !task.deadlineExceeded ? 'Succeeded' : 'Failed',
+      conditions: conditions(finishedAt, false),
+      containerStatuses: [
+        {
+          name: container.name,
+          image: container.image,
+          imageID: '',
+          ready: false,
+          started: false,
+          restartCount: 0,
+          state: {terminated: {exitCode, reason, startedAt, finishedAt, ...(message ? {message} : {})}},
+        },
+      ],
+    }
+    if (task.deadlineExceeded) {
+      status.reason = 'DeadlineExceeded'
+      status.message = `Pod was active on the node longer than the specified deadline`
+    }
+
+    await this.patchStatus(task, status)
+    this.log(`${task.node.name}: node task ${task.namespace}/${task.name} exited ${exitCode}${task.deadlineExceeded ? ' (deadline exceeded)' : ''}`)
+  }
+
+  private async getPod(task: RunningTask): Promise<V1Pod | undefined> {
+    try {
+      return await this.client.getPod(task.namespace, task.name)
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
+  private async waitForLog(task: RunningTask): Promise<void> {
+    const path = resourcePath('v1', 'pods', task.namespace, task.name, 'log')
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const res = await this.client.raw('GET', path, {query: {limitBytes: 1}, intent: {verb: 'get', resource: 'pods/log'}})
+      if (res.status < 400) return
+      await sleep(100)
+    }
+
+    this.logOnce(`${task.namespace}/${task.name}: kwok did not serve the log within 5s`)
+  }
+
+  private async patchStatus(task: RunningTask, status: Record<string, unknown>): Promise<void> {
+    try {
+      await this.client.request('PATCH', resourcePath('v1', 'pods', task.namespace, task.name, 'status'), {
+        body: {status},
+        contentType: 'application/strategic-merge-patch+json',
+        intent: {verb: 'patch', resource: 'pods/status', namespace: task.namespace, name: task.name},
+      })
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+    }
+  }
+
+  // --- logs ------------------------------------------------------------------------------
+
+  private async syncLogs(pods: V1Pod[]): Promise<void> {
+    for (const pod of pods) {
+      if (isNodeTask(pod) || this.mappedLogs.has(pod.metadata!.uid!)) continue
+      const container = pod.spec?.containers?.[0]
+      if (!container?.image) continue
+      const file = this.opts.processLogFor(imageName(container.image), pod.spec!.nodeName!)
+      if (file) await this.mapLog(pod, file)
+    }
+
+    const live = new Set(pods.map((p) => p.metadata!.uid!))
+    for (const uid of this.mappedLogs.keys()) if (!live.has(uid)) this.mappedLogs.delete(uid)
+  }
+
+  /**
+   * A kwok Logs object named like the pod, owned by it (so it goes when the pod goes), that
+   * points every container of the pod at one file.
+   */
+  private async mapLog(pod: V1Pod, file: string): Promise<void> {
+    const namespace = pod.metadata!.namespace!
+    const name = pod.metadata!.name!
+    const body = {
+      apiVersion: 'kwok.x-k8s.io/v1alpha1',
+      kind: 'Logs',
+      metadata: {
+        name,
+        namespace,
+        ownerReferences: [{apiVersion: 'v1', kind: 'Pod', name, uid: pod.metadata!.uid!}],
+      },
+      spec: {logs: [{containers: pod.spec!.containers.map((c) => c.name), logsFile: file, follow: true}]},
+    }
+    const path = resourcePath('kwok.x-k8s.io/v1alpha1', 'logs', namespace)
+    const intent = {verb: 'create', resource: 'logs.kwok.x-k8s.io', namespace, name}
+    let res = await this.client.raw('POST', path, {body, intent})
+    if (res.status === 409) {
+      // A pod of the same name before this one (a recreated mirror pod): replace its mapping.
+      await this.client.raw('DELETE', `${path}/${encodeURIComponent(name)}`, {intent: {...intent, verb: 'delete'}})
+      res = await this.client.raw('POST', path, {body, intent})
+    }
+
+    if (res.status >= 400) {
+      this.logOnce(`cannot map the log of ${namespace}/${name}: HTTP ${res.status} ${res.body.slice(0, 200)}`)
+      return
+    }
+
+    this.mappedLogs.set(pod.metadata!.uid!, file)
+  }
+}
+
+function conditions(at: string, ready: boolean) {
+  const status = ready ? 'True' : 'False'
+  return [
+    {type: 'PodScheduled', status: 'True', lastTransitionTime: at},
+    {type: 'Initialized', status: 'True', lastTransitionTime: at},
+    {type: 'ContainersReady', status, lastTransitionTime: at},
+    {type: 'Ready', status, lastTransitionTime: at},
+  ]
+}
