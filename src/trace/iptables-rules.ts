@@ -116,7 +116,12 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       if (++examined >= 5) break
     }
 
-    return []
+    // IPVS mode keeps the same condition on KUBE-SERVICES itself (with an ipset match).
+    return (dump.chain('nat', 'KUBE-SERVICES')?.rules() ?? [])
+      .filter((r) => r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ')
+      .flatMap((r) => r.conditions.filter((c): c is Extract<Condition, {kind: 'address'}> => c.kind === 'address' && c.field === 'source' && c.negated))
+      .map((c) => c.cidr)
+      .slice(0, 1)
   }
 
   return {
@@ -132,7 +137,7 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
         const hook = packet.origin === 'node' ? 'OUTPUT' : outcome.verdict.kind !== 'dnat' && packet.destinationLocal ? 'INPUT' : 'FORWARD'
         const entry = hasRules('filter', hook) ? [hook] : KUBE_FILTER_CHAINS[hook]
         // Only a filter verdict is worth showing; accepted packets keep the nat path.
-        return walker.walk('filter', entry, outcome).map((o) => (o.verdict.kind === 'reject' || o.verdict.kind === 'drop' ? o : {...o, steps: outcome.steps}))
+        return walker.walk('filter', entry, outcome).map((o) => (o.verdict.kind === 'dnat' || o.verdict.kind === 'unhandled' ? {...o, steps: outcome.steps} : o))
       })
     },
     findService(namespace, name) {

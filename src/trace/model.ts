@@ -66,7 +66,7 @@ export interface TracedEndpoint {
 
 /** Packets that reach no endpoint. */
 export interface TracedVerdict {
-  kind: 'reject' | 'drop' | 'unhandled'
+  kind: 'reject' | 'drop' | 'unhandled' | 'missing'
   share: number
   chain?: string
   line?: number

@@ -24,6 +24,8 @@ export interface RuleSet {
   findService(namespace: string, name: string): ServiceInfo | undefined
   /** "ns/name" of every Service the rules mention, for "did you mean". */
   serviceNames(): string[]
+  /** Services with a frontend at this address (offline `trace IP[:PORT]`), when the mode knows better than the names. */
+  servicesAt?(ip: string, port?: number): ServiceInfo[]
   /** The pod network, as the rules' masquerade conditions reveal it. */
   clusterCidrs(): Cidr[]
   /** Chain names kube-proxy computes for a service port, and whether each exists. */
@@ -108,6 +110,7 @@ const endpointKey = (ip: string, port?: number) => `${ip}|${port ?? ''}`
 function verdictReason(outcome: Outcome): string {
   const v = outcome.verdict
   if (v.kind === 'unhandled') return 'no kube-proxy rule handles it: the packet leaves unchanged'
+  if (v.kind === 'missing') return `chain ${v.chain} is not in the dump (cut short?)`
   if (v.kind === 'dnat') return ''
   return v.comment ?? `${v.kind.toUpperCase()} in ${v.chain}`
 }
@@ -248,8 +251,8 @@ function portFindings(port: ServicePortInfo, frontends: FrontendTrace[], slices:
   const label = portLabel(port)
   for (const frontend of frontends) {
     const reached = frontend.endpoints.reduce((sum, e) => sum + e.share, 0)
-    const stopped = frontend.verdicts.filter((v) => v.kind !== 'unhandled').reduce((sum, v) => sum + v.share, 0)
-    const lost = frontend.verdicts.filter((v) => v.kind === 'unhandled').reduce((sum, v) => sum + v.share, 0)
+    const stopped = frontend.verdicts.filter((v) => v.kind === 'reject' || v.kind === 'drop').reduce((sum, v) => sum + v.share, 0)
+    const lost = frontend.verdicts.filter((v) => v.kind === 'unhandled' || v.kind === 'missing').reduce((sum, v) => sum + v.share, 0)
     if (reached > SHARE_TOLERANCE && Math.abs(reached + stopped - 1) > SHARE_TOLERANCE) {
       findings.push({
         kind: 'share-sum',
@@ -290,4 +293,19 @@ function portFindings(port: ServicePortInfo, frontends: FrontendTrace[], slices:
   }
 
   return findings
+}
+
+/** Services whose ClusterIP, external or LoadBalancer IP is `ip` (and that serve `port`). */
+export function servicesAtAddress(rules: RuleSet, ip: string, port?: number): ServiceInfo[] {
+  if (rules.servicesAt) return rules.servicesAt(ip, port)
+  const found: ServiceInfo[] = []
+  for (const key of rules.serviceNames()) {
+    const [namespace, name] = key.split('/')
+    const service = rules.findService(namespace, name)
+    if (!service || ![...service.clusterIPs, ...service.externalIPs, ...service.loadBalancerIPs].includes(ip)) continue
+    const ports = port === undefined ? service.ports : service.ports.filter((p) => p.port === port || p.nodePort === port)
+    if (ports.length > 0) found.push({...service, ports})
+  }
+
+  return found
 }

@@ -36,6 +36,8 @@ export type Verdict =
   | {kind: 'reject' | 'drop'; chain: string; line?: number; comment?: string}
   /** Nothing in the rules changed or stopped the packet. */
   | {kind: 'unhandled'}
+  /** A jump to a chain the dump does not hold: the dump is incomplete (the kernel refuses such rules). */
+  | {kind: 'missing'; chain: string; line?: number}
 
 export interface Outcome {
   /** Share of packets (0..1) that end here, among packets meeting `assumptions`. */
@@ -109,7 +111,7 @@ export class Walker {
           masqueradeWhen: from.masqueradeWhen,
           affinity: from.affinity,
           dnat: from.verdict.kind === 'dnat' ? {ip: from.verdict.ip, port: from.verdict.port} : undefined,
-          verdict: from.verdict.kind === 'reject' || from.verdict.kind === 'drop' ? from.verdict : undefined,
+          verdict: from.verdict.kind === 'reject' || from.verdict.kind === 'drop' || from.verdict.kind === 'missing' ? from.verdict : undefined,
         }
       : {probability: 1, assumptions: [], steps: [], mark: 0, masqueradeWhen: [], affinity: []}
     let states: State[] = [start]
@@ -212,15 +214,18 @@ export class Walker {
       case 'goto': {
         const target = this.graph.chain(chain.table, action.chain)
         if (!target) {
-          results.push({state: {...state, steps: recorded(`-> ${action.chain} (chain missing)`), verdict: {kind: 'drop', chain: chain.name, line: rule.line, comment: `jump to missing chain ${action.chain}`}}, returned: false})
+          results.push({state: {...state, steps: recorded(`-> ${action.chain} (not in the dump)`), verdict: {kind: 'missing', chain: action.chain, line: rule.line}}, returned: false})
           return
         }
 
+        const state0 = state
         const entered = withSetAffinity(MASQUERADE_CHAINS.has(action.chain) ? state : {...state, steps: recorded(`${action.kind === 'goto' ? 'goto' : '->'} ${action.chain}`)})
         for (const r of this.run(target, 0, entered, depth + 1)) {
+          // A detour that returned having done nothing worth showing leaves no trace in the path.
+          const state = r.returned && r.state.steps.length === entered.steps.length ? {...r.state, steps: state0.steps} : r.state
           if (!r.returned) results.push(r)
-          else if (action.kind === 'goto') results.push(r)
-          else continueAfter(r.state)
+          else if (action.kind === 'goto') results.push({...r, state})
+          else continueAfter(state)
         }
 
         return
@@ -231,7 +236,7 @@ export class Walker {
           const chosen = this.graph.chain(chain.table, target.chain)
           const s: State = {...state, probability: state.probability * target.weight, steps: [...state.steps, this.step(chain, rule, `${action.goto ? 'goto' : '->'} ${target.chain}`, target.weight, assumed)]}
           if (!chosen) {
-            results.push({state: {...s, verdict: {kind: 'drop', chain: chain.name, line: rule.line, comment: `missing chain ${target.chain}`}}, returned: false})
+            results.push({state: {...s, verdict: {kind: 'missing', chain: target.chain, line: rule.line}}, returned: false})
             continue
           }
 
@@ -253,7 +258,10 @@ export class Walker {
 
       case 'reject':
       case 'drop':
-        results.push({state: {...state, steps: recorded(action.kind.toUpperCase()), verdict: {kind: action.kind, chain: chain.name, line: rule.line, comment: rule.comment}}, returned: false})
+        results.push({
+          state: {...state, steps: recorded(action.kind.toUpperCase()), verdict: {kind: action.kind, chain: chain.name, line: rule.line, comment: rule.comment ?? viaComment(action.kind, chain.name, state.steps)}},
+          returned: false,
+        })
         return
       case 'accept':
       case 'masquerade':
@@ -376,4 +384,10 @@ export function formatHostPort(ip: string, port?: number): string {
 
 function describePorts(ranges: Array<[number, number]>, negated: boolean): string {
   return `${negated ? 'not ' : ''}${ranges.map(([lo, hi]) => (lo === hi ? `${lo}` : `${lo}-${hi}`)).join(',')}`
+}
+
+/** A verdict rule without a comment (nft's shared reject-chain): name the rule that sent it there. */
+function viaComment(kind: string, chain: string, steps: Step[]): string {
+  const via = [...steps].reverse().find((s) => s.comment)?.comment
+  return `${kind.toUpperCase()} in ${chain}${via ? ` (${via})` : ''}`
 }
