@@ -160,13 +160,6 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: E
   if (work.length === 0) return {outcome: 'nothing-to-do', target: plan.target, components: outcomes, warnings}
 
   const originals = await Promise.all(work.map((p) => readWorkload(api, refOf(p))))
-  for (const [i, p] of work.entries()) {
-    const image = imageOf(originals[i], p.container)
-    if (image !== p.imageBefore && image !== p.imageAfter) {
-      throw new CliError(`${p.workload.kind} ${p.workload.name} changed since it was read (image now ${image}); run the upgrade again`)
-    }
-  }
-
   const backupDir = backup(opts.backupDir, originals)
   say(`backed up ${originals.length} workload(s) to ${backupDir}`)
   // What the apiserver reported before any change: a rollback must bring that back.
@@ -176,8 +169,15 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: E
     const outcome = outcomes.find((o) => o.component === p.component)!
     const started = now()
     say(`[${i + 1}/${work.length}] ${p.component}: ${p.currentVersions.join(', ') || '?'} -> ${p.targetVersion} (${p.strategy})`)
+    // Read again right before the change: the patch is guarded by this resourceVersion.
+    const fresh = await readWorkload(api, refOf(p))
+    const image = imageOf(fresh, p.container)
+    if (image !== p.imageBefore && image !== p.imageAfter) {
+      throw new CliError(`${p.workload.kind} ${p.workload.name} changed since it was planned (image now ${image}); run the upgrade again`)
+    }
+
     try {
-      await replacePods(api, p, p.imageAfter, originals[work.indexOf(p)], opts, 'during')
+      await replacePods(api, p, p.imageAfter, fresh, opts, 'during')
       outcome.imageNow = p.imageAfter
       await healthGates(api, p, {kind: 'target', version: p.targetVersion}, opts, warnings)
       if (p.updateStrategy) await restoreStrategy(api, p)
@@ -191,7 +191,7 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: E
       try {
         // Ctrl-C must not interrupt the rollback itself.
         const calm = {...opts, signal: undefined}
-        await replacePods(api, p, p.imageBefore, originals[work.indexOf(p)], calm, 'before')
+        await replacePods(api, p, p.imageBefore, fresh, calm, 'before')
         outcome.imageNow = p.imageBefore
         await healthGates(api, p, {kind: 'served-before', version: servedBefore}, calm, warnings)
         outcome.result = 'rolled-back'
@@ -229,7 +229,10 @@ async function replacePods(
   const ref = refOf(p)
   const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
   const containerPatch = {template: {spec: {containers: [{name: p.container, image}]}}}
-  const patch = {spec: p.updateStrategy ? {...containerPatch, updateStrategy: p.updateStrategy[strategy]} : containerPatch}
+  const spec = p.updateStrategy ? {...containerPatch, updateStrategy: p.updateStrategy[strategy]} : containerPatch
+  // Going forward, the patch only applies to the object as planned (409 if someone changed it
+  // since); a rollback must apply whatever happened meanwhile.
+  const patch = strategy === 'during' ? {metadata: {resourceVersion: original.metadata?.resourceVersion}, spec} : {spec}
 
   if (p.strategy !== 'temporary-instance') {
     await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)

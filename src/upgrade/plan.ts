@@ -170,7 +170,7 @@ function strategyFor(
   const lacks: string[] = []
   if (!from || !supportsPortSharing(from) || !supportsPortSharing(target)) lacks.push('--permit-port-sharing needs 1.19 on both the old and the new apiserver')
   else if (!sharing) lacks.push('the running apiserver was started without --permit-port-sharing, so a second one cannot bind its port')
-  if (server && !supportsDaemonSetSurge(server)) lacks.push(`DaemonSet maxSurge needs 1.22 (the cluster runs ${formatVersion(server)})`)
+  if (server && !supportsDaemonSetSurge(server)) lacks.push(`DaemonSet maxSurge needs 1.22, the cluster runs ${formatVersion(server)}`)
   if (workload.kind !== 'DaemonSet') lacks.push('the apiserver runs as a Deployment, not the DaemonSet pivot creates')
 
   if (lacks.length === 0) {

@@ -1,0 +1,270 @@
+import {strict as assert} from 'node:assert'
+import {mkdtempSync, readdirSync, readFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+import nock from 'nock'
+import {parse as parseYaml} from 'yaml'
+
+import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
+
+import type {UpgradeResult} from '../../src/upgrade/execute.js'
+import type {UpgradePlan} from '../../src/upgrade/plan.js'
+import type {UpgradeComponent} from '../../src/upgrade/skew.js'
+import {ClusterShape, clusterInputs} from '../fixtures/upgrade/cluster.js'
+import {serveDiscovery} from '../helpers/fake-api.js'
+import {FAKE_SERVER, writeFakeKubeconfig} from '../helpers/fake-cluster.js'
+import {runCommand} from '../helpers/run-command.js'
+
+/**
+ * The upgrade command against an HTTP fake of the API (nock) that plays the workload
+ * controllers just enough: a patch bumps the generation and the status follows, Ready unless
+ * the test says the new image never gets there. It proves our wiring (which requests, what
+ * the patches say, the order, the rollback, the output, the exit codes); only
+ * test/e2e/upgrade.e2e.test.ts proves the API and the real controllers go along.
+ */
+
+const KS = '/api/v1/namespaces/kube-system'
+const APPS = '/apis/apps/v1/namespaces/kube-system'
+
+interface FakeOptions {
+  /** Components whose new image never becomes Ready. */
+  neverReady?: UpgradeComponent[]
+  /** What /version says after discovery (the apiserver behind the kubeconfig). */
+  served?: string
+}
+
+function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
+  const {raw, workloads} = clusterInputs(shape)
+  // Leases renewed just now, so nothing is stale whenever the test runs.
+  for (const l of raw.leases ?? []) l.spec!.renewTime = new Date().toISOString() as never
+  serveDiscovery(raw)
+  const patches: Array<{path: string; body: Record<string, any>}> = []
+  const objects = new Map<string, V1DaemonSet | V1Deployment>()
+  const original = new Map<string, string>()
+  for (const [component, w] of Object.entries(workloads)) {
+    const kind = w!.kind === 'DaemonSet' ? 'daemonsets' : 'deployments'
+    const path = `${APPS}/${kind}/${w!.object.metadata!.name}`
+    w!.object.metadata!.resourceVersion = '100'
+    objects.set(path, w!.object)
+    original.set(path, w!.object.spec!.template.spec!.containers[0].image!)
+    ;(w!.object as {component?: string}).component = component
+  }
+
+  const scope = nock(FAKE_SERVER).persist()
+  for (const [path, object] of objects) {
+    scope.get(path).reply(() => [200, object])
+    scope.patch(path).query(true).reply((_uri, body) => {
+      // nock parses only application/json; a strategic merge patch arrives as text.
+      const patch = (typeof body === 'string' ? JSON.parse(body) : body) as Record<string, any>
+      patches.push({path, body: patch})
+      if (patch.metadata?.resourceVersion && patch.metadata.resourceVersion !== object.metadata!.resourceVersion) {
+        return [409, {kind: 'Status', reason: 'Conflict', message: 'the object has been modified'}]
+      }
+
+      const image = patch.spec?.template?.spec?.containers?.[0]?.image
+      if (image) object.spec!.template.spec!.containers[0].image = image
+      if (patch.spec?.updateStrategy) (object as V1DaemonSet).spec!.updateStrategy = patch.spec.updateStrategy
+      object.metadata!.generation = (object.metadata!.generation ?? 1) + 1
+      object.metadata!.resourceVersion = String(Number(object.metadata!.resourceVersion) + 1)
+      const component = (object as {component?: UpgradeComponent}).component!
+      const ready = !(fake.neverReady?.includes(component) && image !== undefined && image !== original.get(path))
+      const status = object.status as Record<string, number>
+      status.observedGeneration = object.metadata!.generation
+      if ('desiredNumberScheduled' in status) {
+        Object.assign(status, {updatedNumberScheduled: status.desiredNumberScheduled, numberReady: ready ? status.desiredNumberScheduled : 0, numberAvailable: ready ? status.desiredNumberScheduled : 0})
+      } else {
+        Object.assign(status, {updatedReplicas: status.replicas, readyReplicas: ready ? status.replicas : 0, availableReplicas: ready ? status.replicas : 0})
+      }
+
+      return [200, object]
+    })
+  }
+
+  // Clusters up to 1.19 also keep leader records on Endpoints; these have none there.
+  scope.get(`${KS}/endpoints`).reply(200, {items: []})
+  scope.get('/readyz').query(true).reply(200, '[+]ping ok\nreadyz check passed')
+  scope.get('/version').reply(200, {gitVersion: fake.served ?? shape.version})
+  let renewals = 0
+  for (const name of ['kube-controller-manager', 'kube-scheduler']) {
+    scope.get(`/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/${name}`).reply(() => [
+      200,
+      {metadata: {name}, spec: {holderIdentity: 'cp-0_1234', leaseDurationSeconds: 15, renewTime: new Date(Date.now() + renewals++).toISOString()}},
+    ])
+  }
+
+  scope.get(`${KS}/pods`).query(true).reply((uri) => {
+    const app = decodeURIComponent(uri).match(/k8s-app=([\w-]+)/)![1]
+    const object = [...objects.values()].find((o) => o.metadata!.name === app)!
+    const container = object.spec!.template.spec!.containers[0]
+    return [200, {items: [{metadata: {name: `${app}-abc`, namespace: 'kube-system', labels: {'k8s-app': app}}, spec: {nodeName: 'cp-0', hostNetwork: true, containers: [container]}, status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]}}]}]
+  })
+  return {patches, objects}
+}
+
+function assertOneLineError(stderr: string, pattern: RegExp) {
+  const lines = stderr.trimEnd().split('\n')
+  assert.equal(lines.length, 1, `expected one line, got:\n${stderr}`)
+  assert.match(lines[0], /^error: /)
+  assert.match(lines[0], pattern)
+}
+
+describe('upgrade command (HTTP fake)', function () {
+  this.timeout(60_000)
+  let kubeconfig: string
+  let backupDir: string
+
+  before(() => {
+    kubeconfig = writeFakeKubeconfig()
+    nock.disableNetConnect()
+  })
+  beforeEach(() => {
+    backupDir = mkdtempSync(join(tmpdir(), 'selfhost-upgrade-test-'))
+  })
+  afterEach(() => nock.cleanAll())
+  after(() => nock.enableNetConnect())
+
+  const upgrade = (...args: string[]) => runCommand(['upgrade', '--kubeconfig', kubeconfig, '--backup-dir', backupDir, ...args])
+
+  for (const [args, pattern] of [
+    [['--version', '1.15'], /^error: --version "1\.15" is not a Kubernetes version; use the form v1\.15\.0/],
+    [['--version', 'v1.15.0', '--components', 'etcd'], /^error: --components: "etcd" is not one of kube-apiserver/],
+    [['--version', 'v1.15.0', '--timeout', 'soon'], /^error: --timeout "soon" is not a duration/],
+    [['--version', 'v1.15.0', '-o', 'wide'], /output format|Expected --output=wide to be one of/],
+  ] as Array<[string[], RegExp]>) {
+    it(`bad input ${args.join(' ')}: one line, exit 1, no request`, async () => {
+      const {stderr, exitCode} = await upgrade(...args)
+      assert.equal(exitCode, 1)
+      assertOneLineError(stderr, pattern)
+    })
+  }
+
+  it('--dry-run on the user example (1.14 on k8s.gcr.io -> v1.15.0): the plan, no change', async () => {
+    const fake = serveUpgrade({version: 'v1.14.10', registry: 'k8s.gcr.io'})
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.15.0', '--dry-run')
+    assert.equal(exitCode, 0, stderr)
+    assert.equal(fake.patches.length, 0)
+    assert.match(stdout, /^Upgrade plan: v1\.14\.10 -> v1\.15\.0 \(upgrade\)$/m)
+    assert.match(stdout, /^1\s+kube-apiserver\s+DaemonSet\/self-hosted-kube-apiserver\s+v1\.14\.10\s+v1\.15\.0\s+k8s\.gcr\.io\/kube-apiserver:v1\.14\.10\s+k8s\.gcr\.io\/kube-apiserver:v1\.15\.0\s+temporary-instance\s+upgrade$/m)
+    assert.match(stdout, /^4\s+kube-proxy\s+DaemonSet\/kube-proxy\s/m)
+    assert.match(stdout, /kube-apiserver: one control-plane node and no surge \(--permit-port-sharing needs 1\.19/)
+    assert.match(stdout, /WARN {2}kube-proxy-matches-kubelets/)
+    assert.match(stdout, /The plan can run\.$/m)
+    assert.deepEqual(readdirSync(backupDir), [], 'a dry run backs nothing up')
+  })
+
+  it('--plan -o json prints the plan object', async () => {
+    serveUpgrade({version: 'v1.36.4', portSharing: true})
+    const {stdout, exitCode} = await upgrade('--version', 'v1.37.2', '--plan', '-o', 'json')
+    assert.equal(exitCode, 0)
+    const {plan} = JSON.parse(stdout) as {plan: UpgradePlan}
+    assert.equal(plan.components[0].strategy, 'surge')
+    assert.deepEqual(plan.order, ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-proxy'])
+  })
+
+  it('a refused dry run prints the plan and the refusal in one line, exit 1', async () => {
+    serveUpgrade({version: 'v1.14.10'})
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.16.0', '--dry-run')
+    assert.equal(exitCode, 1)
+    assert.match(stdout, /FAIL {2}no-skipped-minor/)
+    assertOneLineError(stderr, /^error: refused by no-skipped-minor: .* at v1\.14\.10: v1\.16\.0 would skip 1 minor release\(s\)/)
+  })
+
+  it('refuses a static control plane with the hint to pivot, changing nothing', async () => {
+    const fake = serveUpgrade({version: 'v1.30.2', staticComponents: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']})
+    const {stderr, exitCode} = await upgrade('--version', 'v1.31.0')
+    assert.equal(exitCode, 1)
+    assertOneLineError(stderr, /refused by self-hosted: kube-apiserver runs as static pods: run "kubectl selfhost pivot" first/)
+    assert.equal(fake.patches.length, 0)
+  })
+
+  it('upgrades every component in order, guarded by resourceVersion, with surge on one node, then restores the strategy', async () => {
+    const fake = serveUpgrade({version: 'v1.36.4', portSharing: true}, {served: 'v1.37.2'})
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '10s')
+    assert.equal(exitCode, 0, stderr)
+    const order = fake.patches.map((p) => `${p.path.split('/').at(-1)} ${p.body.spec?.template?.spec?.containers?.[0]?.image ?? 'strategy'}`)
+    assert.deepEqual(order, [
+      'self-hosted-kube-apiserver registry.k8s.io/kube-apiserver:v1.37.2',
+      'self-hosted-kube-apiserver strategy',
+      'self-hosted-kube-controller-manager registry.k8s.io/kube-controller-manager:v1.37.2',
+      'self-hosted-kube-scheduler registry.k8s.io/kube-scheduler:v1.37.2',
+      'kube-proxy registry.k8s.io/kube-proxy:v1.37.2',
+    ])
+    assert.deepEqual(fake.patches[0].body, {
+      metadata: {resourceVersion: '100'},
+      spec: {
+        template: {spec: {containers: [{name: 'kube-apiserver', image: 'registry.k8s.io/kube-apiserver:v1.37.2'}]}},
+        updateStrategy: {type: 'RollingUpdate', rollingUpdate: {maxSurge: 1, maxUnavailable: 0}},
+      },
+    })
+    assert.deepEqual(fake.patches[1].body, {spec: {updateStrategy: {type: 'RollingUpdate', rollingUpdate: {maxUnavailable: 1, maxSurge: 0}}}})
+    assert.match(stderr, /^Upgrade plan: v1\.36\.4 -> v1\.37\.2/m, 'the plan is shown before the change')
+    assert.match(stderr, /\[1\/4\] kube-apiserver: v1\.36\.4 -> v1\.37\.2 \(surge\)/)
+    assert.match(stderr, /gate: \/version v1\.37\.2/)
+    assert.match(stderr, /gate: leader cp-0 \(self-hosted-kube-scheduler-abc, registry\.k8s\.io\/kube-scheduler:v1\.37\.2\), renewed/)
+    assert.match(stdout, /^kube-apiserver\s+registry\.k8s\.io\/kube-apiserver:v1\.36\.4\s+registry\.k8s\.io\/kube-apiserver:v1\.37\.2\s+registry\.k8s\.io\/kube-apiserver:v1\.37\.2\s+upgraded\s+\d+s/m)
+    assert.match(stdout, /Upgraded to v1\.37\.2\.$/m)
+    // The backup holds each workload as it was before the change.
+    const saved = parseYaml(readFileSync(join(backupDir, 'self-hosted-kube-apiserver.yaml'), 'utf8'))
+    assert.equal(saved.spec.template.spec.containers[0].image, 'registry.k8s.io/kube-apiserver:v1.36.4')
+  })
+
+  it('rolls a component back when its new pods never become Ready, stops, and exits 3', async () => {
+    const fake = serveUpgrade({version: 'v1.36.4', portSharing: true, versions: {'kube-apiserver': 'v1.37.2'}}, {neverReady: ['kube-scheduler'], served: 'v1.37.2'})
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '2s', '-o', 'json')
+    assert.equal(exitCode, 3, stderr)
+    const {result} = JSON.parse(stdout) as {result: UpgradeResult}
+    assert.equal(result.outcome, 'rolled-back')
+    assert.deepEqual(result.components.map((c) => [c.component, c.result]), [
+      ['kube-apiserver', 'skipped'],
+      ['kube-controller-manager', 'upgraded'],
+      ['kube-scheduler', 'rolled-back'],
+      ['kube-proxy', 'not-started'],
+    ])
+    assert.match(result.failure!, /^kube-scheduler: timed out after 2s waiting for Deployment kube-system\/self-hosted-kube-scheduler to roll out \(0\/1 ready, 1 updated, 1 existing\)$/)
+    const scheduler = fake.patches.filter((p) => p.path.endsWith('self-hosted-kube-scheduler'))
+    assert.deepEqual(scheduler.map((p) => p.body.spec.template.spec.containers[0].image), ['registry.k8s.io/kube-scheduler:v1.37.2', 'registry.k8s.io/kube-scheduler:v1.36.4'])
+    assert.equal(scheduler[1].body.metadata, undefined, 'a rollback is not guarded: it must apply')
+    assert.ok(!fake.patches.some((p) => p.path.endsWith('/kube-proxy')), 'nothing after the failed component is touched')
+    assert.match(stderr, /rolling kube-scheduler back to registry\.k8s\.io\/kube-scheduler:v1\.36\.4/)
+    assert.match(stderr, /kube-scheduler is back on registry\.k8s\.io\/kube-scheduler:v1\.36\.4 and healthy/)
+  })
+
+  it('the apiserver /version gate: Ready pods serving another version are rolled back', async () => {
+    const fake = serveUpgrade({version: 'v1.36.4', controlPlaneNodes: 3}, {served: 'v1.36.4'})
+    const {stdout, exitCode} = await upgrade('--version', 'v1.37.2', '--components', 'apiserver', '--timeout', '2s')
+    assert.equal(exitCode, 3)
+    assert.match(stdout, /Stopped and rolled back: kube-apiserver: timed out after 2s waiting for \/version to report v1\.37\.2 \(\/version v1\.36\.4\)/)
+    assert.deepEqual(fake.patches.map((p) => p.body.spec.template.spec.containers[0].image), ['registry.k8s.io/kube-apiserver:v1.37.2', 'registry.k8s.io/kube-apiserver:v1.36.4'])
+  })
+
+  it('one old single node: a temporary apiserver stands by and is removed afterwards', async () => {
+    const fake = serveUpgrade({version: 'v1.18.20', registry: 'k8s.gcr.io'}, {served: 'v1.19.0'})
+    const temp = `${APPS}/daemonsets/selfhost-upgrade-temp-self-hosted-kube-apiserver`
+    const applied: Array<Record<string, any>> = []
+    let deleted = false
+    nock(FAKE_SERVER)
+      .patch(temp)
+      .query({fieldManager: 'kubectl-selfhost', force: 'true'})
+      .reply((_uri, body) => {
+        applied.push((typeof body === 'string' ? JSON.parse(body) : body) as Record<string, any>)
+        return [200, applied.at(-1)]
+      })
+      .get(temp)
+      .reply(200, {status: {desiredNumberScheduled: 1, currentNumberScheduled: 1}})
+      .delete(temp)
+      .reply(() => {
+        deleted = true
+        return [200, {}]
+      })
+    const {stderr, exitCode} = await upgrade('--version', 'v1.19.0', '--components', 'apiserver', '--timeout', '5s')
+    assert.equal(exitCode, 0, stderr)
+    assert.equal(applied.length, 1)
+    assert.equal(applied[0].spec.template.spec.containers[0].image, 'k8s.gcr.io/kube-apiserver:v1.18.20', 'the stand-in runs the old, known-good image')
+    assert.deepEqual(applied[0].spec.selector.matchLabels, {'k8s-app': 'selfhost-upgrade-temp-self-hosted-kube-apiserver'})
+    assert.equal(applied[0].spec.template.metadata.labels['k8s-app'], 'selfhost-upgrade-temp-self-hosted-kube-apiserver', 'the real DaemonSet must not adopt its pods')
+    assert.ok(deleted)
+    assert.match(stderr, /started temporary DaemonSet .*\n(.*\n)*.*patched DaemonSet kube-system\/self-hosted-kube-apiserver(.*\n)*.*removed temporary DaemonSet/)
+    assert.equal(fake.patches[0].body.spec.template.spec.containers[0].image, 'k8s.gcr.io/kube-apiserver:v1.19.0')
+  })
+})
