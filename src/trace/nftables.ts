@@ -29,6 +29,8 @@ export interface NftSet {
   type: string
   elements: NftElement[]
   line: number
+  /** Element lifetime ("timeout 3h"): kube-proxy's session affinity timeout. */
+  timeoutSeconds?: number
 }
 
 export interface NftHook {
@@ -157,7 +159,9 @@ export function parseNftTable(text: string): NftTable {
 
     if (set) {
       const type = /^type (.+)$/.exec(line)
+      const timeout = /^timeout (\d+)([smhd])$/.exec(line)
       if (type) set.type = type[1]
+      else if (timeout) set.timeoutSeconds = Number(timeout[1]) * {s: 1, m: 60, h: 3600, d: 86_400}[timeout[2] as 's' | 'm' | 'h' | 'd']
       else if (line.startsWith('elements = {')) {
         elements = line.slice('elements = '.length)
         elementsLine = lineNo
@@ -372,7 +376,7 @@ export function compileNftRule(text: string, line: number, table: NftTable): Rul
         const name = value.slice(1)
         if (name.startsWith('affinity-')) {
           // Session affinity: a client seen recently goes back to its endpoint.
-          conditions.push(negated ? {kind: 'opaque', text: `not in ${name}`} : {kind: 'recent-check', list: name})
+          conditions.push(negated ? {kind: 'opaque', text: `not in ${name}`} : {kind: 'recent-check', list: name, seconds: table.sets.get(name)?.timeoutSeconds})
         } else conditions.push({kind: 'set', name, negated, test: setTest(table.sets.get(name), `${word} ${next}`)})
       } else if (value.startsWith('{')) conditions.push({kind: 'opaque', text: `${word} ${next} ${negated ? '!= ' : ''}${value}`})
       else conditions.push({kind: 'address', field, cidr: parseCidr(value), negated})

@@ -52,7 +52,7 @@ describe('nftables trace (hand-written v1.33 table)', () => {
   it('reports affinity sets and UDP', () => {
     const sticky = only(traceService(rules, rules.findService('default', 'sticky')!), 'clusterIP', 'pod')
     assert.deepEqual(shares(sticky), {'10.244.1.8:8443': 0.5, '10.244.2.9:8443': 0.5})
-    assert.ok(sticky.endpoints.every((e) => e.affinitySeconds !== undefined))
+    assert.ok(sticky.endpoints.every((e) => e.affinitySeconds === 10_800), 'timeout 3h of the affinity sets')
     const dns = only(traceService(rules, rules.findService('kube-system', 'kube-dns')!), 'clusterIP', 'pod')
     assert.deepEqual(shares(dns), {'10.244.1.2:53': 0.5, '10.244.2.3:53': 0.5})
   })

@@ -1,0 +1,92 @@
+import chalk from 'chalk'
+
+import type {FrontendTrace, MultiNodeTrace, PortTrace, TraceNode, TraceResult} from './model.js'
+import {describeFrontend, portLabel} from './trace.js'
+import {formatHostPort} from './walk.js'
+
+const pct = (share: number) => `${(share * 100).toFixed(1)}%`
+
+function nodeLabel(node: TraceNode, parentShare: number): string {
+  const where = node.chain ? chalk.dim(`[${node.table && node.table !== 'kube-proxy' ? `${node.table}/` : ''}${node.chain}${node.line ? `:${node.line}` : ''}]`) : ''
+  const share = node.share < parentShare - 1e-9 ? `${chalk.bold(pct(node.share).padStart(6))} ` : ''
+  const probability = node.probability !== undefined && node.probability < 1 ? chalk.dim(` (p=${Number(node.probability.toFixed(5))})`) : ''
+  const assumed = node.assumed ? chalk.yellow(` if ${node.assumed}`) : ''
+  let text = `${share}${node.action}${probability}${assumed} ${where}`
+  if (node.endpoint) {
+    const e = node.endpoint
+    const readiness = e.ready === undefined ? '' : e.ready ? chalk.green(' Ready') : chalk.red(' NotReady')
+    if (e.pod || e.ready !== undefined) text += `  ${chalk.cyan('->')} ${e.pod ? `pod ${e.pod}` : 'in no EndpointSlice'}${readiness}`
+  }
+
+  if (/^(REJECT|DROP)/.test(node.action)) text = chalk.red(text)
+  return text.trimEnd()
+}
+
+function renderTree(nodes: TraceNode[], prefix: string, parentShare: number, out: string[]): void {
+  for (const [i, node] of nodes.entries()) {
+    const last = i === nodes.length - 1
+    out.push(`${prefix}${last ? '└─ ' : '├─ '}${nodeLabel(node, parentShare)}`)
+    renderTree(node.children, `${prefix}${last ? '   ' : '│  '}`, node.share, out)
+  }
+}
+
+function renderFrontend(frontend: FrontendTrace, indent: string, out: string[]): void {
+  const assumptions = frontend.assumptions.length > 0 ? chalk.yellow(`, if ${frontend.assumptions.join(' and ')}`) : ''
+  out.push(`${indent}${chalk.bold(describeFrontend(frontend))}${assumptions}`)
+  renderTree(frontend.tree, `${indent}`, 1, out)
+  for (const v of frontend.verdicts) {
+    const line = `${indent}=> ${pct(v.share)} ${v.kind.toUpperCase()}: ${v.reason}`
+    out.push(v.kind === 'reject' || v.kind === 'drop' ? chalk.red(line) : chalk.yellow(line))
+  }
+
+  if (frontend.endpoints.length > 0) {
+    const summary = frontend.endpoints
+      .map((e) => {
+        const flags = [e.masquerade ? 'masqueraded' : '', e.affinitySeconds ? `affinity ${e.affinitySeconds}s` : ''].filter(Boolean)
+        return `${formatHostPort(e.ip, e.port)} ${pct(e.share)}${flags.length > 0 ? ` (${flags.join(', ')})` : ''}`
+      })
+      .join(', ')
+    out.push(`${indent}=> ${summary}`)
+    const hairpin = frontend.endpoints.some((e) => e.masqueradeWhen.some((w) => w.includes('hairpin')))
+    if (hairpin) out.push(chalk.dim(`${indent}   masqueraded as well when an endpoint calls its own Service (hairpin)`))
+  }
+}
+
+function renderPort(port: PortTrace, out: string[]): void {
+  const chains = port.expectedChains ? chalk.dim(`  chains: ${Object.values(port.expectedChains).join(', ')}`) : ''
+  out.push(`port ${portLabel(port.port)}${port.port.nodePort ? ` nodePort ${port.port.nodePort}` : ''}${chains}`)
+  if (port.frontends.length === 0) out.push('  (no address of this Service is in this rules dump)')
+  for (const frontend of port.frontends) renderFrontend(frontend, '  ', out)
+}
+
+/** The human view of a trace: a tree per frontend, then findings and notes. */
+export function renderTrace(result: TraceResult): string {
+  const out: string[] = []
+  const s = result.service
+  const name = s.namespace ? `svc/${s.name} in ${s.namespace}` : s.name
+  const where = result.node ? ` on node ${result.node}` : ''
+  const backend = result.backend ? `, ${result.backend}` : ''
+  out.push(chalk.bold(`${name}${s.type ? ` (${s.type}${s.clusterIPs.length > 0 ? ` ${s.clusterIPs.join(',')}` : ''})` : ''}${where}: kube-proxy ${result.mode} mode${backend}`))
+  if (result.explanation) out.push(result.explanation)
+  for (const port of result.ports) renderPort(port, out)
+  appendFindings(result.findings, out)
+  for (const note of result.notes) out.push(chalk.dim(`note: ${note}`))
+  return out.join('\n')
+}
+
+function appendFindings(findings: TraceResult['findings'], out: string[]): void {
+  if (findings.length === 0) return
+  out.push(chalk.red.bold(`${findings.length} finding(s):`))
+  for (const f of findings) out.push(chalk.red(`  ! ${f.port ? `[${f.port}] ` : ''}${f.message}`))
+}
+
+export function renderMultiNode(trace: MultiNodeTrace): string {
+  const out = trace.nodes.map((n) => renderTrace(n))
+  if (trace.differences.length === 0) out.push(chalk.green(`all ${trace.nodes.length} nodes route this Service the same way`))
+  else {
+    out.push(chalk.yellow.bold('nodes differ:'))
+    for (const d of trace.differences) out.push(chalk.yellow(`  ${d}`))
+  }
+
+  return out.join('\n\n')
+}
