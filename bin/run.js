@@ -1,4 +1,39 @@
 #!/usr/bin/env node
-import {execute} from '@oclif/core'
+// Help and --version are answered from oclif.manifest.json without loading oclif, which costs
+// more than starting node itself (see src/help/render.ts). Everything else goes to oclif.
+import {readFileSync} from 'node:fs'
 
-await execute({dir: import.meta.url})
+const argv = process.argv.slice(2)
+
+function readJson(relative) {
+  try {
+    return JSON.parse(readFileSync(new URL(relative, import.meta.url), 'utf8'))
+  } catch {
+    return undefined
+  }
+}
+
+async function answeredWithoutOclif() {
+  // Without a manifest (a fresh checkout before the build) oclif finds the commands itself.
+  const manifest = readJson('../oclif.manifest.json')
+  const pjson = readJson('../package.json')
+  if (!manifest || !pjson) return false
+  const bin = pjson.oclif?.bin ?? pjson.name
+  const userAgent = `${bin}/${pjson.version} ${process.platform}-${process.arch} node-${process.version}`
+  if (argv.length === 1 && argv[0] === '--version') {
+    process.stdout.write(`${userAgent}\n`)
+    return true
+  }
+
+  const {helpRequest, renderHelp} = await import('../dist/src/help/render.js')
+  const request = helpRequest(manifest, argv)
+  if (!request) return false
+  const width = process.stdout.isTTY ? process.stdout.columns || 80 : 80
+  process.stdout.write(`${renderHelp({bin, version: pjson.version, description: pjson.description, userAgent, width}, manifest, request)}\n`)
+  return true
+}
+
+if (!(await answeredWithoutOclif())) {
+  const {execute} = await import('@oclif/core')
+  await execute({dir: import.meta.url})
+}
