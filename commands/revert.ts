@@ -40,6 +40,11 @@ half-done pivot too, and can be re-run. Backups stay on the nodes, renamed with 
     }
 
     const {renderRevertPlan} = await import('../src/render/pivot.js')
+    if (result.components.length === 0) {
+      this.log(result.summary.join('\n') || 'nothing to revert')
+      return
+    }
+
     if (result.dryRun) {
       this.log(renderRevertPlan(result))
       return

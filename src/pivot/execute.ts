@@ -52,6 +52,8 @@ export interface PivotOptions {
   handoffDeadlineSeconds?: number
   /** Time the kubelet needs to notice a moved manifest and stop the static pod. */
   staticStopSeconds?: number
+  /** Consecutive healthy answers (one a second) the watchdog needs before it lets go. */
+  handoffSettleChecks?: number
   /** Overrides the local apiserver URL the node-side watchdog checks (default from the manifest). */
   nodeHealthUrl?: (node: string) => string | undefined
   pollMs?: number
@@ -254,18 +256,15 @@ export class PivotRunner {
 
   async pivot(): Promise<PivotResult> {
     const state = await this.readState()
-    const live = state.files.filter((f) => Object.keys(f.manifests).length > 0)
-    const ours = state.existing.filter((w) => w.managedByUs)
-    if (live.length === 0 && ours.length > 0) {
-      throw new CliError('the control plane is already self-hosted by kubectl-selfhost (no static manifests left on any node); `kubectl selfhost revert` goes back')
-    }
-
     const leaders: Partial<Record<PivotedComponent, string>> = {}
     for (const component of ['kube-controller-manager', 'kube-scheduler'] as const) {
       const holder = (await this.deps.api.getLease(SYSTEM_NAMESPACE, component))?.spec?.holderIdentity?.split('_')[0]
       if (holder && state.nodes.some((n) => n.name === holder)) leaders[component] = holder
     }
 
+    // Backups count as manifests: a re-run after any interruption (even after the last move)
+    // plans the same objects and only finishes what is left. With no backups and no live
+    // manifests the planner refuses (already self-hosted, or no static control plane).
     const plan = planPivot({
       manifests: PivotRunner.originals(state),
       nodes: state.nodes,
@@ -379,7 +378,7 @@ export class PivotRunner {
       env.HEALTH_URL = this.opts.nodeHealthUrl?.(node) ?? localHealthUrl(container, plan.version)
       env.DEADLINE = String(handoffDeadline)
       env.STOP_SECONDS = String(Math.min(stop, handoffDeadline))
-      env.SETTLE = '5'
+      env.SETTLE = String(this.opts.handoffSettleChecks ?? 5)
       deadline = handoffDeadline + 60
     }
 
@@ -422,6 +421,9 @@ export class PivotRunner {
 
     const stamps = [...new Set(state.files.flatMap((f) => (activeBackup(f) ? [`${f.node}:${activeBackup(f)!.stamp}`] : [])))]
     if (plans.length === 0 && stamps.length === 0) {
+      const allStatic = state.files.every((f) => PIVOTED_COMPONENTS.every((c) => f.manifests[c] !== undefined))
+      // Re-running a finished revert is not an error; finding no control plane at all is.
+      if (allStatic) return {components: [], dryRun: Boolean(this.opts.dryRun), summary: ['nothing to revert: the control plane already runs from static manifests'], exitCode: ExitCode.ok}
       throw new CliError('nothing to revert: no self-hosted workloads of kubectl-selfhost and no pivot backups on the control-plane nodes')
     }
 
@@ -475,8 +477,9 @@ export class PivotRunner {
     }
 
     for (const w of plan.workloads) {
-      await this.deps.api.delete('apps/v1', w.kind === 'DaemonSet' ? 'daemonsets' : 'deployments', SYSTEM_NAMESPACE, w.name)
+      // The budget first: a re-run finds the Deployment and deletes both, never an orphaned budget.
       if (w.kind === 'Deployment') await this.deps.api.delete(pdbGroupVersion(plan), 'poddisruptionbudgets', SYSTEM_NAMESPACE, w.name)
+      await this.deps.api.delete('apps/v1', w.kind === 'DaemonSet' ? 'daemonsets' : 'deployments', SYSTEM_NAMESPACE, w.name)
       log(undefined, `deleted ${w.kind} ${w.name}`)
     }
 

@@ -1,0 +1,232 @@
+import assert from 'node:assert/strict'
+import {dirname, join, resolve} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import {CliError, ExitCode} from '../../../src/errors.js'
+import type {NodeTask} from '../../../src/node/runner.js'
+import {PivotClusterApi, PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
+import {FakeControlPlane} from './fake-control-plane.js'
+
+const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../fixtures/kubeadm')
+const PIVOTED = ['kube-apiserver.yaml', 'kube-controller-manager.yaml', 'kube-scheduler.yaml']
+
+class Interrupted extends Error {}
+
+/**
+ * Counts every step that changes something (apply, delete, a node task) and dies at the
+ * k-th: before it reaches the cluster or node, or after it took effect but before the CLI
+ * heard back (a lost connection, a kill at the worst moment).
+ */
+function interrupting(fake: FakeControlPlane, at: number, when: 'before' | 'after') {
+  let count = 0
+  const step = async <T>(run: () => Promise<T>): Promise<T> => {
+    count++
+    if (count === at && when === 'before') throw new Interrupted(`interrupted before step ${at}`)
+    const result = await run()
+    if (count === at) throw new Interrupted(`interrupted after step ${at}`)
+    return result
+  }
+
+  const api: PivotClusterApi = {
+    ...fake.api,
+    apply: (gv, resource, object) => step(() => fake.api.apply(gv, resource, object)),
+    delete: (gv, resource, ns, name) => step(() => fake.api.delete(gv, resource, ns, name)),
+  }
+  const runTask = (task: NodeTask) => (task.purpose === 'pivot-read' ? fake.runTask(task) : step(() => fake.runTask(task)))
+  return {api, runTask, steps: () => count}
+}
+
+function runner(fake: FakeControlPlane, overrides: Partial<{api: PivotClusterApi; runTask: (t: NodeTask) => Promise<never> | ReturnType<FakeControlPlane['runTask']>}> = {}, opts: Partial<PivotOptions> = {}, log: string[] = []) {
+  return new PivotRunner(
+    {api: overrides.api ?? fake.api, runTask: overrides.runTask ?? fake.runTask, log: (l) => log.push(l), sleep: () => new Promise((r) => setImmediate(r))},
+    {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, handoffSettleChecks: 1, staticStopSeconds: 0, nodeHealthUrl: () => fake.healthUrl, ...opts},
+  )
+}
+
+/** The nodes hold exactly their original manifests again, byte for byte, and nothing self-hosted is left. */
+function assertStatic(fake: FakeControlPlane, originals: Map<string, Map<string, string>>) {
+  for (const node of fake.nodes) assert.deepEqual(fake.manifestFiles(node), originals.get(node), `manifests of ${node}`)
+  assert.deepEqual([...fake.workloads.keys()], [])
+}
+
+/** Every pivoted manifest moved into one backup directory per node, byte for byte; etcd untouched. */
+function assertSelfHosted(fake: FakeControlPlane, originals: Map<string, Map<string, string>>) {
+  for (const node of fake.nodes) {
+    assert.deepEqual([...fake.manifestFiles(node).keys()], ['etcd.yaml'], `only etcd stays on ${node}`)
+    assert.equal(fake.manifestFiles(node).get('etcd.yaml'), originals.get(node)!.get('etcd.yaml'))
+    const active = fake.backupDirs(node).filter((d) => !d.endsWith('-reverted'))
+    assert.equal(active.length, 1, `one backup directory on ${node}`)
+    for (const name of PIVOTED) assert.equal(fake.backupFile(node, active[0], name), originals.get(node)!.get(name), `${node} backup of ${name}`)
+  }
+
+  assert.deepEqual([...fake.workloads.keys()].sort(), [
+    'daemonsets/self-hosted-kube-apiserver',
+    'deployments/self-hosted-kube-controller-manager',
+    'deployments/self-hosted-kube-scheduler',
+    'poddisruptionbudgets/self-hosted-kube-controller-manager',
+    'poddisruptionbudgets/self-hosted-kube-scheduler',
+  ])
+}
+
+describe('pivot executor (fake API, node scripts run for real on node directories)', function () {
+  this.timeout(120_000)
+  let fake: FakeControlPlane
+  let originals: Map<string, Map<string, string>>
+
+  for (const [version, handoff] of [
+    ['v1.29.4', 'port-sharing'],
+    ['v1.14.10', 'blind'],
+  ] as const) {
+    describe(`kubeadm ${version} (${handoff} hand-off)`, () => {
+      beforeEach(async () => {
+        fake = new FakeControlPlane(['cp-1', 'cp-2', 'cp-3'], version === 'v1.14.10' ? 'master' : 'control-plane')
+        originals = fake.install(join(fixtures, version), '10.0.0.10')
+        await fake.startLocalApiserver()
+      })
+      afterEach(() => fake.stop())
+
+      it('pivots every component node by node, keeps byte-identical backups, and revert restores them', async () => {
+        const log: string[] = []
+        const result = await runner(fake, {}, {}, log).pivot()
+        assert.equal(result.outcome, 'completed')
+        assert.equal(result.exitCode, ExitCode.ok)
+        assertSelfHosted(fake, originals)
+        const handoffs = fake.calls.filter((c) => c.startsWith('task pivot-handoff'))
+        assert.deepEqual(handoffs, ['cp-1', 'cp-2', 'cp-3', 'cp-2', 'cp-3', 'cp-1', 'cp-2', 'cp-3', 'cp-1'].map((n) => `task pivot-handoff ${n}`), 'apiserver by name, kcm/scheduler with the leader (cp-1) last')
+        assert.ok(log.some((l) => l.includes('node-side watchdog')))
+        const prepared = fake.calls.filter((c) => c.startsWith('task pivot-backup')).length
+        assert.equal(prepared, 9)
+
+        const reverted = await runner(fake).revert()
+        assert.equal(reverted.exitCode, ExitCode.ok)
+        assertStatic(fake, originals)
+        for (const node of fake.nodes) assert.ok(fake.backupDirs(node).every((d) => d.endsWith('-reverted')), 'backups kept, retired')
+      })
+
+      it('--dry-run reads the nodes and changes nothing', async () => {
+        const result = await runner(fake, {}, {dryRun: true}).pivot()
+        assert.equal(result.outcome, 'planned')
+        assert.equal(result.plan.objects.length, 5)
+        assert.deepEqual(fake.calls, ['task pivot-read cp-1', 'task pivot-read cp-2', 'task pivot-read cp-3'])
+        assertStatic(fake, originals)
+      })
+    })
+  }
+
+  describe('failures', () => {
+    beforeEach(async () => {
+      fake = new FakeControlPlane(['cp-1', 'cp-2'])
+      originals = fake.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
+      await fake.startLocalApiserver()
+    })
+    afterEach(() => fake.stop())
+
+    it('the node-side watchdog puts the apiserver manifest back when the local apiserver stays unhealthy; pivot then reverts (exit 3)', async () => {
+      fake.localApiserverStatus = 503
+      const log: string[] = []
+      const result = await runner(fake, {}, {}, log).pivot()
+      assert.equal(result.outcome, 'rolled-back')
+      assert.equal(result.exitCode, ExitCode.rolledBack)
+      assertStatic(fake, originals)
+      assert.ok(log.some((l) => l.includes('hand-off failed')))
+      // Only the first node was tried: the watchdog restored it, nothing else was moved.
+      assert.deepEqual(fake.calls.filter((c) => c.startsWith('task pivot-handoff')), ['task pivot-handoff cp-1'])
+    })
+
+    it('refuses before changing anything without the permissions it needs', async () => {
+      fake.denied.add('patch daemonsets')
+      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /not allowed to patch daemonsets\.apps/.test(e.message))
+      assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
+    })
+
+    it('refuses when the API is unhealthy and when a re-run finds the job done it only verifies', async () => {
+      fake.apiHealthy = false
+      await assert.rejects(runner(fake).pivot(), /API server is not healthy/)
+      fake.apiHealthy = true
+      await runner(fake).pivot()
+      const before = fake.calls.length
+      const again = await runner(fake).pivot()
+      assert.equal(again.outcome, 'completed')
+      assert.deepEqual(fake.calls.slice(before).filter((c) => c.startsWith('task') && !c.startsWith('task pivot-read')), [], 'no node changes on a re-run')
+    })
+
+    it('revert refuses, changing nothing, when a node lacks the backup of a moved manifest', async () => {
+      await runner(fake).pivot()
+      const {rmSync} = await import('node:fs')
+      rmSync(join(fake.roots.get('cp-2')!, 'etc/kubernetes/selfhost-backup'), {recursive: true})
+      const before = fake.calls.length
+      await assert.rejects(runner(fake).revert(), /no backup of kube-scheduler on cp-2 .* nothing changed/)
+      assert.deepEqual(fake.calls.slice(before).filter((c) => !c.startsWith('task pivot-read')), [])
+    })
+  })
+
+  describe('resume after an interruption at every step', () => {
+    let fake2: FakeControlPlane
+    afterEach(() => fake2?.stop())
+
+    for (const when of ['before', 'after'] as const) {
+      it(`pivot interrupted ${when} any change finishes on re-run; revert interrupted likewise finishes too`, async () => {
+        let total = 0
+        for (let at = 1; ; at++) {
+          fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+          const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
+          await fake2.startLocalApiserver()
+          const cut = interrupting(fake2, at, when)
+          let interrupted = false
+          try {
+            await runner(fake2, cut).pivot()
+          } catch (error) {
+            if (!(error instanceof Interrupted)) throw error
+            interrupted = true
+          }
+
+          if (!interrupted) {
+            total = at - 1
+            await fake2.stop()
+            break
+          }
+
+          const resumed = await runner(fake2).pivot()
+          assert.equal(resumed.outcome, 'completed', `resume after step ${at}`)
+          assertSelfHosted(fake2, originals2)
+          await fake2.stop()
+        }
+
+        // 3 components x 2 nodes x (backup + hand-off) node tasks, and 5 applied objects.
+        assert.equal(total, 17)
+
+        for (let at = 1; ; at++) {
+          fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+          const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
+          await fake2.startLocalApiserver()
+          await runner(fake2).pivot()
+          const cut = interrupting(fake2, at, when)
+          let interrupted = false
+          try {
+            await runner(fake2, cut).revert()
+          } catch (error) {
+            if (!(error instanceof Interrupted)) throw error
+            interrupted = true
+          }
+
+          if (interrupted) await runner(fake2).revert().catch((e) => { throw new Error(`revert resume after step ${at}: ${e.message}`) })
+          assertStatic(fake2, originals2)
+          await fake2.stop()
+          if (!interrupted) break
+        }
+      })
+    }
+
+    it('revert in the middle of a pivot puts everything back', async () => {
+      for (const at of [3, 8, 14]) {
+        fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+        const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
+        await fake2.startLocalApiserver()
+        await assert.rejects(runner(fake2, interrupting(fake2, at, 'after')).pivot(), Interrupted)
+        await runner(fake2).revert()
+        assertStatic(fake2, originals2)
+        await fake2.stop()
+      }
+    })
+  })
+})
