@@ -1,6 +1,7 @@
 import chalk from 'chalk'
 
 import type {ScaleResult} from '../scale/execute.js'
+import {plural} from '../scale/plan.js'
 import {renderTable} from './table.js'
 
 function describeLeader(result: ScaleResult): string {
@@ -15,8 +16,8 @@ function renderPlan(result: ScaleResult): string[] {
   const ref = `${plan.workload.kind} ${plan.workload.namespace}/${plan.workload.name}`
   const head =
     plan.change === 'none'
-      ? `${ref} already has ${plan.to} replica${plan.to === 1 ? '' : 's'}`
-      : `scale ${ref} from ${plan.from} to ${plan.to} replica${plan.to === 1 ? '' : 's'}`
+      ? `${ref} already has ${plural(plan.to, 'replica')}`
+      : `scale ${ref} from ${plan.from} to ${plural(plan.to, 'replica')}`
   const lines = [result.dryRun ? `${head} (dry run: nothing changed)` : head]
   lines.push(`  nodes it can run on: ${plan.placement.eligibleNodes.join(', ') || 'none'}${plan.placement.onePerNodeBecause ? ` (one per node: ${plan.placement.onePerNodeBecause})` : ''}`)
   lines.push(`  leader election:     ${plan.leaderElection.enabled ? 'on' : 'off'}, lock ${plan.leaderElection.lease.namespace}/${plan.leaderElection.lease.name}`)

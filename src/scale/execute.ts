@@ -7,7 +7,7 @@ import type {ComponentState, Instance, LeaderRecord, PivotedComponent} from '../
 import type {KubeClient} from '../kube/client.js'
 import {isConflict} from '../kube/errors.js'
 import {type RolloutStatus, pollUntil, waitForRollout} from '../kube/wait.js'
-import {type ScalePlan, matchHolderToWorkload, planScale} from './plan.js'
+import {type ScalePlan, matchHolderToWorkload, planScale, plural} from './plan.js'
 
 /** Where scale records the count it changed, so a person can see (and restore) what was there. */
 export const PREVIOUS_REPLICAS_ANNOTATION = 'selfhost.kubectl.io/previous-replicas'
@@ -183,7 +183,7 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
   const ref = {kind: 'Deployment' as const, namespace: plan.workload.namespace, name: plan.workload.name}
   const patched = plan.change !== 'none'
   if (patched) {
-    progress(`scaling ${ref.kind} ${ref.namespace}/${ref.name} from ${plan.from} to ${plan.to} replicas`)
+    progress(`scaling ${ref.kind} ${ref.namespace}/${ref.name} from ${plan.from} to ${plural(plan.to, 'replica')}`)
     await patchReplicas(api, plan, plan.to, plan.from, true)
   }
 
@@ -212,7 +212,7 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
   }
 
   if (leadership.holderElsewhere) {
-    caveats.push(`${leadership.holderElsewhere}: the renewals prove that some ${opts.component} leads, not that a replica of ${ref.name} does`)
+    caveats.push(`${leadership.holderElsewhere}; so the renewals prove only that some ${opts.component} leads, not that a replica of ${ref.name} does`)
   }
 
   return {
@@ -229,14 +229,14 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
 /** Puts the previous count back, waits for it, and stops with exit code 3 (or 1 if even that fails). */
 async function rollBack(api: ScaleApi, opts: ScaleOptions, plan: ScalePlan, why: string): Promise<never> {
   const progress = opts.onProgress ?? (() => undefined)
-  progress(`${why}; rolling back to ${plan.from} replicas`)
+  progress(`${why}; rolling back to ${plural(plan.from, 'replica')}`)
   await patchReplicas(api, plan, plan.from, plan.to, false)
   const ref = {kind: 'Deployment' as const, namespace: plan.workload.namespace, name: plan.workload.name}
   try {
     await waitForRollout(api, ref, {timeoutMs: opts.timeoutMs, onProgress: progress, sleep: opts.sleep, now: opts.now})
   } catch (error) {
-    throw new CliError(`${why}; rolled back to ${plan.from} replicas, but that did not get Ready either: ${(error as Error).message}`)
+    throw new CliError(`${why}; rolled back to ${plural(plan.from, 'replica')}, but that did not get Ready either: ${(error as Error).message}`)
   }
 
-  throw new CliError(`${why}; rolled back to ${plan.from} replicas, which are Ready again`, ExitCode.rolledBack)
+  throw new CliError(`${why}; rolled back to ${plural(plan.from, 'replica')}, Ready again`, ExitCode.rolledBack)
 }

@@ -18,6 +18,8 @@ import {placementOf} from './placement.js'
  * CliError with one line saying why.
  */
 
+export const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`
+
 export type ScalableComponent = 'kube-scheduler' | 'kube-controller-manager'
 
 const COMPONENT_ALIASES: Record<string, PivotedComponent> = {
@@ -248,7 +250,7 @@ export function matchHolderToWorkload(leader: LeaderRecord | undefined, pods: In
   if (!leader) return {}
   const matched = matchLeaderToPod(leader, pods)
   const pod = pods.find((p) => p.pod === matched.pod)
-  if (!pod) return {elsewhere: `the lease holder ${leader.holder} matches no pod of this workload`}
+  if (!pod) return {elsewhere: `the lease holder ${leader.holder} matches no pod of this workload (a static pod still running, or another process leads)`}
   const acquired = leader.acquireTime ? Date.parse(leader.acquireTime) : Number.NaN
   const started = pod.startedAt ? Date.parse(pod.startedAt) : Number.NaN
   if (acquired + START_TIME_PRECISION_MS < started) {
@@ -277,10 +279,10 @@ function describeEffect(
   if (!leader) return `no leader is recorded yet: one of the ${to} replicas takes the lease when it starts, the others stand by`
   if (leader.stale) return `the lease held by ${leader.holder} is stale: one of the ${to} replicas should take it over, the others stand by`
   if (!leaderPod) {
-    return `${holder.elsewhere}: something outside the workload leads (a static pod still running, or another process), and all ${to} replicas stay standbys while it renews`
+    return `${holder.elsewhere}; the ${plural(to, 'replica')} of the workload stand by while it renews`
   }
 
-  if (to > from) return `${leaderPod} keeps leading; the ${to - from} new replica${to - from === 1 ? '' : 's'} join as standbys and wait for the lease`
+  if (to > from) return `${leaderPod} keeps leading; the ${plural(to - from, 'new replica')} join${to - from === 1 ? 's' : ''} as ${to - from === 1 ? 'a standby' : 'standbys'} and wait${to - from === 1 ? 's' : ''} for the lease`
   if (to === from) return `${leaderPod} keeps leading; nothing changes`
   if (removals.includes(leaderPod)) {
     return `the leader's pod ${leaderPod} is expected to be removed: a standby takes the lease within about ${duration}s, during which no ${component} work happens`
@@ -351,7 +353,7 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
   const expectedRemovals = to < from ? expectedRemovalOrder(pods).slice(0, Math.max(0, pods.length - to)).map((i) => i.pod) : []
   if (expectedRemovals.length > 0) notes.push('which pods go is the ReplicaSet controller\'s choice: the removals shown are its usual order (unscheduled, not Ready, crowded node, youngest first)')
   if (!ref.managedByUs) notes.push(`${ref.namespace}/${ref.name} was not created by kubectl-selfhost; scaling it all the same`)
-  if (from === to) notes.push(`${ref.namespace}/${ref.name} already asks for ${to} replica${to === 1 ? '' : 's'}; this run only checks readiness and leadership`)
+  if (from === to) notes.push(`${ref.namespace}/${ref.name} already asks for ${plural(to, 'replica')}; this run only checks readiness and leadership`)
 
   return {
     component: scalable,

@@ -72,7 +72,7 @@ describe('scale command (HTTP fake)', function () {
     assert.equal(exitCode, 3)
     assert.equal(fake.patches.length, 2)
     assert.deepEqual((fake.patches[1] as {spec: unknown}).spec, {replicas: 1})
-    assert.match(stderr, /error: the 3 replicas did not get Ready: timed out after 2s .*; rolled back to 1 replicas, which are Ready again\n$/)
+    assert.match(stderr, /error: the 3 replicas did not get Ready: timed out after 2s .*; rolled back to 1 replica, Ready again\n$/)
   })
 
   it('refuses bad input in one line before connecting', async () => {

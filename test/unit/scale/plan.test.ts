@@ -243,6 +243,11 @@ describe('scale: the rules', () => {
     assert.match(plan.leadership.effect, /aaa keeps leading; standbys .*ccc, .*bbb expected to be removed/)
   })
 
+  it('scales 1 -> 2: one new standby', () => {
+    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters})
+    assert.equal(plan.leadership.effect, 'self-hosted-kube-scheduler-aaa keeps leading; the 1 new replica joins as a standby and waits for the lease')
+  })
+
   it('scales 3 -> 2 when the leader is the youngest pod: says leadership moves and for how long', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => a, 3)
     const plan = planScale(request(2), {state: selfHosted('kube-scheduler', three, lease('cp-3', three[2].pod)), workload: deployment, nodes: threeMasters})
@@ -367,8 +372,8 @@ describe('scale: the rules', () => {
     const base = {workload: schedulerDeployment(), nodes: threeMasters}
     const outside = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one, lease('build-host'))})
     assert.equal(outside.leadership.leaderPod, undefined)
-    assert.match(outside.leadership.effect, /^the lease holder build-host matches no pod of this workload: something outside the workload leads/)
-    assert.equal(outside.leadership.holderElsewhere, 'the lease holder build-host matches no pod of this workload')
+    assert.equal(outside.leadership.holderElsewhere, 'the lease holder build-host matches no pod of this workload (a static pod still running, or another process leads)')
+    assert.equal(outside.leadership.effect, `${outside.leadership.holderElsewhere}; the 3 replicas of the workload stand by while it renews`)
     const stale = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod, true))})
     assert.match(stale.leadership.effect, /is stale/)
     const none = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one)})
