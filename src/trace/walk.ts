@@ -221,8 +221,8 @@ export class Walker {
         const state0 = state
         const entered = withSetAffinity(MASQUERADE_CHAINS.has(action.chain) ? state : {...state, steps: recorded(`${action.kind === 'goto' ? 'goto' : '->'} ${action.chain}`)})
         for (const r of this.run(target, 0, entered, depth + 1)) {
-          // A detour that returned having done nothing worth showing leaves no trace in the path.
-          const state = r.returned && r.state.steps.length === entered.steps.length ? {...r.state, steps: state0.steps} : r.state
+          // A detour that returned having done nothing (no step, no random choice) leaves no trace in the path.
+          const state = r.returned && r.state.steps.length === entered.steps.length && r.state.probability === entered.probability ? {...r.state, steps: state0.steps} : r.state
           if (!r.returned) results.push(r)
           else if (action.kind === 'goto') results.push({...r, state})
           else continueAfter(state)

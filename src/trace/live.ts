@@ -1,0 +1,263 @@
+import type {V1EndpointSlice, V1Node, V1Pod, V1Service} from '@kubernetes/client-node'
+import {parse as parseYaml} from 'yaml'
+
+import {SYSTEM_NAMESPACE} from '../controlplane/model.js'
+import {CliError} from '../errors.js'
+import type {KubeClient} from '../kube/client.js'
+import {isNotFound} from '../kube/errors.js'
+import {NodeTaskApi, NodeTaskOptions, runNodeTask} from '../node/runner.js'
+import {compareNodes} from './compare.js'
+import {Cidr, parseCidr} from './ip.js'
+import {RuleSections, SECTION_MARK, detectMode, ruleSetFor, splitSections} from './load.js'
+import type {MultiNodeTrace, ProxyMode, ServiceInfo, ServicePortInfo, SliceEndpoint, TraceResult} from './model.js'
+import {closeMatches} from './suggest.js'
+import {traceService} from './trace.js'
+
+export type TraceApi = NodeTaskApi &
+  Pick<KubeClient, 'getService' | 'listServices' | 'listEndpointSlices' | 'listPods' | 'listNodes' | 'listDaemonSets' | 'getConfigMap'>
+
+export interface LiveTraceOptions {
+  namespace: string
+  name: string
+  /** A port name or number; all ports when undefined. */
+  port?: string
+  node?: string
+  allNodes?: boolean
+  image?: string
+  debugNamespace?: string
+  mode?: ProxyMode
+  deadlineSeconds?: number
+  task?: NodeTaskOptions
+  onProgress?: (message: string) => void
+}
+
+/**
+ * Reads kube-proxy's rules of every mode in one pass: iptables-save from whichever backend
+ * holds the KUBE- chains (the nft and legacy backends keep separate rules: an empty set from
+ * one means "try the other"), kube-proxy's nftables table, and IPVS virtual servers. Plain
+ * POSIX sh without grep or cat: the kube-proxy image is distroless apart from its tools.
+ */
+export const READ_RULES_SCRIPT = `
+mark() { printf '%s\\n' "${SECTION_MARK}$1"; }
+first=""
+firstout=""
+found=""
+for cmd in iptables-save iptables-nft-save iptables-legacy-save; do
+  command -v "$cmd" >/dev/null 2>&1 || continue
+  out=$("$cmd" 2>/dev/null) || continue
+  case "$out" in
+    *"-A KUBE-SERVICES "*|*":KUBE-SVC-"*) mark "iptables $cmd"; printf '%s\\n' "$out"; found=1; break ;;
+  esac
+  if [ -z "$first" ]; then first="$cmd"; firstout="$out"; fi
+done
+if [ -z "$found" ] && [ -n "$first" ]; then mark "iptables $first"; printf '%s\\n' "$firstout"; fi
+if command -v nft >/dev/null 2>&1; then
+  if out=$(nft list table ip kube-proxy 2>/dev/null); then mark nft; printf '%s\\n' "$out"; fi
+fi
+if command -v ipvsadm >/dev/null 2>&1 && out=$(ipvsadm -Ln 2>/dev/null); then mark ipvs; printf '%s\\n' "$out"
+elif [ -r /proc/net/ip_vs ]; then mark ipvs; while IFS= read -r line; do printf '%s\\n' "$line"; done < /proc/net/ip_vs
+fi
+mark end
+`
+
+/** The Service as trace needs it. */
+export function serviceInfoOf(service: V1Service): ServiceInfo {
+  const spec = service.spec ?? {}
+  const ips = (spec.clusterIPs ?? (spec.clusterIP ? [spec.clusterIP] : [])).filter((ip) => ip && ip !== 'None')
+  return {
+    namespace: service.metadata?.namespace ?? '',
+    name: service.metadata?.name ?? '',
+    type: spec.type ?? 'ClusterIP',
+    clusterIPs: ips,
+    externalIPs: spec.externalIPs ?? [],
+    loadBalancerIPs: (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter((ip): ip is string => Boolean(ip)),
+    ports: (spec.ports ?? []).map((p) => ({name: p.name ?? '', port: p.port, protocol: (p.protocol ?? 'TCP').toLowerCase(), nodePort: p.nodePort, targetPort: p.targetPort})),
+    externalTrafficPolicy: spec.externalTrafficPolicy,
+    internalTrafficPolicy: spec.internalTrafficPolicy,
+    sessionAffinity: spec.sessionAffinity,
+    source: 'api',
+  }
+}
+
+/** Flattens EndpointSlices into one entry per endpoint address and port, with its pod. */
+export function sliceEndpoints(slices: V1EndpointSlice[], pods: V1Pod[]): SliceEndpoint[] {
+  const podByName = new Map(pods.map((p) => [p.metadata?.name ?? '', p]))
+  const out: SliceEndpoint[] = []
+  for (const slice of slices) {
+    for (const endpoint of slice.endpoints ?? []) {
+      const pod = endpoint.targetRef?.kind === 'Pod' ? podByName.get(endpoint.targetRef.name ?? '') : undefined
+      for (const port of slice.ports ?? []) {
+        for (const ip of endpoint.addresses ?? []) {
+          out.push({
+            ip,
+            port: port.port ?? 0,
+            portName: port.name ?? '',
+            protocol: port.protocol ?? 'TCP',
+            // Per the API, an unset condition means ready/serving.
+            ready: endpoint.conditions?.ready !== false,
+            serving: endpoint.conditions?.serving !== false,
+            terminating: endpoint.conditions?.terminating === true,
+            nodeName: endpoint.nodeName,
+            pod: endpoint.targetRef?.kind === 'Pod' ? endpoint.targetRef.name : undefined,
+            podReady: pod?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+            podPhase: pod?.status?.phase,
+          })
+        }
+      }
+    }
+  }
+
+  return out
+}
+
+export function selectPorts(service: ServiceInfo, wanted?: string): ServicePortInfo[] {
+  if (wanted === undefined) return service.ports
+  const ports = service.ports.filter((p) => p.name === wanted || String(p.port) === wanted)
+  if (ports.length === 0) {
+    const known = service.ports.map((p) => (p.name ? `${p.name} (${p.port})` : String(p.port))).join(', ')
+    throw new CliError(`svc/${service.name} has no port "${wanted}"; its ports: ${known || 'none'}`)
+  }
+
+  return ports
+}
+
+/** kube-proxy's mode and pod network from its ConfigMap ("" means iptables on Linux). */
+export function proxyConfig(configConf: string | undefined): {mode?: ProxyMode; clusterCidrs: Cidr[]} {
+  if (!configConf) return {clusterCidrs: []}
+  let config: {mode?: string; clusterCIDR?: string}
+  try {
+    config = (parseYaml(configConf) ?? {}) as typeof config
+  } catch {
+    return {clusterCidrs: []}
+  }
+
+  const mode = (config.mode || 'iptables').toLowerCase()
+  return {
+    mode: mode === 'iptables' || mode === 'nftables' || mode === 'ipvs' ? mode : undefined,
+    clusterCidrs: (config.clusterCIDR ?? '').split(',').map((c) => c.trim()).filter(Boolean).map(parseCidr),
+  }
+}
+
+const isReady = (node: V1Node) => node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
+const internalAddress = (node: V1Node) => node.status?.addresses?.find((a) => a.type === 'InternalIP')?.address
+
+/** Headless, ExternalName and selector-less Services, explained rather than failed. */
+function explainSpecialService(service: V1Service, endpoints: SliceEndpoint[]): string | undefined {
+  const spec = service.spec ?? {}
+  if (spec.type === 'ExternalName') {
+    return `ExternalName Service: cluster DNS answers with a CNAME to "${spec.externalName}"; kube-proxy programs no rules for it, so there is nothing to trace on a node.`
+  }
+
+  if (spec.clusterIP === 'None') {
+    const ips = [...new Set(endpoints.filter((e) => e.ready).map((e) => e.ip))]
+    return `headless Service (clusterIP: None): cluster DNS returns the ready endpoints' addresses directly (${ips.join(', ') || 'none ready'}) and clients connect to them without kube-proxy; there are no rules to trace.`
+  }
+
+  return undefined
+}
+
+async function resolveService(api: TraceApi, namespace: string, name: string): Promise<V1Service> {
+  try {
+    return await api.getService(namespace, name)
+  } catch (error) {
+    if (!isNotFound(error)) throw error
+    const names = (await api.listServices(namespace)).items.map((s) => s.metadata?.name ?? '')
+    const close = closeMatches(name, names)
+    throw new CliError(`service "${name}" not found in namespace "${namespace}"${close.length > 0 ? `; did you mean: ${close.join(', ')}?` : names.length === 0 ? ' (the namespace has no Services)' : ''}`)
+  }
+}
+
+async function kubeProxyImage(api: TraceApi): Promise<string | undefined> {
+  const daemonSets = await api.listDaemonSets(SYSTEM_NAMESPACE)
+  const proxy = daemonSets.items.find((d) => d.metadata?.name === 'kube-proxy') ?? daemonSets.items.find((d) => d.metadata?.labels?.['k8s-app'] === 'kube-proxy')
+  const containers = proxy?.spec?.template?.spec?.containers ?? []
+  return (containers.find((c) => c.name === 'kube-proxy') ?? containers[0])?.image
+}
+
+/** Picks the nodes to read: --node, --all-nodes, or a Ready node hosting an endpoint. */
+export function chooseNodes(nodes: V1Node[], endpoints: SliceEndpoint[], opts: {node?: string; allNodes?: boolean}): V1Node[] {
+  if (opts.node) {
+    const node = nodes.find((n) => n.metadata?.name === opts.node)
+    if (!node) throw new CliError(`node "${opts.node}" not found; nodes: ${nodes.map((n) => n.metadata?.name).join(', ')}`)
+    return [node]
+  }
+
+  const ready = nodes.filter(isReady)
+  if (ready.length === 0) throw new CliError('no Ready node to read kube-proxy rules from; pass --node to read one anyway')
+  if (opts.allNodes) return ready
+  const hosting = new Set(endpoints.filter((e) => e.ready && e.nodeName).map((e) => e.nodeName))
+  return [ready.find((n) => hosting.has(n.metadata?.name)) ?? ready[0]]
+}
+
+/** Runs the read-rules task on one node and returns its listings. */
+async function readNodeRules(api: TraceApi, node: string, opts: LiveTraceOptions, image: string): Promise<RuleSections> {
+  opts.onProgress?.(`reading kube-proxy rules on node ${node} (image ${image})`)
+  const result = await runNodeTask(
+    api,
+    {node, image, command: ['sh', '-c', READ_RULES_SCRIPT], purpose: 'trace', namespace: opts.debugNamespace ?? SYSTEM_NAMESPACE, deadlineSeconds: opts.deadlineSeconds ?? 120},
+    opts.task,
+  )
+  if (result.exitCode !== 0) {
+    const tail = result.output.trim().split('\n').slice(-3).join(' | ')
+    throw new CliError(`reading rules on node ${node} failed (exit code ${result.exitCode}): ${tail || 'no output'}; does image ${image} have sh and iptables/nft? (--image)`)
+  }
+
+  if (!result.output.trimStart().startsWith(SECTION_MARK)) {
+    throw new CliError(`the rules read on node ${node} arrived incomplete (the pod log does not start with the first section: over the kubelet's container log size limit?)`)
+  }
+
+  if (!result.output.includes(`${SECTION_MARK}end`)) throw new CliError(`the rules read on node ${node} arrived cut short (no end marker in the pod log)`)
+  return splitSections(result.output)
+}
+
+/** Traces a Service on live nodes: resolve it, read the rules through node tasks, compare. */
+export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<MultiNodeTrace> {
+  const service = await resolveService(api, opts.namespace, opts.name)
+  const slices = (await api.listEndpointSlices(opts.namespace, `kubernetes.io/service-name=${opts.name}`)).items
+  const hasPods = slices.some((s) => s.endpoints?.some((e) => e.targetRef?.kind === 'Pod'))
+  const pods = hasPods ? (await api.listPods(opts.namespace)).items : []
+  const endpoints = sliceEndpoints(slices, pods)
+  const info = serviceInfoOf(service)
+  const explanation = explainSpecialService(service, endpoints)
+  if (explanation) {
+    return {nodes: [{service: {...info, clusterIPs: info.clusterIPs}, mode: opts.mode ?? 'iptables', explanation, ports: [], findings: [], notes: []}], differences: [], findings: []}
+  }
+
+  const notes: string[] = []
+  if (!service.spec?.selector || Object.keys(service.spec.selector).length === 0) {
+    notes.push('the Service has no selector: its endpoints come from EndpointSlices (or Endpoints) someone manages by hand or by another controller; kube-proxy routes to them all the same')
+  }
+
+  const ports = selectPorts(info, opts.port)
+  const configMap = await api.getConfigMap(SYSTEM_NAMESPACE, 'kube-proxy')
+  const config = proxyConfig(configMap?.data?.['config.conf'])
+  const image = opts.image ?? (await kubeProxyImage(api))
+  if (!image) {
+    throw new CliError('no kube-proxy DaemonSet in kube-system to borrow an image from (is kube-proxy replaced, e.g. by Cilium, or run as static pods?); pass --image with an image that has sh and iptables/nft')
+  }
+
+  const nodes = chooseNodes((await api.listNodes()).items, endpoints, opts)
+  const results: TraceResult[] = []
+  for (const node of nodes) {
+    const name = node.metadata?.name ?? ''
+    const sections = await readNodeRules(api, name, opts, image)
+    const detected = detectMode(sections)
+    const mode = opts.mode ?? config.mode ?? detected ?? 'iptables'
+    const rules = ruleSetFor(sections, mode)
+    if (!rules.hasKubeProxyRules()) {
+      throw new CliError(
+        `node ${name} has no kube-proxy rules in ${mode} mode${detected && detected !== mode ? ` (its rules look like ${detected} mode: try --mode ${detected})` : ''}; is kube-proxy running there?`,
+      )
+    }
+
+    const result = traceService(rules, {...info, ports}, {node: name, nodeAddress: internalAddress(node), slices: endpoints, clusterCidrs: config.clusterCidrs, backend: sections.iptablesCommand && mode !== 'nftables' ? sections.iptablesCommand : undefined})
+    result.notes.push(...notes)
+    if (!opts.mode && config.mode && detected && detected !== config.mode) {
+      result.findings.push({kind: 'mode-mismatch', message: `kube-proxy's ConfigMap says mode ${config.mode}, but node ${name}'s rules look like ${detected} mode`})
+    }
+
+    results.push(result)
+  }
+
+  return results.length > 1 ? compareNodes(results) : {nodes: results, differences: [], findings: results[0].findings}
+}
