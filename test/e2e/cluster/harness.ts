@@ -50,6 +50,8 @@ export interface TestCluster {
   logs: Record<string, string>
   /** How long start took, in milliseconds. */
   startupMs: number
+  /** Process ids of everything the cluster runs (each leads its own process group). */
+  processIds(): number[]
 }
 
 export interface TestClusterOptions {
@@ -484,6 +486,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       workDir,
       logs,
       startupMs,
+      processIds: () => processes.pids(),
     }
   } catch (error) {
     await stop().catch(() => undefined)
@@ -580,16 +583,33 @@ function nodeObject(node: TestNode, kubeadmVersion: string): Record<string, unkn
 
 /** Nodes Ready, every static pod mirrored and Ready, both leader Leases held, kube-proxy synced. */
 async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Record<string, string>): Promise<void> {
-  await waitFor('every node to be Ready', 60_000, async () => {
+  await waitFor('every node to be Ready and untainted by the node lifecycle controller', 60_000, async () => {
     const list = await client.listNodes()
-    const ready = list.items.filter((n) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-    return ready.length === nodes.length ? true : undefined
+    const settled = list.items.filter(
+      (n) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && !n.spec?.taints?.some((t) => t.key.startsWith('node.kubernetes.io/')),
+    )
+    return settled.length === nodes.length ? true : undefined
   }, () => `kwok log: ${logs.kwok}`)
+  // Pods cannot be created in a namespace before its "default" ServiceAccount exists.
+  await waitFor('the default ServiceAccounts', 60_000, async () => {
+    for (const namespace of ['default', 'kube-system']) {
+      const res = await client.raw('GET', resourcePath('v1', 'serviceaccounts', namespace, 'default'), {intent: {verb: 'get', resource: 'serviceaccounts'}})
+      if (res.status !== 200) return undefined
+    }
+
+    return true
+  })
   const expectedMirrors = nodes.filter((n) => n.role === 'control-plane').length * 4
-  await waitFor('mirror pods of every static pod to be Ready', 60_000, async () => {
+  await waitFor('mirror pods of every static pod to be Ready, with their logs served', 60_000, async () => {
     const pods = await client.listPods('kube-system')
-    const ready = pods.items.filter((p) => p.metadata?.annotations?.['kubernetes.io/config.mirror'] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
-    return ready.length === expectedMirrors ? true : undefined
+    const mirrors = pods.items.filter((p) => p.metadata?.annotations?.['kubernetes.io/config.mirror'] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+    if (mirrors.length !== expectedMirrors) return undefined
+    for (const pod of mirrors) {
+      const res = await client.raw('GET', resourcePath('v1', 'pods', 'kube-system', pod.metadata!.name!, 'log'), {query: {limitBytes: 1}, intent: {verb: 'get', resource: 'pods/log'}})
+      if (res.status !== 200) return undefined
+    }
+
+    return true
   })
   await waitFor('leader Leases of kube-controller-manager and kube-scheduler', 90_000, async () => {
     const [kcm, scheduler] = await Promise.all([client.getLease('kube-system', 'kube-controller-manager'), client.getLease('kube-system', 'kube-scheduler')])
