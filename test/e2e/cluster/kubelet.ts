@@ -25,10 +25,12 @@ export const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror'
 export const CONFIG_HASH_ANNOTATION = 'kubernetes.io/config.hash'
 export const CONFIG_SOURCE_ANNOTATION = 'kubernetes.io/config.source'
 export const CONFIG_SEEN_ANNOTATION = 'kubernetes.io/config.seen'
-/** Pods carrying both labels (contract 2) are run by this harness, not simulated by kwok. */
+/**
+ * Node-task pods (contract 2) carry this label, besides managed-by=kubectl-selfhost: they are
+ * run by this harness, not simulated by kwok. The label alone decides, because pivot's
+ * self-hosted workloads may carry managed-by=kubectl-selfhost as well.
+ */
 export const NODE_TASK_LABEL = 'selfhost.kubectl.io/node-task'
-export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
-export const MANAGED_BY_VALUE = 'kubectl-selfhost'
 
 export interface KubeletNode {
   name: string
@@ -52,8 +54,7 @@ export interface KubeletOptions {
 }
 
 export function isNodeTask(pod: V1Pod): boolean {
-  const labels = pod.metadata?.labels ?? {}
-  return labels[MANAGED_BY_LABEL] === MANAGED_BY_VALUE && labels[NODE_TASK_LABEL] !== undefined
+  return pod.metadata?.labels?.[NODE_TASK_LABEL] !== undefined
 }
 
 /** "registry.k8s.io/kube-apiserver:v1.37.2" → "kube-apiserver". */

@@ -4,8 +4,8 @@ import {stringify} from 'yaml'
  * kwok's configuration for the test cluster: which nodes it plays the kubelet for, and the
  * Stages that move pods through their lifecycle. Written for this harness (not kwok's stock
  * stages) because of three rules of ours:
- * - node-task pods (managed-by=kubectl-selfhost) are never touched: the harness runs them
- *   for real and reports their status itself;
+ * - node-task pods (label selfhost.kubectl.io/node-task) are never touched: the harness
+ *   runs them for real and reports their status itself;
  * - a pod whose image tag ends in "-broken" starts but never becomes Ready (a crash loop),
  *   so upgrade tests can watch a rollout fail and roll back;
  * - every other pod becomes Running and Ready.
@@ -17,11 +17,9 @@ export const KWOK_NODE_ANNOTATION_VALUE = 'fake'
 /** Image tags with this suffix never become Ready. */
 export const BROKEN_IMAGE_SUFFIX = '-broken'
 
-const NODE_TASK_SELECTOR = {
-  key: '.metadata.labels["app.kubernetes.io/managed-by"]',
-  operator: 'NotIn',
-  values: ['kubectl-selfhost'],
-}
+// Node tasks carry managed-by=kubectl-selfhost and this label; pivot's workloads may carry the
+// former too, and those kwok must simulate: the node-task label alone decides.
+const NODE_TASK_SELECTOR = {key: '.metadata.labels["selfhost.kubectl.io/node-task"]', operator: 'DoesNotExist'}
 const NOT_DELETING = {key: '.metadata.deletionTimestamp', operator: 'DoesNotExist'}
 const HAS_BROKEN_IMAGE = `[.spec.containers[].image | endswith("${BROKEN_IMAGE_SUFFIX}")] | any`
 
