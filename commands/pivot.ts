@@ -30,6 +30,9 @@ the objects. --from-dir plans from a copy of /etc/kubernetes/manifests with no c
     image: Flags.string({description: 'image for the node tasks (needs sh, base64, curl or wget)'}),
     namespace: Flags.string({description: 'namespace for the node task pods (must allow privileged pods)', default: 'kube-system'}),
     timeout: Flags.string({description: 'how long each wait (pod Ready, mirror pod gone, API healthy) may take', default: '5m'}),
+    'apiserver-health-url': Flags.string({
+      description: 'URL the node-side watchdog asks on every node during the apiserver hand-off (default: https://127.0.0.1:<secure-port>/readyz from the manifest)',
+    }),
     'handoff-deadline': Flags.string({description: 'how long the node-side watchdog waits for the new apiserver before restoring the static one', default: '3m'}),
     output: outputFlag(['table', 'json', 'yaml']),
   }
@@ -60,7 +63,14 @@ the objects. --from-dir plans from a copy of /etc/kubernetes/manifests with no c
     const log = (line: string) => process.stderr.write(`${line}\n`)
     const runner = await connectPivotRunner(
       client,
-      {dryRun: flags['dry-run'], image: flags.image ?? DEFAULT_NODE_IMAGE, namespace: flags.namespace, timeoutMs, handoffDeadlineSeconds},
+      {
+        dryRun: flags['dry-run'],
+        image: flags.image ?? DEFAULT_NODE_IMAGE,
+        namespace: flags.namespace,
+        timeoutMs,
+        handoffDeadlineSeconds,
+        nodeHealthUrl: flags['apiserver-health-url'] ? () => flags['apiserver-health-url'] : undefined,
+      },
       log,
     )
     const result = await runner.pivot()
