@@ -61,6 +61,11 @@ export interface TestClusterOptions {
   kubeadmVersion?: string
   /** Build output goes to the terminal (the sandbox) rather than a file (tests). */
   buildProgress?: 'inherit' | 'quiet'
+  /**
+   * Stop the cluster on SIGINT/SIGTERM/SIGHUP and exit (default). The sandbox handles
+   * signals itself; either way a process 'exit' handler kills whatever is left.
+   */
+  handleSignals?: boolean
 }
 
 interface ClusterState {
@@ -258,7 +263,8 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
   }
 
   process.on('exit', cleanupSync)
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal)
+  const handleSignals = opts.handleSignals ?? true
+  if (handleSignals) for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, onSignal)
 
   try {
     // --- addresses and ports ---------------------------------------------------------------

@@ -1,0 +1,103 @@
+/**
+ * `npm run sandbox [-- ARGS]`: a real test control plane for a person.
+ * Without ARGS it prints `export KUBECONFIG=...` and stays up until Ctrl-C.
+ * With ARGS it runs `kubectl selfhost ARGS` (the plugin built from this checkout, found by
+ * kubectl on PATH as a real plugin), prints its output, tears down and exits with its code.
+ * `npm run sandbox -- kubectl ARGS` runs plain kubectl instead.
+ */
+import {spawn} from 'node:child_process'
+import {mkdtempSync, rmSync, symlinkSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {delimiter, dirname, join, resolve} from 'node:path'
+import {fileURLToPath} from 'node:url'
+
+import {MissingPrerequisiteError} from './binaries.js'
+import {type TestCluster, startTestCluster} from './harness.js'
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
+const say = (line: string) => process.stderr.write(`sandbox: ${line}\n`)
+
+function numberFlag(args: string[], name: string, fallback: number): number {
+  const index = args.indexOf(name)
+  if (index < 0) return fallback
+  const value = Number(args[index + 1])
+  if (!Number.isInteger(value) || value < 0) {
+    say(`${name} needs a whole number`)
+    process.exit(1)
+  }
+
+  args.splice(index, 2)
+  return value
+}
+
+/** Runs kubectl (or `kubectl selfhost`) against the sandbox with the plugin on PATH. */
+async function runAgainst(cluster: TestCluster, args: string[]): Promise<number> {
+  const pluginDir = mkdtempSync(join(tmpdir(), 'kubectl-selfhost-plugin-'))
+  try {
+    symlinkSync(join(repoRoot, 'bin', 'run.js'), join(pluginDir, 'kubectl-selfhost'))
+    const argv = args[0] === 'kubectl' ? args.slice(1) : ['selfhost', ...args]
+    say(`$ kubectl ${argv.join(' ')}`)
+    const child = spawn(join(cluster.binDir, 'kubectl'), argv, {
+      stdio: 'inherit',
+      env: {...process.env, KUBECONFIG: cluster.kubeconfig, PATH: [pluginDir, cluster.binDir, process.env.PATH].join(delimiter)},
+    })
+    return await new Promise<number>((done) => {
+      child.once('error', (error) => {
+        say(`cannot run kubectl: ${error.message}`)
+        done(1)
+      })
+      child.once('close', (code, signal) => done(code ?? (signal ? 1 : 0)))
+    })
+  } finally {
+    rmSync(pluginDir, {recursive: true, force: true})
+  }
+}
+
+async function main(): Promise<void> {
+  const args = process.argv.slice(2)
+  const controlPlaneNodes = numberFlag(args, '--control-planes', 3)
+  const workers = numberFlag(args, '--workers', 1)
+  const versionIndex = args.indexOf('--kubeadm-version')
+  let kubeadmVersion: string | undefined
+  if (versionIndex >= 0) {
+    kubeadmVersion = args[versionIndex + 1]
+    args.splice(versionIndex, 2)
+  }
+
+  say('building or finding the control-plane binaries (a first build takes several minutes)')
+  let cluster: TestCluster
+  try {
+    cluster = await startTestCluster({controlPlaneNodes, workers, kubeadmVersion, buildProgress: 'inherit', handleSignals: false})
+  } catch (error) {
+    say(error instanceof MissingPrerequisiteError ? error.message : (error as Error).stack ?? String(error))
+    process.exit(1)
+  }
+
+  say(`cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`)
+  let stopping: Promise<void> | undefined
+  const stop = (code: number) => {
+    stopping ??= (async () => {
+      say('stopping the cluster')
+      await cluster.stop()
+      say('stopped; nothing left running')
+      process.exit(code)
+    })()
+  }
+
+  process.on('SIGINT', () => stop(0))
+  process.on('SIGTERM', () => stop(0))
+  process.on('SIGHUP', () => stop(0))
+
+  if (args.length > 0) {
+    const code = await runAgainst(cluster, args)
+    stop(code)
+    return
+  }
+
+  console.log(`export KUBECONFIG=${cluster.kubeconfig}`)
+  say(`the matching kubectl: ${join(cluster.binDir, 'kubectl')}`)
+  say('node roots (each node\'s "/"): ' + cluster.nodes.map((n) => `${n.name}=${n.root}`).join(' '))
+  say('press Ctrl-C to stop and remove everything')
+}
+
+await main()
