@@ -114,3 +114,24 @@ describe('IPVS trace', () => {
     assert.throws(() => parseIpvs('IP Virtual Server version 1.2.1\nTCP  10.0.0.1:80 rr\n  -> nonsense\n'), /IPVS listing, line 3: "-> nonsense" is neither/)
   })
 })
+
+describe('listings captured from the kernel (iptables-save v1.8.9, nft v1.0.6)', () => {
+  const summary = (file: string, names: string[]) => {
+    const rules = load(file)
+    return names.map((full) => {
+      const [namespace, name] = full.split('/')
+      const result = traceService(rules, rules.findService(namespace, name)!)
+      return result.ports.map((p) => p.frontends.map((f) => [f.kind, f.from, f.assumptions, shares(f), f.verdicts.map((v) => [v.kind, Number(v.share.toFixed(9))])]))
+    })
+  }
+
+  it('trace the kernel rendering of the iptables fixture exactly as the fixture itself', () => {
+    const names = ['default/web', 'default/sticky', 'kube-system/kube-dns', 'default/node-local', 'default/empty', 'default/shop', 'default/edge', 'default/broken', 'default/cafe']
+    assert.deepEqual(summary('captured-iptables-save-v1.8.9-nft.txt', names), summary('iptables-v1.29-counters.txt', names))
+  })
+
+  it('trace the kernel rendering of the nftables fixture exactly as the fixture itself', () => {
+    const names = ['default/web', 'default/sticky', 'kube-system/kube-dns', 'default/empty']
+    assert.deepEqual(summary('captured-nft-list-v1.0.6.txt', names), summary('nftables-v1.33-node.txt', names))
+  })
+})
