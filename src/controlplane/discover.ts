@@ -356,11 +356,13 @@ function buildComponent(
       problems.push(`${workload.kind}/${workload.name} wants ${workload.desired} pods but ${pods.length} exist`)
     }
 
-    if (workload.desired === 0 && workloadCount === 0 && staticCount === 0) {
+    // A workload its controller has not seen yet has no status to judge (just created or changed).
+    const unobserved = workload.observedGeneration < workload.generation
+    if (unobserved && pods.length === 0) {
+      warnings.push(`${workload.kind}/${workload.name} is not yet processed by its controller`)
+    } else if (workload.desired === 0 && workloadCount === 0 && staticCount === 0) {
       problems.push(`${workload.kind}/${workload.name} runs no pods`)
-    }
-
-    if (workload.observedGeneration < workload.generation || workload.updated < workload.desired) {
+    } else if (unobserved || workload.updated < workload.desired) {
       warnings.push(`${workload.kind}/${workload.name} is rolling out (${workload.updated}/${workload.desired} updated)`)
     }
   }

@@ -184,6 +184,18 @@ describe('control-plane discovery', () => {
       assert.deepEqual(proxy.problems, ['DaemonSet/kube-proxy wants 3 pods but 2 exist'])
     })
 
+    it('does not judge a DaemonSet its controller has not processed yet (a cluster just started)', () => {
+      const inputs = base()
+      const ds = inputs.daemonSets.find((d) => d.metadata?.name === 'kube-proxy')!
+      inputs.pods = inputs.pods.filter((p) => p.metadata?.labels?.['k8s-app'] !== 'kube-proxy')
+      ds.status = {currentNumberScheduled: 0, desiredNumberScheduled: 0, numberMisscheduled: 0, numberReady: 0}
+      const proxy = component(buildControlPlane(inputs, NOW), 'kube-proxy')
+      assert.equal(proxy.healthy, true)
+      assert.deepEqual(proxy.warnings, ['DaemonSet/kube-proxy is not yet processed by its controller'])
+      ds.status = {...ds.status, observedGeneration: 1}
+      assert.deepEqual(component(buildControlPlane(inputs, NOW), 'kube-proxy').problems, ['DaemonSet/kube-proxy runs no pods'])
+    })
+
     it('warns (does not fail) when two versions run, as mid-upgrade', () => {
       const inputs = base()
       const pod = inputs.pods.find((p) => p.metadata?.name === 'kube-apiserver-cp-2')!
