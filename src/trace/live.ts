@@ -174,7 +174,7 @@ async function kubeProxyImage(api: TraceApi): Promise<string | undefined> {
   return (containers.find((c) => c.name === 'kube-proxy') ?? containers[0])?.image
 }
 
-/** Picks the nodes to read: --node, --all-nodes, or a Ready node hosting an endpoint. */
+/** Picks the nodes to read: --node, --all-nodes, or the Ready node hosting the most endpoints. */
 export function chooseNodes(nodes: V1Node[], endpoints: SliceEndpoint[], opts: {node?: string; allNodes?: boolean}): V1Node[] {
   if (opts.node) {
     const node = nodes.find((n) => n.metadata?.name === opts.node)
@@ -185,8 +185,9 @@ export function chooseNodes(nodes: V1Node[], endpoints: SliceEndpoint[], opts: {
   const ready = nodes.filter(isReady)
   if (ready.length === 0) throw new CliError('no Ready node to read kube-proxy rules from; pass --node to read one anyway')
   if (opts.allNodes) return ready
-  const hosting = new Set(endpoints.filter((e) => e.ready && e.nodeName).map((e) => e.nodeName))
-  return [ready.find((n) => hosting.has(n.metadata?.name)) ?? ready[0]]
+  // The node hosting the most ready endpoints: the one whose local-traffic rules matter most.
+  const hosted = (n: V1Node) => new Set(endpoints.filter((e) => e.ready && e.nodeName === n.metadata?.name).map((e) => e.ip)).size
+  return [ready.reduce((best, n) => (hosted(n) > hosted(best) ? n : best), ready[0])]
 }
 
 /** Runs the read-rules task on one node and returns its listings. */

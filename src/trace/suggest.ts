@@ -1,27 +1,24 @@
-/** Edit distance (insertions, deletions, substitutions), for "did you mean". */
+/** Edit distance counting a swap of two neighbours as one edit (optimal string alignment). */
 export function editDistance(a: string, b: string): number {
-  let previous = Array.from({length: b.length + 1}, (_, j) => j)
+  const d: number[][] = Array.from({length: a.length + 1}, (_, i) => [i, ...Array.from({length: b.length}, (_, j) => (i === 0 ? j + 1 : 0))])
   for (let i = 1; i <= a.length; i++) {
-    const current = [i]
     for (let j = 1; j <= b.length; j++) {
-      current[j] = Math.min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1))
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost)
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1)
     }
-
-    previous = current
   }
 
-  return previous[b.length]
+  return d[a.length][b.length]
 }
 
 /** Names close to `wanted`: containing it, contained in it, or a few edits away; best first. */
 export function closeMatches(wanted: string, candidates: string[], limit = 5): string[] {
-  const scored = candidates
-    .map((name) => {
-      const distance = editDistance(wanted, name)
-      const related = name.includes(wanted) || wanted.includes(name)
-      return {name, score: related ? Math.min(distance, 1) : distance}
-    })
-    .filter((c) => c.score <= Math.max(2, Math.floor(wanted.length / 3)))
+  const allowed = Math.max(1, Math.floor(wanted.length / 3))
+  return candidates
+    .map((name) => ({name, score: name.includes(wanted) || wanted.includes(name) ? 0.5 : editDistance(wanted, name)}))
+    .filter((c) => c.score <= allowed)
     .sort((x, y) => x.score - y.score || x.name.localeCompare(y.name))
-  return scored.slice(0, limit).map((c) => c.name)
+    .slice(0, limit)
+    .map((c) => c.name)
 }

@@ -10,6 +10,8 @@ import {iptablesRuleSet} from '../../src/trace/iptables-rules.js'
 import type {FrontendTrace, TraceResult} from '../../src/trace/model.js'
 import {parseNftTable} from '../../src/trace/nftables.js'
 import {nftRuleSet} from '../../src/trace/nft-rules.js'
+import {READ_RULES_SCRIPT} from '../../src/trace/live.js'
+import {detectMode, ruleSetFor, splitSections} from '../../src/trace/load.js'
 import type {RuleSet} from '../../src/trace/trace.js'
 import {traceService} from '../../src/trace/trace.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
@@ -186,6 +188,27 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     const landed = (await ns.probe(listen, [{target: sticky.address, count: 50}]))[sticky.address]
     assert.equal(Object.keys(landed).length, 1, `all 50 connections on one endpoint: ${JSON.stringify(landed)}`)
     assert.ok(listen.includes(Object.keys(landed)[0]))
+  })
+
+  it("the node task's script finds rules in the legacy backend when the nft backend is empty, and the kernel agrees", async function () {
+    if (!(await which('iptables-legacy-restore'))) {
+      if (process.env.CI === 'true') throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
+      this.skip()
+    }
+
+    await ns.exec(['iptables-legacy-restore', '-c'], readFileSync(new URL('iptables-v1.29-counters.txt', fixtures), 'utf8'))
+    const {stdout} = await ns.exec(['sh', '-c', READ_RULES_SCRIPT])
+    const sections = splitSections(stdout)
+    assert.equal(sections.iptablesCommand, 'iptables-legacy-save')
+    assert.equal(detectMode(sections), 'iptables')
+    await checkAgainstKernel(ns, ruleSetFor(sections, 'iptables'), ['default/web', 'default/shop'])
+  })
+
+  it("the node task's script reads kube-proxy's nftables table", async () => {
+    await ns.exec(['nft', '-f', '-'], readFileSync(new URL('nftables-v1.33-node.txt', fixtures), 'utf8'))
+    const sections = splitSections((await ns.exec(['sh', '-c', READ_RULES_SCRIPT])).stdout)
+    assert.equal(detectMode(sections), 'nftables')
+    await checkAgainstKernel(ns, ruleSetFor(sections, 'nftables'), ['default/web'])
   })
 
   it('iptables: kube-proxy v1.27 test data with the OUTPUT jumps a real node has (../shared/fixtures)', async function () {

@@ -1,0 +1,215 @@
+import assert from 'node:assert/strict'
+import {readFileSync} from 'node:fs'
+import {fileURLToPath} from 'node:url'
+
+import type {V1Pod} from '@kubernetes/client-node'
+import nock from 'nock'
+
+import type {TraceResult} from '../../src/trace/model.js'
+import {FAKE_SERVER, writeFakeKubeconfig} from '../helpers/fake-cluster.js'
+import {runCommand} from '../helpers/run-command.js'
+
+const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/kube-proxy/${name}`, import.meta.url))
+const v129 = fixture('iptables-v1.29-counters.txt')
+
+describe('trace --from-file (no cluster)', () => {
+  it('prints the tree with shares and exits 0 when nothing is wrong', async () => {
+    const {stdout, stderr, exitCode} = await runCommand(['trace', '--from-file', v129, 'svc/default/web'])
+    assert.equal(exitCode, 0, stderr)
+    assert.match(stdout, /svc\/web in default \(ClusterIP 10\.96\.10\.10\): kube-proxy iptables mode/)
+    assert.match(stdout, /ClusterIP 10\.96\.10\.10:80 from a pod/)
+    assert.equal(stdout.match(/33\.3% -> KUBE-SEP-/g)?.length, 3)
+    assert.match(stdout, /=> 10\.244\.1\.5:8080 33\.3%, 10\.244\.2\.6:8080 33\.3%, 10\.244\.3\.7:8080 33\.3%/)
+  })
+
+  it('-o json: every endpoint an object with ip, port and share; -n picks the namespace', async () => {
+    const {stdout, exitCode} = await runCommand(['trace', '--from-file', v129, 'svc/shop', '-n', 'default', '-o', 'json'])
+    assert.equal(exitCode, 0)
+    const result = JSON.parse(stdout) as TraceResult
+    const nodePort = result.ports[0].frontends.find((f) => f.kind === 'nodePort')!
+    assert.deepEqual(
+      nodePort.endpoints.map((e) => [e.ip, e.port, Number(e.share.toFixed(6)), e.masquerade]),
+      [
+        ['10.244.1.11', 80, 0.5, true],
+        ['10.244.3.12', 80, 0.5, true],
+      ],
+    )
+  })
+
+  it('-o yaml has the same structure', async () => {
+    const {stdout, exitCode} = await runCommand(['trace', '--from-file', v129, 'svc/default/web', '--port', 'http', '-o', 'yaml'])
+    assert.equal(exitCode, 0)
+    assert.match(stdout, /endpoints:\n\s+- ip: 10\.244\.1\.5\n\s+port: 8080\n\s+share: 0\.33/)
+  })
+
+  it('exits 2 on findings (shares not adding up to 100%)', async () => {
+    const {stdout, exitCode} = await runCommand(['trace', '--from-file', v129, 'svc/default/broken'])
+    assert.equal(exitCode, 2)
+    assert.match(stdout, /1 finding\(s\):\n\s+! \[\(unnamed\) 80\/TCP\] ClusterIP 10\.96\.10\.16:80 from a pod: endpoint shares add up to 75\.0%/)
+  })
+
+  it('traces nftables and IPVS dumps offline, IPVS by address', async () => {
+    const nft = await runCommand(['trace', '--from-file', fixture('nftables-v1.33-node.txt'), 'svc/default/web', '-o', 'json'])
+    assert.equal(nft.exitCode, 0, nft.stderr)
+    assert.equal((JSON.parse(nft.stdout) as TraceResult).mode, 'nftables')
+    const ipvs = await runCommand(['trace', '--from-file', fixture('ipvs-v1.28-node.txt'), '10.96.30.1:80'])
+    assert.equal(ipvs.exitCode, 0, ipvs.stderr)
+    assert.match(ipvs.stdout, /kube-proxy ipvs mode/)
+    assert.match(ipvs.stdout, /10\.244\.1\.5:8080 75\.0%, 10\.244\.2\.6:8080 25\.0%/)
+  })
+
+  const refusals: Array<[string, string[], RegExp]> = [
+    ['an unknown Service lists close matches', ['svc/default/webb'], /^error: service default\/webb is not in this iptables dump; did you mean: svc\/default\/web/],
+    ['a Service name in an IPVS listing asks for an address', ['--from-file', fixture('ipvs-v1.28-node.txt'), 'svc/x'], /IPVS listings carry no Service names/],
+    ['a missing file', ['--from-file', '/nonexistent/dump.txt', 'svc/x'], /^error: cannot read \/nonexistent\/dump\.txt: ENOENT/],
+    ['a garbage dump names the line', ['--from-file', fixture('README.md'), 'svc/x'], /^error: iptables dump, line 3: "\| file \| what \|" is outside any table/],
+    ['a bad target', ['svc/a/b/c'], /is not a Service: use svc\/NAME, NAME or svc\/NAMESPACE\/NAME/],
+    ['an unknown port', ['svc/default/web', '--port', 'grpc'], /svc\/web has no port "grpc"; its ports: http \(80\)/],
+  ]
+  for (const [what, args, message] of refusals) {
+    it(`refuses ${what} in one line, exit 1`, async () => {
+      const argv = args[0] === '--from-file' ? ['trace', ...args] : ['trace', '--from-file', v129, ...args]
+      const {stderr, exitCode} = await runCommand(argv)
+      assert.equal(exitCode, 1)
+      assert.match(stderr, message)
+      assert.equal(stderr.trim().split('\n').length, 1, stderr)
+    })
+  }
+})
+
+describe('trace (live cluster, HTTP fake)', function () {
+  // The first connect loads @kubernetes/client-node.
+  this.timeout(30_000)
+  const kubeconfig = writeFakeKubeconfig(FAKE_SERVER, 'shop')
+  const dumpLog = `### selfhost-trace iptables iptables-save\n${readFileSync(v129, 'utf8')}### selfhost-trace end\n`
+  const service = {
+    metadata: {name: 'web', namespace: 'shop'},
+    spec: {type: 'ClusterIP', clusterIP: '10.96.10.10', clusterIPs: ['10.96.10.10'], selector: {app: 'web'}, ports: [{name: 'http', port: 80, protocol: 'TCP', targetPort: 8080}]},
+  }
+  const endpoint = (ip: string, node: string, ready = true) => ({addresses: [ip], conditions: {ready}, nodeName: node, targetRef: {kind: 'Pod', name: `web-${ip.split('.')[2]}`}})
+  const node = (name: string) => ({metadata: {name}, status: {conditions: [{type: 'Ready', status: 'True'}], addresses: [{type: 'InternalIP', address: '192.168.0.2'}]}})
+
+  // The dump was taken from namespace "default"; the fake Service lives in "shop": same rules, renamed.
+  const rulesFor = (text: string) => text.replaceAll('default/web', 'shop/web')
+
+  function fakeCluster(endpoints: unknown[], podLog = rulesFor(dumpLog)) {
+    let created: V1Pod | undefined
+    let deleted = false
+    nock(FAKE_SERVER)
+      .get('/api/v1/namespaces/shop/services/web')
+      .reply(200, service)
+      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
+      .query({labelSelector: 'kubernetes.io/service-name=web'})
+      .reply(200, {items: [{ports: [{name: 'http', port: 8080, protocol: 'TCP'}], endpoints}]})
+      .get('/api/v1/namespaces/shop/pods')
+      .reply(200, {items: [{metadata: {name: 'web-1'}, status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]}}]})
+      .get('/api/v1/namespaces/kube-system/configmaps/kube-proxy')
+      .reply(200, {data: {'config.conf': 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ""\nclusterCIDR: 10.244.0.0/16\n'}})
+      .get('/apis/apps/v1/namespaces/kube-system/daemonsets')
+      .reply(200, {items: [{metadata: {name: 'kube-proxy'}, spec: {template: {spec: {containers: [{name: 'kube-proxy', image: 'registry.k8s.io/kube-proxy:v1.37.2'}]}}}}]})
+      .get('/api/v1/nodes')
+      .reply(200, {items: [node('cp-1'), node('worker-2')]})
+      .post('/api/v1/namespaces/kube-system/pods', (body: V1Pod) => {
+        created = body
+        return true
+      })
+      .reply(201, (_uri, body) => body as V1Pod)
+      .get(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}$/)
+      .reply(200, {status: {phase: 'Succeeded', containerStatuses: [{name: 'task', state: {terminated: {exitCode: 0}}}]}})
+      .get(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}\/log/)
+      .reply(200, podLog)
+      .delete(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}$/)
+      .reply(200, () => {
+        deleted = true
+        return {}
+      })
+    return {created: () => created, deleted: () => deleted}
+  }
+
+  before(() => nock.disableNetConnect())
+  afterEach(() => nock.cleanAll())
+  after(() => nock.enableNetConnect())
+
+  it("reads the rules with kube-proxy's own image on the node hosting an endpoint, shows pods and readiness, deletes the pod", async () => {
+    const cluster = fakeCluster([endpoint('10.244.1.5', 'worker-2'), endpoint('10.244.2.6', 'worker-2'), endpoint('10.244.3.7', 'cp-1')])
+    const {stdout, stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '-o', 'json'])
+    assert.equal(exitCode, 0, stderr)
+    const pod = cluster.created()!
+    assert.equal(pod.spec?.nodeName, 'worker-2')
+    assert.equal(pod.spec?.containers[0].image, 'registry.k8s.io/kube-proxy:v1.37.2')
+    assert.equal(pod.spec?.hostNetwork, true)
+    assert.ok(cluster.deleted(), 'node pod deleted')
+    const result = JSON.parse(stdout) as TraceResult
+    assert.equal(result.node, 'worker-2')
+    assert.equal(result.backend, 'iptables-save')
+    const cluster1 = result.ports[0].frontends.find((f) => f.kind === 'clusterIP')!
+    assert.deepEqual(
+      cluster1.endpoints.map((e) => [e.ip, e.port, Number(e.share.toFixed(6)), e.pod, e.ready]),
+      [
+        ['10.244.1.5', 8080, 0.333333, 'web-1', true],
+        ['10.244.2.6', 8080, 0.333333, 'web-2', true],
+        ['10.244.3.7', 8080, 0.333333, 'web-3', true],
+      ],
+    )
+    assert.deepEqual(result.findings, [])
+    assert.equal(nock.pendingMocks().length, 0, nock.pendingMocks().join(', '))
+  })
+
+  it('exits 2 when a ready endpoint is missing from the rules and a programmed one left the slices', async () => {
+    fakeCluster([endpoint('10.244.1.5', 'worker-2'), endpoint('10.244.2.6', 'worker-2'), endpoint('10.244.9.9', 'worker-2')])
+    const {stdout, exitCode} = await runCommand(['trace', 'web', '--kubeconfig', kubeconfig])
+    assert.equal(exitCode, 2)
+    assert.match(stdout, /! \[http 80\/TCP\] endpoint 10\.244\.9\.9:8080 \(pod web-9\) is ready in an EndpointSlice but not in the rules/)
+    assert.match(stdout, /! \[http 80\/TCP\] the rules still send traffic to 10\.244\.3\.7:8080, which no EndpointSlice lists any more/)
+  })
+
+  it('says so when the node has no kube-proxy rules', async () => {
+    fakeCluster([endpoint('10.244.1.5', 'worker-2')], '### selfhost-trace iptables iptables-save\n*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n### selfhost-trace end\n')
+    const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig])
+    assert.equal(exitCode, 1)
+    assert.match(stderr, /^error: node worker-2 has no kube-proxy rules in iptables mode; is kube-proxy running there\?$/m)
+  })
+
+  it('lists close matches for an unknown Service', async () => {
+    nock(FAKE_SERVER)
+      .get('/api/v1/namespaces/shop/services/wbe')
+      .reply(404, {kind: 'Status', reason: 'NotFound', message: 'services "wbe" not found'})
+      .get('/api/v1/namespaces/shop/services')
+      .reply(200, {items: [{metadata: {name: 'web'}}, {metadata: {name: 'web-admin'}}, {metadata: {name: 'db'}}]})
+    const {stderr, exitCode} = await runCommand(['trace', 'svc/wbe', '--kubeconfig', kubeconfig])
+    assert.equal(exitCode, 1)
+    assert.equal(stderr.trim(), 'error: service "wbe" not found in namespace "shop"; did you mean: web?')
+  })
+
+  it('explains an ExternalName Service instead of failing', async () => {
+    nock(FAKE_SERVER)
+      .get('/api/v1/namespaces/shop/services/ext')
+      .reply(200, {metadata: {name: 'ext', namespace: 'shop'}, spec: {type: 'ExternalName', externalName: 'db.example.com'}})
+      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
+      .query(true)
+      .reply(200, {items: []})
+    const {stdout, exitCode} = await runCommand(['trace', 'svc/ext', '--kubeconfig', kubeconfig])
+    assert.equal(exitCode, 0)
+    assert.match(stdout, /ExternalName Service: cluster DNS answers with a CNAME to "db\.example\.com"/)
+  })
+
+  it('explains a PodSecurity refusal of the node pod', async () => {
+    nock(FAKE_SERVER)
+      .get('/api/v1/namespaces/shop/services/web')
+      .reply(200, service)
+      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
+      .query(true)
+      .reply(200, {items: []})
+      .get('/api/v1/namespaces/kube-system/configmaps/kube-proxy')
+      .reply(404, {})
+      .get('/apis/apps/v1/namespaces/kube-system/daemonsets')
+      .reply(200, {items: []})
+      .get('/api/v1/nodes')
+      .reply(200, {items: [node('worker-2')]})
+      .post('/api/v1/namespaces/apps/pods')
+      .reply(403, {kind: 'Status', reason: 'Forbidden', message: 'pods "x" is forbidden: violates PodSecurity "restricted:latest": host namespaces (hostNetwork=true)'})
+    const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '--image', 'busybox:1.36', '--debug-namespace', 'apps'])
+    assert.equal(exitCode, 1)
+    assert.match(stderr, /^error: namespace "apps" refuses privileged pods \(PodSecurity "restricted:latest"\)/m)
+  })
+})
