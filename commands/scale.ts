@@ -39,20 +39,21 @@ the lease keeps being renewed; if either fails it scales back to the previous co
     const format = this.outputFormat(flags.output, ['table', 'json', 'yaml'])
     const client = await this.connect(flags)
     const {scaleComponent} = await import('../src/scale/execute.js')
+    const {renderOutcome, renderPlan} = await import('../src/render/scale.js')
     const result = await scaleComponent(client, {
       component,
       replicas,
       force: flags.force,
       dryRun: flags['dry-run'],
       timeoutMs,
+      // The plan shows before anything changes, so its warnings are seen even if the change fails.
+      onPlan(plan, dryRun) {
+        if (!isMachineFormat(format)) process.stdout.write(`${renderPlan({plan, dryRun})}\n`)
+      },
       // Progress goes to stderr so -o json|yaml stays parseable.
       onProgress: (line) => process.stderr.write(`${line}\n`),
     })
-    if (isMachineFormat(format)) {
-      this.log(renderData(result, format))
-    } else {
-      const {renderScale} = await import('../src/render/scale.js')
-      this.log(renderScale(result))
-    }
+    if (isMachineFormat(format)) this.log(renderData(result, format))
+    else if (!result.dryRun) this.log(`\n${renderOutcome(result)}`)
   }
 }

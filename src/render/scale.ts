@@ -4,14 +4,17 @@ import type {ScaleResult} from '../scale/execute.js'
 import {plural} from '../scale/plan.js'
 import {renderTable} from './table.js'
 
-function describeLeader(result: ScaleResult): string {
+function describeLeader(result: Pick<ScaleResult, 'plan'>): string {
   const {leader, leaderPod} = result.plan.leadership
   if (!leader) return 'none recorded'
   const where = leaderPod ? `pod ${leaderPod} on ${leader.node}` : 'no pod of this workload'
   return `${leader.holder} (${where}), ${leader.source} renewed ${leader.renewTime ?? 'never'}${leader.stale ? chalk.red(' STALE') : ''}`
 }
 
-function renderPlan(result: ScaleResult): string[] {
+const field = (label: string, value: string) => `  ${`${label}:`.padEnd(21)}${value}`
+
+/** The plan: printed before anything changes, so its warnings show even if the change fails. */
+export function renderPlan(result: Pick<ScaleResult, 'plan' | 'dryRun'>): string {
   const {plan} = result
   const ref = `${plan.workload.kind} ${plan.workload.namespace}/${plan.workload.name}`
   const head =
@@ -19,24 +22,27 @@ function renderPlan(result: ScaleResult): string[] {
       ? `${ref} already has ${plural(plan.to, 'replica')}`
       : `scale ${ref} from ${plan.from} to ${plural(plan.to, 'replica')}`
   const lines = [result.dryRun ? `${head} (dry run: nothing changed)` : head]
-  lines.push(`  nodes it can run on: ${plan.placement.eligibleNodes.join(', ') || 'none'}${plan.placement.onePerNodeBecause ? ` (one per node: ${plan.placement.onePerNodeBecause})` : ''}`)
-  lines.push(`  leader election:     ${plan.leaderElection.enabled ? 'on' : 'off'}, lock ${plan.leaderElection.lease.namespace}/${plan.leaderElection.lease.name}`)
+  lines.push(field('nodes it can run on', `${plan.placement.eligibleNodes.join(', ') || 'none'}${plan.placement.onePerNodeBecause ? ` (one per node: ${plan.placement.onePerNodeBecause})` : ''}`))
+  lines.push(field('leader election', `${plan.leaderElection.enabled ? 'on' : 'off'}, lock ${plan.leaderElection.lease.namespace}/${plan.leaderElection.lease.name}`))
   if (result.dryRun) {
-    lines.push(`  leader now:          ${describeLeader(result)}`)
-    lines.push(`  standbys now:        ${plan.leadership.standbys.join(', ') || 'none'}`)
-    if (plan.leadership.expectedRemovals.length > 0) lines.push(`  expected to go:      ${plan.leadership.expectedRemovals.join(', ')}`)
+    lines.push(field('leader now', describeLeader(result)))
+    lines.push(field('standbys now', plan.leadership.standbys.join(', ') || 'none'))
+    const {expectedRemovals, possibleRemovals} = plan.leadership
+    if (expectedRemovals.length > 0) lines.push(field('expected to go', expectedRemovals.join(', ')))
+    if (possibleRemovals) lines.push(field(`then ${possibleRemovals.count} of`, `${possibleRemovals.among.join(', ')} (a tie the controller breaks by UID)`))
   }
 
-  lines.push(`  effect:              ${plan.leadership.effect}`)
+  lines.push(field('effect', plan.leadership.effect))
   for (const warning of plan.warnings) lines.push(chalk.yellow(`warning: ${warning}`))
   for (const note of plan.notes) lines.push(`note: ${note}`)
-  return lines
+  return lines.join('\n')
 }
 
-function renderOutcome(result: ScaleResult): string[] {
+/** What happened: readiness, who leads and stands by, the lease check. */
+export function renderOutcome(result: ScaleResult): string {
   const lines: string[] = []
   const {rollout, leadership, renewal} = result
-  if (rollout) lines.push('', `${rollout.ready}/${rollout.desired} replicas ready`)
+  if (rollout) lines.push(`${rollout.ready}/${rollout.desired} replicas ready`)
   if (leadership) {
     const rows: string[][] = []
     if (leadership.leaderPod) {
@@ -59,9 +65,5 @@ function renderOutcome(result: ScaleResult): string[] {
   }
 
   for (const caveat of result.caveats) lines.push(`note: ${caveat}`)
-  return lines
-}
-
-export function renderScale(result: ScaleResult): string {
-  return [...renderPlan(result), ...renderOutcome(result)].join('\n')
+  return lines.join('\n')
 }

@@ -25,6 +25,8 @@ export interface ScaleOptions {
   /** How long the new replicas may take to become Ready before the change is rolled back. */
   timeoutMs: number
   onProgress?: (line: string) => void
+  /** Called with the plan before anything changes (also on dry runs). */
+  onPlan?: (plan: ScalePlan, dryRun: boolean) => void
   /** Injected by tests. */
   sleep?: (ms: number) => Promise<void>
   now?: () => number
@@ -177,7 +179,8 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
   const [plane, nodes] = await Promise.all([discoverControlPlane(api), api.listNodes()])
   const state = requireComponent(plane.components, opts.component)
   const workload = await readWorkload(api, state)
-  const plan = planScale({component: opts.component, replicas: opts.replicas, force: opts.force}, {state, workload, nodes: nodes.items})
+  const plan = planScale({component: opts.component, replicas: opts.replicas, force: opts.force}, {state, workload, nodes: nodes.items, now: new Date((opts.now ?? Date.now)())})
+  opts.onPlan?.(plan, opts.dryRun)
   if (opts.dryRun) return {plan, dryRun: true, patched: false, caveats: []}
 
   const ref = {kind: 'Deployment' as const, namespace: plan.workload.namespace, name: plan.workload.name}

@@ -123,6 +123,8 @@ export interface ScaleInputs {
   /** The raw self-hosted workload named in state.workloads (its spec holds args and placement). */
   workload?: V1Deployment | V1DaemonSet
   nodes: V1Node[]
+  /** When the inputs were read: pod ages decide which pods a scale-down removes. */
+  now: Date
 }
 
 export interface ScalePlan {
@@ -146,8 +148,10 @@ export interface ScalePlan {
     holderElsewhere?: string
     /** Ready pods of the workload that do not hold the lease. */
     standbys: string[]
-    /** Scale-down: pods the ReplicaSet controller is expected to remove, in its order. */
+    /** Scale-down: pods the ReplicaSet controller is expected to remove. */
     expectedRemovals: string[]
+    /** Scale-down: where its ranking ties, it removes `count` more of `among`. */
+    possibleRemovals?: {count: number; among: string[]}
     added: number
     /** One sentence: what the change does to who leads. */
     effect: string
@@ -207,26 +211,52 @@ function workloadPods(state: ComponentState): Instance[] {
   return state.instances.filter((i) => i.source === 'workload')
 }
 
+export interface RemovalPrediction {
+  /** Pods the ReplicaSet controller will remove, as far as its ranking tells them apart. */
+  certain: string[]
+  /** Where its ranking ties, it removes `count` of `among` in UID order: a coin toss. */
+  tied?: {count: number; among: string[]}
+}
+
 /**
- * The order in which the ReplicaSet controller deletes pods on scale-down, simplified to
- * the criteria that tell control-plane pods apart: unscheduled first, then not Ready,
- * then those sharing a node with more replicas, then the most recently started.
+ * Which pods a scale-down removes, by the ReplicaSet controller's ranking, in the parts an
+ * Instance shows: unscheduled first, then not Ready, then those sharing a node with more
+ * replicas, then the shortest time up in powers of two (its logarithmic scale-down buckets;
+ * start time stands in for Ready time), then more restarts. Pods equal on all of those are
+ * ordered by UID, which predicts nothing, so they are reported as a tie.
  */
-export function expectedRemovalOrder(instances: Instance[]): Instance[] {
+export function predictRemovals(instances: Instance[], count: number, now: Date): RemovalPrediction {
+  if (count <= 0) return {certain: []}
   const perNode = new Map<string, number>()
   for (const i of instances) if (i.node) perNode.set(i.node, (perNode.get(i.node) ?? 0) + 1)
-  const rank = (i: Instance): number[] => [
-    i.node ? 1 : 0,
-    i.ready ? 1 : 0,
-    -(perNode.get(i.node) ?? 0),
-    -(i.startedAt ? Date.parse(i.startedAt) : Number.MAX_SAFE_INTEGER),
-  ]
-  return [...instances].sort((a, b) => {
-    const ra = rank(a)
-    const rb = rank(b)
+  const upBucket = (i: Instance) => {
+    const upMs = i.startedAt ? now.getTime() - Date.parse(i.startedAt) : Number.NaN
+    return upMs > 0 ? Math.floor(Math.log2(upMs * 1e6)) : -1
+  }
+
+  const rank = (i: Instance): number[] => [i.node ? 1 : 0, i.ready ? 1 : 0, -(perNode.get(i.node) ?? 0), upBucket(i), -i.restarts]
+  const groups = new Map<string, Instance[]>()
+  for (const i of instances) {
+    const key = JSON.stringify(rank(i))
+    groups.set(key, [...(groups.get(key) ?? []), i])
+  }
+
+  const ordered = [...groups.entries()].sort(([a], [b]) => {
+    const ra = JSON.parse(a) as number[]
+    const rb = JSON.parse(b) as number[]
     for (let k = 0; k < ra.length; k++) if (ra[k] !== rb[k]) return ra[k] - rb[k]
-    return a.pod.localeCompare(b.pod)
+    return 0
   })
+  const certain: string[] = []
+  for (const [, group] of ordered) {
+    const left = count - certain.length
+    if (left <= 0) break
+    const names = group.map((i) => i.pod).sort()
+    if (group.length <= left) certain.push(...names)
+    else return {certain, tied: {count: left, among: names}}
+  }
+
+  return {certain}
 }
 
 export interface HolderMatch {
@@ -268,7 +298,7 @@ function describeEffect(
   to: number,
   leader: LeaderRecord | undefined,
   holder: HolderMatch,
-  removals: string[],
+  removals: RemovalPrediction,
 ): string {
   const leaderPod = holder.pod
   const duration = leader?.leaseDurationSeconds ?? 15
@@ -284,11 +314,13 @@ function describeEffect(
 
   if (to > from) return `${leaderPod} keeps leading; the ${plural(to - from, 'new replica')} join${to - from === 1 ? 's' : ''} as ${to - from === 1 ? 'a standby' : 'standbys'} and wait${to - from === 1 ? 's' : ''} for the lease`
   if (to === from) return `${leaderPod} keeps leading; nothing changes`
-  if (removals.includes(leaderPod)) {
-    return `the leader's pod ${leaderPod} is expected to be removed: a standby takes the lease within about ${duration}s, during which no ${component} work happens`
+  const takeover = `a standby takes the lease within about ${duration}s, during which no ${component} work happens`
+  if (removals.certain.includes(leaderPod)) return `the leader's pod ${leaderPod} is expected to be removed: ${takeover}`
+  if (removals.tied?.among.includes(leaderPod)) {
+    return `the leader's pod ${leaderPod} may be removed (the controller removes ${removals.tied.count} of ${removals.tied.among.join(', ')}, which its ranking cannot tell apart); if it is, ${takeover}`
   }
 
-  return `${leaderPod} keeps leading; ${removals.length === 1 ? 'standby' : 'standbys'} ${removals.join(', ')} expected to be removed`
+  return `${leaderPod} keeps leading; the standbys go`
 }
 
 export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan {
@@ -350,8 +382,10 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
   const pods = workloadPods(state)
   const holder = matchHolderToWorkload(state.leader, pods)
   const leaderPod = holder.pod
-  const expectedRemovals = to < from ? expectedRemovalOrder(pods).slice(0, Math.max(0, pods.length - to)).map((i) => i.pod) : []
-  if (expectedRemovals.length > 0) notes.push('which pods go is the ReplicaSet controller\'s choice: the removals shown are its usual order (unscheduled, not Ready, crowded node, youngest first)')
+  const removals = predictRemovals(pods, to < from ? pods.length - to : 0, inputs.now)
+  if (removals.certain.length > 0 || removals.tied) {
+    notes.push('which pods go is the ReplicaSet controller\'s choice: the removals shown follow its ranking (unscheduled, not Ready, crowded node, shortest up in powers of two, restarts)')
+  }
   if (!ref.managedByUs) notes.push(`${ref.namespace}/${ref.name} was not created by kubectl-selfhost; scaling it all the same`)
   if (from === to) notes.push(`${ref.namespace}/${ref.name} already asks for ${plural(to, 'replica')}; this run only checks readiness and leadership`)
 
@@ -367,10 +401,11 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
       leader: state.leader && {...state.leader, pod: leaderPod, node: pods.find((p) => p.pod === leaderPod)?.node},
       leaderPod,
       standbys: pods.filter((p) => p.ready && p.pod !== leaderPod).map((p) => p.pod),
-      expectedRemovals,
+      expectedRemovals: removals.certain,
+      possibleRemovals: removals.tied,
       added: Math.max(0, to - from),
       holderElsewhere: holder.elsewhere,
-      effect: describeEffect(scalable, from, to, state.leader, holder, expectedRemovals),
+      effect: describeEffect(scalable, from, to, state.leader, holder, removals),
     },
     warnings,
     notes,

@@ -43,7 +43,7 @@ describe('scale command (HTTP fake)', function () {
     assert.equal(exitCode, 0, stderr)
     assert.deepEqual(fake.patches, [{metadata: {resourceVersion: '100', annotations: {[PREVIOUS_REPLICAS_ANNOTATION]: '1'}}, spec: {replicas: 3}}])
     assert.match(stderr, /waiting for the controller to see generation 2/)
-    assert.match(stdout, /3\/3 replicas ready/)
+    assert.match(stdout, /\n\n3\/3 replicas ready\n/)
     const roles = stdout.split('\n').filter((l) => /^(leader|standby) /.test(l))
     assert.equal(roles.length, 3)
     assert.match(roles[0], /^leader +self-hosted-kube-scheduler-\S+ +cp-1 +true$/)
@@ -58,7 +58,8 @@ describe('scale command (HTTP fake)', function () {
     assert.equal(exitCode, 0, stderr)
     const result = JSON.parse(stdout)
     assert.equal(result.plan.change, 'down')
-    assert.equal(result.plan.leadership.expectedRemovals.length, 2)
+    assert.deepEqual(result.plan.leadership.expectedRemovals, result.plan.leadership.standbys.slice().reverse())
+    assert.equal(result.plan.leadership.possibleRemovals, undefined)
     assert.deepEqual(result.rollout, {desired: 1, ready: 1, updated: 1, current: 1})
     assert.equal(result.leadership.leader.node, 'cp-1')
     assert.deepEqual(result.leadership.standbys, [])
@@ -68,8 +69,10 @@ describe('scale command (HTTP fake)', function () {
   it('rolls back when the new replicas never get Ready, and exits 3', async () => {
     const fake = serveCluster(1)
     fake.newPodsNeverReady = true
-    const {stderr, exitCode} = await runCommand(['scale', 'scheduler', '--replicas', '3', '--timeout', '2s', '--kubeconfig', kubeconfig])
+    const {stdout, stderr, exitCode} = await runCommand(['scale', 'scheduler', '--replicas', '3', '--timeout', '2s', '--kubeconfig', kubeconfig])
     assert.equal(exitCode, 3)
+    // The plan was shown before the change, so what was attempted is on screen.
+    assert.match(stdout, /^scale Deployment kube-system\/self-hosted-kube-scheduler from 1 to 3 replicas\n/)
     assert.equal(fake.patches.length, 2)
     assert.deepEqual((fake.patches[1] as {spec: unknown}).spec, {replicas: 1})
     assert.match(stderr, /error: the 3 replicas did not get Ready: timed out after 2s .*; rolled back to 1 replica, Ready again\n$/)

@@ -156,11 +156,43 @@ describe('scale (e2e, real control plane)', function () {
 
     const down = await scaleTo(1)
     assert.equal(down.plan.from, 3)
-    assert.equal(down.plan.leadership.expectedRemovals.length, 2)
-    // The prediction of which pods go is the ReplicaSet controller's usual order; check it held.
+    // The plan's prediction of which pods go, held against what the real ReplicaSet controller did:
+    // the certain ones gone, and from a tie (up-times within a power of two) exactly the tied count.
+    const {expectedRemovals, possibleRemovals} = down.plan.leadership
+    assert.equal(expectedRemovals.length + (possibleRemovals?.count ?? 0), 2)
     const left = (await schedulerPods()).map((p) => p.name)
-    assert.ok(!down.plan.leadership.expectedRemovals.some((p) => left.includes(p)), `predicted ${down.plan.leadership.expectedRemovals}, left ${left}`)
+    assert.ok(!expectedRemovals.some((p) => left.includes(p)), `predicted ${expectedRemovals} to go, left ${left}`)
+    if (possibleRemovals) {
+      const goneOfTie = possibleRemovals.among.filter((p) => !left.includes(p)).length
+      assert.equal(goneOfTie, possibleRemovals.count, `tie ${JSON.stringify(possibleRemovals)}, left ${left}`)
+    }
     await assertLeadership(down, 1)
+
+    // Re-running with the count already in place changes nothing and repeats the checks.
+    const again = await scaleTo(1)
+    assert.equal(again.patched, false)
+    assert.equal(again.plan.change, 'none')
+    await assertLeadership(again, 1)
+  })
+
+  it('rolls back to the previous count when the new replicas cannot get Ready, and exits 3', async () => {
+    // Two cordoned control-plane nodes: the real scheduler cannot place the new replicas.
+    const cordoned = cluster!.nodes.filter((n) => n.role === 'control-plane').slice(1).map((n) => n.name)
+    const cordon = (unschedulable: boolean) =>
+      Promise.all(cordoned.map((name) => client.patch('v1', 'nodes', undefined, name, {spec: {unschedulable}}, 'application/merge-patch+json')))
+    await cordon(true)
+    try {
+      const run = await selfhost(cluster!.kubeconfig, 'scale', 'scheduler', '--replicas', '3', '--timeout', '15s')
+      assert.equal(run.exitCode, 3, run.stderr)
+      assert.match(run.stdout, /warning: 3 replicas but only 1 node they can run on/)
+      assert.match(run.stderr, /error: the 3 replicas did not get Ready: timed out after 15s .*; rolled back to 1 replica, Ready again$/)
+      const deployment = await client.getDeployment(SYSTEM_NAMESPACE, DEPLOYMENT)
+      assert.equal(deployment.spec?.replicas, 1)
+      const pods = await schedulerPods()
+      assert.deepEqual(pods.map((p) => p.ready), [true])
+    } finally {
+      await cordon(false)
+    }
   })
 
   it('refuses in one line what it must refuse, against the real cluster', async () => {

@@ -44,8 +44,10 @@ export function serveCluster(startReplicas: number, leaderNode = 'cp-1'): FakeCl
   let readyCount = startReplicas
   let resourceVersion = 100
   const lockLease: V1Lease = lease('kube-scheduler', {holderNode: leaderNode})
-  // Renewed just now by the wall clock, which is what the command compares against.
+  // Renewed just now by the wall clock, which is what the command compares against, and
+  // taken by the oldest replica once it had started (4h ago).
   lockLease.spec!.renewTime = new Date().toISOString() as never
+  lockLease.spec!.acquireTime = new Date(Date.now() - 4 * 3_600_000 + 30_000).toISOString() as never
   const leases = inputs.leases!.map((l) => (l.metadata?.name === 'kube-scheduler' ? lockLease : l))
 
   const current = (): {deployment: V1Deployment; pods: V1Pod[]} => {
@@ -67,8 +69,9 @@ export function serveCluster(startReplicas: number, leaderNode = 'cp-1'): FakeCl
     made.deployment.metadata!.labels = {...labels, 'app.kubernetes.io/managed-by': 'kubectl-selfhost'}
     made.deployment.metadata!.resourceVersion = String(resourceVersion)
     made.deployment.status!.observedGeneration = stale ? generation - 1 : generation
+    // Up 4h, 2h, 1h: each a power of two apart, so the ReplicaSet ranking tells them apart.
     made.pods.forEach((p, i) => {
-      p.status!.startTime = new Date(Date.parse('2026-03-01T10:00:00Z') + i * 60_000).toISOString() as never
+      p.status!.startTime = new Date(Date.now() - 4 * 3_600_000 / 2 ** i).toISOString().replace(/\.\d+Z$/, 'Z') as never
     })
     return made
   }

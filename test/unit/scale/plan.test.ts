@@ -11,10 +11,10 @@ import {CliError} from '../../../src/errors.js'
 import {
   ScaleRequest,
   componentArgv,
-  expectedRemovalOrder,
   leaderElectionFromArgs,
   parseReplicas,
   planScale,
+  predictRemovals,
   resolveComponent,
 } from '../../../src/scale/plan.js'
 import {placementOf, tolerates} from '../../../src/scale/placement.js'
@@ -34,6 +34,8 @@ function node(name: string, opts: {controlPlane?: boolean; ready?: boolean; cord
   }
 }
 
+/** After every pod of the fixtures started: 1 to 3 hours up, one power of two apart or more. */
+const NOW = new Date('2026-11-23T13:00:00Z')
 const threeMasters = [node('cp-1'), node('cp-2'), node('cp-3'), node('worker-1', {controlPlane: false})]
 
 function pod(name: string, nodeName: string, startedAt: string, ready = true): Instance {
@@ -221,7 +223,7 @@ describe('scale: the rules', () => {
   const request = (replicas: number, component: ScaleRequest['component'] = 'kube-scheduler', force = false): ScaleRequest => ({component, replicas, force})
 
   it('scales a self-hosted scheduler 1 -> 3: the leader keeps leading, two standbys join, no throughput gain', () => {
-    const plan = planScale(request(3), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters})
+    const plan = planScale(request(3), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.equal(plan.from, 1)
     assert.equal(plan.to, 3)
     assert.equal(plan.change, 'up')
@@ -236,26 +238,26 @@ describe('scale: the rules', () => {
 
   it('scales 3 -> 1: the youngest standbys go, the leader on the oldest pod stays', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => a, 3)
-    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', three, lease('cp-1', three[0].pod)), workload: deployment, nodes: threeMasters})
+    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', three, lease('cp-1', three[0].pod)), workload: deployment, nodes: threeMasters, now: NOW})
     assert.equal(plan.change, 'down')
     assert.deepEqual(plan.leadership.standbys, ['self-hosted-kube-scheduler-bbb', 'self-hosted-kube-scheduler-ccc'])
     assert.deepEqual(plan.leadership.expectedRemovals, ['self-hosted-kube-scheduler-ccc', 'self-hosted-kube-scheduler-bbb'])
-    assert.match(plan.leadership.effect, /aaa keeps leading; standbys .*ccc, .*bbb expected to be removed/)
+    assert.equal(plan.leadership.effect, 'self-hosted-kube-scheduler-aaa keeps leading; the standbys go')
   })
 
   it('scales 1 -> 2: one new standby', () => {
-    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters})
+    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.equal(plan.leadership.effect, 'self-hosted-kube-scheduler-aaa keeps leading; the 1 new replica joins as a standby and waits for the lease')
   })
 
   it('scales 3 -> 2 when the leader is the youngest pod: says leadership moves and for how long', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => a, 3)
-    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', three, lease('cp-3', three[2].pod)), workload: deployment, nodes: threeMasters})
+    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', three, lease('cp-3', three[2].pod)), workload: deployment, nodes: threeMasters, now: NOW})
     assert.deepEqual(plan.leadership.expectedRemovals, ['self-hosted-kube-scheduler-ccc'])
     assert.match(plan.leadership.effect, /leader's pod self-hosted-kube-scheduler-ccc is expected to be removed: a standby takes the lease within about 15s/)
   })
 
-  it('expects not-Ready and crowded pods to go before Ready ones', () => {
+  it('predicts removals by the ReplicaSet ranking: unscheduled, not Ready, crowded, shortest up', () => {
     const pods = [
       pod('a', 'cp-1', '2026-11-23T10:00:00Z'),
       pod('b', 'cp-2', '2026-11-23T09:00:00Z'),
@@ -263,26 +265,42 @@ describe('scale: the rules', () => {
       pod('d', 'cp-3', '2026-11-23T07:00:00Z', false),
       pod('e', '', '2026-11-23T06:00:00Z', false),
     ]
-    assert.deepEqual(expectedRemovalOrder(pods).map((p) => p.pod), ['e', 'd', 'b', 'c', 'a'])
+    assert.deepEqual(predictRemovals(pods, 4, NOW), {certain: ['e', 'd', 'b', 'c']})
+    assert.deepEqual(predictRemovals(pods, 0, NOW), {certain: []})
+  })
+
+  it('reports a tie where up-times share a power of two, as the controller then goes by UID', () => {
+    // Up 140 and 80 minutes: the same bucket (2^42 ns is about 73 minutes, 2^43 about 147).
+    const pods = [pod('old', 'cp-1', '2026-11-23T10:40:00Z'), pod('young', 'cp-2', '2026-11-23T11:40:00Z'), pod('newest', 'cp-3', '2026-11-23T12:59:00Z')]
+    assert.deepEqual(predictRemovals(pods, 1, NOW), {certain: ['newest']})
+    assert.deepEqual(predictRemovals(pods, 2, NOW), {certain: ['newest'], tied: {count: 1, among: ['old', 'young']}})
+    const plan = planScale(request(1), {
+      state: selfHosted('kube-scheduler', pods, lease('cp-1', 'old')),
+      workload: withArgs(schedulerDeployment(), (a) => a, 3),
+      nodes: threeMasters,
+      now: NOW,
+    })
+    assert.deepEqual(plan.leadership.possibleRemovals, {count: 1, among: ['old', 'young']})
+    assert.match(plan.leadership.effect, /^the leader's pod old may be removed \(the controller removes 1 of old, young, which its ranking cannot tell apart\); if it is, a standby takes the lease within about 15s/)
   })
 
   it('refuses N > 1 with --leader-elect=false and names the danger', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => [...a.filter((x) => !x.startsWith('--leader-elect')), '--leader-elect=false'])
     expectRefusal(
-      () => planScale(request(2), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: deployment, nodes: threeMasters}),
+      () => planScale(request(2), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: deployment, nodes: threeMasters, now: NOW}),
       /kube-scheduler runs with --leader-elect=false: 2 replicas would be 2 active schedulers racing to bind the same pods/,
     )
     const kcm = withArgs(deployment, (a) => ['kube-controller-manager', ...a.slice(1)])
     kcm.spec!.template.spec!.containers[0].name = 'kube-controller-manager'
     expectRefusal(
-      () => planScale(request(3, 'kube-controller-manager'), {state: selfHosted('kube-controller-manager', one), workload: kcm, nodes: threeMasters}),
+      () => planScale(request(3, 'kube-controller-manager'), {state: selfHosted('kube-controller-manager', one), workload: kcm, nodes: threeMasters, now: NOW}),
       /3 active controller-managers fighting over the same objects/,
     )
   })
 
   it('allows 1 replica with --leader-elect=false and says why that is fine', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => [...a, '--leader-elect=false'], 2)
-    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', three.slice(0, 2)), workload: deployment, nodes: threeMasters})
+    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', three.slice(0, 2)), workload: deployment, nodes: threeMasters, now: NOW})
     assert.equal(plan.leaderElection.enabled, false)
     assert.ok(plan.notes.some((n) => /leader election is off/.test(n)))
   })
@@ -290,13 +308,13 @@ describe('scale: the rules', () => {
   for (const component of ['kube-scheduler', 'kube-controller-manager'] as const) {
     it(`refuses ${component} at 0 without --force, spelling out the consequence`, () => {
       expectRefusal(
-        () => planScale(request(0, component), {state: selfHosted(component, one), workload: schedulerDeployment(), nodes: threeMasters}),
+        () => planScale(request(0, component), {state: selfHosted(component, one), workload: schedulerDeployment(), nodes: threeMasters, now: NOW}),
         component === 'kube-scheduler' ? /refusing to scale kube-scheduler to 0: .*nothing schedules pods.*add --force/ : /refusing to scale kube-controller-manager to 0: .*no controller runs.*creates no pod.*add --force/,
       )
     })
 
     it(`scales ${component} to 0 with --force, keeping the consequence as a warning`, () => {
-      const plan = planScale(request(0, component, true), {state: selfHosted(component, one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters})
+      const plan = planScale(request(0, component, true), {state: selfHosted(component, one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
       assert.equal(plan.to, 0)
       assert.equal(plan.warnings.length, 1)
       assert.match(plan.leadership.effect, /no instance remains: nobody renews the lease, it goes stale 15s after/)
@@ -306,25 +324,25 @@ describe('scale: the rules', () => {
   it('warns when replicas exceed the control-plane nodes and one fits per node', () => {
     const deployment = schedulerDeployment()
     deployment.spec!.template.spec!.containers[0].ports = [{containerPort: 10259, name: 'https'}]
-    const plan = planScale(request(5), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: deployment, nodes: threeMasters})
+    const plan = planScale(request(5), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: deployment, nodes: threeMasters, now: NOW})
     assert.equal(plan.placement.readyTarget, 3)
     assert.deepEqual(plan.warnings, ['5 replicas but only 3 nodes they can run on (cp-1, cp-2, cp-3): each replica takes host port 10259, so 2 will stay Pending'])
   })
 
   it('warns about port clashes when hostNetwork pods would share a node without --permit-port-sharing', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => a.filter((x) => !x.startsWith('--permit-port-sharing')))
-    const plan = planScale(request(4), {state: selfHosted('kube-scheduler', one), workload: deployment, nodes: threeMasters})
+    const plan = planScale(request(4), {state: selfHosted('kube-scheduler', one), workload: deployment, nodes: threeMasters, now: NOW})
     assert.equal(plan.placement.readyTarget, 4)
     assert.match(plan.warnings[0], /4 replicas but only 3 nodes .*fight for the same port.*--permit-port-sharing/)
   })
 
   it('warns that doubled-up replicas share a node\'s fate when ports are shared', () => {
-    const plan = planScale(request(4), {state: selfHosted('kube-scheduler', one), workload: schedulerDeployment(), nodes: threeMasters})
+    const plan = planScale(request(4), {state: selfHosted('kube-scheduler', one), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.match(plan.warnings[0], /losing one node takes out more than one replica/)
   })
 
   it('warns when no node can take a replica', () => {
-    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', one), workload: schedulerDeployment(), nodes: [node('worker-1', {controlPlane: false})]})
+    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', one), workload: schedulerDeployment(), nodes: [node('worker-1', {controlPlane: false})], now: NOW})
     assert.match(plan.warnings[0], /no node can take a kube-scheduler pod now/)
     assert.equal(plan.placement.readyTarget, 2)
   })
@@ -338,38 +356,38 @@ describe('scale: the rules', () => {
       },
     }
     expectRefusal(
-      () => planScale(request(5, 'kube-apiserver'), {state: selfHosted('kube-apiserver', one, undefined, 'DaemonSet'), workload: daemonSet, nodes: threeMasters}),
+      () => planScale(request(5, 'kube-apiserver'), {state: selfHosted('kube-apiserver', one, undefined, 'DaemonSet'), workload: daemonSet, nodes: threeMasters, now: NOW}),
       /kube-apiserver is not scaled by a replica count: its instances all serve at once \(active-active\), and DaemonSet kube-system\/self-hosted-kube-apiserver runs one instance on every node labelled node-role.kubernetes.io\/control-plane \(3 now: cp-1, cp-2, cp-3\); to add one, join another control-plane node/,
     )
   })
 
   it('explains a scheduler run as a DaemonSet (kubeadm\'s old pivot) the same way', () => {
     expectRefusal(
-      () => planScale(request(2), {state: selfHosted('kube-scheduler', one, undefined, 'DaemonSet'), workload: undefined, nodes: threeMasters}),
+      () => planScale(request(2), {state: selfHosted('kube-scheduler', one, undefined, 'DaemonSet'), workload: undefined, nodes: threeMasters, now: NOW}),
       /kube-scheduler is not scaled by a replica count: DaemonSet kube-system\/self-hosted-kube-scheduler runs one instance/,
     )
   })
 
   it('refuses static components with the hint to pivot first', () => {
     const state: ComponentState = {...selfHosted('kube-scheduler', []), mode: 'static', workloads: [], instances: [{...one[0], pod: 'kube-scheduler-cp-1', source: 'static'}]}
-    expectRefusal(() => planScale(request(3), {state, nodes: threeMasters}), /kube-scheduler runs as static pods on cp-1 from \/etc\/kubernetes\/manifests, which have no replica count; run `kubectl selfhost pivot` first/)
+    expectRefusal(() => planScale(request(3), {state, nodes: threeMasters, now: NOW}), /kube-scheduler runs as static pods on cp-1 from \/etc\/kubernetes\/manifests, which have no replica count; run `kubectl selfhost pivot` first/)
     const apiserver: ComponentState = {...state, name: 'kube-apiserver'}
-    expectRefusal(() => planScale(request(3, 'kube-apiserver'), {state: apiserver, nodes: threeMasters}), /kube-apiserver runs as static pods .*pivot/)
+    expectRefusal(() => planScale(request(3, 'kube-apiserver'), {state: apiserver, nodes: threeMasters, now: NOW}), /kube-apiserver runs as static pods .*pivot/)
   })
 
   it('refuses mid-pivot and absent components', () => {
-    expectRefusal(() => planScale(request(2), {state: {...selfHosted('kube-scheduler', one), mode: 'mixed'}, workload: schedulerDeployment(), nodes: threeMasters}), /a pivot is under way/)
-    expectRefusal(() => planScale(request(2), {state: {...selfHosted('kube-scheduler', []), mode: 'absent', workloads: []}, nodes: threeMasters}), /was not found in the cluster/)
+    expectRefusal(() => planScale(request(2), {state: {...selfHosted('kube-scheduler', one), mode: 'mixed'}, workload: schedulerDeployment(), nodes: threeMasters, now: NOW}), /a pivot is under way/)
+    expectRefusal(() => planScale(request(2), {state: {...selfHosted('kube-scheduler', []), mode: 'absent', workloads: []}, nodes: threeMasters, now: NOW}), /was not found in the cluster/)
   })
 
   it('refuses when several Deployments claim the component', () => {
     const state = selfHosted('kube-scheduler', one)
     state.workloads.push({...state.workloads[0], name: 'kube-scheduler'})
-    expectRefusal(() => planScale(request(2), {state, workload: schedulerDeployment(), nodes: threeMasters}), /several Deployments/)
+    expectRefusal(() => planScale(request(2), {state, workload: schedulerDeployment(), nodes: threeMasters, now: NOW}), /several Deployments/)
   })
 
   it('says when the lease holder is no pod of the workload, or stale, or missing', () => {
-    const base = {workload: schedulerDeployment(), nodes: threeMasters}
+    const base = {workload: schedulerDeployment(), nodes: threeMasters, now: NOW}
     const outside = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one, lease('build-host'))})
     assert.equal(outside.leadership.leaderPod, undefined)
     assert.equal(outside.leadership.holderElsewhere, 'the lease holder build-host matches no pod of this workload (a static pod still running, or another process leads)')
@@ -383,7 +401,7 @@ describe('scale: the rules', () => {
   it('does not take a hostname match for the holder when the lease was taken before the pod started', () => {
     // As in the sandbox, or with a static scheduler left running: a process on cp-1 holds the lease since 09:00.
     const holder = {...lease('cp-1'), acquireTime: '2026-11-23T09:00:00.000000Z'}
-    const plan = planScale(request(3), {state: selfHosted('kube-scheduler', one, holder), workload: schedulerDeployment(), nodes: threeMasters})
+    const plan = planScale(request(3), {state: selfHosted('kube-scheduler', one, holder), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.equal(plan.leadership.leaderPod, undefined)
     assert.equal(
       plan.leadership.holderElsewhere,
@@ -391,12 +409,12 @@ describe('scale: the rules', () => {
     )
     assert.deepEqual(plan.leadership.standbys, ['self-hosted-kube-scheduler-aaa'])
     // Taken after the pod started (within the second of its start time): that pod is the holder.
-    const own = planScale(request(3), {state: selfHosted('kube-scheduler', one, {...holder, acquireTime: '2026-11-23T09:59:59.500000Z'}), workload: schedulerDeployment(), nodes: threeMasters})
+    const own = planScale(request(3), {state: selfHosted('kube-scheduler', one, {...holder, acquireTime: '2026-11-23T09:59:59.500000Z'}), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.equal(own.leadership.leaderPod, 'self-hosted-kube-scheduler-aaa')
   })
 
   it('re-running at the same count plans no change but still checks', () => {
-    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters})
+    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.equal(plan.change, 'none')
     assert.ok(plan.notes.some((n) => /already asks for 1 replica; this run only checks/.test(n)))
   })
