@@ -1,6 +1,6 @@
 #!/usr/bin/env node
-// Help and --version are answered from oclif.manifest.json without loading oclif, which costs
-// more than starting node itself (see src/help/render.ts). Everything else goes to oclif.
+// Help, --version and unknown commands are answered from oclif.manifest.json without loading
+// oclif, which costs more than starting node itself (see src/help/render.ts). The rest goes to oclif.
 import {readFileSync} from 'node:fs'
 
 const argv = process.argv.slice(2)
@@ -25,9 +25,15 @@ async function answeredWithoutOclif() {
     return true
   }
 
-  const {helpRequest, renderHelp} = await import('../dist/src/help/render.js')
+  const {helpRequest, renderHelp, unknownCommandLine} = await import('../dist/src/help/render.js')
   const request = helpRequest(manifest, argv)
   if (!request) return false
+  if (request.kind === 'unknown') {
+    process.stderr.write(`${unknownCommandLine(manifest, request.word)}\n`)
+    process.exitCode = 1
+    return true
+  }
+
   const width = process.stdout.isTTY ? process.stdout.columns || 80 : 80
   process.stdout.write(`${renderHelp({bin, version: pjson.version, description: pjson.description, userAgent, width}, manifest, request)}\n`)
   return true

@@ -1,5 +1,5 @@
 /**
- * Help drawn from oclif.manifest.json alone. Loading @oclif/core costs more than starting
+ * Help (and the unknown-command error) drawn from oclif.manifest.json alone. Loading @oclif/core costs more than starting
  * node itself, so `--help` (and `help`) never load it: bin/run.js answers help from the
  * manifest and hands everything else to oclif. This module must stay dependency-free.
  */
@@ -49,8 +49,8 @@ export interface HelpContext {
   width: number
 }
 
-/** What a help request asks for: the root help, or one command's. */
-export type HelpRequest = {kind: 'root'} | {kind: 'command'; command: HelpCommand}
+/** What argv asks of this module: the root help, one command's help, or a command that does not exist. */
+export type HelpRequest = {kind: 'root'} | {kind: 'command'; command: HelpCommand} | {kind: 'unknown'; word: string}
 
 function findCommand(manifest: HelpManifest, word: string): HelpCommand | undefined {
   const commands = Object.values(manifest.commands)
@@ -58,8 +58,8 @@ function findCommand(manifest: HelpManifest, word: string): HelpCommand | undefi
 }
 
 /**
- * Decides whether argv only asks for help this module can answer. Undefined means "let oclif
- * handle it" (anything else, including unknown commands, whose errors oclif words).
+ * Decides whether argv asks for something this module answers: help, or a command that does
+ * not exist (one line, like every other error). Undefined means "let oclif run it".
  */
 export function helpRequest(manifest: HelpManifest, argv: string[]): HelpRequest | undefined {
   const end = argv.indexOf('--')
@@ -69,13 +69,22 @@ export function helpRequest(manifest: HelpManifest, argv: string[]): HelpRequest
   if (words[0] === 'help') {
     if (words.length === 1) return {kind: 'root'}
     const command = findCommand(manifest, words[1])
-    return command ? {kind: 'command', command} : undefined
+    return command ? {kind: 'command', command} : {kind: 'unknown', word: words[1]}
   }
 
-  if (!asksHelp) return undefined
-  if (words[0].startsWith('-')) return {kind: 'root'}
+  if (words[0].startsWith('-')) return asksHelp ? {kind: 'root'} : undefined
   const command = findCommand(manifest, words[0])
-  return command ? {kind: 'command', command} : undefined
+  if (!command) return {kind: 'unknown', word: words[0]}
+  return asksHelp ? {kind: 'command', command} : undefined
+}
+
+/** The one line for a command that does not exist, naming the ones that do. */
+export function unknownCommandLine(manifest: HelpManifest, word: string): string {
+  const known = Object.values(manifest.commands)
+    .filter((c) => !c.hidden)
+    .flatMap((c) => [c.id, ...(c.aliases ?? [])])
+    .sort()
+  return `error: unknown command "${word}"; commands: ${known.join(', ')}`
 }
 
 /** Wraps text to a width, keeping the text's own line breaks. */
@@ -187,6 +196,6 @@ export function renderRootHelp(ctx: HelpContext, manifest: HelpManifest): string
   return sections.map((s) => s.join('\n')).join('\n\n')
 }
 
-export function renderHelp(ctx: HelpContext, manifest: HelpManifest, request: HelpRequest): string {
+export function renderHelp(ctx: HelpContext, manifest: HelpManifest, request: Exclude<HelpRequest, {kind: 'unknown'}>): string {
   return request.kind === 'root' ? renderRootHelp(ctx, manifest) : renderCommandHelp(ctx, request.command)
 }

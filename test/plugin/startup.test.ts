@@ -32,6 +32,13 @@ describe('startup', function () {
     })
   }
 
+  it('an unknown command is one line and exit 1, without loading oclif', async () => {
+    const {stdout, stderr, exitCode} = await run(['stat'])
+    assert.equal(exitCode, 1)
+    assert.equal(stdout, '')
+    assert.match(stderr, /^error: unknown command "stat"; commands: .*\bstatus\b.*\noclif-loaded=false$/)
+  })
+
   it('a real command goes through oclif (and its errors stay one line)', async () => {
     const {stderr, exitCode} = await run(['status'], {KUBECONFIG: '/nonexistent/config'})
     assert.equal(exitCode, 1)

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 
-import {HelpContext, HelpManifest, helpRequest, renderCommandHelp, renderRootHelp} from '../../../src/help/render.js'
+import {HelpContext, HelpManifest, helpRequest, renderCommandHelp, renderRootHelp, unknownCommandLine} from '../../../src/help/render.js'
 import {loadSourcePlugin} from '../../helpers/run-command.js'
 
 const ctx: HelpContext = {bin: 'kubectl-selfhost', version: '0.1.0', description: 'Run a control plane', userAgent: 'kubectl-selfhost/0.1.0 linux-x64 node-v20', width: 80}
@@ -15,7 +15,8 @@ describe('help from the manifest (no oclif at startup)', () => {
   it('decides which argv it answers and leaves the rest to oclif', () => {
     const kind = (argv: string[]) => {
       const r = helpRequest(manifest, argv)
-      return r === undefined ? 'oclif' : r.kind === 'root' ? 'root' : r.command.id
+      if (r === undefined) return 'oclif'
+      return r.kind === 'command' ? r.command.id : r.kind === 'unknown' ? `unknown ${r.word}` : 'root'
     }
 
     const cases: Array<[string[], string]> = [
@@ -29,11 +30,18 @@ describe('help from the manifest (no oclif at startup)', () => {
       [['logs', 'etcd', '-f', '--help'], 'logs'],
       [['status'], 'oclif'],
       [['status', '-o', 'json'], 'oclif'],
-      [['nope', '--help'], 'oclif'],
-      [['help', 'nope'], 'oclif'],
+      [['nope', '--help'], 'unknown nope'],
+      [['help', 'nope'], 'unknown nope'],
+      [['stat'], 'unknown stat'],
       [['logs', '--', '--help'], 'oclif'],
     ]
     for (const [argv, expected] of cases) assert.equal(kind(argv), expected, argv.join(' '))
+  })
+
+  it('names the known commands when one does not exist, in one line', () => {
+    const line = unknownCommandLine(manifest, 'stat')
+    assert.match(line, /^error: unknown command "stat"; commands: .*\bhealth\b.*\blogs\b.*\bstatus\b/)
+    assert.equal(line.includes('\n'), false)
   })
 
   it('every command\'s help shows its usage, every visible flag and argument, aliases and examples', () => {
