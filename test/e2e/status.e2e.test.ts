@@ -160,6 +160,20 @@ describe('status and logs (e2e, real control plane)', function () {
     assert.equal(ended.stderr, '')
   })
 
+  it('logs kube-proxy: the worker\'s pod serves the real kube-proxy log from its network namespace', async function () {
+    const worker = cluster!.nodes.find((n) => n.role === 'worker')!
+    if (!worker.netns) {
+      // The harness runs kube-proxy only where it can make network namespaces (root); CI must.
+      if (process.env.CI === 'true') throw new Error('the test cluster ran no kube-proxy on the worker')
+      this.skip()
+    }
+
+    const run = await selfhost(cluster!.kubeconfig, 'logs', 'kube-proxy', '--tail', '3')
+    const own = run.stdout.split('\n').filter((l) => l.startsWith(`[${worker.name}/kube-proxy-`))
+    assert.equal(own.length, 3, `${run.stdout}\n${run.stderr}`)
+    for (const line of own) assert.match(line, /\] [IWE]\d{4} \d\d:\d\d:\d\d\.\d+ /)
+  })
+
   describe('mid-pivot and after it', () => {
     const moved: Array<{from: string; to: string}> = []
     after(async () => {
@@ -204,11 +218,16 @@ describe('status and logs (e2e, real control plane)', function () {
       assert.equal(run.exitCode, 0, run.stdout)
       assert.match(run.stdout, /^kube-controller-manager\s+self-hosted\s+2\/2\s+.*workload 2\/2\s+DaemonSet\/self-hosted-kube-controller-manager 2\/2$/m)
 
-      // logs reads workload pods the same way: one prefix per DaemonSet pod (kwok serves their logs).
-      const logs = await selfhost(cluster!.kubeconfig, 'logs', 'controller-manager', '--tail', '1')
-      const outcome = `${logs.stdout}${logs.stderr}`
+      // logs reads DaemonSet pods the same way as mirror pods (the harness serves the real
+      // controller-manager's log for pods of that image).
+      const logs = await selfhost(cluster!.kubeconfig, 'logs', 'controller-manager', '--tail', '2')
+      assert.equal(logs.exitCode, 0, logs.stderr)
+      assert.equal(logs.stderr, '')
       for (const instance of component(plane, 'kube-controller-manager').instances) {
-        assert.ok(outcome.includes(`[${instance.node}/${instance.pod}]`), outcome)
+        assert.match(instance.pod, /^self-hosted-kube-controller-manager-/)
+        const own = logs.stdout.split('\n').filter((l) => l.startsWith(`[${instance.node}/${instance.pod}] `))
+        assert.equal(own.length, 2, logs.stdout)
+        for (const line of own) assert.match(line, /\] [IWE]\d{4} \d\d:\d\d:\d\d\.\d+ /)
       }
     })
   })
