@@ -205,6 +205,20 @@ describe('scale (e2e, real control plane)', function () {
     const kcm = await selfhost(cluster!.kubeconfig, 'scale', 'controller-manager', '--replicas', '2')
     assert.equal(kcm.exitCode, 1)
     assert.match(kcm.stderr, /^error: kube-controller-manager runs as static pods/)
+
+    // Leader election switched off in the Deployment: more than one replica is refused.
+    const deployment = await client.getDeployment(SYSTEM_NAMESPACE, DEPLOYMENT)
+    const container = deployment.spec!.template.spec!.containers.find((c) => c.name === 'kube-scheduler')!
+    const setCommand = (command: string[]) =>
+      client.patch('apps/v1', 'deployments', SYSTEM_NAMESPACE, DEPLOYMENT, {spec: {template: {spec: {containers: [{name: container.name, command}]}}}})
+    await setCommand(container.command!.map((a) => (a.startsWith('--leader-elect=') ? '--leader-elect=false' : a)))
+    try {
+      const twoActive = await selfhost(cluster!.kubeconfig, 'scale', 'scheduler', '--replicas', '2')
+      assert.equal(twoActive.exitCode, 1)
+      assert.match(twoActive.stderr, /^error: kube-scheduler runs with --leader-elect=false: 2 replicas would be 2 active schedulers racing to bind the same pods; turn leader election on in self-hosted-kube-scheduler before scaling above 1$/)
+    } finally {
+      await setCommand(container.command!)
+    }
   })
 })
 
