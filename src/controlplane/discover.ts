@@ -190,7 +190,6 @@ function notReadyReason(pod: V1Pod): string {
     if (terminated) return terminated
   }
 
-  if (pod.metadata?.deletionTimestamp) return 'Terminating'
   return pod.status?.phase ?? 'Unknown'
 }
 
@@ -308,6 +307,7 @@ function buildComponent(
   /** Why each not-ready instance is not ready, keyed by pod name. */
   const notReady = new Map<string, string>()
   let finishedPods = 0
+  let terminatingPods = 0
   const add = (pod: V1Pod, source: Instance['source']) => {
     const instance = toInstance(pod, component, source, nodeHostnames)
     instances.push(instance)
@@ -328,6 +328,12 @@ function buildComponent(
     // Evicted or completed pods linger until garbage-collected; they are history, not instances.
     if (pod.status?.phase === 'Succeeded' || pod.status?.phase === 'Failed') {
       finishedPods++
+      continue
+    }
+
+    // A pod on its way out (a rollout replacing it) is not an instance to judge.
+    if (pod.metadata?.deletionTimestamp) {
+      terminatingPods++
       continue
     }
 
@@ -368,6 +374,7 @@ function buildComponent(
   }
 
   if (finishedPods > 0) warnings.push(`${finishedPods} finished or evicted pod(s) left over`)
+  if (terminatingPods > 0) warnings.push(`${terminatingPods} pod(s) terminating`)
   if (versions.length > 1) warnings.push(`${versions.length} versions running: ${versions.join(', ')}`)
   const restarting = instances.filter((i) => i.restarts > 0)
   if (restarting.length > 0) warnings.push(`restarts: ${restarting.map((i) => `${i.pod} ${i.restarts}`).join(', ')}`)

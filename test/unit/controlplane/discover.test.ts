@@ -230,6 +230,21 @@ describe('control-plane discovery', () => {
     })
   })
 
+  describe('pods on their way out', () => {
+    it('leaves a terminating workload pod out of the instances, with a warning', () => {
+      const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
+      const leaving = structuredClone(inputs.pods.find((p) => p.metadata?.labels?.['k8s-app'] === 'kube-dns')!)
+      leaving.metadata!.name = 'coredns-old-abcde'
+      leaving.metadata!.deletionTimestamp = NOW.toISOString() as never
+      leaving.status!.conditions = [{type: 'Ready', status: 'False'}] as never
+      inputs.pods.push(leaving)
+      const dns = component(buildControlPlane(inputs, NOW), 'coredns')
+      assert.equal(dns.instances.some((i) => i.pod === 'coredns-old-abcde'), false)
+      assert.equal(dns.healthy, true)
+      assert.deepEqual(dns.warnings, ['1 pod(s) terminating'])
+    })
+  })
+
   describe('leaders on 1.17–1.19, which write both a Lease and the Endpoints annotation', () => {
     it('takes the fresher record when they disagree', () => {
       const inputs = kubeadmCluster({version: 'v1.18.20', manifestsDir: OLD, controlPlaneNodes: ['m-1', 'm-2']})
