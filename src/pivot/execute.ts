@@ -27,7 +27,16 @@ import {
   backupStamp,
   parseNodeState,
 } from './node-scripts.js'
-import {ComponentPlan, ExistingWorkload, PORT_SHARING_VERSION, PivotPlan, PlanNodeInfo, SelfHostedObject, planPivot} from './plan.js'
+import {
+  BLIND_HANDOFF_MIN_SECONDS,
+  ComponentPlan,
+  ExistingWorkload,
+  PORT_SHARING_VERSION,
+  PivotPlan,
+  PlanNodeInfo,
+  SelfHostedObject,
+  planPivot,
+} from './plan.js'
 
 /** The API calls pivot and revert make; KubeClient satisfies it, tests pass a fake. */
 export type PivotClusterApi = Pick<KubeClient, 'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'canI' | 'raw' | 'getLease'>
@@ -50,7 +59,9 @@ export interface PivotOptions {
   timeoutMs?: number
   /** The apiserver hand-off: how long the node-side watchdog waits before restoring. */
   handoffDeadlineSeconds?: number
-  /** Time the kubelet needs to notice a moved manifest and stop the static pod. */
+  /** Floor of a blind hand-off's waits (default BLIND_HANDOFF_MIN_SECONDS: the kubelet's longest back-off). */
+  blindHandoffMinSeconds?: number
+  /** Time the kubelet needs to notice a moved manifest and stop the static pod (file check + grace). */
   staticStopSeconds?: number
   /** Consecutive healthy answers (one a second) the watchdog needs before it lets go. */
   handoffSettleChecks?: number
@@ -101,6 +112,7 @@ export class PivotRunner {
   private readonly sleep: (ms: number) => Promise<void>
   private readonly timeoutMs: number
   private readonly pollMs: number
+  private readonly blindMinSeconds: number
 
   constructor(
     private readonly deps: PivotDeps,
@@ -110,6 +122,7 @@ export class PivotRunner {
     this.sleep = deps.sleep ?? ((ms) => new Promise((r) => setTimeout(r, ms)))
     this.timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS
     this.pollMs = opts.pollMs ?? 2000
+    this.blindMinSeconds = opts.blindHandoffMinSeconds ?? BLIND_HANDOFF_MIN_SECONDS
   }
 
   // ---- reading state ----------------------------------------------------------------------
@@ -349,10 +362,16 @@ export class PivotRunner {
 
       await this.waitMirror(component, node, (p) => p === undefined, `the mirror pod ${component}-${node} to go away`)
       try {
-        await this.waitFor(`the self-hosted ${component} on ${node} to be Ready`, async () => {
-          const pod = this.workloadPodOf(await this.podsOn(node), component)
-          return Boolean(pod && isReady(pod))
-        })
+        // A blind hand-off's new pod may still be in CrashLoopBackOff from waiting for the port.
+        const readyTimeout = portSharing ? this.timeoutMs : Math.max(this.timeoutMs, this.blindMinSeconds * 1000)
+        await this.waitFor(
+          `the self-hosted ${component} on ${node} to be Ready`,
+          async () => {
+            const pod = this.workloadPodOf(await this.podsOn(node), component)
+            return Boolean(pod && isReady(pod))
+          },
+          readyTimeout,
+        )
       } catch (error) {
         if (component === 'kube-apiserver' || filesOf(node).manifests[component] === undefined) throw error
         // Blind hand-off of a kcm/scheduler: the API is up, so put the static pod back from here.
@@ -372,8 +391,9 @@ export class PivotRunner {
     const env: Record<string, string> = {COMPONENT: plan.component, STAMP: stamp}
     let deadline = TASK_DEADLINE_SECONDS
     if (plan.component === 'kube-apiserver') {
-      const handoffDeadline = this.opts.handoffDeadlineSeconds ?? 180
-      const stop = this.opts.staticStopSeconds ?? 45
+      const requested = this.opts.handoffDeadlineSeconds ?? 180
+      const handoffDeadline = plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested
+      const stop = this.opts.staticStopSeconds ?? 60
       const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
       env.HEALTH_URL = this.opts.nodeHealthUrl?.(node) ?? localHealthUrl(container, plan.version)
       env.DEADLINE = String(handoffDeadline)

@@ -12,6 +12,8 @@ const COMPONENT_LIST = PIVOTED_COMPONENTS.join(' ')
 export const REVERTED_SUFFIX = '-reverted'
 /** Exit code of the hand-off script when it put the static manifest back. */
 export const HANDOFF_RESTORED_EXIT = 3
+/** Exit code of the hand-off script when it was stopped (pod deleted) and put the manifest back. */
+export const HANDOFF_INTERRUPTED_EXIT = 4
 
 const PATHS = `root="$HOST_ROOT/etc/kubernetes"
 m="$root/manifests/$COMPONENT.yaml"
@@ -59,16 +61,19 @@ fi
  * Moves the live manifest out of the kubelet's sight (the kubelet then stops the static pod).
  * With HEALTH_URL set (the apiserver), it stays on the node as a watchdog that needs no API:
  * after STOP_SECONDS (time for the static instance to stop) the local apiserver must answer
- * HEALTH_URL SETTLE times in a row before DEADLINE seconds, or the manifest goes back.
+ * HEALTH_URL SETTLE times in a row before DEADLINE seconds, or the manifest goes back. Stopped
+ * early (the CLI's Ctrl-C deletes the pod: SIGTERM first), it also puts the manifest back.
  */
 export const HANDOFF_SCRIPT = `set -eu
 ${PATHS}
 [ -f "$b" ] || { echo "no backup of $COMPONENT in $d: refusing to move the manifest"; exit 2; }
 if [ ! -f "$m" ]; then echo "$m already moved"; exit 0; fi
 held="$d/$COMPONENT.handoff.yaml"
+[ -n "\${HEALTH_URL:-}" ] || { mv "$m" "$held"; echo "moved $m to $held"; exit 0; }
+# Stopped before the new apiserver proved itself (Ctrl-C deletes this pod): put the static one back.
+trap 'mv "$held" "$m"; echo "interrupted before the local apiserver was confirmed healthy: put $m back"; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
 mv "$m" "$held"
 echo "moved $m to $held"
-[ -n "\${HEALTH_URL:-}" ] || exit 0
 healthy() {
   if command -v curl >/dev/null 2>&1; then curl -fsk -m 5 -o /dev/null "$HEALTH_URL"
   else wget -q -T 5 -O /dev/null --no-check-certificate "$HEALTH_URL"; fi
@@ -76,14 +81,22 @@ healthy() {
 start=$(date +%s)
 ok=0
 while [ $(( $(date +%s) - start )) -lt "$DEADLINE" ]; do
-  if [ $(( $(date +%s) - start )) -ge "$STOP_SECONDS" ] && healthy >/dev/null 2>&1; then
+  answered=1
+  if [ $(( $(date +%s) - start )) -ge "$STOP_SECONDS" ]; then
+    # Checks and sleeps run in the background so a TERM is handled at once.
+    healthy >/dev/null 2>&1 &
+    wait $! && answered=0
+  fi
+  if [ "$answered" -eq 0 ]; then
     ok=$((ok + 1))
-    if [ "$ok" -ge "$SETTLE" ]; then echo "local apiserver healthy at $HEALTH_URL"; exit 0; fi
+    if [ "$ok" -ge "$SETTLE" ]; then trap - TERM INT HUP; echo "local apiserver healthy at $HEALTH_URL"; exit 0; fi
   else
     ok=0
   fi
-  sleep 1
+  sleep 1 &
+  wait $! || true
 done
+trap - TERM INT HUP
 mv "$held" "$m"
 echo "local apiserver not healthy within \${DEADLINE}s: put $m back"
 exit ${HANDOFF_RESTORED_EXIT}

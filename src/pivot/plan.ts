@@ -24,6 +24,11 @@ export const SOURCE_MANIFESTS_ANNOTATION = 'selfhost.kubectl.io/source-manifests
 /** kubeadm writes each node's own endpoint here; a pod template cannot hold a per-node value. */
 export const ADVERTISE_ENDPOINT_ANNOTATION = 'kubeadm.kubernetes.io/kube-apiserver.advertise-address.endpoint'
 export const HOST_IP_ENV = 'HOST_IP'
+/**
+ * Without port sharing the new instance crash-loops until the static one frees the port, and
+ * the kubelet's back-off grows to 5 minutes: a blind hand-off waits at least this long.
+ */
+export const BLIND_HANDOFF_MIN_SECONDS = 360
 const ROLE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'] as const
 
 export type ControlPlaneRole = 'control-plane' | 'master'
@@ -57,6 +62,10 @@ export interface PivotInputs {
 }
 
 export type HandoffMode = 'port-sharing' | 'blind'
+
+export function handoffDeadlineSeconds(mode: HandoffMode, requested: number): number {
+  return mode === 'blind' ? Math.max(requested, BLIND_HANDOFF_MIN_SECONDS) : requested
+}
 
 export type PivotAction = 'backup' | 'enable-port-sharing' | 'apply' | 'wait-ready' | 'handoff' | 'wait-mirror-gone' | 'wait-healthy'
 
@@ -409,7 +418,7 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
   if (blind.length > 0) {
     costs.push(
       `${blind.join(', ')} cannot share ports (${version} < 1.19, or an insecure port still open): blind hand-off, as kubeadm did. The new instance binds only once the static one stopped; ` +
-        `for kube-apiserver the node-side task itself puts the static manifest back if the local apiserver is not healthy within ${deadline}s, without needing the API; for the others pivot restores it.`,
+        `for kube-apiserver the node-side task itself puts the static manifest back if the local apiserver is not healthy within ${handoffDeadlineSeconds('blind', deadline)}s, without needing the API; for the others pivot restores it.`,
     )
   }
 
@@ -564,7 +573,7 @@ function componentSteps(plan: ComponentPlan, deadline: number): PivotStep[] {
         action: 'handoff',
         description:
           component === 'kube-apiserver'
-            ? `move the static manifest into the backup on ${node}; the node task itself puts it back if the local apiserver is not healthy within ${deadline}s`
+            ? `move the static manifest into the backup on ${node}; the node task itself puts it back if the local apiserver is not healthy within ${handoffDeadlineSeconds(plan.handoff, deadline)}s`
             : `move the static manifest into the backup on ${node}${plan.handoff === 'blind' ? '; put it back if the self-hosted pod is not Ready in time' : ''}`,
       },
       {component, node, action: 'wait-mirror-gone', description: `wait until the mirror pod ${component}-${node} is gone`},

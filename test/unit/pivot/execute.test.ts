@@ -160,6 +160,23 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
     })
   })
 
+  describe('blind hand-off failure (before 1.19)', () => {
+    beforeEach(async () => {
+      fake = new FakeControlPlane(['cp-1', 'cp-2'], 'master')
+      originals = fake.install(join(fixtures, 'v1.14.10'), '10.0.0.10')
+      await fake.startLocalApiserver()
+    })
+    afterEach(() => fake.stop())
+
+    it('puts a controller-manager whose self-hosted pod never gets Ready back from the API side, then reverts (exit 3)', async () => {
+      fake.brokenComponents.add('kube-controller-manager')
+      const result = await runner(fake, {}, {blindHandoffMinSeconds: 1}).pivot()
+      assert.equal(result.exitCode, ExitCode.rolledBack)
+      assert.ok(fake.calls.includes('task pivot-restore cp-2'), 'the moved manifest was restored on the first node tried')
+      assertStatic(fake, originals)
+    })
+  })
+
   describe('resume after an interruption at every step', () => {
     let fake2: FakeControlPlane
     afterEach(() => fake2?.stop())
