@@ -10,7 +10,7 @@ import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod} from '../contro
 import {ControlPlane, Instance, LeaderRecord, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
-import {WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
+import {WaitOptions, WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
 import {ComponentPlan, UpgradeOptions, UpgradePlan, WorkloadObject, planUpgrade} from './plan.js'
 import {UPGRADE_ORDER, UpgradeComponent} from './skew.js'
 import {parseReportedVersion, sameVersion} from './versions.js'
@@ -238,6 +238,7 @@ async function replacePods(
     await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
     await waitForRollout(api, ref, {...wait, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
+    await waitForOnlyImage(api, p, original, image, wait, opts.onProgress)
     return
   }
 
@@ -275,6 +276,32 @@ async function replacePods(
   }
 
   await waitForRollout(api, ref, {...wait, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
+  await waitForOnlyImage(api, p, original, image, wait, opts.onProgress)
+}
+
+/**
+ * A rollout's counts are met while a surplus pod of the other template may still be there
+ * (a surge pod after a rollback); wait until every pod of the workload runs `image`.
+ */
+async function waitForOnlyImage(
+  api: UpgradeApi,
+  p: ComponentPlan,
+  workload: V1DaemonSet | V1Deployment,
+  image: string,
+  wait: Omit<WaitOptions, 'what'>,
+  onProgress: (line: string) => void,
+): Promise<void> {
+  const labelSelector = Object.entries(workload.spec?.selector?.matchLabels ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')
+  await pollUntil(
+    async () => {
+      const pods = (await api.listPods(p.workload.namespace, {labelSelector})).items
+      const others = pods.filter((pod) => pod.metadata?.deletionTimestamp || pod.spec?.containers?.find((c) => c.name === p.container)?.image !== image)
+      return {done: others.length === 0, value: undefined, progress: `${others.length} pod(s) of the other image left`}
+    },
+    {...wait, what: `every ${p.workload.name} pod to run ${image}`, onProgress: (line) => onProgress(`  pods: ${line}`)},
+  )
 }
 
 async function restoreStrategy(api: UpgradeApi, p: ComponentPlan): Promise<void> {
