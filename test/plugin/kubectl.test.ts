@@ -109,3 +109,47 @@ describe('the completion scripts, in a real bash', function () {
     assert.deepEqual(await bashComplete(['kubectl-selfhost', 'health', '--outp'], path), ['--output'])
   })
 })
+
+describe('the completion scripts, in a real zsh', function () {
+  this.timeout(120_000)
+  let zsh: string
+  before(async function () {
+    await ensureBuilt()
+    const found = onPath('zsh')
+    if (!found) {
+      // CI installs zsh (test/e2e/cluster/install-deps.sh); a laptop without it may skip, and says so.
+      if (process.env.CI === 'true') throw new Error('zsh is not installed; install-deps.sh should have installed it')
+      console.warn('    skipped: zsh is not installed')
+      this.skip()
+    }
+
+    zsh = found!
+  })
+
+  /**
+   * Loads the script kubectl-selfhost prints and runs its completion function on the words.
+   * Outside an interactive completion zsh has no _describe/_files, so stand-ins print what the
+   * function hands them: the candidates (value:description) or the kind of file completion.
+   */
+  async function zshComplete(words: string[]): Promise<string[]> {
+    const script = [
+      `source <("${process.execPath}" "${join(repoRoot, 'bin', 'run.js')}" completion zsh)`,
+      '_describe() { print -l -- "${(@P)${@[-1]}}" }',
+      '_files() { print "FILES" "$@" }',
+      `words=(${words.map((w) => `'${w}'`).join(' ')})`,
+      `CURRENT=${words.length}`,
+      '_kubectl_selfhost',
+    ].join('\n')
+    const {stdout} = await execa(zsh, ['-f', '-c', script])
+    return stdout.split('\n').filter(Boolean)
+  }
+
+  it('hands zsh candidates with descriptions, component names, and file or directory completion where a flag takes a path', async () => {
+    const status = await zshComplete(['kubectl-selfhost', 'st'])
+    assert.deepEqual(status.map((c) => c.split(':')[0]), ['status'])
+    assert.match(status[0], /^status:Show every control-plane component/)
+    assert.deepEqual(await zshComplete(['kubectl-selfhost', 'logs', 'kube-s']), ['kube-scheduler'])
+    assert.deepEqual(await zshComplete(['kubectl-selfhost', 'status', '--kubeconfig', '']), ['FILES'])
+    assert.deepEqual(await zshComplete(['kubectl-selfhost', 'pivot', '--from-dir', '']), ['FILES -/'])
+  })
+})
