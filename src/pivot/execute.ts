@@ -23,6 +23,7 @@ import {
   READ_STATE_SCRIPT,
   RESTORE_SCRIPT,
   RETIRE_BACKUP_SCRIPT,
+  WATCHDOG_CHECK_SCRIPT,
   activeBackup,
   backupStamp,
   parseNodeState,
@@ -289,6 +290,7 @@ export class PivotRunner {
     if (this.opts.dryRun) return {plan, alreadyDone, dryRun: true, outcome: 'planned', summary: [], exitCode: ExitCode.ok}
 
     await this.preflight(state)
+    await this.checkWatchdogs(plan, state)
     for (const cost of plan.costs) this.deps.log(`note: ${cost}`)
     const stamps = new Map(state.files.map((f) => [f.node, activeBackup(f)?.stamp ?? backupStamp(this.now())]))
     const summary: string[] = []
@@ -387,6 +389,27 @@ export class PivotRunner {
     return 'done'
   }
 
+  private apiserverHealthUrl(plan: ComponentPlan, node: string): string {
+    const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
+    return this.opts.nodeHealthUrl?.(node) ?? localHealthUrl(container, plan.version)
+  }
+
+  /** Every node whose apiserver is still to be handed off must be able to run the watchdog's check now. */
+  private async checkWatchdogs(plan: PivotPlan, state: PivotState): Promise<void> {
+    const apiserver = plan.components.find((c) => c.component === 'kube-apiserver')
+    if (!apiserver) return
+    for (const files of state.files.filter((f) => f.manifests['kube-apiserver'] !== undefined)) {
+      const url = this.apiserverHealthUrl(apiserver, files.node)
+      const result = await this.task(files.node, 'pivot-check', WATCHDOG_CHECK_SCRIPT, {HEALTH_URL: url})
+      if (result.exitCode !== 0) {
+        throw new CliError(
+          `the apiserver watchdog cannot check ${url} on ${files.node} with image ${this.opts.image} (${result.output.trim().split('\n').pop()}); ` +
+            'it would undo a good hand-off: choose --image (curl or TLS-capable wget) or --apiserver-health-url; nothing changed',
+        )
+      }
+    }
+  }
+
   private async handoff(plan: ComponentPlan, node: string, stamp: string): Promise<'moved' | 'restored'> {
     const env: Record<string, string> = {COMPONENT: plan.component, STAMP: stamp}
     let deadline = TASK_DEADLINE_SECONDS
@@ -394,8 +417,7 @@ export class PivotRunner {
       const requested = this.opts.handoffDeadlineSeconds ?? 180
       const handoffDeadline = plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested
       const stop = this.opts.staticStopSeconds ?? 60
-      const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
-      env.HEALTH_URL = this.opts.nodeHealthUrl?.(node) ?? localHealthUrl(container, plan.version)
+      env.HEALTH_URL = this.apiserverHealthUrl(plan, node)
       env.DEADLINE = String(handoffDeadline)
       env.STOP_SECONDS = String(Math.min(stop, handoffDeadline))
       env.SETTLE = String(this.opts.handoffSettleChecks ?? 5)

@@ -20,6 +20,21 @@ m="$root/manifests/$COMPONENT.yaml"
 d="$root/selfhost-backup/$STAMP"
 b="$d/$COMPONENT.yaml"`
 
+/** One answer of 2xx from HEALTH_URL (TLS not verified: the watchdog only asks "do you serve?"). */
+const HEALTH_FUNCTION = `healthy() {
+  if command -v curl >/dev/null 2>&1; then curl -fsk -m 5 -o /dev/null "$HEALTH_URL"
+  else wget -q -T 5 -O /dev/null --no-check-certificate "$HEALTH_URL"; fi
+}`
+
+/**
+ * Run before any change: the watchdog's own check must succeed against the static apiserver
+ * that serves now, or a good hand-off would be undone (no curl/wget, no TLS, a wrong URL,
+ * anonymous /readyz refused).
+ */
+export const WATCHDOG_CHECK_SCRIPT = `${HEALTH_FUNCTION}
+if healthy; then echo "watchdog check ok: $HEALTH_URL"; else echo "cannot get a 2xx from $HEALTH_URL with curl or wget"; exit 1; fi
+`
+
 /** Prints every pivoted manifest and every backup on the node, base64-encoded, one per line. */
 export const READ_STATE_SCRIPT = `set -eu
 root="$HOST_ROOT/etc/kubernetes"
@@ -74,10 +89,7 @@ held="$d/$COMPONENT.handoff.yaml"
 trap 'mv "$held" "$m"; echo "interrupted before the local apiserver was confirmed healthy: put $m back"; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
 mv "$m" "$held"
 echo "moved $m to $held"
-healthy() {
-  if command -v curl >/dev/null 2>&1; then curl -fsk -m 5 -o /dev/null "$HEALTH_URL"
-  else wget -q -T 5 -O /dev/null --no-check-certificate "$HEALTH_URL"; fi
-}
+${HEALTH_FUNCTION}
 start=$(date +%s)
 ok=0
 while [ $(( $(date +%s) - start )) -lt "$DEADLINE" ]; do

@@ -32,7 +32,7 @@ function interrupting(fake: FakeControlPlane, at: number, when: 'before' | 'afte
     apply: (gv, resource, object) => step(() => fake.api.apply(gv, resource, object)),
     delete: (gv, resource, ns, name) => step(() => fake.api.delete(gv, resource, ns, name)),
   }
-  const runTask = (task: NodeTask) => (task.purpose === 'pivot-read' ? fake.runTask(task) : step(() => fake.runTask(task)))
+  const runTask = (task: NodeTask) => (['pivot-read', 'pivot-check'].includes(task.purpose) ? fake.runTask(task) : step(() => fake.runTask(task)))
   return {api, runTask, steps: () => count}
 }
 
@@ -107,7 +107,7 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         const result = await runner(fake, {}, {dryRun: true}).pivot()
         assert.equal(result.outcome, 'planned')
         assert.equal(result.plan.objects.length, 5)
-        assert.deepEqual(fake.calls, ['task pivot-read cp-1', 'task pivot-read cp-2', 'task pivot-read cp-3'])
+        assert.deepEqual(fake.calls, ['task pivot-read cp-1', 'task pivot-read cp-2', 'task pivot-read cp-3'], 'dry-run runs no watchdog check either')
         assertStatic(fake, originals)
       })
     })
@@ -122,7 +122,7 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
     afterEach(() => fake.stop())
 
     it('the node-side watchdog puts the apiserver manifest back when the local apiserver stays unhealthy; pivot then reverts (exit 3)', async () => {
-      fake.localApiserverStatus = 503
+      fake.newApiserverBroken = true
       const log: string[] = []
       const result = await runner(fake, {}, {}, log).pivot()
       assert.equal(result.outcome, 'rolled-back')
@@ -131,6 +131,13 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       assert.ok(log.some((l) => l.includes('hand-off failed')))
       // Only the first node was tried: the watchdog restored it, nothing else was moved.
       assert.deepEqual(fake.calls.filter((c) => c.startsWith('task pivot-handoff')), ['task pivot-handoff cp-1'])
+    })
+
+    it('refuses before changing anything when the watchdog cannot check the local apiserver', async () => {
+      fake.localApiserverStatus = 401
+      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /apiserver watchdog cannot check .* on cp-1 .*nothing changed/.test(e.message))
+      assert.deepEqual(fake.calls.filter((c) => !/task pivot-(read|check)/.test(c)), [])
+      assertStatic(fake, originals)
     })
 
     it('refuses before changing anything without the permissions it needs', async () => {

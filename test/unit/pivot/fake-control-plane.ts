@@ -28,6 +28,8 @@ export class FakeControlPlane {
   denied = new Set<string>()
   /** Answer of the local apiserver the node-side watchdog asks. */
   localApiserverStatus = 200
+  /** The self-hosted apiserver never serves: the local apiserver stops answering once a hand-off starts. */
+  newApiserverBroken = false
   private server?: http.Server
   healthUrl = ''
 
@@ -172,6 +174,7 @@ export class FakeControlPlane {
   /** Runs a node task's shell script for real, with the node's directory as HOST_ROOT. */
   runTask = (task: NodeTask): Promise<NodeTaskResult> => {
     this.calls.push(`task ${task.purpose} ${task.node}`)
+    if (this.newApiserverBroken && task.purpose === 'pivot-handoff' && task.env?.COMPONENT === 'kube-apiserver') this.localApiserverStatus = 503
     const root = this.roots.get(task.node)
     if (!root) return Promise.reject(new Error(`no node ${task.node}`))
     return new Promise((resolve) => {
