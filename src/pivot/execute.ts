@@ -14,7 +14,7 @@ import {
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import type {NodeTask, NodeTaskResult} from '../node/runner.js'
-import {StaticManifest, flagValue, parseStaticPod, versionFromImage, withPortSharing} from './manifest.js'
+import {BACKUP_ROOT, MANIFESTS_DIR, StaticManifest, flagValue, parseStaticPod, versionFromImage, withPortSharing} from './manifest.js'
 import {
   HANDOFF_RESTORED_EXIT,
   HANDOFF_SCRIPT,
@@ -93,6 +93,8 @@ export interface PivotResult {
 const CONTROL_PLANE_SELECTORS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master']
 const DEFAULT_TIMEOUT_MS = 5 * 60_000
 const TASK_DEADLINE_SECONDS = 120
+const MANIFEST_PATH = (component: PivotedComponent) => `${MANIFESTS_DIR}/${component}.yaml`
+const BACKUP_PATH = (stamp: string, component: PivotedComponent) => `${BACKUP_ROOT}/${stamp}/${component}.yaml`
 
 const isReady = (pod: V1Pod) => pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true
 const isMirror = (pod: V1Pod) => Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])
@@ -253,7 +255,10 @@ export class PivotRunner {
     const notReady = Object.entries(state.ready).filter(([, ready]) => !ready).map(([n]) => n)
     if (notReady.length > 0) throw new CliError(`control-plane node(s) ${notReady.join(', ')} not Ready: fix them before moving the control plane`)
     if (!(await this.apiHealthy())) throw new CliError('the API server is not healthy (/readyz): fix it before moving the control plane')
-    const unready = [...state.mirrorPods, ...state.workloadPods]
+    // A self-hosted pod counts once its node's static one is gone: before that, without port
+    // sharing, it is expected to wait (crash-loop) for the port.
+    const handedOff = (p: V1Pod) => state.files.find((f) => f.node === p.spec?.nodeName)?.manifests[podComponent(p) as PivotedComponent] === undefined
+    const unready = [...state.mirrorPods, ...state.workloadPods.filter(handedOff)]
       .filter((p) => PIVOTED_COMPONENTS.includes(podComponent(p) as PivotedComponent) && !isReady(p))
       .map((p) => p.metadata!.name!)
     if (unready.length > 0) throw new CliError(`control-plane pod(s) ${unready.join(', ')} not Ready: fix them first`)
@@ -336,6 +341,12 @@ export class PivotRunner {
       if (liveBytes === undefined) continue
       const original = activeBackup(files)?.files[component] ?? liveBytes
       const target = portSharing ? withPortSharing(original, component) : undefined
+      if (liveBytes !== original && liveBytes !== target) {
+        throw new CliError(
+          `${MANIFEST_PATH(component)} on ${node} changed since pivot backed it up (${BACKUP_PATH(stamps.get(node)!, component)}); put one of them back by hand or run \`kubectl selfhost revert\``,
+        )
+      }
+
       const env: Record<string, string> = {COMPONENT: component, STAMP: stamps.get(node)!}
       if (target !== undefined && target !== liveBytes) env.NEW_B64 = Buffer.from(target).toString('base64')
       if (activeBackup(files)?.files[component] === undefined || env.NEW_B64) {

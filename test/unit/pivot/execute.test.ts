@@ -157,6 +157,13 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       assert.deepEqual(fake.calls.slice(before).filter((c) => c.startsWith('task') && !c.startsWith('task pivot-read')), [], 'no node changes on a re-run')
     })
 
+    it('refuses to resume over a manifest edited by hand since the backup', async () => {
+      await assert.rejects(runner(fake, interrupting(fake, 1, 'after')).pivot(), Interrupted)
+      const {appendFileSync} = await import('node:fs')
+      appendFileSync(join(fake.roots.get('cp-1')!, 'etc/kubernetes/manifests/kube-apiserver.yaml'), '# edited by hand\n')
+      await assert.rejects(runner(fake).pivot(), /kube-apiserver\.yaml on cp-1 changed since pivot backed it up/)
+    })
+
     it('revert refuses, changing nothing, when a node lacks the backup of a moved manifest', async () => {
       await runner(fake).pivot()
       const {rmSync} = await import('node:fs')
