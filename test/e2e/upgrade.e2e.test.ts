@@ -1,16 +1,14 @@
 import {strict as assert} from 'node:assert'
-import {existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, renameSync} from 'node:fs'
+import {mkdtempSync, readdirSync} from 'node:fs'
 import {tmpdir} from 'node:os'
-import {dirname, join} from 'node:path'
+import {join} from 'node:path'
 
 import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 
 import {discoverControlPlane} from '../../src/controlplane/discover.js'
-import {PIVOTED_COMPONENTS, SYSTEM_NAMESPACE} from '../../src/controlplane/model.js'
+import {SYSTEM_NAMESPACE} from '../../src/controlplane/model.js'
 import {KubeClient} from '../../src/kube/client.js'
-import {pollUntil, waitForRollout} from '../../src/kube/wait.js'
-import {manifestFileName} from '../../src/pivot/manifest.js'
-import {planPivot} from '../../src/pivot/plan.js'
+import {pollUntil} from '../../src/kube/wait.js'
 import type {UpgradeResult} from '../../src/upgrade/execute.js'
 import type {UpgradePlan} from '../../src/upgrade/plan.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
@@ -24,8 +22,9 @@ import {runCommand} from '../helpers/run-command.js'
  * become Ready, except those whose image tag ends in "-broken", which crash-loop forever.
  *
  * The cluster starts as kubeadm v1.36.4 (the manifests, images and kubelets say so) while the
- * real binaries are v1.37.2. So an upgrade to v1.37.2 is one the /version gate can truly
- * check: after it, the apiserver answering is a v1.37.2. What the sandbox cannot prove: the
+ * real binaries are v1.37.2, and the real `pivot` command makes it self-hosted. So an upgrade
+ * to v1.37.2 is one the /version gate can truly check: after it, the apiserver answering is a
+ * v1.37.2. What the sandbox cannot prove: the
  * self-hosted pods are simulated, so changing their image does not change the process that
  * serves the API, and the leader leases are held by the harness's own processes (running
  * under the node's hostname). The last test shows the /version gate doing its job where the
@@ -48,7 +47,6 @@ describe('upgrade (e2e, real control plane)', function () {
   this.timeout(900_000)
   let cluster: TestCluster | undefined
   let client: KubeClient
-  const movedManifests: Array<{from: string; to: string}> = []
 
   before(async function () {
     try {
@@ -64,11 +62,22 @@ describe('upgrade (e2e, real control plane)', function () {
     }
 
     client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
-    await selfHostTheControlPlane(cluster, client, movedManifests)
+    // Pods (pivot's node tasks and workloads) are refused until kube-system's default service account exists.
+    await pollUntil(
+      async () => {
+        const res = await client.raw('GET', '/api/v1/namespaces/kube-system/serviceaccounts/default', {intent: {verb: 'get', resource: 'serviceaccounts'}})
+        return {done: res.status === 200, value: undefined, progress: `service account: ${res.status}`}
+      },
+      {timeoutMs: 60_000, what: 'the kube-system default service account'},
+    )
+    // The real pivot command makes the control plane self-hosted. The node-side watchdog asks
+    // the harness's API server, which is what serves this cluster (not the manifests' pods).
+    const pivot = await selfhost(cluster.kubeconfig, 'pivot', '--apiserver-health-url', `${client.server}/readyz`, '--timeout', '3m')
+    assert.equal(pivot.exitCode, 0, `pivot failed:\n${pivot.stderr}`)
+    assert.deepEqual(readdirSync(join(cluster.nodes[0].root, 'etc/kubernetes/manifests')), ['etcd.yaml'])
   })
 
   after(async () => {
-    for (const {from, to} of movedManifests) if (existsSync(to)) renameSync(to, from)
     await cluster?.stop()
   })
 
@@ -205,63 +214,3 @@ describe('upgrade (e2e, real control plane)', function () {
     await assertHealthyAt(BINARY_VERSION)
   })
 })
-
-/**
- * Makes the control plane self-hosted the way pivot does, from pivot's own planner: its
- * apiserver DaemonSet and controller-manager/scheduler Deployments, then the static manifests
- * moved off the node so the mirror pods go.
- */
-async function selfHostTheControlPlane(cluster: TestCluster, client: KubeClient, moved: Array<{from: string; to: string}>): Promise<void> {
-  const controlPlane = cluster.nodes.filter((n) => n.role === 'control-plane')
-  const manifests = controlPlane.flatMap((node) =>
-    PIVOTED_COMPONENTS.map((component) => ({
-      node: node.name,
-      component,
-      bytes: readFileSync(join(node.root, 'etc/kubernetes/manifests', manifestFileName(component)), 'utf8'),
-    })),
-  )
-  const nodes = (await client.listNodes()).items
-    .filter((n) => controlPlane.some((c) => c.name === n.metadata?.name))
-    .map((n) => ({
-      name: n.metadata!.name!,
-      internalIP: n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address,
-      labels: n.metadata?.labels ?? {},
-      taints: (n.spec?.taints ?? []).map((t) => ({key: t.key, effect: t.effect, ...(t.value ? {value: t.value} : {})})),
-    }))
-  const plan = planPivot({manifests, nodes})
-  for (const component of plan.components) {
-    for (const object of component.objects) {
-      // The harness's kwok stages leave every pod labelled managed-by=kubectl-selfhost alone
-      // (it takes them for node tasks), and pivot labels its workloads' pods so: until the
-      // harness tells node tasks by their node-task label, the pods go without it.
-      delete (object as V1Deployment).spec?.template?.metadata?.labels?.['app.kubernetes.io/managed-by']
-      const [group, version] = object.apiVersion.split('/')
-      const resource = object.kind === 'DaemonSet' ? 'daemonsets' : object.kind === 'Deployment' ? 'deployments' : 'poddisruptionbudgets'
-      await client.apply(`${group}/${version}`, resource, object)
-    }
-
-    await waitForRollout(client, {kind: component.kind, namespace: SYSTEM_NAMESPACE, name: component.name}, {timeoutMs: 120_000})
-  }
-
-  const backup = mkdtempSync(join(tmpdir(), 'selfhost-upgrade-e2e-manifests-'))
-  for (const node of controlPlane) {
-    for (const component of PIVOTED_COMPONENTS) {
-      const from = join(node.root, 'etc/kubernetes/manifests', manifestFileName(component))
-      const to = join(backup, node.name, manifestFileName(component))
-      mkdirSync(dirname(to), {recursive: true})
-      renameSync(from, to)
-      moved.push({from, to})
-    }
-  }
-
-  await pollUntil(
-    async () => {
-      const mirrors = (await client.listPods(SYSTEM_NAMESPACE)).items.filter(
-        (p) => p.metadata?.annotations?.['kubernetes.io/config.mirror'] && PIVOTED_COMPONENTS.some((c) => p.metadata?.name?.startsWith(`${c}-`)),
-      )
-      return {done: mirrors.length === 0, value: undefined, progress: `${mirrors.length} static mirror pods left`}
-    },
-    {timeoutMs: 60_000, what: 'the static mirror pods to go'},
-  )
-  assert.deepEqual(readdirSync(join(controlPlane[0].root, 'etc/kubernetes/manifests')), ['etcd.yaml'])
-}
