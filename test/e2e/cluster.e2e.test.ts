@@ -229,6 +229,10 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     // The endpoints are the kwok pods' IPs, from the real EndpointSlice controller.
     const pods = (await client.listPods('default', {labelSelector: 'app=web'})).items
     for (const pod of pods) assert.ok(rules.includes(`--to-destination ${pod.status!.podIP}:80`), `endpoint ${pod.status!.podIP}`)
+    // The kernel applies those rules: the kubernetes Service's ClusterIP, DNATed by them,
+    // reaches the real API server from inside the worker's namespace.
+    const {log: livez} = await runTask('e2e-clusterip', worker.name, 'curl -sk --max-time 10 https://10.96.0.1:443/livez')
+    assert.equal(livez.trim(), 'ok')
     // The worker's own kube-proxy pod shows that real kube-proxy's log.
     const proxyPod = (await client.listPods('kube-system', {labelSelector: 'k8s-app=kube-proxy', fieldSelector: `spec.nodeName=${worker.name}`})).items[0]
     const proxyLog = await client.readPodLog('kube-system', proxyPod.metadata!.name!, 'kube-proxy')

@@ -280,7 +280,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       const name = `worker-${i}`
       const node: NodePlan = {name, role: 'worker', root: join(workDir, 'nodes', name), ip: `${loopbackPrefix}.${100 + i}`}
       if (block) {
-        node.network = await createNodeNetwork({netns: `selfhost-${id}-${name}`, interfacePrefix: `sh${id.slice(-4)}`, block, index: i - 1})
+        node.network = await createNodeNetwork({netns: `selfhost-${id}-${name}`, interfacePrefix: `sh${id.slice(-4)}`, block, index: i - 1, serviceCidr: SERVICE_CIDR})
         state.networks.push(node.network)
         saveState()
         node.ip = node.network.nodeIp

@@ -7,9 +7,10 @@
 #   socat                forwards the API server and kwok's kubelet port into those namespaces
 #   util-linux           unshare: control-plane processes run under their node's hostname
 #   openssl              the cluster's certificates and service-account key
+#   curl                 the e2e suite reaches a ClusterIP from a worker's namespace
 set -euo pipefail
 need=()
-for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare; do
+for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
 done
 if [ "${#need[@]}" -gt 0 ]; then

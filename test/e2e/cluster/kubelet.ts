@@ -175,8 +175,8 @@ export class Kubelet {
     }
   }
 
-  /** Runs one pass now (tests of the harness itself use it to avoid waiting a tick). */
-  async syncOnce(): Promise<void> {
+  /** One pass of all three jobs over a single list of pods. */
+  private async syncOnce(): Promise<void> {
     const pods = await this.client.listPods(undefined)
     const ours = pods.items.filter((p) => p.spec?.nodeName && this.nodes.has(p.spec.nodeName))
     await this.syncMirrorPods(ours)

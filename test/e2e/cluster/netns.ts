@@ -51,7 +51,7 @@ export function nodeAddresses(block: AddressBlock, index: number): {hostIp: stri
   return {hostIp: `${block.prefix}.${index * 4 + 1}`, nodeIp: `${block.prefix}.${index * 4 + 2}`}
 }
 
-export async function createNodeNetwork(opts: {netns: string; interfacePrefix: string; block: AddressBlock; index: number}): Promise<NodeNetwork> {
+export async function createNodeNetwork(opts: {netns: string; interfacePrefix: string; block: AddressBlock; index: number; serviceCidr: string}): Promise<NodeNetwork> {
   const {hostIp, nodeIp} = nodeAddresses(opts.block, opts.index)
   const hostInterface = `${opts.interfacePrefix}h${opts.index}`
   const nodeInterface = `${opts.interfacePrefix}n${opts.index}`
@@ -65,6 +65,9 @@ export async function createNodeNetwork(opts: {netns: string; interfacePrefix: s
     await ip(['-n', opts.netns, 'link', 'set', 'lo', 'up'])
     await ip(['-n', opts.netns, 'addr', 'add', `${nodeIp}/30`, 'dev', nodeInterface])
     await ip(['-n', opts.netns, 'link', 'set', nodeInterface, 'up'])
+    // A connection to a ClusterIP needs a route before kube-proxy's DNAT rewrites it. Via lo,
+    // a packet no rule rewrites dies here instead of leaving the namespace.
+    await ip(['-n', opts.netns, 'route', 'add', opts.serviceCidr, 'dev', 'lo', 'src', nodeIp])
   } catch (error) {
     deleteNodeNetworkSync(network)
     throw error
