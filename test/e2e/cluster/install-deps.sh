@@ -8,9 +8,10 @@
 #   util-linux           unshare: control-plane processes run under their node's hostname
 #   openssl              the cluster's certificates and service-account key
 #   curl                 the e2e suite reaches a ClusterIP from a worker's namespace
+#   zsh                  the plugin suite runs the zsh completion script in a real zsh
 set -euo pipefail
 need=()
-for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl; do
+for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl zsh:zsh; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
 done
 if [ "${#need[@]}" -gt 0 ]; then
