@@ -22,6 +22,9 @@ export interface ClusterPki {
   kubeProxy: KeyPair
   /** kwok serves the "kubelet" API of every fake node with this one. */
   kubelet: KeyPair
+  /** Request-header authentication (aggregation), which controller-manager and scheduler look up. */
+  frontProxyCa: KeyPair
+  frontProxyClient: KeyPair
   serviceAccountKey: string
   serviceAccountPub: string
 }
@@ -39,9 +42,9 @@ async function openssl(args: string[]): Promise<void> {
   await run('openssl', args)
 }
 
-async function makeCa(dir: string): Promise<KeyPair> {
-  const pair = {cert: join(dir, 'ca.crt'), key: join(dir, 'ca.key')}
-  await openssl(['req', '-x509', ...EC_KEY, '-keyout', pair.key, '-out', pair.cert, '-days', '3650', '-subj', '/CN=kubernetes',
+async function makeCa(dir: string, name: string, commonName: string): Promise<KeyPair> {
+  const pair = {cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`)}
+  await openssl(['req', '-x509', ...EC_KEY, '-keyout', pair.key, '-out', pair.cert, '-days', '3650', '-subj', `/CN=${commonName}`,
     '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature'])
   return pair
 }
@@ -61,13 +64,13 @@ async function makeLeaf(dir: string, name: string, ca: KeyPair, subject: string,
 }
 
 /**
- * The certificates a kubeadm cluster has (minus front-proxy and etcd's own, which the test
- * cluster does not use), made with openssl so the API server's TLS and client-certificate
+ * The certificates a kubeadm cluster has (minus etcd's own: the test cluster's etcd listens
+ * on loopback without TLS), made with openssl so the API server's TLS and client-certificate
  * authentication are the real thing.
  */
 export async function makeClusterPki(request: PkiRequest): Promise<ClusterPki> {
   const {dir} = request
-  const ca = await makeCa(dir)
+  const [ca, frontProxyCa] = await Promise.all([makeCa(dir, 'ca', 'kubernetes'), makeCa(dir, 'front-proxy-ca', 'front-proxy-ca')])
   const apiserverSans = [
     'DNS:localhost',
     'DNS:kubernetes',
@@ -78,19 +81,20 @@ export async function makeClusterPki(request: PkiRequest): Promise<ClusterPki> {
     ...request.apiserverIps.map((ip) => `IP:${ip}`),
   ]
   // Leaves are independent of each other: make them side by side.
-  const [apiserver, admin, controllerManager, scheduler, kubeProxy, kubelet] = await Promise.all([
+  const [apiserver, admin, controllerManager, scheduler, kubeProxy, kubelet, frontProxyClient] = await Promise.all([
     makeLeaf(dir, 'apiserver', ca, '/CN=kube-apiserver', 'server', apiserverSans),
     makeLeaf(dir, 'admin', ca, '/O=system:masters/CN=kubernetes-admin', 'client'),
     makeLeaf(dir, 'controller-manager', ca, '/CN=system:kube-controller-manager', 'client'),
     makeLeaf(dir, 'scheduler', ca, '/CN=system:kube-scheduler', 'client'),
     makeLeaf(dir, 'kube-proxy', ca, '/CN=system:kube-proxy', 'client'),
     makeLeaf(dir, 'kubelet', ca, '/CN=kwok-kubelet', 'both', ['DNS:localhost', 'IP:127.0.0.1']),
+    makeLeaf(dir, 'front-proxy-client', frontProxyCa, '/CN=front-proxy-client', 'client'),
   ])
   const serviceAccountKey = join(dir, 'sa.key')
   const serviceAccountPub = join(dir, 'sa.pub')
   await openssl(['genpkey', '-algorithm', 'RSA', '-pkeyopt', 'rsa_keygen_bits:2048', '-out', serviceAccountKey])
   await openssl(['pkey', '-in', serviceAccountKey, '-pubout', '-out', serviceAccountPub])
-  return {dir, ca, apiserver, admin, controllerManager, scheduler, kubeProxy, kubelet, serviceAccountKey, serviceAccountPub}
+  return {dir, ca, apiserver, admin, controllerManager, scheduler, kubeProxy, kubelet, frontProxyCa, frontProxyClient, serviceAccountKey, serviceAccountPub}
 }
 
 /** A kubeconfig with embedded paths to a client certificate. */
