@@ -65,6 +65,13 @@ export interface Chain {
   policy?: string
   rules(): Rule[]
   ruleCount: number
+  /** Rule i, compiled on first use (a walk touches few rules of a large chain). */
+  rule(i: number): Rule
+  /**
+   * A cheap look at rule i's text before compiling it: false when it cannot match a packet
+   * to `destination` (it names another single address). Undefined: no such shortcut.
+   */
+  mayMatchDestination?(i: number, destination: string): boolean
 }
 
 /** What a condition may ask about the packet being walked. */

@@ -46,15 +46,20 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
     notes.push('the dump has no PREROUTING/OUTPUT jumps (kube-proxy test data?): packets enter at KUBE-SERVICES as on a real node')
   }
 
-  const collectServices = (): Map<string, ServiceInfo> => {
+  /** Rebuilds Services from comments; with `only`, compiles just the rules that name it. */
+  const collectServices = (only?: {namespace: string; name: string}): Map<string, ServiceInfo> => {
     const found = new Map<string, ServiceInfo>()
-    const scan = (table: string, chain: string) => {
-      for (const rule of dump.chain(table, chain)?.rules() ?? []) {
+    const scan = (table: string, chainName: string) => {
+      const chain = dump.tables.get(table)?.get(chainName)
+      if (!chain) return
+      const key = only && `${only.namespace}/${only.name}`
+      const rules = key ? chain.rulesMentioning(key) : chain.rules()
+      for (const rule of rules) {
         const ref = parseServiceComment(rule.comment)
-        if (!ref) continue
-        const key = `${ref.namespace}/${ref.name}`
-        const service = found.get(key) ?? {namespace: ref.namespace, name: ref.name, clusterIPs: [], externalIPs: [], loadBalancerIPs: [], ports: [], source: 'rules' as const}
-        found.set(key, service)
+        if (!ref || (only && (ref.namespace !== only.namespace || ref.name !== only.name))) continue
+        const serviceKey = `${ref.namespace}/${ref.name}`
+        const service = found.get(serviceKey) ?? {namespace: ref.namespace, name: ref.name, clusterIPs: [], externalIPs: [], loadBalancerIPs: [], ports: [], source: 'rules' as const}
+        found.set(serviceKey, service)
         const protocol = firstOf(rule.conditions, 'protocol')?.protocol ?? 'tcp'
         const address = firstOf(rule.conditions, 'address')
         const dport = firstOf(rule.conditions, 'port')?.ranges[0]?.[0]
@@ -65,7 +70,7 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
           service.ports.push(port)
         }
 
-        const isNodePort = chain === 'KUBE-NODEPORTS' || (ref.what === 'has no local endpoints' && !ip)
+        const isNodePort = chainName === 'KUBE-NODEPORTS' || (ref.what === 'has no local endpoints' && !ip)
         if (isNodePort) {
           if (dport && !ref.what.includes('health check')) port.nodePort = dport
           continue
@@ -141,8 +146,8 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       })
     },
     findService(namespace, name) {
-      services ??= collectServices()
-      return services.get(`${namespace}/${name}`)
+      // Only the rules naming this Service are compiled: a large dump is mostly other Services.
+      return (services ?? collectServices({namespace, name})).get(`${namespace}/${name}`)
     },
     serviceNames() {
       services ??= collectServices()

@@ -16,8 +16,15 @@ export interface IptablesDump extends ChainGraph {
 }
 
 export class IptablesChain implements Chain {
-  readonly lines: number[] = []
-  readonly texts: string[] = []
+  /**
+   * The chain's rules as runs of consecutive lines of the dump: [start, end, first line,
+   * count] each. kube-proxy writes a chain's rules together, so a 400,000-rule dump costs a
+   * few numbers per chain until a chain is used.
+   */
+  private readonly runs: number[] = []
+  private count = 0
+  private texts?: string[]
+  private lineNumbers?: number[]
   private compiled?: Rule[]
 
   constructor(
@@ -25,15 +32,84 @@ export class IptablesChain implements Chain {
     readonly table: string,
     readonly policy: string | undefined,
     readonly declaredAt: number,
+    private readonly source: string,
   ) {}
 
+  /** Adds the rule at [start, end) of the dump; `continues` when it directly follows this chain's previous rule. */
+  add(start: number, end: number, line: number, continues: boolean): void {
+    const runs = this.runs
+    if (continues && runs.length > 0) {
+      runs[runs.length - 3] = end
+      runs[runs.length - 1]++
+    } else runs.push(start, end, line, 1)
+    this.count++
+  }
+
   get ruleCount(): number {
-    return this.texts.length
+    return this.count
+  }
+
+  private materialize(): void {
+    if (this.texts) return
+    const texts: string[] = []
+    const lines: number[] = []
+    const prefix = `-A ${this.name}`
+    for (let r = 0; r < this.runs.length; r += 4) {
+      const [start, end, firstLine, count] = this.runs.slice(r, r + 4)
+      const rows = this.source.slice(start, end).split('\n')
+      for (let k = 0; k < count; k++) {
+        let row = rows[k]
+        if (row.endsWith('\r')) row = row.slice(0, -1)
+        if (row.charCodeAt(0) === 91 /* [ */) row = row.slice(row.indexOf('] ') + 2)
+        texts.push(row.slice(prefix.length + 1))
+        lines.push(firstLine + k)
+      }
+    }
+
+    this.texts = texts
+    this.lineNumbers = lines
+  }
+
+  /** The text of rule i after "-A CHAIN ". */
+  text(i: number): string {
+    this.materialize()
+    return this.texts![i]
+  }
+
+  line(i: number): number {
+    this.materialize()
+    return this.lineNumbers![i]
+  }
+
+  /** Compiles only the rules whose text contains `needle` (finding one Service in a big chain). */
+  rulesMentioning(needle: string): Rule[] {
+    this.materialize()
+    return this.texts!.flatMap((text, i) => (text.includes(needle) ? [this.rule(i)] : []))
   }
 
   rules(): Rule[] {
-    this.compiled ??= this.texts.map((text, i) => compileRule(text, this.lines[i]))
-    return this.compiled
+    for (let i = 0; i < this.count; i++) this.rule(i)
+    return this.compiled ?? []
+  }
+
+  rule(i: number): Rule {
+    this.materialize()
+    this.compiled ??= new Array<Rule>(this.count)
+    this.compiled[i] ??= compileRule(this.texts![i], this.lineNumbers![i])
+    return this.compiled[i]
+  }
+
+  mayMatchDestination(i: number, destination: string): boolean {
+    this.materialize()
+    const text = this.texts![i]
+    // "-d ADDR" at the start or after a space; "! -d" and anything but a /32 need the full match.
+    const atStart = text.startsWith('-d ')
+    const space = atStart ? -1 : text.indexOf(' -d ')
+    if ((!atStart && space < 0) || (space >= 1 && text.charCodeAt(space - 1) === 33 /* ! */)) return true
+    const end = text.indexOf(' ', space + 4)
+    const address = text.slice(space + 4, end < 0 ? text.length : end)
+    if (!address.endsWith('/32')) return true
+    return address.length - 3 === destination.length && address.startsWith(destination)
   }
 }
 
@@ -49,17 +125,59 @@ export function parseIptablesSave(text: string): IptablesDump {
   let lineNo = 0
   let lastContentLine = 0
   let start = 0
+  // Rules of one chain come together: remember the last chain looked up.
+  let lastChain: IptablesChain | undefined
+  let previousWasRule = false
   const length = text.length
   while (start <= length) {
     let end = text.indexOf('\n', start)
     if (end < 0) end = length
     lineNo++
-    let line = text.slice(start, end)
+    const lineStart = start
+    let lineEnd = end
     start = end + 1
-    if (line.endsWith('\r')) line = line.slice(0, -1)
-    if (line === '' || /^\s+$/.test(line)) continue
+    if (lineEnd > lineStart && text.charCodeAt(lineEnd - 1) === 13 /* \r */) lineEnd--
+    if (lineEnd === lineStart) {
+      previousWasRule = false
+      continue
+    }
+
+    const first = text.charCodeAt(lineStart)
+
+    // Rules are nearly every line of a large dump: handled on offsets, without a line string.
+    let ruleStart = lineStart
+    if (first === 91 /* [ */) {
+      // Counters ("[packets:bytes] -A ...") come first when the dump was saved with -c.
+      const close = text.indexOf('] ', lineStart)
+      if (close < 0 || close > lineEnd) throw dumpError(lineNo, `malformed counters in "${shorten(text.slice(lineStart, lineEnd))}"`)
+      ruleStart = close + 2
+    }
+
+    if ((first === 45 /* - */ || first === 91) && text.startsWith('-A ', ruleStart)) {
+      if (!current) throw dumpError(lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
+      lastContentLine = lineNo
+      const nameStart = ruleStart + 3
+      let chain = lastChain
+      const sameChain =
+        chain !== undefined && text.startsWith(chain.name, nameStart) && (nameStart + chain.name.length === lineEnd || text.charCodeAt(nameStart + chain.name.length) === 32)
+      if (!sameChain) {
+        let nameEnd = text.indexOf(' ', nameStart)
+        if (nameEnd < 0 || nameEnd > lineEnd) nameEnd = lineEnd
+        const chainName = text.slice(nameStart, nameEnd)
+        chain = current.get(chainName)
+        if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
+        lastChain = chain
+      }
+
+      chain!.add(lineStart, lineEnd, lineNo, sameChain && previousWasRule)
+      previousWasRule = true
+      continue
+    }
+
+    previousWasRule = false
+    const line = text.slice(lineStart, lineEnd)
+    if ((first === 32 || first === 9) && /^\s+$/.test(line)) continue
     lastContentLine = lineNo
-    const first = line.charCodeAt(0)
     if (first === 35 /* # */) {
       generator ??= /^# Generated by (?:iptables|ip6tables)[\w-]* (v\S+(?: \([^)]*\))?)/.exec(line)?.[1]
       continue
@@ -71,6 +189,7 @@ export function parseIptablesSave(text: string): IptablesDump {
       if (!/^[a-z]+$/.test(currentName)) throw dumpError(lineNo, `"${line}" is not a table name`)
       current = tables.get(currentName) ?? new Map()
       tables.set(currentName, current)
+      lastChain = undefined
       openedAt = lineNo
       continue
     }
@@ -78,33 +197,24 @@ export function parseIptablesSave(text: string): IptablesDump {
     if (line === 'COMMIT') {
       if (!current) throw dumpError(lineNo, 'COMMIT outside a table')
       current = undefined
+      lastChain = undefined
       continue
     }
 
     if (!current) throw dumpError(lineNo, `"${shorten(line)}" is outside any table (expected a "*table" line first)`)
     if (first === 58 /* : */) {
-      const match = /^:(\S+) (\S+)(?: \[\d+:\d+\])?$/.exec(line)
-      if (!match) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
-      const [, name, policy] = match
-      if (!current.has(name)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, lineNo))
+      // ":NAME POLICY [packets:bytes]"
+      const space = line.indexOf(' ')
+      const policyEnd = space > 1 ? line.indexOf(' ', space + 1) : -1
+      const policy = space > 1 ? line.slice(space + 1, policyEnd < 0 ? line.length : policyEnd) : ''
+      const counters = policyEnd < 0 || (line.charCodeAt(policyEnd + 1) === 91 && line.endsWith(']') && line.includes(':', policyEnd))
+      if (!policy || !counters) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
+      const name = line.slice(1, space)
+      if (!current.has(name)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, lineNo, text))
       continue
     }
 
-    // Counters ("[packets:bytes] -A ...") come first when the dump was saved with -c.
-    let ruleStart = 0
-    if (first === 91 /* [ */) {
-      const close = line.indexOf('] ')
-      if (close < 0) throw dumpError(lineNo, `malformed counters in "${shorten(line)}"`)
-      ruleStart = close + 2
-    }
-
-    if (!line.startsWith('-A ', ruleStart)) throw dumpError(lineNo, `"${shorten(line)}" is not a table, chain, rule or COMMIT line`)
-    const nameEnd = line.indexOf(' ', ruleStart + 3)
-    const chainName = nameEnd < 0 ? line.slice(ruleStart + 3) : line.slice(ruleStart + 3, nameEnd)
-    const chain = current.get(chainName)
-    if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
-    chain.lines.push(lineNo)
-    chain.texts.push(nameEnd < 0 ? '' : line.slice(nameEnd + 1))
+    throw dumpError(lineNo, `"${shorten(line)}" is not a table, chain, rule or COMMIT line`)
   }
 
   if (current) throw dumpError(lastContentLine, `the dump ends inside table "${currentName}" (opened at line ${openedAt}) without COMMIT: it looks truncated`)
@@ -127,36 +237,26 @@ export function tokenizeRule(text: string, lineNo: number): string[] {
   if (!text.includes('"')) return text.split(' ').filter(Boolean)
   const tokens: string[] = []
   let i = 0
-  while (i < text.length) {
-    if (text[i] === ' ') {
+  const length = text.length
+  while (i < length) {
+    if (text.charCodeAt(i) === 32) {
       i++
       continue
     }
 
-    if (text[i] === '"') {
-      let word = ''
-      i++
-      for (;;) {
-        if (i >= text.length) throw dumpError(lineNo, 'a quoted string never ends (truncated line?)')
-        const c = text[i]
-        if (c === '\\' && i + 1 < text.length) {
-          word += text[i + 1]
-          i += 2
-        } else if (c === '"') {
-          i++
-          break
-        } else {
-          word += c
-          i++
-        }
-      }
-
-      tokens.push(word)
+    if (text.charCodeAt(i) === 34 /* " */) {
+      // Find the closing quote, stepping over \" escapes.
+      let close = text.indexOf('"', i + 1)
+      while (close > 0 && text.charCodeAt(close - 1) === 92 /* \\ */) close = text.indexOf('"', close + 1)
+      if (close < 0) throw dumpError(lineNo, 'a quoted string never ends (truncated line?)')
+      const word = text.slice(i + 1, close)
+      tokens.push(word.includes('\\') ? word.replace(/\\(.)/g, '$1') : word)
+      i = close + 1
       continue
     }
 
     let end = text.indexOf(' ', i)
-    if (end < 0) end = text.length
+    if (end < 0) end = length
     tokens.push(text.slice(i, end))
     i = end
   }

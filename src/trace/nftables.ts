@@ -58,12 +58,16 @@ export class NftChain implements Chain {
   }
 
   get ruleCount(): number {
-    return this.rawRules.length
+    return this.rules().length
   }
 
   rules(): Rule[] {
     this.compiled ??= this.rawRules.flatMap((r) => compileNftRule(r.text, r.line, this.owner()))
     return this.compiled
+  }
+
+  rule(i: number): Rule {
+    return this.rules()[i]
   }
 }
 

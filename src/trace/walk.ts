@@ -150,11 +150,13 @@ export class Walker {
   /** Runs a chain from rule `from`; every result either returned (fell off/RETURN) or stopped. */
   private run(chain: Chain, from: number, input: State, depth: number): Result[] {
     if (depth > MAX_DEPTH) throw new CliError(`rules loop: chain ${chain.name} is entered more than ${MAX_DEPTH} levels deep`)
-    const rules = chain.rules()
     const results: Result[] = []
     let state = input
-    for (let i = from; i < rules.length; i++) {
-      const rule = rules[i]
+    const count = chain.ruleCount
+    for (let i = from; i < count; i++) {
+      const destination = state.dnat?.ip ?? this.packet.destination
+      if (destination !== undefined && chain.mayMatchDestination && !chain.mayMatchDestination(i, destination)) continue
+      const rule = chain.rule(i)
       const affinityChecks = rule.conditions.filter((c): c is Extract<Condition, {kind: 'recent-check'}> => c.kind === 'recent-check')
       if (affinityChecks.length > 0) {
         // A client's first connection is on no recent-list yet, so it takes the random choice;

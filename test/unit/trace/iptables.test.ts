@@ -108,6 +108,29 @@ describe('iptables-save parser', () => {
     })
   }
 
+  it('skips a rule by its text only when its compiled destination could not match', () => {
+    const dumps = [v129, ...['captured-iptables-save-v1.8.9-nft.txt'].map(fixture)]
+    let skipped = 0
+    for (const text of dumps) {
+      const dump = parseIptablesSave(text)
+      const addresses = [...new Set([...text.matchAll(/-d (\d+\.\d+\.\d+\.\d+)/g)].map((m) => m[1])), '203.0.113.9']
+      for (const chains of dump.tables.values()) {
+        for (const chain of chains.values()) {
+          for (let i = 0; i < chain.ruleCount; i++) {
+            for (const destination of addresses) {
+              if (chain.mayMatchDestination(i, destination)) continue
+              skipped++
+              const excluding = chain.rule(i).conditions.some((c) => c.kind === 'address' && c.field === 'destination' && !c.negated && c.cidr.text !== `${destination}/32`)
+              assert.ok(excluding, `rule at line ${chain.line(i)} skipped for ${destination}: ${chain.text(i)}`)
+            }
+          }
+        }
+      }
+    }
+
+    assert.ok(skipped > 100, `the shortcut is used (${skipped} skips)`)
+  })
+
   it('names the line of a rule cut off inside a quoted comment when the rule is used', () => {
     const dump = parseIptablesSave('*nat\n:KUBE-SERVICES - [0:0]\n-A KUBE-SERVICES -m comment --comment "ns/svc:p cluster\nCOMMIT\n')
     assert.throws(() => dump.chain('nat', 'KUBE-SERVICES')!.rules(), /iptables dump, line 3: a quoted string never ends/)

@@ -1,0 +1,113 @@
+import {spawnSync} from 'node:child_process'
+import {mkdtempSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+import {performance} from 'node:perf_hooks'
+import {fileURLToPath, pathToFileURL} from 'node:url'
+
+import {parseIptablesSave} from '../../src/trace/iptables.js'
+import {iptablesRuleSet} from '../../src/trace/iptables-rules.js'
+import {traceService} from '../../src/trace/trace.js'
+import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
+import {Benchmark, median} from './lib.js'
+
+const SERVICES = 10_000
+const ENDPOINTS = 10
+const ROUNDS = 5
+const TARGET_MS = 1000
+const TARGET_MB = 300
+const TARGET_RATIO = 3
+const self = fileURLToPath(import.meta.url)
+
+/** trace-all: the first 100 Services, a reference for repeated traces over one parse. */
+type Work = 'baseline' | 'trace' | 'trace-all'
+
+/** One measured piece of work, in this (child) process: elapsed ms and peak RSS. */
+function measure(work: Work, file: string): {ms: number; maxRssMb: number; detail: string} {
+  const started = performance.now()
+  let detail = ''
+  if (work === 'baseline') {
+    // The floor: read the file and split it into lines, nothing else.
+    const lines = readFileSync(file, 'utf8').split('\n')
+    detail = `${lines.length} lines`
+  } else {
+    const rules = iptablesRuleSet(parseIptablesSave(readFileSync(file, 'utf8')))
+    const last = generateServices(SERVICES, 1).at(-1)!
+    // The last Service: its rule is the last in KUBE-SERVICES, the worst case for a packet.
+    const wanted = work === 'trace' ? [`${last.namespace}/${last.name}`] : rules.serviceNames().slice(0, 100)
+    let endpoints = 0
+    for (const key of wanted) {
+      const [namespace, name] = key.split('/')
+      const result = traceService(rules, rules.findService(namespace, name)!)
+      endpoints += result.ports[0].frontends[0].endpoints.length
+    }
+
+    detail = `${wanted.length} Service(s), ${endpoints} endpoints reached`
+  }
+
+  const ms = performance.now() - started
+  return {ms, maxRssMb: process.resourceUsage().maxRSS / 1024, detail}
+}
+
+/** Runs one piece of work in a fresh process, so its peak memory is its own. */
+function inChild(work: Work, file: string): {ms: number; maxRssMb: number; detail: string} {
+  const result = spawnSync(process.execPath, ['--import', 'tsx', self, '--child', work, file], {encoding: 'utf8', maxBuffer: 1 << 20})
+  if (result.status !== 0) throw new Error(`bench child ${work} failed: ${result.stderr}`)
+  return JSON.parse(result.stdout)
+}
+
+const bench: Benchmark = {
+  name: `trace: parse + trace of a generated dump, ${SERVICES.toLocaleString('en')} Services x ${ENDPOINTS} endpoints (median of ${ROUNDS} fresh processes)`,
+  async run() {
+    const dir = mkdtempSync(join(tmpdir(), 'trace-bench-'))
+    try {
+      const file = join(dir, 'iptables-save.txt')
+      writeFileSync(file, iptablesSaveOf(generateServices(SERVICES, ENDPOINTS)))
+      const sizeMb = statSync(file).size / 1024 / 1024
+      const runs: Record<Work, Array<ReturnType<typeof inChild>>> = {baseline: [], trace: [], 'trace-all': []}
+      for (let round = 0; round < ROUNDS; round++) {
+        // Interleaved, so load from elsewhere on the machine hits both alike.
+        runs.baseline.push(inChild('baseline', file))
+        runs.trace.push(inChild('trace', file))
+      }
+
+      runs['trace-all'].push(inChild('trace-all', file))
+      const ms = (w: Work) => median(runs[w].map((r) => r.ms))
+      const mb = (w: Work) => Math.max(...runs[w].map((r) => r.maxRssMb))
+      const ratio = ms('trace') / ms('baseline')
+      const timeOk = ms('trace') < TARGET_MS
+      const memoryOk = mb('trace') < TARGET_MB
+      const ratioOk = ratio <= TARGET_RATIO
+      const verdict = (ok: boolean) => (ok ? 'met' : 'MISSED')
+      return {
+        lines: [
+          `dump: ${sizeMb.toFixed(1)} MB, ${runs.baseline[0].detail}`,
+          `read + split (baseline)   ${ms('baseline').toFixed(0).padStart(5)} ms  peak RSS ${mb('baseline').toFixed(0)} MB`,
+          `parse + trace one Service ${ms('trace').toFixed(0).padStart(5)} ms  peak RSS ${mb('trace').toFixed(0)} MB  (${runs.trace[0].detail})`,
+          `  time   ${ms('trace').toFixed(0)} ms, target < ${TARGET_MS} ms: ${verdict(timeOk)} (${(ms('trace') / TARGET_MS).toFixed(2)} of target)`,
+          `  memory ${mb('trace').toFixed(0)} MB, target < ${TARGET_MB} MB: ${verdict(memoryOk)} (${(mb('trace') / TARGET_MB).toFixed(2)} of target)`,
+          `  ratio  ${ratio.toFixed(2)}x the baseline, target <= ${TARGET_RATIO}x: ${verdict(ratioOk)}`,
+          `parse + trace 100 Services ${ms('trace-all').toFixed(0)} ms  peak RSS ${mb('trace-all').toFixed(0)} MB  (reference, no target; ${runs['trace-all'][0].detail})`,
+        ],
+        metTargets: timeOk && memoryOk && ratioOk,
+      }
+    } finally {
+      rmSync(dir, {recursive: true, force: true})
+    }
+  },
+}
+
+export default bench
+
+export async function run(): Promise<void> {
+  const report = await bench.run()
+  console.log(bench.name)
+  for (const line of report.lines) console.log(`  ${line}`)
+}
+
+const childAt = process.argv.indexOf('--child')
+if (childAt >= 0) {
+  process.stdout.write(JSON.stringify(measure(process.argv[childAt + 1] as Work, process.argv[childAt + 2])))
+} else if (import.meta.url === pathToFileURL(process.argv[1] ?? '').href) {
+  await run()
+}
