@@ -3,7 +3,7 @@ import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import {CliError, ExitCode} from '../errors.js'
 import {type DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
 import {leaderFromAnnotation, leaderFromLease} from '../controlplane/leader.js'
-import type {ComponentState, Instance, LeaderRecord, PivotedComponent} from '../controlplane/model.js'
+import {type ComponentState, type Instance, type LeaderRecord, type PivotedComponent, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import type {KubeClient} from '../kube/client.js'
 import {isConflict} from '../kube/errors.js'
 import {type RolloutStatus, pollUntil, waitForRollout} from '../kube/wait.js'
@@ -179,7 +179,14 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
   const [plane, nodes] = await Promise.all([discoverControlPlane(api), api.listNodes()])
   const state = requireComponent(plane.components, opts.component)
   const workload = await readWorkload(api, state)
-  const plan = planScale({component: opts.component, replicas: opts.replicas, force: opts.force}, {state, workload, nodes: nodes.items, now: new Date((opts.now ?? Date.now)())})
+  const request = {component: opts.component, replicas: opts.replicas, force: opts.force}
+  const now = new Date((opts.now ?? Date.now)())
+  let plan = planScale(request, {state, workload, nodes: nodes.items, now})
+  const {lease} = plan.leaderElection
+  // Discovery reads the default lock; flags may name another one, which is the one that counts.
+  if (lease.namespace !== SYSTEM_NAMESPACE || lease.name !== opts.component) {
+    plan = planScale(request, {state: {...state, leader: await readLeader(api, plan, undefined, now)}, workload, nodes: nodes.items, now})
+  }
   opts.onPlan?.(plan, opts.dryRun)
   if (opts.dryRun) return {plan, dryRun: true, patched: false, caveats: []}
 

@@ -66,6 +66,18 @@ describe('scale command (HTTP fake)', function () {
     assert.equal(result.renewal.renewed, true)
   })
 
+  it('follows the lock named by --leader-elect-resource-name, not the default one', async () => {
+    serveCluster(1, {leaseName: 'scheduler-blue'})
+    const {stdout, stderr, exitCode} = await runCommand(['scale', 'scheduler', '--replicas', '2', '-o', 'json', '--kubeconfig', kubeconfig])
+    assert.equal(exitCode, 0, stderr)
+    const result = JSON.parse(stdout)
+    assert.deepEqual(result.plan.leaderElection.lease, {namespace: 'kube-system', name: 'scheduler-blue'})
+    assert.equal(result.plan.leadership.leader.holder, 'cp-1')
+    assert.equal(result.leadership.leader.holder, 'cp-1')
+    assert.equal(result.renewal.lease, 'kube-system/scheduler-blue')
+    assert.equal(result.renewal.renewed, true)
+  })
+
   it('rolls back when the new replicas never get Ready, and exits 3', async () => {
     const fake = serveCluster(1)
     fake.newPodsNeverReady = true

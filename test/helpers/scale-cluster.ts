@@ -23,7 +23,8 @@ export interface FakeCluster {
  * controllers: a patched replica count is seen one read later, pods appear or go on the
  * control-plane nodes in order, and the leader renews its Lease a second later on every read.
  */
-export function serveCluster(startReplicas: number, leaderNode = 'cp-1'): FakeCluster {
+export function serveCluster(startReplicas: number, opts: {leaseName?: string} = {}): FakeCluster {
+  const leaseName = opts.leaseName ?? 'kube-scheduler'
   const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: join(here, '../fixtures/kubeadm/v1.32.4'), controlPlaneNodes: CONTROL_PLANE, workers: ['worker-1']})
   const schedulerManifest = inputs.pods.find((p) => p.metadata?.labels?.component === 'kube-scheduler')!
   const template: V1Pod = {
@@ -43,12 +44,19 @@ export function serveCluster(startReplicas: number, leaderNode = 'cp-1'): FakeCl
   let observed = 1
   let readyCount = startReplicas
   let resourceVersion = 100
-  const lockLease: V1Lease = lease('kube-scheduler', {holderNode: leaderNode})
+  const lockLease: V1Lease = lease(leaseName, {holderNode: 'cp-1'})
   // Renewed just now by the wall clock, which is what the command compares against, and
   // taken by the oldest replica once it had started (4h ago).
   lockLease.spec!.renewTime = new Date().toISOString() as never
   lockLease.spec!.acquireTime = new Date(Date.now() - 4 * 3_600_000 + 30_000).toISOString() as never
-  const leases = inputs.leases!.map((l) => (l.metadata?.name === 'kube-scheduler' ? lockLease : l))
+  // With --leader-elect-resource-name, the default lock is a stale leftover held by cp-3.
+  const leases = [...inputs.leases!.map((l) => (l.metadata?.name === 'kube-scheduler' && leaseName === 'kube-scheduler' ? lockLease : l)), ...(leaseName === 'kube-scheduler' ? [] : [lockLease])]
+  if (leaseName !== 'kube-scheduler') {
+    const leftover = leases.find((l) => l.metadata?.name === 'kube-scheduler')!
+    Object.assign(leftover, lease('kube-scheduler', {holderNode: 'cp-3', renewedAgo: 3600}))
+    template.spec!.containers[0].command = [...template.spec!.containers[0].command!, `--leader-elect-resource-name=${leaseName}`]
+  }
+
 
   const current = (): {deployment: V1Deployment; pods: V1Pod[]} => {
     // The controller acts on the read after the write, as a real one lags a little.
@@ -97,7 +105,7 @@ export function serveCluster(startReplicas: number, leaderNode = 'cp-1'): FakeCl
     .reply(200, () => current().deployment)
     .get('/apis/coordination.k8s.io/v1/namespaces/kube-system/leases')
     .reply(200, () => ({items: leases}))
-    .get('/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/kube-scheduler')
+    .get(`/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/${leaseName}`)
     .reply(200, () => renew())
     .get('/readyz')
     .query(true)
