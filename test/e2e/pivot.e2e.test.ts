@@ -7,6 +7,9 @@ import {KubeClient} from '../../src/kube/client.js'
 import {isNotFound} from '../../src/kube/errors.js'
 import {type NodeTask, runNodeTask} from '../../src/node/runner.js'
 import {PivotOptions, PivotRunner} from '../../src/pivot/execute.js'
+import {parseAllDocuments} from 'yaml'
+
+import {runCommand} from '../helpers/run-command.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {type TestCluster, startTestCluster} from './cluster/harness.js'
 
@@ -163,6 +166,17 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     assert.equal(result.outcome, 'planned')
     assert.equal(result.plan.objects.length, 5)
     assert.deepEqual(result.plan.nodes, ['control-plane-1', 'control-plane-2', 'control-plane-3'])
+    assert.deepEqual(manifestBytes(cluster!), originals)
+  })
+
+  it('the commands: `pivot --dry-run -o yaml` prints the objects, `revert --dry-run` finds nothing to revert', async () => {
+    const pivot = await runCommand(['pivot', '--kubeconfig', cluster!.kubeconfig, '--dry-run', '-o', 'yaml'])
+    assert.equal(pivot.exitCode, 0, pivot.stderr)
+    const docs = parseAllDocuments(pivot.stdout).map((d) => d.toJS())
+    assert.deepEqual(docs.map((d) => d.kind), ['DaemonSet', 'Deployment', 'PodDisruptionBudget', 'Deployment', 'PodDisruptionBudget'])
+    const revert = await runCommand(['revert', '--kubeconfig', cluster!.kubeconfig, '--dry-run'])
+    assert.equal(revert.exitCode, 0, revert.stderr)
+    assert.match(revert.stdout, /nothing to revert: the control plane already runs from static manifests/)
     assert.deepEqual(manifestBytes(cluster!), originals)
   })
 
