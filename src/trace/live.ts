@@ -9,9 +9,9 @@ import {NodeTaskApi, NodeTaskOptions, runNodeTask} from '../node/runner.js'
 import {compareNodes} from './compare.js'
 import {Cidr, parseCidr} from './ip.js'
 import {RuleSections, SECTION_MARK, detectMode, ruleSetFor, splitSections} from './load.js'
-import type {MultiNodeTrace, ProxyMode, ServiceInfo, ServicePortInfo, SliceEndpoint, TraceResult} from './model.js'
+import type {Finding, MultiNodeTrace, ProxyMode, ServiceInfo, ServicePortInfo, SliceEndpoint, TraceResult} from './model.js'
 import {closeMatches} from './suggest.js'
-import {traceService} from './trace.js'
+import {RuleSet, traceService} from './trace.js'
 
 export type TraceApi = NodeTaskApi &
   Pick<KubeClient, 'getService' | 'listServices' | 'listEndpointSlices' | 'listPods' | 'listNodes' | 'listDaemonSets' | 'getConfigMap'>
@@ -239,26 +239,56 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
 
   const nodes = chooseNodes((await api.listNodes()).items, endpoints, opts)
   const results: TraceResult[] = []
+  const unreadable: Finding[] = []
   for (const node of nodes) {
-    const name = node.metadata?.name ?? ''
-    const sections = await readNodeRules(api, name, opts, image)
-    const detected = detectMode(sections)
-    const mode = opts.mode ?? config.mode ?? detected ?? 'iptables'
-    const rules = ruleSetFor(sections, mode)
-    if (!rules.hasKubeProxyRules()) {
-      throw new CliError(
-        `node ${name} has no kube-proxy rules in ${mode} mode${detected && detected !== mode ? ` (its rules look like ${detected} mode: try --mode ${detected})` : ''}; is kube-proxy running there?`,
-      )
+    try {
+      results.push(await traceNode(api, node, {opts, image, info: {...info, ports}, endpoints, config, notes}))
+    } catch (error) {
+      // One node without kube-proxy is exactly what --all-nodes is for: say so, trace the rest.
+      if (!opts.allNodes || !(error instanceof CliError)) throw error
+      unreadable.push({kind: 'node-unreadable', message: error.message})
     }
-
-    const result = traceService(rules, {...info, ports}, {node: name, nodeAddress: internalAddress(node), slices: endpoints, clusterCidrs: config.clusterCidrs, backend: sections.iptablesCommand && mode !== 'nftables' ? sections.iptablesCommand : undefined})
-    result.notes.push(...notes)
-    if (!opts.mode && config.mode && detected && detected !== config.mode) {
-      result.findings.push({kind: 'mode-mismatch', message: `kube-proxy's ConfigMap says mode ${config.mode}, but node ${name}'s rules look like ${detected} mode`})
-    }
-
-    results.push(result)
   }
 
-  return results.length > 1 ? compareNodes(results) : {nodes: results, differences: [], findings: results[0].findings}
+  if (results.length === 0) throw new CliError(`no node could be traced: ${unreadable.map((f) => f.message).join('; ')}`)
+  if (nodes.length === 1) return {nodes: results, differences: [], findings: results[0].findings}
+  const compared = compareNodes(results)
+  return {...compared, findings: [...unreadable, ...compared.findings]}
+}
+
+interface NodeTraceInputs {
+  opts: LiveTraceOptions
+  image: string
+  info: ServiceInfo
+  endpoints: SliceEndpoint[]
+  config: {mode?: ProxyMode; clusterCidrs: Cidr[]}
+  notes: string[]
+}
+
+async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoints, config, notes}: NodeTraceInputs): Promise<TraceResult> {
+  const name = node.metadata?.name ?? ''
+  const sections = await readNodeRules(api, name, opts, image)
+  const detected = detectMode(sections)
+  const mode = opts.mode ?? config.mode ?? detected ?? 'iptables'
+  const noRules = new CliError(
+    `node ${name} has no kube-proxy rules in ${mode} mode${detected && detected !== mode ? ` (its rules look like ${detected} mode: try --mode ${detected})` : ''}; is kube-proxy running there?`,
+  )
+  const listing = {iptables: sections.iptables, nftables: sections.nft, ipvs: sections.ipvs}[mode]
+  if (!listing?.trim()) throw noRules
+  let rules: RuleSet
+  try {
+    rules = ruleSetFor(sections, mode)
+  } catch (error) {
+    throw error instanceof CliError ? new CliError(`node ${name}: ${error.message}`) : error
+  }
+
+  if (!rules.hasKubeProxyRules()) throw noRules
+
+  const result = traceService(rules, info, {node: name, nodeAddress: internalAddress(node), slices: endpoints, clusterCidrs: config.clusterCidrs, backend: sections.iptablesCommand && mode !== 'nftables' ? sections.iptablesCommand : undefined})
+  result.notes.push(...notes)
+  if (!opts.mode && config.mode && detected && detected !== config.mode) {
+    result.findings.push({kind: 'mode-mismatch', message: `kube-proxy's ConfigMap says mode ${config.mode}, but node ${name}'s rules look like ${detected} mode`})
+  }
+
+  return result
 }

@@ -107,7 +107,7 @@ export interface PortTrace {
   frontends: FrontendTrace[]
 }
 
-export type FindingKind = 'not-programmed' | 'not-in-slice' | 'share-sum' | 'no-rules' | 'mode-mismatch'
+export type FindingKind = 'not-programmed' | 'not-in-slice' | 'share-sum' | 'no-rules' | 'mode-mismatch' | 'node-unreadable'
 
 export interface Finding {
   kind: FindingKind

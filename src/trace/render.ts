@@ -82,6 +82,13 @@ function appendFindings(findings: TraceResult['findings'], out: string[]): void 
 
 export function renderMultiNode(trace: MultiNodeTrace): string {
   const out = trace.nodes.map((n) => renderTrace(n))
+  const unreadable = trace.findings.filter((f) => f.kind === 'node-unreadable')
+  if (unreadable.length > 0) {
+    const lines: string[] = []
+    appendFindings(unreadable, lines)
+    out.push(lines.join('\n'))
+  }
+
   if (trace.differences.length === 0) out.push(chalk.green(`all ${trace.nodes.length} nodes route this Service the same way`))
   else {
     out.push(chalk.yellow.bold('nodes differ:'))
