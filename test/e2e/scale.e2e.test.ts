@@ -11,7 +11,7 @@ import {MANAGED_BY_LABEL, PIVOTED_COMPONENTS, SYSTEM_NAMESPACE} from '../../src/
 import {KubeClient} from '../../src/kube/client.js'
 import {pollUntil, waitForRollout} from '../../src/kube/wait.js'
 import {manifestFileName} from '../../src/pivot/manifest.js'
-import {planPivot} from '../../src/pivot/plan.js'
+import {type SelfHostedObject, planPivot} from '../../src/pivot/plan.js'
 import type {ScaleResult} from '../../src/scale/execute.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {type TestCluster, startTestCluster} from './cluster/harness.js'
@@ -38,6 +38,7 @@ import {type TestCluster, startTestCluster} from './cluster/harness.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const DEPLOYMENT = 'self-hosted-kube-scheduler'
+type ScaledComponent = 'kube-scheduler' | 'kube-controller-manager'
 
 async function selfhost(kubeconfig: string, ...args: string[]) {
   return execa('node', ['--import', 'tsx', join(repoRoot, 'bin', 'run.js'), ...args], {
@@ -51,7 +52,8 @@ describe('scale (e2e, real control plane)', function () {
   this.timeout(600_000)
   let cluster: TestCluster | undefined
   let client: KubeClient
-  /** Where each node's static scheduler manifest was moved, to put back at the end. */
+  let pivotObjects: Map<ScaledComponent, SelfHostedObject[]>
+  /** Where each node's static manifests were moved, to put back at the end. */
   const movedManifests: Array<{from: string; to: string}> = []
 
   before(async function () {
@@ -68,7 +70,8 @@ describe('scale (e2e, real control plane)', function () {
     }
 
     client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
-    await selfHostTheScheduler(cluster, client, movedManifests)
+    pivotObjects = await planSelfHosting(cluster, client)
+    await selfHost('kube-scheduler', pivotObjects.get('kube-scheduler')!, cluster, client, movedManifests)
   })
 
   after(async () => {
@@ -76,14 +79,14 @@ describe('scale (e2e, real control plane)', function () {
     await cluster?.stop()
   })
 
-  async function scaleTo(replicas: number): Promise<ScaleResult> {
-    const run = await selfhost(cluster!.kubeconfig, 'scale', 'scheduler', '--replicas', String(replicas), '--timeout', '2m', '-o', 'json')
+  async function scaleTo(replicas: number, component: ScaledComponent = 'kube-scheduler'): Promise<ScaleResult> {
+    const run = await selfhost(cluster!.kubeconfig, 'scale', component, '--replicas', String(replicas), '--timeout', '2m', '-o', 'json')
     assert.equal(run.exitCode, 0, `scale --replicas ${replicas} failed:\n${run.stderr}`)
     return JSON.parse(run.stdout) as ScaleResult
   }
 
-  async function schedulerPods(): Promise<Array<{name: string; node: string; ready: boolean; startedAt: string}>> {
-    const deployment = await client.getDeployment(SYSTEM_NAMESPACE, DEPLOYMENT)
+  async function workloadPods(component: ScaledComponent = 'kube-scheduler'): Promise<Array<{name: string; node: string; ready: boolean; startedAt: string}>> {
+    const deployment = await client.getDeployment(SYSTEM_NAMESPACE, `self-hosted-${component}`)
     const selector = Object.entries(deployment.spec!.selector.matchLabels!).map(([k, v]) => `${k}=${v}`).join(',')
     const pods = await client.listPods(SYSTEM_NAMESPACE, {labelSelector: selector})
     return pods.items
@@ -97,8 +100,8 @@ describe('scale (e2e, real control plane)', function () {
   }
 
   /** One leader and the rest standbys, as the tool reports them, checked against the cluster itself. */
-  async function assertLeadership(result: ScaleResult, replicas: number): Promise<void> {
-    const pods = await schedulerPods()
+  async function assertLeadership(result: ScaleResult, replicas: number, component: ScaledComponent = 'kube-scheduler'): Promise<void> {
+    const pods = await workloadPods(component)
     assert.equal(pods.length, replicas, `pods: ${JSON.stringify(pods)}`)
     assert.ok(pods.every((p) => p.ready))
     const controlPlane = new Set(cluster!.nodes.filter((n) => n.role === 'control-plane').map((n) => n.name))
@@ -108,7 +111,7 @@ describe('scale (e2e, real control plane)', function () {
 
     // Who holds the lock, judged from the cluster itself: the holder's hostname, when it names
     // a node, and whether that node runs a replica that started before the lock was taken.
-    const lease = (await client.getLease(SYSTEM_NAMESPACE, 'kube-scheduler'))!
+    const lease = (await client.getLease(SYSTEM_NAMESPACE, component))!
     const holder = lease.spec!.holderIdentity!.split('_')[0]
     const acquired = Date.parse(String(lease.spec!.acquireTime))
     const podOnHolderNode = pods.find((p) => p.node === holder)
@@ -118,11 +121,11 @@ describe('scale (e2e, real control plane)', function () {
     if (replicaHolds) {
       assert.equal(leadership.leaderPod, podOnHolderNode!.name)
     } else {
-      // The real kube-scheduler process leads (since before any replica started); the tool must not
+      // The harness's real process leads (since before any replica started); the tool must not
       // credit the replica that merely shares its node's name.
       assert.equal(leadership.leaderPod, undefined)
       assert.match(leadership.holderElsewhere ?? '', podOnHolderNode ? /took the lease at .* before pod .* started .*another process on that node leads/ : /matches no pod of this workload/)
-      assert.ok(result.caveats.some((c) => c.includes('the renewals prove only that some kube-scheduler leads')))
+      assert.ok(result.caveats.some((c) => c.includes(`the renewals prove only that some ${component} leads`)))
     }
 
     const standbys = pods.filter((p) => p.name !== leadership.leaderPod).map((p) => p.name).sort()
@@ -160,7 +163,7 @@ describe('scale (e2e, real control plane)', function () {
     // the certain ones gone, and from a tie (up-times within a power of two) exactly the tied count.
     const {expectedRemovals, possibleRemovals} = down.plan.leadership
     assert.equal(expectedRemovals.length + (possibleRemovals?.count ?? 0), 2)
-    const left = (await schedulerPods()).map((p) => p.name)
+    const left = (await workloadPods()).map((p) => p.name)
     assert.ok(!expectedRemovals.some((p) => left.includes(p)), `predicted ${expectedRemovals} to go, left ${left}`)
     if (possibleRemovals) {
       const goneOfTie = possibleRemovals.among.filter((p) => !left.includes(p)).length
@@ -188,7 +191,7 @@ describe('scale (e2e, real control plane)', function () {
       assert.match(run.stderr, /error: the 3 replicas did not get Ready: timed out after 15s .*; rolled back to 1 replica, Ready again$/)
       const deployment = await client.getDeployment(SYSTEM_NAMESPACE, DEPLOYMENT)
       assert.equal(deployment.spec?.replicas, 1)
-      const pods = await schedulerPods()
+      const pods = await workloadPods()
       assert.deepEqual(pods.map((p) => p.ready), [true])
     } finally {
       await cordon(false)
@@ -220,14 +223,20 @@ describe('scale (e2e, real control plane)', function () {
       await setCommand(container.command!)
     }
   })
+
+  it('scales the controller-manager 1 -> 2 -> 1 as well', async () => {
+    await selfHost('kube-controller-manager', pivotObjects.get('kube-controller-manager')!, cluster!, client, movedManifests)
+    const up = await scaleTo(2, 'kube-controller-manager')
+    assert.equal(up.plan.leaderElection.lease.name, 'kube-controller-manager')
+    assert.deepEqual(up.rollout, {desired: 2, ready: 2, updated: 2, current: 2})
+    await assertLeadership(up, 2, 'kube-controller-manager')
+    const down = await scaleTo(1, 'kube-controller-manager')
+    await assertLeadership(down, 1, 'kube-controller-manager')
+  })
 })
 
-/**
- * Makes the scheduler self-hosted the way pivot does, from pivot's own planner: its
- * Deployment and PodDisruptionBudget (started at 1 replica for this test), then the static
- * manifests moved off every control-plane node so the mirror pods go.
- */
-async function selfHostTheScheduler(cluster: TestCluster, client: KubeClient, moved: Array<{from: string; to: string}>): Promise<void> {
+/** pivot's own planner over the cluster's static manifests: the objects each component becomes. */
+async function planSelfHosting(cluster: TestCluster, client: KubeClient): Promise<Map<ScaledComponent, SelfHostedObject[]>> {
   const controlPlane = cluster.nodes.filter((n) => n.role === 'control-plane')
   const manifests = controlPlane.flatMap((node) =>
     PIVOTED_COMPONENTS.map((component) => ({
@@ -245,8 +254,22 @@ async function selfHostTheScheduler(cluster: TestCluster, client: KubeClient, mo
       taints: (n.spec?.taints ?? []).map((t) => ({key: t.key, effect: t.effect, ...(t.value ? {value: t.value} : {})})),
     }))
   const plan = planPivot({manifests, nodes})
-  const scheduler = plan.components.find((c) => c.component === 'kube-scheduler')!
-  for (const object of scheduler.objects) {
+  return new Map(plan.components.filter((c) => c.component !== 'kube-apiserver').map((c) => [c.component as ScaledComponent, c.objects]))
+}
+
+/**
+ * Makes a component self-hosted the way pivot does: its Deployment and PodDisruptionBudget
+ * from pivot's planner (started at 1 replica for this test), then its static manifests moved
+ * off every control-plane node so the mirror pods go.
+ */
+async function selfHost(
+  component: ScaledComponent,
+  objects: SelfHostedObject[],
+  cluster: TestCluster,
+  client: KubeClient,
+  moved: Array<{from: string; to: string}>,
+): Promise<void> {
+  for (const object of objects) {
     if (object.kind === 'Deployment') {
       const spec = (object as V1Deployment).spec!
       spec.replicas = 1
@@ -256,16 +279,15 @@ async function selfHostTheScheduler(cluster: TestCluster, client: KubeClient, mo
       delete spec.template.metadata?.labels?.[MANAGED_BY_LABEL]
       await client.apply('apps/v1', 'deployments', object)
     } else {
-      const [group, version] = object.apiVersion.split('/')
-      await client.apply(`${group}/${version}`, 'poddisruptionbudgets', object)
+      await client.apply(object.apiVersion, 'poddisruptionbudgets', object)
     }
   }
 
-  await waitForRollout(client, {kind: 'Deployment', namespace: SYSTEM_NAMESPACE, name: DEPLOYMENT}, {timeoutMs: 120_000})
+  await waitForRollout(client, {kind: 'Deployment', namespace: SYSTEM_NAMESPACE, name: `self-hosted-${component}`}, {timeoutMs: 120_000})
   const backup = join(tmpdir(), `selfhost-scale-e2e-${process.pid}`)
-  for (const node of controlPlane) {
-    const from = join(node.root, 'etc/kubernetes/manifests', manifestFileName('kube-scheduler'))
-    const to = join(backup, node.name, manifestFileName('kube-scheduler'))
+  for (const node of cluster.nodes.filter((n) => n.role === 'control-plane')) {
+    const from = join(node.root, 'etc/kubernetes/manifests', manifestFileName(component))
+    const to = join(backup, node.name, manifestFileName(component))
     mkdirSync(dirname(to), {recursive: true})
     renameSync(from, to)
     moved.push({from, to})
@@ -273,11 +295,11 @@ async function selfHostTheScheduler(cluster: TestCluster, client: KubeClient, mo
 
   await pollUntil(
     async () => {
-      const mirrors = (await client.listPods(SYSTEM_NAMESPACE, {labelSelector: 'component=kube-scheduler'})).items.filter(
+      const mirrors = (await client.listPods(SYSTEM_NAMESPACE, {labelSelector: `component=${component}`})).items.filter(
         (p) => p.metadata?.annotations?.['kubernetes.io/config.mirror'],
       )
-      return {done: mirrors.length === 0, value: undefined, progress: `${mirrors.length} static scheduler mirror pods left`}
+      return {done: mirrors.length === 0, value: undefined, progress: `${mirrors.length} static ${component} mirror pods left`}
     },
-    {timeoutMs: 60_000, what: 'the static scheduler mirror pods to go'},
+    {timeoutMs: 60_000, what: `the static ${component} mirror pods to go`},
   )
 }
