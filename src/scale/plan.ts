@@ -83,15 +83,21 @@ function lastFlagValue(argv: string[], name: string): string | undefined {
   return value
 }
 
-/** Reads leader election from a component's command line (command + args of its container). */
-export function leaderElectionFromArgs(component: ScalableComponent, argv: string[]): LeaderElectionSettings {
-  let enabled = true
+/** A pflag boolean: a bare --name means true, --name=<bool> sets it, the last occurrence wins. */
+export function boolFlag(argv: string[], name: string, fallback: boolean): boolean {
+  let value = fallback
   for (const arg of argv) {
-    // A bare --leader-elect means true; `--leader-elect false` is not how pflag reads booleans.
-    if (arg === '--leader-elect') enabled = true
-    else if (arg.startsWith('--leader-elect=')) enabled = parseGoBool(arg.slice('--leader-elect='.length)) ?? enabled
+    if (arg === `--${name}`) value = true
+    else if (arg.startsWith(`--${name}=`)) value = parseGoBool(arg.slice(name.length + 3)) ?? value
   }
 
+  return value
+}
+
+/** Reads leader election from a component's command line (command + args of its container). */
+export function leaderElectionFromArgs(component: ScalableComponent, argv: string[]): LeaderElectionSettings {
+  // On by default in both components; `--leader-elect false` is not how pflag reads booleans.
+  const enabled = boolFlag(argv, 'leader-elect', true)
   return {
     enabled,
     lease: {
@@ -372,7 +378,7 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
   } else if (to > eligibleCount) {
     const over = `${to} replicas but only ${eligibleCount} node${eligibleCount === 1 ? '' : 's'} they can run on (${placement.eligibleNodes.join(', ')})`
     if (placement.onePerNodeBecause) warnings.push(`${over}: ${placement.onePerNodeBecause}, so ${to - readyTarget} will stay Pending`)
-    else if (placement.hostNetwork && !componentArgv(component, spec).some((a) => a.startsWith('--permit-port-sharing'))) {
+    else if (placement.hostNetwork && !boolFlag(componentArgv(component, spec), 'permit-port-sharing', false)) {
       warnings.push(`${over}: two hostNetwork instances on one node fight for the same port and the second fails unless --permit-port-sharing is set`)
     } else warnings.push(`${over}: some nodes run two, so losing one node takes out more than one replica`)
   }

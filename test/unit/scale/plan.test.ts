@@ -336,6 +336,12 @@ describe('scale: the rules', () => {
     assert.match(plan.warnings[0], /4 replicas but only 3 nodes .*fight for the same port.*--permit-port-sharing/)
   })
 
+  it('reads --permit-port-sharing=false as off', () => {
+    const deployment = withArgs(schedulerDeployment(), (a) => [...a, '--permit-port-sharing=false'])
+    const plan = planScale(request(4), {state: selfHosted('kube-scheduler', one), workload: deployment, nodes: threeMasters, now: NOW})
+    assert.match(plan.warnings[0], /fight for the same port/)
+  })
+
   it('warns that doubled-up replicas share a node\'s fate when ports are shared', () => {
     const plan = planScale(request(4), {state: selfHosted('kube-scheduler', one), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.match(plan.warnings[0], /losing one node takes out more than one replica/)
