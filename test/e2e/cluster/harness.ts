@@ -9,6 +9,7 @@ import {promisify} from 'node:util'
 import semver from 'semver'
 import {stringify} from 'yaml'
 
+import {MIRROR_ANNOTATION} from '../../../src/controlplane/model.js'
 import {KubeClient, resourcePath} from '../../../src/kube/client.js'
 import {addonObjects, kubeProxyConfiguration} from './addons.js'
 import {MissingPrerequisiteError, ensureBinaries, hasCommand, isRoot} from './binaries.js'
@@ -621,7 +622,7 @@ async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Rec
   const expectedMirrors = nodes.filter((n) => n.role === 'control-plane').length * 4
   await waitFor('mirror pods of every static pod to be Ready, with their logs served', 60_000, async () => {
     const pods = await client.listPods('kube-system')
-    const mirrors = pods.items.filter((p) => p.metadata?.annotations?.['kubernetes.io/config.mirror'] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+    const mirrors = pods.items.filter((p) => p.metadata?.annotations?.[MIRROR_ANNOTATION] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
     if (mirrors.length !== expectedMirrors) return undefined
     for (const pod of mirrors) {
       const res = await client.raw('GET', resourcePath('v1', 'pods', 'kube-system', pod.metadata!.name!, 'log'), {query: {limitBytes: 1}, intent: {verb: 'get', resource: 'pods/log'}})

@@ -6,8 +6,10 @@ import {join} from 'node:path'
 import type {V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import {MIRROR_ANNOTATION} from '../../../src/controlplane/model.js'
 import {KubeClient, resourcePath} from '../../../src/kube/client.js'
 import {isConflict, isNotFound} from '../../../src/kube/errors.js'
+import {NODE_TASK_LABEL} from '../../../src/node/runner.js'
 import {ProcessGroup, criLogLine, type Supervised} from './processes.js'
 
 /**
@@ -21,16 +23,9 @@ import {ProcessGroup, criLogLine, type Supervised} from './processes.js'
  * One loop lists all pods every tick and does the three jobs from that one list.
  */
 
-export const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror'
 export const CONFIG_HASH_ANNOTATION = 'kubernetes.io/config.hash'
 export const CONFIG_SOURCE_ANNOTATION = 'kubernetes.io/config.source'
 export const CONFIG_SEEN_ANNOTATION = 'kubernetes.io/config.seen'
-/**
- * Node-task pods (contract 2) carry this label, besides managed-by=kubectl-selfhost: they are
- * run by this harness, not simulated by kwok. The label alone decides, because pivot's
- * self-hosted workloads may carry managed-by=kubectl-selfhost as well.
- */
-export const NODE_TASK_LABEL = 'selfhost.kubectl.io/node-task'
 
 export interface KubeletNode {
   name: string
@@ -53,6 +48,11 @@ export interface KubeletOptions {
   tickMs?: number
 }
 
+/**
+ * Node-task pods (contract 2) carry NODE_TASK_LABEL besides managed-by=kubectl-selfhost: they
+ * are run by this harness, not simulated by kwok. The label alone decides, because pivot's
+ * self-hosted workloads may carry managed-by=kubectl-selfhost as well.
+ */
 export function isNodeTask(pod: V1Pod): boolean {
   return pod.metadata?.labels?.[NODE_TASK_LABEL] !== undefined
 }
@@ -227,8 +227,8 @@ export class Kubelet {
 
       for (const [key, want] of wanted) {
         const existing = mirrors.find((m) => `${m.metadata!.namespace}/${m.metadata!.name}` === key)
-        if (existing && !existing.metadata?.deletionTimestamp && existing.metadata!.annotations![MIRROR_ANNOTATION] === want.hash) continue
-        if (existing) continue // being deleted: create on a later tick, once it is gone
+        // Up to date, or outdated and just deleted above: the new one comes on a later tick.
+        if (existing) continue
         const pod = mirrorPodFor(want.pod, want.hash, node)
         try {
           await this.client.createPod(pod.metadata!.namespace!, pod)

@@ -1,5 +1,7 @@
 import {stringify} from 'yaml'
 
+import {NODE_TASK_LABEL} from '../../../src/node/runner.js'
+
 /**
  * kwok's configuration for the test cluster: which nodes it plays the kubelet for, and the
  * Stages that move pods through their lifecycle. Written for this harness (not kwok's stock
@@ -19,7 +21,7 @@ export const BROKEN_IMAGE_SUFFIX = '-broken'
 
 // Node tasks carry managed-by=kubectl-selfhost and this label; pivot's workloads may carry the
 // former too, and those kwok must simulate: the node-task label alone decides.
-const NODE_TASK_SELECTOR = {key: '.metadata.labels["selfhost.kubectl.io/node-task"]', operator: 'DoesNotExist'}
+const NODE_TASK_SELECTOR = {key: `.metadata.labels["${NODE_TASK_LABEL}"]`, operator: 'DoesNotExist'}
 const NOT_DELETING = {key: '.metadata.deletionTimestamp', operator: 'DoesNotExist'}
 const HAS_BROKEN_IMAGE = `[.spec.containers[].image | endswith("${BROKEN_IMAGE_SUFFIX}")] | any`
 
