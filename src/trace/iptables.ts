@@ -400,6 +400,10 @@ export function compileRule(text: string, lineNo: number): Rule {
 
         conditions.push({kind: 'opaque', text: `-m ${module} --mask ${value(word)}`})
         break
+      case '--nfacct-name':
+        // Accounting only (kube-proxy counts some packets with nfacct): it always matches.
+        value(word)
+        break
       case '--match-set': {
         const name = value(word)
         const flags = value(word)

@@ -15,6 +15,7 @@ import {detectMode, ruleSetFor, splitSections} from '../../src/trace/load.js'
 import type {RuleSet} from '../../src/trace/trace.js'
 import {traceService} from '../../src/trace/trace.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
+import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
 
 /**
  * The kernel as oracle: load kube-proxy rules into a network namespace of our own, listen on
@@ -24,7 +25,6 @@ import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
  */
 
 const CONNECTIONS = 300
-const probe = fileURLToPath(new URL('kernel/probe.mjs', import.meta.url))
 const fixtures = new URL('../fixtures/kube-proxy/', import.meta.url)
 const sharedFixtures = fileURLToPath(new URL('../../../shared/fixtures/kube-proxy/', import.meta.url))
 
@@ -63,50 +63,13 @@ class TestNamespace {
   }
 
   /** Listens on `listen`, connects `count` times to each target; where each landed. */
-  async probe(listen: string[], targets: Array<{target: string; count: number}>): Promise<Record<string, Record<string, number>>> {
-    const plan = {listen: [...new Set(listen)], connect: targets}
-    const {stdout} = await this.exec([process.execPath, probe, JSON.stringify(plan)])
-    return JSON.parse(stdout)
+  probe(listen: string[], targets: Array<{target: string; count: number}>): Promise<Record<string, Record<string, number>>> {
+    return probeInNamespace(this.name, listen, targets)
   }
 
   async delete(): Promise<void> {
     if (this.created) await execa('ip', ['netns', 'del', this.name], {reject: false})
     this.created = false
-  }
-}
-
-/** What trace predicts for a frontend, keyed the way the probe reports landings. */
-function predictions(frontend: FrontendTrace): Map<string, number> {
-  const predicted = new Map<string, number>()
-  const add = (key: string, share: number) => predicted.set(key, (predicted.get(key) ?? 0) + share)
-  for (const e of frontend.endpoints) add(`${e.ip}:${e.port}`, e.share)
-  for (const v of frontend.verdicts) {
-    // Unchanged packets reach our listener on the ClusterIP itself. REJECT and DROP both reach
-    // nothing; they are not told apart because ICMP errors for local traffic do not reach the
-    // socket on every kernel (seen here: REJECT shows as a timeout, a tcp-reset as refused).
-    add(v.kind === 'unhandled' ? frontend.address : 'refused', v.share)
-  }
-
-  return predicted
-}
-
-/**
- * Every landing must be one trace listed, and each count must lie within 5 standard
- * deviations of n*share (binomial): a false alarm has odds below 1 in a million per bucket.
- */
-function assertKernelAgrees(frontend: FrontendTrace, landed: Record<string, number>, connections: number): void {
-  const predicted = predictions(frontend)
-  const total = Object.values(landed).reduce((a, b) => a + b, 0)
-  assert.equal(total, connections)
-  for (const [where, count] of Object.entries(landed)) {
-    assert.ok((predicted.get(where) ?? 0) > 0, `${count} connection(s) to ${frontend.address} landed on ${where}, which trace did not list (trace: ${JSON.stringify([...predicted])})`)
-  }
-
-  for (const [where, share] of predicted) {
-    const expected = connections * share
-    const bound = 5 * Math.sqrt(connections * share * (1 - share)) + 1
-    const observed = landed[where] ?? 0
-    assert.ok(Math.abs(observed - expected) <= bound, `${where}: kernel ${observed}/${connections}, trace ${(share * 100).toFixed(1)}% (expected ${expected.toFixed(1)} ± ${bound.toFixed(1)}); all: ${JSON.stringify(landed)}`)
   }
 }
 

@@ -7,6 +7,7 @@ import type {MultiNodeTrace, TraceResult} from '../../src/trace/model.js'
 import {runCommand} from '../helpers/run-command.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {type TestCluster, startTestCluster} from './cluster/harness.js'
+import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
 
 const run = promisify(execFile)
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -108,6 +109,12 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
       assert.match(e.pod ?? '', /^web-/)
       assert.equal(e.ready, true)
     }
+
+    // The kernel agrees: endpoint addresses become local in the worker's namespace, listeners
+    // answer there, and 300 connections to the ClusterIP split as trace said.
+    for (const ip of ips) await run('ip', ['netns', 'exec', worker.netns!, 'ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo'])
+    const landed = await probeInNamespace(worker.netns!, clusterIP.endpoints.map((e) => `${e.ip}:${e.port}`), [{target: clusterIP.address, count: 300}])
+    assertKernelAgrees(clusterIP, landed[clusterIP.address], 300)
 
     const left = await client.listPods('kube-system', {labelSelector: 'app.kubernetes.io/managed-by=kubectl-selfhost,selfhost.kubectl.io/node-task=trace'})
     assert.deepEqual(left.items.filter((p) => !p.metadata?.deletionTimestamp).map((p) => p.metadata?.name), [], 'no node pod left running')

@@ -135,3 +135,22 @@ describe('listings captured from the kernel (iptables-save v1.8.9, nft v1.0.6)',
     assert.deepEqual(summary('captured-nft-list-v1.0.6.txt', names), summary('nftables-v1.33-node.txt', names))
   })
 })
+
+describe('a real kube-proxy v1.37.2 dump (captured on the test cluster)', () => {
+  const rules = load('captured-kube-proxy-v1.37.2-iptables.txt')
+  const traced = (namespace: string, name: string) => traceService(rules, rules.findService(namespace, name)!)
+
+  it('shop/web: a third to each endpoint from pods, masqueraded NodePort 30080 from outside', () => {
+    const result = traced('shop', 'web')
+    assert.deepEqual(shares(only(result, 'clusterIP', 'pod')), {'10.244.1.2:8080': 0.333333333, '10.244.1.3:8080': 0.333333333, '10.244.1.4:8080': 0.333333333})
+    const nodePort = only(result, 'nodePort', 'external')
+    assert.equal(nodePort.assumptions.length, 0, 'nfacct accounting is no condition')
+    assert.ok(nodePort.endpoints.length === 3 && nodePort.endpoints.every((e) => e.masquerade))
+    assert.deepEqual(result.findings, [])
+  })
+
+  it('shop/empty is rejected; default/kubernetes reaches the apiserver', () => {
+    assert.deepEqual(only(traced('shop', 'empty'), 'clusterIP', 'pod').verdicts.map((v) => [v.kind, v.reason]), [['reject', 'shop/empty:http has no endpoints']])
+    assert.deepEqual(shares(only(traced('default', 'kubernetes'), 'clusterIP', 'pod')), {'198.19.215.1:34379': 1})
+  })
+})
