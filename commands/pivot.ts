@@ -14,8 +14,8 @@ Node by node: apply, wait until the new pod is Ready, move the static manifest i
 The apiserver hand-off is guarded on the node itself: if the local apiserver is not healthy in time, the node task
 puts the static manifest back without needing the API (exit code 3 after a full revert).
 Re-run it after an interruption: it reads what is done from the cluster and the nodes and finishes the job.
---dry-run prints the plan (it reads the manifests on the nodes with short-lived read-only pods); -o yaml prints only
-the objects. --from-dir plans from a copy of /etc/kubernetes/manifests with no cluster at all.`
+--dry-run prints the plan (it reads the manifests on the nodes with short-lived read-only pods; --from-mirror-pods
+plans from the mirror pods instead, starting no pod); -o yaml prints only the objects. --from-dir plans from a copy of /etc/kubernetes/manifests with no cluster at all.`
   static examples = [
     '<%= config.bin %> pivot --dry-run',
     '<%= config.bin %> pivot --dry-run -o yaml > self-hosted.yaml',
@@ -26,6 +26,10 @@ the objects. --from-dir plans from a copy of /etc/kubernetes/manifests with no c
     ...clusterFlags,
     'dry-run': Flags.boolean({description: 'print the plan and change nothing', default: false}),
     'from-dir': Flags.string({description: 'plan from a directory of static manifests (one node, or one subdirectory per node); needs --dry-run'}),
+    'from-mirror-pods': Flags.boolean({
+      description: 'with --dry-run: plan from the mirror pods alone, starting no node pods (hashes are then of the mirror pods)',
+      default: false,
+    }),
     node: Flags.string({description: 'with --from-dir holding one node\'s files: the node name to use', default: 'control-plane'}),
     image: Flags.string({description: 'image for the node tasks (needs sh, base64, curl or wget)'}),
     namespace: Flags.string({description: 'namespace for the node task pods (must allow privileged pods)', default: 'kube-system'}),
@@ -65,6 +69,7 @@ the objects. --from-dir plans from a copy of /etc/kubernetes/manifests with no c
       client,
       {
         dryRun: flags['dry-run'],
+        fromMirrorPods: flags['from-mirror-pods'],
         image: flags.image ?? DEFAULT_NODE_IMAGE,
         namespace: flags.namespace,
         timeoutMs,

@@ -14,7 +14,16 @@ import {
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import type {NodeTask, NodeTaskResult} from '../node/runner.js'
-import {BACKUP_ROOT, MANIFESTS_DIR, StaticManifest, flagValue, parseStaticPod, versionFromImage, withPortSharing} from './manifest.js'
+import {
+  BACKUP_ROOT,
+  MANIFESTS_DIR,
+  StaticManifest,
+  flagValue,
+  manifestFromMirrorPod,
+  parseStaticPod,
+  versionFromImage,
+  withPortSharing,
+} from './manifest.js'
 import {
   HANDOFF_RESTORED_EXIT,
   HANDOFF_SCRIPT,
@@ -53,6 +62,8 @@ export interface PivotDeps {
 
 export interface PivotOptions {
   dryRun?: boolean
+  /** Plan from the mirror pods alone (with dryRun): no node pods, hashes of the mirror pods, not the files. */
+  fromMirrorPods?: boolean
   /** Image for the node tasks: needs sh, base64, cp/mv, and curl or wget. */
   image: string
   namespace?: string
@@ -130,7 +141,8 @@ export class PivotRunner {
 
   // ---- reading state ----------------------------------------------------------------------
 
-  async readState(): Promise<PivotState> {
+  /** Reads the cluster and (unless withFiles is false) every control-plane node's manifests and backups. */
+  async readState(withFiles = true): Promise<PivotState> {
     const {api} = this.deps
     const all = (await api.listNodes()).items
     const cp = all.filter((n) => CONTROL_PLANE_SELECTORS.some((l) => l in (n.metadata?.labels ?? {})))
@@ -139,7 +151,7 @@ export class PivotRunner {
     const pods = (await api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => names.includes(p.spec?.nodeName ?? '') && !p.metadata?.deletionTimestamp)
     const files: NodeFiles[] = []
     // One read per node: the files are the truth a resumed run starts from.
-    for (const node of names) files.push(parseNodeState(node, (await this.task(node, 'pivot-read', READ_STATE_SCRIPT, {})).output))
+    if (withFiles) for (const node of names) files.push(parseNodeState(node, (await this.task(node, 'pivot-read', READ_STATE_SCRIPT, {})).output))
     const existing: ExistingWorkload[] = []
     const ds = (await api.listDaemonSets(SYSTEM_NAMESPACE)).items
     const deploys = (await api.listDeployments(SYSTEM_NAMESPACE)).items
@@ -274,7 +286,11 @@ export class PivotRunner {
   // ---- pivot -------------------------------------------------------------------------------
 
   async pivot(): Promise<PivotResult> {
-    const state = await this.readState()
+    if (this.opts.fromMirrorPods && !this.opts.dryRun) {
+      throw new CliError('--from-mirror-pods only plans: add --dry-run (pivot itself reads the files on the nodes, to back them up byte for byte)')
+    }
+
+    const state = await this.readState(!this.opts.fromMirrorPods)
     const leaders: Partial<Record<PivotedComponent, string>> = {}
     for (const component of ['kube-controller-manager', 'kube-scheduler'] as const) {
       const holder = (await this.deps.api.getLease(SYSTEM_NAMESPACE, component))?.spec?.holderIdentity?.split('_')[0]
@@ -285,12 +301,16 @@ export class PivotRunner {
     // plans the same objects and only finishes what is left. With no backups and no live
     // manifests the planner refuses (already self-hosted, or no static control plane).
     const plan = planPivot({
-      manifests: PivotRunner.originals(state),
+      manifests: this.opts.fromMirrorPods ? state.mirrorPods.flatMap((p) => manifestFromMirrorPod(p) ?? []) : PivotRunner.originals(state),
       nodes: state.nodes,
       existingWorkloads: state.existing,
       leaders,
       handoffDeadlineSeconds: this.opts.handoffDeadlineSeconds,
     })
+    if (this.opts.fromMirrorPods) {
+      plan.notes.push('Planned from the mirror pods, without node pods: the objects match what pivot applies up to API defaults, but the source hashes are of the mirror pods; pivot takes them from the files.')
+    }
+
     const alreadyDone = this.describeProgress(plan, state)
     if (this.opts.dryRun) return {plan, alreadyDone, dryRun: true, outcome: 'planned', summary: [], exitCode: ExitCode.ok}
 

@@ -1,7 +1,7 @@
 import {createHash} from 'node:crypto'
 
 import type {V1Container, V1Pod} from '@kubernetes/client-node'
-import {parse as parseYaml} from 'yaml'
+import {parse as parseYaml, stringify as stringifyYaml} from 'yaml'
 import semver from 'semver'
 
 import {PIVOTED_COMPONENTS, PivotedComponent} from '../controlplane/model.js'
@@ -94,4 +94,36 @@ export function withPortSharing(bytes: string, component: PivotedComponent): str
   const container = pod.spec!.containers[0]
   container.command = [...(container.command ?? []), '--permit-port-sharing=true']
   return JSON.stringify(pod, null, 2) + '\n'
+}
+
+/** Annotations the kubelet and API server put on a mirror pod; none were in the file. */
+const MIRROR_ONLY_ANNOTATIONS = /^kubernetes\.io\/config\.(mirror|hash|source|seen)$/
+
+/**
+ * A static manifest rebuilt from its mirror pod, for planning when no node pod may run. The
+ * API server's defaults stay (they are valid values); what the kubelet and the API add per
+ * node goes: identity, owner, node name, status, the kubelet's catch-all NoExecute toleration.
+ * `bytes` is this canonical YAML, not the file: its hash differs from the one pivot records.
+ */
+export function manifestFromMirrorPod(pod: V1Pod): StaticManifest | undefined {
+  const component = componentOfPod(pod)
+  const node = pod.spec?.nodeName
+  if (!component || !node) return undefined
+  const annotations = Object.fromEntries(Object.entries(pod.metadata?.annotations ?? {}).filter(([k]) => !MIRROR_ONLY_ANNOTATIONS.test(k)))
+  const spec = structuredClone(pod.spec!)
+  delete spec.nodeName
+  spec.tolerations = (spec.tolerations ?? []).filter((t) => !(t.operator === 'Exists' && t.effect === 'NoExecute' && !t.key))
+  if (spec.tolerations.length === 0) delete spec.tolerations
+  const manifest = {
+    apiVersion: 'v1',
+    kind: 'Pod',
+    metadata: {
+      name: component,
+      namespace: pod.metadata?.namespace,
+      labels: pod.metadata?.labels,
+      ...(Object.keys(annotations).length > 0 ? {annotations} : {}),
+    },
+    spec,
+  }
+  return {node, component, bytes: stringifyYaml(manifest)}
 }

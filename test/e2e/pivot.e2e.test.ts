@@ -169,11 +169,21 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     assert.deepEqual(manifestBytes(cluster!), originals)
   })
 
-  it('the commands: `pivot --dry-run -o yaml` prints the objects, `revert --dry-run` finds nothing to revert', async () => {
+  it('the commands: `pivot --dry-run -o yaml` prints the objects (the same from mirror pods), `revert --dry-run` finds nothing to revert', async () => {
     const pivot = await runCommand(['pivot', '--kubeconfig', cluster!.kubeconfig, '--dry-run', '-o', 'yaml'])
     assert.equal(pivot.exitCode, 0, pivot.stderr)
     const docs = parseAllDocuments(pivot.stdout).map((d) => d.toJS())
     assert.deepEqual(docs.map((d) => d.kind), ['DaemonSet', 'Deployment', 'PodDisruptionBudget', 'Deployment', 'PodDisruptionBudget'])
+    const mirrors = await runCommand(['pivot', '--kubeconfig', cluster!.kubeconfig, '--dry-run', '--from-mirror-pods', '-o', 'yaml'])
+    assert.equal(mirrors.exitCode, 0, mirrors.stderr)
+    const fromMirrors = parseAllDocuments(mirrors.stdout).map((d) => d.toJS())
+    // Mirror pods come back from the real API server with its defaults: the commands must still match the files'.
+    for (const [i, doc] of docs.entries()) {
+      if (doc.kind === 'PodDisruptionBudget') continue
+      assert.deepEqual(fromMirrors[i].spec.template.spec.containers[0].command, doc.spec.template.spec.containers[0].command)
+      assert.deepEqual(fromMirrors[i].spec.template.spec.tolerations, doc.spec.template.spec.tolerations)
+    }
+
     const revert = await runCommand(['revert', '--kubeconfig', cluster!.kubeconfig, '--dry-run'])
     assert.equal(revert.exitCode, 0, revert.stderr)
     assert.match(revert.stdout, /nothing to revert: the control plane already runs from static manifests/)

@@ -103,6 +103,13 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         for (const node of fake.nodes) assert.ok(fake.backupDirs(node).every((d) => d.endsWith('-reverted')), 'backups kept, retired')
       })
 
+      it('--dry-run --from-mirror-pods plans from the API alone: no node pod at all', async () => {
+        const result = await runner(fake, {}, {dryRun: true, fromMirrorPods: true}).pivot()
+        assert.equal(result.plan.objects.length, 5)
+        assert.deepEqual(fake.calls, [])
+        await assert.rejects(runner(fake, {}, {fromMirrorPods: true}).pivot(), /--from-mirror-pods only plans/)
+      })
+
       it('--dry-run reads the nodes and changes nothing', async () => {
         const result = await runner(fake, {}, {dryRun: true}).pivot()
         assert.equal(result.outcome, 'planned')

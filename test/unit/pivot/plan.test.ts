@@ -9,7 +9,7 @@ import semver from 'semver'
 import {PIVOTED_COMPONENTS, SOURCE_MANIFEST_HASH_ANNOTATION} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {readManifestDir} from '../../../src/pivot/from-dir.js'
-import {StaticManifest, flagValue, parseStaticPod, sha256, versionFromImage, withPortSharing} from '../../../src/pivot/manifest.js'
+import {StaticManifest, flagValue, manifestFromMirrorPod, parseStaticPod, sha256, versionFromImage, withPortSharing} from '../../../src/pivot/manifest.js'
 import {PivotPlan, PlanNodeInfo, SOURCE_MANIFESTS_ANNOTATION, planPivot} from '../../../src/pivot/plan.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
@@ -281,5 +281,43 @@ describe('manifest helpers', () => {
     assert.deepEqual(flat.map((m) => `${m.node}/${m.component}`).sort(), ['cp-9/kube-apiserver', 'cp-9/kube-controller-manager', 'cp-9/kube-scheduler'])
     const perNode = readManifestDir(ownFixtures)
     assert.deepEqual([...new Set(perNode.map((m) => m.node))].sort(), versionDirs(ownFixtures).sort())
+  })
+})
+
+describe('planning from mirror pods', () => {
+  it('plans the same workloads as the files, without the kubelet\'s and API server\'s per-pod additions', () => {
+    const {manifests, ips} = threeNodes(join(ownFixtures, 'v1.29.4'))
+    // What the API shows for each static pod: kubelet additions plus a few API server defaults.
+    const mirrors = manifests.map((m) => {
+      const pod = parseStaticPod(m.bytes, 'fixture')
+      const spec = {...pod.spec!, nodeName: m.node, schedulerName: 'default-scheduler', restartPolicy: 'Always', tolerations: [{operator: 'Exists', effect: 'NoExecute'}]}
+      return {
+        metadata: {
+          name: `${pod.metadata!.name}-${m.node}`,
+          namespace: 'kube-system',
+          uid: `uid-${m.node}`,
+          labels: pod.metadata!.labels,
+          annotations: {...pod.metadata!.annotations, 'kubernetes.io/config.mirror': 'abc', 'kubernetes.io/config.hash': 'abc', 'kubernetes.io/config.source': 'file', 'kubernetes.io/config.seen': 'now'},
+          ownerReferences: [{apiVersion: 'v1', kind: 'Node', name: m.node, uid: 'n'}],
+        },
+        spec,
+        status: {phase: 'Running'},
+      }
+    })
+    const fromMirrors = mirrors.map((p) => manifestFromMirrorPod(p as never)!)
+    assert.deepEqual(fromMirrors.map((m) => `${m.node}/${m.component}`).sort(), manifests.map((m) => `${m.node}/${m.component}`).sort())
+    const nodes = liveNodes(ips, 'control-plane')
+    const viaFiles = planPivot({manifests, nodes})
+    const viaMirrors = planPivot({manifests: fromMirrors, nodes})
+    for (const component of PIVOTED_COMPONENTS) {
+      const a = workload(viaFiles, component).spec!.template
+      const b = workload(viaMirrors, component).spec!.template
+      assert.deepEqual(b.metadata, a.metadata)
+      assert.deepEqual(b.spec!.containers, a.spec!.containers)
+      assert.deepEqual(b.spec!.tolerations, a.spec!.tolerations, 'the kubelet\'s catch-all NoExecute toleration is not copied')
+      assert.equal(b.spec!.nodeName, undefined)
+    }
+
+    assert.ok(!JSON.stringify(viaMirrors.objects).includes('10.0.0.'), 'no node IP')
   })
 })
