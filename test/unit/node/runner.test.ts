@@ -23,7 +23,9 @@ const logPathRe = /^\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-wor
 const withPhase = (phase: string, containerState?: Record<string, unknown>, extra: Record<string, unknown> = {}): V1Pod =>
   ({status: {phase, ...extra, containerStatuses: containerState ? [{name: 'task', state: containerState}] : undefined}}) as V1Pod
 
-describe('node task runner', () => {
+describe('node task runner', function () {
+  // The first connect loads @kubernetes/client-node.
+  this.timeout(20_000)
   let client: KubeClient
   const warnings: string[] = []
   const opts = {pollIntervalMs: 5, onWarning: (m: string) => warnings.push(m)}
