@@ -99,6 +99,7 @@ function planFrontends(service: ServiceInfo, port: ServicePortInfo, ctx: TraceCo
       plans.push({kind: 'nodePort', address: `${where}:${port.nodePort}`, packet: packet(ctx.nodeAddress, port.nodePort, origin, true)})
     }
   } else if (port.nodePort && ctx.nodeAddress) {
+    // IPVS serves a NodePort as one virtual server per node address: it needs the address.
     plans.push({kind: 'nodePort', address: `${ctx.nodeAddress}:${port.nodePort}`, packet: packet(ctx.nodeAddress, port.nodePort, 'external', true)})
   }
 
