@@ -7,7 +7,7 @@ import {stringify as toYaml} from 'yaml'
 
 import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
 import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod} from '../controlplane/leader.js'
-import {ControlPlane, Instance, LeaderRecord, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
+import {Instance, LeaderRecord, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {WaitOptions, WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
@@ -17,7 +17,7 @@ import {parseReportedVersion, sameVersion} from './versions.js'
 
 export type UpgradeApi = DiscoveryApi & Pick<KubeClient, 'getDaemonSet' | 'getDeployment' | 'patch' | 'apply' | 'delete' | 'getLease'>
 
-export const TEMPORARY_PREFIX = 'selfhost-upgrade-temp-'
+const TEMPORARY_PREFIX = 'selfhost-upgrade-temp-'
 
 export interface ExecuteOptions {
   /** Budget for each component: its rollout and its health gates (and again for a rollback). */
@@ -56,7 +56,7 @@ export interface UpgradeResult {
 }
 
 /** Reads the cluster and plans; nothing changes. */
-export async function prepareUpgrade(api: UpgradeApi, options: UpgradeOptions): Promise<{plane: ControlPlane; plan: UpgradePlan; workloads: Partial<Record<UpgradeComponent, WorkloadObject>>}> {
+export async function prepareUpgrade(api: UpgradeApi, options: UpgradeOptions): Promise<UpgradePlan> {
   const plane = await discoverControlPlane(api)
   const workloads: Partial<Record<UpgradeComponent, WorkloadObject>> = {}
   for (const component of UPGRADE_ORDER) {
@@ -70,7 +70,7 @@ export async function prepareUpgrade(api: UpgradeApi, options: UpgradeOptions): 
         : {kind: 'Deployment', object: await api.getDeployment(workload.namespace, workload.name)}
   }
 
-  return {plane, plan: planUpgrade({plane, workloads}, options), workloads}
+  return planUpgrade({plane, workloads}, options)
 }
 
 const refOf = (p: ComponentPlan): WorkloadRef => ({kind: p.workload.kind, namespace: p.workload.namespace, name: p.workload.name})
@@ -172,12 +172,15 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: E
     // Read again right before the change: the patch is guarded by this resourceVersion.
     const fresh = await readWorkload(api, refOf(p))
     const image = imageOf(fresh, p.container)
+    const done = outcomes.filter((o) => o.result === 'upgraded').map((o) => o.component)
+    const sofar = done.length > 0 ? ` (${done.join(', ')} already upgraded)` : ''
     if (image !== p.imageBefore && image !== p.imageAfter) {
-      throw new CliError(`${p.workload.kind} ${p.workload.name} changed since it was planned (image now ${image}); run the upgrade again`)
+      throw new CliError(`${p.workload.kind} ${p.workload.name} changed since it was planned (image now ${image}); run the upgrade again${sofar}`)
     }
 
+    let changed = false
     try {
-      await replacePods(api, p, p.imageAfter, fresh, opts, 'during')
+      await replacePods(api, p, p.imageAfter, fresh, opts, 'during', () => (changed = true))
       outcome.imageNow = p.imageAfter
       await healthGates(api, p, {kind: 'target', version: p.targetVersion}, opts, warnings)
       if (p.updateStrategy) await restoreStrategy(api, p)
@@ -186,12 +189,14 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: E
       say(`  ${p.component} upgraded in ${outcome.seconds}s`)
     } catch (error) {
       const failure = `${p.component}: ${(error as Error).message}`
+      // Nothing of ours to undo (e.g. a 409: someone else changed it); never overwrite their change.
+      if (!changed) throw new CliError(`${failure}; nothing was changed on ${p.component}${sofar}`)
       say(`  FAILED ${failure}`)
       say(`  rolling ${p.component} back to ${p.imageBefore}`)
       try {
         // Ctrl-C must not interrupt the rollback itself.
         const calm = {...opts, signal: undefined}
-        await replacePods(api, p, p.imageBefore, fresh, calm, 'before')
+        await replacePods(api, p, p.imageBefore, fresh, calm, 'before', () => undefined)
         outcome.imageNow = p.imageBefore
         await healthGates(api, p, {kind: 'served-before', version: servedBefore}, calm, warnings)
         outcome.result = 'rolled-back'
@@ -225,6 +230,7 @@ async function replacePods(
   original: V1DaemonSet | V1Deployment,
   opts: ExecuteOptions,
   strategy: 'during' | 'before',
+  onChanged: () => void,
 ): Promise<void> {
   const ref = refOf(p)
   const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
@@ -236,6 +242,7 @@ async function replacePods(
 
   if (p.strategy !== 'temporary-instance') {
     await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    onChanged()
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
     await waitForRollout(api, ref, {...wait, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
     await waitForOnlyImage(api, p, original, image, wait, opts.onProgress)
@@ -259,6 +266,7 @@ async function replacePods(
       {...wait, what: `temporary DaemonSet ${tempRef.name}`, onProgress: (line) => opts.onProgress(`  temporary: ${line}`)},
     )
     await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    onChanged()
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
     await pollUntil(
       async () => {
@@ -396,7 +404,7 @@ export interface RunUpgradeOptions extends UpgradeOptions {
 
 /** Plans, and unless this is a dry run, executes: the one core function of `upgrade`. */
 export async function runUpgrade(api: UpgradeApi, options: RunUpgradeOptions): Promise<{plan: UpgradePlan; result?: UpgradeResult}> {
-  const {plan} = await prepareUpgrade(api, options)
+  const plan = await prepareUpgrade(api, options)
   if (options.dryRun) return {plan}
   if (!plan.allowed) throw new CliError(plan.refusal ?? 'the upgrade plan is refused')
   options.onPlan?.(plan)

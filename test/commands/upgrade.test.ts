@@ -32,6 +32,8 @@ interface FakeOptions {
   neverReady?: UpgradeComponent[]
   /** What /version says after discovery (the apiserver behind the kubeconfig). */
   served?: string
+  /** A component someone else changes between our read and our patch. */
+  changedBehindOurBack?: UpgradeComponent
 }
 
 function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
@@ -58,6 +60,7 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
       // nock parses only application/json; a strategic merge patch arrives as text.
       const patch = (typeof body === 'string' ? JSON.parse(body) : body) as Record<string, any>
       patches.push({path, body: patch})
+      if ((object as {component?: string}).component === fake.changedBehindOurBack) object.metadata!.resourceVersion = '999'
       if (patch.metadata?.resourceVersion && patch.metadata.resourceVersion !== object.metadata!.resourceVersion) {
         return [409, {kind: 'Status', reason: 'Conflict', message: 'the object has been modified'}]
       }
@@ -131,8 +134,10 @@ describe('upgrade command (HTTP fake)', function () {
     [['--version', 'v1.15.0', '--components', 'etcd'], /^error: --components: "etcd" is not one of kube-apiserver/],
     [['--version', 'v1.15.0', '--timeout', 'soon'], /^error: --timeout "soon" is not a duration/],
     [['--version', 'v1.15.0', '-o', 'wide'], /output format|Expected --output=wide to be one of/],
+    [[], /^error: Missing required flag version/],
+    [['--version'], /^error: Flag --version expects a value/],
   ] as Array<[string[], RegExp]>) {
-    it(`bad input ${args.join(' ')}: one line, exit 1, no request`, async () => {
+    it(`bad input ${args.join(' ') || '(no flags)'}: one line, exit 1, no request`, async () => {
       const {stderr, exitCode} = await upgrade(...args)
       assert.equal(exitCode, 1)
       assertOneLineError(stderr, pattern)
@@ -228,6 +233,15 @@ describe('upgrade command (HTTP fake)', function () {
     assert.ok(!fake.patches.some((p) => p.path.endsWith('/kube-proxy')), 'nothing after the failed component is touched')
     assert.match(stderr, /rolling kube-scheduler back to registry\.k8s\.io\/kube-scheduler:v1\.36\.4/)
     assert.match(stderr, /kube-scheduler is back on registry\.k8s\.io\/kube-scheduler:v1\.36\.4 and healthy/)
+  })
+
+  it('a patch refused because someone changed the workload meanwhile is not "rolled back" over their change', async () => {
+    const fake = serveUpgrade({version: 'v1.36.4', versions: {'kube-apiserver': 'v1.37.2'}}, {changedBehindOurBack: 'kube-scheduler', served: 'v1.37.2'})
+    const {stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '5s')
+    assert.equal(exitCode, 1)
+    assert.match(stderr.trimEnd().split('\n').at(-1)!, /^error: kube-scheduler: patch deployments "self-hosted-kube-scheduler" in namespace "kube-system" failed \(409 Conflict\): the object has been modified; nothing was changed on kube-scheduler \(kube-controller-manager already upgraded\)$/)
+    assert.equal(fake.patches.filter((p) => p.path.endsWith('self-hosted-kube-scheduler')).length, 1, 'no rollback patch over their change')
+    assert.ok(!fake.patches.some((p) => p.path.endsWith('/kube-proxy')))
   })
 
   it('the apiserver /version gate: Ready pods serving another version are rolled back', async () => {
