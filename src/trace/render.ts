@@ -59,6 +59,13 @@ function renderPort(port: PortTrace, out: string[]): void {
   for (const frontend of port.frontends) renderFrontend(frontend, '  ', out)
 }
 
+function serviceKind(s: TraceResult['service']): string {
+  const ips = s.clusterIPs.join(',')
+  if (!s.type) return ''
+  if (!ips) return ` (${s.type})`
+  return s.type === 'ClusterIP' ? ` (ClusterIP ${ips})` : ` (${s.type}, ClusterIP ${ips})`
+}
+
 /** The human view of a trace: a tree per frontend, then findings and notes. */
 export function renderTrace(result: TraceResult): string {
   const out: string[] = []
@@ -66,7 +73,7 @@ export function renderTrace(result: TraceResult): string {
   const name = s.namespace ? `svc/${s.name} in ${s.namespace}` : s.name
   const where = result.node ? ` on node ${result.node}` : ''
   const backend = result.backend ? `, ${result.backend}` : ''
-  out.push(chalk.bold(`${name}${s.type ? ` (${s.type}${s.clusterIPs.length > 0 ? ` ${s.clusterIPs.join(',')}` : ''})` : ''}${where}: kube-proxy ${result.mode} mode${backend}`))
+  out.push(chalk.bold(`${name}${serviceKind(s)}${where}: kube-proxy ${result.mode} mode${backend}`))
   if (result.explanation) out.push(result.explanation)
   for (const port of result.ports) renderPort(port, out)
   appendFindings(result.findings, out)
