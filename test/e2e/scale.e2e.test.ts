@@ -1,5 +1,5 @@
 import {strict as assert} from 'node:assert'
-import {existsSync, mkdirSync, readFileSync, renameSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync, renameSync, rmSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
@@ -39,6 +39,8 @@ import {type TestCluster, startTestCluster} from './cluster/harness.js'
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const DEPLOYMENT = 'self-hosted-kube-scheduler'
 type ScaledComponent = 'kube-scheduler' | 'kube-controller-manager'
+/** Where the static manifests wait while their component is self-hosted. */
+const MANIFEST_BACKUP = join(tmpdir(), `selfhost-scale-e2e-${process.pid}`)
 
 async function selfhost(kubeconfig: string, ...args: string[]) {
   return execa('node', ['--import', 'tsx', join(repoRoot, 'bin', 'run.js'), ...args], {
@@ -76,6 +78,7 @@ describe('scale (e2e, real control plane)', function () {
 
   after(async () => {
     for (const {from, to} of movedManifests) if (existsSync(to)) renameSync(to, from)
+    rmSync(MANIFEST_BACKUP, {recursive: true, force: true})
     await cluster?.stop()
   })
 
@@ -284,10 +287,9 @@ async function selfHost(
   }
 
   await waitForRollout(client, {kind: 'Deployment', namespace: SYSTEM_NAMESPACE, name: `self-hosted-${component}`}, {timeoutMs: 120_000})
-  const backup = join(tmpdir(), `selfhost-scale-e2e-${process.pid}`)
   for (const node of cluster.nodes.filter((n) => n.role === 'control-plane')) {
     const from = join(node.root, 'etc/kubernetes/manifests', manifestFileName(component))
-    const to = join(backup, node.name, manifestFileName(component))
+    const to = join(MANIFEST_BACKUP, node.name, manifestFileName(component))
     mkdirSync(dirname(to), {recursive: true})
     renameSync(from, to)
     moved.push({from, to})
