@@ -241,3 +241,23 @@ describe('iptables trace (hand-written v1.29 node dump)', () => {
     assert.equal(rules.findService('default', 'nope'), undefined)
   })
 })
+
+describe('iptables trace: pre-1.24 XLB chains, goto and RETURN', () => {
+  const old = fixture('iptables-v1.22-xlb.txt')
+
+  it('drops NodePort traffic from outside through KUBE-MARK-DROP when the node has no local endpoint; pods still reach the endpoint', () => {
+    const result = traceOffline(old, 'old', 'local')
+    assert.equal(result.ports[0].expectedChains?.xlb, 'KUBE-XLB-MEUOTAWK75ANQP6F')
+    const outside = frontend(result, 'nodePort', 'external')
+    assert.deepEqual(outside.endpoints, [])
+    assert.deepEqual(outside.verdicts.map((v) => [v.kind, v.chain]), [['drop', 'KUBE-FIREWALL']])
+    assert.deepEqual(sharesOf(frontend(result, 'nodePort', 'pod')), {'10.244.2.9:80': 1})
+  })
+
+  it('follows -g (goto) into a chain, and RETURN from a jumped chain back to the rule after the jump', () => {
+    const f = frontend(traceOffline(old, 'old', 'hops'), 'clusterIP')
+    // HOP jumps to HOP-BACK: 25% RETURN to HOP (whose next rule DNATs to .3), 75% DNAT to .4.
+    assert.deepEqual(sharesOf(f), {'10.244.3.3:80': 0.25, '10.244.3.4:80': 0.75})
+    assert.equal(f.tree[0].children[0].action, 'goto HOP')
+  })
+})
