@@ -7,6 +7,7 @@ import {compileRule, parseIptablesSave} from '../../../src/trace/iptables.js'
 import {iptablesRuleSet} from '../../../src/trace/iptables-rules.js'
 import type {SliceEndpoint} from '../../../src/trace/model.js'
 import {traceService} from '../../../src/trace/trace.js'
+import {Walker} from '../../../src/trace/walk.js'
 
 const fixture = (name: string) => readFileSync(new URL(`../../fixtures/kube-proxy/${name}`, import.meta.url), 'utf8')
 const v129 = fixture('iptables-v1.29-counters.txt')
@@ -259,5 +260,31 @@ describe('iptables trace: pre-1.24 XLB chains, goto and RETURN', () => {
     // HOP jumps to HOP-BACK: 25% RETURN to HOP (whose next rule DNATs to .3), 75% DNAT to .4.
     assert.deepEqual(sharesOf(f), {'10.244.3.3:80': 0.25, '10.244.3.4:80': 0.75})
     assert.equal(f.tree[0].children[0].action, 'goto HOP')
+  })
+})
+
+describe('walker semantics', () => {
+  const walk = (jumpKind: '-g' | '-j') => {
+    const dump = parseIptablesSave(
+      [
+        '*nat',
+        ':PREROUTING ACCEPT [0:0]',
+        ':KUBE-SERVICES - [0:0]',
+        ':EMPTY - [0:0]',
+        '-A PREROUTING -j KUBE-SERVICES',
+        '-A PREROUTING -j DNAT --to-destination 10.0.0.9:1',
+        `-A KUBE-SERVICES -d 10.96.0.1/32 ${jumpKind} EMPTY`,
+        '-A KUBE-SERVICES -j DNAT --to-destination 10.0.0.8:1',
+        'COMMIT',
+        '',
+      ].join('\n'),
+    )
+    const [outcome] = new Walker(dump, {protocol: 'tcp', destination: '10.96.0.1', destinationPort: 80, destinationLocal: false, origin: 'pod', clusterCidrs: []}).walk('nat', ['PREROUTING'])
+    return outcome.verdict
+  }
+
+  it('a chain entered by goto that falls off its end returns to the caller of the chain that did the goto', () => {
+    assert.deepEqual(walk('-g'), {kind: 'dnat', ip: '10.0.0.9', port: 1})
+    assert.deepEqual(walk('-j'), {kind: 'dnat', ip: '10.0.0.8', port: 1})
   })
 })
