@@ -84,5 +84,4 @@ export interface PacketView {
 export interface ChainGraph {
   mode: 'iptables' | 'nftables'
   chain(table: string, name: string): Chain | undefined
-  hasTable(table: string): boolean
 }

@@ -31,7 +31,6 @@ export class IptablesChain implements Chain {
     readonly name: string,
     readonly table: string,
     readonly policy: string | undefined,
-    readonly declaredAt: number,
     private readonly source: string,
   ) {}
 
@@ -210,7 +209,7 @@ export function parseIptablesSave(text: string): IptablesDump {
       const counters = policyEnd < 0 || (line.charCodeAt(policyEnd + 1) === 91 && line.endsWith(']') && line.includes(':', policyEnd))
       if (!policy || !counters) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
       const name = line.slice(1, space)
-      if (!current.has(name)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, lineNo, text))
+      if (!current.has(name)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, text))
       continue
     }
 
@@ -224,7 +223,6 @@ export function parseIptablesSave(text: string): IptablesDump {
     tables,
     generator,
     chain: (table, name) => tables.get(table)?.get(name),
-    hasTable: (table) => tables.has(table),
   }
 }
 

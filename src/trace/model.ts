@@ -1,7 +1,6 @@
 import type {Origin, Outcome, Step} from './walk.js'
 
 export type ProxyMode = 'iptables' | 'nftables' | 'ipvs'
-export const PROXY_MODES: readonly ProxyMode[] = ['iptables', 'nftables', 'ipvs']
 
 export interface ServicePortInfo {
   /** The port's name ("" when unnamed). */

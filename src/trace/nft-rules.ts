@@ -20,7 +20,7 @@ export function nftRuleSet(table: NftTable): RuleSet {
   const notes: string[] = []
   if (table.truncatedAt !== undefined) notes.push(`the listing stops at line ${table.truncatedAt} before the table closes: chains after that point are missing`)
   if (!table.chains.has('services') && table.sets.has('service-ips')) {
-    const services = new NftChain('services', table.name, 0, () => table)
+    const services = new NftChain('services', table.name, () => table)
     for (const text of SERVICES_LOOKUPS) services.rawRules.push({line: 0, text})
     table.chains.set('services', services)
     notes.push('the listing has no "services" chain: packets are looked up in the service-ips/service-nodeports maps directly, as that chain does')

@@ -49,7 +49,6 @@ export class NftChain implements Chain {
   constructor(
     readonly name: string,
     readonly table: string,
-    readonly line: number,
     private readonly owner: () => NftTable,
   ) {}
 
@@ -97,7 +96,6 @@ export function parseNftTable(text: string): NftTable {
     chains,
     sets,
     chain: (_t, name) => chains.get(name),
-    hasTable: () => true,
   }
 
   for (let i = 0; i < lines.length; i++) {
@@ -136,7 +134,7 @@ export function parseNftTable(text: string): NftTable {
       const opening = /^(chain|set|map|flowtable|counter|quota|ct helper|limit) (\S+) \{$/.exec(line)
       if (opening) {
         depth = 2
-        if (opening[1] === 'chain') chain = new NftChain(opening[2], tableName, lineNo, () => table)
+        if (opening[1] === 'chain') chain = new NftChain(opening[2], tableName, () => table)
         else if (opening[1] === 'set' || opening[1] === 'map') set = {name: opening[2], isMap: opening[1] === 'map', type: '', elements: [], line: lineNo}
         if (chain) chains.set(chain.name, chain)
         if (set) sets.set(set.name, set)
