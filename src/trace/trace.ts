@@ -203,6 +203,8 @@ export function traceService(rules: RuleSet, service: ServiceInfo, ctx: TraceCon
   const sliceKnown = ctx.slices !== undefined
   const notes = [...rules.notes]
   if (cidrs.length === 0) notes.push('the pod network (cluster CIDR) is unknown: masquerading of pod traffic is shown as conditional')
+  const ipv6 = [...service.clusterIPs, ...service.externalIPs, ...service.loadBalancerIPs].filter((ip) => !isIPv4(ip))
+  if (ipv6.length > 0) notes.push(`IPv6 addresses are not traced (${ipv6.join(', ')}): only IPv4 rules (iptables, "ip kube-proxy") are read`)
   const ports: PortTrace[] = []
   const findings: Finding[] = []
   for (const port of service.ports) {
