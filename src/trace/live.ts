@@ -57,6 +57,10 @@ fi
 if command -v ipvsadm >/dev/null 2>&1 && out=$(ipvsadm -Ln 2>/dev/null); then mark ipvs; printf '%s\\n' "$out"
 elif [ -r /proc/net/ip_vs ]; then mark ipvs; while IFS= read -r line; do printf '%s\\n' "$line"; done < /proc/net/ip_vs
 fi
+# kube-proxy answers its mode on its metrics port (127.0.0.1:10249 by default).
+if command -v curl >/dev/null 2>&1 && out=$(curl -fsS --max-time 2 http://127.0.0.1:10249/proxyMode 2>/dev/null); then mark "proxymode $out"
+elif command -v wget >/dev/null 2>&1 && out=$(wget -qO- -T 2 http://127.0.0.1:10249/proxyMode 2>/dev/null); then mark "proxymode $out"
+fi
 mark end
 `
 
@@ -256,6 +260,16 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
   return {...compared, findings: [...unreadable, ...compared.findings]}
 }
 
+type ModeSource = NonNullable<TraceResult['modeSource']>
+
+/** The first of --mode, kube-proxy's own answer, its ConfigMap, the rules' look (else iptables). */
+export function modeOf(flag?: ProxyMode, running?: ProxyMode, configured?: ProxyMode, looks?: ProxyMode): [ProxyMode, ModeSource] {
+  if (flag) return [flag, 'flag']
+  if (running) return [running, 'kube-proxy']
+  if (configured) return [configured, 'configmap']
+  return [looks ?? 'iptables', 'rules']
+}
+
 interface NodeTraceInputs {
   opts: LiveTraceOptions
   image: string
@@ -269,7 +283,8 @@ async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoi
   const name = node.metadata?.name ?? ''
   const sections = await readNodeRules(api, name, opts, image)
   const detected = detectMode(sections)
-  const mode = opts.mode ?? config.mode ?? detected ?? 'iptables'
+  // The running kube-proxy's own answer beats its ConfigMap (flags can override the file).
+  const [mode, modeSource] = modeOf(opts.mode, sections.proxyMode, config.mode, detected)
   const noRules = new CliError(
     `node ${name} has no kube-proxy rules in ${mode} mode${detected && detected !== mode ? ` (its rules look like ${detected} mode: try --mode ${detected})` : ''}; is kube-proxy running there?`,
   )
@@ -286,8 +301,11 @@ async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoi
 
   const result = traceService(rules, info, {node: name, nodeAddress: internalAddress(node), slices: endpoints, clusterCidrs: config.clusterCidrs, backend: sections.iptablesCommand && mode !== 'nftables' ? sections.iptablesCommand : undefined})
   result.notes.push(...notes)
-  if (!opts.mode && config.mode && detected && detected !== config.mode) {
-    result.findings.push({kind: 'mode-mismatch', message: `kube-proxy's ConfigMap says mode ${config.mode}, but node ${name}'s rules look like ${detected} mode`})
+  result.modeSource = modeSource
+  if (!opts.mode && config.mode && config.mode !== mode) {
+    result.findings.push({kind: 'mode-mismatch', message: `kube-proxy's ConfigMap says mode ${config.mode}, but kube-proxy on node ${name} runs in ${mode} mode`})
+  } else if (!opts.mode && detected && detected !== mode) {
+    result.findings.push({kind: 'mode-mismatch', message: `kube-proxy on node ${name} should run in ${mode} mode, but its rules look like ${detected} mode`})
   }
 
   return result

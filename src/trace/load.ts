@@ -16,6 +16,8 @@ export interface RuleSections {
   iptablesCommand?: string
   nft?: string
   ipvs?: string
+  /** What the node's kube-proxy says at :10249/proxyMode, when it could be asked. */
+  proxyMode?: ProxyMode
 }
 
 /** Splits a node task's output, or a file a person saved, into the rule listings it holds. */
@@ -32,6 +34,7 @@ export function splitSections(text: string): RuleSections {
         sections.iptablesCommand = header[1]
       } else if (header[0] === 'nft') sections.nft = body
       else if (header[0] === 'ipvs') sections.ipvs = body
+      else if (header[0] === 'proxymode' && ['iptables', 'nftables', 'ipvs'].includes(header[1])) sections.proxyMode = header[1] as ProxyMode
     }
 
     return sections

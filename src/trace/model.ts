@@ -118,6 +118,8 @@ export interface TraceResult {
   service: {namespace: string; name: string; type?: string; clusterIPs: string[]; source: 'api' | 'rules'}
   node?: string
   mode: ProxyMode
+  /** Who said which mode: --mode, kube-proxy itself (:10249/proxyMode), its ConfigMap, or the rules' look. */
+  modeSource?: 'flag' | 'kube-proxy' | 'configmap' | 'rules'
   /** iptables backend the rules were read with (nft or legacy). */
   backend?: string
   /** Why a Service is not traced the usual way (headless, ExternalName, no selector...). */

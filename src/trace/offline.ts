@@ -21,10 +21,11 @@ export function traceDump(text: string, target: TraceTarget, opts: OfflineOption
   const mode = opts.mode ?? detectMode(sections)
   if (!mode) throw new CliError('the file holds no iptables-save, nft or ipvsadm listing')
   const rules = ruleSetFor(sections, mode)
+  const modeSource = opts.mode ? ('flag' as const) : ('rules' as const)
   if (target.kind === 'address') {
     const services = servicesAtAddress(rules, target.ip, target.port)
     if (services.length === 0) throw new CliError(`no Service at ${target.ip}${target.port ? `:${target.port}` : ''} in this ${mode} dump`)
-    return services.map((s) => traceService(rules, {...s, ports: selectPorts(s, opts.port)}))
+    return services.map((s) => ({...traceService(rules, {...s, ports: selectPorts(s, opts.port)}), modeSource}))
   }
 
   const namespace = target.namespace ?? opts.namespace
@@ -39,7 +40,7 @@ export function traceDump(text: string, target: TraceTarget, opts: OfflineOption
     throw new CliError(`service ${namespace}/${target.name} is not in this ${mode} dump${close.length > 0 ? `; did you mean: ${close.map((c) => `svc/${c}`).join(', ')}?` : ''}`)
   }
 
-  return [traceService(rules, {...service, ports: selectPorts(service, opts.port)})]
+  return [{...traceService(rules, {...service, ports: selectPorts(service, opts.port)}), modeSource}]
 }
 
 export function traceDumpFile(path: string, target: TraceTarget, opts: OfflineOptions): TraceResult[] {

@@ -59,6 +59,13 @@ function renderPort(port: PortTrace, out: string[]): void {
   for (const frontend of port.frontends) renderFrontend(frontend, '  ', out)
 }
 
+const MODE_SOURCE: Record<NonNullable<TraceResult['modeSource']>, string> = {
+  flag: '--mode',
+  'kube-proxy': 'kube-proxy :10249/proxyMode',
+  configmap: 'the kube-proxy ConfigMap',
+  rules: 'the rules',
+}
+
 function serviceKind(s: TraceResult['service']): string {
   const ips = s.clusterIPs.join(',')
   if (!s.type) return ''
@@ -73,7 +80,8 @@ export function renderTrace(result: TraceResult): string {
   const name = s.namespace ? `svc/${s.name} in ${s.namespace}` : s.name
   const where = result.node ? ` on node ${result.node}` : ''
   const backend = result.backend ? `, ${result.backend}` : ''
-  out.push(chalk.bold(`${name}${serviceKind(s)}${where}: kube-proxy ${result.mode} mode${backend}`))
+  const source = result.modeSource ? chalk.dim(` [mode from ${MODE_SOURCE[result.modeSource]}]`) : ''
+  out.push(`${chalk.bold(`${name}${serviceKind(s)}${where}: kube-proxy ${result.mode} mode${backend}`)}${source}`)
   if (result.explanation) out.push(result.explanation)
   for (const port of result.ports) renderPort(port, out)
   appendFindings(result.findings, out)

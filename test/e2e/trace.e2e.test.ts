@@ -100,6 +100,9 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
     const result = JSON.parse(stdout) as TraceResult
     assert.equal(result.node, worker.name)
     assert.equal(result.mode, 'iptables')
+    // The script asks kube-proxy itself with curl (install-deps.sh installs it for CI).
+    const hasCurl = (await run('sh', ['-c', 'command -v curl']).then(() => true, () => false))
+    if (hasCurl || process.env.CI === 'true') assert.equal(result.modeSource, 'kube-proxy')
     assert.deepEqual(result.findings, [])
     const clusterIP = result.ports[0].frontends.find((f) => f.kind === 'clusterIP')!
     assert.deepEqual(clusterIP.endpoints.map((e) => e.ip).sort(), ips)

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 
 import type {V1Node} from '@kubernetes/client-node'
 
-import {READ_RULES_SCRIPT, chooseNodes, proxyConfig, serviceInfoOf, sliceEndpoints} from '../../../src/trace/live.js'
+import {READ_RULES_SCRIPT, chooseNodes, modeOf, proxyConfig, serviceInfoOf, sliceEndpoints} from '../../../src/trace/live.js'
 import {splitSections} from '../../../src/trace/load.js'
 import {closeMatches} from '../../../src/trace/suggest.js'
 import {parseTraceTarget} from '../../../src/trace/target.js'
@@ -61,6 +61,16 @@ describe('trace helpers', () => {
     assert.deepEqual(chooseNodes(nodes, [], {allNodes: true}).map((n) => n.metadata?.name), ['a', 'b'])
     assert.deepEqual(chooseNodes(nodes, [], {node: 'c'}).map((n) => n.metadata?.name), ['c'])
     assert.throws(() => chooseNodes(nodes, [], {node: 'zz'}), /node "zz" not found; nodes: a, b, c/)
+  })
+
+  it('takes the mode from --mode, then kube-proxy itself, then its ConfigMap, then the rules', () => {
+    assert.deepEqual(modeOf('ipvs', 'iptables', 'nftables', 'iptables'), ['ipvs', 'flag'])
+    assert.deepEqual(modeOf(undefined, 'nftables', 'iptables', 'iptables'), ['nftables', 'kube-proxy'])
+    assert.deepEqual(modeOf(undefined, undefined, 'iptables', 'nftables'), ['iptables', 'configmap'])
+    assert.deepEqual(modeOf(undefined, undefined, undefined, 'nftables'), ['nftables', 'rules'])
+    assert.deepEqual(modeOf(), ['iptables', 'rules'])
+    assert.equal(splitSections('### selfhost-trace proxymode nftables\n### selfhost-trace end\n').proxyMode, 'nftables')
+    assert.equal(splitSections('### selfhost-trace proxymode kernelspace\n').proxyMode, undefined)
   })
 
   it("the node script's sections are what the loader splits", () => {
