@@ -136,6 +136,7 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
       const state = plane.components.find((s) => s.name === c)!
       assert.equal(state.mode, 'self-hosted', `${c} is self-hosted per status`)
       assert.equal(state.instances.filter((i) => i.ready).length, 3, `${c} has 3 Ready instances`)
+      assert.ok(state.healthy, `${c} healthy per status: ${state.problems.join('; ')}`)
     }
   }
 
