@@ -229,6 +229,20 @@ describe('trace (live cluster, HTTP fake)', function () {
     assert.match(stderr, /^error: no kube-proxy DaemonSet in kube-system to borrow an image from .*pass --image/)
   })
 
+  it('explains a headless Service with the addresses DNS returns', async () => {
+    nock(FAKE_SERVER)
+      .get('/api/v1/namespaces/shop/services/db')
+      .reply(200, {metadata: {name: 'db', namespace: 'shop'}, spec: {type: 'ClusterIP', clusterIP: 'None', selector: {app: 'db'}, ports: [{port: 5432}]}})
+      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
+      .query(true)
+      .reply(200, {items: [{ports: [{port: 5432, protocol: 'TCP'}], endpoints: [{addresses: ['10.244.1.7'], conditions: {ready: true}}, {addresses: ['10.244.2.8'], conditions: {ready: false}}]}]})
+    const {stdout, exitCode} = await runCommand(['trace', 'svc/db', '--kubeconfig', kubeconfig, '-o', 'json'])
+    assert.equal(exitCode, 0)
+    const result = JSON.parse(stdout) as TraceResult
+    assert.match(result.explanation ?? '', /^headless Service \(clusterIP: None\): cluster DNS returns the ready endpoints' addresses directly \(10\.244\.1\.7\)/)
+    assert.deepEqual(result.ports, [])
+  })
+
   it('explains a PodSecurity refusal of the node pod', async () => {
     nock(FAKE_SERVER)
       .get('/api/v1/namespaces/shop/services/web')
