@@ -141,6 +141,53 @@ function stuckReason(pod: V1Pod): string | undefined {
   return undefined
 }
 
+interface ActiveTask {
+  /** Stops waiting and deletes the pod. */
+  interrupt(): Promise<void>
+  exit: ExitFn
+}
+
+/**
+ * Every task running in this process, so one SIGINT/SIGTERM deletes all their pods (pivot
+ * runs tasks on several nodes at once) before the process exits, once.
+ */
+const activeTasks = new Set<ActiveTask>()
+let exiting = false
+
+function onSignal(signal: keyof typeof SIGNAL_EXIT_CODES): void {
+  if (exiting) return
+  exiting = true
+  const tasks = [...activeTasks]
+  // The handlers stay on meanwhile, so a second Ctrl-C cannot kill the process mid-cleanup.
+  void Promise.allSettled(tasks.map((t) => t.interrupt())).then(() => {
+    exiting = false
+    if (activeTasks.size === 0) removeSignalHandlers()
+    tasks[0]?.exit(SIGNAL_EXIT_CODES[signal])
+  })
+}
+
+function removeSignalHandlers(): void {
+  process.removeListener('SIGINT', onSigint)
+  process.removeListener('SIGTERM', onSigterm)
+}
+
+const onSigint = () => onSignal('SIGINT')
+const onSigterm = () => onSignal('SIGTERM')
+
+function watchSignals(task: ActiveTask): void {
+  if (activeTasks.size === 0) {
+    process.on('SIGINT', onSigint)
+    process.on('SIGTERM', onSigterm)
+  }
+
+  activeTasks.add(task)
+}
+
+function unwatchSignals(task: ActiveTask): void {
+  activeTasks.delete(task)
+  if (activeTasks.size === 0 && !exiting) removeSignalHandlers()
+}
+
 const sleep = (ms: number, signal: AbortSignal) =>
   new Promise<void>((resolve) => {
     const timer = setTimeout(done, ms)
@@ -197,16 +244,14 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
     return cleanup
   }
 
-  const exit = opts.exitOnSignal ?? ((code: number) => process.exit(code))
-  const onSignal = (signal: keyof typeof SIGNAL_EXIT_CODES) => {
-    stop.abort()
-    void deletePodOnce().then(() => exit(SIGNAL_EXIT_CODES[signal]))
+  const active: ActiveTask = {
+    interrupt: () => {
+      stop.abort()
+      return deletePodOnce()
+    },
+    exit: opts.exitOnSignal ?? ((code: number) => process.exit(code)),
   }
-
-  const onInt = () => onSignal('SIGINT')
-  const onTerm = () => onSignal('SIGTERM')
-  process.once('SIGINT', onInt)
-  process.once('SIGTERM', onTerm)
+  watchSignals(active)
   try {
     createCall = api.createPod(namespace, pod)
     try {
@@ -249,8 +294,7 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
       await sleep(pollIntervalMs, stop.signal)
     }
   } finally {
-    process.removeListener('SIGINT', onInt)
-    process.removeListener('SIGTERM', onTerm)
+    unwatchSignals(active)
     outer?.removeEventListener('abort', onOuterAbort)
     await deletePodOnce()
   }

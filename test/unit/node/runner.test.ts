@@ -191,6 +191,41 @@ describe('node task runner', function () {
     assert.match(warnings[0], /kubectl delete pod -n kube-system selfhost-trace-worker-1-[0-9a-f]{6}/)
   })
 
+  it('deletes the pods of every task running at once before exiting, and exits once', async () => {
+    const deleted: string[] = []
+    nock(FAKE_SERVER)
+      .post(podsPath)
+      .times(2)
+      .reply(201, {})
+      .get(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-[12]-[0-9a-f]{6}$/)
+      .times(1000)
+      .reply(200, withPhase('Running', {running: {}}))
+      .delete(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-[12]-[0-9a-f]{6}$/)
+      .times(2)
+      .delay(50)
+      .reply(200, (uri) => {
+        deleted.push(uri)
+        return {}
+      })
+    const exits: number[] = []
+    let exited: () => void
+    const done = new Promise<void>((resolve) => (exited = resolve))
+    const exit = (code: number) => {
+      exits.push(code)
+      // Every pod must be gone by the time the process would exit.
+      assert.equal(deleted.length, 2, 'both pods deleted before exit')
+      exited()
+    }
+
+    const running = [task, {...task, node: 'worker-2'}].map((t) => runNodeTask(client, t, {...opts, exitOnSignal: exit}).catch((e: Error) => e))
+    await new Promise((resolve) => setTimeout(resolve, 100))
+    process.emit('SIGINT', 'SIGINT')
+    await done
+    await Promise.all(running)
+    assert.deepEqual(exits, [130])
+    assert.equal(process.listenerCount('SIGINT'), 0)
+  })
+
   for (const [signal, code] of [
     ['SIGINT', 130],
     ['SIGTERM', 143],
@@ -212,11 +247,13 @@ describe('node task runner', function () {
           deleted = true
           return {}
         })
+      let running: Promise<unknown> = Promise.resolve()
       const exited = new Promise<number>((resolve) => {
-        runNodeTask(client, task, {...opts, exitOnSignal: resolve}).catch(() => {})
+        running = runNodeTask(client, task, {...opts, exitOnSignal: resolve}).catch((e: Error) => e)
       })
       assert.equal(await exited, code)
       assert.ok(deleted, 'pod deleted before exiting')
+      assert.match(String(await running), /the trace task on node worker-1 was interrupted/)
       assert.equal(process.listenerCount(signal), 0, 'signal handler removed')
     })
   }
