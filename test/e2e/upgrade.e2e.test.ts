@@ -43,6 +43,30 @@ async function selfhost(kubeconfig: string, ...args: string[]) {
   return runCommand([...args, '--kubeconfig', kubeconfig, ...(args[0] === 'upgrade' ? ['--backup-dir', mkdtempSync(join(tmpdir(), 'selfhost-upgrade-e2e-'))] : [])])
 }
 
+/**
+ * Counts the apiserver workload's Ready pods (not terminating) every 200ms until stopped, and
+ * returns the fewest seen: on one node, surge must never leave it at zero.
+ */
+function watchReadyApiservers(client: KubeClient): () => Promise<{fewest: number; samples: number}> {
+  let fewest = Number.POSITIVE_INFINITY
+  let samples = 0
+  let running = true
+  const loop = (async () => {
+    while (running) {
+      const pods = await client.listPods(SYSTEM_NAMESPACE, {labelSelector: `k8s-app=${APISERVER_DS}`})
+      const ready = pods.items.filter((p) => !p.metadata?.deletionTimestamp && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+      fewest = Math.min(fewest, ready.length)
+      samples++
+      await new Promise((r) => setTimeout(r, 200))
+    }
+  })()
+  return async () => {
+    running = false
+    await loop
+    return {fewest, samples}
+  }
+}
+
 describe('upgrade (e2e, real control plane)', function () {
   this.timeout(900_000)
   let cluster: TestCluster | undefined
@@ -136,8 +160,12 @@ describe('upgrade (e2e, real control plane)', function () {
 
   it(`upgrades ${FROM} -> ${BINARY_VERSION} in order, gated on health`, async () => {
     const started = Date.now()
+    const stopWatching = watchReadyApiservers(client)
     const run = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', BINARY_VERSION, '--timeout', '3m', '-o', 'json')
     const seconds = Math.round((Date.now() - started) / 1000)
+    const apiservers = await stopWatching()
+    // Surge on the only control-plane node: the old apiserver pod went only once the new one was Ready.
+    assert.ok(apiservers.samples > 5 && apiservers.fewest >= 1, `apiserver pods Ready: at least ${apiservers.fewest} over ${apiservers.samples} samples`)
     assert.equal(run.exitCode, 0, `${run.stderr}\n${run.stdout}`)
     const {result} = JSON.parse(run.stdout) as {result: UpgradeResult}
     assert.equal(result.outcome, 'upgraded')
@@ -177,7 +205,7 @@ describe('upgrade (e2e, real control plane)', function () {
     const ds = await client.getDaemonSet(SYSTEM_NAMESPACE, APISERVER_DS)
     assert.equal(ds.spec?.updateStrategy?.rollingUpdate?.maxSurge ?? 0, 0)
     await assertHealthyAt(BINARY_VERSION)
-    console.log(`      one-minor upgrade of 4 components took ${seconds}s`)
+    console.log(`      one-minor upgrade of 4 components took ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} (${apiservers.samples} samples)`)
 
     const again = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', BINARY_VERSION, '-o', 'json')
     assert.equal(again.exitCode, 0, again.stderr)
@@ -186,8 +214,12 @@ describe('upgrade (e2e, real control plane)', function () {
 
   it('a target whose pods never become Ready rolls back by itself, healthy and at the original version (exit 3)', async () => {
     const started = Date.now()
+    const stopWatching = watchReadyApiservers(client)
     const run = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', 'v1.38.0-broken', '--timeout', '30s')
     const seconds = Math.round((Date.now() - started) / 1000)
+    const apiservers = await stopWatching()
+    // The broken surge pod never got Ready, so the old one was never taken away.
+    assert.ok(apiservers.samples > 5 && apiservers.fewest >= 1, `apiserver pods Ready: at least ${apiservers.fewest} over ${apiservers.samples} samples`)
     assert.equal(run.exitCode, 3, `${run.stderr}\n${run.stdout}`)
     assert.match(run.stderr, /FAILED kube-apiserver: timed out after 30s waiting for DaemonSet kube-system\/self-hosted-kube-apiserver to roll out/)
     assert.match(run.stderr, /rolling kube-apiserver back to registry\.k8s\.io\/kube-apiserver:v1\.37\.2/)
@@ -201,7 +233,7 @@ describe('upgrade (e2e, real control plane)', function () {
     // No broken pod is left behind.
     const pods = await client.listPods(SYSTEM_NAMESPACE)
     assert.deepEqual(pods.items.filter((p) => !p.metadata?.deletionTimestamp && p.spec?.containers.some((c) => c.image?.endsWith('-broken'))).map((p) => p.metadata?.name), [])
-    console.log(`      broken target detected and rolled back in ${seconds}s`)
+    console.log(`      broken target detected and rolled back in ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} (${apiservers.samples} samples)`)
   })
 
   it('the /version gate rolls back an apiserver that comes up Ready but serves another version', async () => {
