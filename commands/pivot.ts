@@ -37,6 +37,10 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     'apiserver-health-url': Flags.string({
       description: 'URL the node-side watchdog asks on every node during the apiserver hand-off (default: https://127.0.0.1:<secure-port>/readyz from the manifest)',
     }),
+    'static-stop-time': Flags.string({
+      description: "how long a kubelet takes to stop a static pod once its manifest is gone (its file check period + the pod's grace); the watchdog ignores answers until then",
+      default: '60s',
+    }),
     'handoff-deadline': Flags.string({description: 'how long the node-side watchdog waits for the new apiserver before restoring the static one', default: '3m'}),
     output: outputFlag(['table', 'json', 'yaml']),
   }
@@ -46,6 +50,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     const format = this.outputFormat(flags.output, ['table', 'json', 'yaml'])
     const timeoutMs = parseDuration(flags.timeout, '--timeout')
     const handoffDeadlineSeconds = Math.round(parseDuration(flags['handoff-deadline'], '--handoff-deadline') / 1000)
+    const staticStopSeconds = Math.round(parseDuration(flags['static-stop-time'], '--static-stop-time') / 1000)
     if (flags['from-dir'] && !flags['dry-run']) throw new CliError('--from-dir only plans: add --dry-run (pivot itself reads the manifests from the nodes)')
     if (isMachineFormat(format) && !flags['dry-run']) throw new CliError(`-o ${format} prints the planned objects: add --dry-run`)
     const {renderObjectsYaml, renderPivotPlan} = await import('../src/render/pivot.js')
@@ -74,6 +79,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
         namespace: flags.namespace,
         timeoutMs,
         handoffDeadlineSeconds,
+        staticStopSeconds,
         nodeHealthUrl: flags['apiserver-health-url'] ? () => flags['apiserver-health-url'] : undefined,
       },
       log,

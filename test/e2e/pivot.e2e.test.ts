@@ -1,12 +1,15 @@
 import {strict as assert} from 'node:assert'
+import {spawn} from 'node:child_process'
 import {readFileSync, readdirSync} from 'node:fs'
-import {join} from 'node:path'
+import {dirname, join, resolve} from 'node:path'
+import {fileURLToPath} from 'node:url'
 
 import {discoverControlPlane} from '../../src/controlplane/discover.js'
 import {KubeClient} from '../../src/kube/client.js'
 import {isNotFound} from '../../src/kube/errors.js'
 import {type NodeTask, runNodeTask} from '../../src/node/runner.js'
 import {PivotOptions, PivotRunner} from '../../src/pivot/execute.js'
+import {withPortSharing} from '../../src/pivot/manifest.js'
 import {parseAllDocuments} from 'yaml'
 
 import {runCommand} from '../helpers/run-command.js'
@@ -14,6 +17,20 @@ import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {type TestCluster, startTestCluster} from './cluster/harness.js'
 
 const PIVOTED = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const
+const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/run.js')
+
+/** Runs the built CLI as a user would; `interrupt` may send it signals while it runs. */
+function cli(args: string[], interrupt?: (child: ReturnType<typeof spawn>, stderr: () => string) => void): Promise<{code: number | null; signal: string | null; stdout: string; stderr: string}> {
+  return new Promise((done) => {
+    const child = spawn(process.execPath, [CLI, ...args], {stdio: ['ignore', 'pipe', 'pipe'], env: {...process.env, NO_COLOR: '1'}})
+    let stdout = ''
+    let stderr = ''
+    child.stdout!.on('data', (c) => (stdout += c))
+    child.stderr!.on('data', (c) => (stderr += c))
+    interrupt?.(child, () => stderr)
+    child.on('close', (code, signal) => done({code, signal, stdout, stderr}))
+  })
+}
 
 class Interrupted extends Error {}
 
@@ -205,6 +222,37 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
   it('revert restores every manifest byte for byte and removes the workloads', async () => {
     const result = await runner().revert()
     assert.equal(result.exitCode, 0)
+    await assertStatic()
+  })
+
+  it('Ctrl-C on the CLI during an apiserver hand-off: the node puts the manifest back, no node pod is left, a re-run finishes', async () => {
+    const kubeconfig = cluster!.kubeconfig
+    const health = `${client.server}/readyz`
+    const first = await cli(['pivot', '--kubeconfig', kubeconfig, '--apiserver-health-url', health, '--static-stop-time', '30s'], (child, stderr) => {
+      const timer = setInterval(() => {
+        // The watchdog on control-plane-1 is waiting out its stop window: interrupt now.
+        if (stderr().includes('[kube-apiserver] control-plane-1: handing off')) {
+          clearInterval(timer)
+          setTimeout(() => child.kill('SIGINT'), 3000)
+        }
+      }, 100)
+      child.on('close', () => clearInterval(timer))
+    })
+    assert.equal(first.code, 130, first.stderr)
+    const node = cluster!.nodes.find((n) => n.name === 'control-plane-1')!
+    const manifest = join(node.root, 'etc/kubernetes/manifests/kube-apiserver.yaml')
+    const expected = withPortSharing(originals.get('control-plane-1/kube-apiserver.yaml')!, 'kube-apiserver')
+    for (let i = 0; i < 40 && !(readdirSync(dirname(manifest)).includes('kube-apiserver.yaml')); i++) await new Promise((r) => setTimeout(r, 250))
+    assert.equal(readFileSync(manifest, 'utf8'), expected, 'the watchdog, stopped early, put the (port-sharing) manifest back')
+    const leftovers = (await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items
+    assert.deepEqual(leftovers.map((p) => p.metadata!.name), [], 'no node-task pod left behind')
+
+    const resumed = await cli(['pivot', '--kubeconfig', kubeconfig, '--apiserver-health-url', health, '--static-stop-time', '2s'])
+    assert.equal(resumed.code, 0, resumed.stderr)
+    assert.match(resumed.stdout, /Pivot complete/)
+    await assertSelfHosted()
+    const reverted = await cli(['revert', '--kubeconfig', kubeconfig])
+    assert.equal(reverted.code, 0, reverted.stderr)
     await assertStatic()
   })
 
