@@ -63,7 +63,7 @@ export interface PivotInputs {
 
 export type HandoffMode = 'port-sharing' | 'blind'
 
-export function handoffDeadlineSeconds(mode: HandoffMode, requested: number): number {
+function handoffDeadlineSeconds(mode: HandoffMode, requested: number): number {
   return mode === 'blind' ? Math.max(requested, BLIND_HANDOFF_MIN_SECONDS) : requested
 }
 
