@@ -1,6 +1,6 @@
 import {strict as assert} from 'node:assert'
 
-import {SKEW_RULES, UPGRADE_ORDER, UpgradeComponent, checkSkew, refusalLine} from '../../../src/upgrade/skew.js'
+import {SKEW_RULES, UPGRADE_ORDER, UpgradeComponent, checkSkew, parseComponents, refusalLine} from '../../../src/upgrade/skew.js'
 import {parseReportedVersion, parseTargetVersion} from '../../../src/upgrade/versions.js'
 
 interface Case {
@@ -114,5 +114,18 @@ describe('upgrade skew rules', () => {
   it('names at most three nodes in one line', () => {
     const results = run({name: '', at: 'v1.29.0', kubelets: ['v1.25.0', 'v1.25.0', 'v1.25.0', 'v1.25.0', 'v1.25.0'], target: 'v1.30.0', blocks: []})
     assert.match(results.find((r) => r.id === 'kubelets-within-supported-lag')!.message, /node-0, node-1, node-2 and 2 more/)
+  })
+})
+
+describe('upgrade --components', () => {
+  it('takes full and short names, in any order, once each', () => {
+    assert.deepEqual(parseComponents('scheduler, kube-apiserver,proxy,scheduler'), ['kube-scheduler', 'kube-apiserver', 'kube-proxy'])
+    assert.deepEqual(parseComponents('controller-manager'), ['kube-controller-manager'])
+    assert.deepEqual(parseComponents('kcm'), ['kube-controller-manager'])
+  })
+
+  it('refuses unknown or empty lists in one line', () => {
+    assert.throws(() => parseComponents('etcd'), /^CliError: --components: "etcd" is not one of kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy/)
+    assert.throws(() => parseComponents(' , '), /--components is empty/)
   })
 })
