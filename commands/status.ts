@@ -21,7 +21,8 @@ Exits 0 when healthy, 2 when a component is unhealthy or a leader is stale, 1 wh
       this.log(renderData(plane, format))
     } else {
       const {renderStatus} = await import('../src/render/status.js')
-      this.log(renderStatus(plane, format === 'wide'))
+      // On a terminal, long problems and warnings wrap to its width; piped output keeps one line each for grep.
+      this.log(renderStatus(plane, format === 'wide', process.stdout.isTTY ? process.stdout.columns : undefined))
     }
 
     if (!plane.healthy) this.exit(ExitCode.unhealthy)

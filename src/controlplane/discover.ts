@@ -11,6 +11,7 @@ import type {
 import semver from 'semver'
 
 import type {KubeClient, VersionInfo} from '../kube/client.js'
+import {BACKUP_ROOT, MANIFESTS_DIR} from '../pivot/manifest.js'
 import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod, timestampText} from './leader.js'
 import {
   ApiserverHealth,
@@ -397,6 +398,25 @@ function buildComponent(
   return {name: component, mode, instances, workloads, versions, leader, healthy: problems.length === 0, problems, warnings}
 }
 
+/**
+ * What a self-hosted apiserver costs, said after the pivot as pivot said it before: with no
+ * checkpointer, a kubelet can only restart a DaemonSet's pod through a running API server.
+ * A warning, not a problem: the cluster is healthy, just less able to recover by itself.
+ */
+function selfHostingCost(apiserver: ComponentState, nodes: NodeSummary[]): string | undefined {
+  if (apiserver.mode === 'mixed') {
+    const staticNodes = [...new Set(apiserver.instances.filter((i) => i.source === 'static').map((i) => i.node))]
+    return `partly self-hosted, no checkpointing: after a full control-plane restart only ${staticNodes.join(', ')} (static manifest) can start kube-apiserver by itself; the self-hosted instances need a running API`
+  }
+
+  if (apiserver.mode !== 'self-hosted') return undefined
+  const when = nodes.filter((n) => n.controlPlane).length === 1 ? 'if the only control-plane node reboots' : 'if every control-plane node restarts at once (full reboot, power loss)'
+  return (
+    `self-hosted, no checkpointing: ${when}, no kubelet can start kube-apiserver again (its DaemonSet lives in the API it serves); ` +
+    `recover on one node with cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/, then \`kubectl selfhost revert\``
+  )
+}
+
 function apiserverProblems(health: ApiserverHealth): string[] {
   const problems: string[] = []
   for (const probe of [health.readyz, health.livez]) {
@@ -424,6 +444,8 @@ export function buildControlPlane(inputs: DiscoveryInputs, now: Date): ControlPl
   const kubeApiserver = components.find((c) => c.name === 'kube-apiserver')!
   kubeApiserver.problems.push(...apiserverProblems(apiserver))
   kubeApiserver.healthy = kubeApiserver.problems.length === 0
+  const cost = selfHostingCost(kubeApiserver, nodes)
+  if (cost) kubeApiserver.warnings.push(cost)
 
   return {
     serverVersion: inputs.version.gitVersion,

@@ -61,10 +61,33 @@ function instanceTable(plane: ControlPlane): string {
 }
 
 /**
+ * One problem or warning under its component's name. Given a width (a terminal's), a long one
+ * wraps at spaces and continues under its own text, so the component names stay in one column.
+ */
+function noteLines(component: string, note: string, width: number | undefined): string[] {
+  const prefix = `  ${component}: `
+  if (!width || prefix.length + note.length <= width) return [prefix + note]
+  const room = Math.max(width - prefix.length, 20)
+  const lines: string[] = []
+  let line = ''
+  for (const word of note.split(' ')) {
+    if (line && line.length + 1 + word.length > room) {
+      lines.push(line)
+      line = word
+    } else {
+      line = line ? `${line} ${word}` : word
+    }
+  }
+
+  lines.push(line)
+  return lines.map((l, i) => (i === 0 ? prefix : ' '.repeat(prefix.length)) + l)
+}
+
+/**
  * The at-a-glance view of `status`: one row per component, then every problem and warning in
  * full. Wide adds the instance breakdown, workloads and one row per instance.
  */
-export function renderStatus(plane: ControlPlane, wide: boolean): string {
+export function renderStatus(plane: ControlPlane, wide: boolean, width?: number): string {
   const controlPlaneNodes = plane.nodes.filter((n) => n.controlPlane).length
   const header = `context ${plane.context} · ${plane.server} · ${plane.serverVersion} · ${plane.nodes.length} nodes (${controlPlaneNodes} control-plane)`
 
@@ -81,10 +104,10 @@ export function renderStatus(plane: ControlPlane, wide: boolean): string {
   const sections = [header, '', renderTable(head, rows)]
   if (wide && plane.components.some((c) => c.instances.length > 0)) sections.push('', instanceTable(plane))
 
-  const problems = plane.components.flatMap((c) => c.problems.map((p) => `  ${c.name}: ${p}`))
-  const warnings = plane.components.flatMap((c) => c.warnings.map((w) => `  ${c.name}: ${w}`))
-  if (problems.length > 0) sections.push('', chalk.red('Problems:'), ...problems)
-  if (warnings.length > 0) sections.push('', chalk.yellow('Warnings:'), ...warnings)
+  const problems = plane.components.flatMap((c) => c.problems.map((p) => noteLines(c.name, p, width)))
+  const warnings = plane.components.flatMap((c) => c.warnings.map((w) => noteLines(c.name, w, width)))
+  if (problems.length > 0) sections.push('', chalk.red('Problems:'), ...problems.flat())
+  if (warnings.length > 0) sections.push('', chalk.yellow('Warnings:'), ...warnings.flat())
   sections.push('', plane.healthy ? chalk.green('Control plane healthy.') : chalk.red(`Control plane UNHEALTHY: ${problems.length} problem(s).`))
   return sections.join('\n')
 }

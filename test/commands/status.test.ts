@@ -117,6 +117,26 @@ describe('status command', () => {
     assert.match(stdout, /^kube-scheduler\s+kube-scheduler-cp-3\s+cp-3\s+static\s+true\s+0\s+registry\.k8s\.io\/kube-scheduler:v1\.32\.4\s+yes$/m)
   })
 
+  it('after a pivot: healthy (exit 0), with the cost of a self-hosted apiserver among the warnings, table and wide', async () => {
+    const inputs = kubeadmCluster({
+      version: 'v1.32.4',
+      manifestsDir: NEW,
+      controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
+      selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+    })
+    for (const l of inputs.leases ?? []) l.spec!.renewTime = new Date().toISOString() as never
+    for (const wide of [false, true]) {
+      serveDiscovery(inputs)
+      const {stdout, exitCode} = await runCommand(['status', '--kubeconfig', kubeconfig, ...(wide ? ['-o', 'wide'] : [])])
+      assert.equal(exitCode, 0, stdout)
+      assert.match(stdout, /^kube-apiserver\s+self-hosted\s+3\/3\s+v1\.32\.4\s+-\s+ok/m)
+      const warnings = stdout.slice(stdout.indexOf('\nWarnings:\n'))
+      // Piped output keeps one line per warning, so scripts can grep it.
+      assert.match(warnings, /^ {2}kube-apiserver: self-hosted, no checkpointing: if every control-plane node restarts at once .* then `kubectl selfhost revert`$/m)
+      assert.match(stdout, /Control plane healthy\.$/m)
+    }
+  })
+
   it('exits 2 and says why when a leader is stale', async () => {
     const inputs = freshCluster(0)
     inputs.leases = [lease('kube-scheduler', {holderNode: 'cp-1', renewedAgo: 120}), ...inputs.leases!.filter((l) => l.metadata?.name !== 'kube-scheduler')]

@@ -155,6 +155,10 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
       assert.equal(state.instances.filter((i) => i.ready).length, 3, `${c} has 3 Ready instances`)
       assert.ok(state.healthy, `${c} healthy per status: ${state.problems.join('; ')}`)
     }
+
+    // What self-hosting costs, flagged as a warning: the control plane stays healthy.
+    const apiserver = plane.components.find((s) => s.name === 'kube-apiserver')!
+    assert.equal(apiserver.warnings.filter((w) => /^self-hosted, no checkpointing: if every control-plane node restarts at once/.test(w)).length, 1, apiserver.warnings.join('\n'))
   }
 
   async function assertStatic() {
@@ -169,6 +173,7 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
 
     const plane = await discoverControlPlane(client)
     for (const c of PIVOTED) assert.equal(plane.components.find((s) => s.name === c)!.mode, 'static', `${c} is static again per status`)
+    assert.deepEqual(plane.components.flatMap((c) => c.warnings.filter((w) => /no checkpointing/.test(w))), [], 'static again: no self-hosting cost')
   }
 
   afterEach(async function () {

@@ -310,6 +310,50 @@ describe('control-plane discovery', () => {
       assert.equal(plane.healthy, true, JSON.stringify(plane.components.flatMap((c) => c.problems)))
     })
 
+    describe('what self-hosting the apiserver costs: a warning, never a problem', () => {
+      const costOf = (plane: ControlPlane) => component(plane, 'kube-apiserver').warnings.filter((w) => /no checkpointing/.test(w))
+
+      it('self-hosted on several nodes: a full control-plane restart cannot bring it back; how to recover', () => {
+        const plane = buildControlPlane(
+          kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'], selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']}),
+          NOW,
+        )
+        assert.deepEqual(costOf(plane), [
+          'self-hosted, no checkpointing: if every control-plane node restarts at once (full reboot, power loss), no kubelet can start kube-apiserver again (its DaemonSet lives in the API it serves); ' +
+            'recover on one node with cp /etc/kubernetes/selfhost-backup/<timestamp>/*.yaml /etc/kubernetes/manifests/, then `kubectl selfhost revert`',
+        ])
+        assert.deepEqual(component(plane, 'kube-apiserver').problems, [])
+        assert.equal(plane.healthy, true)
+        for (const name of ['kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
+          assert.deepEqual(component(plane, name).warnings.filter((w) => /checkpointing/.test(w)), [], `${name}: they restart through the API once it is back`)
+        }
+      })
+
+      it('one control-plane node: any reboot of it is that restart', () => {
+        const plane = buildControlPlane(kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1'], selfHosted: ['kube-apiserver']}), NOW)
+        assert.match(costOf(plane)[0], /^self-hosted, no checkpointing: if the only control-plane node reboots, no kubelet can start kube-apiserver again/)
+      })
+
+      it('mixed (mid-pivot): names the nodes whose static manifest can still start it', () => {
+        const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'], selfHosted: ['kube-apiserver'], alsoStatic: ['kube-apiserver']})
+        // cp-1 already handed off: its mirror pod is gone.
+        inputs.pods = inputs.pods.filter((p) => p.metadata?.name !== 'kube-apiserver-cp-1')
+        const plane = buildControlPlane(inputs, NOW)
+        assert.equal(component(plane, 'kube-apiserver').mode, 'mixed')
+        assert.deepEqual(costOf(plane), [
+          'partly self-hosted, no checkpointing: after a full control-plane restart only cp-2, cp-3 (static manifest) can start kube-apiserver by itself; the self-hosted instances need a running API',
+        ])
+        assert.equal(plane.healthy, true)
+      })
+
+      it('static, or self-hosted components other than the apiserver: no such warning', () => {
+        for (const selfHosted of [[], ['kube-controller-manager', 'kube-scheduler']]) {
+          const plane = buildControlPlane(kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2'], selfHosted}), NOW)
+          assert.deepEqual(plane.components.flatMap((c) => c.warnings.filter((w) => /checkpointing/.test(w))), [], selfHosted.join(','))
+        }
+      })
+    })
+
     it('a self-hosted Deployment scaled to zero is a problem, not "absent"', () => {
       const manifests = loadManifests(NEW)
       const scheduler = selfHosted(manifests.get('kube-scheduler')!, {kind: 'Deployment', nodes: {}, replicas: 0})
