@@ -1,4 +1,4 @@
-import type {V1Node, V1Pod} from '@kubernetes/client-node'
+import type {V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
 import semver from 'semver'
 
 import {
@@ -158,7 +158,10 @@ export class PivotRunner {
     for (const w of [...ds.map((d) => ({kind: 'DaemonSet' as const, w: d})), ...deploys.map((d) => ({kind: 'Deployment' as const, w: d}))]) {
       const labels = {...w.w.spec?.template?.metadata?.labels}
       const component = PIVOTED_COMPONENTS.find((c) => labels.component === c || labels[SELF_HOSTED_APP_LABEL] === selfHostedName(c))
-      if (component) existing.push({component, kind: w.kind, name: w.w.metadata!.name!, managedByUs: w.w.metadata?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE})
+      if (component) {
+        const replicas = w.kind === 'Deployment' ? (w.w as V1Deployment).spec?.replicas : undefined
+        existing.push({component, kind: w.kind, name: w.w.metadata!.name!, managedByUs: w.w.metadata?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE, ...(replicas === undefined ? {} : {replicas})})
+      }
     }
 
     return {
@@ -379,10 +382,26 @@ export class PivotRunner {
       }
     }
 
+    // The planner keeps a Deployment's live replica count; fewer replicas than nodes leave some without a pod.
+    const replicas = plan.kind === 'Deployment' ? ((plan.objects[0] as V1Deployment).spec?.replicas ?? 1) : plan.nodeOrder.length
+    const toHandOff = plan.nodeOrder.filter((node) => filesOf(node).manifests[component] !== undefined)
+    if (toHandOff.length > 0 && replicas < plan.nodeOrder.length) {
+      throw new CliError(
+        `${plan.kind} ${SYSTEM_NAMESPACE}/${plan.name} was scaled to ${replicas} replica(s), but ${toHandOff.join(', ')} still hand ${component} over and each needs a pod of its own: ` +
+          `run \`kubectl scale deployment -n ${SYSTEM_NAMESPACE} ${plan.name} --replicas=${plan.nodeOrder.length}\` and re-run pivot, or \`kubectl selfhost revert\``,
+      )
+    }
+
     for (const object of plan.objects) await this.deps.api.apply(object.apiVersion, resourceOf(object), object)
     log(undefined, `applied ${plan.objects.map((o) => `${o.kind}/${o.metadata!.name}`).join(', ')}`)
 
     for (const node of plan.nodeOrder) {
+      if (replicas < plan.nodeOrder.length) {
+        // Handed off on an earlier run and scaled since: the node may rightly have no pod; the replicas are checked together below.
+        await this.waitMirror(component, node, (p) => p === undefined, `the mirror pod ${component}-${node} to go away`)
+        continue
+      }
+
       if (filesOf(node).manifests[component] !== undefined) {
         await this.waitFor(portSharing ? `the self-hosted ${component} pod on ${node} to be Ready` : `a self-hosted ${component} pod on ${node}`, async () => {
           const pod = this.workloadPodOf(await this.podsOn(node), component)
@@ -415,6 +434,15 @@ export class PivotRunner {
       await this.waitApiHealthy(`after the ${component} hand-off on ${node}`)
       filesOf(node).manifests[component] = undefined
       log(node, 'self-hosted instance Ready, mirror pod gone, API healthy')
+    }
+
+    if (replicas < plan.nodeOrder.length) {
+      await this.waitFor(`${replicas} Ready pod(s) of ${plan.kind} ${SYSTEM_NAMESPACE}/${plan.name}`, async () => {
+        const pods = (await this.deps.api.listPods(SYSTEM_NAMESPACE, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${plan.name}`})).items
+        return pods.filter((p) => !p.metadata?.deletionTimestamp && !isMirror(p) && isReady(p)).length >= replicas
+      })
+      await this.waitApiHealthy(`with ${component} at ${replicas} replica(s)`)
+      log(undefined, `${replicas} replica(s) Ready (scaled below one per node), mirror pods gone, API healthy`)
     }
 
     return 'done'

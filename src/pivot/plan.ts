@@ -47,6 +47,8 @@ export interface ExistingWorkload {
   kind: 'DaemonSet' | 'Deployment'
   name: string
   managedByUs: boolean
+  /** A Deployment's live spec.replicas: a re-run keeps it (`scale` may have changed it). */
+  replicas?: number
 }
 
 export interface PivotInputs {
@@ -398,7 +400,8 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
       }
     }
 
-    components.push(buildComponentPlan(component, normalised, mine, role, nodeNames, inputs.leaders?.[component], warnings))
+    const liveReplicas = existing.find((w) => w.component === component && w.kind === 'Deployment')?.replicas
+    components.push(buildComponentPlan(component, normalised, mine, role, nodeNames, inputs.leaders?.[component], liveReplicas, warnings))
   }
 
   const version = components.find((c) => c.component === 'kube-apiserver')?.version ?? referenceVersion
@@ -446,6 +449,7 @@ function buildComponentPlan(
   role: RoleChoice,
   nodeNames: string[],
   leader: string | undefined,
+  liveReplicas: number | undefined,
   warnings: string[],
 ): ComponentPlan {
   const pod = structuredClone(normalised[0].pod)
@@ -523,7 +527,10 @@ function buildComponentPlan(
       kind,
       metadata,
       spec: {
-        replicas: nodeNames.length,
+        // A re-run (resume, or after `scale`) applies the live count. Forcing the node count would
+        // undo `scale`; leaving the field out would not help either: it drops our claim, and where no
+        // other manager holds the field (nobody scaled since) SSA removes it and the API defaults it to 1.
+        replicas: liveReplicas ?? nodeNames.length,
         selector: {matchLabels: selector},
         strategy: {type: 'RollingUpdate', rollingUpdate: portSharing ? {maxSurge: 1, maxUnavailable: 0} : {maxSurge: 0, maxUnavailable: 1}},
         template: {...template, spec: {...template.spec, ...spread}},
@@ -536,6 +543,10 @@ function buildComponentPlan(
       metadata: {name, namespace: SYSTEM_NAMESPACE, labels: {...labels, component}},
       spec: {minAvailable: 1, selector: {matchLabels: selector}},
     })
+    if (liveReplicas !== undefined && liveReplicas !== nodeNames.length) {
+      warnings.push(`${component}: Deployment ${SYSTEM_NAMESPACE}/${name} keeps its ${liveReplicas} replica(s), scaled since it was applied, rather than one per node (${nodeNames.length})`)
+    }
+
     if (nodeNames.length === 1 && !portSharing) {
       warnings.push(`${component}: one node and no port sharing: a rolling update must stop the only instance before its replacement can start`)
     }

@@ -224,6 +224,15 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     await assertSelfHosted()
   })
 
+  it('a re-run after scaling keeps the scaled replica count (real server-side apply, after a merge patch as `scale` sends)', async () => {
+    const name = 'self-hosted-kube-scheduler'
+    await client.patch('apps/v1', 'deployments', 'kube-system', name, {spec: {replicas: 1}}, 'application/merge-patch+json')
+    const again = await runner().pivot()
+    assert.equal(again.outcome, 'completed', log.slice(-5).join('\n'))
+    assert.equal((await client.getDeployment('kube-system', name)).spec!.replicas, 1, 'pivot left the scaled count alone')
+    assert.equal((await client.getDeployment('kube-system', 'self-hosted-kube-controller-manager')).spec!.replicas, 3, 'and kept the untouched one at one per node')
+  })
+
   it('revert restores every manifest byte for byte and removes the workloads', async () => {
     const result = await runner().revert()
     assert.equal(result.exitCode, 0)

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
+import type {V1Deployment} from '@kubernetes/client-node'
+
 import {CliError, ExitCode} from '../../../src/errors.js'
 import type {NodeTask} from '../../../src/node/runner.js'
 import {PivotClusterApi, PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
@@ -178,6 +180,61 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       const before = fake.calls.length
       await assert.rejects(runner(fake).revert(), /no backup of kube-scheduler on cp-2 .* nothing changed/)
       assert.deepEqual(fake.calls.slice(before).filter((c) => !c.startsWith('task pivot-read')), [])
+    })
+  })
+
+  describe('a re-run after `scale`', () => {
+    beforeEach(async () => {
+      fake = new FakeControlPlane(['cp-1', 'cp-2', 'cp-3'])
+      originals = fake.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
+      await fake.startLocalApiserver()
+    })
+    afterEach(() => fake.stop())
+
+    const deployment = (component: string) => fake.workloads.get(`deployments/self-hosted-${component}`)!.object as V1Deployment
+    /** What `scale` does: a merge patch of spec.replicas, which the fake's pods follow. */
+    const scaleTo = (component: string, replicas: number) => {
+      deployment(component).spec!.replicas = replicas
+    }
+
+    it('keeps the scaled replica counts (below and above one per node), verifies them, and says so in the plan', async () => {
+      await runner(fake).pivot()
+      assert.equal(deployment('kube-scheduler').spec!.replicas, 3, 'one per control-plane node at first')
+      scaleTo('kube-scheduler', 1)
+      scaleTo('kube-controller-manager', 5)
+      const before = fake.calls.length
+      const log: string[] = []
+      const again = await runner(fake, {}, {}, log).pivot()
+      assert.equal(again.outcome, 'completed')
+      assert.ok(fake.calls.slice(before).includes('apply deployments/self-hosted-kube-scheduler'), 'the re-run did apply the Deployment again')
+      assert.equal(deployment('kube-scheduler').spec!.replicas, 1)
+      assert.equal(deployment('kube-controller-manager').spec!.replicas, 5)
+      assert.deepEqual(again.plan.warnings.filter((w) => /keeps its/.test(w)), [
+        'kube-controller-manager: Deployment kube-system/self-hosted-kube-controller-manager keeps its 5 replica(s), scaled since it was applied, rather than one per node (3)',
+        'kube-scheduler: Deployment kube-system/self-hosted-kube-scheduler keeps its 1 replica(s), scaled since it was applied, rather than one per node (3)',
+      ])
+      assert.ok(log.includes('[kube-scheduler] 1 replica(s) Ready (scaled below one per node), mirror pods gone, API healthy'), log.join('\n'))
+      assertSelfHosted(fake, originals)
+    })
+
+    it('refuses, before applying it, a Deployment scaled below one per node while nodes still have to hand it over', async () => {
+      // Steps on 3 nodes: apiserver 7, controller-manager 8, then the scheduler's 3 backups and its Deployment: stop there.
+      await assert.rejects(runner(fake, interrupting(fake, 19, 'after')).pivot(), Interrupted)
+      scaleTo('kube-scheduler', 1)
+      const before = fake.calls.length
+      await assert.rejects(
+        runner(fake).pivot(),
+        (e: Error) =>
+          e instanceof CliError &&
+          e.message ===
+            'Deployment kube-system/self-hosted-kube-scheduler was scaled to 1 replica(s), but cp-2, cp-3, cp-1 still hand kube-scheduler over and each needs a pod of its own: ' +
+              'run `kubectl scale deployment -n kube-system self-hosted-kube-scheduler --replicas=3` and re-run pivot, or `kubectl selfhost revert`',
+      )
+      assert.deepEqual(fake.calls.slice(before).filter((c) => c.includes('kube-scheduler') || c.startsWith('task pivot-handoff')), [], 'the scheduler untouched')
+      assert.equal(deployment('kube-scheduler').spec!.replicas, 1)
+      scaleTo('kube-scheduler', 3)
+      assert.equal((await runner(fake).pivot()).outcome, 'completed')
+      assertSelfHosted(fake, originals)
     })
   })
 

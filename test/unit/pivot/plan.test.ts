@@ -196,6 +196,18 @@ describe('planPivot decisions and refusals', () => {
     assert.match(refusal(() => planPivot({manifests, existingWorkloads: [{...ours, name: 'apiserver', managedByUs: false}]})), /already self-hosted/)
   })
 
+  it('a re-run keeps a Deployment\'s live replica count (set by `scale`), not one per node', () => {
+    const {manifests, ips} = threeNodes(v129)
+    const scaled = (component: 'kube-controller-manager' | 'kube-scheduler', replicas: number) =>
+      ({component, kind: 'Deployment' as const, name: `self-hosted-${component}`, managedByUs: true, replicas})
+    const plan = planPivot({manifests, nodes: liveNodes(ips, 'control-plane'), existingWorkloads: [scaled('kube-scheduler', 1), scaled('kube-controller-manager', 3)]})
+    assert.equal((workload(plan, 'kube-scheduler') as V1Deployment).spec!.replicas, 1)
+    assert.equal((workload(plan, 'kube-controller-manager') as V1Deployment).spec!.replicas, 3)
+    assert.deepEqual(plan.warnings.filter((w) => /keeps its/.test(w)), [
+      'kube-scheduler: Deployment kube-system/self-hosted-kube-scheduler keeps its 1 replica(s), scaled since it was applied, rather than one per node (3)',
+    ])
+  })
+
   it('refuses components that differ between nodes beyond node-specific values, naming where', () => {
     const {manifests} = threeNodes(v129)
     const changed = manifests.map((m) => (m.node === 'cp-2' && m.component === 'kube-scheduler' ? {...m, bytes: m.bytes.replace('v1.29.4', 'v1.29.5')} : m))
