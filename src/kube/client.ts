@@ -369,13 +369,13 @@ export class KubeClient {
     }
   }
 
-  /** Asks the server whether the current user may do something (SelfSubjectAccessReview). */
-  async canI(verb: string, resource: string, namespace?: string, group = ''): Promise<boolean> {
+  /** Asks the server whether the current user may do something (SelfSubjectAccessReview); subresource e.g. `log` for pods/log. */
+  async canI(verb: string, resource: string, namespace?: string, group = '', subresource?: string): Promise<boolean> {
     const review = await this.request<{status?: {allowed?: boolean}}>('POST', '/apis/authorization.k8s.io/v1/selfsubjectaccessreviews', {
       body: {
         apiVersion: 'authorization.k8s.io/v1',
         kind: 'SelfSubjectAccessReview',
-        spec: {resourceAttributes: {verb, resource, namespace, group}},
+        spec: {resourceAttributes: {verb, resource, namespace, group, ...(subresource ? {subresource} : {})}},
       },
       intent: {verb: 'create', resource: 'selfsubjectaccessreviews.authorization.k8s.io'},
     })

@@ -243,12 +243,14 @@ export class PivotRunner {
   // ---- preflight ---------------------------------------------------------------------------
 
   private async preflight(state: PivotState, extraVerbs: Array<[string, string, string]> = []): Promise<void> {
-    const needed: Array<[verb: string, resource: string, group: string]> = [
+    const needed: Array<[verb: string, resource: string, group: string, subresource?: string]> = [
       ['list', 'nodes', ''],
       ['list', 'pods', ''],
       ['create', 'pods', ''],
       ['delete', 'pods', ''],
       ['get', 'pods', ''],
+      // A node task's output (its manifests, the watchdog's verdict) is read from its pod's log.
+      ['get', 'pods', '', 'log'],
       ['list', 'daemonsets', 'apps'],
       ['list', 'deployments', 'apps'],
       ['create', 'daemonsets', 'apps'],
@@ -261,9 +263,10 @@ export class PivotRunner {
       ...extraVerbs,
     ]
     const missing: string[] = []
-    for (const [verb, resource, group] of needed) {
+    for (const [verb, resource, group, subresource] of needed) {
       const namespace = resource === 'nodes' ? undefined : SYSTEM_NAMESPACE
-      if (!(await this.deps.api.canI(verb, resource, namespace, group))) missing.push(`${verb} ${group ? `${resource}.${group}` : resource}`)
+      const what = `${group ? `${resource}.${group}` : resource}${subresource ? `/${subresource}` : ''}`
+      if (!(await this.deps.api.canI(verb, resource, namespace, group, subresource))) missing.push(`${verb} ${what}`)
     }
 
     if (missing.length > 0) throw new CliError(`not allowed to ${missing.join(', ')} in ${SYSTEM_NAMESPACE}: pivot needs cluster-admin-like rights`)

@@ -151,7 +151,13 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
 
     it('refuses before changing anything without the permissions it needs', async () => {
       fake.denied.add('patch daemonsets')
-      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /not allowed to patch daemonsets\.apps/.test(e.message))
+      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /not allowed to patch daemonsets\.apps in kube-system/.test(e.message))
+      assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
+    })
+
+    it('refuses before changing anything when it could create node pods but not read their logs (pods/log)', async () => {
+      fake.denied.add('get pods/log')
+      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /^not allowed to get pods\/log in kube-system:/.test(e.message))
       assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
     })
 

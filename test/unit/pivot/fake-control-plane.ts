@@ -165,7 +165,7 @@ export class FakeControlPlane {
       this.calls.push(`delete ${resource}/${name}`)
       this.workloads.delete(`${resource}/${name}`)
     },
-    canI: async (verb, resource) => !this.denied.has(`${verb} ${resource}`),
+    canI: async (verb, resource, _namespace, _group, subresource) => !this.denied.has(`${verb} ${resource}${subresource ? `/${subresource}` : ''}`),
     raw: async () => ({status: this.apiHealthy ? 200 : 500, body: ''}),
     getLease: async (_namespace, name) =>
       ({spec: {holderIdentity: `${this.nodes[0]}_0a1b`, leaseDurationSeconds: 15, renewTime: new Date().toISOString() as unknown as Date}, metadata: {name}}) as V1Lease,
