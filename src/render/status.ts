@@ -85,7 +85,8 @@ function noteLines(component: string, note: string, width: number | undefined): 
 
 /**
  * The at-a-glance view of `status`: one row per component, then every problem and warning in
- * full. Wide adds the instance breakdown, workloads and one row per instance.
+ * full (wrapped to `width`, a terminal's columns, when given). Wide adds the instance
+ * breakdown, workloads and one row per instance.
  */
 export function renderStatus(plane: ControlPlane, wide: boolean, width?: number): string {
   const controlPlaneNodes = plane.nodes.filter((n) => n.controlPlane).length
