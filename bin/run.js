@@ -25,7 +25,16 @@ async function answeredWithoutOclif() {
     return true
   }
 
-  const {helpRequest, renderHelp, unknownCommandLine} = await import('../dist/src/help/render.js')
+  let help
+  try {
+    help = await import('../dist/src/help/render.js')
+  } catch {
+    process.stderr.write('error: kubectl-selfhost is not built; run `npm run build` in its folder\n')
+    process.exitCode = 1
+    return true
+  }
+
+  const {helpRequest, renderHelp, unknownCommandLine} = help
   const request = helpRequest(manifest, argv)
   if (!request) return false
   if (request.kind === 'unknown') {
