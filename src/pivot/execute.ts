@@ -19,6 +19,7 @@ import {
   MANIFESTS_DIR,
   StaticManifest,
   flagValue,
+  manifestFileName,
   manifestFromMirrorPod,
   parseStaticPod,
   versionFromImage,
@@ -104,8 +105,8 @@ export interface PivotResult {
 const CONTROL_PLANE_SELECTORS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master']
 const DEFAULT_TIMEOUT_MS = 5 * 60_000
 const TASK_DEADLINE_SECONDS = 120
-const MANIFEST_PATH = (component: PivotedComponent) => `${MANIFESTS_DIR}/${component}.yaml`
-const BACKUP_PATH = (stamp: string, component: PivotedComponent) => `${BACKUP_ROOT}/${stamp}/${component}.yaml`
+const MANIFEST_PATH = (component: PivotedComponent) => `${MANIFESTS_DIR}/${manifestFileName(component)}`
+const BACKUP_PATH = (stamp: string, component: PivotedComponent) => `${BACKUP_ROOT}/${stamp}/${manifestFileName(component)}`
 
 const isReady = (pod: V1Pod) => pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true
 const isMirror = (pod: V1Pod) => Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])

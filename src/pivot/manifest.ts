@@ -18,6 +18,9 @@ export interface StaticManifest {
 export const MANIFESTS_DIR = '/etc/kubernetes/manifests'
 export const BACKUP_ROOT = '/etc/kubernetes/selfhost-backup'
 
+/** kubeadm names each file after its component. */
+export const manifestFileName = (component: PivotedComponent): string => `${component}.yaml`
+
 export function sha256(text: string): string {
   return createHash('sha256').update(text, 'utf8').digest('hex')
 }
