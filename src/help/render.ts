@@ -1,8 +1,11 @@
 /**
  * Help (and the unknown-command error) drawn from oclif.manifest.json alone. Loading @oclif/core costs more than starting
  * node itself, so `--help` (and `help`) never load it: bin/run.js answers help from the
- * manifest and hands everything else to oclif. This module must stay dependency-free.
+ * manifest and hands everything else to oclif. This module must stay dependency-free (its one
+ * import, the word wrap, imports nothing).
  */
+
+import {wrapWords} from '../render/wrap.js'
 
 export interface HelpFlag {
   name: string
@@ -91,20 +94,7 @@ export function unknownCommandLine(manifest: HelpManifest, word: string): string
 function wrap(text: string, width: number, indent: number): string[] {
   const out: string[] = []
   const room = Math.max(20, width - indent)
-  for (const paragraph of text.split('\n')) {
-    let line = ''
-    for (const word of paragraph.split(/\s+/).filter(Boolean)) {
-      if (line && line.length + 1 + word.length > room) {
-        out.push(line)
-        line = word
-      } else {
-        line = line ? `${line} ${word}` : word
-      }
-    }
-
-    out.push(line)
-  }
-
+  for (const paragraph of text.split('\n')) out.push(...wrapWords(paragraph.split(/\s+/).filter(Boolean), room))
   return out.map((l) => (l ? ' '.repeat(indent) + l : l))
 }
 

@@ -2,6 +2,7 @@ import chalk from 'chalk'
 
 import type {ComponentState, ControlPlane, Instance} from '../controlplane/model.js'
 import {renderTable} from './table.js'
+import {wrapWords} from './wrap.js'
 
 function readyCount(instances: Instance[]): string {
   return `${instances.filter((i) => i.ready).length}/${instances.length}`
@@ -67,20 +68,7 @@ function instanceTable(plane: ControlPlane): string {
 function noteLines(component: string, note: string, width: number | undefined): string[] {
   const prefix = `  ${component}: `
   if (!width || prefix.length + note.length <= width) return [prefix + note]
-  const room = Math.max(width - prefix.length, 20)
-  const lines: string[] = []
-  let line = ''
-  for (const word of note.split(' ')) {
-    if (line && line.length + 1 + word.length > room) {
-      lines.push(line)
-      line = word
-    } else {
-      line = line ? `${line} ${word}` : word
-    }
-  }
-
-  lines.push(line)
-  return lines.map((l, i) => (i === 0 ? prefix : ' '.repeat(prefix.length)) + l)
+  return wrapWords(note.split(' '), Math.max(width - prefix.length, 20)).map((l, i) => (i === 0 ? prefix : ' '.repeat(prefix.length)) + l)
 }
 
 /**
