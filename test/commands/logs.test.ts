@@ -5,9 +5,9 @@ import {fileURLToPath} from 'node:url'
 
 import nock from 'nock'
 
-import {kubeadmCluster} from '../helpers/cluster-objects.js'
+import {kubeadmCluster, withLeasesRenewedNow} from '../helpers/cluster-objects.js'
+import {fakeApiServerSuite, serveDiscovery} from '../helpers/fake-api.js'
 import {FAKE_SERVER, writeFakeKubeconfig} from '../helpers/fake-cluster.js'
-import {serveDiscovery} from '../helpers/fake-api.js'
 import {runCommand} from '../helpers/run-command.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
@@ -15,28 +15,22 @@ const NEW = join(repoRoot, 'test', 'fixtures', 'kubeadm', 'v1.32.4')
 const logPath = (pod: string) => `/api/v1/namespaces/kube-system/pods/${pod}/log`
 
 function cluster(opts: {selfHosted?: string[]; leaderNode?: string} = {}) {
-  const inputs = kubeadmCluster({
-    version: 'v1.32.4',
-    manifestsDir: NEW,
-    controlPlaneNodes: ['cp-1', 'cp-2'],
-    selfHosted: opts.selfHosted,
-    leaderNode: opts.leaderNode,
-  })
-  for (const l of inputs.leases ?? []) l.spec!.renewTime = new Date().toISOString() as never
-  return inputs
+  return withLeasesRenewedNow(
+    kubeadmCluster({
+      version: 'v1.32.4',
+      manifestsDir: NEW,
+      controlPlaneNodes: ['cp-1', 'cp-2'],
+      selfHosted: opts.selfHosted,
+      leaderNode: opts.leaderNode,
+    }),
+  )
 }
 
 const podOf = (inputs: ReturnType<typeof cluster>, prefix: string, node: string) =>
   inputs.pods.find((p) => p.metadata!.name!.startsWith(prefix) && p.spec!.nodeName === node)!.metadata!.name!
 
 describe('logs command', () => {
-  let kubeconfig: string
-  before(() => {
-    nock.disableNetConnect()
-    kubeconfig = writeFakeKubeconfig()
-  })
-  afterEach(() => nock.cleanAll())
-  after(() => nock.enableNetConnect())
+  const kubeconfig = fakeApiServerSuite()
 
   it('prints every static instance\'s log, each line prefixed [node/pod], 10 lines each by default', async () => {
     const inputs = cluster()

@@ -1,9 +1,7 @@
 import {strict as assert} from 'node:assert'
 
-import nock from 'nock'
-
 import {PREVIOUS_REPLICAS_ANNOTATION} from '../../src/scale/execute.js'
-import {writeFakeKubeconfig} from '../helpers/fake-cluster.js'
+import {fakeApiServerSuite} from '../helpers/fake-api.js'
 import {serveCluster} from '../helpers/scale-cluster.js'
 import {runCommand} from '../helpers/run-command.js'
 
@@ -15,15 +13,7 @@ import {runCommand} from '../helpers/run-command.js'
 
 describe('scale command (HTTP fake)', function () {
   this.timeout(30_000)
-  let kubeconfig: string
-
-  before(() => {
-    kubeconfig = writeFakeKubeconfig()
-    nock.disableNetConnect()
-  })
-
-  afterEach(() => nock.cleanAll())
-  after(() => nock.enableNetConnect())
+  const kubeconfig = fakeApiServerSuite()
 
   it('--dry-run shows the change, the leader and the standbys to be, and writes nothing', async () => {
     const fake = serveCluster(1)

@@ -6,27 +6,25 @@ import nock from 'nock'
 import {parse as parseYaml} from 'yaml'
 
 import type {ControlPlane} from '../../src/controlplane/model.js'
-import {kubeadmCluster, lease} from '../helpers/cluster-objects.js'
+import {kubeadmCluster, lease, withLeasesRenewedNow} from '../helpers/cluster-objects.js'
+import {countRequests, fakeApiServerSuite, serveDiscovery} from '../helpers/fake-api.js'
 import {FAKE_SERVER, writeFakeKubeconfig} from '../helpers/fake-cluster.js'
-import {countRequests, serveDiscovery} from '../helpers/fake-api.js'
 import {runCommand} from '../helpers/run-command.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 const NEW = join(repoRoot, 'test', 'fixtures', 'kubeadm', 'v1.32.4')
 const OLD = join(repoRoot, 'test', 'fixtures', 'kubeadm', 'v1.14.10')
 
-/** Leader records renewed just now, so they are fresh whenever the command runs. */
 function freshCluster(workers: number, leaderNode = 'cp-1') {
-  const inputs = kubeadmCluster({
-    version: 'v1.32.4',
-    manifestsDir: NEW,
-    controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
-    workers: Array.from({length: workers}, (_, i) => `worker-${i}`),
-    leaderNode,
-  })
-  const now = new Date()
-  for (const l of inputs.leases ?? []) l.spec!.renewTime = now.toISOString() as never
-  return inputs
+  return withLeasesRenewedNow(
+    kubeadmCluster({
+      version: 'v1.32.4',
+      manifestsDir: NEW,
+      controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
+      workers: Array.from({length: workers}, (_, i) => `worker-${i}`),
+      leaderNode,
+    }),
+  )
 }
 
 function assertOneLineError(stderr: string, pattern: RegExp) {
@@ -38,13 +36,7 @@ function assertOneLineError(stderr: string, pattern: RegExp) {
 }
 
 describe('status command', () => {
-  let kubeconfig: string
-  before(() => {
-    nock.disableNetConnect()
-    kubeconfig = writeFakeKubeconfig()
-  })
-  afterEach(() => nock.cleanAll())
-  after(() => nock.enableNetConnect())
+  const kubeconfig = fakeApiServerSuite()
 
   it('prints one row per component and exits 0 on a healthy kubeadm cluster', async () => {
     const scope = serveDiscovery(freshCluster(2, 'cp-2'))
@@ -118,13 +110,14 @@ describe('status command', () => {
   })
 
   it('after a pivot: healthy (exit 0), with the cost of a self-hosted apiserver among the warnings, table and wide', async () => {
-    const inputs = kubeadmCluster({
-      version: 'v1.32.4',
-      manifestsDir: NEW,
-      controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
-      selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
-    })
-    for (const l of inputs.leases ?? []) l.spec!.renewTime = new Date().toISOString() as never
+    const inputs = withLeasesRenewedNow(
+      kubeadmCluster({
+        version: 'v1.32.4',
+        manifestsDir: NEW,
+        controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
+        selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+      }),
+    )
     for (const wide of [false, true]) {
       serveDiscovery(inputs)
       const {stdout, exitCode} = await runCommand(['status', '--kubeconfig', kubeconfig, ...(wide ? ['-o', 'wide'] : [])])

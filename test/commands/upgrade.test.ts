@@ -12,8 +12,9 @@ import type {UpgradeResult} from '../../src/upgrade/execute.js'
 import type {UpgradePlan} from '../../src/upgrade/plan.js'
 import type {UpgradeComponent} from '../../src/upgrade/skew.js'
 import {ClusterShape, clusterInputs} from '../fixtures/upgrade/cluster.js'
-import {serveDiscovery} from '../helpers/fake-api.js'
-import {FAKE_SERVER, writeFakeKubeconfig} from '../helpers/fake-cluster.js'
+import {withLeasesRenewedNow} from '../helpers/cluster-objects.js'
+import {fakeApiServerSuite, serveDiscovery} from '../helpers/fake-api.js'
+import {FAKE_SERVER} from '../helpers/fake-cluster.js'
 import {runCommand} from '../helpers/run-command.js'
 
 /**
@@ -38,9 +39,7 @@ interface FakeOptions {
 
 function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   const {raw, workloads} = clusterInputs(shape)
-  // Leases renewed just now, so nothing is stale whenever the test runs.
-  for (const l of raw.leases ?? []) l.spec!.renewTime = new Date().toISOString() as never
-  serveDiscovery(raw)
+  serveDiscovery(withLeasesRenewedNow(raw))
   const patches: Array<{path: string; body: Record<string, any>}> = []
   const objects = new Map<string, V1DaemonSet | V1Deployment>()
   const original = new Map<string, string>()
@@ -114,18 +113,11 @@ function assertOneLineError(stderr: string, pattern: RegExp) {
 
 describe('upgrade command (HTTP fake)', function () {
   this.timeout(60_000)
-  let kubeconfig: string
+  const kubeconfig = fakeApiServerSuite()
   let backupDir: string
-
-  before(() => {
-    kubeconfig = writeFakeKubeconfig()
-    nock.disableNetConnect()
-  })
   beforeEach(() => {
     backupDir = mkdtempSync(join(tmpdir(), 'selfhost-upgrade-test-'))
   })
-  afterEach(() => nock.cleanAll())
-  after(() => nock.enableNetConnect())
 
   const upgrade = (...args: string[]) => runCommand(['upgrade', '--kubeconfig', kubeconfig, '--backup-dir', backupDir, ...args])
 

@@ -374,6 +374,13 @@ export function kubeadmCluster(opts: KubeadmClusterOptions): DiscoveryInputs {
   }
 }
 
+/** Every Lease renewed just now, so the leader records are fresh whenever the test runs. */
+export function withLeasesRenewedNow<T extends Pick<DiscoveryInputs, 'leases'>>(inputs: T): T {
+  const now = new Date().toISOString()
+  for (const l of inputs.leases ?? []) l.spec!.renewTime = now as never
+  return inputs
+}
+
 /** The real-world kubeadm fixtures shared between projects, when this checkout sits next to them. */
 export function sharedKubeadmFixtures(repoRoot: string): Array<{name: string; dir: string}> {
   const root = join(repoRoot, '..', 'shared', 'fixtures', 'kubeadm')

@@ -1,7 +1,7 @@
 import nock from 'nock'
 
 import type {DiscoveryInputs} from '../../src/controlplane/discover.js'
-import {FAKE_SERVER} from './fake-cluster.js'
+import {FAKE_SERVER, writeFakeKubeconfig} from './fake-cluster.js'
 
 const KS = '/api/v1/namespaces/kube-system'
 
@@ -55,4 +55,15 @@ export function countRequests(scope: nock.Scope): {answered: () => number; unmat
       nock.emitter.removeListener('no match', onUnmatched)
     },
   }
+}
+
+/**
+ * Sets up the mocha suite it is called in to run against the nock fake: no real network while
+ * the suite runs, every interceptor dropped after each test. Returns a kubeconfig for it.
+ */
+export function fakeApiServerSuite(): string {
+  before(() => nock.disableNetConnect())
+  afterEach(() => nock.cleanAll())
+  after(() => nock.enableNetConnect())
+  return writeFakeKubeconfig()
 }
