@@ -8,22 +8,12 @@ import type {V1Pod} from '@kubernetes/client-node'
 
 import {KubeClient} from '../../src/kube/client.js'
 import {isNotFound} from '../../src/kube/errors.js'
-import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {type TestCluster, BINARY_VERSION, startTestCluster} from './cluster/harness.js'
+import {type TestCluster, BINARY_VERSION} from './cluster/harness.js'
 import {netnsExists} from './cluster/netns.js'
+import {eventually, startTestClusterOrSkip} from './support.js'
 
 const run = promisify(execFile)
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
-    await sleep(250)
-  }
-}
 
 const isReady = (pod: V1Pod) => pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true
 
@@ -61,18 +51,7 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
   let kubectl: (...args: string[]) => Promise<string>
 
   before(async function () {
-    try {
-      cluster = await startTestCluster({controlPlaneNodes: 3, workers: 1})
-    } catch (error) {
-      // A laptop without root or Go skips, saying why; CI must fail instead.
-      if (error instanceof MissingPrerequisiteError && process.env.CI !== 'true') {
-        console.warn(`skipping test cluster e2e: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
-
+    cluster = await startTestClusterOrSkip(this, 'test cluster', {controlPlaneNodes: 3, workers: 1})
     console.log(`      (cluster started in ${(cluster.startupMs / 1000).toFixed(1)}s)`)
     client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
     kubectl = async (...args: string[]) => (await run(join(cluster!.binDir, 'kubectl'), ['--kubeconfig', cluster!.kubeconfig, ...args])).stdout

@@ -1,8 +1,6 @@
 import {strict as assert} from 'node:assert'
-import {spawn} from 'node:child_process'
 import {readFileSync, readdirSync} from 'node:fs'
-import {dirname, join, resolve} from 'node:path'
-import {fileURLToPath} from 'node:url'
+import {dirname, join} from 'node:path'
 
 import {discoverControlPlane} from '../../src/controlplane/discover.js'
 import {KubeClient} from '../../src/kube/client.js'
@@ -13,23 +11,18 @@ import {withPortSharing} from '../../src/pivot/manifest.js'
 import {parseAllDocuments} from 'yaml'
 
 import {runCommand} from '../helpers/run-command.js'
-import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {type TestCluster, startTestCluster} from './cluster/harness.js'
+import {type TestCluster} from './cluster/harness.js'
+import {runBuiltCli, startTestClusterOrSkip} from './support.js'
 
 const PIVOTED = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const
-const CLI = resolve(dirname(fileURLToPath(import.meta.url)), '../../bin/run.js')
 
 /** Runs the built CLI as a user would; `interrupt` may send it signals while it runs. */
-function cli(args: string[], interrupt?: (child: ReturnType<typeof spawn>, stderr: () => string) => void): Promise<{code: number | null; signal: string | null; stdout: string; stderr: string}> {
-  return new Promise((done) => {
-    const child = spawn(process.execPath, [CLI, ...args], {stdio: ['ignore', 'pipe', 'pipe'], env: {...process.env, NO_COLOR: '1'}})
-    let stdout = ''
-    let stderr = ''
-    child.stdout!.on('data', (c) => (stdout += c))
-    child.stderr!.on('data', (c) => (stderr += c))
-    interrupt?.(child, () => stderr)
-    child.on('close', (code, signal) => done({code, signal, stdout, stderr}))
-  })
+function cli(args: string[], interrupt?: (child: ReturnType<typeof runBuiltCli>, stderr: () => string) => void) {
+  const child = runBuiltCli(args)
+  let stderr = ''
+  child.stderr.on('data', (c) => (stderr += c))
+  interrupt?.(child, () => stderr)
+  return child
 }
 
 class Interrupted extends Error {}
@@ -81,18 +74,7 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
   const log: string[] = []
 
   before(async function () {
-    try {
-      cluster = await startTestCluster({controlPlaneNodes: 3, workers: 0})
-    } catch (error) {
-      // A laptop without the prerequisites skips, saying why; CI must fail instead.
-      if (error instanceof MissingPrerequisiteError && process.env.CI !== 'true') {
-        console.warn(`skipping pivot e2e: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
-
+    cluster = await startTestClusterOrSkip(this, 'pivot', {controlPlaneNodes: 3, workers: 0})
     client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
     originals = manifestBytes(cluster)
     // Pods (node tasks, workload pods) are refused until the controller-manager made kube-system's default service account.
@@ -252,7 +234,7 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
       }, 100)
       child.on('close', () => clearInterval(timer))
     })
-    assert.equal(first.code, 130, first.stderr)
+    assert.equal(first.exitCode, 130, first.stderr)
     const node = cluster!.nodes.find((n) => n.name === 'control-plane-1')!
     const manifest = join(node.root, 'etc/kubernetes/manifests/kube-apiserver.yaml')
     const expected = withPortSharing(originals.get('control-plane-1/kube-apiserver.yaml')!, 'kube-apiserver')
@@ -262,11 +244,11 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     assert.deepEqual(leftovers.map((p) => p.metadata!.name), [], 'no node-task pod left behind')
 
     const resumed = await cli(['pivot', '--kubeconfig', kubeconfig, '--apiserver-health-url', health, '--static-stop-time', '2s'])
-    assert.equal(resumed.code, 0, resumed.stderr)
+    assert.equal(resumed.exitCode, 0, resumed.stderr)
     assert.match(resumed.stdout, /Pivot complete/)
     await assertSelfHosted()
     const reverted = await cli(['revert', '--kubeconfig', kubeconfig])
-    assert.equal(reverted.code, 0, reverted.stderr)
+    assert.equal(reverted.exitCode, 0, reverted.stderr)
     await assertStatic()
   })
 

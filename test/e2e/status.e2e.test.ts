@@ -3,14 +3,13 @@ import {existsSync, mkdirSync, renameSync} from 'node:fs'
 import {join} from 'node:path'
 
 import type {V1DaemonSet} from '@kubernetes/client-node'
-import {execa} from 'execa'
 
 import {discoverControlPlane} from '../../src/controlplane/discover.js'
 import type {ComponentName, ControlPlane} from '../../src/controlplane/model.js'
 import {KubeClient} from '../../src/kube/client.js'
-import {ensureBuilt, repoRoot} from '../helpers/build.js'
-import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {BINARY_VERSION, type TestCluster, startTestCluster} from './cluster/harness.js'
+import {ensureBuilt} from '../helpers/build.js'
+import {BINARY_VERSION, type TestCluster} from './cluster/harness.js'
+import {eventually, runBuiltCli, startTestClusterOrSkip} from './support.js'
 
 /**
  * `status` and `logs` as installed (the built bin/run.js), against the test cluster's real
@@ -21,20 +20,9 @@ import {BINARY_VERSION, type TestCluster, startTestCluster} from './cluster/harn
  * in -broken never becomes Ready.
  */
 
-const selfhost = (kubeconfig: string, ...args: string[]) =>
-  execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), ...args], {env: {...process.env, KUBECONFIG: kubeconfig, NO_COLOR: '1'}, reject: false})
+const selfhost = (kubeconfig: string, ...args: string[]) => runBuiltCli(args, {KUBECONFIG: kubeconfig})
 
 const component = (plane: ControlPlane, name: ComponentName) => plane.components.find((c) => c.name === name)!
-
-async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 300))
-  }
-}
 
 /** A self-hosted DaemonSet as pivot makes it (label k8s-app=self-hosted-<c>) on the control-plane nodes. */
 function selfHostedDaemonSet(name: string, image: string): V1DaemonSet {
@@ -66,18 +54,7 @@ describe('status and logs (e2e, real control plane)', function () {
 
   before(async function () {
     await ensureBuilt()
-    try {
-      cluster = await startTestCluster({controlPlaneNodes: 2, workers: 1})
-    } catch (error) {
-      // A laptop without root or Go skips, saying why; CI must fail instead.
-      if (error instanceof MissingPrerequisiteError && process.env.CI !== 'true') {
-        console.warn(`skipping status e2e: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
-
+    cluster = await startTestClusterOrSkip(this, 'status', {controlPlaneNodes: 2, workers: 1})
     client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
     // The harness returns once the control plane serves; kube-proxy's and CoreDNS's pods follow.
     await eventually('kube-proxy and CoreDNS pods to be Ready', 180_000, async () => {
@@ -145,10 +122,7 @@ describe('status and logs (e2e, real control plane)', function () {
     const prefixes = new Set(onlyLeader.stdout.trimEnd().split('\n').map((l) => l.split(' ')[0]))
     assert.deepEqual([...prefixes], [`[${leader}/kube-scheduler-${leader}]`])
 
-    const follow = execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), 'logs', 'kube-apiserver', '-f', '--tail', '1'], {
-      env: {...process.env, KUBECONFIG: cluster!.kubeconfig, NO_COLOR: '1'},
-      reject: false,
-    })
+    const follow = selfhost(cluster!.kubeconfig, 'logs', 'kube-apiserver', '-f', '--tail', '1')
     let seen = ''
     follow.stdout!.on('data', (chunk: Buffer) => (seen += chunk.toString()))
     await eventually('a followed line from every apiserver', 60_000, async () =>

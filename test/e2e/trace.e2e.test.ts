@@ -5,22 +5,11 @@ import {promisify} from 'node:util'
 import {KubeClient} from '../../src/kube/client.js'
 import type {MultiNodeTrace, TraceResult} from '../../src/trace/model.js'
 import {runCommand} from '../helpers/run-command.js'
-import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {type TestCluster, startTestCluster} from './cluster/harness.js'
+import {type TestCluster} from './cluster/harness.js'
 import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
+import {eventually, startTestClusterOrSkip} from './support.js'
 
 const run = promisify(execFile)
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
-
-async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
-    await sleep(500)
-  }
-}
 
 /**
  * trace against a real control plane whose worker nodes run a real kube-proxy in their own
@@ -34,17 +23,7 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
   const namespace = 'shop'
 
   before(async function () {
-    try {
-      cluster = await startTestCluster({controlPlaneNodes: 1, workers: 2})
-    } catch (error) {
-      if (error instanceof MissingPrerequisiteError && process.env.CI !== 'true') {
-        console.warn(`skipping trace e2e: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
-
+    cluster = await startTestClusterOrSkip(this, 'trace', {controlPlaneNodes: 1, workers: 2})
     const workers = cluster.nodes.filter((n) => n.role === 'worker')
     if (workers.some((w) => !w.netns)) {
       if (process.env.CI === 'true') throw new Error('the test cluster workers have no network namespace (kube-proxy) in CI')
@@ -85,7 +64,7 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
       const slices = await client.listEndpointSlices(namespace, 'kubernetes.io/service-name=web')
       const ips = slices.items.flatMap((s) => (s.endpoints ?? []).filter((e) => e.conditions?.ready !== false).flatMap((e) => e.addresses))
       return ips.length === 3 ? ips.sort() : undefined
-    })
+    }, 500)
 
   it("traces svc/web on a worker through the real kube-proxy's rules: every ready endpoint, a third each, pods named, node pod gone", async () => {
     const ips = await readyEndpoints()
@@ -93,7 +72,7 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
     await eventually(`kube-proxy on ${worker.name} to program shop/web's 3 endpoints`, 60_000, async () => {
       const {stdout} = await run('ip', ['netns', 'exec', worker.netns!, 'iptables-save', '-t', 'nat'])
       return ips.every((ip) => stdout.includes(`shop/web:http -> ${ip}:8080`)) ? true : undefined
-    })
+    }, 500)
 
     const {stdout, stderr, exitCode} = await runCommand(['trace', 'svc/web', '-n', namespace, '--kubeconfig', cluster!.kubeconfig, '--node', worker.name, '-o', 'json'])
     assert.equal(exitCode, 0, stderr)
