@@ -18,7 +18,7 @@ import {KWOK_NODE_ANNOTATION, KWOK_NODE_ANNOTATION_VALUE, LOGS_CRD, kwokConfigYa
 import {staticManifests} from './manifests.js'
 import {type NodeNetwork, createNodeNetwork, deleteNodeNetworkSync, pickAddressBlock} from './netns.js'
 import {type ClusterPki, kubeconfigYaml, makeClusterPki} from './pki.js'
-import {ProcessGroup, type Supervised} from './processes.js'
+import {ProcessGroup, type Supervised, alive} from './processes.js'
 
 /** The version of the real binaries build.sh pins; the default version of the manifests. */
 export const BINARY_VERSION = 'v1.37.2'
@@ -73,15 +73,6 @@ interface ClusterState {
   harnessPid: number
   processGroups: number[]
   networks: Array<Pick<NodeNetwork, 'netns' | 'hostInterface'>>
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0)
-    return true
-  } catch {
-    return false
-  }
 }
 
 /**

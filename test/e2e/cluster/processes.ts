@@ -33,7 +33,8 @@ export interface Supervised {
 
 const sleepSync = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms)
 
-function alive(pid: number): boolean {
+/** Whether a process of that id still exists (signal 0 checks without sending anything). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0)
     return true
