@@ -129,6 +129,16 @@ export class KubeClient {
     return (res.body ? JSON.parse(res.body) : undefined) as T
   }
 
+  /** A GET whose 404 means "there is none": undefined instead of an error. */
+  private async getUnlessNotFound<T>(path: string, intent: RequestIntent): Promise<T | undefined> {
+    try {
+      return await this.request<T>('GET', path, {intent})
+    } catch (error) {
+      if (isNotFound(error)) return undefined
+      throw error
+    }
+  }
+
   /**
    * Streams a response line by line (logs, watches) until the server ends it or the signal
    * aborts. HTTP errors become one clear line.
@@ -269,26 +279,12 @@ export class KubeClient {
   }
 
   /** Lists Leases; undefined on clusters that have no coordination.k8s.io/v1 (< 1.14). */
-  async listLeases(namespace: string): Promise<V1LeaseList | undefined> {
-    try {
-      return await this.request<V1LeaseList>('GET', resourcePath('coordination.k8s.io/v1', 'leases', namespace), {
-        intent: {verb: 'list', resource: 'leases.coordination.k8s.io', namespace},
-      })
-    } catch (error) {
-      if (isNotFound(error)) return undefined
-      throw error
-    }
+  listLeases(namespace: string): Promise<V1LeaseList | undefined> {
+    return this.getUnlessNotFound(resourcePath('coordination.k8s.io/v1', 'leases', namespace), {verb: 'list', resource: 'leases.coordination.k8s.io', namespace})
   }
 
-  async getLease(namespace: string, name: string): Promise<V1Lease | undefined> {
-    try {
-      return await this.request<V1Lease>('GET', resourcePath('coordination.k8s.io/v1', 'leases', namespace, name), {
-        intent: {verb: 'get', resource: 'leases.coordination.k8s.io', namespace, name},
-      })
-    } catch (error) {
-      if (isNotFound(error)) return undefined
-      throw error
-    }
+  getLease(namespace: string, name: string): Promise<V1Lease | undefined> {
+    return this.getUnlessNotFound(resourcePath('coordination.k8s.io/v1', 'leases', namespace, name), {verb: 'get', resource: 'leases.coordination.k8s.io', namespace, name})
   }
 
   listEndpoints(namespace: string): Promise<{items: V1Endpoints[]}> {
@@ -299,15 +295,8 @@ export class KubeClient {
     return this.request('GET', resourcePath('v1', 'configmaps', namespace), {intent: {verb: 'list', resource: 'configmaps', namespace}})
   }
 
-  async getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
-    try {
-      return await this.request<V1ConfigMap>('GET', resourcePath('v1', 'configmaps', namespace, name), {
-        intent: {verb: 'get', resource: 'configmaps', namespace, name},
-      })
-    } catch (error) {
-      if (isNotFound(error)) return undefined
-      throw error
-    }
+  getConfigMap(namespace: string, name: string): Promise<V1ConfigMap | undefined> {
+    return this.getUnlessNotFound(resourcePath('v1', 'configmaps', namespace, name), {verb: 'get', resource: 'configmaps', namespace, name})
   }
 
   getService(namespace: string, name: string): Promise<V1Service> {
