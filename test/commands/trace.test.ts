@@ -130,6 +130,19 @@ describe('trace (live cluster, HTTP fake)', function () {
   afterEach(() => nock.cleanAll())
   after(() => nock.enableNetConnect())
 
+  /** svc/web with no endpoints on a cluster with neither kube-proxy's ConfigMap nor its DaemonSet: the reads before any node pod. */
+  const webWithoutKubeProxy = () =>
+    nock(FAKE_SERVER)
+      .get('/api/v1/namespaces/shop/services/web')
+      .reply(200, service)
+      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
+      .query(true)
+      .reply(200, {items: []})
+      .get('/api/v1/namespaces/kube-system/configmaps/kube-proxy')
+      .reply(404, {})
+      .get('/apis/apps/v1/namespaces/kube-system/daemonsets')
+      .reply(200, {items: []})
+
   it("reads the rules with kube-proxy's own image on the node hosting an endpoint, shows pods and readiness, deletes the pod", async () => {
     const cluster = fakeCluster([endpoint('10.244.1.5', 'worker-2'), endpoint('10.244.2.6', 'worker-2'), endpoint('10.244.3.7', 'cp-1')])
     const {stdout, stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '-o', 'json'])
@@ -194,16 +207,7 @@ describe('trace (live cluster, HTTP fake)', function () {
   })
 
   it('says so when the user may not create pods', async () => {
-    nock(FAKE_SERVER)
-      .get('/api/v1/namespaces/shop/services/web')
-      .reply(200, service)
-      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
-      .query(true)
-      .reply(200, {items: []})
-      .get('/api/v1/namespaces/kube-system/configmaps/kube-proxy')
-      .reply(404, {})
-      .get('/apis/apps/v1/namespaces/kube-system/daemonsets')
-      .reply(200, {items: []})
+    webWithoutKubeProxy()
       .get('/api/v1/nodes')
       .reply(200, {items: [node('worker-2')]})
       .post('/api/v1/namespaces/kube-system/pods')
@@ -214,16 +218,7 @@ describe('trace (live cluster, HTTP fake)', function () {
   })
 
   it('says so when the cluster has no kube-proxy DaemonSet to borrow an image from', async () => {
-    nock(FAKE_SERVER)
-      .get('/api/v1/namespaces/shop/services/web')
-      .reply(200, service)
-      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
-      .query(true)
-      .reply(200, {items: []})
-      .get('/api/v1/namespaces/kube-system/configmaps/kube-proxy')
-      .reply(404, {})
-      .get('/apis/apps/v1/namespaces/kube-system/daemonsets')
-      .reply(200, {items: []})
+    webWithoutKubeProxy()
     const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig])
     assert.equal(exitCode, 1)
     assert.match(stderr, /^error: no kube-proxy DaemonSet in kube-system to borrow an image from .*pass --image/)
@@ -244,16 +239,7 @@ describe('trace (live cluster, HTTP fake)', function () {
   })
 
   it('explains a PodSecurity refusal of the node pod', async () => {
-    nock(FAKE_SERVER)
-      .get('/api/v1/namespaces/shop/services/web')
-      .reply(200, service)
-      .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
-      .query(true)
-      .reply(200, {items: []})
-      .get('/api/v1/namespaces/kube-system/configmaps/kube-proxy')
-      .reply(404, {})
-      .get('/apis/apps/v1/namespaces/kube-system/daemonsets')
-      .reply(200, {items: []})
+    webWithoutKubeProxy()
       .get('/api/v1/nodes')
       .reply(200, {items: [node('worker-2')]})
       .post('/api/v1/namespaces/apps/pods')
