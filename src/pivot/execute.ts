@@ -105,6 +105,8 @@ export interface PivotResult {
 const CONTROL_PLANE_SELECTORS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master']
 const DEFAULT_TIMEOUT_MS = 5 * 60_000
 const TASK_DEADLINE_SECONDS = 120
+/** How long preflight gives an unready control-plane pod (e.g. a static pod just put back) to get Ready. */
+const PREFLIGHT_READY_WAIT_MS = 120_000
 const MANIFEST_PATH = (component: PivotedComponent) => `${MANIFESTS_DIR}/${manifestFileName(component)}`
 const BACKUP_PATH = (stamp: string, component: PivotedComponent) => `${BACKUP_ROOT}/${stamp}/${manifestFileName(component)}`
 
@@ -277,10 +279,28 @@ export class PivotRunner {
     // A self-hosted pod counts once its node's static one is gone: before that, without port
     // sharing, it is expected to wait (crash-loop) for the port.
     const handedOff = (p: V1Pod) => state.files.find((f) => f.node === p.spec?.nodeName)?.manifests[podComponent(p) as PivotedComponent] === undefined
-    const unready = [...state.mirrorPods, ...state.workloadPods.filter(handedOff)]
-      .filter((p) => PIVOTED_COMPONENTS.includes(podComponent(p) as PivotedComponent) && !isReady(p))
-      .map((p) => p.metadata!.name!)
-    if (unready.length > 0) throw new CliError(`control-plane pod(s) ${unready.join(', ')} not Ready: fix them first`)
+    const unreadyOf = (mirrorPods: V1Pod[], workloadPods: V1Pod[]) =>
+      [...mirrorPods, ...workloadPods.filter(handedOff)]
+        .filter((p) => PIVOTED_COMPONENTS.includes(podComponent(p) as PivotedComponent) && !isReady(p))
+        .map((p) => p.metadata!.name!)
+    let unready = unreadyOf(state.mirrorPods, state.workloadPods)
+    if (unready.length > 0) {
+      // A static pod just put back (by a watchdog after Ctrl-C, or by revert) or restarting
+      // needs a moment to get Ready: wait for that before calling the control plane broken.
+      this.deps.log(`waiting for control-plane pod(s) ${unready.join(', ')} to become Ready`)
+      await this.waitFor(
+        'control-plane pods to become Ready',
+        async () => {
+          const now = await this.readState(false)
+          unready = unreadyOf(now.mirrorPods, now.workloadPods)
+          return unready.length === 0
+        },
+        Math.min(this.timeoutMs, PREFLIGHT_READY_WAIT_MS),
+      ).catch(() => {
+        throw new CliError(`control-plane pod(s) ${unready.join(', ')} not Ready: fix them first`)
+      })
+    }
+
     for (const component of ['kube-controller-manager', 'kube-scheduler']) {
       const lease = await this.deps.api.getLease(SYSTEM_NAMESPACE, component)
       const renew = lease?.spec?.renewTime ? new Date(lease.spec.renewTime as unknown as string).getTime() : undefined

@@ -161,6 +161,22 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
     })
 
+    it('waits for a control-plane pod that is getting Ready (a static pod just put back), then pivots', async () => {
+      fake.mirrorUnreadyFor.set('kube-apiserver-cp-1', 3)
+      const log: string[] = []
+      const result = await runner(fake, {}, {}, log).pivot()
+      assert.equal(result.outcome, 'completed')
+      assert.ok(log.includes('waiting for control-plane pod(s) kube-apiserver-cp-1 to become Ready'), log.join('\n'))
+      assertSelfHosted(fake, originals)
+    })
+
+    it('refuses before changing anything when a control-plane pod stays unready', async () => {
+      fake.mirrorUnreadyFor.set('kube-scheduler-cp-2', Number.POSITIVE_INFINITY)
+      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /^control-plane pod\(s\) kube-scheduler-cp-2 not Ready: fix them first$/.test(e.message))
+      assert.deepEqual(fake.calls.filter((c) => !/task pivot-(read|check)/.test(c)), [])
+      assertStatic(fake, originals)
+    })
+
     it('refuses when the API is unhealthy and when a re-run finds the job done it only verifies', async () => {
       fake.apiHealthy = false
       await assert.rejects(runner(fake).pivot(), /API server is not healthy/)

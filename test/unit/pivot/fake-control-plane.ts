@@ -101,6 +101,15 @@ export class FakeControlPlane {
     }
   }
 
+  /** Mirror pods (by name) that report not Ready for this many more pod lists. */
+  readonly mirrorUnreadyFor = new Map<string, number>()
+
+  private stillUnready(name: string): boolean {
+    const left = this.mirrorUnreadyFor.get(name) ?? 0
+    if (left > 0) this.mirrorUnreadyFor.set(name, left - 1)
+    return left > 0
+  }
+
   private mirrorPods(): V1Pod[] {
     const pods: V1Pod[] = []
     for (const node of this.nodes) {
@@ -115,7 +124,7 @@ export class FakeControlPlane {
             annotations: {'kubernetes.io/config.mirror': 'hash', 'kubernetes.io/config.source': 'file'},
           },
           spec: {...pod.spec!, nodeName: node},
-          status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]},
+          status: {phase: 'Running', conditions: [{type: 'Ready', status: this.stillUnready(`${pod.metadata!.name}-${node}`) ? 'False' : 'True'}]},
         })
       }
     }
