@@ -6,7 +6,8 @@ import type {V1Pod} from '@kubernetes/client-node'
 import nock from 'nock'
 
 import type {TraceResult} from '../../src/trace/model.js'
-import {FAKE_SERVER, writeFakeKubeconfig} from '../helpers/fake-cluster.js'
+import {fakeApiServerSuite} from '../helpers/fake-api.js'
+import {FAKE_SERVER} from '../helpers/fake-cluster.js'
 import {runCommand} from '../helpers/run-command.js'
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/kube-proxy/${name}`, import.meta.url))
@@ -80,7 +81,7 @@ describe('trace --from-file (no cluster)', () => {
 describe('trace (live cluster, HTTP fake)', function () {
   // The first connect loads @kubernetes/client-node.
   this.timeout(30_000)
-  const kubeconfig = writeFakeKubeconfig(FAKE_SERVER, 'shop')
+  const kubeconfig = fakeApiServerSuite('shop')
   const dumpLog = `### selfhost-trace iptables iptables-save\n${readFileSync(v129, 'utf8')}### selfhost-trace end\n`
   const service = {
     metadata: {name: 'web', namespace: 'shop'},
@@ -125,10 +126,6 @@ describe('trace (live cluster, HTTP fake)', function () {
       })
     return {created: () => created, deleted: () => deleted}
   }
-
-  before(() => nock.disableNetConnect())
-  afterEach(() => nock.cleanAll())
-  after(() => nock.enableNetConnect())
 
   /** svc/web with no endpoints on a cluster with neither kube-proxy's ConfigMap nor its DaemonSet: the reads before any node pod. */
   const webWithoutKubeProxy = () =>

@@ -59,11 +59,12 @@ export function countRequests(scope: nock.Scope): {answered: () => number; unmat
 
 /**
  * Sets up the mocha suite it is called in to run against the nock fake: no real network while
- * the suite runs, every interceptor dropped after each test. Returns a kubeconfig for it.
+ * the suite runs, every interceptor dropped after each test. Returns a kubeconfig for it, whose
+ * context uses `namespace`.
  */
-export function fakeApiServerSuite(): string {
+export function fakeApiServerSuite(namespace = 'default'): string {
   before(() => nock.disableNetConnect())
   afterEach(() => nock.cleanAll())
   after(() => nock.enableNetConnect())
-  return writeFakeKubeconfig()
+  return writeFakeKubeconfig(FAKE_SERVER, namespace)
 }
