@@ -40,6 +40,20 @@ export abstract class SelfhostCommand extends Command {
     })
   }
 
+  /**
+   * Runs a mutating command's work with its steps shown as they happen: a live view on a
+   * terminal, plain lines on stderr otherwise (stdout stays for the result and -o json|yaml).
+   */
+  protected async withProgress<T>(work: (step: (line: string) => void) => Promise<T>): Promise<T> {
+    const {startProgress} = await import('../src/render/progress.js')
+    const progress = await startProgress()
+    try {
+      return await work((line) => progress.step(line))
+    } finally {
+      progress.stop()
+    }
+  }
+
   protected outputFormat(value: string | undefined, allowed?: readonly OutputFormat[]): OutputFormat {
     return parseOutputFormat(value, allowed)
   }

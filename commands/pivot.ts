@@ -69,22 +69,23 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
 
     const client = await this.connect(flags)
     const {DEFAULT_NODE_IMAGE, connectPivotRunner} = await import('../src/pivot/execute.js')
-    const log = (line: string) => process.stderr.write(`${line}\n`)
-    const runner = await connectPivotRunner(
-      client,
-      {
-        dryRun: flags['dry-run'],
-        fromMirrorPods: flags['from-mirror-pods'],
-        image: flags.image ?? DEFAULT_NODE_IMAGE,
-        namespace: flags.namespace,
-        timeoutMs,
-        handoffDeadlineSeconds,
-        staticStopSeconds,
-        nodeHealthUrl: flags['apiserver-health-url'] ? () => flags['apiserver-health-url'] : undefined,
-      },
-      log,
-    )
-    const result = await runner.pivot()
+    const result = await this.withProgress(async (step) => {
+      const runner = await connectPivotRunner(
+        client,
+        {
+          dryRun: flags['dry-run'],
+          fromMirrorPods: flags['from-mirror-pods'],
+          image: flags.image ?? DEFAULT_NODE_IMAGE,
+          namespace: flags.namespace,
+          timeoutMs,
+          handoffDeadlineSeconds,
+          staticStopSeconds,
+          nodeHealthUrl: flags['apiserver-health-url'] ? () => flags['apiserver-health-url'] : undefined,
+        },
+        step,
+      )
+      return runner.pivot()
+    })
     if (result.dryRun) {
       print(result.plan, result.alreadyDone)
       return

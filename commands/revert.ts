@@ -26,12 +26,14 @@ half-done pivot too, and can be re-run. Backups stay on the nodes, renamed with 
     const timeoutMs = parseDuration(flags.timeout, '--timeout')
     const client = await this.connect(flags)
     const {DEFAULT_NODE_IMAGE, connectPivotRunner} = await import('../src/pivot/execute.js')
-    const runner = await connectPivotRunner(
-      client,
-      {dryRun: flags['dry-run'], image: flags.image ?? DEFAULT_NODE_IMAGE, namespace: flags.namespace, timeoutMs},
-      (line) => process.stderr.write(`${line}\n`),
-    )
-    const result = await runner.revert()
+    const result = await this.withProgress(async (step) => {
+      const runner = await connectPivotRunner(
+        client,
+        {dryRun: flags['dry-run'], image: flags.image ?? DEFAULT_NODE_IMAGE, namespace: flags.namespace, timeoutMs},
+        step,
+      )
+      return runner.revert()
+    })
     if (isMachineFormat(format)) {
       // The backups' bytes are on the nodes; the machine view names them without repeating them.
       const components = result.components.map((c) => ({...c, restores: c.restores.map(({node, stamp}) => ({node, stamp}))}))

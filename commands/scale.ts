@@ -40,7 +40,7 @@ the lease keeps being renewed; if either fails it scales back to the previous co
     const client = await this.connect(flags)
     const {scaleComponent} = await import('../src/scale/execute.js')
     const {renderOutcome, renderPlan} = await import('../src/render/scale.js')
-    const result = await scaleComponent(client, {
+    const result = await this.withProgress((step) => scaleComponent(client, {
       component,
       replicas,
       force: flags.force,
@@ -50,9 +50,8 @@ the lease keeps being renewed; if either fails it scales back to the previous co
       onPlan(plan, dryRun) {
         if (!isMachineFormat(format)) process.stdout.write(`${renderPlan({plan, dryRun})}\n`)
       },
-      // Progress goes to stderr so -o json|yaml stays parseable.
-      onProgress: (line) => process.stderr.write(`${line}\n`),
-    })
+      onProgress: step,
+    }))
     if (isMachineFormat(format)) this.log(renderData(result, format))
     else if (!result.dryRun) this.log(`\n${renderOutcome(result)}`)
   }

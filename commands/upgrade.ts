@@ -46,14 +46,13 @@ Exit codes: 0 upgraded (or nothing to do), 3 a component was rolled back and is 
     const {exitCodeOf, runUpgrade} = await import('../src/upgrade/execute.js')
     const {renderUpgradePlan, renderUpgradeResult} = await import('../src/render/upgrade.js')
     const dryRun = flags['dry-run'] || flags.plan
-    const progress = (line: string) => process.stderr.write(`${line}\n`)
     // Ctrl-C stops waiting and rolls the component under way back; a second one kills.
     const interrupt = new AbortController()
     const onSignal = () => interrupt.abort(new Error('interrupted'))
     process.once('SIGINT', onSignal)
     process.once('SIGTERM', onSignal)
     try {
-      const {plan, result} = await runUpgrade(client, {
+      const {plan, result} = await this.withProgress((progress) => runUpgrade(client, {
         target,
         components,
         imageRegistry: flags['image-registry'],
@@ -62,10 +61,10 @@ Exit codes: 0 upgraded (or nothing to do), 3 a component was rolled back and is 
         dryRun,
         // The plan is shown before anything changes; stderr keeps -o json|yaml parseable.
         onPlan: (p) => {
-          if (!isMachineFormat(format)) progress(`${renderUpgradePlan(p)}\n`)
+          if (!isMachineFormat(format)) process.stderr.write(`${renderUpgradePlan(p)}\n\n`)
         },
         execute: {timeoutMs, backupDir: flags['backup-dir'], onProgress: progress, signal: interrupt.signal},
-      })
+      }))
       if (isMachineFormat(format)) this.log(renderData(result ? {plan, result} : {plan}, format))
       else this.log(result ? renderUpgradeResult(result) : renderUpgradePlan(plan))
       if (dryRun && !plan.allowed) throw new CliError(plan.refusal ?? 'refused')
