@@ -515,11 +515,11 @@ function buildComponentPlan(
     const portSharing = handoff === 'port-sharing'
     const spread = portSharing
       ? {
-          // 1.19+: a surge pod may share a node (port sharing lets it bind), so updates never drop below N.
+          // 1.19+ (the scheduler has topology spread): hard, never a preference.
           topologySpreadConstraints: [{maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'DoNotSchedule', labelSelector: {matchLabels: selector}}],
         }
       : {
-          // Without port sharing two instances cannot share a node's port: strictly one per node.
+          // Before 1.19: strictly one per node (two instances could not share a node's port anyway).
           affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: 'kubernetes.io/hostname', labelSelector: {matchLabels: selector}}]}},
         }
     objects.push({
@@ -532,7 +532,12 @@ function buildComponentPlan(
         // other manager holds the field (nobody scaled since) SSA removes it and the API defaults it to 1.
         replicas: liveReplicas ?? nodeNames.length,
         selector: {matchLabels: selector},
-        strategy: {type: 'RollingUpdate', rollingUpdate: portSharing ? {maxSurge: 1, maxUnavailable: 0} : {maxSurge: 0, maxUnavailable: 1}},
+        // No surge: spread is checked only when a pod is scheduled, so a surge pod created while the
+        // old pods still hold every node doubles up on one of them and the rollout may then free a
+        // different node, leaving two replicas on one node and none on another. Removing one old
+        // pod first frees its node, the only place the constraint lets its replacement go.
+        // (The PodDisruptionBudget does not hold this back: rollouts delete pods, they don't evict.)
+        strategy: {type: 'RollingUpdate', rollingUpdate: {maxSurge: 0, maxUnavailable: 1}},
         template: {...template, spec: {...template.spec, ...spread}},
       },
     } as SelfHostedObject)
@@ -547,8 +552,8 @@ function buildComponentPlan(
       warnings.push(`${component}: Deployment ${SYSTEM_NAMESPACE}/${name} keeps its ${liveReplicas} replica(s), scaled since it was applied, rather than one per node (${nodeNames.length})`)
     }
 
-    if (nodeNames.length === 1 && !portSharing) {
-      warnings.push(`${component}: one node and no port sharing: a rolling update must stop the only instance before its replacement can start`)
+    if (nodeNames.length === 1) {
+      warnings.push(`${component}: one node: a rolling update must stop the only instance before its replacement can start`)
     }
   }
 

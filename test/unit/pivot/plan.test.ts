@@ -151,6 +151,15 @@ describe('planPivot over kubeadm manifest sets', () => {
         }
       })
 
+      it('rolls the Deployments out without surge, so each replacement lands on the node its predecessor freed', () => {
+        for (const component of ['kube-controller-manager', 'kube-scheduler']) {
+          const d = workload(plan, component) as V1Deployment
+          assert.deepEqual(d.spec!.strategy, {type: 'RollingUpdate', rollingUpdate: {maxSurge: 0, maxUnavailable: 1}}, component)
+          const spread = d.spec!.template.spec!.topologySpreadConstraints ?? []
+          for (const constraint of spread) assert.equal(constraint.whenUnsatisfiable, 'DoNotSchedule', component)
+        }
+      })
+
       it('lists every step per node in order and says what it costs', () => {
         for (const c of plan.components) {
           const handoffs = plan.steps.filter((s) => s.component === c.component && s.action === 'handoff').map((s) => s.node)
