@@ -52,7 +52,7 @@ export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: W
 
     if (result.done) return result.value
     if (now() >= deadline) {
-      throw new CliError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what} (${lastProgress})`)
+      throw new CliError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what}${lastProgress ? ` (${lastProgress})` : ''}`)
     }
 
     await sleep(Math.min(opts.intervalMs ?? 1000, Math.max(0, deadline - now())))

@@ -13,6 +13,7 @@ import {
 } from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
+import {pollUntil} from '../kube/wait.js'
 import type {NodeTask, NodeTaskResult} from '../node/runner.js'
 import {
   BACKUP_ROOT,
@@ -212,13 +213,12 @@ export class PivotRunner {
 
   // ---- waiting -----------------------------------------------------------------------------
 
-  private async waitFor(what: string, check: () => Promise<boolean>, timeoutMs = this.timeoutMs): Promise<void> {
-    const started = this.now().getTime()
-    for (;;) {
-      if (await check().catch(() => false)) return
-      if (this.now().getTime() - started > timeoutMs) throw new CliError(`timed out after ${Math.round(timeoutMs / 1000)}s waiting for ${what}`)
-      await this.sleep(this.pollMs)
-    }
+  /** A failed check counts as "not yet": during a hand-off the API may briefly not answer. */
+  private waitFor(what: string, check: () => Promise<boolean>, timeoutMs = this.timeoutMs): Promise<void> {
+    return pollUntil(
+      async () => ({done: await check().catch(() => false), value: undefined, progress: ''}),
+      {what, timeoutMs, intervalMs: this.pollMs, sleep: this.sleep, now: () => this.now().getTime()},
+    )
   }
 
   private async podsOn(node: string): Promise<V1Pod[]> {
