@@ -11,6 +11,7 @@ import type {
 import semver from 'semver'
 
 import type {KubeClient, VersionInfo} from '../kube/client.js'
+import {isReady} from '../kube/objects.js'
 import {BACKUP_ROOT, MANIFESTS_DIR} from '../pivot/manifest.js'
 import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod, timestampText} from './leader.js'
 import {
@@ -26,11 +27,11 @@ import {
   LeaderRecord,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
-  MIRROR_ANNOTATION,
   NodeSummary,
   SELF_HOSTED_APP_LABEL,
   SYSTEM_NAMESPACE,
   Workload,
+  isMirrorPod,
 } from './model.js'
 
 /** The few calls discovery makes; the real KubeClient satisfies it, tests pass fakes. */
@@ -150,10 +151,6 @@ function selectorMatches(selector: V1LabelSelector | undefined, labels: Record<s
   })
 }
 
-function isMirrorPod(pod: V1Pod): boolean {
-  return Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])
-}
-
 /** A mirror pod's component: its `component` label (kubeadm), else its name `<component>-<node>`. */
 function staticComponentOf(pod: V1Pod): ComponentName | undefined {
   const label = pod.metadata?.labels?.component
@@ -168,7 +165,7 @@ function summarizeNode(node: V1Node): NodeSummary {
   const role = CONTROL_PLANE_ROLE_LABEL in labels ? 'control-plane' : MASTER_ROLE_LABEL in labels || labels['kubernetes.io/role'] === 'master' ? 'master' : undefined
   return {
     name: node.metadata?.name ?? '',
-    ready: (node.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
+    ready: isReady(node),
     controlPlane: role !== undefined,
     role,
     kubeletVersion: node.status?.nodeInfo?.kubeletVersion ?? '',
@@ -198,7 +195,7 @@ function toInstance(pod: V1Pod, component: ComponentName, source: Instance['sour
   const container = mainContainer(pod, component)
   const image = container?.image ?? ''
   const node = pod.spec?.nodeName ?? ''
-  const ready = (pod.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True')
+  const ready = isReady(pod)
   // hostNetwork pods see the node's hostname; others their own (spec.hostname, else the pod name).
   const hostname = pod.spec?.hostNetwork ? (nodeHostnames.get(node) ?? node) : (pod.spec?.hostname ?? pod.metadata?.name)
   return {

@@ -30,6 +30,9 @@ export const selfHostedName = (component: PivotedComponent): string => `self-hos
 /** The sha256 of the static manifest a self-hosted workload was generated from. */
 export const SOURCE_MANIFEST_HASH_ANNOTATION = 'selfhost.kubectl.io/source-manifest-sha256'
 export const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror'
+/** A static pod as the API shows it: the kubelet's mirror of a manifest file. */
+export const isMirrorPod = (pod: {metadata?: {annotations?: Record<string, string>}}): boolean =>
+  Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])
 export const LEGACY_LEADER_ANNOTATION = 'control-plane.alpha.kubernetes.io/leader'
 
 /**

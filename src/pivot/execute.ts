@@ -4,15 +4,16 @@ import semver from 'semver'
 import {
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
-  MIRROR_ANNOTATION,
   PIVOTED_COMPONENTS,
   PivotedComponent,
   SELF_HOSTED_APP_LABEL,
   SYSTEM_NAMESPACE,
+  isMirrorPod,
   selfHostedName,
 } from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
+import {isReady} from '../kube/objects.js'
 import {pollUntil} from '../kube/wait.js'
 import type {NodeTask, NodeTaskResult} from '../node/runner.js'
 import {
@@ -111,8 +112,6 @@ const PREFLIGHT_READY_WAIT_MS = 120_000
 const MANIFEST_PATH = (component: PivotedComponent) => `${MANIFESTS_DIR}/${manifestFileName(component)}`
 const BACKUP_PATH = (stamp: string, component: PivotedComponent) => `${BACKUP_ROOT}/${stamp}/${manifestFileName(component)}`
 
-const isReady = (pod: V1Pod) => pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true
-const isMirror = (pod: V1Pod) => Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])
 const podComponent = (pod: V1Pod) => pod.metadata?.labels?.component
 
 function nodeInfo(node: V1Node): PlanNodeInfo {
@@ -170,10 +169,10 @@ export class PivotRunner {
 
     return {
       nodes: cp.map(nodeInfo),
-      ready: Object.fromEntries(cp.map((n) => [n.metadata!.name!, n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') === true])),
+      ready: Object.fromEntries(cp.map((n) => [n.metadata!.name!, isReady(n)])),
       files,
-      mirrorPods: pods.filter(isMirror),
-      workloadPods: pods.filter((p) => !isMirror(p) && PIVOTED_COMPONENTS.some((c) => p.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))),
+      mirrorPods: pods.filter(isMirrorPod),
+      workloadPods: pods.filter((p) => !isMirrorPod(p) && PIVOTED_COMPONENTS.some((c) => p.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))),
       existing,
     }
   }
@@ -225,9 +224,9 @@ export class PivotRunner {
     return (await this.deps.api.listPods(SYSTEM_NAMESPACE, {fieldSelector: `spec.nodeName=${node}`})).items.filter((p) => !p.metadata?.deletionTimestamp)
   }
 
-  private mirrorOf = (pods: V1Pod[], component: PivotedComponent) => pods.find((p) => isMirror(p) && podComponent(p) === component)
+  private mirrorOf = (pods: V1Pod[], component: PivotedComponent) => pods.find((p) => isMirrorPod(p) && podComponent(p) === component)
   private workloadPodOf = (pods: V1Pod[], component: PivotedComponent) =>
-    pods.find((p) => !isMirror(p) && p.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(component))
+    pods.find((p) => !isMirrorPod(p) && p.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(component))
 
   private async apiHealthy(): Promise<boolean> {
     const res = await this.deps.api.raw('GET', '/readyz', {intent: {verb: 'get', resource: '/readyz'}})
@@ -463,7 +462,7 @@ export class PivotRunner {
     if (replicas < plan.nodeOrder.length) {
       await this.waitFor(`${replicas} Ready pod(s) of ${plan.kind} ${SYSTEM_NAMESPACE}/${plan.name}`, async () => {
         const pods = (await this.deps.api.listPods(SYSTEM_NAMESPACE, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${plan.name}`})).items
-        return pods.filter((p) => !p.metadata?.deletionTimestamp && !isMirror(p) && isReady(p)).length >= replicas
+        return pods.filter((p) => !p.metadata?.deletionTimestamp && !isMirrorPod(p) && isReady(p)).length >= replicas
       })
       await this.waitApiHealthy(`with ${component} at ${replicas} replica(s)`)
       log(undefined, `${replicas} replica(s) Ready (scaled below one per node), mirror pods gone, API healthy`)

@@ -1,5 +1,7 @@
 import type {V1Node, V1NodeSelectorRequirement, V1PodSpec, V1Taint, V1Toleration} from '@kubernetes/client-node'
 
+import {isReady} from '../kube/objects.js'
+
 /**
  * Where a pod template can run, judged the way the scheduler's node filters do for the
  * parts a control-plane workload uses: nodeSelector, required node affinity, taints with
@@ -48,10 +50,6 @@ function requirementHolds(labels: Record<string, string>, req: V1NodeSelectorReq
     default:
       return false
   }
-}
-
-function isReady(node: V1Node): boolean {
-  return node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
 }
 
 /** Why the node cannot take a new pod of this spec, or undefined when it can. */

@@ -5,6 +5,7 @@ import {SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isNotFound} from '../kube/errors.js'
+import {isReady} from '../kube/objects.js'
 import {NodeTaskApi, NodeTaskOptions, runNodeTask} from '../node/runner.js'
 import {compareNodes} from './compare.js'
 import {Cidr, parseCidr} from './ip.js'
@@ -103,7 +104,7 @@ export function sliceEndpoints(slices: V1EndpointSlice[], pods: V1Pod[]): SliceE
             terminating: endpoint.conditions?.terminating === true,
             nodeName: endpoint.nodeName,
             pod: endpoint.targetRef?.kind === 'Pod' ? endpoint.targetRef.name : undefined,
-            podReady: pod?.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+            podReady: pod ? isReady(pod) : undefined,
             podPhase: pod?.status?.phase,
           })
         }
@@ -142,7 +143,6 @@ export function proxyConfig(configConf: string | undefined): {mode?: ProxyMode; 
   }
 }
 
-const isReady = (node: V1Node) => node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
 const internalAddress = (node: V1Node) => node.status?.addresses?.find((a) => a.type === 'InternalIP')?.address
 
 /** Headless, ExternalName and selector-less Services, explained rather than failed. */

@@ -10,6 +10,7 @@ import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod} from '../contro
 import {Instance, LeaderRecord, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
+import {isReady} from '../kube/objects.js'
 import {WaitOptions, WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
 import {ComponentPlan, UpgradeOptions, UpgradePlan, WorkloadObject, planUpgrade} from './plan.js'
 import {UPGRADE_ORDER, UpgradeComponent} from './skew.js'
@@ -132,7 +133,7 @@ function instancesOf(pods: V1Pod[], container: string): Instance[] {
         node: p.spec?.nodeName ?? '',
         source: 'workload' as const,
         phase: p.status?.phase ?? 'Unknown',
-        ready: (p.status?.conditions ?? []).some((c) => c.type === 'Ready' && c.status === 'True'),
+        ready: isReady(p),
         restarts: 0,
         image,
       }
