@@ -18,6 +18,7 @@ import {
   ApiserverHealth,
   CONTROL_PLANE_COMPONENTS,
   ComponentName,
+  CONTROL_PLANE_ROLE_LABEL,
   ComponentState,
   ControlPlane,
   HealthCheck,
@@ -27,6 +28,7 @@ import {
   LeaderRecord,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
+  MASTER_ROLE_LABEL,
   NodeSummary,
   SELF_HOSTED_APP_LABEL,
   SYSTEM_NAMESPACE,
@@ -91,8 +93,6 @@ const WORKLOAD_IDENTITY: Record<ComponentName, {appLabels: string[]; names: stri
   coredns: {appLabels: ['kube-dns'], names: ['coredns', 'kube-dns']},
 }
 
-const CONTROL_PLANE_ROLE_LABEL = 'node-role.kubernetes.io/control-plane'
-const MASTER_ROLE_LABEL = 'node-role.kubernetes.io/master'
 
 /** The minor version of a server version string like v1.32.2 or v1.29.1-eks-abc. */
 export function minorVersion(gitVersion: string): number | undefined {

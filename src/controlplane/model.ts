@@ -22,6 +22,10 @@ export type PivotedComponent = (typeof PIVOTED_COMPONENTS)[number]
 export const LEADER_ELECTED_COMPONENTS = ['kube-controller-manager', 'kube-scheduler'] as const
 
 export const SYSTEM_NAMESPACE = 'kube-system'
+/** kubeadm's control-plane node label (and NoSchedule taint key): from 1.20, then the older one. */
+export const CONTROL_PLANE_ROLE_LABEL = 'node-role.kubernetes.io/control-plane'
+export const MASTER_ROLE_LABEL = 'node-role.kubernetes.io/master'
+export const CONTROL_PLANE_ROLE_LABELS = [CONTROL_PLANE_ROLE_LABEL, MASTER_ROLE_LABEL] as const
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
 export const MANAGED_BY_VALUE = 'kubectl-selfhost'
 /** kubeadm's own pivot used this label and the name `self-hosted-<component>`; so do we. */

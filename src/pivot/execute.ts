@@ -2,6 +2,7 @@ import type {V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
 import semver from 'semver'
 
 import {
+  CONTROL_PLANE_ROLE_LABELS,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   PIVOTED_COMPONENTS,
@@ -104,7 +105,6 @@ export interface PivotResult {
   exitCode: number
 }
 
-const CONTROL_PLANE_SELECTORS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master']
 const DEFAULT_TIMEOUT_MS = 5 * 60_000
 const TASK_DEADLINE_SECONDS = 120
 /** How long preflight gives an unready control-plane pod (e.g. a static pod just put back) to get Ready. */
@@ -148,7 +148,7 @@ export class PivotRunner {
   async readState(withFiles = true): Promise<PivotState> {
     const {api} = this.deps
     const all = (await api.listNodes()).items
-    const cp = all.filter((n) => CONTROL_PLANE_SELECTORS.some((l) => l in (n.metadata?.labels ?? {})))
+    const cp = all.filter((n) => CONTROL_PLANE_ROLE_LABELS.some((l) => l in (n.metadata?.labels ?? {})))
     if (cp.length === 0) throw new CliError('no control-plane nodes (labelled node-role.kubernetes.io/control-plane or /master) in this cluster')
     const names = cp.map((n) => n.metadata!.name!).sort()
     const pods = (await api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => names.includes(p.spec?.nodeName ?? '') && !p.metadata?.deletionTimestamp)

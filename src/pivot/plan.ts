@@ -4,6 +4,7 @@ import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1PodSpec, V1Prob
 import semver from 'semver'
 
 import {
+  CONTROL_PLANE_ROLE_LABELS,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   PIVOTED_COMPONENTS,
@@ -29,7 +30,6 @@ export const HOST_IP_ENV = 'HOST_IP'
  * the kubelet's back-off grows to 5 minutes: a blind hand-off waits at least this long.
  */
 export const BLIND_HANDOFF_MIN_SECONDS = 360
-const ROLE_LABELS = ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master'] as const
 
 export type ControlPlaneRole = 'control-plane' | 'master'
 
@@ -265,12 +265,12 @@ interface RoleChoice {
 /** The label and taints the control-plane nodes really carry (or, from files, what kubeadm of that version sets). */
 function chooseRole(nodes: PlanNodeInfo[] | undefined, version: string): RoleChoice {
   if (nodes && nodes.length > 0) {
-    const label = ROLE_LABELS.find((l) => nodes.every((n) => l in n.labels))
+    const label = CONTROL_PLANE_ROLE_LABELS.find((l) => nodes.every((n) => l in n.labels))
     if (!label) {
       throw new CliError(`control-plane nodes ${nodes.map((n) => n.name).join(', ')} do not share a node-role.kubernetes.io/control-plane or /master label to select them by`)
     }
 
-    const taintKeys = [...new Set(nodes.flatMap((n) => n.taints.map((t) => t.key)).filter((k) => (ROLE_LABELS as readonly string[]).includes(k)))].sort()
+    const taintKeys = [...new Set(nodes.flatMap((n) => n.taints.map((t) => t.key)).filter((k) => (CONTROL_PLANE_ROLE_LABELS as readonly string[]).includes(k)))].sort()
     return {
       role: label.endsWith('master') ? 'master' : 'control-plane',
       label,
@@ -280,11 +280,11 @@ function chooseRole(nodes: PlanNodeInfo[] | undefined, version: string): RoleCho
   }
 
   // kubeadm labels control-plane from 1.20; its taint moved from master to control-plane in 1.24-1.25.
-  const label = atLeast(version, '1.20.0') ? ROLE_LABELS[0] : ROLE_LABELS[1]
+  const label = atLeast(version, '1.20.0') ? CONTROL_PLANE_ROLE_LABELS[0] : CONTROL_PLANE_ROLE_LABELS[1]
   return {
     role: label.endsWith('master') ? 'master' : 'control-plane',
     label,
-    tolerations: [...ROLE_LABELS].sort().map((key) => ({key, operator: 'Exists', effect: 'NoSchedule'})),
+    tolerations: [...CONTROL_PLANE_ROLE_LABELS].sort().map((key) => ({key, operator: 'Exists', effect: 'NoSchedule'})),
     note: `no cluster to read: selects nodes by ${label} (kubeadm's label for ${minorVersion(version)}) and tolerates both the master and control-plane taints`,
   }
 }
