@@ -10,7 +10,7 @@ export default class Pivot extends SelfhostCommand {
   static description = `kube-apiserver becomes a DaemonSet on the control-plane nodes; kube-controller-manager and
 kube-scheduler become Deployments spread one per control-plane node with a PodDisruptionBudget. etcd stays static.
 Node by node: apply, wait until the new pod is Ready, move the static manifest into
-/etc/kubernetes/selfhost-backup/<timestamp>/ on the node, wait for the mirror pod to go and the API to be healthy.
+/etc/kubernetes/selfhost/backup/<timestamp>/ on the node, wait for the mirror pod to go and the API to be healthy.
 The apiserver hand-off is guarded on the node itself: if the local apiserver is not healthy in time, the node task
 puts the static manifest back without needing the API (exit code 3 after a full revert).
 Re-run it after an interruption: it reads what is done from the cluster and the nodes and finishes the job.
@@ -31,17 +31,15 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
       default: false,
     }),
     node: Flags.string({description: 'with --from-dir holding one node\'s files: the node name to use', default: 'control-plane'}),
-    image: Flags.string({description: 'image for the node tasks (needs sh, base64, curl or wget)'}),
+    image: Flags.string({description: "image for the node tasks (default: the cluster's kube-proxy image, already on every node; needs sh, cat, ln, rm, sleep, wc)"}),
     namespace: Flags.string({description: 'namespace for the node task pods (must allow privileged pods)', default: 'kube-system'}),
     timeout: Flags.string({description: 'how long each wait (pod Ready, mirror pod gone, API healthy) may take', default: '5m'}),
-    'apiserver-health-url': Flags.string({
-      description: 'URL the node-side watchdog asks on every node during the apiserver hand-off (default: https://127.0.0.1:<secure-port>/readyz from the manifest)',
+    'handoff-deadline': Flags.string({description: 'how long the node-side watchdog waits for this CLI to confirm the new apiserver serves before it restores the static one', default: '3m'}),
+    'force-blind-handoff': Flags.boolean({
+      description: 'hand off without port sharing even where the version has it (the path of clusters before 1.19: the API is away until the new instance binds)',
+      default: false,
+      hidden: true,
     }),
-    'static-stop-time': Flags.string({
-      description: "how long a kubelet takes to stop a static pod once its manifest is gone (its file check period + the pod's grace); the watchdog ignores answers until then",
-      default: '60s',
-    }),
-    'handoff-deadline': Flags.string({description: 'how long the node-side watchdog waits for the new apiserver before restoring the static one', default: '3m'}),
     output: outputFlag(['table', 'json', 'yaml']),
   }
 
@@ -50,7 +48,6 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     const format = this.outputFormat(flags.output, ['table', 'json', 'yaml'])
     const timeoutMs = parseDuration(flags.timeout, '--timeout')
     const handoffDeadlineSeconds = Math.round(parseDuration(flags['handoff-deadline'], '--handoff-deadline') / 1000)
-    const staticStopSeconds = Math.round(parseDuration(flags['static-stop-time'], '--static-stop-time') / 1000)
     if (flags['from-dir'] && !flags['dry-run']) throw new CliError('--from-dir only plans: add --dry-run (pivot itself reads the manifests from the nodes)')
     if (isMachineFormat(format) && !flags['dry-run']) throw new CliError(`-o ${format} prints the planned objects: add --dry-run`)
     const {renderObjectsYaml, renderPivotPlan} = await import('../src/render/pivot.js')
@@ -68,19 +65,18 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     }
 
     const client = await this.connect(flags)
-    const {DEFAULT_NODE_IMAGE, connectPivotRunner} = await import('../src/pivot/execute.js')
+    const {connectPivotRunner} = await import('../src/pivot/execute.js')
     const result = await this.withProgress(async (step) => {
       const runner = await connectPivotRunner(
         client,
         {
           dryRun: flags['dry-run'],
           fromMirrorPods: flags['from-mirror-pods'],
-          image: flags.image ?? DEFAULT_NODE_IMAGE,
+          image: flags.image,
           namespace: flags.namespace,
           timeoutMs,
           handoffDeadlineSeconds,
-          staticStopSeconds,
-          nodeHealthUrl: flags['apiserver-health-url'] ? () => flags['apiserver-health-url'] : undefined,
+          forceBlindHandoff: flags['force-blind-handoff'],
         },
         step,
       )

@@ -6,15 +6,15 @@ import {SelfhostCommand, clusterFlags, outputFlag} from './_base.js'
 
 export default class Revert extends SelfhostCommand {
   static summary = 'Undo pivot: put the backed-up static manifests back and remove the self-hosted workloads'
-  static description = `On every control-plane node, writes the manifests pivot moved into /etc/kubernetes/selfhost-backup/<timestamp>/
+  static description = `On every control-plane node, writes the manifests pivot moved into /etc/kubernetes/selfhost/backup/<timestamp>/
 back into /etc/kubernetes/manifests byte for byte, waits until the static pods are Ready, then deletes the
 self-hosted DaemonSet/Deployments. Refuses before changing anything when a node lacks a backup. Works on a
-half-done pivot too, and can be re-run. Backups stay on the nodes, renamed with the suffix -reverted.`
+half-done pivot too, and can be re-run. Backups stay on the nodes, marked with a file named REVERTED.`
   static examples = ['<%= config.bin %> revert --dry-run', '<%= config.bin %> revert']
   static flags = {
     ...clusterFlags,
     'dry-run': Flags.boolean({description: 'print what would be restored and deleted, change nothing', default: false}),
-    image: Flags.string({description: 'image for the node tasks (needs sh, base64)'}),
+    image: Flags.string({description: "image for the node tasks (default: the cluster's kube-proxy image; needs sh, cat, ln, rm, wc)"}),
     namespace: Flags.string({description: 'namespace for the node task pods (must allow privileged pods)', default: 'kube-system'}),
     timeout: Flags.string({description: 'how long each wait (static pod Ready, workload pods gone, API healthy) may take', default: '5m'}),
     output: outputFlag(['table', 'json', 'yaml']),
@@ -25,11 +25,11 @@ half-done pivot too, and can be re-run. Backups stay on the nodes, renamed with 
     const format = this.outputFormat(flags.output, ['table', 'json', 'yaml'])
     const timeoutMs = parseDuration(flags.timeout, '--timeout')
     const client = await this.connect(flags)
-    const {DEFAULT_NODE_IMAGE, connectPivotRunner} = await import('../src/pivot/execute.js')
+    const {connectPivotRunner} = await import('../src/pivot/execute.js')
     const result = await this.withProgress(async (step) => {
       const runner = await connectPivotRunner(
         client,
-        {dryRun: flags['dry-run'], image: flags.image ?? DEFAULT_NODE_IMAGE, namespace: flags.namespace, timeoutMs},
+        {dryRun: flags['dry-run'], image: flags.image, namespace: flags.namespace, timeoutMs},
         step,
       )
       return runner.revert()

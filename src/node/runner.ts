@@ -26,6 +26,14 @@ export interface NodeTask {
   env?: Record<string, string>
   /** Mount the node's "/" at /host and set HOST_ROOT=/host. */
   mountHostRoot?: boolean
+  /**
+   * Directories the kubelet creates on the node (hostPath DirectoryOrCreate) before the task
+   * starts: the node images have no mkdir. Reach them through HOST_ROOT, not these mounts
+   * (hard links cannot cross mounts).
+   */
+  hostDirs?: string[]
+  /** Seconds the container gets to act on SIGTERM when the pod is deleted (default 0: none needed). */
+  terminationGraceSeconds?: number
 }
 
 export interface NodeTaskResult {
@@ -51,6 +59,41 @@ export interface NodeTaskOptions {
   exitOnSignal?: ExitFn
   /** Aborts the wait (the pod is still deleted). */
   signal?: AbortSignal
+  /** Told when the API stops or starts answering while the task runs. */
+  onProgress?: (message: string) => void
+  /** How long to keep trying to delete the pod while the API does not answer (default 90 s). */
+  deleteRetryMs?: number
+}
+
+/** A finished task's log; the API may blink (its instances are being replaced), so retry briefly. */
+async function readLogWithRetry(api: NodeTaskApi, namespace: string, name: string, giveUpAt: number): Promise<string> {
+  for (;;) {
+    try {
+      return await api.readPodLog(namespace, name, NODE_TASK_CONTAINER)
+    } catch (error) {
+      if (isNotFound(error) || Date.now() > giveUpAt) throw error
+      await new Promise((resolve) => setTimeout(resolve, 1000))
+    }
+  }
+}
+
+/**
+ * Deletes node-task pods that finished but were left behind (their CLI was killed outright, or
+ * the API was away when it tried): no run leaves garbage for the next. Running ones are kept:
+ * a hand-off's watchdog may still be waiting.
+ */
+export async function deleteFinishedNodeTasks(api: Pick<KubeClient, 'listPods' | 'deletePod'>, namespace: string): Promise<string[]> {
+  const pods = (await api.listPods(namespace, {labelSelector: NODE_TASK_LABEL})).items
+  const finished = pods.filter((p) => p.status?.phase === 'Succeeded' || p.status?.phase === 'Failed')
+  for (const pod of finished) {
+    try {
+      await api.deletePod(namespace, pod.metadata!.name!, 0)
+    } catch (error) {
+      if (!isNotFound(error)) throw error
+    }
+  }
+
+  return finished.map((p) => p.metadata!.name!)
 }
 
 /** Reasons a container stays waiting forever; waiting out the deadline would only hide them. */
@@ -77,6 +120,18 @@ export function nodeTaskPodName(purpose: string, node: string, suffix = randomBy
 export function buildNodeTaskPod(task: NodeTask, name: string): V1Pod {
   const env = Object.entries(task.env ?? {}).map(([key, value]) => ({name: key, value}))
   if (task.mountHostRoot) env.push({name: 'HOST_ROOT', value: HOST_ROOT_MOUNT})
+  const volumes: Array<{name: string; hostPath: {path: string; type: string}}> = []
+  const mounts: Array<{name: string; mountPath: string}> = []
+  if (task.mountHostRoot) {
+    volumes.push({name: 'host-root', hostPath: {path: '/', type: 'Directory'}})
+    mounts.push({name: 'host-root', mountPath: HOST_ROOT_MOUNT})
+  }
+
+  for (const [i, path] of (task.hostDirs ?? []).entries()) {
+    volumes.push({name: `made-dir-${i}`, hostPath: {path, type: 'DirectoryOrCreate'}})
+    mounts.push({name: `made-dir-${i}`, mountPath: `/selfhost-made-dirs/${i}`})
+  }
+
   return {
     apiVersion: 'v1',
     kind: 'Pod',
@@ -95,7 +150,7 @@ export function buildNodeTaskPod(task: NodeTask, name: string): V1Pod {
       tolerations: [{operator: 'Exists'}],
       automountServiceAccountToken: false,
       enableServiceLinks: false,
-      terminationGracePeriodSeconds: 0,
+      terminationGracePeriodSeconds: task.terminationGraceSeconds ?? 0,
       containers: [
         {
           name: NODE_TASK_CONTAINER,
@@ -105,10 +160,10 @@ export function buildNodeTaskPod(task: NodeTask, name: string): V1Pod {
           command: task.command,
           env,
           securityContext: {privileged: true},
-          volumeMounts: task.mountHostRoot ? [{name: 'host-root', mountPath: HOST_ROOT_MOUNT}] : undefined,
+          volumeMounts: mounts.length > 0 ? mounts : undefined,
         },
       ],
-      volumes: task.mountHostRoot ? [{name: 'host-root', hostPath: {path: '/', type: 'Directory'}}] : undefined,
+      volumes: volumes.length > 0 ? volumes : undefined,
     },
   }
 }
@@ -232,13 +287,30 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
         if (error instanceof ApiStatusError) return
       }
 
-      try {
-        await api.deletePod(namespace, name, 0)
-      } catch (error) {
-        warn(
+      // The API may be away for a while (a hand-off restarts it): keep trying, within bounds.
+      const retryUntil = Date.now() + (opts.deleteRetryMs ?? 90_000)
+      for (;;) {
+        try {
+          await api.deletePod(namespace, name, task.terminationGraceSeconds ?? 0)
+          return
+        } catch (error) {
+          if (isNotFound(error)) return
+          if (error instanceof ApiStatusError && error.status < 500) {
+            warn(`could not delete pod ${namespace}/${name} (${error.message}); remove it with: kubectl delete pod -n ${namespace} ${name}`)
+            return
+          }
+
+          if (Date.now() < retryUntil) {
+            await new Promise((resolve) => setTimeout(resolve, 1000))
+            continue
+          }
+
+          warn(
           `could not delete pod ${namespace}/${name} (${(error as Error).message}); it stops by itself within ${task.deadlineSeconds}s; ` +
             `remove it with: kubectl delete pod -n ${namespace} ${name}`,
-        )
+          )
+          return
+        }
       }
     })()
     return cleanup
@@ -261,14 +333,31 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
     }
 
     const giveUpAt = Date.now() + task.deadlineSeconds * 1000 + graceMs
+    let apiAwaySince: number | undefined
     for (;;) {
       if (stop.signal.aborted) throw new CliError(`the ${task.purpose} task on node ${task.node} was interrupted`)
       let current: V1Pod
       try {
         current = await api.getPod(namespace, name)
+        if (apiAwaySince !== undefined) {
+          opts.onProgress?.(`the API answers again after ${Math.round((Date.now() - apiAwaySince) / 1000)}s`)
+          apiAwaySince = undefined
+        }
       } catch (error) {
         if (isNotFound(error)) throw new CliError(`pod ${namespace}/${name} for the ${task.purpose} task was deleted before it finished`)
-        throw error
+        // The task runs on the node without the API: an API that is away (a hand-off restarts
+        // it, on purpose) is waited for until the task's own deadline, never taken as its end.
+        if (Date.now() > giveUpAt) {
+          throw new CliError(`the ${task.purpose} task on node ${task.node}: the API did not answer within ${task.deadlineSeconds}s (${(error as Error).message})`)
+        }
+
+        if (apiAwaySince === undefined) {
+          apiAwaySince = Date.now()
+          opts.onProgress?.(`the API does not answer (${(error as Error).message}); waiting for it, up to the task's deadline`)
+        }
+
+        await sleep(pollIntervalMs, stop.signal)
+        continue
       }
 
       const phase = current.status?.phase
@@ -279,7 +368,7 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
           throw new CliError(`the ${task.purpose} task on node ${task.node} ${why} before its command could finish`)
         }
 
-        const output = await api.readPodLog(namespace, name, NODE_TASK_CONTAINER)
+        const output = await readLogWithRetry(api, namespace, name, giveUpAt)
         return {exitCode, output, pod: name}
       }
 

@@ -1,3 +1,5 @@
+import {randomBytes} from 'node:crypto'
+
 import type {V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
 import semver from 'semver'
 
@@ -16,9 +18,8 @@ import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {pollUntil} from '../kube/wait.js'
-import type {NodeTask, NodeTaskResult} from '../node/runner.js'
+import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../node/runner.js'
 import {
-  BACKUP_ROOT,
   MANIFESTS_DIR,
   StaticManifest,
   flagValue,
@@ -29,6 +30,8 @@ import {
   withPortSharing,
 } from './manifest.js'
 import {
+  BACKUP_DIR,
+  CONFIRM_SCRIPT,
   HANDOFF_RESTORED_EXIT,
   HANDOFF_SCRIPT,
   NodeFiles,
@@ -36,9 +39,9 @@ import {
   READ_STATE_SCRIPT,
   RESTORE_SCRIPT,
   RETIRE_BACKUP_SCRIPT,
-  WATCHDOG_CHECK_SCRIPT,
   activeBackup,
   backupStamp,
+  nodeDirs,
   parseNodeState,
 } from './node-scripts.js'
 import {
@@ -53,13 +56,15 @@ import {
 } from './plan.js'
 
 /** The API calls pivot and revert make; KubeClient satisfies it, tests pass a fake. */
-export type PivotClusterApi = Pick<KubeClient, 'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'canI' | 'raw' | 'getLease'>
+export type PivotClusterApi = Pick<KubeClient, 'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'deletePod' | 'canI' | 'raw' | 'getLease'>
 
 export interface PivotDeps {
   api: PivotClusterApi
-  /** Runs a command on a node to completion (src/node's runNodeTask in real use). */
-  runTask: (task: NodeTask) => Promise<NodeTaskResult>
+  /** Runs a command on a node to completion (src/node's runNodeTask in real use); aborting deletes its pod. */
+  runTask: (task: NodeTask, opts?: {signal?: AbortSignal}) => Promise<NodeTaskResult>
   log: (line: string) => void
+  /** Deletes node-task pods that earlier runs left behind finished (src/node's deleteFinishedNodeTasks). */
+  cleanupTasks?: () => Promise<string[]>
   now?: () => Date
   sleep?: (ms: number) => Promise<void>
 }
@@ -68,7 +73,7 @@ export interface PivotOptions {
   dryRun?: boolean
   /** Plan from the mirror pods alone (with dryRun): no node pods, hashes of the mirror pods, not the files. */
   fromMirrorPods?: boolean
-  /** Image for the node tasks: needs sh, base64, cp/mv, and curl or wget. */
+  /** Image for the node tasks: sh, cat, ln, rm, sleep, wc (the cluster's kube-proxy image has them). */
   image: string
   namespace?: string
   /** How long each wait (pod Ready, mirror pod gone, API healthy) may take. */
@@ -77,12 +82,8 @@ export interface PivotOptions {
   handoffDeadlineSeconds?: number
   /** Floor of a blind hand-off's waits (default BLIND_HANDOFF_MIN_SECONDS: the kubelet's longest back-off). */
   blindHandoffMinSeconds?: number
-  /** Time the kubelet needs to notice a moved manifest and stop the static pod (file check + grace). */
-  staticStopSeconds?: number
-  /** Consecutive healthy answers (one a second) the watchdog needs before it lets go. */
-  handoffSettleChecks?: number
-  /** Overrides the local apiserver URL the node-side watchdog checks (default from the manifest). */
-  nodeHealthUrl?: (node: string) => string | undefined
+  /** Hand off without port sharing even where the version has it (tests the path of clusters before 1.19). */
+  forceBlindHandoff?: boolean
   pollMs?: number
 }
 
@@ -110,7 +111,11 @@ const TASK_DEADLINE_SECONDS = 120
 /** How long preflight gives an unready control-plane pod (e.g. a static pod just put back) to get Ready. */
 const PREFLIGHT_READY_WAIT_MS = 120_000
 const MANIFEST_PATH = (component: PivotedComponent) => `${MANIFESTS_DIR}/${manifestFileName(component)}`
-const BACKUP_PATH = (stamp: string, component: PivotedComponent) => `${BACKUP_ROOT}/${stamp}/${manifestFileName(component)}`
+const BACKUP_PATH = (stamp: string, component: PivotedComponent) => `${BACKUP_DIR}/${stamp}/${manifestFileName(component)}`
+/** The watchdog of a controller-manager or scheduler hand-off: the API stays up, so this is plenty. */
+const COMPONENT_HANDOFF_SECONDS = 180
+/** How long preflight waits for a scheduler or controller-manager to lead again (a restart loses the lease). */
+const LEASE_WAIT_MS = 120_000
 
 const podComponent = (pod: V1Pod) => pod.metadata?.labels?.component
 
@@ -154,7 +159,7 @@ export class PivotRunner {
     const pods = (await api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => names.includes(p.spec?.nodeName ?? '') && !p.metadata?.deletionTimestamp)
     const files: NodeFiles[] = []
     // One read per node: the files are the truth a resumed run starts from.
-    if (withFiles) for (const node of names) files.push(parseNodeState(node, (await this.task(node, 'pivot-read', READ_STATE_SCRIPT, {})).output))
+    if (withFiles) for (const node of names) files.push(parseNodeState(node, await this.taskOk(node, 'pivot-read', READ_STATE_SCRIPT, {})))
     const existing: ExistingWorkload[] = []
     const ds = (await api.listDaemonSets(SYSTEM_NAMESPACE)).items
     const deploys = (await api.listDeployments(SYSTEM_NAMESPACE)).items
@@ -191,7 +196,7 @@ export class PivotRunner {
     return out
   }
 
-  private task(node: string, purpose: string, script: string, env: Record<string, string>, deadlineSeconds = TASK_DEADLINE_SECONDS): Promise<NodeTaskResult> {
+  private task(node: string, purpose: string, script: string, env: Record<string, string>, deadlineSeconds = TASK_DEADLINE_SECONDS, signal?: AbortSignal): Promise<NodeTaskResult> {
     return this.deps.runTask({
       node,
       image: this.opts.image,
@@ -201,7 +206,11 @@ export class PivotRunner {
       deadlineSeconds,
       env,
       mountHostRoot: true,
-    })
+      // Reading makes nothing; every other task may need pivot's directories on the node.
+      hostDirs: purpose === 'pivot-read' ? undefined : nodeDirs(env.STAMP),
+      // A watchdog stopped by its pod's deletion puts its manifest back: give it time to.
+      terminationGraceSeconds: purpose === 'pivot-handoff' ? 10 : 0,
+    }, {signal})
   }
 
   private async taskOk(node: string, purpose: string, script: string, env: Record<string, string>): Promise<string> {
@@ -301,11 +310,21 @@ export class PivotRunner {
     }
 
     for (const component of ['kube-controller-manager', 'kube-scheduler']) {
-      const lease = await this.deps.api.getLease(SYSTEM_NAMESPACE, component)
-      const renew = lease?.spec?.renewTime ? new Date(lease.spec.renewTime as unknown as string).getTime() : undefined
-      if (lease && renew !== undefined && renew + (lease.spec?.leaseDurationSeconds ?? 15) * 1000 < this.now().getTime()) {
-        throw new CliError(`the ${component} lease has not been renewed since ${new Date(renew).toISOString()}: its leader is gone; fix it first`)
+      let staleSince: number | undefined
+      const fresh = async () => {
+        const lease = await this.deps.api.getLease(SYSTEM_NAMESPACE, component)
+        const renew = lease?.spec?.renewTime ? new Date(lease.spec.renewTime as unknown as string).getTime() : undefined
+        staleSince = lease && renew !== undefined && renew + (lease.spec?.leaseDurationSeconds ?? 15) * 1000 < this.now().getTime() ? renew : undefined
+        return staleSince === undefined
       }
+
+      if (await fresh()) continue
+      // A restart of the control plane (one of ours, or a watchdog's restore) loses the lease for
+      // a while: wait for a leader, bounded, before calling it gone.
+      this.deps.log(`waiting for a ${component} leader (the lease was last renewed ${new Date(staleSince!).toISOString()})`)
+      await this.waitFor(`a ${component} leader`, fresh, Math.min(this.timeoutMs, LEASE_WAIT_MS)).catch(() => {
+        throw new CliError(`the ${component} lease has not been renewed since ${new Date(staleSince!).toISOString()}: its leader is gone; fix it first`)
+      })
     }
   }
 
@@ -316,6 +335,7 @@ export class PivotRunner {
       throw new CliError('--from-mirror-pods only plans: add --dry-run (pivot itself reads the files on the nodes, to back them up byte for byte)')
     }
 
+    if (!this.opts.dryRun) await this.clearLeftovers()
     const state = await this.readState(!this.opts.fromMirrorPods)
     const leaders: Partial<Record<PivotedComponent, string>> = {}
     for (const component of ['kube-controller-manager', 'kube-scheduler'] as const) {
@@ -333,6 +353,11 @@ export class PivotRunner {
       leaders,
       handoffDeadlineSeconds: this.opts.handoffDeadlineSeconds,
     })
+    if (this.opts.forceBlindHandoff) {
+      for (const c of plan.components) c.handoff = 'blind'
+      plan.notes.push('--force-blind-handoff: every hand-off stops the static instance before the self-hosted one can bind its port, as on clusters before 1.19.')
+    }
+
     if (this.opts.fromMirrorPods) {
       plan.notes.push('Planned from the mirror pods, without node pods: the objects match what pivot applies up to API defaults, but the source hashes are of the mirror pods; pivot takes them from the files.')
     }
@@ -341,7 +366,6 @@ export class PivotRunner {
     if (this.opts.dryRun) return {plan, alreadyDone, dryRun: true, outcome: 'planned', summary: [], exitCode: ExitCode.ok}
 
     await this.preflight(state)
-    await this.checkWatchdogs(plan, state)
     for (const cost of plan.costs) this.deps.log(`note: ${cost}`)
     const stamps = new Map(state.files.map((f) => [f.node, activeBackup(f)?.stamp ?? backupStamp(this.now())]))
     const summary: string[] = []
@@ -356,8 +380,30 @@ export class PivotRunner {
       summary.push(`${component.component}: ${component.kind} ${SYSTEM_NAMESPACE}/${component.name} serving on ${component.nodeOrder.join(', ')}`)
     }
 
-    summary.push(`backups: ${[...new Set(stamps.values())].map((s) => `/etc/kubernetes/selfhost-backup/${s}/`).join(', ')} on every control-plane node`)
+    summary.push(`backups: ${[...new Set(stamps.values())].map((s) => `${BACKUP_DIR}/${s}/`).join(', ')} on every control-plane node`)
     return {plan, alreadyDone, dryRun: false, outcome: 'completed', summary, exitCode: ExitCode.ok}
+  }
+
+  /**
+   * What earlier runs left: finished node-task pods (deleted), and hand-off watchdogs still
+   * waiting for a confirmation that will never come (their CLI died). Deleting a watchdog puts
+   * its manifest back (its TERM trap), so this run starts from files that say what is true.
+   */
+  private async clearLeftovers(): Promise<void> {
+    const removed = (await this.deps.cleanupTasks?.()) ?? []
+    if (removed.length > 0) this.deps.log(`removed ${removed.length} finished node-task pod(s) left by earlier runs: ${removed.join(', ')}`)
+    const namespace = this.opts.namespace ?? SYSTEM_NAMESPACE
+    const waiting = (await this.deps.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.filter((p) => !p.metadata?.deletionTimestamp)
+    for (const pod of waiting) {
+      this.deps.log(`stopping the hand-off watchdog ${pod.metadata!.name} of an earlier run on ${pod.spec?.nodeName} (it puts its manifest back)`)
+      await this.deps.api.deletePod(namespace, pod.metadata!.name!, 5).catch(() => undefined)
+    }
+
+    if (waiting.length > 0) {
+      await this.waitFor('the earlier hand-off watchdogs to finish', async () =>
+        (await this.deps.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.length === 0,
+      )
+    }
   }
 
   /** What an earlier, interrupted run already did, as the nodes and the cluster show it. */
@@ -367,7 +413,8 @@ export class PivotRunner {
       if (state.existing.some((w) => w.component === c.component && w.managedByUs)) done.push(`${c.component}: ${c.kind} ${c.name} already applied`)
       for (const files of state.files) {
         const backedUp = activeBackup(files)?.files[c.component] !== undefined
-        if (backedUp && files.manifests[c.component] === undefined) done.push(`${c.component} on ${files.node}: handed off (manifest in backup)`)
+        if (files.held[c.component] !== undefined) done.push(`${c.component} on ${files.node}: hand-off started, not confirmed (manifest held)`)
+        else if (backedUp && files.manifests[c.component] === undefined) done.push(`${c.component} on ${files.node}: handed off (manifest in backup)`)
         else if (backedUp) done.push(`${c.component} on ${files.node}: backed up`)
       }
     }
@@ -380,6 +427,8 @@ export class PivotRunner {
     const log = (node: string | undefined, line: string) => this.deps.log(`[${component}]${node ? ` ${node}:` : ''} ${line}`)
     const filesOf = (node: string) => state.files.find((f) => f.node === node)!
     const portSharing = plan.handoff === 'port-sharing'
+    /** The static manifest still to hand off: live, or held by a hand-off that was never confirmed. */
+    const pending = (node: string) => filesOf(node).manifests[component] ?? filesOf(node).held[component]
 
     for (const node of plan.nodeOrder) {
       const files = filesOf(node)
@@ -394,10 +443,10 @@ export class PivotRunner {
       }
 
       const env: Record<string, string> = {COMPONENT: component, STAMP: stamps.get(node)!}
-      if (target !== undefined && target !== liveBytes) env.NEW_B64 = Buffer.from(target).toString('base64')
-      if (activeBackup(files)?.files[component] === undefined || env.NEW_B64) {
+      if (target !== undefined && target !== liveBytes) env.NEW_CONTENT = target
+      if (activeBackup(files)?.files[component] === undefined || env.NEW_CONTENT !== undefined) {
         await this.taskOk(node, 'pivot-backup', PREPARE_SCRIPT, env)
-        log(node, `backed up${env.NEW_B64 ? ' and restarted the static pod with --permit-port-sharing' : ''}`)
+        log(node, `backed up${env.NEW_CONTENT === undefined ? '' : ' and restarted the static pod with --permit-port-sharing'}`)
       }
 
       if (target !== undefined) {
@@ -407,7 +456,7 @@ export class PivotRunner {
 
     // The planner keeps a Deployment's live replica count; fewer replicas than nodes leave some without a pod.
     const replicas = plan.kind === 'Deployment' ? ((plan.objects[0] as V1Deployment).spec?.replicas ?? 1) : plan.nodeOrder.length
-    const toHandOff = plan.nodeOrder.filter((node) => filesOf(node).manifests[component] !== undefined)
+    const toHandOff = plan.nodeOrder.filter((node) => pending(node) !== undefined)
     if (toHandOff.length > 0 && replicas < plan.nodeOrder.length) {
       throw new CliError(
         `${plan.kind} ${SYSTEM_NAMESPACE}/${plan.name} was scaled to ${replicas} replica(s), but ${toHandOff.join(', ')} still hand ${component} over and each needs a pod of its own: ` +
@@ -425,37 +474,24 @@ export class PivotRunner {
         continue
       }
 
-      if (filesOf(node).manifests[component] !== undefined) {
+      if (pending(node) !== undefined) {
         await this.waitFor(portSharing ? `the self-hosted ${component} pod on ${node} to be Ready` : `a self-hosted ${component} pod on ${node}`, async () => {
           const pod = this.workloadPodOf(await this.podsOn(node), component)
           return Boolean(pod && (!portSharing || isReady(pod)))
         })
-        const result = await this.handoff(plan, node, stamps.get(node)!)
+        const result = await this.handoff(plan, node, stamps.get(node)!, state)
         if (result === 'restored') return 'rolled-back'
-        log(node, 'static manifest moved into the backup')
+        log(node, 'hand-off confirmed: the static manifest is gone from the node (its original stays in the backup)')
       }
 
       await this.waitMirror(component, node, (p) => p === undefined, `the mirror pod ${component}-${node} to go away`)
-      try {
-        // A blind hand-off's new pod may still be in CrashLoopBackOff from waiting for the port.
-        const readyTimeout = portSharing ? this.timeoutMs : Math.max(this.timeoutMs, this.blindMinSeconds * 1000)
-        await this.waitFor(
-          `the self-hosted ${component} on ${node} to be Ready`,
-          async () => {
-            const pod = this.workloadPodOf(await this.podsOn(node), component)
-            return Boolean(pod && isReady(pod))
-          },
-          readyTimeout,
-        )
-      } catch (error) {
-        if (component === 'kube-apiserver' || filesOf(node).manifests[component] === undefined) throw error
-        // Blind hand-off of a kcm/scheduler: the API is up, so put the static pod back from here.
-        await this.taskOk(node, 'pivot-restore', RESTORE_SCRIPT, {COMPONENT: component, STAMP: stamps.get(node)!})
-        return 'rolled-back'
-      }
-
+      await this.waitFor(`the self-hosted ${component} on ${node} to be Ready`, async () => {
+        const pod = this.workloadPodOf(await this.podsOn(node), component)
+        return Boolean(pod && isReady(pod))
+      })
       await this.waitApiHealthy(`after the ${component} hand-off on ${node}`)
       filesOf(node).manifests[component] = undefined
+      filesOf(node).held[component] = undefined
       log(node, 'self-hosted instance Ready, mirror pod gone, API healthy')
     }
 
@@ -471,46 +507,102 @@ export class PivotRunner {
     return 'done'
   }
 
-  private apiserverHealthUrl(plan: ComponentPlan, node: string): string {
+  /** The port the component's instance on a node serves its health on (the apiserver: its secure port). */
+  private apiserverPort(plan: ComponentPlan): string {
     const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
-    return this.opts.nodeHealthUrl?.(node) ?? localHealthUrl(container, plan.version)
+    return flagValue(container as never, 'secure-port') ?? '6443'
   }
 
-  /** Every node whose apiserver is still to be handed off must be able to run the watchdog's check now. */
-  private async checkWatchdogs(plan: PivotPlan, state: PivotState): Promise<void> {
-    const apiserver = plan.components.find((c) => c.component === 'kube-apiserver')
-    if (!apiserver) return
-    for (const files of state.files.filter((f) => f.manifests['kube-apiserver'] !== undefined)) {
-      const url = this.apiserverHealthUrl(apiserver, files.node)
-      const result = await this.task(files.node, 'pivot-check', WATCHDOG_CHECK_SCRIPT, {HEALTH_URL: url})
-      if (result.exitCode !== 0) {
-        throw new CliError(
-          `the apiserver watchdog cannot check ${url} on ${files.node} with image ${this.opts.image} (${result.output.trim().split('\n').pop()}); ` +
-            'it would undo a good hand-off: choose --image (curl or TLS-capable wget) or --apiserver-health-url; nothing changed',
-        )
-      }
-    }
+  /**
+   * Whether the self-hosted instance on the node serves on its own, asked only once the static
+   * one is gone (with port sharing, answers before that may come from the old process). One
+   * control-plane node: the API itself is that instance. Several: the API server proxies to the
+   * new pod's own address, so the answer comes from that node's instance, not a load balancer's choice.
+   */
+  private async servesAlone(plan: ComponentPlan, node: string, singleNode: boolean): Promise<boolean> {
+    const pod = this.workloadPodOf(await this.podsOn(node), plan.component)
+    if (!pod || !isReady(pod) || this.mirrorOf(await this.podsOn(node), plan.component)) return false
+    if (plan.component !== 'kube-apiserver' || singleNode) return this.apiHealthy()
+    const path = `/api/v1/namespaces/${SYSTEM_NAMESPACE}/pods/https:${pod.metadata!.name}:${this.apiserverPort(plan)}/proxy/readyz`
+    const res = await this.deps.api.raw('GET', path, {intent: {verb: 'get', resource: 'pods/proxy', namespace: SYSTEM_NAMESPACE}})
+    return res.status === 200
   }
 
-  private async handoff(plan: ComponentPlan, node: string, stamp: string): Promise<'moved' | 'restored'> {
-    const env: Record<string, string> = {COMPONENT: plan.component, STAMP: stamp}
-    let deadline = TASK_DEADLINE_SECONDS
-    if (plan.component === 'kube-apiserver') {
-      const requested = this.opts.handoffDeadlineSeconds ?? 180
-      const handoffDeadline = plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested
-      const stop = this.opts.staticStopSeconds ?? 60
-      env.HEALTH_URL = this.apiserverHealthUrl(plan, node)
-      env.DEADLINE = String(handoffDeadline)
-      env.STOP_SECONDS = String(Math.min(stop, handoffDeadline))
-      env.SETTLE = String(this.opts.handoffSettleChecks ?? 5)
-      deadline = handoffDeadline + 60
+  /**
+   * Hands one node's instance over: a node-side watchdog takes the static manifest away and
+   * puts it back unless this CLI confirms in time that the self-hosted instance serves on its
+   * own. The confirmation is itself a node task on that node, so it also proves that the
+   * node's kubelet gets pods from the API again. Returns how the watchdog ended.
+   */
+  private async handoff(plan: ComponentPlan, node: string, stamp: string, state: PivotState): Promise<'moved' | 'restored'> {
+    const {component} = plan
+    const token = randomBytes(8).toString('hex')
+    const requested = this.opts.handoffDeadlineSeconds ?? 180
+    const deadline = component === 'kube-apiserver' ? (plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested) : COMPONENT_HANDOFF_SECONDS
+    const env = {COMPONENT: component, STAMP: stamp, DEADLINE: String(deadline), TOKEN: token}
+    if (plan.handoff === 'blind') {
+      // Its pod has crash-looped on the busy port, perhaps up to the kubelet's 5-minute back-off:
+      // a fresh pod starts its back-off anew, so it binds soon after the static one stops.
+      const stale = this.workloadPodOf(await this.podsOn(node), component)
+      if (stale) await this.deps.api.deletePod(SYSTEM_NAMESPACE, stale.metadata!.name!, 0).catch(() => undefined)
     }
 
-    this.deps.log(`[${plan.component}] ${node}: handing off${env.HEALTH_URL ? ` (node-side watchdog on ${env.HEALTH_URL}, ${env.DEADLINE}s)` : ''}`)
-    const result = await this.task(node, 'pivot-handoff', HANDOFF_SCRIPT, env, deadline)
-    if (result.exitCode === HANDOFF_RESTORED_EXIT) return 'restored'
-    if (result.exitCode !== 0) throw new CliError(`the hand-off of ${plan.component} on ${node} failed (exit ${result.exitCode}): ${result.output.trim().split('\n').pop() ?? ''}`)
-    return 'moved'
+    this.deps.log(`[${component}] ${node}: handing off (a node-side watchdog puts the static manifest back unless confirmed within ${deadline}s)`)
+    let verdict: NodeTaskResult | undefined
+    let failure: unknown
+    const stopWatchdog = new AbortController()
+    const watchdog = this.task(node, 'pivot-handoff', HANDOFF_SCRIPT, env, deadline + 60, stopWatchdog.signal).then(
+      (r) => (verdict = r),
+      (error: unknown) => {
+        failure = error
+      },
+    )
+    const ended = () => verdict !== undefined || failure !== undefined
+    const singleNode = state.nodes.length === 1
+    // The API stays up through a controller-manager or scheduler hand-off: no reason to wait long.
+    const verifyMs = component === 'kube-apiserver' ? deadline * 1000 : Math.min(this.timeoutMs, deadline * 1000)
+    let confirmed = false
+    try {
+      await this.waitFor(
+        `the self-hosted ${component} on ${node} to serve on its own`,
+        async () => {
+          if (ended()) throw new CliError('the watchdog ended')
+          return this.servesAlone(plan, node, singleNode)
+        },
+        verifyMs,
+      ).then(
+        () => (confirmed = true),
+        (error: Error) => this.deps.log(`[${component}] ${node}: not confirmed (${error.message})`),
+      )
+      if (confirmed && !ended()) await this.taskOk(node, 'pivot-confirm', CONFIRM_SCRIPT, env)
+    } catch (error) {
+      // Anything unexpected: stop the watchdog now (it puts the manifest back), then report.
+      stopWatchdog.abort()
+      await watchdog
+      throw error
+    }
+
+    if (!confirmed && !ended() && (await this.apiHealthy().catch(() => false))) {
+      this.deps.log(`[${component}] ${node}: the API serves, so the watchdog is stopped now and puts the static manifest back`)
+      stopWatchdog.abort()
+    } else if (!confirmed && !ended()) {
+      this.deps.log(`[${component}] ${node}: the watchdog puts the static manifest back at its deadline`)
+    }
+
+    await watchdog
+    if (stopWatchdog.signal.aborted) {
+      await this.waitMirror(component, node, (p) => Boolean(p && isReady(p)), `the static ${component} on ${node} to be back and Ready`)
+      return 'restored'
+    }
+
+    if (failure) throw failure
+    if (verdict!.exitCode === 0) return 'moved'
+    if (verdict!.exitCode === HANDOFF_RESTORED_EXIT) {
+      this.deps.log(`[${component}] ${node}: ${verdict!.output.trim().split('\n').pop()}`)
+      return 'restored'
+    }
+
+    throw new CliError(`the hand-off of ${component} on ${node} failed (exit ${verdict!.exitCode}): ${verdict!.output.trim().split('\n').pop() ?? ''}`)
   }
 
   // ---- revert ------------------------------------------------------------------------------
@@ -520,6 +612,7 @@ export class PivotRunner {
    * the self-hosted workloads. Refuses before touching anything when a backup is missing.
    */
   async revert(): Promise<RevertResult> {
+    if (!this.opts.dryRun) await this.clearLeftovers()
     const state = await this.readState()
     const ours = state.existing.filter((w) => w.managedByUs)
     const plans: RevertComponent[] = []
@@ -581,7 +674,7 @@ export class PivotRunner {
     const {component} = plan
     const log = (node: string | undefined, line: string) => this.deps.log(`[${component}]${node ? ` ${node}:` : ''} revert: ${line}`)
     const restore = (r: RevertComponent['restores'][number], content?: string) =>
-      this.taskOk(r.node, 'pivot-restore', RESTORE_SCRIPT, {COMPONENT: component, STAMP: r.stamp, ...(content ? {CONTENT_B64: Buffer.from(content).toString('base64')} : {})})
+      this.taskOk(r.node, 'pivot-restore', RESTORE_SCRIPT, {COMPONENT: component, STAMP: r.stamp, ...(content === undefined ? {} : {CONTENT: content})})
     const mirrorReady = (node: string, sharing: boolean) =>
       this.waitMirror(component, node, (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing') === sharing), `the static ${component} on ${node} to be Ready`)
 
@@ -660,20 +753,19 @@ function resourceOf(object: SelfHostedObject): string {
   return {DaemonSet: 'daemonsets', Deployment: 'deployments', PodDisruptionBudget: 'poddisruptionbudgets'}[object.kind as 'DaemonSet']
 }
 
-/** Where the node-side watchdog asks the local apiserver: its bind address (or loopback) and secure port. */
-export function localHealthUrl(container: {command?: string[]; args?: string[]}, version: string): string {
-  const bind = flagValue(container as never, 'bind-address')
-  const host = !bind || bind === '0.0.0.0' || bind === '::' || bind.includes('$(') ? '127.0.0.1' : bind
-  const port = flagValue(container as never, 'secure-port') ?? '6443'
-  // /readyz arrived in 1.16; older servers only have /healthz.
-  return `https://${host.includes(':') ? `[${host}]` : host}:${port}${semver.gte(version, '1.16.0') ? '/readyz' : '/healthz'}`
-}
-
-/** The default image for pivot's node tasks: sh, base64 and a TLS-capable wget (override with --image when air-gapped). */
-export const DEFAULT_NODE_IMAGE = 'docker.io/library/alpine:3.20'
-
-/** Wires a PivotRunner to a real cluster: its API and src/node's task pods. */
-export async function connectPivotRunner(client: KubeClient, opts: PivotOptions, log: (line: string) => void): Promise<PivotRunner> {
-  const {runNodeTask} = await import('../node/runner.js')
-  return new PivotRunner({api: client, runTask: (task) => runNodeTask(client, task, {onWarning: (m) => log(`warning: ${m}`)}), log}, opts)
+/** Wires a PivotRunner to a real cluster: its API and src/node's task pods (image: the cluster's kube-proxy image unless given). */
+export async function connectPivotRunner(client: KubeClient, opts: Omit<PivotOptions, 'image'> & {image?: string}, log: (line: string) => void): Promise<PivotRunner> {
+  const {deleteFinishedNodeTasks, runNodeTask} = await import('../node/runner.js')
+  const {nodeTaskImage} = await import('../node/image.js')
+  const image = opts.image ?? (await nodeTaskImage(client))
+  const namespace = opts.namespace ?? SYSTEM_NAMESPACE
+  return new PivotRunner(
+    {
+      api: client,
+      runTask: (task) => runNodeTask(client, task, {onWarning: (m) => log(`warning: ${m}`), onProgress: (m) => log(`${task.node}: ${m}`)}),
+      cleanupTasks: () => deleteFinishedNodeTasks(client, namespace),
+      log,
+    },
+    {...opts, image},
+  )
 }

@@ -16,7 +16,7 @@ export interface StaticManifest {
 }
 
 export const MANIFESTS_DIR = '/etc/kubernetes/manifests'
-export const BACKUP_ROOT = '/etc/kubernetes/selfhost-backup'
+export const BACKUP_ROOT = '/etc/kubernetes/selfhost/backup'
 
 /** kubeadm names each file after its component. */
 export const manifestFileName = (component: PivotedComponent): string => `${component}.yaml`

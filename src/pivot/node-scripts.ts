@@ -3,132 +3,143 @@ import {CliError} from '../errors.js'
 
 /**
  * The shell run on control-plane nodes (through src/node's task pods, HOST_ROOT = the node's
- * "/"). POSIX sh plus base64/cp/mv/date, and curl or wget for the apiserver watchdog: what a
- * busybox or alpine image has. Every script is safe to run twice.
+ * "/"). They use only what the cluster's own kube-proxy image has, so they work air-gapped on
+ * every kubeadm node: dash's builtins and cat, grep, ln, rm, sleep, wc (the distroless-iptables
+ * image has no mkdir, mv, cp, base64, date, curl or wget). Directories are made by the kubelet
+ * (hostPath DirectoryOrCreate volumes of the task pod, see NODE_DIRS); a rename is `ln -f`
+ * (link to a temporary name, then rename(2)); a backup is a second name of the original file,
+ * whose bytes are on disk already. Every script is safe to run twice.
  */
 
 const COMPONENT_LIST = PIVOTED_COMPONENTS.join(' ')
-/** Suffix that retires a backup directory once `revert` has put its files back. */
-export const REVERTED_SUFFIX = '-reverted'
+/** Where pivot keeps what it owns on a node; originals and working files apart. */
+export const SELFHOST_DIR = '/etc/kubernetes/selfhost'
+/** The original manifests, one directory per pivot: nothing else is ever written there. */
+export const BACKUP_DIR = `${SELFHOST_DIR}/backup`
+/** The hand-off's working files: the manifest held while a watchdog waits, and its confirmation. */
+export const HANDOFF_DIR = `${SELFHOST_DIR}/handoff`
+/** The file that marks a backup directory as put back by `revert` (kept on disk, no longer active). */
+export const REVERTED_MARKER = 'REVERTED'
 /** Exit code of the hand-off script when it put the static manifest back. */
 export const HANDOFF_RESTORED_EXIT = 3
 /** Exit code of the hand-off script when it was stopped (pod deleted) and put the manifest back. */
 export const HANDOFF_INTERRUPTED_EXIT = 4
 
-const PATHS = `root="$HOST_ROOT/etc/kubernetes"
-m="$root/manifests/$COMPONENT.yaml"
-d="$root/selfhost-backup/$STAMP"
-b="$d/$COMPONENT.yaml"`
+/** The directories a task needs on the node (created by the kubelet before the task starts). */
+export function nodeDirs(stamp?: string): string[] {
+  return [HANDOFF_DIR, ...(stamp ? [`${BACKUP_DIR}/${stamp}`] : [])]
+}
 
-/** One answer of 2xx from HEALTH_URL (TLS not verified: the watchdog only asks "do you serve?"). */
-const HEALTH_FUNCTION = `healthy() {
-  if command -v curl >/dev/null 2>&1; then curl -fsk -m 5 -o /dev/null "$HEALTH_URL"
-  else wget -q -T 5 -O /dev/null --no-check-certificate "$HEALTH_URL"; fi
-}`
+const PATHS = `k="$HOST_ROOT/etc/kubernetes"
+m="$k/manifests/$COMPONENT.yaml"
+d="$HOST_ROOT${BACKUP_DIR}/\${STAMP:-none}"
+b="$d/$COMPONENT.yaml"
+w="$HOST_ROOT${HANDOFF_DIR}"
+held="$w/$COMPONENT.yaml"
+# Writes stdin to $1 atomically: a dot-file beside it (the kubelet ignores those), then ln -f.
+put() { t="$(dirname_of "$1")/.$COMPONENT.selfhost-tmp"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
+dirname_of() { printf '%s' "\${1%/*}"; }`
 
-/**
- * Run before any change: the watchdog's own check must succeed against the static apiserver
- * that serves now, or a good hand-off would be undone (no curl/wget, no TLS, a wrong URL,
- * anonymous /readyz refused).
- */
-export const WATCHDOG_CHECK_SCRIPT = `${HEALTH_FUNCTION}
-if healthy; then echo "watchdog check ok: $HEALTH_URL"; else echo "cannot get a 2xx from $HEALTH_URL with curl or wget"; exit 1; fi
-`
-
-/** Prints every pivoted manifest and every backup on the node, base64-encoded, one per line. */
+/** Prints every pivoted manifest, every backup and every held hand-off, each framed by its byte count. */
 export const READ_STATE_SCRIPT = `set -eu
-root="$HOST_ROOT/etc/kubernetes"
+for tool in cat wc ln rm sleep; do command -v "$tool" >/dev/null 2>&1 || { echo "the node-task image has no $tool"; exit 1; }; done
+k="$HOST_ROOT/etc/kubernetes"
+emit() { printf 'begin %s %s\\n' "$1" "$(wc -c < "$2")"; cat "$2"; printf '\\nend\\n'; }
 for c in ${COMPONENT_LIST}; do
-  if [ -f "$root/manifests/$c.yaml" ]; then printf 'manifest %s %s\\n' "$c" "$(base64 < "$root/manifests/$c.yaml" | tr -d '\\n')"; fi
+  if [ -f "$k/manifests/$c.yaml" ]; then emit "manifest $c" "$k/manifests/$c.yaml"; fi
+  if [ -f "$HOST_ROOT${HANDOFF_DIR}/$c.yaml" ]; then emit "held $c" "$HOST_ROOT${HANDOFF_DIR}/$c.yaml"; fi
 done
-for dir in "$root"/selfhost-backup/*/; do
-  [ -d "$dir" ] || continue
-  stamp=$(basename "$dir")
-  printf 'backup-dir %s\\n' "$stamp"
+for dir in "$HOST_ROOT${BACKUP_DIR}"/*/; do
+  if [ ! -d "$dir" ]; then continue; fi
+  stamp=\${dir%/}; stamp=\${stamp##*/}
+  if [ -f "\${dir}${REVERTED_MARKER}" ]; then printf 'backup-dir %s reverted\n' "$stamp"; else printf 'backup-dir %s\n' "$stamp"; fi
   for c in ${COMPONENT_LIST}; do
-    if [ -f "$dir$c.yaml" ]; then printf 'backup %s %s %s\\n' "$stamp" "$c" "$(base64 < "$dir$c.yaml" | tr -d '\\n')"; fi
+    if [ -f "$dir$c.yaml" ]; then emit "backup $stamp $c" "$dir$c.yaml"; fi
   done
 done
 echo end-of-state
 `
 
 /**
- * Copies the live manifest into the backup (never over an existing backup: that holds the
- * original), then, when NEW_B64 is set, replaces the live manifest with it atomically.
+ * Gives the live manifest a second name in the backup (never over an existing backup: that is
+ * the original), then, when NEW_CONTENT is set, replaces the live manifest with it atomically.
  */
 export const PREPARE_SCRIPT = `set -eu
 ${PATHS}
-mkdir -p "$d"
 if [ ! -f "$b" ]; then
   [ -f "$m" ] || { echo "no $COMPONENT manifest and no backup of it in $d"; exit 2; }
-  cp -p "$m" "$d/.$COMPONENT.partial"
-  mv "$d/.$COMPONENT.partial" "$b"
+  ln "$m" "$b"
   echo "backed up $m to $b"
 fi
-if [ -n "\${NEW_B64:-}" ]; then
-  printf '%s' "$NEW_B64" | base64 -d > "$d/.$COMPONENT.new"
-  mv "$d/.$COMPONENT.new" "$m"
+if [ -n "\${NEW_CONTENT+set}" ]; then
+  printf '%s' "$NEW_CONTENT" | put "$m"
   echo "rewrote $m"
 fi
 `
 
 /**
- * Moves the live manifest out of the kubelet's sight (the kubelet then stops the static pod).
- * With HEALTH_URL set (the apiserver), it stays on the node as a watchdog that needs no API:
- * after STOP_SECONDS (time for the static instance to stop) the local apiserver must answer
- * HEALTH_URL SETTLE times in a row before DEADLINE seconds, or the manifest goes back. Stopped
- * early (the CLI's Ctrl-C deletes the pod: SIGTERM first), it also puts the manifest back.
+ * The node-side half of a hand-off, a dead man's switch that needs no API and no HTTP client:
+ * it takes the live manifest out of the kubelet's sight (held in HANDOFF_DIR; the kubelet
+ * stops the static pod) and waits up to DEADLINE seconds for the CLI to confirm, by a second
+ * task on this node, that the self-hosted instance serves on its own. Unconfirmed (the new
+ * instance never served, or the CLI is gone), it puts the manifest back. Stopped early (the
+ * CLI's Ctrl-C deletes the pod: SIGTERM first), it puts the manifest back too.
  */
 export const HANDOFF_SCRIPT = `set -eu
 ${PATHS}
-[ -f "$b" ] || { echo "no backup of $COMPONENT in $d: refusing to move the manifest"; exit 2; }
-if [ ! -f "$m" ]; then echo "$m already moved"; exit 0; fi
-held="$d/$COMPONENT.handoff.yaml"
-[ -n "\${HEALTH_URL:-}" ] || { mv "$m" "$held"; echo "moved $m to $held"; exit 0; }
-# Stopped before the new apiserver proved itself (Ctrl-C deletes this pod): put the static one back.
-trap 'mv "$held" "$m"; echo "interrupted before the local apiserver was confirmed healthy: put $m back"; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
-mv "$m" "$held"
-echo "moved $m to $held"
-${HEALTH_FUNCTION}
-start=$(date +%s)
-ok=0
-while [ $(( $(date +%s) - start )) -lt "$DEADLINE" ]; do
-  answered=1
-  if [ $(( $(date +%s) - start )) -ge "$STOP_SECONDS" ]; then
-    # Checks and sleeps run in the background so a TERM is handled at once.
-    healthy >/dev/null 2>&1 &
-    wait $! && answered=0
+ok="$w/$COMPONENT.confirmed"
+rm -f "$ok"
+put_back() { ln -f "$held" "$m"; rm -f "$held"; echo "$1: put $m back"; }
+if [ -f "$m" ]; then
+  ln -f "$m" "$held"
+  rm -f "$m"
+  echo "moved $m out of the kubelet's sight, waiting up to \${DEADLINE}s for confirmation"
+elif [ -f "$held" ]; then
+  echo "$m already held by an earlier hand-off, waiting up to \${DEADLINE}s for confirmation"
+else
+  echo "no $m and nothing held: nothing to hand off"
+  exit 2
+fi
+trap 'put_back "interrupted before the hand-off was confirmed"; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
+# Five checks a second (no date command: time is counted in ticks).
+tick=0
+while [ "$tick" -lt $((DEADLINE * 5)) ]; do
+  if [ -f "$ok" ] && [ "$(cat "$ok")" = "$TOKEN" ]; then
+    trap - TERM INT HUP
+    rm -f "$held" "$ok"
+    echo "hand-off confirmed after about $((tick / 5))s"
+    exit 0
   fi
-  if [ "$answered" -eq 0 ]; then
-    ok=$((ok + 1))
-    if [ "$ok" -ge "$SETTLE" ]; then trap - TERM INT HUP; echo "local apiserver healthy at $HEALTH_URL"; exit 0; fi
-  else
-    ok=0
-  fi
-  sleep 1 &
+  # Sleeps run in the background so a TERM is handled at once.
+  sleep 0.2 &
   wait $! || true
+  tick=$((tick + 1))
 done
 trap - TERM INT HUP
-mv "$held" "$m"
-echo "local apiserver not healthy within \${DEADLINE}s: put $m back"
+put_back "not confirmed within \${DEADLINE}s"
 exit ${HANDOFF_RESTORED_EXIT}
 `
 
-/** Puts a manifest back: the backup's bytes, or CONTENT_B64 when set (a port-sharing step on the way). */
+/** Tells a waiting hand-off (HANDOFF_SCRIPT with the same TOKEN) that the new instance serves. */
+export const CONFIRM_SCRIPT = `set -eu
+${PATHS}
+printf '%s' "$TOKEN" | put "$w/$COMPONENT.confirmed"
+echo "confirmed the $COMPONENT hand-off"
+`
+
+/** Puts a manifest back: the backup's bytes, or CONTENT when set (a port-sharing step on the way). */
 export const RESTORE_SCRIPT = `set -eu
 ${PATHS}
 [ -f "$b" ] || { echo "no backup of $COMPONENT in $d"; exit 2; }
-mkdir -p "$root/manifests"
-if [ -n "\${CONTENT_B64:-}" ]; then printf '%s' "$CONTENT_B64" | base64 -d > "$d/.$COMPONENT.restore"
-else cp -p "$b" "$d/.$COMPONENT.restore"; fi
-mv "$d/.$COMPONENT.restore" "$m"
+if [ -n "\${CONTENT+set}" ]; then printf '%s' "$CONTENT" | put "$m"; else put "$m" < "$b"; fi
+rm -f "$held"
 echo "restored $m"
 `
 
 /** Retires a backup directory after revert: kept on disk, no longer the active one. */
 export const RETIRE_BACKUP_SCRIPT = `set -eu
-d="$HOST_ROOT/etc/kubernetes/selfhost-backup/$STAMP"
-if [ -d "$d" ]; then mv "$d" "$d${REVERTED_SUFFIX}"; echo "kept $d as $d${REVERTED_SUFFIX}"; fi
+d="$HOST_ROOT${BACKUP_DIR}/$STAMP"
+if [ -d "$d" ]; then echo "put back by kubectl selfhost revert" > "$d/${REVERTED_MARKER}"; echo "kept $d, marked ${REVERTED_MARKER}"; fi
 `
 
 export interface NodeBackup {
@@ -141,27 +152,48 @@ export interface NodeBackup {
 export interface NodeFiles {
   node: string
   manifests: Partial<Record<PivotedComponent, string>>
+  /** Manifests a hand-off holds out of the kubelet's sight while its watchdog waits (or after it died). */
+  held: Partial<Record<PivotedComponent, string>>
   backups: NodeBackup[]
 }
 
-const decode = (b64: string | undefined) => Buffer.from(b64 ?? '', 'base64').toString('utf8')
-
-/** Parses READ_STATE_SCRIPT's output; an output cut short is refused rather than half-read. */
+/** Parses READ_STATE_SCRIPT's output; an output cut short or garbled is refused rather than half-read. */
 export function parseNodeState(node: string, output: string): NodeFiles {
-  const files: NodeFiles = {node, manifests: {}, backups: []}
-  const lines = output.split('\n').map((l) => l.trim())
-  if (!lines.includes('end-of-state')) throw new CliError(`reading the manifests on ${node} gave an incomplete answer: ${output.trim().split('\n').pop() ?? ''}`)
-  const isComponent = (c: string): c is PivotedComponent => (PIVOTED_COMPONENTS as readonly string[]).includes(c)
-  for (const line of lines) {
+  const files: NodeFiles = {node, manifests: {}, held: {}, backups: []}
+  const incomplete = (why: string) => new CliError(`reading the manifests on ${node} gave an incomplete answer (${why}): ${output.trim().split('\n').pop() ?? ''}`)
+  const bytes = Buffer.from(output, 'utf8')
+  const isComponent = (c: string | undefined): c is PivotedComponent => (PIVOTED_COMPONENTS as readonly string[]).includes(c ?? '')
+  let at = 0
+  let ended = false
+  while (at < bytes.length) {
+    let eol = bytes.indexOf(10, at)
+    if (eol < 0) eol = bytes.length
+    const line = bytes.subarray(at, eol).toString('utf8').trim()
+    at = eol + 1
     const [kind, ...rest] = line.split(' ')
-    if (kind === 'manifest' && isComponent(rest[0])) files.manifests[rest[0]] = decode(rest[1])
-    if (kind === 'backup-dir') files.backups.push({stamp: rest[0], reverted: rest[0].endsWith(REVERTED_SUFFIX), files: {}})
-    if (kind === 'backup' && isComponent(rest[1])) {
-      const backup = files.backups.find((b) => b.stamp === rest[0])
-      if (backup) backup.files[rest[1]] = decode(rest[2])
+    if (kind === 'end-of-state') {
+      ended = true
+      break
+    }
+
+    if (kind === 'backup-dir' && rest[0]) files.backups.push({stamp: rest[0], reverted: rest[1] === 'reverted', files: {}})
+    if (kind !== 'begin') continue
+    const size = Number(rest.at(-1))
+    if (!Number.isInteger(size) || size < 0 || at + size > bytes.length) throw incomplete(`bad size in "${line}"`)
+    const content = bytes.subarray(at, at + size).toString('utf8')
+    at += size
+    if (bytes.subarray(at, at + 5).toString('utf8') !== '\nend\n') throw incomplete(`no end after ${line}`)
+    at += 5
+    const [what, a, b] = rest
+    if (what === 'manifest' && isComponent(a)) files.manifests[a] = content
+    if (what === 'held' && isComponent(a)) files.held[a] = content
+    if (what === 'backup' && isComponent(b)) {
+      const backup = files.backups.find((x) => x.stamp === a)
+      if (backup) backup.files[b] = content
     }
   }
 
+  if (!ended) throw incomplete('no end-of-state line')
   return files
 }
 

@@ -38,7 +38,7 @@ export function renderRevertPlan(result: RevertResult): string {
   const out = [chalk.bold('Revert plan:')]
   for (const c of result.components) {
     out.push(`  ${c.component}:`)
-    for (const r of c.restores) out.push(`    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost-backup/${r.stamp}/ byte for byte${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`)
+    for (const r of c.restores) out.push(`    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost/backup/${r.stamp}/ byte for byte${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`)
     out.push(`    - wait until the static ${c.component} mirror pods are Ready`)
     for (const w of c.workloads) out.push(`    - delete ${w.kind} kube-system/${w.name}${w.kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''}`)
   }

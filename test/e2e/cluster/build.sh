@@ -8,7 +8,7 @@ ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
 CACHE="${SELFHOST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-selfhost}"
 BIN="$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
-K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl)
+K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet kubeadm)
 
 have_all() {
   for c in "${K8S_COMMANDS[@]}" etcd kwok; do [ -x "$BIN/$c" ] || return 1; done
@@ -61,6 +61,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kubeadm"
 	_ "k8s.io/kubectl/pkg/cmd"
 )
 GO
@@ -71,7 +73,8 @@ ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.i
 pkgs=()
 for c in "${K8S_COMMANDS[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done
 # One invocation for all commands, so shared packages compile once.
-(cd "$k8s_mod" && go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${pkgs[@]}" >&2)
+k8s_built() { for c in "${K8S_COMMANDS[@]}"; do [ -x "$BIN/$c" ] || return 1; done; }
+k8s_built || (cd "$k8s_mod" && go build -trimpath -ldflags "$ldflags" -o "$BIN/" "${pkgs[@]}" >&2)
 
 etcd_mod="$CACHE/src/etcd-$ETCD_VERSION"
 if [ ! -x "$BIN/etcd" ]; then

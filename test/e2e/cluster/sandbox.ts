@@ -13,6 +13,7 @@ import {fileURLToPath} from 'node:url'
 
 import {MissingPrerequisiteError} from './binaries.js'
 import {type TestCluster, startTestCluster} from './harness.js'
+import {startRealCluster} from './real-cluster.js'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
 const say = (line: string) => process.stderr.write(`sandbox: ${line}\n`)
@@ -31,7 +32,7 @@ function numberFlag(args: string[], name: string, fallback: number): number {
 }
 
 /** Runs kubectl (or `kubectl selfhost`) against the sandbox with the plugin on PATH. */
-async function runAgainst(cluster: TestCluster, args: string[]): Promise<number> {
+async function runAgainst(cluster: Pick<TestCluster, 'binDir' | 'kubeconfig'>, args: string[]): Promise<number> {
   const pluginDir = mkdtempSync(join(tmpdir(), 'kubectl-selfhost-plugin-'))
   try {
     symlinkSync(join(repoRoot, 'bin', 'run.js'), join(pluginDir, 'kubectl-selfhost'))
@@ -53,8 +54,55 @@ async function runAgainst(cluster: TestCluster, args: string[]): Promise<number>
   }
 }
 
+/** `--real`: nodes with a real kubelet, containerd and runc, made by kubeadm (see README, "Real nodes"). */
+async function mainReal(args: string[]): Promise<void> {
+  const controlPlanes = numberFlag(args, '--control-planes', 1)
+  const workers = numberFlag(args, '--workers', 0)
+  say('building or finding the binaries and images (a first build takes several minutes), then kubeadm init')
+  let cluster: Awaited<ReturnType<typeof startRealCluster>>
+  try {
+    cluster = await startRealCluster({controlPlanes, workers, buildProgress: 'inherit'})
+  } catch (error) {
+    say(error instanceof MissingPrerequisiteError ? error.message : (error as Error).message)
+    process.exit(1)
+  }
+
+  say(`real cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`)
+  let stopping: Promise<void> | undefined
+  const stop = (code: number) => {
+    stopping ??= (async () => {
+      say('stopping the nodes')
+      await cluster.stop()
+      say('stopped; nothing left running')
+      process.exit(code)
+    })()
+  }
+
+  process.on('SIGINT', () => stop(0))
+  process.on('SIGTERM', () => stop(0))
+  process.on('SIGHUP', () => stop(0))
+  if (args.length > 0) {
+    stop(await runAgainst(cluster, args))
+    return
+  }
+
+  // The nodes are not children of this process: keep it alive until Ctrl-C, which removes them.
+  setInterval(() => undefined, 1 << 30)
+  console.log(`export KUBECONFIG=${cluster.kubeconfig}`)
+  say(`the matching kubectl: ${join(cluster.binDir, 'kubectl')}`)
+  for (const node of cluster.nodes) say(`${node.name}: power loss and boot with ${join(node.dir, 'power-cycle')}; its logs in ${join(node.dir, 'log')}`)
+  say('press Ctrl-C to stop and remove everything')
+}
+
 async function main(): Promise<void> {
   const args = process.argv.slice(2)
+  const realIndex = args.indexOf('--real')
+  if (realIndex >= 0) {
+    args.splice(realIndex, 1)
+    await mainReal(args)
+    return
+  }
+
   const controlPlaneNodes = numberFlag(args, '--control-planes', 3)
   const workers = numberFlag(args, '--workers', 1)
   const versionIndex = args.indexOf('--kubeadm-version')

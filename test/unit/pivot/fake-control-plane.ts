@@ -1,15 +1,14 @@
 import {execFile} from 'node:child_process'
-import {mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync} from 'node:fs'
-import http from 'node:http'
-import type {AddressInfo} from 'node:net'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import type {V1DaemonSet, V1Deployment, V1Lease, V1Node, V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
-import type {NodeTask, NodeTaskResult} from '../../../src/node/runner.js'
+import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../../../src/node/runner.js'
 import type {PivotClusterApi} from '../../../src/pivot/execute.js'
+import {distrolessPath} from '../../helpers/distroless-tools.js'
 
 /**
  * A control plane as pivot sees it, small enough to reason about: each node has a real
@@ -26,12 +25,13 @@ export class FakeControlPlane {
   readonly calls: string[] = []
   apiHealthy = true
   denied = new Set<string>()
-  /** Answer of the local apiserver the node-side watchdog asks. */
-  localApiserverStatus = 200
-  /** The self-hosted apiserver never serves: the local apiserver stops answering once a hand-off starts. */
+  /** The self-hosted apiserver never serves: the API stops answering while a node's static one is gone. */
   newApiserverBroken = false
-  private server?: http.Server
-  healthUrl = ''
+  private taskCount = 0
+  /** Node tasks still running, by pod name. */
+  readonly running = new Map<string, {task: NodeTask; kill: () => void}>()
+  /** Tools the node-task image lacks (it always lacks everything but the distroless-iptables set). */
+  missingTools: string[] = []
 
   constructor(
     readonly nodes: string[],
@@ -62,19 +62,6 @@ export class FakeControlPlane {
     return `10.0.0.${10 + index}`
   }
 
-  async startLocalApiserver(): Promise<void> {
-    this.server = http.createServer((_req, res) => {
-      res.statusCode = this.localApiserverStatus
-      res.end(this.localApiserverStatus === 200 ? 'ok' : 'not ready')
-    })
-    await new Promise<void>((r) => this.server!.listen(0, '127.0.0.1', r))
-    this.healthUrl = `http://127.0.0.1:${(this.server!.address() as AddressInfo).port}/readyz`
-  }
-
-  async stop(): Promise<void> {
-    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()))
-  }
-
   manifestFiles(node: string): Map<string, string> {
     const dir = join(this.roots.get(node)!, 'etc/kubernetes/manifests')
     return new Map(readdirSync(dir).map((f) => [f, readFileSync(join(dir, f), 'utf8')]))
@@ -82,14 +69,24 @@ export class FakeControlPlane {
 
   backupDirs(node: string): string[] {
     try {
-      return readdirSync(join(this.roots.get(node)!, 'etc/kubernetes/selfhost-backup')).sort()
+      return readdirSync(join(this.roots.get(node)!, 'etc/kubernetes/selfhost/backup')).sort()
     } catch {
       return []
     }
   }
 
+  /** Backup directories that revert marked as put back. */
+  retiredBackups(node: string): string[] {
+    return this.backupDirs(node).filter((d) => existsSync(join(this.roots.get(node)!, 'etc/kubernetes/selfhost/backup', d, 'REVERTED')))
+  }
+
   backupFile(node: string, stamp: string, name: string): string {
-    return readFileSync(join(this.roots.get(node)!, 'etc/kubernetes/selfhost-backup', stamp, name), 'utf8')
+    return readFileSync(join(this.roots.get(node)!, 'etc/kubernetes/selfhost/backup', stamp, name), 'utf8')
+  }
+
+  /** Whether some node's static apiserver is gone (handed off, or held by a watchdog). */
+  private apiserverHandedOff(): boolean {
+    return this.nodes.some((n) => !this.manifestFiles(n).has('kube-apiserver.yaml'))
   }
 
   private nodeObject(name: string, index: number): V1Node {
@@ -132,6 +129,14 @@ export class FakeControlPlane {
     return pods
   }
 
+  private taskPods(): V1Pod[] {
+    return [...this.running].map(([name, {task}]) => ({
+      metadata: {name, namespace: 'kube-system', labels: {[NODE_TASK_LABEL]: task.purpose}},
+      spec: {nodeName: task.node, containers: []},
+      status: {phase: 'Running'},
+    }))
+  }
+
   private workloadPods(): V1Pod[] {
     const pods: V1Pod[] = []
     for (const {kind, object} of this.workloads.values()) {
@@ -156,7 +161,7 @@ export class FakeControlPlane {
   readonly api: PivotClusterApi = {
     listNodes: async () => ({items: this.nodes.map((n, i) => this.nodeObject(n, i))}),
     listPods: async (_namespace, selectors = {}) => {
-      let pods = [...this.mirrorPods(), ...this.workloadPods()]
+      let pods = [...this.mirrorPods(), ...this.workloadPods(), ...this.taskPods()]
       const node = /^spec\.nodeName=(.+)$/.exec(selectors.fieldSelector ?? '')?.[1]
       if (node) pods = pods.filter((p) => p.spec?.nodeName === node)
       const [key, value] = (selectors.labelSelector ?? '').split('=')
@@ -175,22 +180,36 @@ export class FakeControlPlane {
       this.workloads.delete(`${resource}/${name}`)
     },
     canI: async (verb, resource, _namespace, _group, subresource) => !this.denied.has(`${verb} ${resource}${subresource ? `/${subresource}` : ''}`),
-    raw: async () => ({status: this.apiHealthy ? 200 : 500, body: ''}),
+    raw: async () => ({status: this.apiHealthy && !(this.newApiserverBroken && this.apiserverHandedOff()) ? 200 : 503, body: ''}),
+    deletePod: async (_namespace, name) => {
+      this.calls.push(`deletePod ${name}`)
+      this.running.get(name)?.kill()
+    },
     getLease: async (_namespace, name) =>
       ({spec: {holderIdentity: `${this.nodes[0]}_0a1b`, leaseDurationSeconds: 15, renewTime: new Date().toISOString() as unknown as Date}, metadata: {name}}) as V1Lease,
   }
 
-  /** Runs a node task's shell script for real, with the node's directory as HOST_ROOT. */
-  runTask = (task: NodeTask): Promise<NodeTaskResult> => {
+  /**
+   * Runs a node task's shell script for real, with the node's directory as HOST_ROOT, the
+   * directories the task asks the kubelet for made first, and only the tools of the cluster's
+   * kube-proxy image on PATH.
+   */
+  runTask = (task: NodeTask, opts: {signal?: AbortSignal} = {}): Promise<NodeTaskResult> => {
     this.calls.push(`task ${task.purpose} ${task.node}`)
-    if (this.newApiserverBroken && task.purpose === 'pivot-handoff' && task.env?.COMPONENT === 'kube-apiserver') this.localApiserverStatus = 503
     const root = this.roots.get(task.node)
     if (!root) return Promise.reject(new Error(`no node ${task.node}`))
+    for (const dir of task.hostDirs ?? []) mkdirSync(join(root, dir), {recursive: true})
+    const path = distrolessPath(this.missingTools)
+    const pod = `fake-${task.purpose}-${task.node}-${++this.taskCount}`
     return new Promise((resolve) => {
-      execFile(task.command[0], task.command.slice(1), {env: {PATH: process.env.PATH, ...task.env, HOST_ROOT: root}}, (error, stdout, stderr) => {
+      const child = execFile(join(path, task.command[0]), task.command.slice(1), {env: {PATH: path, ...task.env, HOST_ROOT: root}}, (error, stdout, stderr) => {
+        this.running.delete(pod)
         const exitCode = error ? (typeof error.code === 'number' ? error.code : 1) : 0
-        resolve({exitCode, output: stdout + stderr, pod: `fake-${task.purpose}`})
+        resolve({exitCode, output: stdout + stderr, pod})
       })
+      // A pod while it runs: listed by node-task label, stopped (SIGTERM) by its deletion.
+      this.running.set(pod, {task, kill: () => child.kill('SIGTERM')})
+      opts.signal?.addEventListener('abort', () => child.kill('SIGTERM'), {once: true})
     })
   }
 }

@@ -1,34 +1,44 @@
 import assert from 'node:assert/strict'
 import {spawn} from 'node:child_process'
-import {existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
-import http from 'node:http'
-import type {AddressInfo} from 'node:net'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {
+  CONFIRM_SCRIPT,
+  HANDOFF_DIR,
   HANDOFF_INTERRUPTED_EXIT,
   HANDOFF_RESTORED_EXIT,
   HANDOFF_SCRIPT,
   PREPARE_SCRIPT,
   READ_STATE_SCRIPT,
+  RESTORE_SCRIPT,
+  RETIRE_BACKUP_SCRIPT,
   activeBackup,
   backupStamp,
+  nodeDirs,
   parseNodeState,
 } from '../../../src/pivot/node-scripts.js'
+import {distrolessPath} from '../../helpers/distroless-tools.js'
 
 const MANIFEST = 'apiVersion: v1\nkind: Pod\n# kept byte for byte, including this comment and no final newline'
+const STAMP = '20260101T000000Z'
 
+/** A directory standing in for the node's "/", with the directories the kubelet makes for a task. */
 function nodeRoot(): string {
   const root = mkdtempSync(join(tmpdir(), 'pivot-script-'))
   mkdirSync(join(root, 'etc/kubernetes/manifests'), {recursive: true})
+  for (const dir of nodeDirs(STAMP)) mkdirSync(join(root, dir), {recursive: true})
   writeFileSync(join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml'), MANIFEST)
   return root
 }
 
+const toolsOnly = distrolessPath()
+
+/** Runs a script as a node task would in the kube-proxy image: dash and its few tools only. */
 function sh(script: string, env: Record<string, string>, onStart?: (kill: () => void) => void): Promise<{code: number; out: string}> {
   return new Promise((resolve) => {
-    const child = spawn('sh', ['-c', script], {env: {PATH: process.env.PATH, ...env}})
+    const child = spawn(join(toolsOnly, 'sh'), ['-c', script], {env: {PATH: toolsOnly, ...env}})
     let out = ''
     child.stdout.on('data', (c) => (out += c))
     child.stderr.on('data', (c) => (out += c))
@@ -37,76 +47,116 @@ function sh(script: string, env: Record<string, string>, onStart?: (kill: () => 
   })
 }
 
-describe('pivot node scripts (run with sh on a directory standing in for the node)', function () {
+describe('pivot node scripts (dash with only the kube-proxy image tools, on a directory standing in for the node)', function () {
   this.timeout(30_000)
-  let server: http.Server
-  let url: string
-  let status = 503
-  before(async () => {
-    server = http.createServer((_q, res) => {
-      res.statusCode = status
-      res.end()
-    })
-    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r))
-    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/readyz`
-  })
-  after(() => new Promise<void>((r) => server.close(() => r())))
+  const live = (root: string) => join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml')
+  const backup = (root: string) => join(root, `etc/kubernetes/selfhost/backup/${STAMP}/kube-apiserver.yaml`)
+  const env = (root: string) => ({HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP})
 
-  it('backs up byte for byte, never over an existing backup, and the state read finds both', async () => {
+  it('backs up byte for byte (a second name of the original), never over an existing backup, and the state read finds both', async () => {
     const root = nodeRoot()
-    const env = {HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP: '20260101T000000Z'}
-    assert.equal((await sh(PREPARE_SCRIPT, {...env, NEW_B64: Buffer.from('rewritten').toString('base64')})).code, 0)
-    assert.equal((await sh(PREPARE_SCRIPT, env)).code, 0)
+    const before = statSync(live(root)).ino
+    const first = await sh(PREPARE_SCRIPT, {...env(root), NEW_CONTENT: 'rewritten\nwith lines'})
+    assert.equal(first.code, 0, first.out)
+    assert.equal(statSync(backup(root)).ino, before, 'the backup is the original file itself')
+    assert.equal(readFileSync(live(root), 'utf8'), 'rewritten\nwith lines')
+    assert.notEqual(statSync(live(root)).ino, before, 'the rewrite is a new file, the original untouched')
+    assert.equal((await sh(PREPARE_SCRIPT, env(root))).code, 0)
     const state = parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out)
-    assert.equal(state.manifests['kube-apiserver'], 'rewritten')
+    assert.equal(state.manifests['kube-apiserver'], 'rewritten\nwith lines')
     assert.equal(activeBackup(state)?.files['kube-apiserver'], MANIFEST)
-    assert.equal(activeBackup(state)?.stamp, '20260101T000000Z')
+    assert.equal(activeBackup(state)?.stamp, STAMP)
   })
 
-  it('the watchdog puts the manifest back when the local apiserver never answers', async () => {
+  it('reads content byte for byte whatever it holds: no final newline, empty lines, "end" lines, non-ASCII', async () => {
     const root = nodeRoot()
-    const env = {HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP: 's1'}
-    await sh(PREPARE_SCRIPT, env)
-    status = 503
-    const started = Date.now()
-    const r = await sh(HANDOFF_SCRIPT, {...env, HEALTH_URL: url, DEADLINE: '2', STOP_SECONDS: '0', SETTLE: '1'})
+    const tricky = 'a: 1\n\nend\nbegin manifest x 3\n\u00e9t\u00e9 \u2713\n\n'
+    writeFileSync(live(root), tricky)
+    const state = parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out)
+    assert.equal(state.manifests['kube-apiserver'], tricky)
+  })
+
+  it('an unconfirmed hand-off puts the manifest back at its deadline (exit 3)', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, env(root))
+    const r = await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '2', TOKEN: 't1'})
     assert.equal(r.code, HANDOFF_RESTORED_EXIT, r.out)
-    assert.ok(Date.now() - started >= 2000)
-    assert.equal(readFileSync(join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml'), 'utf8'), MANIFEST)
+    assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
+    assert.ok(!existsSync(join(root, HANDOFF_DIR, 'kube-apiserver.yaml')), 'nothing held any more')
   })
 
-  it('the watchdog lets go once the local apiserver answers SETTLE times after the stop window', async () => {
+  it('a confirmed hand-off leaves the manifest gone and the original in the backup; a wrong token does not count', async () => {
     const root = nodeRoot()
-    const env = {HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP: 's1'}
-    await sh(PREPARE_SCRIPT, env)
-    status = 200
-    const r = await sh(HANDOFF_SCRIPT, {...env, HEALTH_URL: url, DEADLINE: '20', STOP_SECONDS: '1', SETTLE: '2'})
+    await sh(PREPARE_SCRIPT, env(root))
+    const watchdog = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '20', TOKEN: 'right'})
+    await new Promise((r) => setTimeout(r, 500))
+    assert.ok(!existsSync(live(root)), 'out of the kubelet\'s sight while waiting')
+    const held = parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out)
+    assert.equal(held.held['kube-apiserver'], MANIFEST, 'the state read reports the held manifest')
+    assert.equal((await sh(CONFIRM_SCRIPT, {...env(root), TOKEN: 'wrong'})).code, 0)
+    await new Promise((r) => setTimeout(r, 1500))
+    assert.ok(!existsSync(live(root)))
+    assert.equal((await sh(CONFIRM_SCRIPT, {...env(root), TOKEN: 'right'})).code, 0)
+    const r = await watchdog
     assert.equal(r.code, 0, r.out)
-    assert.ok(!existsSync(join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml')))
-    assert.equal(readFileSync(join(root, 'etc/kubernetes/selfhost-backup/s1/kube-apiserver.yaml'), 'utf8'), MANIFEST)
+    assert.ok(!existsSync(live(root)))
+    assert.equal(readFileSync(backup(root), 'utf8'), MANIFEST)
+    assert.deepEqual(parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out).held, {})
   })
 
-  it('a watchdog stopped early (its pod deleted on Ctrl-C) puts the manifest back at once', async () => {
+  it('a hand-off stopped early (pod deleted: SIGTERM) puts the manifest back at once', async () => {
     const root = nodeRoot()
-    const env = {HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP: 's1'}
-    await sh(PREPARE_SCRIPT, env)
-    status = 503
+    await sh(PREPARE_SCRIPT, env(root))
     const started = Date.now()
-    const r = await sh(HANDOFF_SCRIPT, {...env, HEALTH_URL: url, DEADLINE: '60', STOP_SECONDS: '0', SETTLE: '1'}, (kill) => setTimeout(kill, 1500))
+    const r = await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '60', TOKEN: 't'}, (kill) => setTimeout(kill, 800))
     assert.equal(r.code, HANDOFF_INTERRUPTED_EXIT, r.out)
-    assert.ok(Date.now() - started < 5000, 'handled within the kubelet grace period')
-    assert.equal(readFileSync(join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml'), 'utf8'), MANIFEST)
+    assert.ok(Date.now() - started < 5000)
+    assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
   })
 
-  it('refuses to move a manifest that has no backup', async () => {
+  it('a re-run finds a held manifest (its watchdog died) and waits for confirmation again', async () => {
     const root = nodeRoot()
-    const r = await sh(HANDOFF_SCRIPT, {HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP: 'none'})
-    assert.equal(r.code, 2)
-    assert.equal(readFileSync(join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml'), 'utf8'), MANIFEST)
+    await sh(PREPARE_SCRIPT, env(root))
+    await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '0', TOKEN: 'x'}) // restores at once
+    // A watchdog killed outright leaves the manifest held and none live:
+    writeFileSync(join(root, HANDOFF_DIR, 'kube-apiserver.yaml'), MANIFEST)
+    const { rmSync } = await import('node:fs')
+    rmSync(live(root))
+    const r = await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '1', TOKEN: 'y'})
+    assert.equal(r.code, HANDOFF_RESTORED_EXIT, r.out)
+    assert.match(r.out, /already held/)
+    assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
   })
 
-  it('refuses a state read cut short, and stamps sort by time', () => {
-    assert.throws(() => parseNodeState('cp-1', 'manifest kube-apiserver YQ=='), /incomplete answer/)
+  it('restore writes the backup (or given content) back as a new file and drops a held copy; retire marks the directory', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, {...env(root), NEW_CONTENT: 'variant'})
+    assert.equal((await sh(RESTORE_SCRIPT, {...env(root), CONTENT: 'with sharing'})).code, 0)
+    assert.equal(readFileSync(live(root), 'utf8'), 'with sharing')
+    assert.equal((await sh(RESTORE_SCRIPT, env(root))).code, 0)
+    assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
+    assert.notEqual(statSync(live(root)).ino, statSync(backup(root)).ino, 'a copy, so later edits of the live file never touch the backup')
+    assert.equal((await sh(RETIRE_BACKUP_SCRIPT, {HOST_ROOT: root, STAMP})).code, 0)
+    const state = parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out)
+    assert.equal(activeBackup(state), undefined)
+    assert.equal(state.backups[0].reverted, true)
+  })
+
+  it('refuses to hand off what is neither live nor held, and to restore without a backup', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'pivot-script-'))
+    for (const dir of nodeDirs('none')) mkdirSync(join(root, dir), {recursive: true})
+    mkdirSync(join(root, 'etc/kubernetes/manifests'), {recursive: true})
+    assert.equal((await sh(HANDOFF_SCRIPT, {HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP: 'none', DEADLINE: '1', TOKEN: 't'})).code, 2)
+    assert.equal((await sh(RESTORE_SCRIPT, {HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP: 'none'})).code, 2)
+  })
+
+  it('refuses a cut-short or garbled state read', () => {
+    assert.throws(() => parseNodeState('cp-1', 'begin manifest kube-apiserver 10\nabc'), /incomplete answer/)
+    assert.throws(() => parseNodeState('cp-1', 'begin manifest kube-apiserver 3\nabcXend\nend-of-state\n'), /incomplete answer/)
+    assert.throws(() => parseNodeState('cp-1', 'backup-dir x\n'), /incomplete answer/)
+  })
+
+  it('stamps sort by time', () => {
     assert.equal(backupStamp(new Date('2026-11-23T18:45:01.123Z')), '20261123T184501Z')
   })
 })

@@ -1,0 +1,441 @@
+import {execFile, spawnSync} from 'node:child_process'
+import {existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {mkdtemp} from 'node:fs/promises'
+import {homedir, tmpdir} from 'node:os'
+import {dirname, join} from 'node:path'
+import {fileURLToPath} from 'node:url'
+import {promisify} from 'node:util'
+
+import {stringify} from 'yaml'
+
+import {MissingPrerequisiteError, ensureBinaries, hasCommand, isRoot} from './binaries.js'
+import {pickAddressBlock} from './netns.js'
+import {alive} from './processes.js'
+
+/**
+ * Real nodes: each node is a set of namespaces on this machine (network, mount, UTS, PID) with
+ * its own containerd (Debian's), runc and kubelet (built from the Go module), made into a
+ * cluster by kubeadm itself (`kubeadm init`, `kubeadm join --control-plane`). Containers really
+ * start from images built here (real/images.sh). See README, "Real nodes".
+ */
+
+const here = dirname(fileURLToPath(import.meta.url))
+const NODE_SH = join(here, 'real', 'node.sh')
+const IMAGES_SH = join(here, 'real', 'images.sh')
+const run = promisify(execFile)
+const STATE_ROOT = join(tmpdir(), 'kubectl-selfhost-real')
+const CACHE = process.env.SELFHOST_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kubectl-selfhost')
+
+export const REAL_VERSION = 'v1.37.2'
+/** The etcd build.sh builds; kubeadm is told to use it (etcd.local.imageTag). */
+export const ETCD_IMAGE_TAG = '3.6.16-0'
+const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.2'
+export const POD_SUBNET = '10.244.0.0/16'
+export const SERVICE_SUBNET = '10.96.0.0/12'
+/** An image for ordinary workloads (Debian's busybox-static): sh, httpd, nc, wget. */
+export const BUSYBOX_IMAGE = 'selfhost.test/busybox:1.35'
+/**
+ * Preflight checks that cannot pass in a node made of namespaces, and why:
+ * - SystemVerification: reads the kernel config and finds cgroup v1, which kubeadm reports;
+ * - FileExisting-crictl: cri-tools is not packaged in Debian bookworm.
+ */
+export const IGNORED_PREFLIGHT_CHECKS = ['SystemVerification', 'FileExisting-crictl']
+
+export interface RealNode {
+  name: string
+  role: 'control-plane' | 'worker'
+  ip: string
+  /** The node's state on this machine: disk/ (its /etc, /var/lib, … overlays), data/, log/. */
+  dir: string
+  /** A hard stop of the node (kill -9 of every process in it), then a boot. */
+  powerCycle(): Promise<void>
+  powerOff(): Promise<void>
+  boot(): Promise<void>
+  /** Runs a command inside the node (its mount, network, UTS and PID namespaces). */
+  exec(args: string[], input?: string): Promise<{stdout: string; stderr: string}>
+  /** Reads a file of the node's own file system. */
+  readFile(path: string): Promise<string>
+}
+
+export interface RealCluster {
+  kubeconfig: string
+  binDir: string
+  nodes: RealNode[]
+  workDir: string
+  /** The API address clients use (the first control-plane node). */
+  apiUrl: string
+  startupMs: number
+  version: string
+  kubectl(args: string[], input?: string): Promise<string>
+  stop(): Promise<void>
+}
+
+export interface RealClusterOptions {
+  controlPlanes?: number
+  workers?: number
+  buildProgress?: 'inherit' | 'quiet'
+}
+
+interface RealClusterState {
+  harnessPid: number
+  nodeDirs: string[]
+  hostInterface: string
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
+
+async function sh(args: string[], input?: string, env?: NodeJS.ProcessEnv): Promise<{stdout: string; stderr: string}> {
+  const child = run(args[0], args.slice(1), {maxBuffer: 64 * 1024 * 1024, env: env ?? process.env})
+  if (input !== undefined) {
+    child.child.stdin?.end(input)
+  }
+  try {
+    return await child
+  } catch (error) {
+    const e = error as {stderr?: string; stdout?: string; message: string}
+    throw new Error(`${args.join(' ')} failed: ${(e.stderr || e.stdout || e.message).trim().split('\n').slice(-15).join('\n')}`)
+  }
+}
+
+function tearDownSync(workDir: string, state: RealClusterState): void {
+  for (const dir of state.nodeDirs) spawnSync('bash', [NODE_SH, 'destroy', dir], {stdio: 'ignore'})
+  spawnSync('bash', [NODE_SH, 'net-down', workDir, state.hostInterface], {stdio: 'ignore'})
+  if (!process.env.SELFHOST_KEEP_CLUSTER) rmSync(workDir, {recursive: true, force: true})
+}
+
+/** Clusters whose harness died (killed test runs) leave nodes behind; the next start removes them. */
+export function reapAbandonedRealClusters(): void {
+  if (!existsSync(STATE_ROOT)) return
+  for (const entry of readdirSync(STATE_ROOT)) {
+    const dir = join(STATE_ROOT, entry)
+    let state: RealClusterState
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as RealClusterState
+    } catch {
+      continue
+    }
+
+    if (alive(state.harnessPid)) continue
+    tearDownSync(dir, state)
+  }
+}
+
+async function checkRealPrerequisites(): Promise<void> {
+  const missing: string[] = []
+  if (!isRoot()) missing.push('real nodes need root (namespaces, mounts, cgroups)')
+  for (const command of ['containerd', 'runc', 'ctr', 'umoci', 'nsenter', 'unshare', 'ip', 'iptables', 'gcc']) {
+    if (!(await hasCommand(command))) missing.push(`command "${command}" not found (test/e2e/cluster/install-deps.sh installs it)`)
+  }
+  if (!existsSync('/usr/lib/cni/bridge')) missing.push('CNI plugins not found in /usr/lib/cni (Debian package containernetworking-plugins)')
+  if (missing.length > 0) throw new MissingPrerequisiteError(missing)
+}
+
+function containerdConfig(): string {
+  return `version = 2
+root = "/var/lib/containerd"
+state = "/run/containerd"
+[grpc]
+  address = "/run/containerd/containerd.sock"
+[plugins."io.containerd.internal.v1.opt"]
+  path = "/var/lib/containerd/opt"
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "${PAUSE_IMAGE}"
+  # These machines withhold CAP_SYS_RESOURCE: lowering oom_score_adj would fail in runc.
+  restrict_oom_score_adj = true
+  [plugins."io.containerd.grpc.v1.cri".containerd]
+    snapshotter = "overlayfs"
+    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+      runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "/usr/lib/cni"
+    conf_dir = "/etc/cni/net.d"
+`
+}
+
+/** kubeadm's configuration for a node: what a careful operator would write, plus this machine's needs. */
+export function kubeadmConfig(opts: {node: string; ip: string; cgroupRoot: string; version: string; controlPlaneEndpoint: string; join?: {token: string; caCertHash: string; certificateKey: string}}): string {
+  const nodeRegistration = {
+    name: opts.node,
+    criSocket: 'unix:///run/containerd/containerd.sock',
+    imagePullPolicy: 'Never',
+    ignorePreflightErrors: IGNORED_PREFLIGHT_CHECKS,
+    kubeletExtraArgs: [
+      {name: 'cgroup-root', value: opts.cgroupRoot},
+      {name: 'node-ip', value: opts.ip},
+    ],
+  }
+  const docs: object[] = []
+  if (opts.join) {
+    docs.push({
+      apiVersion: 'kubeadm.k8s.io/v1beta4',
+      kind: 'JoinConfiguration',
+      nodeRegistration,
+      discovery: {bootstrapToken: {apiServerEndpoint: opts.controlPlaneEndpoint, token: opts.join.token, caCertHashes: [opts.join.caCertHash]}},
+      ...(opts.join.certificateKey ? {controlPlane: {localAPIEndpoint: {advertiseAddress: opts.ip, bindPort: 6443}, certificateKey: opts.join.certificateKey}} : {}),
+    })
+  } else {
+    docs.push(
+      {
+        apiVersion: 'kubeadm.k8s.io/v1beta4',
+        kind: 'InitConfiguration',
+        localAPIEndpoint: {advertiseAddress: opts.ip, bindPort: 6443},
+        nodeRegistration,
+        // No CoreDNS image is built here; status shows coredns as absent (a warning).
+        skipPhases: ['addon/coredns'],
+      },
+      {
+        apiVersion: 'kubeadm.k8s.io/v1beta4',
+        kind: 'ClusterConfiguration',
+        kubernetesVersion: opts.version,
+        controlPlaneEndpoint: opts.controlPlaneEndpoint,
+        networking: {podSubnet: POD_SUBNET, serviceSubnet: SERVICE_SUBNET},
+        etcd: {local: {imageTag: ETCD_IMAGE_TAG}},
+        apiServer: {certSANs: ['127.0.0.1', 'localhost']},
+      },
+      {
+        apiVersion: 'kubelet.config.k8s.io/v1beta1',
+        kind: 'KubeletConfiguration',
+        // This machine runs cgroup v1; kubelet 1.35+ refuses it unless told.
+        failCgroupV1: false,
+        cgroupDriver: 'cgroupfs',
+        failSwapOn: false,
+        // The machine's disk is shared with everything else: never evict for it.
+        evictionHard: {'memory.available': '1Mi', 'nodefs.available': '1%', 'imagefs.available': '1%', 'nodefs.inodesFree': '1%'},
+        imageGCHighThresholdPercent: 100,
+        imageGCLowThresholdPercent: 99,
+      },
+      {
+        apiVersion: 'kubeproxy.config.k8s.io/v1alpha1',
+        kind: 'KubeProxyConfiguration',
+        mode: 'iptables',
+        // nf_conntrack_max is global to the machine: leave it alone.
+        conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: '0s', tcpCloseWaitTimeout: '0s'},
+      },
+    )
+  }
+  return docs.map((d) => stringify(d)).join('---\n')
+}
+
+/** The kinds and names of images a kubeadm node of this version runs. */
+function imageRefs(version: string): Record<string, string> {
+  return {
+    'kube-apiserver': `registry.k8s.io/kube-apiserver:${version}`,
+    'kube-controller-manager': `registry.k8s.io/kube-controller-manager:${version}`,
+    'kube-scheduler': `registry.k8s.io/kube-scheduler:${version}`,
+    'kube-proxy': `registry.k8s.io/kube-proxy:${version}`,
+    etcd: `registry.k8s.io/etcd:${ETCD_IMAGE_TAG}`,
+    pause: PAUSE_IMAGE,
+    busybox: BUSYBOX_IMAGE,
+  }
+}
+
+export async function ensureImages(binDir: string, version: string): Promise<{dir: string; refs: Record<string, string>}> {
+  const dir = join(CACHE, 'images', version)
+  const refs = imageRefs(version)
+  await sh(['bash', IMAGES_SH, binDir, dir, ...Object.entries(refs).map(([kind, ref]) => `${kind}=${ref}`)])
+  return {dir, refs}
+}
+
+function initPid(nodeDir: string): number | undefined {
+  try {
+    const pid = readFileSync(join(nodeDir, 'boot.pid'), 'utf8').trim()
+    const children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim()
+    const first = Number(children.split(/\s+/)[0])
+    return Number.isInteger(first) && first > 0 ? first : undefined
+  } catch {
+    return undefined
+  }
+}
+
+function makeNode(name: string, role: RealNode['role'], ip: string, dir: string, binDir: string): RealNode {
+  const enter = () => {
+    const pid = initPid(dir)
+    if (!pid) throw new Error(`node ${name} is not running`)
+    return ['nsenter', '-t', String(pid), '-m', '-n', '-u', '-p', '--']
+  }
+  const env = {...process.env, PATH: `${binDir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin`}
+  const node: RealNode = {
+    name,
+    role,
+    ip,
+    dir,
+    exec: (args, input) => sh([...enter(), ...args], input, env),
+    readFile: async (path) => (await node.exec(['cat', path])).stdout,
+    async powerOff() {
+      await sh(['bash', NODE_SH, 'power-off', dir])
+    },
+    async boot() {
+      await sh(['bash', NODE_SH, 'boot', dir])
+      const deadline = Date.now() + 60_000
+      for (;;) {
+        try {
+          await node.exec(['test', '-e', '/run/selfhost-node-booted'])
+          return
+        } catch (error) {
+          if (Date.now() > deadline) throw new Error(`node ${name} did not boot within 60s: ${(error as Error).message}; log: ${join(dir, 'log')}`)
+          await sleep(200)
+        }
+      }
+    },
+    async powerCycle() {
+      await node.powerOff()
+      await node.boot()
+    },
+  }
+  return node
+}
+
+/** kubeadm on a busy machine sometimes times out bootstrapping; a reset and a second try pass. */
+async function kubeadmWithRetry(node: RealNode, args: string[]): Promise<string> {
+  try {
+    return (await node.exec(['kubeadm', ...args])).stdout
+  } catch (error) {
+    process.stderr.write(`real cluster: kubeadm ${args[0]} on ${node.name} failed once, resetting and retrying: ${(error as Error).message.split('\n').slice(-3).join(' | ')}\n`)
+    await node.exec(['kubeadm', 'reset', '--force', '--cri-socket', 'unix:///run/containerd/containerd.sock'])
+    return (await node.exec(['kubeadm', ...args])).stdout
+  }
+}
+
+async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + timeoutMs
+  let lastError = ''
+  for (;;) {
+    try {
+      const value = await probe()
+      if (value !== undefined) return value
+    } catch (error) {
+      lastError = (error as Error).message
+    }
+    if (Date.now() > deadline) throw new Error(`real cluster: timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? ` (last error: ${lastError.slice(0, 500)})` : ''}`)
+    await sleep(1000)
+  }
+}
+
+function bridgeConflist(podCidr: string): string {
+  return JSON.stringify({
+    cniVersion: '0.4.0',
+    name: 'selfhost-bridge',
+    plugins: [
+      {type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: false, hairpinMode: true, ipam: {type: 'host-local', ranges: [[{subnet: podCidr}]], routes: [{dst: '0.0.0.0/0'}]}},
+      {type: 'portmap', capabilities: {portMappings: true}},
+    ],
+  })
+}
+
+/**
+ * Starts a cluster of real nodes: control-plane nodes made by `kubeadm init` / `kubeadm join
+ * --control-plane` (stacked etcd), workers by `kubeadm join`, kube-proxy from kubeadm's addon,
+ * and a bridge CNI network on every node.
+ */
+export async function startRealCluster(opts: RealClusterOptions = {}): Promise<RealCluster> {
+  const started = Date.now()
+  const controlPlanes = opts.controlPlanes ?? 1
+  const workers = opts.workers ?? 0
+  const version = REAL_VERSION
+  await checkRealPrerequisites()
+  const binDir = await ensureBinaries(opts.buildProgress)
+  for (const b of ['kubelet', 'kubeadm']) if (!existsSync(join(binDir, b))) throw new MissingPrerequisiteError([`${b} is missing from ${binDir}`])
+  const images = await ensureImages(binDir, version)
+  reapAbandonedRealClusters()
+
+  mkdirSync(STATE_ROOT, {recursive: true})
+  const workDir = await mkdtemp(join(STATE_ROOT, 'c-'))
+  const id = workDir.slice(-6).toLowerCase().replace(/[^a-z0-9]/g, 'x')
+  const block = await pickAddressBlock()
+  const state: RealClusterState = {harnessPid: process.pid, nodeDirs: [], hostInterface: `shr${id.slice(-5)}`}
+  const saveState = () => writeFileSync(join(workDir, 'state.json'), JSON.stringify(state))
+  saveState()
+  let stopped = false
+  const cleanupSync = () => {
+    if (stopped) return
+    stopped = true
+    tearDownSync(workDir, state)
+  }
+  process.on('exit', cleanupSync)
+  const stop = async () => {
+    process.removeListener('exit', cleanupSync)
+    cleanupSync()
+  }
+
+  try {
+    await sh(['bash', NODE_SH, 'net-up', workDir, block.prefix, state.hostInterface])
+    const nodes: RealNode[] = []
+    const specs = [
+      ...Array.from({length: controlPlanes}, (_, i) => ({name: `cp-${i + 1}`, role: 'control-plane' as const})),
+      ...Array.from({length: workers}, (_, i) => ({name: `worker-${i + 1}`, role: 'worker' as const})),
+    ]
+    for (const [i, spec] of specs.entries()) {
+      const dir = join(workDir, 'nodes', spec.name)
+      const ip = `${block.prefix}.${10 + i}`
+      const cgroupRoot = `/selfhost-${id}-${spec.name}`
+      mkdirSync(dir, {recursive: true})
+      writeFileSync(join(dir, 'node.env'), `NODE_NAME=${spec.name}\nBIN_DIR=${binDir}\nCGROUP_ROOT=${cgroupRoot}\nNODE_IP=${ip}\n`)
+      writeFileSync(join(dir, 'containerd.toml'), containerdConfig())
+      state.nodeDirs.push(dir)
+      saveState()
+      await sh(['bash', NODE_SH, 'create', dir, spec.name, ip, join(workDir, 'switch.netns'), `shr${id.slice(-4)}${i}`])
+      const node = makeNode(spec.name, spec.role, ip, dir, binDir)
+      // For people and suites rehearsing a power loss.
+      writeFileSync(join(dir, 'power-cycle'), `#!/usr/bin/env bash\n# A hard stop of node ${spec.name} (kill -9 of its kubelet, containerd and every container), then a boot.\nexec bash ${NODE_SH} power-cycle ${dir}\n`, {mode: 0o755})
+      await node.boot()
+      for (const [kind, ref] of Object.entries(images.refs)) {
+        const base = ref.slice(0, ref.lastIndexOf(':'))
+        await node.exec(['ctr', '-n', 'k8s.io', 'images', 'import', '--base-name', base, join(images.dir, `${kind}.tar`)])
+      }
+      nodes.push(node)
+    }
+
+    const first = nodes[0]
+    const endpoint = `${first.ip}:6443`
+    const configFile = (node: RealNode) => join(node.dir, 'kubeadm.yaml')
+    writeFileSync(configFile(first), kubeadmConfig({node: first.name, ip: first.ip, cgroupRoot: cgroupRootOf(first), version, controlPlaneEndpoint: endpoint}))
+    await kubeadmWithRetry(first, ['init', '--config', configFile(first), '--upload-certs'])
+    const kubeconfig = join(workDir, 'admin.conf')
+    writeFileSync(kubeconfig, await first.readFile('/etc/kubernetes/admin.conf'), {mode: 0o600})
+    const kubectl = async (args: string[], input?: string) => (await sh([join(binDir, 'kubectl'), '--kubeconfig', kubeconfig, ...args], input)).stdout
+
+    if (nodes.length > 1) {
+      const certificateKey = (await first.exec(['kubeadm', 'init', 'phase', 'upload-certs', '--upload-certs'])).stdout.trim().split('\n').pop()!.trim()
+      const joinLine = (await first.exec(['kubeadm', 'token', 'create', '--print-join-command'])).stdout
+      const token = /--token (\S+)/.exec(joinLine)![1]
+      const caCertHash = /--discovery-token-ca-cert-hash (\S+)/.exec(joinLine)![1]
+      for (const node of nodes.slice(1)) {
+        const join = node.role === 'control-plane' ? {token, caCertHash, certificateKey} : {token, caCertHash, certificateKey: ''}
+        writeFileSync(configFile(node), kubeadmConfig({node: node.name, ip: node.ip, cgroupRoot: cgroupRootOf(node), version, controlPlaneEndpoint: endpoint, join}))
+        await kubeadmWithRetry(node, ['join', '--config', configFile(node)])
+      }
+    }
+
+    // Pod networking: a bridge on each node with the pod CIDR the controller-manager gave it,
+    // and routes to the other nodes' pod CIDRs through their node addresses.
+    const podCidrs = await waitFor('a pod CIDR on every node', 120_000, async () => {
+      const list = JSON.parse(await kubectl(['get', 'nodes', '-o', 'json'])) as {items: Array<{metadata: {name: string}; spec: {podCIDR?: string}}>}
+      const cidrs = new Map(list.items.map((n) => [n.metadata.name, n.spec.podCIDR]))
+      return nodes.every((n) => cidrs.get(n.name)) ? (cidrs as Map<string, string>) : undefined
+    })
+    for (const node of nodes) {
+      await node.exec(['sh', '-c', 'mkdir -p /etc/cni/net.d && cat > /etc/cni/net.d/10-selfhost-bridge.conflist'], bridgeConflist(podCidrs.get(node.name)!))
+      for (const other of nodes) {
+        if (other !== node) await node.exec(['ip', 'route', 'replace', podCidrs.get(other.name)!, 'via', other.ip])
+      }
+    }
+
+    await waitFor('every node Ready and every kube-system pod Ready', 300_000, async () => {
+      const nodeList = JSON.parse(await kubectl(['get', 'nodes', '-o', 'json'])) as {items: Array<{status: {conditions: Array<{type: string; status: string}>}}>}
+      const podList = JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-o', 'json'])) as {items: Array<{status: {conditions?: Array<{type: string; status: string}>}}>}
+      const ready = (c?: Array<{type: string; status: string}>) => c?.some((x) => x.type === 'Ready' && x.status === 'True')
+      const expectedPods = controlPlanes * 4 + nodes.length
+      return nodeList.items.length === nodes.length && nodeList.items.every((n) => ready(n.status.conditions)) && podList.items.length >= expectedPods && podList.items.every((p) => ready(p.status.conditions)) ? true : undefined
+    })
+
+    return {kubeconfig, binDir, nodes, workDir, apiUrl: `https://${endpoint}`, startupMs: Date.now() - started, version, kubectl, stop}
+  } catch (error) {
+    if (process.env.SELFHOST_KEEP_CLUSTER) process.stderr.write(`real cluster: kept for inspection in ${workDir}\n`)
+    await stop()
+    throw error
+  }
+
+  function cgroupRootOf(node: RealNode): string {
+    return `/selfhost-${id}-${node.name}`
+  }
+}

@@ -1,0 +1,26 @@
+import {existsSync, mkdtempSync, symlinkSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
+
+/**
+ * What registry.k8s.io's kube-proxy image (distroless-iptables) offers a shell script: dash as
+ * sh, and cat, chmod, grep, ln, rm, sleep, wc. Node scripts run in tests with a PATH holding
+ * only these, so a script that needs mkdir, mv, base64, date or curl fails here as it would on
+ * a real node.
+ */
+export const DISTROLESS_TOOLS = ['cat', 'chmod', 'grep', 'ln', 'rm', 'sleep', 'wc'] as const
+
+/** A directory of symlinks to this machine's copies of those tools (and dash as sh); pass it as PATH. */
+export function distrolessPath(without: string[] = []): string {
+  const dir = mkdtempSync(join(tmpdir(), 'distroless-path-'))
+  const find = (tool: string) => ['/bin', '/usr/bin', '/usr/sbin', '/sbin'].map((d) => join(d, tool)).find((p) => existsSync(p))
+  symlinkSync(find('dash') ?? '/bin/sh', join(dir, 'sh'))
+  for (const tool of DISTROLESS_TOOLS) {
+    if (without.includes(tool)) continue
+    const path = find(tool)
+    if (!path) throw new Error(`this machine has no ${tool}`)
+    symlinkSync(path, join(dir, tool))
+  }
+
+  return dir
+}
