@@ -111,11 +111,12 @@ describe('planPivot over kubeadm manifest sets', () => {
           const spec = w.spec!.template.spec!
           const source = parseStaticPod(manifests.find((m) => m.component === component)!.bytes, 'x')
           assert.equal(spec.hostNetwork, true)
-          assert.equal(spec.dnsPolicy, 'ClusterFirstWithHostNet')
+          assert.equal(spec.dnsPolicy, 'Default', 'the host resolver a hostNetwork static pod has (issue 11, item 8)')
           assert.equal(spec.priorityClassName, source.spec!.priorityClassName ?? 'system-node-critical')
           assert.equal(spec.priority, undefined)
           assert.deepEqual(spec.nodeSelector, {[`node-role.kubernetes.io/${role}`]: ''})
-          assert.deepEqual(spec.tolerations, [{key: `node-role.kubernetes.io/${role}`, operator: 'Exists', effect: 'NoSchedule'}])
+          assert.deepEqual(spec.tolerations![0], {key: `node-role.kubernetes.io/${role}`, operator: 'Exists', effect: 'NoSchedule'})
+          assert.equal(spec.tolerations!.filter((t) => t.key?.startsWith('node-role.kubernetes.io/')).length, 1, 'only the role taint the nodes carry')
           assert.equal(w.metadata!.labels!['app.kubernetes.io/managed-by'], 'kubectl-selfhost')
           assert.equal(w.spec!.template.metadata!.labels!['k8s-app'], `self-hosted-${component}`)
           assert.equal(w.spec!.template.metadata!.labels!.component, component)
@@ -241,7 +242,8 @@ describe('planPivot decisions and refusals', () => {
     const {manifests, ips} = threeNodes(v114)
     const spec = workload(planPivot({manifests, nodes: liveNodes(ips, 'master')}), 'kube-scheduler').spec!.template.spec!
     assert.deepEqual(spec.nodeSelector, {'node-role.kubernetes.io/master': ''})
-    assert.deepEqual(spec.tolerations, [{key: 'node-role.kubernetes.io/master', operator: 'Exists', effect: 'NoSchedule'}])
+    assert.deepEqual(spec.tolerations![0], {key: 'node-role.kubernetes.io/master', operator: 'Exists', effect: 'NoSchedule'})
+    assert.ok(!spec.tolerations!.some((t) => t.key === 'node-role.kubernetes.io/control-plane'))
   })
 
   it('falls back to a blind hand-off before 1.19 and says so', () => {
@@ -335,7 +337,7 @@ describe('planning from mirror pods', () => {
       const b = workload(viaMirrors, component).spec!.template
       assert.deepEqual(b.metadata, a.metadata)
       assert.deepEqual(b.spec!.containers, a.spec!.containers)
-      assert.deepEqual(b.spec!.tolerations, a.spec!.tolerations, 'the kubelet\'s catch-all NoExecute toleration is not copied')
+      assert.deepEqual(b.spec!.tolerations, a.spec!.tolerations, 'the kubelet\'s catch-all NoExecute toleration is kept once, where the files get it too')
       assert.equal(b.spec!.nodeName, undefined)
     }
 
