@@ -115,7 +115,7 @@ for (const set of fixtureSets) {
               `${c.component}: an unsafe verdict is a plan warning`,
             )
             assert.ok(plan.notes.some((n) => n.startsWith(`${c.component}: rollouts started outside kubectl selfhost are ${c.rollout.outsideRollouts}`)))
-            assert.ok(!('annotations' in c.objects[0].spec!.template!.metadata! && OUTSIDE_ROLLOUTS_ANNOTATION in (c.objects[0].spec!.template!.metadata!.annotations ?? {})), 'not on the pods: changing it must not roll them')
+            assert.ok(!(OUTSIDE_ROLLOUTS_ANNOTATION in (workload(plan, c.component).spec!.template.metadata!.annotations ?? {})), 'not on the pods: changing it must not roll them')
           }
         })
 
