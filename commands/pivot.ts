@@ -35,7 +35,9 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     namespace: Flags.string({description: 'namespace for the node task pods (must allow privileged pods)', default: 'kube-system'}),
     timeout: Flags.string({description: 'how long each wait (pod Ready, mirror pod gone, API healthy) may take', default: '5m'}),
     'apiserver-health-url': Flags.string({
-      description: 'URL the node-side watchdog asks on every node during the apiserver hand-off (default: https://127.0.0.1:<secure-port>/readyz from the manifest)',
+      description:
+        "URL the node-side watchdog asks during the apiserver hand-off: NODE=URL for one node (repeat it per node), or URL for every node (default: each node's own apiserver from its manifest: --bind-address or 127.0.0.1, --secure-port, /readyz)",
+      multiple: true,
     }),
     'static-stop-time': Flags.string({
       description: "how long a kubelet takes to stop a static pod once its manifest is gone (its file check period + the pod's grace); the watchdog ignores answers until then",
@@ -53,6 +55,8 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     const staticStopSeconds = Math.round(parseDuration(flags['static-stop-time'], '--static-stop-time') / 1000)
     if (flags['from-dir'] && !flags['dry-run']) throw new CliError('--from-dir only plans: add --dry-run (pivot itself reads the manifests from the nodes)')
     if (isMachineFormat(format) && !flags['dry-run']) throw new CliError(`-o ${format} prints the planned objects: add --dry-run`)
+    const {parseHealthUrlOverrides} = await import('../src/pivot/plan.js')
+    const apiserverHealthUrls = parseHealthUrlOverrides(flags['apiserver-health-url'] ?? [])
     const {renderObjectsYaml, renderPivotPlan} = await import('../src/render/pivot.js')
     const print = (plan: import('../src/pivot/plan.js').PivotPlan, alreadyDone: string[]) => {
       if (format === 'yaml') this.log(renderObjectsYaml(plan.objects))
@@ -63,7 +67,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     if (flags['from-dir']) {
       const {readManifestDir} = await import('../src/pivot/from-dir.js')
       const {planPivot} = await import('../src/pivot/plan.js')
-      print(planPivot({manifests: readManifestDir(flags['from-dir'], flags.node), handoffDeadlineSeconds}), [])
+      print(planPivot({manifests: readManifestDir(flags['from-dir'], flags.node), handoffDeadlineSeconds, apiserverHealthUrls}), [])
       return
     }
 
@@ -80,7 +84,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
           timeoutMs,
           handoffDeadlineSeconds,
           staticStopSeconds,
-          nodeHealthUrl: flags['apiserver-health-url'] ? () => flags['apiserver-health-url'] : undefined,
+          nodeHealthUrl: (node) => apiserverHealthUrls.byNode[node] ?? apiserverHealthUrls.all,
         },
         step,
       )

@@ -48,6 +48,25 @@ describe('pivot --from-dir (no cluster)', () => {
     assert.match(stdout, /kind: DaemonSet/)
   })
 
+  it('--apiserver-health-url NODE=URL sets that node\'s watchdog URL; the others keep their own apiserver\'s', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'pivot-health-url-'))
+    for (const [node, ip] of [['cp-a', '192.168.56.10'], ['cp-b', '192.168.56.20']]) {
+      mkdirSync(join(dir, node))
+      for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) {
+        writeFileSync(join(dir, node, `${c}.yaml`), readFileSync(join(fixtures, 'v1.37.2', `${c}.yaml`), 'utf8').replaceAll('192.168.56.10', ip))
+      }
+    }
+
+    const {stdout, stderr, exitCode} = await runCommand(['pivot', '--from-dir', dir, '--dry-run', '--apiserver-health-url', 'cp-b=https://192.168.56.20:6443/readyz'])
+    assert.equal(exitCode, 0, stderr)
+    assert.match(stdout, /watchdog asks each node's own apiserver: cp-a https:\/\/127\.0\.0\.1:6443\/readyz, cp-b https:\/\/192\.168\.56\.20:6443\/readyz \(--apiserver-health-url\)/)
+    assert.match(stdout, /\[cp-b\] move the static manifest into the backup on cp-b; the node task itself puts it back if the local apiserver \(https:\/\/192\.168\.56\.20:6443\/readyz\)/)
+    assert.ok(!/^\s+ports:/m.test(stdout), 'no host-port claims in the objects')
+    const r = await runCommand(['pivot', '--from-dir', dir, '--dry-run', '--apiserver-health-url', 'cp-c=https://127.0.0.1:6443/readyz'])
+    assert.equal(r.exitCode, 1)
+    assert.equal(r.stderr.trim(), 'error: --apiserver-health-url names cp-c, not a control-plane node here (cp-a, cp-b)')
+  })
+
   it('refuses in one line: --from-dir without --dry-run, a missing directory, a differing node', async () => {
     let r = await runCommand(['pivot', '--from-dir', join(fixtures, 'v1.29.4')])
     assert.equal(r.exitCode, 1)
