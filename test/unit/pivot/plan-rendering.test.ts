@@ -6,7 +6,7 @@ import semver from 'semver'
 import {OUTSIDE_ROLLOUTS_ANNOTATION, PIVOTED_COMPONENTS} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {StaticManifest, manifestFromMirrorPod, parseStaticPod, versionFromImage} from '../../../src/pivot/manifest.js'
-import {ExistingWorkload, PivotPlan, parseHealthUrlOverrides, planPivot} from '../../../src/pivot/plan.js'
+import {ExistingWorkload, PivotPlan, apiserverHealthUrl, parseHealthUrlOverrides, planPivot} from '../../../src/pivot/plan.js'
 import {tolerates} from '../../../src/scale/placement.js'
 import {clusterOf, fixtureSets, liveNodes} from './fixture-sets.js'
 
@@ -234,6 +234,24 @@ describe('planPivot rendering: refusals and parsing', () => {
     const {manifests, ips} = clusterOf(set.dir, 1)
     const broken = manifests.map((m) => (m.component === 'kube-scheduler' ? {...m, bytes: m.bytes.replace('      name: probe-port\n', '      name: other-port\n')} : m))
     assert.throws(() => planPivot({manifests: broken, nodes: liveNodes(ips, 'control-plane')}), /kube-scheduler container kube-scheduler: livenessProbe uses port "probe-port", which no port of the container names/)
+  })
+
+  it('derives a node\'s watchdog URL from its bind address, secure port and probe scheme', () => {
+    const c = (flags: string[], extra: Partial<V1Container> = {}): V1Container => ({name: 'kube-apiserver', command: ['kube-apiserver', ...flags], ...extra})
+    const cases: Array<[V1Container, string, string]> = [
+      [c([]), 'v1.37.2', 'https://127.0.0.1:6443/readyz'],
+      [c(['--bind-address=0.0.0.0', '--secure-port=8443']), 'v1.29.4', 'https://127.0.0.1:8443/readyz'],
+      [c(['--bind-address=::']), 'v1.29.4', 'https://127.0.0.1:6443/readyz'],
+      [c(['--bind-address=10.1.2.3']), 'v1.29.4', 'https://10.1.2.3:6443/readyz'],
+      [c(['--bind-address=fd00::5', '--secure-port=7443']), 'v1.29.4', 'https://[fd00::5]:7443/readyz'],
+      [c(['--bind-address=10.1.2.3']), 'v1.15.12', 'https://10.1.2.3:6443/healthz'],
+      [
+        c(['--secure-port=9443'], {ports: [{name: 'probe-port', containerPort: 9443}], readinessProbe: {httpGet: {port: 'probe-port', path: '/readyz', scheme: 'HTTP'}}}),
+        'v1.37.2',
+        'http://127.0.0.1:9443/readyz',
+      ],
+    ]
+    for (const [container, version, url] of cases) assert.equal(apiserverHealthUrl(container, version), url, argv(container).join(' '))
   })
 
   it('parses --apiserver-health-url: URL for every node, NODE=URL per node, and refuses the rest in one line', () => {
