@@ -33,6 +33,12 @@ export const SELF_HOSTED_APP_LABEL = 'k8s-app'
 export const selfHostedName = (component: PivotedComponent): string => `self-hosted-${component}`
 /** The sha256 of the static manifest a self-hosted workload was generated from. */
 export const SOURCE_MANIFEST_HASH_ANNOTATION = 'selfhost.kubectl.io/source-manifest-sha256'
+/**
+ * On a self-hosted workload: whether a rollout started outside kubectl-selfhost (`kubectl rollout
+ * restart`, `kubectl edit`, a GitOps re-apply with a changed template) keeps the component
+ * serving: `safe: <why>` or `unsafe: <why>`, as pivot planned its update strategy.
+ */
+export const OUTSIDE_ROLLOUTS_ANNOTATION = 'selfhost.kubectl.io/outside-rollouts'
 export const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror'
 /** A static pod as the API shows it: the kubelet's mirror of a manifest file. */
 export const isMirrorPod = (pod: {metadata?: {annotations?: Record<string, string>}}): boolean =>

@@ -102,7 +102,9 @@ const MIRROR_ONLY_ANNOTATIONS = /^kubernetes\.io\/config\.(mirror|hash|source|se
 /**
  * A static manifest rebuilt from its mirror pod, for planning when no node pod may run. The
  * API server's defaults stay (they are valid values); what the kubelet and the API add per
- * node goes: identity, owner, node name, status, the kubelet's catch-all NoExecute toleration.
+ * node goes: identity, owner, node name, status. The kubelet's catch-all NoExecute toleration
+ * stays: it is what the static pod really has, and the planner gives every control-plane pod
+ * the same one.
  * `bytes` is this canonical YAML, not the file: its hash differs from the one pivot records.
  */
 export function manifestFromMirrorPod(pod: V1Pod): StaticManifest | undefined {
@@ -112,8 +114,6 @@ export function manifestFromMirrorPod(pod: V1Pod): StaticManifest | undefined {
   const annotations = Object.fromEntries(Object.entries(pod.metadata?.annotations ?? {}).filter(([k]) => !MIRROR_ONLY_ANNOTATIONS.test(k)))
   const spec = structuredClone(pod.spec!)
   delete spec.nodeName
-  spec.tolerations = (spec.tolerations ?? []).filter((t) => !(t.operator === 'Exists' && t.effect === 'NoExecute' && !t.key))
-  if (spec.tolerations.length === 0) delete spec.tolerations
   const manifest = {
     apiVersion: 'v1',
     kind: 'Pod',

@@ -1,12 +1,13 @@
 import {isDeepStrictEqual} from 'node:util'
 
-import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1PodSpec, V1Probe, V1Toleration} from '@kubernetes/client-node'
+import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1LifecycleHandler, V1PodSpec, V1Probe, V1Toleration} from '@kubernetes/client-node'
 import semver from 'semver'
 
 import {
   CONTROL_PLANE_ROLE_LABELS,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
+  OUTSIDE_ROLLOUTS_ANNOTATION,
   PIVOTED_COMPONENTS,
   PivotedComponent,
   SELF_HOSTED_APP_LABEL,
@@ -15,6 +16,7 @@ import {
   selfHostedName,
 } from '../controlplane/model.js'
 import {CliError} from '../errors.js'
+import {supportsDaemonSetSurge} from '../upgrade/versions.js'
 import {BACKUP_ROOT, MANIFESTS_DIR, StaticManifest, flagValue, parseStaticPod, sha256, versionFromImage} from './manifest.js'
 
 export const MIN_SUPPORTED_VERSION = '1.14.0'
@@ -63,6 +65,12 @@ export interface PivotInputs {
   handoffDeadlineSeconds?: number
 }
 
+/** What differs per control-plane node and the executor needs: read from that node's own manifest. */
+export interface PlanNode {
+  /** The IP $(HOST_IP) stands for on this node (its advertise address, else its InternalIP). */
+  ip?: string
+}
+
 export type HandoffMode = 'port-sharing' | 'blind'
 
 function handoffDeadlineSeconds(mode: HandoffMode, requested: number): number {
@@ -100,12 +108,27 @@ export interface ComponentPlan {
   objects: SelfHostedObject[]
   /** What was changed from the static manifest, and why (one line each). */
   changes: string[]
+  rollout: RolloutPlan
+}
+
+/**
+ * How the workload's own rolling update replaces a pod, and whether that keeps the component
+ * serving when someone else starts it (`kubectl rollout restart`, `kubectl edit`, GitOps).
+ * The same verdict is on the workload as the OUTSIDE_ROLLOUTS_ANNOTATION, for `status`.
+ */
+export interface RolloutPlan {
+  maxSurge: number
+  maxUnavailable: number
+  outsideRollouts: 'safe' | 'unsafe'
+  why: string
 }
 
 export interface PivotPlan {
   version: string
   role: ControlPlaneRole
   nodes: string[]
+  /** Per node, by name: what differs between the control-plane nodes. */
+  perNode: Record<string, PlanNode>
   components: ComponentPlan[]
   /** Every object to apply, in order: what `-o yaml` prints. */
   objects: SelfHostedObject[]
@@ -151,13 +174,28 @@ interface NormalisedManifest {
   replaced: Set<string>
 }
 
+/** Flags whose value is this node's own address wherever it names the node's IP. */
+const NODE_ADDRESS_FLAGS = ['advertise-address', 'bind-address']
+
 /**
- * Turns one node's static pod into its node-independent form: the node's IP in flags and env
- * becomes $(HOST_IP) (filled from status.hostIP), probe hosts equal to the node IP go (on
- * hostNetwork the kubelet then probes the pod IP, which is the host IP), and kubeadm's per-node
- * endpoint annotation goes. Loopback hosts stay: they are the same on every node.
+ * --etcd-servers names the node's own IP only for an etcd local to each node (each apiserver
+ * its own member). A list that also names other control-plane nodes is the same cluster list on
+ * every node: it stays as it is.
  */
-function normalise(manifest: StaticManifest, nodeIP: string | undefined): NormalisedManifest {
+function localEtcdServers(value: string, nodeIP: string, otherIPs: string[]): boolean {
+  const own = ipPattern(nodeIP)
+  return own.test(value) && !otherIPs.some((ip) => ipPattern(ip).test(value))
+}
+
+/**
+ * Turns one node's static pod into its node-independent form: the node's IP in node-specific
+ * flags (advertise and bind address, a local etcd's URL) becomes $(HOST_IP) (filled from
+ * status.hostIP); other flags keep it, so a value that really differs between nodes is refused
+ * rather than guessed. Probe hosts equal to the node IP go (on hostNetwork the kubelet then probes
+ * the pod IP, which is the host IP), and kubeadm's per-node endpoint annotation goes. Loopback
+ * hosts stay: they are the same on every node.
+ */
+function normalise(manifest: StaticManifest, nodeIP: string | undefined, otherIPs: string[]): NormalisedManifest {
   const pod = parseStaticPod(manifest.bytes, `${manifest.component} manifest of node ${manifest.node}`)
   const replaced = new Set<string>()
   delete pod.status
@@ -171,37 +209,83 @@ function normalise(manifest: StaticManifest, nodeIP: string | undefined): Normal
   }
 
   if (!nodeIP) return {node: manifest.node, pod, replaced}
-  const pattern = ipPattern(nodeIP)
-  const substitute = (value: string, where: string): string => {
-    const next = value.replace(pattern, `$(${HOST_IP_ENV})`)
-    if (next !== value) replaced.add(`${where}: node IP replaced by $(${HOST_IP_ENV}) from the downward API (status.hostIP)`)
-    return next
+  const substitute = (arg: string): string => {
+    const match = /^--([^=]+)=(.*)$/.exec(arg)
+    if (!match) return arg
+    const [, name, value] = match
+    const nodeSpecific = NODE_ADDRESS_FLAGS.includes(name) ? value === nodeIP : name === 'etcd-servers' && localEtcdServers(value, nodeIP, otherIPs)
+    if (!nodeSpecific) return arg
+    replaced.add(`--${name}: node IP replaced by $(${HOST_IP_ENV}) from the downward API (status.hostIP)`)
+    return `--${name}=${value.replace(ipPattern(nodeIP), `$(${HOST_IP_ENV})`)}`
   }
 
+  const droppedHosts: string[] = []
   for (const container of [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers] as Container[]) {
-    if (container.command) container.command = container.command.map((a) => substitute(a, `${flagName(a)}`))
-    if (container.args) container.args = container.args.map((a) => substitute(a, `${flagName(a)}`))
-    for (const env of container.env ?? []) if (env.value !== undefined) env.value = substitute(env.value, `env ${env.name}`)
-    for (const [kind, probe] of [
-      ['livenessProbe', container.livenessProbe],
-      ['readinessProbe', container.readinessProbe],
-      ['startupProbe', container.startupProbe],
-    ] as Array<[string, V1Probe | undefined]>) {
-      const action = probe?.httpGet ?? probe?.tcpSocket
-      if (action?.host && pattern.test(action.host)) {
+    if (container.command) container.command = container.command.map((a) => substitute(a))
+    if (container.args) container.args = container.args.map((a) => substitute(a))
+    for (const [kind, probe] of probesOf(container)) {
+      const action = probe.httpGet ?? probe.tcpSocket
+      if (action?.host === nodeIP) {
         delete action.host
-        replaced.add(`${kind} host ${nodeIP} dropped: on hostNetwork the kubelet probes the pod IP, which is the node's own`)
+        if (!droppedHosts.includes(kind)) droppedHosts.push(kind)
       }
-
-      pattern.lastIndex = 0
     }
+  }
+
+  // One line for every probe and node: the IP differs per node, the change does not.
+  if (droppedHosts.length > 0) {
+    replaced.add(`probe host (the node's IP) dropped from ${droppedHosts.join(', ')}: on hostNetwork the kubelet probes the pod IP, which is the node's own`)
   }
 
   return {node: manifest.node, pod, replaced}
 }
 
-function flagName(arg: string): string {
-  return arg.startsWith('--') ? arg.split('=')[0] : 'command'
+function probesOf(container: Container): Array<[string, V1Probe]> {
+  return (
+    [
+      ['livenessProbe', container.livenessProbe],
+      ['readinessProbe', container.readinessProbe],
+      ['startupProbe', container.startupProbe],
+    ] as Array<[string, V1Probe | undefined]>
+  ).filter((entry): entry is [string, V1Probe] => entry[1] !== undefined)
+}
+
+/**
+ * On hostNetwork every declared container port is a host-port claim: the scheduler will not put
+ * a second pod claiming it on the node, so the new instance could never start beside the one it
+ * replaces (kubeadm declares `probe-port` since v1.34). The ports go, and whatever named them
+ * (probes, lifecycle hooks) gets the number instead. Nothing is lost: on hostNetwork the process
+ * binds the host's port whether or not it is declared.
+ */
+function releaseHostPorts(container: Container, where: string): string[] {
+  const ports = container.ports ?? []
+  if (ports.length === 0) return []
+  const numbers = new Map(ports.filter((p) => p.name).map((p) => [p.name!, p.containerPort]))
+  const renamed = new Set<string>()
+  const resolve = (action: {port: number | string} | undefined, what: string) => {
+    if (!action || typeof action.port === 'number') return
+    const port = numbers.get(action.port)
+    if (port === undefined) throw new CliError(`${where}: ${what} uses port "${action.port}", which no port of the container names`)
+    renamed.add(`${action.port} → ${port}`)
+    action.port = port
+  }
+
+  for (const [kind, probe] of probesOf(container)) {
+    resolve(probe.httpGet, kind)
+    resolve(probe.tcpSocket, kind)
+  }
+
+  for (const [hook, handler] of Object.entries(container.lifecycle ?? {}) as Array<[string, V1LifecycleHandler | undefined]>) {
+    resolve(handler?.httpGet, hook)
+    resolve(handler?.tcpSocket, hook)
+  }
+
+  delete container.ports
+  const list = ports.map((p) => `${p.containerPort}${p.name ? ` (${p.name})` : ''}`).join(', ')
+  return [
+    `ports ${list} dropped: on hostNetwork a declared port is a hostPort claim, and the scheduler would not place the new pod beside the instance it replaces` +
+      (renamed.size > 0 ? `; probes use the number instead of the name (${[...renamed].join(', ')})` : ''),
+  ]
 }
 
 /** The first path at which two values differ, for a one-line refusal. */
@@ -262,6 +346,9 @@ interface RoleChoice {
   note: string
 }
 
+const OTHER_TOLERATIONS_NOTE =
+  'like the static pods, every NoExecute taint without a time limit (a NotReady node never evicts them), and every NoSchedule taint a control-plane node may carry (node conditions, a cloud provider\'s start-up taint, any other the nodes carry) except a cordon'
+
 /** The label and taints the control-plane nodes really carry (or, from files, what kubeadm of that version sets). */
 function chooseRole(nodes: PlanNodeInfo[] | undefined, version: string): RoleChoice {
   if (nodes && nodes.length > 0) {
@@ -275,7 +362,7 @@ function chooseRole(nodes: PlanNodeInfo[] | undefined, version: string): RoleCho
       role: label.endsWith('master') ? 'master' : 'control-plane',
       label,
       tolerations: taintKeys.map((key) => ({key, operator: 'Exists', effect: 'NoSchedule'})),
-      note: `selects nodes by ${label} and tolerates ${taintKeys.length > 0 ? taintKeys.join(', ') : 'no role taint (the nodes have none)'}, as the nodes carry them`,
+      note: `selects nodes by ${label} and tolerates ${taintKeys.length > 0 ? taintKeys.join(', ') : 'no role taint (the nodes have none)'}, as the nodes carry them; ${OTHER_TOLERATIONS_NOTE}`,
     }
   }
 
@@ -285,8 +372,55 @@ function chooseRole(nodes: PlanNodeInfo[] | undefined, version: string): RoleCho
     role: label.endsWith('master') ? 'master' : 'control-plane',
     label,
     tolerations: [...CONTROL_PLANE_ROLE_LABELS].sort().map((key) => ({key, operator: 'Exists', effect: 'NoSchedule'})),
-    note: `no cluster to read: selects nodes by ${label} (kubeadm's label for ${minorVersion(version)}) and tolerates both the master and control-plane taints`,
+    note: `no cluster to read: selects nodes by ${label} (kubeadm's label for ${minorVersion(version)}) and tolerates both the master and control-plane taints; ${OTHER_TOLERATIONS_NOTE}`,
   }
+}
+
+/**
+ * NoSchedule taints a healthy or struggling control-plane node may carry besides its role taint:
+ * node conditions (TaintNodesByCondition) and an external cloud provider's start-up taint. Left
+ * out on purpose: a cordon (node.kubernetes.io/unschedulable), so a drained node takes no
+ * replacement (the DaemonSet controller tolerates it for the apiserver by itself).
+ */
+const CONDITION_TAINTS = [
+  'node.cloudprovider.kubernetes.io/uninitialized',
+  'node.kubernetes.io/disk-pressure',
+  'node.kubernetes.io/memory-pressure',
+  'node.kubernetes.io/network-unavailable',
+  'node.kubernetes.io/not-ready',
+  'node.kubernetes.io/pid-pressure',
+  'node.kubernetes.io/unreachable',
+]
+const CORDON_TAINT = 'node.kubernetes.io/unschedulable'
+/** What the kubelet gives every static pod: no NoExecute taint evicts it, ever. */
+const EVERY_NO_EXECUTE: V1Toleration = {operator: 'Exists', effect: 'NoExecute'}
+
+/**
+ * Tolerations of every control-plane pod: the role taints first, then every NoExecute taint
+ * without a time limit (admission would otherwise give a Deployment's pods not-ready/unreachable
+ * for 300s, and a replacement evicted from a NotReady node has no scheduler or controller-manager
+ * left to place or create it), then the NoSchedule taints a control-plane node may carry (the
+ * condition taints above and any other the nodes carry now), then the static pod's own.
+ */
+function controlPlaneTolerations(role: RoleChoice, nodes: PlanNodeInfo[] | undefined, own: V1Toleration[]): V1Toleration[] {
+  const roleKeys = new Set(role.tolerations.map((t) => t.key))
+  const carried = (nodes ?? []).flatMap((n) => n.taints.filter((t) => t.effect === 'NoSchedule').map((t) => t.key))
+  const keys = [...new Set([...CONDITION_TAINTS, ...[...carried].sort()])].filter((k) => !roleKeys.has(k) && k !== CORDON_TAINT)
+  const tolerations = [...role.tolerations, EVERY_NO_EXECUTE, ...keys.map((key) => ({key, operator: 'Exists', effect: 'NoSchedule'}))]
+  for (const t of own) if (!tolerations.some((e) => isDeepStrictEqual(e, t))) tolerations.push(t)
+  return tolerations
+}
+
+/**
+ * The DNS the static pod really had. A hostNetwork pod left at ClusterFirst (the default) gets the
+ * host's resolver, and so does `Default`: keeping that (`Default`) keeps kube-apiserver's cloud
+ * provider, OIDC issuer, webhooks and etcd-by-hostname off CoreDNS, which itself needs the API.
+ * ClusterFirstWithHostNet and None are the manifest's own choice and stay.
+ */
+function effectiveDnsPolicy(spec: V1PodSpec): string {
+  const policy = spec.dnsPolicy ?? 'ClusterFirst'
+  if (policy === 'ClusterFirst') return spec.hostNetwork ? 'Default' : 'ClusterFirstWithHostNet'
+  return policy
 }
 
 function ensureHostIPEnv(container: Container): void {
@@ -298,19 +432,19 @@ const usesHostIP = (container: Container) =>
   [...(container.command ?? []), ...(container.args ?? []), ...(container.env ?? []).map((e) => e.value ?? '')].some((a) => a.includes(`$(${HOST_IP_ENV})`))
 
 /** Workload pod spec from the node-independent static pod spec. */
-function workloadPodSpec(spec: V1PodSpec, role: RoleChoice): V1PodSpec {
+function workloadPodSpec(spec: V1PodSpec, role: RoleChoice, nodes: PlanNodeInfo[] | undefined): V1PodSpec {
   const out: V1PodSpec = {...spec}
   delete out.nodeName
   // Priority admission fills these from the class; a copied number could disagree with it.
   delete out.priority
   delete out.preemptionPolicy
   out.hostNetwork = true
-  out.dnsPolicy = 'ClusterFirstWithHostNet'
+  out.dnsPolicy = effectiveDnsPolicy(spec)
+  // Control-plane components talk to the API with their own kubeconfig files, never a token.
+  out.automountServiceAccountToken = false
   out.priorityClassName = spec.priorityClassName ?? 'system-node-critical'
   out.nodeSelector = {...spec.nodeSelector, [role.label]: ''}
-  const tolerations = [...(spec.tolerations ?? [])]
-  for (const t of role.tolerations) if (!tolerations.some((e) => isDeepStrictEqual(e, t))) tolerations.push(t)
-  out.tolerations = tolerations
+  out.tolerations = controlPlaneTolerations(role, nodes, spec.tolerations ?? [])
   return out
 }
 
@@ -329,6 +463,97 @@ function handoffOrder(nodes: string[], leader: string | undefined): string[] {
   const sorted = [...nodes].sort(byName)
   if (!leader || !sorted.includes(leader)) return sorted
   return [...sorted.filter((n) => n !== leader), leader]
+}
+
+/** Each node's IP ($(HOST_IP) on that node). */
+function planNodes(nodeNames: string[], nodeIPs: Map<string, string | undefined>): Record<string, PlanNode> {
+  const perNode: Record<string, PlanNode> = {}
+  for (const node of nodeNames) {
+    const ip = nodeIPs.get(node)
+    perNode[node] = ip ? {ip} : {}
+  }
+
+  return perNode
+}
+
+/**
+ * The apiserver DaemonSet surges where it can: the new instance starts beside the old one on
+ * the same port (--permit-port-sharing) and the old one goes only once the new one is Ready, so
+ * `kubectl rollout restart` on one node keeps the API. That needs port sharing and DaemonSet
+ * maxSurge (beta and on by default from 1.22; an older server drops the field and then refuses
+ * maxUnavailable 0).
+ */
+function daemonSetRollout(handoff: HandoffMode, version: string, nodeCount: number): RolloutPlan {
+  const surgeVersion = supportsDaemonSetSurge(semver.parse(version)!)
+  if (handoff === 'port-sharing' && surgeVersion) {
+    return {
+      maxSurge: 1,
+      maxUnavailable: 0,
+      outsideRollouts: 'safe',
+      why: 'each node\'s new apiserver starts beside the old one on the same port (--permit-port-sharing, maxSurge 1) and the old one stops only once the new one is Ready',
+    }
+  }
+
+  const lacks = handoff === 'port-sharing' ? `DaemonSet maxSurge needs 1.22, this is ${version}` : `no port sharing (${version} < 1.19, or an insecure port still open)`
+  if (nodeCount > 1) {
+    return {
+      maxSurge: 0,
+      maxUnavailable: 1,
+      outsideRollouts: 'safe',
+      why: `${lacks}: a rollout stops one node's apiserver before its replacement starts, one node at a time, while the other nodes' apiservers keep the API`,
+    }
+  }
+
+  return {
+    maxSurge: 0,
+    maxUnavailable: 1,
+    outsideRollouts: 'unsafe',
+    why:
+      `${lacks}: a rollout stops the only apiserver before its replacement starts, and creating, placing and starting the replacement needs that very API; ` +
+      'change it with `kubectl selfhost upgrade`, which keeps a temporary apiserver on the port meanwhile',
+  }
+}
+
+/**
+ * Deployments keep maxSurge 0 wherever another replica serves meanwhile: spread is checked only
+ * when a pod is scheduled, so a surge pod created while the old pods still hold every node would
+ * double up on one of them and the rollout might then free a different node, leaving two
+ * replicas on one node and none on another; a replacement created after its predecessor left can
+ * only take the node that one freed (the PodDisruptionBudget does not slow this down: rollouts
+ * delete pods, they don't evict). One replica has nobody to serve meanwhile, and the scheduler's
+ * (or the controller-manager's) replacement needs the very instance being deleted: it surges.
+ * On several nodes the surge pod goes to another node; on one node it must share the old one's
+ * ports, which needs port sharing.
+ */
+export function deploymentRollout(component: PivotedComponent, handoff: HandoffMode, replicas: number, nodeCount: number): RolloutPlan {
+  if (replicas > 1) {
+    return {
+      maxSurge: 0,
+      maxUnavailable: 1,
+      outsideRollouts: 'safe',
+      why: `${replicas} replicas: a rollout replaces one at a time while the others serve, and each replacement takes the node its predecessor freed (spread is checked only at scheduling, so a surge pod could double up on one node)`,
+    }
+  }
+
+  if (nodeCount > 1 || handoff === 'port-sharing') {
+    return {
+      maxSurge: 1,
+      maxUnavailable: 0,
+      outsideRollouts: 'safe',
+      why:
+        nodeCount > 1
+          ? 'one replica: the new pod starts on another control-plane node (maxSurge 1) and the old one stops only once the new one is Ready'
+          : 'one replica on one node: the new pod starts beside the old one on the same ports (--permit-port-sharing, maxSurge 1) and the old one stops only once the new one is Ready',
+    }
+  }
+
+  const needs = component === 'kube-scheduler' ? 'a scheduler to place it' : 'a controller-manager to create it'
+  return {
+    maxSurge: 0,
+    maxUnavailable: 1,
+    outsideRollouts: 'unsafe',
+    why: `one replica on one node and no port sharing: a rollout deletes the only ${component} before its replacement can bind the ports, and the replacement needs ${needs}`,
+  }
 }
 
 /**
@@ -391,7 +616,8 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     if (missing.length > 0) throw new CliError(`${component} has no static manifest on ${missing.join(', ')} (but ${mine[0].node} has one); pivot needs the same control plane on every node`)
     if (mine.length > nodeNames.length) throw new CliError(`${component} has more than one static manifest on a node; pivot cannot tell which one runs`)
 
-    const normalised = mine.sort((a, b) => byName(a.node, b.node)).map((m) => normalise(m, nodeIPs.get(m.node)))
+    const ipsOf = (node: string) => nodeNames.filter((n) => n !== node).flatMap((n) => nodeIPs.get(n) ?? [])
+    const normalised = mine.sort((a, b) => byName(a.node, b.node)).map((m) => normalise(m, nodeIPs.get(m.node), ipsOf(m.node)))
     const reference = normalised[0]
     for (const other of normalised.slice(1)) {
       const difference = firstDifference(reference.pod, other.pod)
@@ -401,8 +627,10 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     }
 
     const liveReplicas = existing.find((w) => w.component === component && w.kind === 'Deployment')?.replicas
-    components.push(buildComponentPlan(component, normalised, mine, role, nodeNames, inputs.leaders?.[component], liveReplicas, warnings))
+    components.push(buildComponentPlan(component, normalised, mine, role, inputs.nodes, nodeNames, inputs.leaders?.[component], liveReplicas, warnings))
   }
+
+  const perNode = planNodes(nodeNames, nodeIPs)
 
   const version = components.find((c) => c.component === 'kube-apiserver')?.version ?? referenceVersion
   const steps = components.flatMap((c) => componentSteps(c, deadline))
@@ -421,7 +649,7 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
   if (blind.length > 0) {
     costs.push(
       `${blind.join(', ')} cannot share ports (${version} < 1.19, or an insecure port still open): blind hand-off, as kubeadm did. The new instance binds only once the static one stopped; ` +
-        `for kube-apiserver the node-side task itself puts the static manifest back if the local apiserver is not healthy within ${handoffDeadlineSeconds('blind', deadline)}s, without needing the API; for the others pivot restores it.`,
+        `the API is away from that stop until the new kube-apiserver serves (on one node; with several, the others serve), and the node-side task puts the static manifest back unless the CLI confirms within ${handoffDeadlineSeconds('blind', deadline)}s that the new instance serves; for the others pivot stops that task at once when their pod is not Ready in time, and it puts the manifest back.`,
     )
   }
 
@@ -429,6 +657,7 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     version,
     role: role.role,
     nodes: nodeNames,
+    perNode,
     components,
     objects: components.flatMap((c) => c.objects),
     steps,
@@ -437,6 +666,8 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
       'etcd stays static: a self-hosted etcd needs the API it stores to schedule itself (bootkube and kubeadm both abandoned it); each kube-apiserver keeps using its node\'s static etcd.',
       `${role.note}.`,
       `Backups: each node's original manifests are moved, byte for byte, into ${BACKUP_ROOT}/<timestamp>/ on that node; \`kubectl selfhost revert\` puts them back.`,
+      'The hand-off is a dead man\'s switch: a node task (needing no API, and no HTTP client in its image) takes the static manifest away and puts it back unless the CLI confirms, through a second node task on that node, that the self-hosted instance serves on its own; a Ctrl-C or a CLI that dies leaves the confirmation unwritten, so the static pod comes back.',
+      ...components.map((c) => `${c.component}: rollouts started outside kubectl selfhost are ${c.rollout.outsideRollouts}: ${c.rollout.why}.`),
     ],
     warnings,
   }
@@ -447,6 +678,7 @@ function buildComponentPlan(
   normalised: NormalisedManifest[],
   sources: StaticManifest[],
   role: RoleChoice,
+  nodes: PlanNodeInfo[] | undefined,
   nodeNames: string[],
   leader: string | undefined,
   liveReplicas: number | undefined,
@@ -476,6 +708,10 @@ function buildComponentPlan(
     }
   }
 
+  for (const c of [...(pod.spec!.initContainers ?? []), ...pod.spec!.containers] as Container[]) {
+    changes.push(...releaseHostPorts(c, `${component} container ${c.name}`))
+  }
+
   for (const c of pod.spec!.containers as Container[]) if (usesHostIP(c)) ensureHostIPEnv(c)
 
   const name = selfHostedName(component)
@@ -493,9 +729,16 @@ function buildComponentPlan(
       labels: {...pod.metadata?.labels, ...labels},
       ...(pod.metadata?.annotations ? {annotations: pod.metadata.annotations} : {}),
     },
-    spec: workloadPodSpec(pod.spec!, role),
+    spec: workloadPodSpec(pod.spec!, role, nodes),
   }
-  const metadata = {name, namespace: SYSTEM_NAMESPACE, labels: {...labels, component}, annotations}
+  const replicas = liveReplicas ?? nodeNames.length
+  const rollout = component === 'kube-apiserver' ? daemonSetRollout(handoff, version, nodeNames.length) : deploymentRollout(component, handoff, replicas, nodeNames.length)
+  const rollingUpdate = {maxSurge: rollout.maxSurge, maxUnavailable: rollout.maxUnavailable}
+  const metadata = {name, namespace: SYSTEM_NAMESPACE, labels: {...labels, component}, annotations: {...annotations, [OUTSIDE_ROLLOUTS_ANNOTATION]: `${rollout.outsideRollouts}: ${rollout.why}`}}
+  if (rollout.outsideRollouts === 'unsafe') {
+    warnings.push(`${component}: rollouts started outside kubectl selfhost (kubectl rollout restart, kubectl edit, re-applying these objects changed) are unsafe: ${rollout.why}`)
+  }
+
   const objects: SelfHostedObject[] = []
   let kind: ComponentPlan['kind']
   if (component === 'kube-apiserver') {
@@ -505,7 +748,8 @@ function buildComponentPlan(
       apiVersion: 'apps/v1',
       kind,
       metadata,
-      spec: {selector: {matchLabels: selector}, updateStrategy: {type: 'RollingUpdate', rollingUpdate: {maxUnavailable: 1}}, template},
+      // Without surge the field stays out, as before: servers older than 1.22 do not know it.
+      spec: {selector: {matchLabels: selector}, updateStrategy: {type: 'RollingUpdate', rollingUpdate: rollout.maxSurge > 0 ? rollingUpdate : {maxUnavailable: 1}}, template},
     } as SelfHostedObject)
   } else {
     // A Deployment, not a DaemonSet, so `scale` can set replicas apart from the node count; spread one
@@ -530,14 +774,11 @@ function buildComponentPlan(
         // A re-run (resume, or after `scale`) applies the live count. Forcing the node count would
         // undo `scale`; leaving the field out would not help either: it drops our claim, and where no
         // other manager holds the field (nobody scaled since) SSA removes it and the API defaults it to 1.
-        replicas: liveReplicas ?? nodeNames.length,
+        replicas,
         selector: {matchLabels: selector},
-        // No surge: spread is checked only when a pod is scheduled, so a surge pod created while the
-        // old pods still hold every node doubles up on one of them and the rollout may then free a
-        // different node, leaving two replicas on one node and none on another. Removing one old
-        // pod first frees its node, the only place the constraint lets its replacement go.
-        // (The PodDisruptionBudget does not hold this back: rollouts delete pods, they don't evict.)
-        strategy: {type: 'RollingUpdate', rollingUpdate: {maxSurge: 0, maxUnavailable: 1}},
+        // Surge only for a single replica (see deploymentRollout): with more, spread binds only at
+        // scheduling and a surge pod could double up on one node.
+        strategy: {type: 'RollingUpdate', rollingUpdate},
         template: {...template, spec: {...template.spec, ...spread}},
       },
     } as SelfHostedObject)
@@ -551,13 +792,9 @@ function buildComponentPlan(
     if (liveReplicas !== undefined && liveReplicas !== nodeNames.length) {
       warnings.push(`${component}: Deployment ${SYSTEM_NAMESPACE}/${name} keeps its ${liveReplicas} replica(s), scaled since it was applied, rather than one per node (${nodeNames.length})`)
     }
-
-    if (nodeNames.length === 1) {
-      warnings.push(`${component}: one node: a rolling update must stop the only instance before its replacement can start`)
-    }
   }
 
-  return {component, version, kind, name, handoff, nodeOrder: handoffOrder(nodeNames, leader), sourceHashes, objects, changes}
+  return {component, version, kind, name, handoff, nodeOrder: handoffOrder(nodeNames, leader), sourceHashes, objects, changes, rollout}
 }
 
 function componentSteps(plan: ComponentPlan, deadline: number): PivotStep[] {
@@ -589,8 +826,8 @@ function componentSteps(plan: ComponentPlan, deadline: number): PivotStep[] {
         action: 'handoff',
         description:
           component === 'kube-apiserver'
-            ? `move the static manifest into the backup on ${node}; the node task itself puts it back if the local apiserver is not healthy within ${handoffDeadlineSeconds(plan.handoff, deadline)}s`
-            : `move the static manifest into the backup on ${node}${plan.handoff === 'blind' ? '; put it back if the self-hosted pod is not Ready in time' : ''}`,
+            ? `take the static manifest out of the kubelet's sight on ${node} (its original stays in the backup); the node task puts it back unless the CLI confirms within ${handoffDeadlineSeconds(plan.handoff, deadline)}s that the self-hosted apiserver on ${node} serves on its own`
+            : `take the static manifest out of the kubelet's sight on ${node}; the node task puts it back unless the CLI confirms that the self-hosted pod is Ready on its own (at once if it is not Ready in time)`,
       },
       {component, node, action: 'wait-mirror-gone', description: `wait until the mirror pod ${component}-${node} is gone`},
       {component, node, action: 'wait-healthy', description: `wait until the self-hosted ${component} on ${node} is Ready and the API is healthy`},

@@ -141,6 +141,15 @@ function hostingViolations(component: UpgradeComponent, state: ComponentState | 
   }
 }
 
+/** The workload's own rolling update starts a new pod before it stops an old one (maxSurge above 0). */
+function surges(workload: WorkloadObject): boolean {
+  const rolling = workload.kind === 'DaemonSet' ? (workload.object as V1DaemonSet).spec?.updateStrategy?.rollingUpdate : (workload.object as V1Deployment).spec?.strategy?.rollingUpdate
+  const surge = rolling?.maxSurge
+  // A Deployment without the field defaults to 25%; a DaemonSet to 0.
+  if (surge === undefined) return workload.kind === 'Deployment' && (workload.object as V1Deployment).spec?.strategy?.type !== 'Recreate'
+  return typeof surge === 'number' ? surge > 0 : !/^0+%?$/.test(surge)
+}
+
 function strategyFor(
   component: UpgradeComponent,
   plane: ControlPlane,
@@ -152,17 +161,23 @@ function strategyFor(
   const state = plane.components.find((c) => c.name === component)
   const nodes = new Set((state?.instances ?? []).map((i) => i.node))
   if (component !== 'kube-apiserver') {
-    return {
-      strategy: 'rolling',
-      strategyNote:
-        nodes.size <= 1 && PIVOTED.has(component)
-          ? `one instance: ${component} pauses while its pod is replaced; the apiserver stays up, so a rollback is always possible`
-          : `the ${workload.kind}'s own rolling update`,
+    const single = (state?.instances ?? []).length <= 1 && PIVOTED.has(component)
+    let strategyNote = `the ${workload.kind}'s own rolling update`
+    if (single && surges(workload)) {
+      strategyNote = `one instance: the new ${component} starts before the old one stops (the ${workload.kind}'s maxSurge; on one node beside it, with --permit-port-sharing), so it never pauses`
+    } else if (single) {
+      const needs = component === 'kube-scheduler' ? 'a scheduler to place it' : 'a controller-manager to create it'
+      strategyNote = `one instance and no surge: ${component} stops before its replacement exists, and the replacement needs ${needs}; the apiserver stays up`
     }
+
+    return {strategy: 'rolling', strategyNote}
   }
 
   if (nodes.size > 1) {
-    return {strategy: 'rolling', strategyNote: `${nodes.size} apiservers: one is replaced at a time while the others serve`}
+    return {
+      strategy: 'rolling',
+      strategyNote: `${nodes.size} apiservers: one is replaced at a time while the others serve${surges(workload) ? ", its new pod starting beside the old one (the DaemonSet's maxSurge)" : ''}`,
+    }
   }
 
   const server = parseReportedVersion(plane.serverVersion) ?? from

@@ -44,7 +44,7 @@ describe('pivot --from-dir (no cluster)', () => {
     assert.match(stdout, /blind hand-off/)
     assert.match(stdout, /etcd stays static/)
     assert.match(stdout, /node order: cp-a -> cp-b/)
-    assert.match(stdout, /\[cp-b\] move the static manifest into the backup on cp-b; the node task itself puts it back/)
+    assert.match(stdout, /\[cp-b\] take the static manifest out of the kubelet's sight on cp-b \(its original stays in the backup\); the node task puts it back unless the CLI confirms within 360s/)
     assert.match(stdout, /kind: DaemonSet/)
   })
 

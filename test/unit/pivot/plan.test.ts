@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict'
-import {existsSync, readFileSync, readdirSync} from 'node:fs'
-import {dirname, join, resolve} from 'node:path'
-import {fileURLToPath} from 'node:url'
+import {readFileSync} from 'node:fs'
+import {join} from 'node:path'
 
 import type {V1Container, V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import semver from 'semver'
@@ -9,43 +8,9 @@ import semver from 'semver'
 import {PIVOTED_COMPONENTS, SOURCE_MANIFEST_HASH_ANNOTATION} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {readManifestDir} from '../../../src/pivot/from-dir.js'
-import {StaticManifest, flagValue, manifestFromMirrorPod, parseStaticPod, sha256, versionFromImage, withPortSharing} from '../../../src/pivot/manifest.js'
-import {PivotPlan, PlanNodeInfo, SOURCE_MANIFESTS_ANNOTATION, planPivot} from '../../../src/pivot/plan.js'
-
-const here = dirname(fileURLToPath(import.meta.url))
-const repo = resolve(here, '../../..')
-const ownFixtures = join(repo, 'test/fixtures/kubeadm')
-const sharedFixtures = resolve(repo, '../shared/fixtures/kubeadm')
-
-const NODES = ['cp-1', 'cp-2', 'cp-3']
-const versionDirs = (root: string) => readdirSync(root, {withFileTypes: true}).filter((e) => e.isDirectory()).map((e) => e.name)
-
-/** The IP kubeadm rendered into a node's manifests (its advertise address). */
-function renderedIP(manifests: StaticManifest[]): string {
-  const apiserver = manifests.find((m) => m.component === 'kube-apiserver')!
-  return flagValue(parseStaticPod(apiserver.bytes, 'fixture').spec!.containers[0], 'advertise-address')!
-}
-
-/** kubeadm renders every node's files alike but for its own IP: derive nodes 2 and 3 the same way. */
-function threeNodes(dir: string): {manifests: StaticManifest[]; ips: string[]} {
-  const base = readManifestDir(dir, 'cp-1')
-  const ip = renderedIP(base)
-  const prefix = ip.split('.').slice(0, 3).join('.')
-  const ips = NODES.map((_, i) => (i === 0 ? ip : `${prefix}.${200 + i}`))
-  const escaped = new RegExp(ip.replace(/\./g, '\\.'), 'g')
-  const manifests = NODES.flatMap((node, i) => base.map((m) => ({...m, node, bytes: m.bytes.replace(escaped, ips[i])})))
-  return {manifests, ips}
-}
-
-function liveNodes(ips: string[], role: 'control-plane' | 'master'): PlanNodeInfo[] {
-  const key = `node-role.kubernetes.io/${role}`
-  return NODES.map((name, i) => ({name, internalIP: ips[i], labels: {[key]: ''}, taints: [{key, effect: 'NoSchedule'}]}))
-}
-
-const fixtureSets = [
-  ...versionDirs(ownFixtures).map((v) => ({name: `own ${v}`, dir: join(ownFixtures, v)})),
-  ...(existsSync(sharedFixtures) ? versionDirs(sharedFixtures).map((v) => ({name: `shared ${v}`, dir: join(sharedFixtures, v)})) : []),
-]
+import {manifestFromMirrorPod, parseStaticPod, sha256, versionFromImage, withPortSharing} from '../../../src/pivot/manifest.js'
+import {PivotPlan, SOURCE_MANIFESTS_ANNOTATION, planPivot} from '../../../src/pivot/plan.js'
+import {NODES, fixtureSets, liveNodes, ownFixtures, threeNodes, versionDirs} from './fixture-sets.js'
 
 const container = (obj: V1DaemonSet | V1Deployment): V1Container => obj.spec!.template.spec!.containers[0]
 const argv = (c: V1Container) => [...(c.command ?? []), ...(c.args ?? [])]
@@ -111,11 +76,12 @@ describe('planPivot over kubeadm manifest sets', () => {
           const spec = w.spec!.template.spec!
           const source = parseStaticPod(manifests.find((m) => m.component === component)!.bytes, 'x')
           assert.equal(spec.hostNetwork, true)
-          assert.equal(spec.dnsPolicy, 'ClusterFirstWithHostNet')
+          assert.equal(spec.dnsPolicy, 'Default', 'the host resolver a hostNetwork static pod has (issue 11, item 8)')
           assert.equal(spec.priorityClassName, source.spec!.priorityClassName ?? 'system-node-critical')
           assert.equal(spec.priority, undefined)
           assert.deepEqual(spec.nodeSelector, {[`node-role.kubernetes.io/${role}`]: ''})
-          assert.deepEqual(spec.tolerations, [{key: `node-role.kubernetes.io/${role}`, operator: 'Exists', effect: 'NoSchedule'}])
+          assert.deepEqual(spec.tolerations![0], {key: `node-role.kubernetes.io/${role}`, operator: 'Exists', effect: 'NoSchedule'})
+          assert.equal(spec.tolerations!.filter((t) => t.key?.startsWith('node-role.kubernetes.io/')).length, 1, 'only the role taint the nodes carry')
           assert.equal(w.metadata!.labels!['app.kubernetes.io/managed-by'], 'kubectl-selfhost')
           assert.equal(w.spec!.template.metadata!.labels!['k8s-app'], `self-hosted-${component}`)
           assert.equal(w.spec!.template.metadata!.labels!.component, component)
@@ -172,7 +138,7 @@ describe('planPivot over kubeadm manifest sets', () => {
 
         assert.match(plan.costs[0], /checkpoint/i)
         assert.ok(plan.notes.some((n) => /etcd stays static/.test(n)))
-        if (!portSharing) assert.ok(plan.costs.some((c) => /blind hand-off/.test(c) && /node-side task itself puts the static manifest back/.test(c)))
+        if (!portSharing) assert.ok(plan.costs.some((c) => /blind hand-off/.test(c) && /node-side task puts the static manifest back unless the CLI confirms/.test(c)))
       })
     })
   }
@@ -241,7 +207,8 @@ describe('planPivot decisions and refusals', () => {
     const {manifests, ips} = threeNodes(v114)
     const spec = workload(planPivot({manifests, nodes: liveNodes(ips, 'master')}), 'kube-scheduler').spec!.template.spec!
     assert.deepEqual(spec.nodeSelector, {'node-role.kubernetes.io/master': ''})
-    assert.deepEqual(spec.tolerations, [{key: 'node-role.kubernetes.io/master', operator: 'Exists', effect: 'NoSchedule'}])
+    assert.deepEqual(spec.tolerations![0], {key: 'node-role.kubernetes.io/master', operator: 'Exists', effect: 'NoSchedule'})
+    assert.ok(!spec.tolerations!.some((t) => t.key === 'node-role.kubernetes.io/control-plane'))
   })
 
   it('falls back to a blind hand-off before 1.19 and says so', () => {
@@ -335,7 +302,7 @@ describe('planning from mirror pods', () => {
       const b = workload(viaMirrors, component).spec!.template
       assert.deepEqual(b.metadata, a.metadata)
       assert.deepEqual(b.spec!.containers, a.spec!.containers)
-      assert.deepEqual(b.spec!.tolerations, a.spec!.tolerations, 'the kubelet\'s catch-all NoExecute toleration is not copied')
+      assert.deepEqual(b.spec!.tolerations, a.spec!.tolerations, 'the kubelet\'s catch-all NoExecute toleration is kept once, where the files get it too')
       assert.equal(b.spec!.nodeName, undefined)
     }
 

@@ -2,6 +2,7 @@ import {strict as assert} from 'node:assert'
 import {existsSync, readFileSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 
+import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
 import {UpgradeOptions, planUpgrade, retagImage, splitImage} from '../../../src/upgrade/plan.js'
@@ -68,6 +69,29 @@ describe('upgrade plan', () => {
     assert.equal(apiserver.strategy, 'temporary-instance')
     assert.doesNotMatch(apiserver.strategyNote, /permit-port-sharing/)
     assert.match(apiserver.strategyNote, /maxSurge needs 1.22, the cluster runs v1.20.15/)
+  })
+
+  it('notes agree with the strategies pivot renders: surge where the workload surges, a stuck replacement where one instance cannot', () => {
+    const withStrategies = (shape: ClusterShape, deploymentSurge: number, daemonSetSurge: number) => {
+      const {plane, workloads} = clusterInputs(shape)
+      for (const c of ['kube-controller-manager', 'kube-scheduler'] as const) {
+        ;(workloads[c]!.object as V1Deployment).spec!.strategy = {type: 'RollingUpdate', rollingUpdate: {maxSurge: deploymentSurge, maxUnavailable: 1 - deploymentSurge}}
+      }
+
+      ;(workloads['kube-apiserver']!.object as V1DaemonSet).spec!.updateStrategy = {type: 'RollingUpdate', rollingUpdate: {maxSurge: daemonSetSurge, maxUnavailable: 1 - daemonSetSurge}}
+      return planUpgrade({plane, workloads}, {target: parseTargetVersion('v1.37.2'), force: false, allowDowngrade: false})
+    }
+
+    const single = withStrategies({version: 'v1.36.4', portSharing: true}, 1, 1)
+    assert.match(byName(single, 'kube-scheduler').strategyNote, /^one instance: the new kube-scheduler starts before the old one stops/)
+    assert.equal(byName(single, 'kube-apiserver').strategy, 'surge')
+    assert.deepEqual(byName(single, 'kube-apiserver').updateStrategy?.before, {type: 'RollingUpdate', rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}, 'pivot\'s own surge is what is put back')
+    const stuck = withStrategies({version: 'v1.36.4', portSharing: true}, 0, 0)
+    assert.match(byName(stuck, 'kube-scheduler').strategyNote, /^one instance and no surge: .*needs a scheduler to place it/)
+    assert.match(byName(stuck, 'kube-controller-manager').strategyNote, /needs a controller-manager to create it/)
+    const three = withStrategies({version: 'v1.36.4', portSharing: true, controlPlaneNodes: 3}, 0, 1)
+    assert.match(byName(three, 'kube-apiserver').strategyNote, /^3 apiservers: one is replaced at a time while the others serve, its new pod starting beside the old one/)
+    assert.equal(byName(three, 'kube-scheduler').strategyNote, "the Deployment's own rolling update")
   })
 
   it('three control-plane nodes: a plain rolling update', () => {

@@ -1,0 +1,80 @@
+import {request} from 'node:https'
+import {readFileSync} from 'node:fs'
+
+import {parse as parseYaml} from 'yaml'
+
+/**
+ * A client that asks the API every 100 ms, as cluster-admin, for /readyz and for a ConfigMap
+ * (an authenticated, authorized read that reaches etcd), through the cluster's API address.
+ * Every answer other than 200, and every connection failure, counts; so does the longest time
+ * between two successful answers. New connections every time, so each request may meet a
+ * different apiserver instance (SO_REUSEPORT spreads connections over them).
+ */
+export interface PollerReport {
+  requests: number
+  failures: number
+  /** Failures by kind: "status 403", "ECONNREFUSED", ... */
+  byKind: Record<string, number>
+  longestGapMs: number
+  /** When the first failure of each kind happened, relative to start. */
+  firstAtMs: Record<string, number>
+}
+
+export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: number; configMap?: string} = {}): {stop: () => Promise<PollerReport>} {
+  const kc = parseYaml(readFileSync(kubeconfigPath, 'utf8')) as {
+    clusters: Array<{cluster: {server: string; 'certificate-authority-data': string}}>
+    users: Array<{user: {'client-certificate-data': string; 'client-key-data': string}}>
+  }
+  const server = new URL(kc.clusters[0].cluster.server)
+  const ca = Buffer.from(kc.clusters[0].cluster['certificate-authority-data'], 'base64')
+  const cert = Buffer.from(kc.users[0].user['client-certificate-data'], 'base64')
+  const key = Buffer.from(kc.users[0].user['client-key-data'], 'base64')
+  const paths = ['/readyz', `/api/v1/namespaces/kube-system/configmaps/${opts.configMap ?? 'kubeadm-config'}`]
+  const report: PollerReport = {requests: 0, failures: 0, byKind: {}, longestGapMs: 0, firstAtMs: {}}
+  const started = Date.now()
+  let lastOk = Date.now()
+  let stopped = false
+  const fail = (kind: string) => {
+    report.failures++
+    report.byKind[kind] = (report.byKind[kind] ?? 0) + 1
+    report.firstAtMs[kind] ??= Date.now() - started
+  }
+
+  const once = (path: string) =>
+    new Promise<void>((resolve) => {
+      report.requests++
+      const req = request({host: server.hostname, port: server.port, path, ca, cert, key, agent: false, timeout: 2000}, (res) => {
+        res.resume()
+        res.on('end', () => {
+          if (res.statusCode === 200) {
+            report.longestGapMs = Math.max(report.longestGapMs, Date.now() - lastOk)
+            lastOk = Date.now()
+          } else fail(`status ${res.statusCode}`)
+          resolve()
+        })
+      })
+      req.on('timeout', () => req.destroy(new Error('timeout')))
+      req.on('error', (error: NodeJS.ErrnoException) => {
+        fail(error.code ?? error.message)
+        resolve()
+      })
+      req.end()
+    })
+
+  const loop = (async () => {
+    let i = 0
+    while (!stopped) {
+      const tick = Date.now()
+      await once(paths[i++ % paths.length])
+      await new Promise((r) => setTimeout(r, Math.max(0, (opts.intervalMs ?? 100) - (Date.now() - tick))))
+    }
+  })()
+  return {
+    async stop() {
+      stopped = true
+      await loop
+      report.longestGapMs = Math.max(report.longestGapMs, Date.now() - lastOk)
+      return report
+    },
+  }
+}
