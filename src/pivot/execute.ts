@@ -666,7 +666,7 @@ export class PivotRunner {
       if (backup) await this.taskOk(files.node, 'pivot-retire', RETIRE_BACKUP_SCRIPT, {STAMP: backup.stamp})
     }
 
-    summary.push('backups kept on the nodes with the suffix -reverted')
+    summary.push('backups kept on the nodes, each marked with a REVERTED file')
     return {components: plans, dryRun: false, summary, exitCode: ExitCode.ok}
   }
 
