@@ -4,7 +4,8 @@ import type {IptablesDump} from './iptables.js'
 import {Cidr} from './ip.js'
 import type {ServiceInfo, ServicePortInfo} from './model.js'
 import type {RuleSet} from './trace.js'
-import {Outcome, WalkPacket, Walker} from './walk.js'
+import {InterfaceSpace, Where} from './interfaces.js'
+import {Origin, Outcome, WalkPacket, Walker} from './walk.js'
 
 /** The filter chains kube-proxy hooks in, for dumps (like kube-proxy's test data) without built-in chains. */
 const KUBE_FILTER_CHAINS: Record<string, string[]> = {
@@ -129,18 +130,33 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       .slice(0, 1)
   }
 
+  /** The chains a hook runs: the built-in one, or (dumps without it) kube-proxy's own. */
+  const hookEntry = (table: string, hook: string, fallback: string[]) =>
+    hasRules(table, hook) || dump.chain(table, hook)?.policy === 'DROP' ? [hook] : fallback
+
+  let interfaceModel: InterfaceModel | undefined
+  const interfaces = (origin: Origin) => {
+    interfaceModel ??= buildInterfaceModel(dump)
+    if (interfaceModel.dockerNames.length > 0 && !notes.some((n) => n.startsWith('Docker'))) {
+      notes.push(`Docker's bridges (${interfaceModel.dockerNames.join(', ')}) are assumed to carry no traffic of pods or Services: their FORWARD rules are followed for other interfaces only`)
+    }
+
+    return {space: interfaceModel.space, start: interfaceModel.start(origin)}
+  }
+
   return {
     mode: 'iptables',
     notes,
+    interfaces,
     trace(packet: WalkPacket): Outcome[] {
-      const walker = new Walker(dump, packet, {masqueradeMark})
+      const walker = new Walker(dump, packet, {masqueradeMark, interfaces: interfaces(packet.origin)})
       const natHook = packet.origin === 'node' ? 'OUTPUT' : 'PREROUTING'
-      const natEntry = hasRules('nat', natHook) ? [natHook] : ['KUBE-SERVICES']
+      const natEntry = hookEntry('nat', natHook, ['KUBE-SERVICES'])
       const afterNat = nat ? walker.walk('nat', natEntry) : [walker.walk('nat', [])[0]]
       if (!filter) return afterNat
       return afterNat.flatMap((outcome) => {
         const hook = packet.origin === 'node' ? 'OUTPUT' : outcome.verdict.kind !== 'dnat' && packet.destinationLocal ? 'INPUT' : 'FORWARD'
-        const entry = hasRules('filter', hook) ? [hook] : KUBE_FILTER_CHAINS[hook]
+        const entry = hookEntry('filter', hook, KUBE_FILTER_CHAINS[hook])
         // Only a filter verdict is worth showing; accepted packets keep the nat path.
         return walker.walk('filter', entry, outcome).map((o) => (o.verdict.kind === 'dnat' || o.verdict.kind === 'unhandled' ? {...o, steps: outcome.steps} : o))
       })
@@ -168,6 +184,71 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
     },
     hasKubeProxyRules() {
       return hasRules('nat', 'KUBE-SERVICES') || [...(nat?.keys() ?? [])].some((n) => n.startsWith('KUBE-SVC-'))
+    },
+  }
+}
+
+interface InterfaceModel {
+  space: InterfaceSpace
+  dockerNames: string[]
+  start(origin: Origin): Where
+}
+
+const DETECT_LOCAL_CHAINS = /^KUBE-(SVC|SVL|XLB|EXT)-/
+
+/**
+ * What the interfaces named in the rules are: kube-proxy's own "not from a pod" rules
+ * (`! -i cali+ -j KUBE-MARK-MASQ`, --detect-local-mode InterfaceNamePrefix or BridgeInterface)
+ * name the pods' interfaces; Docker's chains name its bridges, which pods do not use.
+ */
+function buildInterfaceModel(dump: IptablesDump): InterfaceModel {
+  const space = new InterfaceSpace(dump.interfaceNames())
+  const podPatterns = new Set<string>()
+  const docker = new Set<string>()
+  if (space.size > 2) {
+    let examined = 0
+    for (const [name, chain] of dump.tables.get('nat') ?? []) {
+      if (!DETECT_LOCAL_CHAINS.test(name) || chain.ruleCount === 0) continue
+      for (const rule of chain.rulesMentioning('KUBE-MARK-MASQ')) {
+        for (const c of rule.conditions) if (c.kind === 'interface' && c.field === 'in') podPatterns.add(c.name)
+      }
+
+      if (++examined >= 5) break
+    }
+
+    for (const [name, chain] of dump.tables.get('filter') ?? []) {
+      const dockers = name.startsWith('DOCKER')
+      if (!dockers && name !== 'FORWARD') continue
+      for (const rule of chain.rules()) {
+        if (!dockers && !(rule.action.kind === 'jump' && rule.action.chain.startsWith('DOCKER'))) continue
+        for (const c of rule.conditions) if (c.kind === 'interface' && c.name !== '+') docker.add(c.name)
+      }
+    }
+  }
+
+  const atoms = [...Array(space.size).keys()]
+  const isDocker = new Set(atoms.filter((a) => [...docker].some((d) => space.atomMatches(a, d))))
+  const isPod = new Set(atoms.filter((a) => [...podPatterns].some((p) => space.atomMatches(a, p))))
+  const notDocker = (a: number) => !isDocker.has(a)
+  const starts = new Map<Origin, Where>()
+  return {
+    space,
+    dockerNames: [...docker].sort(),
+    start(origin) {
+      let where = starts.get(origin)
+      if (!where) {
+        // Atom 0 is "no interface": only what the node itself sends arrives without one.
+        const ins =
+          origin === 'node'
+            ? (a: number) => a === 0
+            : origin === 'pod'
+              ? (a: number) => (isPod.size > 0 ? isPod.has(a) : a !== 0 && notDocker(a))
+              : (a: number) => a !== 0 && notDocker(a) && !isPod.has(a)
+        where = space.product(ins, notDocker)
+        starts.set(origin, where)
+      }
+
+      return where
     },
   }
 }

@@ -1,5 +1,6 @@
 import {CliError} from '../errors.js'
 import type {Action, Chain, ChainGraph, Condition, Rule} from './graph.js'
+import {scanInterfaceNames} from './interfaces.js'
 import {parseCidr, splitHostPort} from './ip.js'
 
 /**
@@ -13,6 +14,8 @@ export interface IptablesDump extends ChainGraph {
   tables: Map<string, Map<string, IptablesChain>>
   /** The iptables-save version in the header, when present (e.g. "v1.8.9 (nf_tables)"). */
   generator?: string
+  /** Every interface name or wildcard the rules use (-i/-o), scanned once on first use. */
+  interfaceNames(): Set<string>
 }
 
 export class IptablesChain implements Chain {
@@ -218,11 +221,13 @@ export function parseIptablesSave(text: string): IptablesDump {
 
   if (current) throw dumpError(lastContentLine, `the dump ends inside table "${currentName}" (opened at line ${openedAt}) without COMMIT: it looks truncated`)
   if (tables.size === 0) throw new CliError('iptables dump: no "*table" line found; this is not iptables-save output')
+  let interfaces: Set<string> | undefined
   return {
     mode: 'iptables',
     tables,
     generator,
     chain: (table, name) => tables.get(table)?.get(name),
+    interfaceNames: () => (interfaces ??= scanInterfaceNames(text)),
   }
 }
 
