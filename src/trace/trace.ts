@@ -256,7 +256,7 @@ const sameRouting = (a: FrontendTrace, b: FrontendTrace) =>
 export function traceService(rules: RuleSet, service: ServiceInfo, ctx: TraceContext = {}): TraceResult {
   const cidrs = ctx.clusterCidrs && ctx.clusterCidrs.length > 0 ? ctx.clusterCidrs : rules.clusterCidrs()
   const sliceKnown = ctx.slices !== undefined
-  const notes = [...rules.notes]
+  const notes: string[] = []
   if (cidrs.length === 0) notes.push('the pod network (cluster CIDR) is unknown: masquerading of pod traffic is shown as conditional')
   const ipv6 = [...service.clusterIPs, ...service.externalIPs, ...service.loadBalancerIPs].filter((ip) => !isIPv4(ip))
   if (ipv6.length > 0) notes.push(`IPv6 addresses are not traced (${ipv6.join(', ')}): only IPv4 rules (iptables, "ip kube-proxy") are read`)
@@ -303,7 +303,8 @@ export function traceService(rules: RuleSet, service: ServiceInfo, ctx: TraceCon
     backend: ctx.backend,
     ports,
     findings,
-    notes,
+    // The rule set learns some of its notes while tracing (e.g. which interfaces are Docker's).
+    notes: [...rules.notes, ...notes],
   }
 }
 
