@@ -1,5 +1,5 @@
 import {servicePortChains} from './hash.js'
-import type {Condition} from './graph.js'
+import type {Condition, Rule} from './graph.js'
 import type {IptablesDump} from './iptables.js'
 import {Cidr} from './ip.js'
 import type {ServiceInfo, ServicePortInfo} from './model.js'
@@ -14,8 +14,11 @@ const KUBE_FILTER_CHAINS: Record<string, string[]> = {
   OUTPUT: ['KUBE-PROXY-FIREWALL', 'KUBE-SERVICES', 'KUBE-FIREWALL'],
 }
 
-/** "ns/name:port what" as kube-proxy writes its comments. */
-const COMMENT = /^([a-z0-9][-a-z0-9.]*)\/([a-z0-9][-a-z0-9.]*)(?::(\S+))?(?: (.*))?$/
+/**
+ * "ns/name:port what" as kube-proxy writes its comments; an unnamed port is "ns/name what"
+ * from about 1.16 and "ns/name: what" before (ServicePortName always had the colon then).
+ */
+const COMMENT = /^([a-z0-9][-a-z0-9.]*)\/([a-z0-9][-a-z0-9.]*)(?::(\S*))?(?: (.*))?$/
 
 interface CommentRef {
   namespace: string
@@ -108,6 +111,8 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
     return found
   }
 
+  const marksForMasquerade = (r: Rule) =>
+    (r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ') || (r.action.kind === 'mark' && masqueradeMark !== undefined && (r.action.xor & masqueradeMark) !== 0)
   const detectClusterCidrs = (): Cidr[] => {
     // kube-proxy masquerades ClusterIP traffic from outside the pod network: "! -s <cidr> -j KUBE-MARK-MASQ".
     let examined = 0
@@ -115,7 +120,7 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       if (!name.startsWith('KUBE-SVC-') || chain.ruleCount === 0) continue
       const found = chain
         .rules()
-        .filter((r) => r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ')
+        .filter(marksForMasquerade)
         .flatMap((r) => r.conditions.filter((c): c is Extract<Condition, {kind: 'address'}> => c.kind === 'address' && c.field === 'source' && c.negated))
         .map((c) => c.cidr)
       if (found.length > 0) return found
@@ -124,7 +129,7 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
 
     // IPVS mode keeps the same condition on KUBE-SERVICES itself (with an ipset match).
     return (dump.chain('nat', 'KUBE-SERVICES')?.rules() ?? [])
-      .filter((r) => r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ')
+      .filter(marksForMasquerade)
       .flatMap((r) => r.conditions.filter((c): c is Extract<Condition, {kind: 'address'}> => c.kind === 'address' && c.field === 'source' && c.negated))
       .map((c) => c.cidr)
       .slice(0, 1)
@@ -174,10 +179,23 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       return cidrs
     },
     expectedChains(service: ServiceInfo, port: ServicePortInfo) {
-      const chains = servicePortChains(service.namespace, service.name, port.name, port.protocol)
+      // Hash names as kube-proxy computes them; before ~1.16 an unnamed port kept its colon ("ns/name:").
+      const schemes = [servicePortChains(service.namespace, service.name, port.name, port.protocol)]
+      if (!port.name) schemes.push(servicePortChains(service.namespace, `${service.name}:`, '', port.protocol))
+      const chains = schemes.find((c) => nat?.has(c.svc) || nat?.has(c.svl)) ?? schemes[0]
       const expected: Record<string, string> = {}
       for (const [kind, chain] of Object.entries(chains)) {
         if (kind === 'svc' || nat?.has(chain)) expected[kind] = chain
+      }
+
+      if (!nat?.has(expected.svc)) {
+        // A naming scheme of its own: the chains the Service's rules jump to are the truth.
+        for (const rule of nat?.get('KUBE-SERVICES')?.rulesMentioning(`${service.namespace}/${service.name}`) ?? []) {
+          const ref = parseServiceComment(rule.comment)
+          const target = rule.action.kind === 'jump' || rule.action.kind === 'goto' ? rule.action.chain : ''
+          const kind = /^KUBE-(SVC|SVL|EXT|FW|XLB)-/.exec(target)?.[1].toLowerCase()
+          if (kind && ref?.name === service.name && ref.portName === port.name) expected[kind] = target
+        }
       }
 
       return expected

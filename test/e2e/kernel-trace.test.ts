@@ -128,6 +128,12 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     await checkAgainstKernel(ns, rules, ['default/web', 'default/broken', 'default/shop', 'default/edge'])
   })
 
+  it('iptables: the hand-written v1.14 layout ("ns/name: cluster IP" comments, unnamed ports, a direct MARK masquerade rule)', async () => {
+    await ns.exec(['iptables-restore'], readFileSync(new URL('iptables-v1.14-unnamed-port.txt', fixtures), 'utf8'))
+    const rules = iptablesRuleSet(parseIptablesSave((await ns.exec(['iptables-save'])).stdout))
+    await checkAgainstKernel(ns, rules, ['default/hostnames', 'default/direct'])
+  })
+
   it('iptables: generated kube-proxy rules with 7 endpoints (probabilities 1/7 ... 1/2)', async () => {
     const services = generateServices(3, 7)
     await ns.exec(['iptables-restore'], iptablesSaveOf(services))
