@@ -35,6 +35,8 @@ export class IptablesChain implements Chain {
     readonly table: string,
     readonly policy: string | undefined,
     private readonly source: string,
+    /** A built-in chain the input did not declare (iptables-restore does not require it). */
+    readonly implicit = false,
   ) {}
 
   /** Adds the rule at [start, end) of the dump; `continues` when it directly follows this chain's previous rule. */
@@ -115,6 +117,15 @@ export class IptablesChain implements Chain {
   }
 }
 
+/** The chains each table has in the kernel before any rule is loaded. */
+const BUILTIN_CHAINS: Record<string, string[]> = {
+  filter: ['INPUT', 'FORWARD', 'OUTPUT'],
+  nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
+  mangle: ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'],
+  raw: ['PREROUTING', 'OUTPUT'],
+  security: ['INPUT', 'FORWARD', 'OUTPUT'],
+}
+
 const dumpError = (line: number, what: string) => new CliError(`iptables dump, line ${line}: ${what}`)
 
 /** Parses iptables-save text; throws a CliError naming the line of the first problem. */
@@ -131,6 +142,8 @@ export function parseIptablesSave(text: string): IptablesDump {
   let lastChain: IptablesChain | undefined
   let previousWasRule = false
   const length = text.length
+  // iptables-restore reads past a UTF-8 byte order mark, as editors on other systems write one.
+  if (text.charCodeAt(0) === 0xfeff) start = 1
   while (start <= length) {
     let end = text.indexOf('\n', start)
     if (end < 0) end = length
@@ -191,6 +204,11 @@ export function parseIptablesSave(text: string): IptablesDump {
       if (!/^[a-z]+$/.test(currentName)) throw dumpError(lineNo, `"${line}" is not a table name`)
       current = tables.get(currentName) ?? new Map()
       tables.set(currentName, current)
+      // Built-in chains exist in the kernel whether or not the input declares them.
+      for (const builtin of BUILTIN_CHAINS[currentName] ?? []) {
+        if (!current.has(builtin)) current.set(builtin, new IptablesChain(builtin, currentName, 'ACCEPT', text, true))
+      }
+
       lastChain = undefined
       openedAt = lineNo
       continue
@@ -212,7 +230,8 @@ export function parseIptablesSave(text: string): IptablesDump {
       const counters = policyEnd < 0 || (line.charCodeAt(policyEnd + 1) === 91 && line.endsWith(']') && line.includes(':', policyEnd))
       if (!policy || !counters) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
       const name = line.slice(1, space)
-      if (!current.has(name)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, text))
+      const existing = current.get(name)
+      if (!existing || (existing.implicit && existing.ruleCount === 0)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, text))
       continue
     }
 
@@ -378,9 +397,16 @@ export function compileRule(text: string, lineNo: number): Rule {
         break
       }
 
-      case '--probability':
-        probability = Number(value(word))
+      case '--probability': {
+        // iptables refuses anything but a number from 0 to 1.
+        const text = value(word)
+        probability = Number(text)
+        if (text.trim() === '' || !Number.isFinite(probability) || probability < 0 || probability > 1) {
+          throw dumpError(lineNo, `--probability "${shorten(text)}" is not a number from 0 to 1`)
+        }
+
         break
+      }
       case '--name':
         recent = {...(recent ?? {check: false, set: false}), list: value(word)}
         break

@@ -52,8 +52,8 @@ export function splitSections(text: string): RuleSections {
 
 /** The mode a set of listings was taken in, when the listings alone say so. */
 export function detectMode(sections: RuleSections): ProxyMode | undefined {
-  if (sections.ipvs !== undefined && /^\s*(TCP|UDP|SCTP)\s/m.test(sections.ipvs)) return 'ipvs'
-  if (sections.nft !== undefined && /^\s*chain service-|elements = \{/m.test(sections.nft)) return 'nftables'
+  if (sections.ipvs !== undefined && /^[ \t]*(TCP|UDP|SCTP)\s/m.test(sections.ipvs)) return 'ipvs'
+  if (sections.nft !== undefined && /^[ \t]*chain service-|elements = \{/m.test(sections.nft)) return 'nftables'
   if (sections.iptables !== undefined && /^(\[\d+:\d+\] )?-A KUBE-SERVICES /m.test(sections.iptables)) return 'iptables'
   if (sections.nft !== undefined) return 'nftables'
   if (sections.ipvs !== undefined) return 'ipvs'

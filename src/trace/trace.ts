@@ -318,6 +318,12 @@ function portFindings(port: ServicePortInfo, frontends: FrontendTrace[], slices:
     const reached = frontend.endpoints.reduce((sum, e) => sum + e.share, 0)
     const stopped = frontend.verdicts.filter((v) => v.kind === 'reject' || v.kind === 'drop').reduce((sum, v) => sum + v.share, 0)
     const lost = frontend.verdicts.filter((v) => v.kind === 'unhandled' || v.kind === 'missing').reduce((sum, v) => sum + v.share, 0)
+    for (const v of frontend.verdicts) {
+      if (v.kind === 'missing' && v.share > SHARE_TOLERANCE) {
+        findings.push({kind: 'missing-chain', port: label, message: `${describeFrontend(frontend)}: ${pct(v.share)} of connections jump to chain ${v.chain}${v.line ? ` (line ${v.line})` : ''}, which the rules do not hold`})
+      }
+    }
+
     if (reached > SHARE_TOLERANCE && Math.abs(reached + stopped - 1) > SHARE_TOLERANCE) {
       findings.push({
         kind: 'share-sum',
