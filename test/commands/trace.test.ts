@@ -246,3 +246,33 @@ describe('trace (live cluster, HTTP fake)', function () {
     assert.match(stderr, /^error: namespace "apps" refuses privileged pods \(PodSecurity "restricted:latest"\)/m)
   })
 })
+
+describe('trace through a pipe (the built CLI, a child process)', function () {
+  this.timeout(180_000)
+
+  it('a 2.8 MB JSON result with findings (exit 2) arrives whole: the process waits for stdout before it exits', async () => {
+    const {ensureBuilt, repoRoot} = await import('../helpers/build.js')
+    const {execa} = await import('execa')
+    const {generateServices, iptablesSaveOf} = await import('../helpers/kube-proxy-dump.js')
+    const {mkdtempSync, rmSync, writeFileSync} = await import('node:fs')
+    const {tmpdir} = await import('node:os')
+    const {join} = await import('node:path')
+    await ensureBuilt()
+    // 2,000 endpoints, the last KUBE-SVC rule gone: 1/2000 of connections match nothing (a finding).
+    const lines = iptablesSaveOf(generateServices(1, 2000)).split('\n')
+    lines.splice(lines.reduce((last, l, k) => (l.startsWith('-A KUBE-SVC-') ? k : last), -1), 1)
+    const dir = mkdtempSync(join(tmpdir(), 'selfhost-trace-pipe-'))
+    try {
+      const file = join(dir, 'dump.txt')
+      writeFileSync(file, lines.join('\n'))
+      const run = await execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), 'trace', '--from-file', file, 'svc/ns0/svc-0', '-o', 'json'], {reject: false})
+      assert.equal(run.exitCode, 2, run.stderr)
+      assert.ok(run.stdout.length > 1_000_000, `${run.stdout.length} bytes`)
+      const result = JSON.parse(run.stdout) as TraceResult
+      assert.equal(result.ports[0].frontends[0].endpoints.length, 1999)
+      assert.ok(result.findings.some((f) => f.kind === 'share-sum'))
+    } finally {
+      rmSync(dir, {recursive: true, force: true})
+    }
+  })
+})
