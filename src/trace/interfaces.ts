@@ -171,7 +171,14 @@ export class InterfaceSpace {
     const chosen = new Set(atoms)
     if ([...universe].every((a) => chosen.has(a))) return ''
     const excluded = [...universe].filter((a) => !chosen.has(a))
-    const name = (a: number) => (a === NONE ? '(none: sent by the node)' : a === OTHER ? 'an interface no rule names' : this.atoms[a])
+    const name = (a: number) => {
+      if (a === NONE) return '(none: sent by the node)'
+      if (a === OTHER) return 'an interface no rule names'
+      const atom = this.atoms[a]
+      // A wildcard atom leaves out the names other atoms hold: say so.
+      const narrower = atom.endsWith('+') && this.atoms.some((other, k) => k > OTHER && other !== atom && this.atomMatches(k, atom))
+      return narrower ? `other ${atom}` : atom
+    }
     const list = (names: number[]) => (names.length <= 4 ? names.map(name).join('|') : `one of ${names.length} (${names.slice(0, 3).map(name).join(', ')}, ...)`)
     const positive = atoms.filter((a) => a !== OTHER)
     if (atoms.includes(OTHER) || excluded.length < positive.length) return `${field} not via ${list(excluded)}`

@@ -83,7 +83,7 @@ function planFrontends(service: ServiceInfo, port: ServicePortInfo, ctx: TraceCo
     clusterCidrs: cidrs,
   })
   for (const ip of service.clusterIPs.filter(family)) {
-    plans.push({kind: 'clusterIP', address: formatHostPort(ip, port.port), packet: packet(ip, port.port, 'pod')})
+    for (const origin of ['pod', 'node'] as const) plans.push({kind: 'clusterIP', address: formatHostPort(ip, port.port), packet: packet(ip, port.port, origin)})
   }
 
   const externals: Array<[FrontendKind, string[]]> = [
@@ -286,8 +286,9 @@ export function traceService(rules: RuleSet, service: ServiceInfo, ctx: TraceCon
       for (const cell of cells) {
         const traced = frontendFromOutcomes(plan, cell.assumptions, cell.outcomes, portSlices, sliceKnown)
         // A pod reaching an external address usually routes like outside traffic: keep one.
+        // The node's own connections to a ClusterIP usually route like a pod's: keep one too.
         const twin = frontends.find((f) => f.kind === traced.kind && f.address === traced.address && f.from !== traced.from)
-        if (traced.from === 'pod' && plan.kind !== 'clusterIP' && twin && sameRouting(twin, traced)) continue
+        if (((traced.from === 'pod' && plan.kind !== 'clusterIP') || traced.from === 'node') && twin && sameRouting(twin, traced)) continue
         frontends.push(traced)
       }
     }
@@ -324,7 +325,10 @@ function portFindings(port: ServicePortInfo, frontends: FrontendTrace[], slices:
       }
     }
 
-    if (reached > SHARE_TOLERANCE && Math.abs(reached + stopped - 1) > SHARE_TOLERANCE) {
+    // The node's own connections meet the same Service chain as a pod's: one finding for both.
+    const podTwin = frontend.from === 'node' && frontends.find((f) => f.from === 'pod' && f.kind === frontend.kind && f.address === frontend.address)
+    const sameShares = podTwin && Math.abs(podTwin.endpoints.reduce((sum, e) => sum + e.share, 0) - reached) < SHARE_TOLERANCE
+    if (!sameShares && reached > SHARE_TOLERANCE && Math.abs(reached + stopped - 1) > SHARE_TOLERANCE) {
       findings.push({
         kind: 'share-sum',
         port: label,

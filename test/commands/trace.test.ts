@@ -14,12 +14,22 @@ const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/kube-proxy/
 const v129 = fixture('iptables-v1.29-counters.txt')
 
 describe('trace --from-file (no cluster)', () => {
-  it('prints the tree with shares and exits 0 when nothing is wrong', async () => {
+  it('prints one block per way in by default: endpoints, shares, masquerading', async () => {
     const {stdout, stderr, exitCode} = await runCommand(['trace', '--from-file', v129, 'svc/default/web'])
+    assert.equal(exitCode, 0, stderr)
+    assert.match(stdout, /  ClusterIP 10\.96\.10\.10:80 from a pod\n    => 10\.244\.1\.5:8080 33\.3%, 10\.244\.2\.6:8080 33\.3%, 10\.244\.3\.7:8080 33\.3%\n/)
+    assert.match(stdout, /  ClusterIP 10\.96\.10\.10:80 from the node\n    => 10\.244\.1\.5:8080 33\.3% \(masqueraded\)/)
+    assert.doesNotMatch(stdout, /KUBE-SEP-/)
+  })
+
+  it('prints the tree with shares with -o wide (or --chains) and exits 0 when nothing is wrong', async () => {
+    const wide = await runCommand(['trace', '--from-file', v129, 'svc/default/web', '--chains'])
+    assert.equal(wide.stdout, (await runCommand(['trace', '--from-file', v129, 'svc/default/web', '-o', 'wide'])).stdout)
+    const {stdout, stderr, exitCode} = wide
     assert.equal(exitCode, 0, stderr)
     assert.match(stdout, /svc\/web in default \(ClusterIP 10\.96\.10\.10\): kube-proxy iptables mode/)
     assert.match(stdout, /ClusterIP 10\.96\.10\.10:80 from a pod/)
-    assert.equal(stdout.match(/33\.3% -> KUBE-SEP-/g)?.length, 3)
+    assert.equal(stdout.match(/33\.3% -> KUBE-SEP-/g)?.length, 6)
     assert.match(stdout, /=> 10\.244\.1\.5:8080 33\.3%, 10\.244\.2\.6:8080 33\.3%, 10\.244\.3\.7:8080 33\.3%/)
   })
 
@@ -271,6 +281,34 @@ describe('trace through a pipe (the built CLI, a child process)', function () {
       const result = JSON.parse(run.stdout) as TraceResult
       assert.equal(result.ports[0].frontends[0].endpoints.length, 1999)
       assert.ok(result.findings.some((f) => f.kind === 'share-sum'))
+    } finally {
+      rmSync(dir, {recursive: true, force: true})
+    }
+  })
+})
+
+describe('trace default view on a node with Docker and CNI rules', () => {
+  it('a 2-port Service with 3 endpoints prints at most 30 lines (flannel, and Calico-style dispatch)', async () => {
+    const {generateServices, iptablesSaveOf} = await import('../helpers/kube-proxy-dump.js')
+    const {withHostRules} = await import('../fixtures/kube-proxy/host-rules.js')
+    const {mkdtempSync, rmSync, writeFileSync} = await import('node:fs')
+    const {tmpdir} = await import('node:os')
+    const {join} = await import('node:path')
+    const [base] = generateServices(1, 3)
+    const services = [base, {...base, portName: 'https', port: 443, endpoints: base.endpoints.map((e) => ({...e, port: 8443}))}]
+    const filter = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':KUBE-FORWARD - [0:0]', '-A FORWARD -j KUBE-FORWARD', '-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT', 'COMMIT', ''].join('\n')
+    const dir = mkdtempSync(join(tmpdir(), 'selfhost-trace-view-'))
+    try {
+      for (const cni of [{flannel: {podCidr: '10.128.0.0/9'}}, {calico: {workloads: ['calia1b2c3d4e5f', 'cali0f9e8d7c6b5']}}]) {
+        const file = join(dir, 'node.txt')
+        writeFileSync(file, withHostRules(filter + iptablesSaveOf(services), {dockerNetworks: 3, ...cni}))
+        const {stdout, stderr, exitCode} = await runCommand(['trace', '--from-file', file, `svc/${base.namespace}/${base.name}`])
+        assert.equal(exitCode, 0, stderr)
+        const lines = stdout.trimEnd().split('\n')
+        assert.ok(lines.length <= 30, `${Object.keys(cni)[0]}: ${lines.length} lines:\n${stdout}`)
+        assert.equal(stdout.match(/^port /gm)?.length, 2)
+        assert.match(stdout, /=> 10\.128\.0\.1:8443 33\.3%/)
+      }
     } finally {
       rmSync(dir, {recursive: true, force: true})
     }

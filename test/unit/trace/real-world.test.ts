@@ -164,7 +164,7 @@ describe('older kube-proxy layouts (1.14: "ns/name: what" comments for unnamed p
     const result = traceService(rules, service)
     // The chain names of that time hashed "default/hostnames:" with the colon.
     assert.equal(result.ports[0].expectedChains?.svc, 'KUBE-SVC-NWV5X2332I4OT4T3')
-    const cluster = result.ports[0].frontends.filter((f) => f.kind === 'clusterIP')
+    const cluster = result.ports[0].frontends.filter((f) => f.kind === 'clusterIP' && f.from === 'pod')
     assert.equal(cluster.length, 1)
     assert.equal(cluster[0].endpoints.length, 3)
     assert.equal(result.findings.length, 0)
@@ -172,7 +172,7 @@ describe('older kube-proxy layouts (1.14: "ns/name: what" comments for unnamed p
 
   it('a direct "-j MARK --set-xmark 0x4000/0x4000" masquerade rule is a masquerade note, not six paths and false findings', () => {
     const result = traceService(rules, rules.findService('default', 'direct')!)
-    const frontends = result.ports[0].frontends
+    const frontends = result.ports[0].frontends.filter((f) => f.from === 'pod')
     assert.equal(frontends.length, 1, JSON.stringify(frontends.map((f) => f.assumptions)))
     assert.deepEqual(frontends[0].endpoints.map((e) => e.share), [0.5, 0.5])
     assert.equal(result.findings.length, 0)
