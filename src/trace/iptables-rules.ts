@@ -40,13 +40,13 @@ const firstOf = <K extends Condition['kind']>(conditions: Condition[], kind: K) 
 export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   let services: Map<string, ServiceInfo> | undefined
   let cidrs: Cidr[] | undefined
-  const notes: string[] = []
+  const notes: string[] = [...(dump.notes ?? [])]
   const nat = dump.tables.get('nat')
   const filter = dump.tables.get('filter')
   const hasRules = (table: string, chain: string) => (dump.chain(table, chain)?.ruleCount ?? 0) > 0
   const masqueradeRule = dump.chain('nat', 'KUBE-MARK-MASQ')?.rules().find((r) => r.action.kind === 'mark')
   const masqueradeMark = masqueradeRule?.action.kind === 'mark' ? masqueradeRule.action.xor : undefined
-  if (!hasRules('nat', 'PREROUTING') && !hasRules('nat', 'OUTPUT') && hasRules('nat', 'KUBE-SERVICES')) {
+  if (notes.length === 0 && !hasRules('nat', 'PREROUTING') && !hasRules('nat', 'OUTPUT') && hasRules('nat', 'KUBE-SERVICES')) {
     notes.push('the dump has no PREROUTING/OUTPUT jumps (kube-proxy test data?): packets enter at KUBE-SERVICES as on a real node')
   }
 

@@ -14,6 +14,8 @@ export interface IptablesDump extends ChainGraph {
   tables: Map<string, Map<string, IptablesChain>>
   /** The iptables-save version in the header, when present (e.g. "v1.8.9 (nf_tables)"). */
   generator?: string
+  /** What was assumed to read the input (e.g. an excerpt without table headers). */
+  notes: string[]
   /** Every interface name or wildcard the rules use (-i/-o), scanned once on first use. */
   interfaceNames(): Set<string>
 }
@@ -117,6 +119,9 @@ export class IptablesChain implements Chain {
   }
 }
 
+/** kube-proxy's chains that live only in the filter table (for excerpts without table headers). */
+const EXCERPT_FILTER_CHAINS = new Set(['FORWARD', 'KUBE-FORWARD', 'KUBE-FIREWALL', 'KUBE-PROXY-FIREWALL', 'KUBE-EXTERNAL-SERVICES', 'KUBE-NODE-PORT', 'KUBE-PROXY-CANARY', 'KUBE-KUBELET-CANARY'])
+
 /** The chains each table has in the kernel before any rule is loaded. */
 const BUILTIN_CHAINS: Record<string, string[]> = {
   filter: ['INPUT', 'FORWARD', 'OUTPUT'],
@@ -138,6 +143,23 @@ export function parseIptablesSave(text: string): IptablesDump {
   let lineNo = 0
   let lastContentLine = 0
   let start = 0
+  // Without any "*table" line the input is an excerpt (`iptables-save | grep NAME`).
+  let excerpt = false
+  /** The chain an excerpt's rule belongs to: kube-proxy's verdict rules and filter chains in filter, the rest in nat. */
+  const excerptChain = (name: string, rest: string): IptablesChain => {
+    const verdict = / -j (REJECT|DROP|ACCEPT)( |$)/.test(rest)
+    const table = EXCERPT_FILTER_CHAINS.has(name) || ((name === 'KUBE-SERVICES' || name === 'KUBE-NODEPORTS') && verdict) ? 'filter' : 'nat'
+    const chains = tables.get(table) ?? new Map<string, IptablesChain>()
+    tables.set(table, chains)
+    let chain = chains.get(name)
+    if (!chain) {
+      chain = new IptablesChain(name, table, BUILTIN_CHAINS[table]?.includes(name) ? 'ACCEPT' : undefined, text, true)
+      chains.set(name, chain)
+    }
+
+    return chain
+  }
+
   // Rules of one chain come together: remember the last chain looked up.
   let lastChain: IptablesChain | undefined
   let previousWasRule = false
@@ -169,18 +191,21 @@ export function parseIptablesSave(text: string): IptablesDump {
     }
 
     if ((first === 45 /* - */ || first === 91) && text.startsWith('-A ', ruleStart)) {
-      if (!current) throw dumpError(lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
+      if (!current && tables.size === 0) excerpt = true
+      if (!current && !excerpt) throw dumpError(lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
       lastContentLine = lineNo
       const nameStart = ruleStart + 3
       let chain = lastChain
       const sameChain =
-        chain !== undefined && text.startsWith(chain.name, nameStart) && (nameStart + chain.name.length === lineEnd || text.charCodeAt(nameStart + chain.name.length) === 32)
+        !excerpt && chain !== undefined && text.startsWith(chain.name, nameStart) && (nameStart + chain.name.length === lineEnd || text.charCodeAt(nameStart + chain.name.length) === 32)
       if (!sameChain) {
         let nameEnd = text.indexOf(' ', nameStart)
         if (nameEnd < 0 || nameEnd > lineEnd) nameEnd = lineEnd
         const chainName = text.slice(nameStart, nameEnd)
-        chain = current.get(chainName)
-        if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
+        if (current) {
+          chain = current.get(chainName)
+          if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
+        } else chain = excerptChain(chainName, text.slice(nameEnd, lineEnd))
         lastChain = chain
       }
 
@@ -221,6 +246,14 @@ export function parseIptablesSave(text: string): IptablesDump {
       continue
     }
 
+    if (!current && first === 58 && tables.size === 0) excerpt = true
+    if (!current && excerpt && first === 58) {
+      // A declaration an excerpt kept (grep matches ":KUBE-SVC-... - [0:0]" too).
+      const space = line.indexOf(' ')
+      excerptChain(line.slice(1, space < 0 ? line.length : space), '')
+      continue
+    }
+
     if (!current) throw dumpError(lineNo, `"${shorten(line)}" is outside any table (expected a "*table" line first)`)
     if (first === 58 /* : */) {
       // ":NAME POLICY [packets:bytes]"
@@ -245,6 +278,11 @@ export function parseIptablesSave(text: string): IptablesDump {
     mode: 'iptables',
     tables,
     generator,
+    notes: excerpt
+      ? [
+          'the input has no "*table" line (an excerpt, e.g. `iptables-save | grep`): its rules were read as the nat table (kube-proxy\'s filter chains and REJECT/DROP/ACCEPT rules of KUBE-SERVICES as the filter table), with a chain\'s rules in the order given; a jump to a chain the excerpt leaves out shows as missing',
+        ]
+      : [],
     chain: (table, name) => tables.get(table)?.get(name),
     interfaceNames: () => (interfaces ??= scanInterfaceNames(text)),
   }

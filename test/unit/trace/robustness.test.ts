@@ -187,3 +187,34 @@ describe('fuzz: mutated fixture dumps end in a result or a line-numbered error, 
     }
   }
 })
+
+describe('pasted excerpts are traced with a note on what was assumed', () => {
+  it('`iptables-save | grep web` (no *nat header, no declarations, counters and all)', () => {
+    const excerpt = v129
+      .split('\n')
+      .filter((l) => l.includes('web'))
+      .join('\n')
+    const results = traceDump(excerpt, {kind: 'service', namespace: 'default', name: 'web'}, {namespace: 'default'})
+    const pod = results[0].ports[0].frontends.find((f) => f.from === 'pod')!
+    assert.deepEqual(pod.endpoints.map((e) => `${e.ip} ${e.share.toFixed(3)}`), ['10.244.1.5 0.333', '10.244.2.6 0.333', '10.244.3.7 0.333'])
+    assert.ok(results[0].notes.some((n) => n.includes('no "*table" line')), results[0].notes.join('\n'))
+    assert.equal(results[0].findings.length, 0)
+  })
+
+  it('an excerpt that cuts a chain the Service needs names it as missing (a finding)', () => {
+    const excerpt = v129
+      .split('\n')
+      .filter((l) => l.includes('-A KUBE-SERVICES') && l.includes('default/web:http'))
+      .join('\n')
+    const [result] = traceDump(excerpt, {kind: 'service', namespace: 'default', name: 'web'}, {namespace: 'default'})
+    assert.ok(result.findings.some((f) => f.kind === 'missing-chain' && f.message.includes('KUBE-SVC-CDGGSHYLG3RE2FKL')))
+  })
+
+  it('an `ipvsadm -Ln` listing with elided "..." lines and no header', () => {
+    const ipvs = ['TCP  10.96.30.1:80 wrr', '  -> 10.244.1.5:8080              Masq    3      0          0', '  ...', 'TCP  10.96.0.10:53 rr', '  -> 10.244.1.2:53                Masq    1      0          0'].join('\n')
+    const [result] = traceDump(ipvs, {kind: 'address', ip: '10.96.30.1', port: 80}, {namespace: 'default'})
+    assert.equal(result.mode, 'ipvs')
+    assert.deepEqual(result.ports[0].frontends[0].endpoints.map((e) => e.share), [1])
+    assert.ok(result.notes.some((n) => n.includes('leaves lines out')), result.notes.join('\n'))
+  })
+})
