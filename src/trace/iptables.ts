@@ -145,6 +145,8 @@ export function parseIptablesSave(text: string): IptablesDump {
   let start = 0
   // Without any "*table" line the input is an excerpt (`iptables-save | grep NAME`).
   let excerpt = false
+  let excerptRules = false
+  let excerptStart: {line: number; text: string} | undefined
   /** The chain an excerpt's rule belongs to: kube-proxy's verdict rules and filter chains in filter, the rest in nat. */
   const excerptChain = (name: string, rest: string): IptablesChain => {
     const verdict = / -j (REJECT|DROP|ACCEPT)( |$)/.test(rest)
@@ -205,7 +207,10 @@ export function parseIptablesSave(text: string): IptablesDump {
         if (current) {
           chain = current.get(chainName)
           if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
-        } else chain = excerptChain(chainName, text.slice(nameEnd, lineEnd))
+        } else {
+          chain = excerptChain(chainName, text.slice(nameEnd, lineEnd))
+          excerptRules = true
+        }
         lastChain = chain
       }
 
@@ -246,7 +251,11 @@ export function parseIptablesSave(text: string): IptablesDump {
       continue
     }
 
-    if (!current && first === 58 && tables.size === 0) excerpt = true
+    if (!current && first === 58 && tables.size === 0 && !excerpt) {
+      excerpt = true
+      excerptStart = {line: lineNo, text: line}
+    }
+
     if (!current && excerpt && first === 58) {
       // A declaration an excerpt kept (grep matches ":KUBE-SVC-... - [0:0]" too).
       const space = line.indexOf(' ')
@@ -271,6 +280,7 @@ export function parseIptablesSave(text: string): IptablesDump {
     throw dumpError(lineNo, `"${shorten(line)}" is not a table, chain, rule or COMMIT line`)
   }
 
+  if (excerpt && !excerptRules && excerptStart) throw dumpError(excerptStart.line, `"${shorten(excerptStart.text)}" is outside any table (expected a "*table" line first)`)
   if (current) throw dumpError(lastContentLine, `the dump ends inside table "${currentName}" (opened at line ${openedAt}) without COMMIT: it looks truncated`)
   if (tables.size === 0) throw new CliError('iptables dump: no "*table" line found; this is not iptables-save output')
   let interfaces: Set<string> | undefined
