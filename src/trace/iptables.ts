@@ -277,6 +277,15 @@ export function parseIptablesSave(text: string): IptablesDump {
       continue
     }
 
+    if (first === 45 /* - */ && (line.startsWith('-N ') || line.startsWith('-P '))) {
+      // `iptables -S CHAIN` declares chains this way: "-N NAME", "-P BUILTIN POLICY".
+      const [option, name, policy] = line.split(' ')
+      if (!name || (option === '-P' && !policy)) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
+      const existing = current.get(name)
+      if (!existing || (existing.implicit && existing.ruleCount === 0)) current.set(name, new IptablesChain(name, currentName, option === '-P' ? policy : undefined, text))
+      continue
+    }
+
     throw dumpError(lineNo, `"${shorten(line)}" is not a table, chain, rule or COMMIT line`)
   }
 

@@ -16,6 +16,10 @@ export interface RuleSections {
   iptablesCommand?: string
   nft?: string
   ipvs?: string
+  /** Only the chains one Service reaches were read (iptables -S, following jumps). */
+  partial?: boolean
+  /** Tools that died of a signal on the node (exit code above 128), e.g. a segfault. */
+  crashes?: Array<{command: string; exitCode: number}>
   /** What the node's kube-proxy says at :10249/proxyMode, when it could be asked. */
   proxyMode?: ProxyMode
 }
@@ -32,7 +36,9 @@ export function splitSections(text: string): RuleSections {
       if (header[0] === 'iptables') {
         sections.iptables = body
         sections.iptablesCommand = header[1]
-      } else if (header[0] === 'nft') sections.nft = body
+        sections.partial = header[2] === 'partial'
+      } else if (header[0] === 'crash') sections.crashes = [...(sections.crashes ?? []), {command: header[1], exitCode: Number(header[2])}]
+      else if (header[0] === 'nft') sections.nft = body
       else if (header[0] === 'ipvs') sections.ipvs = body
       else if (header[0] === 'proxymode' && ['iptables', 'nftables', 'ipvs'].includes(header[1])) sections.proxyMode = header[1] as ProxyMode
     }

@@ -10,7 +10,7 @@ import {iptablesRuleSet} from '../../src/trace/iptables-rules.js'
 import type {FrontendTrace, TraceResult} from '../../src/trace/model.js'
 import {parseNftTable} from '../../src/trace/nftables.js'
 import {nftRuleSet} from '../../src/trace/nft-rules.js'
-import {READ_RULES_SCRIPT} from '../../src/trace/live.js'
+import {serviceRulesScript} from '../../src/trace/live.js'
 import {detectMode, ruleSetFor, splitSections} from '../../src/trace/load.js'
 import type {RuleSet} from '../../src/trace/trace.js'
 import {traceService} from '../../src/trace/trace.js'
@@ -171,16 +171,43 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     }
 
     await ns.exec(['iptables-legacy-restore', '-c'], readFileSync(new URL('iptables-v1.29-counters.txt', fixtures), 'utf8'))
-    const {stdout} = await ns.exec(['sh', '-c', READ_RULES_SCRIPT])
+    const {stdout} = await ns.exec(['sh', '-c', serviceRulesScript('default', 'web')])
     const sections = splitSections(stdout)
     assert.equal(sections.iptablesCommand, 'iptables-legacy-save')
     assert.equal(detectMode(sections), 'iptables')
     await checkAgainstKernel(ns, ruleSetFor(sections, 'iptables'), ['default/web', 'default/shop'])
   })
 
+  it("on a big node (2,500 Services x 10 endpoints, Docker's rules) the node task reads only the Service's chains, and the kernel agrees", async () => {
+    const services = generateServices(2500, 10)
+    const filter = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':KUBE-FORWARD - [0:0]', '-A FORWARD -j KUBE-FORWARD', '-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT', 'COMMIT', ''].join('\n')
+    await ns.exec(['iptables-restore'], withHostRules(filter + iptablesSaveOf(services), {dockerNetworks: 4, flannel: {podCidr: '10.128.0.0/9'}}))
+    const last = services.at(-1)!
+    let started = performance.now()
+    const {stdout} = await ns.exec(['sh', '-c', serviceRulesScript(last.namespace, last.name)])
+    const partialMs = performance.now() - started
+    started = performance.now()
+    const whole = (await ns.exec(['iptables-save'])).stdout
+    const wholeMs = performance.now() - started
+    const sections = splitSections(stdout)
+    assert.equal(sections.partial, true)
+    const lines = sections.iptables!.split('\n').length
+    assert.ok(lines < 200, `${lines} lines read`)
+    console.log(`      partial read: ${lines} lines in ${partialMs.toFixed(0)} ms; iptables-save: ${whole.split('\n').length} lines in ${wholeMs.toFixed(0)} ms`)
+    const partial = ruleSetFor(sections, 'iptables')
+    const full = iptablesRuleSet(parseIptablesSave(whole))
+    const fromPartial = traceService(partial, partial.findService(last.namespace, last.name)!)
+    const fromWhole = traceService(full, full.findService(last.namespace, last.name)!)
+    // The same routing from either read (line numbers differ: they are lines of different texts).
+    const routing = (r: TraceResult) => r.ports.flatMap((p) => p.frontends.map((f) => [f.kind, f.from, f.assumptions, f.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), f.verdicts.map((v) => [v.kind, v.share])]))
+    assert.deepEqual(routing(fromPartial), routing(fromWhole))
+    assert.equal(fromPartial.ports[0].frontends[0].endpoints.length, 10)
+    await checkAgainstKernel(ns, partial, [`${last.namespace}/${last.name}`])
+  })
+
   it("the node task's script reads kube-proxy's nftables table", async () => {
     await ns.exec(['nft', '-f', '-'], readFileSync(new URL('nftables-v1.33-node.txt', fixtures), 'utf8'))
-    const sections = splitSections((await ns.exec(['sh', '-c', READ_RULES_SCRIPT])).stdout)
+    const sections = splitSections((await ns.exec(['sh', '-c', serviceRulesScript('default', 'web')])).stdout)
     assert.equal(detectMode(sections), 'nftables')
     await checkAgainstKernel(ns, ruleSetFor(sections, 'nftables'), ['default/web'])
   })
