@@ -61,7 +61,7 @@ for cmd in iptables iptables-nft iptables-legacy; do
   command -v "$cmd" >/dev/null 2>&1 || continue
   out=$("$cmd" -w 5 -t nat -S KUBE-SERVICES 2>/dev/null); rc=$?
   crash "$cmd" "$rc"
-  case "$out" in *"-A KUBE-SERVICES "*) ipt="$cmd"; break ;; esac
+  case "$out" in *"-A KUBE-SERVICES "*) ipt="$cmd"; services="$out"; break ;; esac
 done
 targets() {
   while IFS= read -r line; do
@@ -79,7 +79,10 @@ walk() {
     set -- $queue; chain=$1; shift; queue="$*"
     case "$seen" in *" $chain "*) continue ;; esac
     seen="$seen$chain "
-    out=$("$ipt" -w 5 -t "$table" -S "$chain" 2>/dev/null); rc=$?
+    # nat KUBE-SERVICES, the biggest chain, was read once already to find the backend.
+    if [ "$table $chain" = "nat KUBE-SERVICES" ]; then out="$services"; rc=0
+    else out=$("$ipt" -w 5 -t "$table" -S "$chain" 2>/dev/null); rc=$?
+    fi
     crash "$ipt" "$rc"
     [ -n "$out" ] || continue
     case " ${PER_SERVICE_CHAINS} " in
@@ -94,7 +97,7 @@ walk() {
 }
 # A small node is read whole (iptables-save); a big one only where this Service leads.
 if [ -n "$ipt" ]; then
-  lines=$(printf '%s\\n' "$out" | wc -l)
+  lines=$(printf '%s\\n' "$services" | wc -l)
   whole=""
   if [ "$lines" -le ${WHOLE_DUMP_MAX_LINES} ] && command -v "$ipt-save" >/dev/null 2>&1; then
     whole=$("$ipt-save" 2>/dev/null); rc=$?
