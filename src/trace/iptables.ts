@@ -87,6 +87,11 @@ export class IptablesChain implements Chain {
     return this.lineNumbers![i]
   }
 
+  /** Adds the interface names this chain's rules use (-i/-o) to `into`, from the raw text. */
+  scanInterfaces(into: Set<string>): void {
+    for (let r = 0; r < this.runs.length; r += 4) scanInterfaceNames(this.source.slice(this.runs[r], this.runs[r + 1]), into)
+  }
+
   /** Compiles only the rules whose text contains `needle` (finding one Service in a big chain). */
   rulesMentioning(needle: string): Rule[] {
     this.materialize()
@@ -303,8 +308,35 @@ export function parseIptablesSave(text: string): IptablesDump {
         ]
       : [],
     chain: (table, name) => tables.get(table)?.get(name),
-    interfaceNames: () => (interfaces ??= scanInterfaceNames(text)),
+    interfaceNames: () => (interfaces ??= interfaceNamesOf(tables)),
   }
+}
+
+/**
+ * kube-proxy's per-Service and per-endpoint chains are nearly all of a big dump; endpoint chains
+ * name no interface and Service chains all name the same ones (--detect-local-mode), so a few
+ * of each kind stand for the rest. A name missed this way is still traced, as an open condition.
+ */
+const SAMPLED_CHAINS = /^KUBE-(SEP|SVC|SVL|EXT|FW|XLB)-/
+const SAMPLES = 5
+
+function interfaceNamesOf(tables: Map<string, Map<string, IptablesChain>>): Set<string> {
+  const names = new Set<string>()
+  const sampled = new Map<string, number>()
+  for (const chains of tables.values()) {
+    for (const [name, chain] of chains) {
+      const kind = SAMPLED_CHAINS.exec(name)?.[1]
+      if (kind) {
+        const seen = sampled.get(kind) ?? 0
+        if (seen >= SAMPLES) continue
+        sampled.set(kind, seen + 1)
+      }
+
+      chain.scanInterfaces(names)
+    }
+  }
+
+  return names
 }
 
 function shorten(line: string): string {
