@@ -138,6 +138,22 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     await checkAgainstKernel(ns, rules, ['default/hostnames', 'default/direct'])
   })
 
+  it('iptables-legacy: a 70-deep acyclic chain of jumps in front of a Service (more than the nft backend allows), as the kernel follows it', async function () {
+    if (!(await which('iptables-legacy-restore'))) {
+      if (process.env.CI === 'true') throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
+      this.skip()
+    }
+
+    const depth = 70
+    const hops = Array.from({length: depth}, (_, i) => `HOP-${i}`)
+    const dump = readFileSync(new URL('iptables-v1.29-counters.txt', fixtures), 'utf8')
+      .replace(':KUBE-SVC-25DWG537JSJ6MPWM - [0:0]', `:KUBE-SVC-25DWG537JSJ6MPWM - [0:0]\n${hops.map((h) => `:${h} - [0:0]`).join('\n')}`)
+      .replace('-A KUBE-SERVICES -d 10.96.10.10/32', `-A KUBE-SERVICES -d 10.96.10.10/32 -p tcp -m tcp --dport 80 -j HOP-0\n${hops.map((h, i) => `-A ${h} -j ${hops[i + 1] ?? 'RETURN'}`).join('\n')}\n-A KUBE-SERVICES -d 10.96.10.10/32`)
+    await ns.exec(['iptables-legacy-restore'], dump)
+    const rules = iptablesRuleSet(parseIptablesSave((await ns.exec(['iptables-legacy-save'])).stdout))
+    await checkAgainstKernel(ns, rules, ['default/web'])
+  })
+
   it('iptables: generated kube-proxy rules with 7 endpoints (probabilities 1/7 ... 1/2)', async () => {
     const services = generateServices(3, 7)
     await ns.exec(['iptables-restore'], iptablesSaveOf(services))
