@@ -103,7 +103,7 @@ describe('trace (live cluster, HTTP fake)', function () {
   // The dump was taken from namespace "default"; the fake Service lives in "shop": same rules, renamed.
   const rulesFor = (text: string) => text.replaceAll('default/web', 'shop/web')
 
-  function fakeCluster(endpoints: unknown[], podLog = rulesFor(dumpLog)) {
+  function fakeCluster(endpoints: unknown[], podLog = rulesFor(dumpLog), exitCode = 0) {
     let created: V1Pod | undefined
     let deleted = false
     nock(FAKE_SERVER)
@@ -126,7 +126,7 @@ describe('trace (live cluster, HTTP fake)', function () {
       })
       .reply(201, (_uri, body) => body as V1Pod)
       .get(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}$/)
-      .reply(200, {status: {phase: 'Succeeded', containerStatuses: [{name: 'task', state: {terminated: {exitCode: 0}}}]}})
+      .reply(200, {status: {phase: exitCode === 0 ? 'Succeeded' : 'Failed', containerStatuses: [{name: 'task', state: {terminated: {exitCode}}}]}})
       .get(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}\/log/)
       .reply(200, podLog)
       .delete(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}$/)
@@ -173,6 +173,19 @@ describe('trace (live cluster, HTTP fake)', function () {
     )
     assert.deepEqual(result.findings, [])
     assert.equal(nock.pendingMocks().length, 0, nock.pendingMocks().join(', '))
+  })
+
+  it('reads only what the Service needs with a script of sh, grep, wc and iptables; a crashed tool is named as such', async () => {
+    const cluster = fakeCluster([endpoint('10.244.1.5', 'worker-2')], 'Segmentation fault (core dumped)\n', 139)
+    const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig])
+    assert.equal(exitCode, 1)
+    assert.match(stderr, /reading rules on node worker-2 failed: the task was killed \(exit code 139, SIGSEGV: the tool crashed\): Segmentation fault/)
+    assert.doesNotMatch(stderr, /does image .* have sh/)
+    const script = cluster.created()!.spec!.containers[0].command!.join(' ')
+    assert.match(script, /-t "\$table" -S "\$chain"/)
+    assert.match(script, /--comment "\?shop\/web\(/)
+    // Only the tools the kube-proxy image (distroless-iptables) has.
+    for (const tool of ['sed', 'awk', 'sort', 'base64', 'cut ', 'head ', 'tail ', 'mv ']) assert.ok(!script.includes(` ${tool}`) && !script.includes(`| ${tool}`), tool)
   })
 
   it('exits 2 when a ready endpoint is missing from the rules and a programmed one left the slices', async () => {
