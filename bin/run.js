@@ -48,7 +48,22 @@ async function answeredWithoutOclif() {
   return true
 }
 
+/** Resolves once everything written to stdout and stderr has been handed to the OS. */
+function drained() {
+  const written = (stream) => new Promise((resolve) => stream.write('', () => resolve()))
+  return Promise.all([written(process.stdout), written(process.stderr)])
+}
+
 if (!(await answeredWithoutOclif())) {
-  const {execute} = await import('@oclif/core')
-  await execute({dir: import.meta.url})
+  // oclif's execute() ends a non-zero exit with process.exit() at once, dropping output a pipe
+  // has not taken yet (a large `-o json | wc -c` with exit code 2 lost all but 64 KiB): wait.
+  const {Errors, flush, handle, run} = await import('@oclif/core')
+  try {
+    await run(argv, import.meta.url)
+    await flush()
+  } catch (error) {
+    await drained()
+    if (error instanceof Errors.ExitError) process.exit(error.oclif.exit)
+    await handle(error)
+  }
 }

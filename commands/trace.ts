@@ -39,12 +39,14 @@ the rules, stale endpoints, shares not adding up to 100%, a Service with endpoin
     mode: Flags.string({description: "kube-proxy mode (default: kube-proxy's ConfigMap, else what the rules look like)", options: ['iptables', 'nftables', 'ipvs']}),
     'from-file': Flags.string({description: 'trace a saved dump instead of a live node (no cluster needed)', exclusive: ['node', 'all-nodes', 'image']}),
     timeout: Flags.string({description: "node pod's deadline (activeDeadlineSeconds)", default: '2m'}),
-    output: outputFlag(['table', 'json', 'yaml']),
+    chains: Flags.boolean({description: 'show the chain tree of every way in (as -o wide does)'}),
+    output: outputFlag(['table', 'wide', 'json', 'yaml']),
   }
 
   async run(): Promise<void> {
     const {args, flags} = await this.parse(Trace)
-    const format = this.outputFormat(flags.output, ['table', 'json', 'yaml'])
+    const format = this.outputFormat(flags.output, ['table', 'wide', 'json', 'yaml'])
+    const view = {chains: flags.chains || format === 'wide'}
     const {parseTraceTarget} = await import('../src/trace/target.js')
     const {parseDuration} = await import('../src/duration.js')
     const target = parseTraceTarget(args.service)
@@ -55,7 +57,7 @@ the rules, stale endpoints, shares not adding up to 100%, a Service with endpoin
       const {traceDumpFile} = await import('../src/trace/offline.js')
       const results = traceDumpFile(flags['from-file'], target, {mode, port: flags.port, namespace: flags.namespace ?? 'default'})
       const result = results.length === 1 ? results[0] : results
-      this.log(isMachineFormat(format) ? renderData(result, format) : results.map((r) => renderTrace(r)).join('\n\n'))
+      this.log(isMachineFormat(format) ? renderData(result, format) : results.map((r) => renderTrace(r, view)).join('\n\n'))
       if (results.some((r) => r.findings.length > 0)) this.exit(ExitCode.unhealthy)
       return
     }
@@ -73,11 +75,11 @@ the rules, stale endpoints, shares not adding up to 100%, a Service with endpoin
       debugNamespace: flags['debug-namespace'],
       mode,
       deadlineSeconds: Math.ceil(parseDuration(flags.timeout, '--timeout') / 1000),
-      onProgress: format === 'table' ? (m) => process.stderr.write(`${m}\n`) : undefined,
+      onProgress: !isMachineFormat(format) ? (m) => process.stderr.write(`${m}\n`) : undefined,
     })
     const single = trace.nodes.length === 1 && !flags['all-nodes']
     if (isMachineFormat(format)) this.log(renderData(single ? trace.nodes[0] : trace, format))
-    else this.log(single ? renderTrace(trace.nodes[0]) : renderMultiNode(trace))
+    else this.log(single ? renderTrace(trace.nodes[0], view) : renderMultiNode(trace, view))
     if (trace.findings.length > 0 || trace.nodes.some((n) => n.findings.length > 0)) this.exit(ExitCode.unhealthy)
   }
 }

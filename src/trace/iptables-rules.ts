@@ -1,10 +1,11 @@
 import {servicePortChains} from './hash.js'
-import type {Condition} from './graph.js'
+import type {Condition, Rule} from './graph.js'
 import type {IptablesDump} from './iptables.js'
 import {Cidr} from './ip.js'
 import type {ServiceInfo, ServicePortInfo} from './model.js'
 import type {RuleSet} from './trace.js'
-import {Outcome, WalkPacket, Walker} from './walk.js'
+import {InterfaceSpace, Where} from './interfaces.js'
+import {Origin, Outcome, WalkPacket, Walker} from './walk.js'
 
 /** The filter chains kube-proxy hooks in, for dumps (like kube-proxy's test data) without built-in chains. */
 const KUBE_FILTER_CHAINS: Record<string, string[]> = {
@@ -13,8 +14,11 @@ const KUBE_FILTER_CHAINS: Record<string, string[]> = {
   OUTPUT: ['KUBE-PROXY-FIREWALL', 'KUBE-SERVICES', 'KUBE-FIREWALL'],
 }
 
-/** "ns/name:port what" as kube-proxy writes its comments. */
-const COMMENT = /^([a-z0-9][-a-z0-9.]*)\/([a-z0-9][-a-z0-9.]*)(?::(\S+))?(?: (.*))?$/
+/**
+ * "ns/name:port what" as kube-proxy writes its comments; an unnamed port is "ns/name what"
+ * from about 1.16 and "ns/name: what" before (ServicePortName always had the colon then).
+ */
+const COMMENT = /^([a-z0-9][-a-z0-9.]*)\/([a-z0-9][-a-z0-9.]*)(?::(\S*))?(?: (.*))?$/
 
 interface CommentRef {
   namespace: string
@@ -36,13 +40,13 @@ const firstOf = <K extends Condition['kind']>(conditions: Condition[], kind: K) 
 export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   let services: Map<string, ServiceInfo> | undefined
   let cidrs: Cidr[] | undefined
-  const notes: string[] = []
+  const notes: string[] = [...(dump.notes ?? [])]
   const nat = dump.tables.get('nat')
   const filter = dump.tables.get('filter')
   const hasRules = (table: string, chain: string) => (dump.chain(table, chain)?.ruleCount ?? 0) > 0
   const masqueradeRule = dump.chain('nat', 'KUBE-MARK-MASQ')?.rules().find((r) => r.action.kind === 'mark')
   const masqueradeMark = masqueradeRule?.action.kind === 'mark' ? masqueradeRule.action.xor : undefined
-  if (!hasRules('nat', 'PREROUTING') && !hasRules('nat', 'OUTPUT') && hasRules('nat', 'KUBE-SERVICES')) {
+  if (notes.length === 0 && !hasRules('nat', 'PREROUTING') && !hasRules('nat', 'OUTPUT') && hasRules('nat', 'KUBE-SERVICES')) {
     notes.push('the dump has no PREROUTING/OUTPUT jumps (kube-proxy test data?): packets enter at KUBE-SERVICES as on a real node')
   }
 
@@ -107,6 +111,8 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
     return found
   }
 
+  const marksForMasquerade = (r: Rule) =>
+    (r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ') || (r.action.kind === 'mark' && masqueradeMark !== undefined && (r.action.xor & masqueradeMark) !== 0)
   const detectClusterCidrs = (): Cidr[] => {
     // kube-proxy masquerades ClusterIP traffic from outside the pod network: "! -s <cidr> -j KUBE-MARK-MASQ".
     let examined = 0
@@ -114,7 +120,7 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       if (!name.startsWith('KUBE-SVC-') || chain.ruleCount === 0) continue
       const found = chain
         .rules()
-        .filter((r) => r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ')
+        .filter(marksForMasquerade)
         .flatMap((r) => r.conditions.filter((c): c is Extract<Condition, {kind: 'address'}> => c.kind === 'address' && c.field === 'source' && c.negated))
         .map((c) => c.cidr)
       if (found.length > 0) return found
@@ -123,24 +129,39 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
 
     // IPVS mode keeps the same condition on KUBE-SERVICES itself (with an ipset match).
     return (dump.chain('nat', 'KUBE-SERVICES')?.rules() ?? [])
-      .filter((r) => r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ')
+      .filter(marksForMasquerade)
       .flatMap((r) => r.conditions.filter((c): c is Extract<Condition, {kind: 'address'}> => c.kind === 'address' && c.field === 'source' && c.negated))
       .map((c) => c.cidr)
       .slice(0, 1)
   }
 
+  /** The chains a hook runs: the built-in one, or (dumps without it) kube-proxy's own. */
+  const hookEntry = (table: string, hook: string, fallback: string[]) =>
+    hasRules(table, hook) || dump.chain(table, hook)?.policy === 'DROP' ? [hook] : fallback
+
+  let interfaceModel: InterfaceModel | undefined
+  const interfaces = (origin: Origin) => {
+    interfaceModel ??= buildInterfaceModel(dump)
+    if (interfaceModel.dockerNames.length > 0 && !notes.some((n) => n.startsWith('Docker'))) {
+      notes.push(`Docker's bridges (${interfaceModel.dockerNames.join(', ')}) are assumed to carry no traffic of pods or Services: their FORWARD rules are followed for other interfaces only`)
+    }
+
+    return {space: interfaceModel.space, start: interfaceModel.start(origin)}
+  }
+
   return {
     mode: 'iptables',
     notes,
+    interfaces,
     trace(packet: WalkPacket): Outcome[] {
-      const walker = new Walker(dump, packet, {masqueradeMark})
+      const walker = new Walker(dump, packet, {masqueradeMark, interfaces: interfaces(packet.origin)})
       const natHook = packet.origin === 'node' ? 'OUTPUT' : 'PREROUTING'
-      const natEntry = hasRules('nat', natHook) ? [natHook] : ['KUBE-SERVICES']
+      const natEntry = hookEntry('nat', natHook, ['KUBE-SERVICES'])
       const afterNat = nat ? walker.walk('nat', natEntry) : [walker.walk('nat', [])[0]]
       if (!filter) return afterNat
       return afterNat.flatMap((outcome) => {
         const hook = packet.origin === 'node' ? 'OUTPUT' : outcome.verdict.kind !== 'dnat' && packet.destinationLocal ? 'INPUT' : 'FORWARD'
-        const entry = hasRules('filter', hook) ? [hook] : KUBE_FILTER_CHAINS[hook]
+        const entry = hookEntry('filter', hook, KUBE_FILTER_CHAINS[hook])
         // Only a filter verdict is worth showing; accepted packets keep the nat path.
         return walker.walk('filter', entry, outcome).map((o) => (o.verdict.kind === 'dnat' || o.verdict.kind === 'unhandled' ? {...o, steps: outcome.steps} : o))
       })
@@ -158,16 +179,94 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       return cidrs
     },
     expectedChains(service: ServiceInfo, port: ServicePortInfo) {
-      const chains = servicePortChains(service.namespace, service.name, port.name, port.protocol)
+      // Hash names as kube-proxy computes them; before ~1.16 an unnamed port kept its colon ("ns/name:").
+      const schemes = [servicePortChains(service.namespace, service.name, port.name, port.protocol)]
+      if (!port.name) schemes.push(servicePortChains(service.namespace, `${service.name}:`, '', port.protocol))
+      const chains = schemes.find((c) => nat?.has(c.svc) || nat?.has(c.svl)) ?? schemes[0]
       const expected: Record<string, string> = {}
       for (const [kind, chain] of Object.entries(chains)) {
         if (kind === 'svc' || nat?.has(chain)) expected[kind] = chain
+      }
+
+      if (!nat?.has(expected.svc)) {
+        // A naming scheme of its own: the chains the Service's rules jump to are the truth.
+        for (const rule of nat?.get('KUBE-SERVICES')?.rulesMentioning(`${service.namespace}/${service.name}`) ?? []) {
+          const ref = parseServiceComment(rule.comment)
+          const target = rule.action.kind === 'jump' || rule.action.kind === 'goto' ? rule.action.chain : ''
+          const kind = /^KUBE-(SVC|SVL|EXT|FW|XLB)-/.exec(target)?.[1].toLowerCase()
+          if (kind && ref?.name === service.name && ref.portName === port.name) expected[kind] = target
+        }
       }
 
       return expected
     },
     hasKubeProxyRules() {
       return hasRules('nat', 'KUBE-SERVICES') || [...(nat?.keys() ?? [])].some((n) => n.startsWith('KUBE-SVC-'))
+    },
+  }
+}
+
+interface InterfaceModel {
+  space: InterfaceSpace
+  dockerNames: string[]
+  start(origin: Origin): Where
+}
+
+const DETECT_LOCAL_CHAINS = /^KUBE-(SVC|SVL|XLB|EXT)-/
+
+/**
+ * What the interfaces named in the rules are: kube-proxy's own "not from a pod" rules
+ * (`! -i cali+ -j KUBE-MARK-MASQ`, --detect-local-mode InterfaceNamePrefix or BridgeInterface)
+ * name the pods' interfaces; Docker's chains name its bridges, which pods do not use.
+ */
+function buildInterfaceModel(dump: IptablesDump): InterfaceModel {
+  const space = new InterfaceSpace(dump.interfaceNames())
+  const podPatterns = new Set<string>()
+  const docker = new Set<string>()
+  if (space.size > 2) {
+    let examined = 0
+    for (const [name, chain] of dump.tables.get('nat') ?? []) {
+      if (!DETECT_LOCAL_CHAINS.test(name) || chain.ruleCount === 0) continue
+      for (const rule of chain.rulesMentioning('KUBE-MARK-MASQ')) {
+        for (const c of rule.conditions) if (c.kind === 'interface' && c.field === 'in') podPatterns.add(c.name)
+      }
+
+      if (++examined >= 5) break
+    }
+
+    for (const [name, chain] of dump.tables.get('filter') ?? []) {
+      const dockers = name.startsWith('DOCKER')
+      if (!dockers && name !== 'FORWARD') continue
+      for (const rule of chain.rules()) {
+        if (!dockers && !(rule.action.kind === 'jump' && rule.action.chain.startsWith('DOCKER'))) continue
+        for (const c of rule.conditions) if (c.kind === 'interface' && c.name !== '+') docker.add(c.name)
+      }
+    }
+  }
+
+  const atoms = [...Array(space.size).keys()]
+  const isDocker = new Set(atoms.filter((a) => [...docker].some((d) => space.atomMatches(a, d))))
+  const isPod = new Set(atoms.filter((a) => [...podPatterns].some((p) => space.atomMatches(a, p))))
+  const notDocker = (a: number) => !isDocker.has(a)
+  const starts = new Map<Origin, Where>()
+  return {
+    space,
+    dockerNames: [...docker].sort(),
+    start(origin) {
+      let where = starts.get(origin)
+      if (!where) {
+        // Atom 0 is "no interface": only what the node itself sends arrives without one.
+        const ins =
+          origin === 'node'
+            ? (a: number) => a === 0
+            : origin === 'pod'
+              ? (a: number) => (isPod.size > 0 ? isPod.has(a) : a !== 0 && notDocker(a))
+              : (a: number) => a !== 0 && notDocker(a) && !isPod.has(a)
+        where = space.product(ins, notDocker)
+        starts.set(origin, where)
+      }
+
+      return where
     },
   }
 }

@@ -1,5 +1,6 @@
 import {CliError} from '../errors.js'
 import type {Action, Chain, ChainGraph, Condition, Rule} from './graph.js'
+import {scanInterfaceNames} from './interfaces.js'
 import {parseCidr, splitHostPort} from './ip.js'
 
 /**
@@ -13,6 +14,10 @@ export interface IptablesDump extends ChainGraph {
   tables: Map<string, Map<string, IptablesChain>>
   /** The iptables-save version in the header, when present (e.g. "v1.8.9 (nf_tables)"). */
   generator?: string
+  /** What was assumed to read the input (e.g. an excerpt without table headers). */
+  notes: string[]
+  /** Every interface name or wildcard the rules use (-i/-o), scanned once on first use. */
+  interfaceNames(): Set<string>
 }
 
 export class IptablesChain implements Chain {
@@ -32,6 +37,8 @@ export class IptablesChain implements Chain {
     readonly table: string,
     readonly policy: string | undefined,
     private readonly source: string,
+    /** A built-in chain the input did not declare (iptables-restore does not require it). */
+    readonly implicit = false,
   ) {}
 
   /** Adds the rule at [start, end) of the dump; `continues` when it directly follows this chain's previous rule. */
@@ -80,6 +87,11 @@ export class IptablesChain implements Chain {
     return this.lineNumbers![i]
   }
 
+  /** Adds the interface names this chain's rules use (-i/-o) to `into`, from the raw text. */
+  scanInterfaces(into: Set<string>): void {
+    for (let r = 0; r < this.runs.length; r += 4) scanInterfaceNames(this.source.slice(this.runs[r], this.runs[r + 1]), into)
+  }
+
   /** Compiles only the rules whose text contains `needle` (finding one Service in a big chain). */
   rulesMentioning(needle: string): Rule[] {
     this.materialize()
@@ -112,6 +124,18 @@ export class IptablesChain implements Chain {
   }
 }
 
+/** kube-proxy's chains that live only in the filter table (for excerpts without table headers). */
+const EXCERPT_FILTER_CHAINS = new Set(['FORWARD', 'KUBE-FORWARD', 'KUBE-FIREWALL', 'KUBE-PROXY-FIREWALL', 'KUBE-EXTERNAL-SERVICES', 'KUBE-NODE-PORT', 'KUBE-PROXY-CANARY', 'KUBE-KUBELET-CANARY'])
+
+/** The chains each table has in the kernel before any rule is loaded. */
+const BUILTIN_CHAINS: Record<string, string[]> = {
+  filter: ['INPUT', 'FORWARD', 'OUTPUT'],
+  nat: ['PREROUTING', 'INPUT', 'OUTPUT', 'POSTROUTING'],
+  mangle: ['PREROUTING', 'INPUT', 'FORWARD', 'OUTPUT', 'POSTROUTING'],
+  raw: ['PREROUTING', 'OUTPUT'],
+  security: ['INPUT', 'FORWARD', 'OUTPUT'],
+}
+
 const dumpError = (line: number, what: string) => new CliError(`iptables dump, line ${line}: ${what}`)
 
 /** Parses iptables-save text; throws a CliError naming the line of the first problem. */
@@ -124,10 +148,31 @@ export function parseIptablesSave(text: string): IptablesDump {
   let lineNo = 0
   let lastContentLine = 0
   let start = 0
+  // Without any "*table" line the input is an excerpt (`iptables-save | grep NAME`).
+  let excerpt = false
+  let excerptRules = false
+  let excerptStart: {line: number; text: string} | undefined
+  /** The chain an excerpt's rule belongs to: kube-proxy's verdict rules and filter chains in filter, the rest in nat. */
+  const excerptChain = (name: string, rest: string): IptablesChain => {
+    const verdict = / -j (REJECT|DROP|ACCEPT)( |$)/.test(rest)
+    const table = EXCERPT_FILTER_CHAINS.has(name) || ((name === 'KUBE-SERVICES' || name === 'KUBE-NODEPORTS') && verdict) ? 'filter' : 'nat'
+    const chains = tables.get(table) ?? new Map<string, IptablesChain>()
+    tables.set(table, chains)
+    let chain = chains.get(name)
+    if (!chain) {
+      chain = new IptablesChain(name, table, BUILTIN_CHAINS[table]?.includes(name) ? 'ACCEPT' : undefined, text, true)
+      chains.set(name, chain)
+    }
+
+    return chain
+  }
+
   // Rules of one chain come together: remember the last chain looked up.
   let lastChain: IptablesChain | undefined
   let previousWasRule = false
   const length = text.length
+  // iptables-restore reads past a UTF-8 byte order mark, as editors on other systems write one.
+  if (text.charCodeAt(0) === 0xfeff) start = 1
   while (start <= length) {
     let end = text.indexOf('\n', start)
     if (end < 0) end = length
@@ -153,18 +198,24 @@ export function parseIptablesSave(text: string): IptablesDump {
     }
 
     if ((first === 45 /* - */ || first === 91) && text.startsWith('-A ', ruleStart)) {
-      if (!current) throw dumpError(lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
+      if (!current && tables.size === 0) excerpt = true
+      if (!current && !excerpt) throw dumpError(lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
       lastContentLine = lineNo
       const nameStart = ruleStart + 3
       let chain = lastChain
       const sameChain =
-        chain !== undefined && text.startsWith(chain.name, nameStart) && (nameStart + chain.name.length === lineEnd || text.charCodeAt(nameStart + chain.name.length) === 32)
+        !excerpt && chain !== undefined && text.startsWith(chain.name, nameStart) && (nameStart + chain.name.length === lineEnd || text.charCodeAt(nameStart + chain.name.length) === 32)
       if (!sameChain) {
         let nameEnd = text.indexOf(' ', nameStart)
         if (nameEnd < 0 || nameEnd > lineEnd) nameEnd = lineEnd
         const chainName = text.slice(nameStart, nameEnd)
-        chain = current.get(chainName)
-        if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
+        if (current) {
+          chain = current.get(chainName)
+          if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
+        } else {
+          chain = excerptChain(chainName, text.slice(nameEnd, lineEnd))
+          excerptRules = true
+        }
         lastChain = chain
       }
 
@@ -188,6 +239,11 @@ export function parseIptablesSave(text: string): IptablesDump {
       if (!/^[a-z]+$/.test(currentName)) throw dumpError(lineNo, `"${line}" is not a table name`)
       current = tables.get(currentName) ?? new Map()
       tables.set(currentName, current)
+      // Built-in chains exist in the kernel whether or not the input declares them.
+      for (const builtin of BUILTIN_CHAINS[currentName] ?? []) {
+        if (!current.has(builtin)) current.set(builtin, new IptablesChain(builtin, currentName, 'ACCEPT', text, true))
+      }
+
       lastChain = undefined
       openedAt = lineNo
       continue
@@ -200,6 +256,18 @@ export function parseIptablesSave(text: string): IptablesDump {
       continue
     }
 
+    if (!current && first === 58 && tables.size === 0 && !excerpt) {
+      excerpt = true
+      excerptStart = {line: lineNo, text: line}
+    }
+
+    if (!current && excerpt && first === 58) {
+      // A declaration an excerpt kept (grep matches ":KUBE-SVC-... - [0:0]" too).
+      const space = line.indexOf(' ')
+      excerptChain(line.slice(1, space < 0 ? line.length : space), '')
+      continue
+    }
+
     if (!current) throw dumpError(lineNo, `"${shorten(line)}" is outside any table (expected a "*table" line first)`)
     if (first === 58 /* : */) {
       // ":NAME POLICY [packets:bytes]"
@@ -209,21 +277,66 @@ export function parseIptablesSave(text: string): IptablesDump {
       const counters = policyEnd < 0 || (line.charCodeAt(policyEnd + 1) === 91 && line.endsWith(']') && line.includes(':', policyEnd))
       if (!policy || !counters) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
       const name = line.slice(1, space)
-      if (!current.has(name)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, text))
+      const existing = current.get(name)
+      if (!existing || (existing.implicit && existing.ruleCount === 0)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, text))
+      continue
+    }
+
+    if (first === 45 /* - */ && (line.startsWith('-N ') || line.startsWith('-P '))) {
+      // `iptables -S CHAIN` declares chains this way: "-N NAME", "-P BUILTIN POLICY".
+      const [option, name, policy] = line.split(' ')
+      if (!name || (option === '-P' && !policy)) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
+      const existing = current.get(name)
+      if (!existing || (existing.implicit && existing.ruleCount === 0)) current.set(name, new IptablesChain(name, currentName, option === '-P' ? policy : undefined, text))
       continue
     }
 
     throw dumpError(lineNo, `"${shorten(line)}" is not a table, chain, rule or COMMIT line`)
   }
 
+  if (excerpt && !excerptRules && excerptStart) throw dumpError(excerptStart.line, `"${shorten(excerptStart.text)}" is outside any table (expected a "*table" line first)`)
   if (current) throw dumpError(lastContentLine, `the dump ends inside table "${currentName}" (opened at line ${openedAt}) without COMMIT: it looks truncated`)
   if (tables.size === 0) throw new CliError('iptables dump: no "*table" line found; this is not iptables-save output')
+  let interfaces: Set<string> | undefined
   return {
     mode: 'iptables',
     tables,
     generator,
+    notes: excerpt
+      ? [
+          'the input has no "*table" line (an excerpt, e.g. `iptables-save | grep`): its rules were read as the nat table (kube-proxy\'s filter chains and REJECT/DROP/ACCEPT rules of KUBE-SERVICES as the filter table), with a chain\'s rules in the order given; a jump to a chain the excerpt leaves out shows as missing',
+        ]
+      : [],
     chain: (table, name) => tables.get(table)?.get(name),
+    interfaceNames: () => (interfaces ??= interfaceNamesOf(tables)),
   }
+}
+
+/**
+ * kube-proxy's per-Service and per-endpoint chains are nearly all of a big dump; endpoint chains
+ * name no interface and Service chains all name the same ones (--detect-local-mode), so a few
+ * of each kind stand for the rest. A name missed this way is still traced, as an open condition.
+ */
+const SAMPLED_CHAINS = /^KUBE-(SEP|SVC|SVL|EXT|FW|XLB)-/
+const SAMPLES = 5
+
+function interfaceNamesOf(tables: Map<string, Map<string, IptablesChain>>): Set<string> {
+  const names = new Set<string>()
+  const sampled = new Map<string, number>()
+  for (const chains of tables.values()) {
+    for (const [name, chain] of chains) {
+      const kind = SAMPLED_CHAINS.exec(name)?.[1]
+      if (kind) {
+        const seen = sampled.get(kind) ?? 0
+        if (seen >= SAMPLES) continue
+        sampled.set(kind, seen + 1)
+      }
+
+      chain.scanInterfaces(names)
+    }
+  }
+
+  return names
 }
 
 function shorten(line: string): string {
@@ -373,9 +486,16 @@ export function compileRule(text: string, lineNo: number): Rule {
         break
       }
 
-      case '--probability':
-        probability = Number(value(word))
+      case '--probability': {
+        // iptables refuses anything but a number from 0 to 1.
+        const text = value(word)
+        probability = Number(text)
+        if (text.trim() === '' || !Number.isFinite(probability) || probability < 0 || probability > 1) {
+          throw dumpError(lineNo, `--probability "${shorten(text)}" is not a number from 0 to 1`)
+        }
+
         break
+      }
       case '--name':
         recent = {...(recent ?? {check: false, set: false}), list: value(word)}
         break

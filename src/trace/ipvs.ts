@@ -23,6 +23,8 @@ export interface IpvsVirtualServer {
   persistentSeconds?: number
   line: number
   reals: IpvsRealServer[]
+  /** An elided stretch ("...") follows it in a pasted excerpt: it may have more real servers. */
+  elided?: boolean
 }
 
 const ipvsError = (line: number, what: string) => new CliError(`IPVS listing, line ${line}: ${what}`)
@@ -46,6 +48,7 @@ function parseEndpoint(text: string, line: number): {address: string; port: numb
 export function parseIpvs(text: string): IpvsVirtualServer[] {
   const servers: IpvsVirtualServer[] = []
   let sawHeader = false
+  let elidedBefore = false
   for (const [i, raw] of text.split('\n').entries()) {
     const line = i + 1
     const trimmed = raw.trim()
@@ -71,10 +74,19 @@ export function parseIpvs(text: string): IpvsVirtualServer[] {
     }
 
     if (/^FWM\s/.test(trimmed)) continue
+    if (/^(\.{3,}|…)$/.test(trimmed)) {
+      // An excerpt pasted with lines left out: what follows still parses, what was cut is unknown.
+      const current = servers.at(-1)
+      if (current) current.elided = true
+      else elidedBefore = true
+      continue
+    }
+
     throw ipvsError(line, `"${trimmed.slice(0, 60)}" is neither a virtual nor a real server line`)
   }
 
   if (!sawHeader && servers.length === 0) throw new CliError('IPVS listing: no "IP Virtual Server" header and no virtual servers; this is not `ipvsadm -Ln` output')
+  if (elidedBefore && servers.length > 0) servers[0].elided = true
   return servers
 }
 
@@ -104,6 +116,10 @@ export function ipvsRuleSet(servers: IpvsVirtualServer[], iptables?: IptablesDum
       const affinity = server.persistentSeconds ? [{list: chain, seconds: server.persistentSeconds}] : []
       if (serving.length === 0) {
         return [{...base, probability: 1, affinity, steps: [{table: 'ipvs', chain, line: server.line, action: 'no real server with weight > 0'}], verdict: {kind: 'drop', chain, line: server.line, comment: 'the virtual server has no real servers (no endpoints)'}}]
+      }
+
+      if (server.elided && !notes.some((n) => n.includes(chain))) {
+        notes.push(`the listing leaves lines out ("...") after virtual server ${chain} (line ${server.line}): its shares count only the ${serving.length} real server(s) shown`)
       }
 
       return serving.map((real) => ({

@@ -33,37 +33,106 @@ export interface LiveTraceOptions {
 }
 
 /**
- * Reads kube-proxy's rules of every mode in one pass: iptables-save from whichever backend
- * holds the KUBE- chains (the nft and legacy backends keep separate rules: an empty set from
- * one means "try the other"), kube-proxy's nftables table, and IPVS virtual servers. Plain
- * POSIX sh without grep or cat: the kube-proxy image is distroless apart from its tools.
+ * The chains of kube-proxy that hold a rule per Service: on a big node they have tens of
+ * thousands of lines, and only the Service's own lines (and kube-proxy's generic ones) matter.
  */
-export const READ_RULES_SCRIPT = `
+const PER_SERVICE_CHAINS = 'KUBE-SERVICES KUBE-NODEPORTS KUBE-EXTERNAL-SERVICES KUBE-PROXY-FIREWALL'
+/** Up to this many lines in nat KUBE-SERVICES (about 1,000 Services) the whole dump is read. */
+const WHOLE_DUMP_MAX_LINES = 2000
+
+/**
+ * Reads only what one Service needs, following jumps from the hooks: on a node with 10,000
+ * Services a whole iptables-save takes over a minute (and crashed libnftnl's stack there),
+ * while `iptables -t nat -S CHAIN` of the few chains one Service reaches takes milliseconds.
+ * kube-proxy's per-Service chains are kept to the lines naming this Service and its generic
+ * ("kubernetes ...") lines, in their order. The output looks like iptables-save with `-S`
+ * lines (-P/-N) so the same parser reads it. Tools: sh (dash), grep and the iptables of the
+ * kube-proxy image; nothing else (no sed, awk or sort there).
+ */
+export function serviceRulesScript(namespace: string, name: string): string {
+  // Namespace and name are DNS labels (checked by parseTraceTarget and the API): safe in a pattern.
+  const key = `${namespace}/${name}`
+  return `
 mark() { printf '%s\\n' "${SECTION_MARK}$1"; }
-first=""
-firstout=""
-found=""
-for cmd in iptables-save iptables-nft-save iptables-legacy-save; do
+crashes=""
+crash() { if [ "$2" -gt 128 ]; then crashes="$crashes $1:$2"; fi; }
+ipt=""
+for cmd in iptables iptables-nft iptables-legacy; do
   command -v "$cmd" >/dev/null 2>&1 || continue
-  out=$("$cmd" 2>/dev/null) || continue
-  case "$out" in
-    *"-A KUBE-SERVICES "*|*":KUBE-SVC-"*) mark "iptables $cmd"; printf '%s\\n' "$out"; found=1; break ;;
-  esac
-  if [ -z "$first" ]; then first="$cmd"; firstout="$out"; fi
+  out=$("$cmd" -w 5 -t nat -S KUBE-SERVICES 2>/dev/null); rc=$?
+  crash "$cmd" "$rc"
+  case "$out" in *"-A KUBE-SERVICES "*) ipt="$cmd"; services="$out"; break ;; esac
 done
-if [ -z "$found" ] && [ -n "$first" ]; then mark "iptables $first"; printf '%s\\n' "$firstout"; fi
+targets() {
+  while IFS= read -r line; do
+    case "$line" in
+      *" -j "*) t=\${line##* -j }; t=\${t%% *}; printf '%s\\n' "$t" ;;
+      *" -g "*) t=\${line##* -g }; t=\${t%% *}; printf '%s\\n' "$t" ;;
+    esac
+  done
+}
+walk() {
+  table=$1; shift
+  queue="$*"; seen=" "
+  printf '*%s\\n' "$table"
+  while [ -n "$queue" ]; do
+    set -- $queue; chain=$1; shift; queue="$*"
+    case "$seen" in *" $chain "*) continue ;; esac
+    seen="$seen$chain "
+    # nat KUBE-SERVICES, the biggest chain, was read once already to find the backend.
+    if [ "$table $chain" = "nat KUBE-SERVICES" ]; then out="$services"; rc=0
+    else out=$("$ipt" -w 5 -t "$table" -S "$chain" 2>/dev/null); rc=$?
+    fi
+    crash "$ipt" "$rc"
+    [ -n "$out" ] || continue
+    case " ${PER_SERVICE_CHAINS} " in
+      *" $chain "*) out=$(printf '%s\\n' "$out" | grep -i -E -e '^-[NP] ' -e '--comment "?${key}([: "]|$)' -e '--comment "?kubernetes ') ;;
+    esac
+    printf '%s\\n' "$out"
+    for t in $(printf '%s\\n' "$out" | targets); do
+      case "$t" in ACCEPT|DROP|REJECT|RETURN|DNAT|SNAT|MASQUERADE|MARK|CONNMARK|LOG|NFLOG|CT|NOTRACK|REDIRECT|TPROXY) ;; *) queue="$queue $t" ;; esac
+    done
+  done
+  printf 'COMMIT\\n'
+}
+# A small node is read whole (iptables-save); a big one only where this Service leads.
+if [ -n "$ipt" ]; then
+  lines=$(printf '%s\\n' "$services" | wc -l)
+  whole=""
+  if [ "$lines" -le ${WHOLE_DUMP_MAX_LINES} ] && command -v "$ipt-save" >/dev/null 2>&1; then
+    whole=$("$ipt-save" 2>/dev/null); rc=$?
+    crash "$ipt-save" "$rc"
+    [ "$rc" -eq 0 ] || whole=""
+  fi
+  if [ -n "$whole" ]; then mark "iptables $ipt-save"; printf '%s\\n' "$whole"
+  else
+    mark "iptables $ipt partial"
+    walk nat PREROUTING OUTPUT
+    walk filter INPUT FORWARD OUTPUT
+  fi
+else
+  # No KUBE-SERVICES in any backend: show what there is (an empty set means "not iptables mode").
+  for cmd in iptables-save iptables-nft-save iptables-legacy-save; do
+    command -v "$cmd" >/dev/null 2>&1 || continue
+    out=$("$cmd" 2>/dev/null); rc=$?
+    crash "$cmd" "$rc"
+    if [ "$rc" -eq 0 ]; then mark "iptables $cmd"; printf '%s\\n' "$out"; break; fi
+  done
+fi
 if command -v nft >/dev/null 2>&1; then
   if out=$(nft list table ip kube-proxy 2>/dev/null); then mark nft; printf '%s\\n' "$out"; fi
 fi
 if command -v ipvsadm >/dev/null 2>&1 && out=$(ipvsadm -Ln 2>/dev/null); then mark ipvs; printf '%s\\n' "$out"
 elif [ -r /proc/net/ip_vs ]; then mark ipvs; while IFS= read -r line; do printf '%s\\n' "$line"; done < /proc/net/ip_vs
 fi
-# kube-proxy answers its mode on its metrics port (127.0.0.1:10249 by default).
+# kube-proxy answers its mode on its metrics port (127.0.0.1:10249 by default), when there is a client to ask.
 if command -v curl >/dev/null 2>&1 && out=$(curl -fsS --max-time 2 http://127.0.0.1:10249/proxyMode 2>/dev/null); then mark "proxymode $out"
 elif command -v wget >/dev/null 2>&1 && out=$(wget -qO- -T 2 http://127.0.0.1:10249/proxyMode 2>/dev/null); then mark "proxymode $out"
 fi
+for c in $crashes; do mark "crash \${c%%:*} \${c##*:}"; done
 mark end
 `
+}
 
 /** The Service as trace needs it. */
 export function serviceInfoOf(service: V1Service): ServiceInfo {
@@ -199,11 +268,17 @@ async function readNodeRules(api: TraceApi, node: string, opts: LiveTraceOptions
   opts.onProgress?.(`reading kube-proxy rules on node ${node} (image ${image})`)
   const result = await runNodeTask(
     api,
-    {node, image, command: ['sh', '-c', READ_RULES_SCRIPT], purpose: 'trace', namespace: opts.debugNamespace ?? SYSTEM_NAMESPACE, deadlineSeconds: opts.deadlineSeconds ?? 120},
+    {node, image, command: ['sh', '-c', serviceRulesScript(opts.namespace, opts.name)], purpose: 'trace', namespace: opts.debugNamespace ?? SYSTEM_NAMESPACE, deadlineSeconds: opts.deadlineSeconds ?? 120},
     opts.task,
   )
   if (result.exitCode !== 0) {
     const tail = result.output.trim().split('\n').slice(-3).join(' | ')
+    if (result.exitCode > 128) {
+      const signal = result.exitCode - 128
+      const why = signal === 9 ? 'SIGKILL: out of memory, or the pod\'s deadline (--timeout)' : signal === 11 ? 'SIGSEGV: the tool crashed' : `signal ${signal}`
+      throw new CliError(`reading rules on node ${node} failed: the task was killed (exit code ${result.exitCode}, ${why}): ${tail || 'no output'}`)
+    }
+
     throw new CliError(`reading rules on node ${node} failed (exit code ${result.exitCode}): ${tail || 'no output'}; does image ${image} have sh and iptables/nft? (--image)`)
   }
 
@@ -212,7 +287,12 @@ async function readNodeRules(api: TraceApi, node: string, opts: LiveTraceOptions
   }
 
   if (!result.output.includes(`${SECTION_MARK}end`)) throw new CliError(`the rules read on node ${node} arrived cut short (no end marker in the pod log)`)
-  return splitSections(result.output)
+  const sections = splitSections(result.output)
+  for (const crash of sections.crashes ?? []) {
+    opts.onProgress?.(`note: ${crash.command} died on node ${node} (exit code ${crash.exitCode}${crash.exitCode === 139 ? ', a segfault' : ''}); ${sections.partial ? 'read the chains one by one instead' : 'trying the other readers'}`)
+  }
+
+  return sections
 }
 
 /** Traces a Service on live nodes: resolve it, read the rules through node tasks, compare. */
@@ -301,6 +381,11 @@ async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoi
 
   const result = traceService(rules, info, {node: name, nodeAddress: internalAddress(node), slices: endpoints, clusterCidrs: config.clusterCidrs, backend: sections.iptablesCommand && mode !== 'nftables' ? sections.iptablesCommand : undefined})
   result.notes.push(...notes)
+  if (sections.partial && mode !== 'nftables') {
+    result.notes.push(`a big node: only the chains this Service reaches were read (${sections.iptablesCommand} -S, following jumps from the hooks), not the whole iptables-save`)
+  }
+
+  for (const crash of sections.crashes ?? []) result.notes.push(`${crash.command} died on the node (exit code ${crash.exitCode}${crash.exitCode === 139 ? ': a segfault' : ''})`)
   result.modeSource = modeSource
   if (!opts.mode && config.mode && config.mode !== mode) {
     result.findings.push({kind: 'mode-mismatch', message: `kube-proxy's ConfigMap says mode ${config.mode}, but kube-proxy on node ${name} runs in ${mode} mode`})

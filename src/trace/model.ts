@@ -106,7 +106,7 @@ export interface PortTrace {
   frontends: FrontendTrace[]
 }
 
-export type FindingKind = 'not-programmed' | 'not-in-slice' | 'share-sum' | 'no-rules' | 'mode-mismatch' | 'node-unreadable'
+export type FindingKind = 'not-programmed' | 'not-in-slice' | 'share-sum' | 'no-rules' | 'mode-mismatch' | 'node-unreadable' | 'missing-chain'
 
 export interface Finding {
   kind: FindingKind

@@ -72,8 +72,23 @@ export class NftChain implements Chain {
 
 const nftError = (line: number, what: string) => new CliError(`nftables listing, line ${line}: ${what}`)
 
-/** Removes nft's "# handle N" annotations and surrounding blanks. */
-const clean = (line: string) => line.replace(/\s*# handle \d+\s*$/, '').trim()
+/**
+ * Removes nft's "# handle N" annotation and surrounding blanks. Plain string work: a regex
+ * with blanks on both sides of the annotation retries at every blank of a long line.
+ */
+export function clean(line: string): string {
+  const text = line.trim()
+  const at = text.lastIndexOf('# handle ')
+  if (at < 0) return text
+  const digits = text.slice(at + 9)
+  if (digits.length === 0) return text
+  for (let i = 0; i < digits.length; i++) {
+    const c = digits.charCodeAt(i)
+    if (c < 48 || c > 57) return text
+  }
+
+  return text.slice(0, at).trim()
+}
 
 /** Parses the text of one kube-proxy nftables table. */
 export function parseNftTable(text: string): NftTable {
@@ -212,10 +227,17 @@ function parseElements(text: string, line: number): NftElement[] {
   return splitTopLevel(inner, ',').map((part) => {
     const item = part.trim()
     let comment: string | undefined
-    const withoutComment = item.replace(/ comment "((?:[^"\\]|\\.)*)"/, (_m, c: string) => {
-      comment = c
-      return ''
-    })
+    // indexOf, not a regex: a regex would rescan the rest of the item from every " comment \"".
+    let withoutComment = item
+    const at = item.indexOf(' comment "')
+    if (at >= 0) {
+      let end = at + 10
+      while (end < item.length && item.charCodeAt(end) !== 34) end += item.charCodeAt(end) === 92 ? 2 : 1
+      if (end < item.length) {
+        comment = item.slice(at + 10, end)
+        withoutComment = item.slice(0, at) + item.slice(end + 1)
+      }
+    }
     const colon = withoutComment.indexOf(' : ')
     if (colon < 0) return {key: withoutComment.trim(), comment}
     const key = withoutComment.slice(0, colon).trim()
@@ -333,6 +355,8 @@ function verdictAction(verdict: string): Action {
   }
 }
 
+const OPAQUE_MAX = 200
+
 /** Compiles one nft rule of kube-proxy's vocabulary; a vmap lookup yields one rule per element. */
 export function compileNftRule(text: string, line: number, table: NftTable): Rule[] {
   const w = words(text)
@@ -351,12 +375,18 @@ export function compileNftRule(text: string, line: number, table: NftTable): Rul
     return false
   }
 
+  // The next "vmap" word, found once per stretch of words rather than once per word.
+  let dot = -1
+  let opaqueEnd = -1
   while (i < w.length) {
     const word = w[i]
     const next = w[i + 1]
-    // "a . b . c vmap @map": a concatenated lookup.
-    const dot = w.indexOf('vmap', i)
-    const selector = dot > i ? w.slice(i, dot).join(' ').split(' . ') : []
+    // "a . b . c vmap @map": a concatenated lookup (a few fields, so a few words before "vmap").
+    if (dot !== Infinity && dot < i) {
+      const found = w.indexOf('vmap', i)
+      dot = found < 0 ? Infinity : found
+    }
+    const selector = dot !== Infinity && dot > i && dot - i <= 24 ? w.slice(i, dot).join(' ').split(' . ') : []
     if (selector.length > 1 && selector.every((f) => LOOKUP_FIELD.test(f)) && w[dot + 1]?.startsWith('@')) {
       const map = table.sets.get(w[dot + 1].slice(1))
       for (const element of map?.elements ?? []) {
@@ -507,10 +537,18 @@ export function compileNftRule(text: string, line: number, table: NftTable): Rul
     }
 
     if (word === 'log' || word === 'notrack') break
-    conditions.push({kind: 'opaque', text: `${word}${next ? ` ${next}` : ''}`})
+    // Words we do not model, kept as written; a run of them is one condition (a long garbled
+    // line must not become thousands of conditions).
+    const unknownText = `${word}${next ? ` ${next}` : ''}`
+    const last = conditions.at(-1)
+    if (last?.kind === 'opaque' && opaqueEnd === i) {
+      if (last.text.length < OPAQUE_MAX) last.text = `${last.text} ${unknownText}`
+    } else conditions.push({kind: 'opaque', text: unknownText})
     i += 2
+    opaqueEnd = i
   }
 
+  for (const c of conditions) if (c.kind === 'opaque' && c.text.length > OPAQUE_MAX) c.text = `${c.text.slice(0, OPAQUE_MAX)}...`
   if (perElement.length > 0) return perElement
   return [{line, text, comment, conditions, action}]
 }

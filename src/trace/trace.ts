@@ -1,4 +1,5 @@
 import type {Cidr} from './ip.js'
+import type {InterfaceSpace, Where} from './interfaces.js'
 import {isIPv4} from './ip.js'
 import type {
   Finding,
@@ -30,6 +31,8 @@ export interface RuleSet {
   clusterCidrs(): Cidr[]
   /** Chain names kube-proxy computes for a service port, and whether each exists. */
   expectedChains?(service: ServiceInfo, port: ServicePortInfo): Record<string, string>
+  /** The interface names of the rules and the (in, out) pairs a packet from `origin` can have. */
+  interfaces?(origin: Origin): {space: InterfaceSpace; start: Where}
   /** Does the dump hold kube-proxy's rules at all (an empty set means "wrong backend/mode"). */
   hasKubeProxyRules(): boolean
   notes: string[]
@@ -80,7 +83,7 @@ function planFrontends(service: ServiceInfo, port: ServicePortInfo, ctx: TraceCo
     clusterCidrs: cidrs,
   })
   for (const ip of service.clusterIPs.filter(family)) {
-    plans.push({kind: 'clusterIP', address: formatHostPort(ip, port.port), packet: packet(ip, port.port, 'pod')})
+    for (const origin of ['pod', 'node'] as const) plans.push({kind: 'clusterIP', address: formatHostPort(ip, port.port), packet: packet(ip, port.port, origin)})
   }
 
   const externals: Array<[FrontendKind, string[]]> = [
@@ -193,6 +196,58 @@ function frontendFromOutcomes(plan: FrontendPlan, assumptions: string[], outcome
   }
 }
 
+/** What a set of outcomes does, as text: equal texts route the same way. */
+function routingKey(outcomes: Outcome[]): string {
+  const totals = new Map<string, number>()
+  for (const o of outcomes) {
+    const v = o.verdict
+    const key = v.kind === 'dnat' ? `dnat ${v.ip}|${v.port}|${o.masquerade}` : v.kind === 'unhandled' ? 'unhandled' : `${v.kind} ${v.chain}|${v.line}`
+    totals.set(key, (totals.get(key) ?? 0) + o.probability)
+  }
+
+  return [...totals].map(([k, p]) => `${k}=${p.toFixed(9)}`).sort().join(';')
+}
+
+/**
+ * Splits outcomes that hold for different interfaces into cells that each hold for one set of
+ * interfaces, every packet of a cell meeting the same outcomes; cells that route the same way
+ * are one. Without interface conditions there is one cell, with no condition.
+ */
+export function interfaceCells(outcomes: Outcome[], interfaces?: {space: InterfaceSpace; start: Where}): Array<{where?: string; outcomes: Outcome[]}> {
+  if (!interfaces || outcomes.every((o) => !o.where || interfaces.space.equal(o.where, interfaces.start))) return [{outcomes}]
+  const {space, start} = interfaces
+  const cells = new Map<string, {pairs: number[]; outcomes: Outcome[]}>()
+  for (const pair of space.pairs(start)) {
+    const members: Outcome[] = []
+    let key = ''
+    for (const [i, o] of outcomes.entries()) {
+      if (o.where && !space.has(o.where, pair)) continue
+      members.push(o)
+      key += `${i},`
+    }
+
+    if (members.length === 0) continue
+    const cell = cells.get(key)
+    if (cell) cell.pairs.push(pair)
+    else cells.set(key, {pairs: [pair], outcomes: members})
+  }
+
+  // Cells that route alike are one; the first one's paths stand for them all.
+  const byRouting = new Map<string, {pairs: number[]; outcomes: Outcome[]}>()
+  for (const cell of cells.values()) {
+    const key = routingKey(cell.outcomes)
+    const seen = byRouting.get(key)
+    if (seen) seen.pairs.push(...cell.pairs)
+    else byRouting.set(key, {pairs: [...cell.pairs], outcomes: cell.outcomes})
+  }
+
+  return [...byRouting.values()].map((cell) => {
+    const where = space.empty()
+    for (const pair of cell.pairs) where[pair >>> 5] |= 1 << (pair & 31)
+    return {where: space.describe(where, start) || undefined, outcomes: cell.outcomes}
+  })
+}
+
 const sameRouting = (a: FrontendTrace, b: FrontendTrace) =>
   JSON.stringify([a.assumptions, a.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), a.verdicts.map((v) => [v.kind, v.share.toFixed(9)])]) ===
   JSON.stringify([b.assumptions, b.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), b.verdicts.map((v) => [v.kind, v.share.toFixed(9)])])
@@ -201,7 +256,7 @@ const sameRouting = (a: FrontendTrace, b: FrontendTrace) =>
 export function traceService(rules: RuleSet, service: ServiceInfo, ctx: TraceContext = {}): TraceResult {
   const cidrs = ctx.clusterCidrs && ctx.clusterCidrs.length > 0 ? ctx.clusterCidrs : rules.clusterCidrs()
   const sliceKnown = ctx.slices !== undefined
-  const notes = [...rules.notes]
+  const notes: string[] = []
   if (cidrs.length === 0) notes.push('the pod network (cluster CIDR) is unknown: masquerading of pod traffic is shown as conditional')
   const ipv6 = [...service.clusterIPs, ...service.externalIPs, ...service.loadBalancerIPs].filter((ip) => !isIPv4(ip))
   if (ipv6.length > 0) notes.push(`IPv6 addresses are not traced (${ipv6.join(', ')}): only IPv4 rules (iptables, "ip kube-proxy") are read`)
@@ -222,11 +277,18 @@ export function traceService(rules: RuleSet, service: ServiceInfo, ctx: TraceCon
         groups.set(key, [...(groups.get(key) ?? []), outcome])
       }
 
-      for (const group of groups.values()) {
-        const traced = frontendFromOutcomes(plan, group[0].assumptions, group, portSlices, sliceKnown)
+      const cells = [...groups.values()].flatMap((group) =>
+        interfaceCells(group, rules.interfaces?.(plan.packet.origin)).map((cell) => ({
+          assumptions: cell.where ? [...group[0].assumptions, cell.where] : group[0].assumptions,
+          outcomes: cell.outcomes,
+        })),
+      )
+      for (const cell of cells) {
+        const traced = frontendFromOutcomes(plan, cell.assumptions, cell.outcomes, portSlices, sliceKnown)
         // A pod reaching an external address usually routes like outside traffic: keep one.
+        // The node's own connections to a ClusterIP usually route like a pod's: keep one too.
         const twin = frontends.find((f) => f.kind === traced.kind && f.address === traced.address && f.from !== traced.from)
-        if (traced.from === 'pod' && plan.kind !== 'clusterIP' && twin && sameRouting(twin, traced)) continue
+        if (((traced.from === 'pod' && plan.kind !== 'clusterIP') || traced.from === 'node') && twin && sameRouting(twin, traced)) continue
         frontends.push(traced)
       }
     }
@@ -242,7 +304,8 @@ export function traceService(rules: RuleSet, service: ServiceInfo, ctx: TraceCon
     backend: ctx.backend,
     ports,
     findings,
-    notes,
+    // The rule set learns some of its notes while tracing (e.g. which interfaces are Docker's).
+    notes: [...rules.notes, ...notes],
   }
 }
 
@@ -256,7 +319,16 @@ function portFindings(port: ServicePortInfo, frontends: FrontendTrace[], slices:
     const reached = frontend.endpoints.reduce((sum, e) => sum + e.share, 0)
     const stopped = frontend.verdicts.filter((v) => v.kind === 'reject' || v.kind === 'drop').reduce((sum, v) => sum + v.share, 0)
     const lost = frontend.verdicts.filter((v) => v.kind === 'unhandled' || v.kind === 'missing').reduce((sum, v) => sum + v.share, 0)
-    if (reached > SHARE_TOLERANCE && Math.abs(reached + stopped - 1) > SHARE_TOLERANCE) {
+    for (const v of frontend.verdicts) {
+      if (v.kind === 'missing' && v.share > SHARE_TOLERANCE) {
+        findings.push({kind: 'missing-chain', port: label, message: `${describeFrontend(frontend)}: ${pct(v.share)} of connections jump to chain ${v.chain}${v.line ? ` (line ${v.line})` : ''}, which the rules do not hold`})
+      }
+    }
+
+    // The node's own connections meet the same Service chain as a pod's: one finding for both.
+    const podTwin = frontend.from === 'node' && frontends.find((f) => f.from === 'pod' && f.kind === frontend.kind && f.address === frontend.address)
+    const sameShares = podTwin && Math.abs(podTwin.endpoints.reduce((sum, e) => sum + e.share, 0) - reached) < SHARE_TOLERANCE
+    if (!sameShares && reached > SHARE_TOLERANCE && Math.abs(reached + stopped - 1) > SHARE_TOLERANCE) {
       findings.push({
         kind: 'share-sum',
         port: label,

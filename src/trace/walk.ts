@@ -1,5 +1,6 @@
 import {CliError} from '../errors.js'
 import type {Action, Chain, ChainGraph, Condition, Rule} from './graph.js'
+import {InterfaceSpace, Where} from './interfaces.js'
 import {Cidr, cidrContains, cidrCovers, cidrsOverlap} from './ip.js'
 
 /** Where a packet comes from; it decides the hook it enters by and what its source matches. */
@@ -54,6 +55,8 @@ export interface Outcome {
   affinity: Array<{list: string; seconds?: number}>
   /** The packet's mark at the end (kube-proxy's masquerade and drop bits). */
   mark: number
+  /** The (in, out) interface pairs for which this outcome happens (see interfaces.ts); all when undefined. */
+  where?: Where
 }
 
 interface State {
@@ -65,12 +68,21 @@ interface State {
   affinity: Array<{list: string; seconds?: number}>
   dnat?: {ip: string; port?: number}
   verdict?: Verdict
+  /** ACCEPT (or SNAT/MASQUERADE) ended this table's hook for the packet. */
+  accepted?: boolean
+  /** The (in, out) interface pairs this path applies to (see interfaces.ts). */
+  where: Where
 }
 
 type Result = {state: State; returned: boolean}
 
 const MASQUERADE_CHAINS = new Set(['KUBE-MARK-MASQ', 'mark-for-masquerade'])
-const MAX_DEPTH = 64
+/**
+ * The kernel refuses cycles when rules are loaded, so a chain entered again while it is still
+ * running is a loop in a dump that never was in a kernel. Depth alone is no loop: legacy
+ * iptables accepts any acyclic depth; this limit only keeps the walk off the JS stack's edge.
+ */
+const MAX_DEPTH = 1000
 /** Below this, a branch is a floating-point remnant, not traffic. */
 const NEGLIGIBLE = 1e-12
 
@@ -79,15 +91,26 @@ type Evaluation = true | false | {probability: number} | {unknown: string}
 export interface WalkOptions {
   /** Mark bit kube-proxy uses for masquerading (from KUBE-MARK-MASQ); default 0x4000. */
   masqueradeMark?: number
+  /** The interface names of the rules, and which (in, out) pairs this packet can have. */
+  interfaces?: {space: InterfaceSpace; start: Where}
 }
 
 /**
  * Follows one packet through a chain graph as the kernel would: jumps, gotos, RETURN,
  * falling off a chain, random choices (each splitting the packet's probability), marks.
- * What it cannot decide (an unknown source range) it splits into assumed branches.
+ * What it cannot decide (an unknown source range) it splits into assumed branches;
+ * interface conditions narrow each branch's set of possible interfaces instead, so branches
+ * that cannot happen are dropped and branches that meet again with nothing else changed are
+ * merged. Each chain is walked rule by rule with all the branches waiting at that rule, so
+ * the work grows with the rules visited, not with the number of ways to reach them.
  */
 export class Walker {
   private readonly masqueradeMark: number
+  readonly space: InterfaceSpace
+  readonly start: Where
+  private readonly masks = new WeakMap<Rule, Where | null>()
+  private readonly stepIds = new WeakMap<Step, number>()
+  private nextStepId = 1
 
   constructor(
     private readonly graph: ChainGraph,
@@ -95,11 +118,14 @@ export class Walker {
     options: WalkOptions = {},
   ) {
     this.masqueradeMark = options.masqueradeMark ?? 0x4000
+    this.space = options.interfaces?.space ?? new InterfaceSpace([])
+    this.start = options.interfaces?.start ?? this.space.full()
   }
 
   /**
    * Runs the packet through `entry` (chains run in order, as a hook runs its chains), from
-   * scratch or continuing an outcome of an earlier table (nat, then filter).
+   * scratch or continuing an outcome of an earlier table (nat, then filter). A built-in
+   * chain's DROP policy applies to packets that fall off its end.
    */
   walk(table: string, entry: string[], from?: Outcome): Outcome[] {
     const start: State = from
@@ -112,20 +138,26 @@ export class Walker {
           affinity: from.affinity,
           dnat: from.verdict.kind === 'dnat' ? {ip: from.verdict.ip, port: from.verdict.port} : undefined,
           verdict: from.verdict.kind === 'reject' || from.verdict.kind === 'drop' || from.verdict.kind === 'missing' ? from.verdict : undefined,
+          where: from.where ?? this.start,
         }
-      : {probability: 1, assumptions: [], steps: [], mark: 0, masqueradeWhen: [], affinity: []}
+      : {probability: 1, assumptions: [], steps: [], mark: 0, masqueradeWhen: [], affinity: [], where: this.start}
     let states: State[] = [start]
     for (const chainName of entry) {
       const chain = this.graph.chain(table, chainName)
       if (!chain) continue
       const next: State[] = []
-      for (const state of states) {
-        if (state.verdict) {
-          next.push(state)
-          continue
+      const running: State[] = []
+      for (const state of states) (state.verdict || state.accepted ? next : running).push(state)
+      if (running.length > 0) {
+        for (const result of this.run(chain, 0, running, [])) {
+          if (result.returned && chain.policy === 'DROP') {
+            next.push({
+              ...result.state,
+              steps: [...result.state.steps, {table: chain.table, chain: chain.name, action: 'policy DROP'}],
+              verdict: {kind: 'drop', chain: chain.name, comment: `the ${chain.name} chain's policy is DROP and no rule accepted the packet`},
+            })
+          } else next.push(result.state)
         }
-
-        for (const result of this.run(chain, 0, state, 0)) next.push(result.state)
       }
 
       states = next
@@ -144,54 +176,189 @@ export class Walker {
       masqueradeWhen: state.masqueradeWhen,
       affinity: state.affinity,
       mark: state.mark,
+      where: state.where,
     }
   }
 
-  /** Runs a chain from rule `from`; every result either returned (fell off/RETURN) or stopped. */
-  private run(chain: Chain, from: number, input: State, depth: number): Result[] {
-    if (depth > MAX_DEPTH) throw new CliError(`rules loop: chain ${chain.name} is entered more than ${MAX_DEPTH} levels deep`)
+  /** Says which interfaces a set of pairs stands for, relative to what the packet allows anyway. */
+  describeWhere(where: Where): string {
+    return this.space.describe(where, this.start)
+  }
+
+  /**
+   * Runs a chain from rule `from` for every state in `inputs`; every result either returned
+   * (fell off/RETURN) or stopped. States waiting at the same rule that differ only in their
+   * interfaces are merged first.
+   */
+  private run(chain: Chain, from: number, inputs: State[], stack: string[]): Result[] {
+    if (stack.includes(chain.name)) throw new CliError(`rules loop: chain ${chain.name} is entered again from itself (${[...stack, chain.name].join(' -> ')}); the kernel would refuse these rules`)
+    if (stack.length >= MAX_DEPTH) throw new CliError(`chain ${chain.name} is entered more than ${MAX_DEPTH} chains deep; trace does not follow deeper`)
+    const inner = [...stack, chain.name]
     const results: Result[] = []
-    let state = input
     const count = chain.ruleCount
-    for (let i = from; i < count; i++) {
-      const destination = state.dnat?.ip ?? this.packet.destination
-      if (destination !== undefined && chain.mayMatchDestination && !chain.mayMatchDestination(i, destination)) continue
-      const rule = chain.rule(i)
-      const affinityChecks = rule.conditions.filter((c): c is Extract<Condition, {kind: 'recent-check'}> => c.kind === 'recent-check')
-      if (affinityChecks.length > 0) {
-        // A client's first connection is on no recent-list yet, so it takes the random choice;
-        // later ones stick to the endpoint they got (session affinity).
-        state = {...state, affinity: [...state.affinity, ...affinityChecks.map((c) => ({list: c.list, seconds: c.seconds}))]}
-        continue
-      }
-
-      const evaluation = this.evaluate(rule, state)
-      if (evaluation === false) continue
-      if (evaluation === true) {
-        this.take(chain, i, rule, state, depth, results)
-        return results
-      }
-
-      if ('probability' in evaluation) {
-        const p = evaluation.probability
-        if (p > NEGLIGIBLE) this.take(chain, i, rule, {...state, probability: state.probability * p}, depth, results, p)
-        state = {...state, probability: state.probability * (1 - p)}
-        if (state.probability <= NEGLIGIBLE) return results
-        continue
-      }
-
-      // Undecidable: a masquerade mark under a condition is noted, not branched on.
-      if (rule.action.kind === 'jump' && MASQUERADE_CHAINS.has(rule.action.chain)) {
-        state = {...state, masqueradeWhen: [...state.masqueradeWhen, evaluation.unknown]}
-        continue
-      }
-
-      this.take(chain, i, rule, {...state, assumptions: [...state.assumptions, evaluation.unknown]}, depth, results, undefined, evaluation.unknown)
-      state = {...state, assumptions: [...state.assumptions, `not (${evaluation.unknown})`]}
+    let pending = inputs
+    for (let i = from; i < count && pending.length > 0; i++) {
+      const here = pending.length > 1 ? this.merge(pending) : pending
+      pending = []
+      for (const state of here) this.visit(chain, i, state, inner, results, pending)
     }
 
-    results.push({state, returned: true})
-    return results
+    for (const state of pending.length > 1 ? this.merge(pending) : pending) results.push({state, returned: true})
+    return results.length > 1 ? this.mergeResults(results) : results
+  }
+
+  /** One state meets rule i: what matches is taken, what does not waits at rule i + 1 (`next`). */
+  private visit(chain: Chain, i: number, input: State, stack: string[], results: Result[], next: State[]): void {
+    let state = input
+    const destination = state.dnat?.ip ?? this.packet.destination
+    if (destination !== undefined && chain.mayMatchDestination && !chain.mayMatchDestination(i, destination)) {
+      next.push(state)
+      return
+    }
+
+    const rule = chain.rule(i)
+    const affinityChecks = rule.conditions.filter((c): c is Extract<Condition, {kind: 'recent-check'}> => c.kind === 'recent-check')
+    if (affinityChecks.length > 0) {
+      // A client's first connection is on no recent-list yet, so it takes the random choice;
+      // later ones stick to the endpoint they got (session affinity).
+      next.push({...state, affinity: [...state.affinity, ...affinityChecks.map((c) => ({list: c.list, seconds: c.seconds}))]})
+      return
+    }
+
+    const evaluation = this.evaluate(rule, state)
+    if (evaluation === false) {
+      next.push(state)
+      return
+    }
+
+    const mask = this.maskOf(rule)
+    if (mask) {
+      const inside = this.space.and(state.where, mask)
+      if (this.space.isEmpty(inside)) {
+        next.push(state)
+        return
+      }
+
+      const outside = this.space.andNot(state.where, mask)
+      if (!this.space.isEmpty(outside)) {
+        if (this.isMasquerade(rule) && evaluation === true) {
+          // A masquerade mark for some interfaces only is noted, not branched on.
+          next.push({...state, masqueradeWhen: [...state.masqueradeWhen, this.space.describe(inside, this.start) || 'always']})
+          return
+        }
+
+        next.push({...state, where: outside})
+        state = {...state, where: inside}
+      }
+    }
+
+    if (evaluation === true) {
+      this.take(chain, i, rule, state, stack, results, next)
+      return
+    }
+
+    if ('probability' in evaluation) {
+      const p = evaluation.probability
+      if (p > NEGLIGIBLE) this.take(chain, i, rule, {...state, probability: state.probability * p}, stack, results, next, p)
+      const rest = {...state, probability: state.probability * (1 - p)}
+      if (rest.probability > NEGLIGIBLE) next.push(rest)
+      return
+    }
+
+    // The same undecidable condition met again on one path has the answer assumed the first time.
+    if (state.assumptions.includes(evaluation.unknown)) {
+      this.take(chain, i, rule, state, stack, results, next)
+      return
+    }
+
+    if (state.assumptions.includes(`not (${evaluation.unknown})`)) {
+      next.push(state)
+      return
+    }
+
+    // Undecidable: a masquerade mark under a condition is noted, not branched on.
+    if (this.isMasquerade(rule)) {
+      next.push({...state, masqueradeWhen: [...state.masqueradeWhen, evaluation.unknown]})
+      return
+    }
+
+    this.take(chain, i, rule, {...state, assumptions: [...state.assumptions, evaluation.unknown]}, stack, results, next, undefined, evaluation.unknown)
+    next.push({...state, assumptions: [...state.assumptions, `not (${evaluation.unknown})`]})
+  }
+
+  /** Jumps to kube-proxy's masquerade chain, or sets its mark bit directly (older kube-proxy). */
+  private isMasquerade(rule: Rule): boolean {
+    const a = rule.action
+    return (a.kind === 'jump' && MASQUERADE_CHAINS.has(a.chain)) || (a.kind === 'mark' && (a.xor & this.masqueradeMark) !== 0 && (a.clear & ~this.masqueradeMark) === 0)
+  }
+
+  /** The interface pairs a rule's -i/-o conditions allow; null when it has none the space knows. */
+  private maskOf(rule: Rule): Where | null {
+    let mask = this.masks.get(rule)
+    if (mask !== undefined) return mask
+    mask = null
+    for (const c of rule.conditions) {
+      if (c.kind !== 'interface' || !this.space.knows(c.name)) continue
+      const set = this.space.condition(c.field, c.name, c.negated)
+      mask = mask ? this.space.and(mask, set) : set
+    }
+
+    this.masks.set(rule, mask)
+    return mask
+  }
+
+  private stepKey(steps: Step[]): string {
+    let key = ''
+    for (const step of steps) {
+      let id = this.stepIds.get(step)
+      if (id === undefined) {
+        id = this.nextStepId++
+        this.stepIds.set(step, id)
+      }
+
+      key += `${id},`
+    }
+
+    return key
+  }
+
+  /** Everything about a state except its interfaces: states with equal keys may merge. */
+  private stateKey(s: State): string {
+    const v = s.verdict
+    return [
+      this.stepKey(s.steps),
+      s.probability,
+      s.mark,
+      s.accepted ? 1 : 0,
+      s.dnat ? `${s.dnat.ip}|${s.dnat.port}` : '',
+      v ? `${v.kind}|${'chain' in v ? v.chain : ''}|${'line' in v ? v.line : ''}` : '',
+      s.assumptions.join('\u0001'),
+      s.masqueradeWhen.join('\u0001'),
+      s.affinity.map((a) => `${a.list}/${a.seconds}`).join(','),
+    ].join('\u0000')
+  }
+
+  /** Unites states that differ only in interfaces (they are disjoint cases of one path). */
+  private merge(states: State[]): State[] {
+    const byKey = new Map<string, State>()
+    for (const s of states) {
+      const key = this.stateKey(s)
+      const seen = byKey.get(key)
+      byKey.set(key, seen ? {...seen, where: this.space.or(seen.where, s.where)} : s)
+    }
+
+    return byKey.size === states.length ? states : [...byKey.values()]
+  }
+
+  private mergeResults(results: Result[]): Result[] {
+    const byKey = new Map<string, Result>()
+    for (const r of results) {
+      const key = `${r.returned ? 1 : 0}\u0000${this.stateKey(r.state)}`
+      const seen = byKey.get(key)
+      byKey.set(key, seen ? {returned: seen.returned, state: {...seen.state, where: this.space.or(seen.state.where, r.state.where)}} : r)
+    }
+
+    return byKey.size === results.length ? results : [...byKey.values()]
   }
 
   private step(chain: Chain, rule: Rule, action: string, probability?: number, assumed?: string): Step {
@@ -199,11 +366,11 @@ export class Walker {
   }
 
   /** Applies a matched rule's action, then continues wherever the kernel would. */
-  private take(chain: Chain, index: number, rule: Rule, state: State, depth: number, results: Result[], probability?: number, assumed?: string): void {
+  private take(chain: Chain, index: number, rule: Rule, state: State, stack: string[], results: Result[], next: State[], probability?: number, assumed?: string): void {
     const action: Action = rule.action
     const recorded = (text: string) => [...state.steps, this.step(chain, rule, text, probability, assumed)]
     const continueAfter = (s: State) => {
-      for (const r of this.run(chain, index + 1, s, depth)) results.push(r)
+      next.push(s)
     }
 
     const withSetAffinity = (s: State): State => {
@@ -215,6 +382,12 @@ export class Walker {
       case 'jump':
       case 'goto': {
         const target = this.graph.chain(chain.table, action.chain)
+        if (!target && MASQUERADE_CHAINS.has(action.chain)) {
+          // kube-proxy's masquerade chain only sets its mark: an excerpt that left it out still means that.
+          continueAfter({...state, mark: (state.mark | this.masqueradeMark) >>> 0})
+          return
+        }
+
         if (!target) {
           results.push({state: {...state, steps: recorded(`-> ${action.chain} (not in the dump)`), verdict: {kind: 'missing', chain: action.chain, line: rule.line}}, returned: false})
           return
@@ -222,7 +395,7 @@ export class Walker {
 
         const state0 = state
         const entered = withSetAffinity(MASQUERADE_CHAINS.has(action.chain) ? state : {...state, steps: recorded(`${action.kind === 'goto' ? 'goto' : '->'} ${action.chain}`)})
-        for (const r of this.run(target, 0, entered, depth + 1)) {
+        for (const r of this.run(target, 0, [entered], stack)) {
           // A detour that returned having done nothing (no step, no random choice) leaves no trace in the path.
           const state = r.returned && r.state.steps.length === entered.steps.length && r.state.probability === entered.probability ? {...r.state, steps: state0.steps} : r.state
           if (!r.returned) results.push(r)
@@ -242,7 +415,7 @@ export class Walker {
             continue
           }
 
-          for (const r of this.run(chosen, 0, s, depth + 1)) {
+          for (const r of this.run(chosen, 0, [s], stack)) {
             if (!r.returned || action.goto) results.push(r)
             else continueAfter(r.state)
           }
@@ -269,7 +442,7 @@ export class Walker {
       case 'masquerade':
       case 'snat':
         // Terminal for this table: later tables still see the packet.
-        results.push({state, returned: false})
+        results.push({state: {...state, accepted: true}, returned: false})
         return
       case 'mark':
         continueAfter({...state, mark: ((state.mark & ~action.clear) ^ action.xor) >>> 0})
@@ -325,9 +498,9 @@ export class Walker {
       case 'mark':
         return negate(((state.mark & c.mask) >>> 0) === c.value, c.negated)
       case 'interface':
-        // kube-proxy names interfaces only to tell pod traffic apart (--detect-local-mode).
-        if (c.field === 'in') return negate(p.origin === 'pod', c.negated)
-        return {unknown: `${c.negated ? 'not ' : ''}out via ${c.name}`}
+        // Names the interface space knows are decided by the rule's interface mask (see visit).
+        if (this.space.knows(c.name)) return true
+        return {unknown: `${c.negated ? 'not ' : ''}${c.field} via ${c.name}`}
       case 'probability':
         return {probability: c.probability}
       case 'recent-check':

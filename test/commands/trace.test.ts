@@ -14,12 +14,22 @@ const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/kube-proxy/
 const v129 = fixture('iptables-v1.29-counters.txt')
 
 describe('trace --from-file (no cluster)', () => {
-  it('prints the tree with shares and exits 0 when nothing is wrong', async () => {
+  it('prints one block per way in by default: endpoints, shares, masquerading', async () => {
     const {stdout, stderr, exitCode} = await runCommand(['trace', '--from-file', v129, 'svc/default/web'])
+    assert.equal(exitCode, 0, stderr)
+    assert.match(stdout, /  ClusterIP 10\.96\.10\.10:80 from a pod\n    => 10\.244\.1\.5:8080 33\.3%, 10\.244\.2\.6:8080 33\.3%, 10\.244\.3\.7:8080 33\.3%\n/)
+    assert.match(stdout, /  ClusterIP 10\.96\.10\.10:80 from the node\n    => 10\.244\.1\.5:8080 33\.3% \(masqueraded\)/)
+    assert.doesNotMatch(stdout, /KUBE-SEP-/)
+  })
+
+  it('prints the tree with shares with -o wide (or --chains) and exits 0 when nothing is wrong', async () => {
+    const wide = await runCommand(['trace', '--from-file', v129, 'svc/default/web', '--chains'])
+    assert.equal(wide.stdout, (await runCommand(['trace', '--from-file', v129, 'svc/default/web', '-o', 'wide'])).stdout)
+    const {stdout, stderr, exitCode} = wide
     assert.equal(exitCode, 0, stderr)
     assert.match(stdout, /svc\/web in default \(ClusterIP 10\.96\.10\.10\): kube-proxy iptables mode/)
     assert.match(stdout, /ClusterIP 10\.96\.10\.10:80 from a pod/)
-    assert.equal(stdout.match(/33\.3% -> KUBE-SEP-/g)?.length, 3)
+    assert.equal(stdout.match(/33\.3% -> KUBE-SEP-/g)?.length, 6)
     assert.match(stdout, /=> 10\.244\.1\.5:8080 33\.3%, 10\.244\.2\.6:8080 33\.3%, 10\.244\.3\.7:8080 33\.3%/)
   })
 
@@ -93,7 +103,7 @@ describe('trace (live cluster, HTTP fake)', function () {
   // The dump was taken from namespace "default"; the fake Service lives in "shop": same rules, renamed.
   const rulesFor = (text: string) => text.replaceAll('default/web', 'shop/web')
 
-  function fakeCluster(endpoints: unknown[], podLog = rulesFor(dumpLog)) {
+  function fakeCluster(endpoints: unknown[], podLog = rulesFor(dumpLog), exitCode = 0) {
     let created: V1Pod | undefined
     let deleted = false
     nock(FAKE_SERVER)
@@ -116,7 +126,7 @@ describe('trace (live cluster, HTTP fake)', function () {
       })
       .reply(201, (_uri, body) => body as V1Pod)
       .get(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}$/)
-      .reply(200, {status: {phase: 'Succeeded', containerStatuses: [{name: 'task', state: {terminated: {exitCode: 0}}}]}})
+      .reply(200, {status: {phase: exitCode === 0 ? 'Succeeded' : 'Failed', containerStatuses: [{name: 'task', state: {terminated: {exitCode}}}]}})
       .get(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}\/log/)
       .reply(200, podLog)
       .delete(/\/api\/v1\/namespaces\/kube-system\/pods\/selfhost-trace-worker-2-[0-9a-f]{6}$/)
@@ -163,6 +173,19 @@ describe('trace (live cluster, HTTP fake)', function () {
     )
     assert.deepEqual(result.findings, [])
     assert.equal(nock.pendingMocks().length, 0, nock.pendingMocks().join(', '))
+  })
+
+  it('reads only what the Service needs with a script of sh, grep, wc and iptables; a crashed tool is named as such', async () => {
+    const cluster = fakeCluster([endpoint('10.244.1.5', 'worker-2')], 'Segmentation fault (core dumped)\n', 139)
+    const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig])
+    assert.equal(exitCode, 1)
+    assert.match(stderr, /reading rules on node worker-2 failed: the task was killed \(exit code 139, SIGSEGV: the tool crashed\): Segmentation fault/)
+    assert.doesNotMatch(stderr, /does image .* have sh/)
+    const script = cluster.created()!.spec!.containers[0].command!.join(' ')
+    assert.match(script, /-t "\$table" -S "\$chain"/)
+    assert.match(script, /--comment "\?shop\/web\(/)
+    // Only the tools the kube-proxy image (distroless-iptables) has.
+    for (const tool of ['sed', 'awk', 'sort', 'base64', 'cut ', 'head ', 'tail ', 'mv ']) assert.ok(!script.includes(` ${tool}`) && !script.includes(`| ${tool}`), tool)
   })
 
   it('exits 2 when a ready endpoint is missing from the rules and a programmed one left the slices', async () => {
@@ -244,5 +267,63 @@ describe('trace (live cluster, HTTP fake)', function () {
     const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '--image', 'busybox:1.36', '--debug-namespace', 'apps'])
     assert.equal(exitCode, 1)
     assert.match(stderr, /^error: namespace "apps" refuses privileged pods \(PodSecurity "restricted:latest"\)/m)
+  })
+})
+
+describe('trace through a pipe (the built CLI, a child process)', function () {
+  this.timeout(180_000)
+
+  it('a 2.8 MB JSON result with findings (exit 2) arrives whole: the process waits for stdout before it exits', async () => {
+    const {ensureBuilt, repoRoot} = await import('../helpers/build.js')
+    const {execa} = await import('execa')
+    const {generateServices, iptablesSaveOf} = await import('../helpers/kube-proxy-dump.js')
+    const {mkdtempSync, rmSync, writeFileSync} = await import('node:fs')
+    const {tmpdir} = await import('node:os')
+    const {join} = await import('node:path')
+    await ensureBuilt()
+    // 2,000 endpoints, the last KUBE-SVC rule gone: 1/2000 of connections match nothing (a finding).
+    const lines = iptablesSaveOf(generateServices(1, 2000)).split('\n')
+    lines.splice(lines.reduce((last, l, k) => (l.startsWith('-A KUBE-SVC-') ? k : last), -1), 1)
+    const dir = mkdtempSync(join(tmpdir(), 'selfhost-trace-pipe-'))
+    try {
+      const file = join(dir, 'dump.txt')
+      writeFileSync(file, lines.join('\n'))
+      const run = await execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), 'trace', '--from-file', file, 'svc/ns0/svc-0', '-o', 'json'], {reject: false})
+      assert.equal(run.exitCode, 2, run.stderr)
+      assert.ok(run.stdout.length > 1_000_000, `${run.stdout.length} bytes`)
+      const result = JSON.parse(run.stdout) as TraceResult
+      assert.equal(result.ports[0].frontends[0].endpoints.length, 1999)
+      assert.ok(result.findings.some((f) => f.kind === 'share-sum'))
+    } finally {
+      rmSync(dir, {recursive: true, force: true})
+    }
+  })
+})
+
+describe('trace default view on a node with Docker and CNI rules', () => {
+  it('a 2-port Service with 3 endpoints prints at most 30 lines (flannel, and Calico-style dispatch)', async () => {
+    const {generateServices, iptablesSaveOf} = await import('../helpers/kube-proxy-dump.js')
+    const {withHostRules} = await import('../fixtures/kube-proxy/host-rules.js')
+    const {mkdtempSync, rmSync, writeFileSync} = await import('node:fs')
+    const {tmpdir} = await import('node:os')
+    const {join} = await import('node:path')
+    const [base] = generateServices(1, 3)
+    const services = [base, {...base, portName: 'https', port: 443, endpoints: base.endpoints.map((e) => ({...e, port: 8443}))}]
+    const filter = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':KUBE-FORWARD - [0:0]', '-A FORWARD -j KUBE-FORWARD', '-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT', 'COMMIT', ''].join('\n')
+    const dir = mkdtempSync(join(tmpdir(), 'selfhost-trace-view-'))
+    try {
+      for (const cni of [{flannel: {podCidr: '10.128.0.0/9'}}, {calico: {workloads: ['calia1b2c3d4e5f', 'cali0f9e8d7c6b5']}}]) {
+        const file = join(dir, 'node.txt')
+        writeFileSync(file, withHostRules(filter + iptablesSaveOf(services), {dockerNetworks: 3, ...cni}))
+        const {stdout, stderr, exitCode} = await runCommand(['trace', '--from-file', file, `svc/${base.namespace}/${base.name}`])
+        assert.equal(exitCode, 0, stderr)
+        const lines = stdout.trimEnd().split('\n')
+        assert.ok(lines.length <= 30, `${Object.keys(cni)[0]}: ${lines.length} lines:\n${stdout}`)
+        assert.equal(stdout.match(/^port /gm)?.length, 2)
+        assert.match(stdout, /=> 10\.128\.0\.1:8443 33\.3%/)
+      }
+    } finally {
+      rmSync(dir, {recursive: true, force: true})
+    }
   })
 })

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 
 import type {V1Node} from '@kubernetes/client-node'
 
-import {READ_RULES_SCRIPT, chooseNodes, modeOf, proxyConfig, serviceInfoOf, sliceEndpoints} from '../../../src/trace/live.js'
+import {chooseNodes, modeOf, proxyConfig, serviceInfoOf, serviceRulesScript, sliceEndpoints} from '../../../src/trace/live.js'
 import {splitSections} from '../../../src/trace/load.js'
 import {closeMatches} from '../../../src/trace/suggest.js'
 import {parseTraceTarget} from '../../../src/trace/target.js'
@@ -74,7 +74,11 @@ describe('trace helpers', () => {
   })
 
   it("the node script's sections are what the loader splits", () => {
-    assert.match(READ_RULES_SCRIPT, /iptables-save iptables-nft-save iptables-legacy-save/)
+    assert.match(serviceRulesScript('default', 'web'), /for cmd in iptables iptables-nft iptables-legacy; do/)
+    assert.match(serviceRulesScript('default', 'web'), /--comment "\?default\/web\(\[: "\]\|\$\)/)
+    const partial = splitSections('### selfhost-trace iptables iptables-nft partial\n*nat\n-P PREROUTING ACCEPT\n-N KUBE-SERVICES\nCOMMIT\n### selfhost-trace crash iptables-save 139\n### selfhost-trace end\n')
+    assert.equal(partial.partial, true)
+    assert.deepEqual(partial.crashes, [{command: 'iptables-save', exitCode: 139}])
     const sections = splitSections('### selfhost-trace iptables iptables-legacy-save\n*nat\nCOMMIT\n### selfhost-trace nft\ntable ip kube-proxy {\n}\n### selfhost-trace end\n')
     assert.equal(sections.iptablesCommand, 'iptables-legacy-save')
     assert.equal(sections.iptables, '*nat\nCOMMIT\n')

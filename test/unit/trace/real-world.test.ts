@@ -2,6 +2,8 @@ import assert from 'node:assert/strict'
 import {existsSync, readFileSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
 
+import {parseIptablesSave} from '../../../src/trace/iptables.js'
+import {iptablesRuleSet} from '../../../src/trace/iptables-rules.js'
 import {detectMode, ruleSetFor, splitSections} from '../../../src/trace/load.js'
 import type {FrontendTrace, TraceResult} from '../../../src/trace/model.js'
 import {servicesAtAddress, traceService} from '../../../src/trace/trace.js'
@@ -145,5 +147,35 @@ const shares = (f: FrontendTrace) => Object.fromEntries(f.endpoints.map((e) => [
       assert.deepEqual(r.ports.map((p) => p.port.protocol), ['tcp', 'udp'])
       for (const p of r.ports) assert.deepEqual(shares(p.frontends[0]), {'172.17.0.2:53': 1})
     })
+  })
+})
+
+describe('older kube-proxy layouts (1.14: "ns/name: what" comments for unnamed ports)', () => {
+  const v114 = readFileSync(new URL('../../fixtures/kube-proxy/iptables-v1.14-unnamed-port.txt', import.meta.url), 'utf8')
+  const rules = iptablesRuleSet(parseIptablesSave(v114))
+
+  it('finds a Service by name and by address when its comments read "default/hostnames: cluster IP"', () => {
+    const service = rules.findService('default', 'hostnames')
+    assert.ok(service)
+    assert.deepEqual(service.clusterIPs, ['10.96.0.20'])
+    assert.deepEqual(service.externalIPs, ['192.0.2.50'])
+    assert.equal(service.ports[0].nodePort, 30376)
+    assert.deepEqual(servicesAtAddress(rules, '10.96.0.20', 80).map((s) => s.name), ['hostnames'])
+    const result = traceService(rules, service)
+    // The chain names of that time hashed "default/hostnames:" with the colon.
+    assert.equal(result.ports[0].expectedChains?.svc, 'KUBE-SVC-NWV5X2332I4OT4T3')
+    const cluster = result.ports[0].frontends.filter((f) => f.kind === 'clusterIP' && f.from === 'pod')
+    assert.equal(cluster.length, 1)
+    assert.equal(cluster[0].endpoints.length, 3)
+    assert.equal(result.findings.length, 0)
+  })
+
+  it('a direct "-j MARK --set-xmark 0x4000/0x4000" masquerade rule is a masquerade note, not six paths and false findings', () => {
+    const result = traceService(rules, rules.findService('default', 'direct')!)
+    const frontends = result.ports[0].frontends.filter((f) => f.from === 'pod')
+    assert.equal(frontends.length, 1, JSON.stringify(frontends.map((f) => f.assumptions)))
+    assert.deepEqual(frontends[0].endpoints.map((e) => e.share), [0.5, 0.5])
+    assert.equal(result.findings.length, 0)
+    assert.deepEqual(rules.clusterCidrs().map((c) => c.text), ['10.244.0.0/16'])
   })
 })
