@@ -43,6 +43,6 @@ export function renderRevertPlan(result: RevertResult): string {
     for (const w of c.workloads) out.push(`    - delete ${w.kind} kube-system/${w.name}${w.kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''}`)
   }
 
-  out.push('  - keep the backups on the nodes, renamed with the suffix -reverted')
+  out.push('  - keep the backups on the nodes, each directory marked with a REVERTED file')
   return out.join('\n')
 }
