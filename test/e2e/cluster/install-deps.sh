@@ -9,11 +9,19 @@
 #   openssl              the cluster's certificates and service-account key
 #   curl                 the e2e suite reaches a ClusterIP from a worker's namespace
 #   zsh                  the plugin suite runs the zsh completion script in a real zsh
+# Real nodes (test/e2e/cluster/real, `npm run sandbox -- --real`):
+#   containerd, runc     each node's container runtime (Debian's containerd 1.6, runc 1.1)
+#   containernetworking-plugins  the bridge, host-local and portmap CNI plugins in /usr/lib/cni
+#   umoci                builds the node images (OCI layouts) from the built binaries
+#   ipset, busybox-static, gcc, libc6-dev  tools copied into the images; the static pause binary
 set -euo pipefail
 need=()
-for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl zsh:zsh; do
+for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl zsh:zsh \
+  containerd:containerd runc:runc umoci:umoci ipset:ipset busybox-static:busybox gcc:gcc; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
 done
+[ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
+[ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps.sh: missing packages ${need[*]}; run as root (or install them) first" >&2

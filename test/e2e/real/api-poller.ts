@@ -18,6 +18,8 @@ export interface PollerReport {
   longestGapMs: number
   /** When the first failure of each kind happened, relative to start. */
   firstAtMs: Record<string, number>
+  /** Every failure, with its time (epoch milliseconds). */
+  events: Array<{at: number; kind: string}>
 }
 
 export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: number; configMap?: string} = {}): {stop: () => Promise<PollerReport>} {
@@ -30,7 +32,7 @@ export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: numbe
   const cert = Buffer.from(kc.users[0].user['client-certificate-data'], 'base64')
   const key = Buffer.from(kc.users[0].user['client-key-data'], 'base64')
   const paths = ['/readyz', `/api/v1/namespaces/kube-system/configmaps/${opts.configMap ?? 'kubeadm-config'}`]
-  const report: PollerReport = {requests: 0, failures: 0, byKind: {}, longestGapMs: 0, firstAtMs: {}}
+  const report: PollerReport = {requests: 0, failures: 0, byKind: {}, longestGapMs: 0, firstAtMs: {}, events: []}
   const started = Date.now()
   let lastOk = Date.now()
   let stopped = false
@@ -38,6 +40,7 @@ export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: numbe
     report.failures++
     report.byKind[kind] = (report.byKind[kind] ?? 0) + 1
     report.firstAtMs[kind] ??= Date.now() - started
+    report.events.push({at: Date.now(), kind})
   }
 
   const once = (path: string) =>

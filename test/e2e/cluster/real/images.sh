@@ -41,6 +41,14 @@ populate_distroless_iptables() {
     /bin/kmod /bin/dash /bin/cat /bin/chmod /bin/grep /bin/ln /bin/rm /bin/sleep /usr/bin/wc
   mkdir -p "$root/usr/lib/x86_64-linux-gnu" "$root/etc" "$root/tmp" "$root/run" "$root/var/run"
   cp -a /usr/lib/x86_64-linux-gnu/xtables "$root/usr/lib/x86_64-linux-gnu/"
+  # The match and target extensions load libraries of their own (libxt_statistic needs libm).
+  for ext in /usr/lib/x86_64-linux-gnu/xtables/*.so; do
+    ldd "$ext" 2>/dev/null | awk '/=>/ {print $3}' | while read -r lib; do
+      [ -n "$lib" ] && [ -e "$lib" ] && [ ! -e "$root$lib" ] || continue
+      mkdir -p "$root$(dirname "$lib")"
+      cp -L "$lib" "$root$lib"
+    done
+  done
   cp /etc/protocols /etc/services /etc/ethertypes "$root/etc/" 2>/dev/null || true
   ln -sf dash "$root/bin/sh"
   # The real image's iptables-wrapper picks a backend at first use; these nodes use nft.
