@@ -16,6 +16,7 @@ import type {RuleSet} from '../../src/trace/trace.js'
 import {traceService} from '../../src/trace/trace.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
 import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
+import {inCI} from '../helpers/ci.js'
 
 /**
  * The kernel as oracle: load kube-proxy rules into a network namespace of our own, listen on
@@ -104,7 +105,7 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     const reason = await kernelUnavailable()
     if (reason) {
       // CI has root and the tools: a test that cannot run there must fail, not pass silently.
-      if (process.env.CI === 'true') throw new Error(`the kernel test cannot run in CI: ${reason}`)
+      if (inCI()) throw new Error(`the kernel test cannot run in CI: ${reason}`)
       console.log(`    skipped: ${reason}`)
       this.skip()
     }
@@ -155,7 +156,7 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
 
   it("the node task's script finds rules in the legacy backend when the nft backend is empty, and the kernel agrees", async function () {
     if (!(await which('iptables-legacy-restore'))) {
-      if (process.env.CI === 'true') throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
+      if (inCI()) throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
       this.skip()
     }
 
@@ -177,7 +178,7 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
   it('iptables: kube-proxy v1.27 test data with the OUTPUT jumps a real node has (../shared/fixtures)', async function () {
     const file = `${sharedFixtures}kube-proxy-test-v1.27-TestOverallIPTablesRulesWithMultipleServices.txt`
     if (!existsSync(file)) {
-      if (process.env.CI === 'true') throw new Error(`${file} is missing in CI`)
+      if (inCI()) throw new Error(`${file} is missing in CI`)
       this.skip()
     }
 

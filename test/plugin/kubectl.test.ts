@@ -11,6 +11,7 @@ import {delimiter, join} from 'node:path'
 import {execa} from 'execa'
 
 import {ensureBuilt, onPath, repoRoot} from '../helpers/build.js'
+import {inCI} from '../helpers/ci.js'
 
 /** kubectl from PATH, else the one the e2e build script makes (built once, cached). */
 async function findKubectl(): Promise<string | undefined> {
@@ -35,7 +36,7 @@ describe('kubectl runs the plugin', function () {
     const found = await findKubectl()
     if (!found) {
       // CI must prove this; a laptop without kubectl may skip it, and says so.
-      if (process.env.CI === 'true') throw new Error('no kubectl on PATH and test/e2e/cluster/build.sh could not provide one')
+      if (inCI()) throw new Error('no kubectl on PATH and test/e2e/cluster/build.sh could not provide one')
       console.warn('    skipped: no kubectl on PATH and none could be built')
       this.skip()
     }
@@ -118,7 +119,7 @@ describe('the completion scripts, in a real zsh', function () {
     const found = onPath('zsh')
     if (!found) {
       // CI installs zsh (test/e2e/cluster/install-deps.sh); a laptop without it may skip, and says so.
-      if (process.env.CI === 'true') throw new Error('zsh is not installed; install-deps.sh should have installed it')
+      if (inCI()) throw new Error('zsh is not installed; install-deps.sh should have installed it')
       console.warn('    skipped: zsh is not installed')
       this.skip()
     }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {existsSync, readFileSync, readdirSync} from 'node:fs'
+import {readFileSync, readdirSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
@@ -11,11 +11,12 @@ import {CliError} from '../../../src/errors.js'
 import {readManifestDir} from '../../../src/pivot/from-dir.js'
 import {StaticManifest, flagValue, manifestFromMirrorPod, parseStaticPod, sha256, versionFromImage, withPortSharing} from '../../../src/pivot/manifest.js'
 import {PivotPlan, PlanNodeInfo, SOURCE_MANIFESTS_ANNOTATION, planPivot} from '../../../src/pivot/plan.js'
+import {sharedFixturesDir} from '../../helpers/ci.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repo = resolve(here, '../../..')
 const ownFixtures = join(repo, 'test/fixtures/kubeadm')
-const sharedFixtures = resolve(repo, '../shared/fixtures/kubeadm')
+const sharedFixtures = sharedFixturesDir('kubeadm')
 
 const NODES = ['cp-1', 'cp-2', 'cp-3']
 const versionDirs = (root: string) => readdirSync(root, {withFileTypes: true}).filter((e) => e.isDirectory()).map((e) => e.name)
@@ -44,7 +45,7 @@ function liveNodes(ips: string[], role: 'control-plane' | 'master'): PlanNodeInf
 
 const fixtureSets = [
   ...versionDirs(ownFixtures).map((v) => ({name: `own ${v}`, dir: join(ownFixtures, v)})),
-  ...(existsSync(sharedFixtures) ? versionDirs(sharedFixtures).map((v) => ({name: `shared ${v}`, dir: join(sharedFixtures, v)})) : []),
+  ...(sharedFixtures ? versionDirs(sharedFixtures).map((v) => ({name: `shared ${v}`, dir: join(sharedFixtures, v)})) : []),
 ]
 
 const container = (obj: V1DaemonSet | V1Deployment): V1Container => obj.spec!.template.spec!.containers[0]
