@@ -78,6 +78,7 @@ describe('kubectl runs the plugin', function () {
 
 describe('the completion scripts, in a real bash', function () {
   this.timeout(120_000)
+  const bash = onPath('bash') ?? '/bin/bash'
   before(ensureBuilt)
 
   /** Loads the script kubectl-selfhost prints, completes the words, prints COMPREPLY. */
@@ -89,7 +90,8 @@ describe('the completion scripts, in a real bash', function () {
       '_kubectl_selfhost',
       'printf "%s\\n" "${COMPREPLY[@]}"',
     ].join('\n')
-    const {stdout} = await execa('bash', ['-c', script], {env: {...process.env, PATH: path}})
+    // bash by its full path, found on the real PATH: the PATH under test may hold no bash.
+    const {stdout} = await execa(bash, ['-c', script], {env: {...process.env, PATH: path}})
     return stdout.split('\n').filter(Boolean)
   }
 
@@ -103,11 +105,10 @@ describe('the completion scripts, in a real bash', function () {
   })
 
   it('falls back to this install\'s bin/complete.js when the completer is not on PATH', async () => {
-    const path = (process.env.PATH ?? '')
-      .split(delimiter)
-      .filter((d) => !onPath('kubectl_complete-selfhost', d))
-      .join(delimiter)
-    assert.deepEqual(await bashComplete(['kubectl-selfhost', 'health', '--outp'], path), ['--output'])
+    // PATH is one empty directory, so no completer is on it wherever npm put this machine's
+    // global binaries (after `npm link` on Debian's Node that is /usr/bin, beside bash itself).
+    const empty = mkdtempSync(join(tmpdir(), 'selfhost-empty-path-'))
+    assert.deepEqual(await bashComplete(['kubectl-selfhost', 'health', '--outp'], empty), ['--output'])
   })
 })
 
