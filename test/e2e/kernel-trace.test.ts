@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
 import {existsSync, readFileSync} from 'node:fs'
-import {fileURLToPath} from 'node:url'
+import {join} from 'node:path'
 
 import {execa} from 'execa'
 
@@ -16,7 +16,7 @@ import type {RuleSet} from '../../src/trace/trace.js'
 import {traceService} from '../../src/trace/trace.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
 import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
-import {inCI} from '../helpers/ci.js'
+import {inCI, sharedFixturesDir} from '../helpers/ci.js'
 
 /**
  * The kernel as oracle: load kube-proxy rules into a network namespace of our own, listen on
@@ -27,7 +27,6 @@ import {inCI} from '../helpers/ci.js'
 
 const CONNECTIONS = 300
 const fixtures = new URL('../fixtures/kube-proxy/', import.meta.url)
-const sharedFixtures = fileURLToPath(new URL('../../../shared/fixtures/kube-proxy/', import.meta.url))
 
 async function which(command: string): Promise<boolean> {
   return (await execa('sh', ['-c', `command -v ${command}`], {reject: false})).exitCode === 0
@@ -176,11 +175,11 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
   })
 
   it('iptables: kube-proxy v1.27 test data with the OUTPUT jumps a real node has (../shared/fixtures)', async function () {
-    const file = `${sharedFixtures}kube-proxy-test-v1.27-TestOverallIPTablesRulesWithMultipleServices.txt`
-    if (!existsSync(file)) {
-      if (inCI()) throw new Error(`${file} is missing in CI`)
-      this.skip()
-    }
+    // Missing fixtures fail in CI and skip elsewhere with one line saying why.
+    const shared = sharedFixturesDir('kube-proxy')
+    if (!shared) this.skip()
+    const file = join(shared!, 'kube-proxy-test-v1.27-TestOverallIPTablesRulesWithMultipleServices.txt')
+    if (!existsSync(file)) throw new Error(`${file} is missing`)
 
     const original = readFileSync(file, 'utf8')
     // kube-proxy's test data has no built-in chains: add the jumps a node's nat and filter tables have.
