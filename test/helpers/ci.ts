@@ -14,7 +14,9 @@ export function inCI(): boolean {
   return value !== '' && value !== 'false' && value !== '0'
 }
 
-const warned = new Set<string>()
+// On globalThis: under tsx this module can be loaded twice (ES module and CommonJS), and the
+// reason is to be said once per run.
+const warned: Set<string> = ((globalThis as {selfhostSharedFixtureNotes?: Set<string>}).selfhostSharedFixtureNotes ??= new Set())
 
 /**
  * The real-world fixtures in ../shared/fixtures/<kind> (beside the checkout in the project's own
