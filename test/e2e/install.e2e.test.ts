@@ -113,6 +113,23 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
       assert.deepEqual([status.exitCode, status.stderr.trim()], [1, 'error: kubeconfig /nonexistent does not exist; check --kubeconfig'], 'the oclif path loads too')
     })
 
+    it('the linux/arm64 executable runs too (under qemu user emulation, with no Node.js on PATH)', async function () {
+      // Debian's qemu-user-static and the arm64 cross C and C++ runtimes (install-deps.sh installs them).
+      const qemu = '/usr/bin/qemu-aarch64-static'
+      const sysroot = '/usr/aarch64-linux-gnu'
+      if (!existsSync(qemu) || !existsSync(join(sysroot, 'lib', 'libstdc++.so.6'))) {
+        if (inCI()) throw new Error('qemu-user-static, libc6-arm64-cross and libstdc++6-arm64-cross are not installed')
+        console.warn('    skipped: no qemu-user-static or arm64 cross runtimes (apt-get install qemu-user-static libc6-arm64-cross libstdc++6-arm64-cross)')
+        this.skip()
+      }
+
+      const cache = mkdtempSync(join(tmpdir(), 'selfhost-sea-arm64-'))
+      const env = {PATH: pathOf({}), HOME: cache, KUBECTL_SELFHOST_CACHE_DIR: cache, NO_COLOR: '1'}
+      const help = await execa(qemu, ['-L', sysroot, join(repoRoot, 'release', 'linux-arm64', 'kubectl-selfhost'), '--help'], {env, extendEnv: false, reject: false})
+      assert.equal(help.exitCode, 0, help.stderr)
+      assert.match(help.stdout, /kubectl-selfhost\/\S+ linux-arm64 node-v/)
+    })
+
     it('krew installs it from manifests/krew/selfhost.yaml and --archive; kubectl runs it against a real cluster', async function () {
       let krew: string
       try {
