@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
 import {existsSync, readFileSync} from 'node:fs'
-import {fileURLToPath} from 'node:url'
+import {join} from 'node:path'
 
 import {execa} from 'execa'
 
@@ -17,6 +17,7 @@ import {traceService} from '../../src/trace/trace.js'
 import {withHostRules} from '../fixtures/kube-proxy/host-rules.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
 import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
+import {inCI, sharedFixturesDir} from '../helpers/ci.js'
 
 /**
  * The kernel as oracle: load kube-proxy rules into a network namespace of our own, listen on
@@ -27,7 +28,6 @@ import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
 
 const CONNECTIONS = 300
 const fixtures = new URL('../fixtures/kube-proxy/', import.meta.url)
-const sharedFixtures = fileURLToPath(new URL('../../../shared/fixtures/kube-proxy/', import.meta.url))
 
 async function which(command: string): Promise<boolean> {
   return (await execa('sh', ['-c', `command -v ${command}`], {reject: false})).exitCode === 0
@@ -109,7 +109,7 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     const reason = await kernelUnavailable()
     if (reason) {
       // CI has root and the tools: a test that cannot run there must fail, not pass silently.
-      if (process.env.CI === 'true') throw new Error(`the kernel test cannot run in CI: ${reason}`)
+      if (inCI()) throw new Error(`the kernel test cannot run in CI: ${reason}`)
       console.log(`    skipped: ${reason}`)
       this.skip()
     }
@@ -182,7 +182,7 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
 
   it("the node task's script finds rules in the legacy backend when the nft backend is empty, and the kernel agrees", async function () {
     if (!(await which('iptables-legacy-restore'))) {
-      if (process.env.CI === 'true') throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
+      if (inCI()) throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
       this.skip()
     }
 
@@ -229,11 +229,11 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
   })
 
   it('iptables: kube-proxy v1.27 test data with the OUTPUT jumps a real node has (../shared/fixtures)', async function () {
-    const file = `${sharedFixtures}kube-proxy-test-v1.27-TestOverallIPTablesRulesWithMultipleServices.txt`
-    if (!existsSync(file)) {
-      if (process.env.CI === 'true') throw new Error(`${file} is missing in CI`)
-      this.skip()
-    }
+    // Missing fixtures fail in CI and skip elsewhere with one line saying why.
+    const shared = sharedFixturesDir('kube-proxy')
+    if (!shared) this.skip()
+    const file = join(shared!, 'kube-proxy-test-v1.27-TestOverallIPTablesRulesWithMultipleServices.txt')
+    if (!existsSync(file)) throw new Error(`${file} is missing`)
 
     const original = readFileSync(file, 'utf8')
     // kube-proxy's test data has no built-in chains: add the jumps a node's nat and filter tables have.

@@ -7,6 +7,7 @@ import {repoRoot} from '../helpers/build.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {BUSYBOX_IMAGE, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {type PollerReport, startApiPoller} from './real/api-poller.js'
+import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
 
 /**
@@ -60,7 +61,7 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
     try {
       cluster = await startRealCluster({controlPlanes: 1})
     } catch (error) {
-      if (error instanceof MissingPrerequisiteError && process.env.CI !== 'true') {
+      if (error instanceof MissingPrerequisiteError && !inCI()) {
         console.warn(`skipping the real-node suite: ${error.message}`)
         this.skip()
       }

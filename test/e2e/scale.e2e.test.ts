@@ -15,6 +15,7 @@ import {type SelfHostedObject, planPivot} from '../../src/pivot/plan.js'
 import type {ScaleResult} from '../../src/scale/execute.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {type TestCluster, startTestCluster} from './cluster/harness.js'
+import {inCI} from '../helpers/ci.js'
 
 /**
  * `scale` against the real control plane of the test cluster: real kube-apiserver, etcd,
@@ -63,7 +64,7 @@ describe('scale (e2e, real control plane)', function () {
       cluster = await startTestCluster({controlPlaneNodes: 3, workers: 1})
     } catch (error) {
       // On a laptop without root or Go the suite says why and skips; in CI it must fail.
-      if (error instanceof MissingPrerequisiteError && !process.env.CI) {
+      if (error instanceof MissingPrerequisiteError && !inCI()) {
         console.warn(`skipping scale e2e: ${error.message}`)
         this.skip()
       }

@@ -10,6 +10,7 @@ import {KubeClient} from '../../src/kube/client.js'
 import {ensureBuilt} from '../helpers/build.js'
 import {BINARY_VERSION, type TestCluster} from './cluster/harness.js'
 import {eventually, runBuiltCli, startTestClusterOrSkip} from './support.js'
+import {inCI} from '../helpers/ci.js'
 
 /**
  * `status` and `logs` as installed (the built bin/run.js), against the test cluster's real
@@ -138,7 +139,7 @@ describe('status and logs (e2e, real control plane)', function () {
     const worker = cluster!.nodes.find((n) => n.role === 'worker')!
     if (!worker.netns) {
       // The harness runs kube-proxy only where it can make network namespaces (root); CI must.
-      if (process.env.CI === 'true') throw new Error('the test cluster ran no kube-proxy on the worker')
+      if (inCI()) throw new Error('the test cluster ran no kube-proxy on the worker')
       this.skip()
     }
 

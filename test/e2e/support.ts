@@ -5,6 +5,7 @@ import {execa} from 'execa'
 import {repoRoot} from '../helpers/build.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {type TestCluster, type TestClusterOptions, startTestCluster} from './cluster/harness.js'
+import {inCI} from '../helpers/ci.js'
 
 /**
  * Starts the test cluster for a suite. A laptop without root or Go skips the suite, saying
@@ -14,7 +15,7 @@ export async function startTestClusterOrSkip(context: Mocha.Context, suite: stri
   try {
     return await startTestCluster(options)
   } catch (error) {
-    if (error instanceof MissingPrerequisiteError && process.env.CI !== 'true') {
+    if (error instanceof MissingPrerequisiteError && !inCI()) {
       console.warn(`skipping ${suite} e2e: ${error.message}`)
       context.skip()
     }

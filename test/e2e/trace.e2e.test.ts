@@ -8,6 +8,7 @@ import {runCommand} from '../helpers/run-command.js'
 import {type TestCluster} from './cluster/harness.js'
 import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
 import {eventually, startTestClusterOrSkip} from './support.js'
+import {inCI} from '../helpers/ci.js'
 
 const run = promisify(execFile)
 
@@ -26,7 +27,7 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
     cluster = await startTestClusterOrSkip(this, 'trace', {controlPlaneNodes: 1, workers: 2})
     const workers = cluster.nodes.filter((n) => n.role === 'worker')
     if (workers.some((w) => !w.netns)) {
-      if (process.env.CI === 'true') throw new Error('the test cluster workers have no network namespace (kube-proxy) in CI')
+      if (inCI()) throw new Error('the test cluster workers have no network namespace (kube-proxy) in CI')
       console.warn('skipping trace e2e: the workers run without kube-proxy here (no root?)')
       this.skip()
     }
@@ -81,7 +82,7 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
     assert.equal(result.mode, 'iptables')
     // The script asks kube-proxy itself with curl (install-deps.sh installs it for CI).
     const hasCurl = (await run('sh', ['-c', 'command -v curl']).then(() => true, () => false))
-    if (hasCurl || process.env.CI === 'true') assert.equal(result.modeSource, 'kube-proxy')
+    if (hasCurl || inCI()) assert.equal(result.modeSource, 'kube-proxy')
     assert.deepEqual(result.findings, [])
     const clusterIP = result.ports[0].frontends.find((f) => f.kind === 'clusterIP')!
     assert.deepEqual(clusterIP.endpoints.map((e) => e.ip).sort(), ips)

@@ -14,6 +14,7 @@ import type {UpgradePlan} from '../../src/upgrade/plan.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {BINARY_VERSION, type TestCluster, startTestCluster} from './cluster/harness.js'
 import {runCommand} from '../helpers/run-command.js'
+import {inCI} from '../helpers/ci.js'
 
 /**
  * `upgrade` against the real control plane of the test cluster: real kube-apiserver, etcd,
@@ -52,7 +53,7 @@ async function selfHostedCluster(context: Mocha.Context, controlPlaneNodes: numb
   try {
     cluster = await startTestCluster({controlPlaneNodes, workers, kubeadmVersion: FROM})
   } catch (error) {
-    if (error instanceof MissingPrerequisiteError && !process.env.CI) {
+    if (error instanceof MissingPrerequisiteError && !inCI()) {
       console.warn(`skipping upgrade e2e: ${error.message}`)
       context.skip()
     }

@@ -11,6 +11,7 @@ import type {V1DaemonSet, V1Deployment, V1Endpoints, V1Lease, V1Node, V1Pod, V1T
 import {parse as parseYaml} from 'yaml'
 
 import type {DiscoveryInputs, HealthResponse} from '../../src/controlplane/discover.js'
+import {sharedFixturesDir} from './ci.js'
 
 export const NOW = new Date('2026-03-01T12:00:00Z')
 
@@ -382,9 +383,9 @@ export function withLeasesRenewedNow<T extends Pick<DiscoveryInputs, 'leases'>>(
 }
 
 /** The real-world kubeadm fixtures shared between projects, when this checkout sits next to them. */
-export function sharedKubeadmFixtures(repoRoot: string): Array<{name: string; dir: string}> {
-  const root = join(repoRoot, '..', 'shared', 'fixtures', 'kubeadm')
-  if (!existsSync(root)) return []
+export function sharedKubeadmFixtures(): Array<{name: string; dir: string}> {
+  const root = sharedFixturesDir('kubeadm')
+  if (!root) return []
   return readdirSync(root)
     .filter((d) => existsSync(join(root, d, 'kube-apiserver.yaml')))
     .sort()

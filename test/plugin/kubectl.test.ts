@@ -11,6 +11,7 @@ import {delimiter, join} from 'node:path'
 import {execa} from 'execa'
 
 import {ensureBuilt, onPath, repoRoot} from '../helpers/build.js'
+import {inCI} from '../helpers/ci.js'
 
 /** kubectl from PATH, else the one the e2e build script makes (built once, cached). */
 async function findKubectl(): Promise<string | undefined> {
@@ -35,7 +36,7 @@ describe('kubectl runs the plugin', function () {
     const found = await findKubectl()
     if (!found) {
       // CI must prove this; a laptop without kubectl may skip it, and says so.
-      if (process.env.CI === 'true') throw new Error('no kubectl on PATH and test/e2e/cluster/build.sh could not provide one')
+      if (inCI()) throw new Error('no kubectl on PATH and test/e2e/cluster/build.sh could not provide one')
       console.warn('    skipped: no kubectl on PATH and none could be built')
       this.skip()
     }
@@ -77,6 +78,7 @@ describe('kubectl runs the plugin', function () {
 
 describe('the completion scripts, in a real bash', function () {
   this.timeout(120_000)
+  const bash = onPath('bash') ?? '/bin/bash'
   before(ensureBuilt)
 
   /** Loads the script kubectl-selfhost prints, completes the words, prints COMPREPLY. */
@@ -88,7 +90,8 @@ describe('the completion scripts, in a real bash', function () {
       '_kubectl_selfhost',
       'printf "%s\\n" "${COMPREPLY[@]}"',
     ].join('\n')
-    const {stdout} = await execa('bash', ['-c', script], {env: {...process.env, PATH: path}})
+    // bash by its full path, found on the real PATH: the PATH under test may hold no bash.
+    const {stdout} = await execa(bash, ['-c', script], {env: {...process.env, PATH: path}})
     return stdout.split('\n').filter(Boolean)
   }
 
@@ -102,11 +105,10 @@ describe('the completion scripts, in a real bash', function () {
   })
 
   it('falls back to this install\'s bin/complete.js when the completer is not on PATH', async () => {
-    const path = (process.env.PATH ?? '')
-      .split(delimiter)
-      .filter((d) => !onPath('kubectl_complete-selfhost', d))
-      .join(delimiter)
-    assert.deepEqual(await bashComplete(['kubectl-selfhost', 'health', '--outp'], path), ['--output'])
+    // PATH is one empty directory, so no completer is on it wherever npm put this machine's
+    // global binaries (after `npm link` on Debian's Node that is /usr/bin, beside bash itself).
+    const empty = mkdtempSync(join(tmpdir(), 'selfhost-empty-path-'))
+    assert.deepEqual(await bashComplete(['kubectl-selfhost', 'health', '--outp'], empty), ['--output'])
   })
 })
 
@@ -118,7 +120,7 @@ describe('the completion scripts, in a real zsh', function () {
     const found = onPath('zsh')
     if (!found) {
       // CI installs zsh (test/e2e/cluster/install-deps.sh); a laptop without it may skip, and says so.
-      if (process.env.CI === 'true') throw new Error('zsh is not installed; install-deps.sh should have installed it')
+      if (inCI()) throw new Error('zsh is not installed; install-deps.sh should have installed it')
       console.warn('    skipped: zsh is not installed')
       this.skip()
     }

@@ -22,6 +22,9 @@ for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip o
 done
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
+# The install suite runs the linux/arm64 single executable under qemu.
+command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
+[ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-arm64-cross libstdc++6-arm64-cross)
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps.sh: missing packages ${need[*]}; run as root (or install them) first" >&2

@@ -449,7 +449,7 @@ describe('control-plane discovery', () => {
   })
 
   describe('real-world kubeadm manifests (../shared/fixtures, when present)', () => {
-    const shared = sharedKubeadmFixtures(repoRoot)
+    const shared = sharedKubeadmFixtures()
     if (shared.length === 0) {
       it('skipped: ../shared/fixtures/kubeadm is not next to this checkout')
       return

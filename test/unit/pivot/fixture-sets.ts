@@ -1,15 +1,16 @@
-import {existsSync, readdirSync} from 'node:fs'
+import {readdirSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {readManifestDir} from '../../../src/pivot/from-dir.js'
 import {StaticManifest, flagValue, parseStaticPod} from '../../../src/pivot/manifest.js'
 import {PlanNodeInfo} from '../../../src/pivot/plan.js'
+import {sharedFixturesDir} from '../../helpers/ci.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repo = resolve(here, '../../..')
 export const ownFixtures = join(repo, 'test/fixtures/kubeadm')
-const sharedFixtures = resolve(repo, '../shared/fixtures/kubeadm')
+const sharedFixtures = sharedFixturesDir('kubeadm')
 
 export const NODES = ['cp-1', 'cp-2', 'cp-3']
 export const versionDirs = (root: string) => readdirSync(root, {withFileTypes: true}).filter((e) => e.isDirectory()).map((e) => e.name)
@@ -17,7 +18,7 @@ export const versionDirs = (root: string) => readdirSync(root, {withFileTypes: t
 /** Every kubeadm manifest set: the repo's own and, next to this checkout, the shared real-world ones. */
 export const fixtureSets = [
   ...versionDirs(ownFixtures).map((v) => ({name: `own ${v}`, dir: join(ownFixtures, v)})),
-  ...(existsSync(sharedFixtures) ? versionDirs(sharedFixtures).map((v) => ({name: `shared ${v}`, dir: join(sharedFixtures, v)})) : []),
+  ...(sharedFixtures ? versionDirs(sharedFixtures).map((v) => ({name: `shared ${v}`, dir: join(sharedFixtures, v)})) : []),
 ]
 
 /** The IP kubeadm rendered into a node's manifests (its advertise address). */

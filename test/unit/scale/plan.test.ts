@@ -18,6 +18,7 @@ import {
   resolveComponent,
 } from '../../../src/scale/plan.js'
 import {placementOf, tolerates} from '../../../src/scale/placement.js'
+import {sharedFixturesDir} from '../../helpers/ci.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const fixture = (name: string) => readFileSync(join(here, '../../fixtures/scale', name), 'utf8')
@@ -163,11 +164,11 @@ describe('scale: leader election from the command line', () => {
     assert.deepEqual(componentArgv('kube-scheduler', spec), ['kube-scheduler', '--leader-elect=false'])
   })
 
-  const realWorld = join(here, '../../../../shared/fixtures/kubeadm')
-  const realSets = existsSync(realWorld) ? readdirSync(realWorld) : []
+  const realWorld = sharedFixturesDir('kubeadm')
+  const realSets = realWorld ? readdirSync(realWorld) : []
   for (const set of realSets) {
     for (const component of ['kube-scheduler', 'kube-controller-manager'] as const) {
-      const file = join(realWorld, set, `${component}.yaml`)
+      const file = join(realWorld!, set, `${component}.yaml`)
       if (!existsSync(file)) continue
       it(`real kubeadm manifest ${set}/${component}.yaml: leader election on, default lease`, () => {
         const manifest = parseYaml(readFileSync(file, 'utf8')) as V1Pod

@@ -1,16 +1,17 @@
 import assert from 'node:assert/strict'
-import {existsSync, readFileSync} from 'node:fs'
-import {fileURLToPath} from 'node:url'
+import {readFileSync} from 'node:fs'
 
 import {parseIptablesSave} from '../../../src/trace/iptables.js'
 import {iptablesRuleSet} from '../../../src/trace/iptables-rules.js'
 import {detectMode, ruleSetFor, splitSections} from '../../../src/trace/load.js'
 import type {FrontendTrace, TraceResult} from '../../../src/trace/model.js'
 import {servicesAtAddress, traceService} from '../../../src/trace/trace.js'
+import {sharedFixturesDir} from '../../helpers/ci.js'
 
-/** Dumps captured from real clusters and kube-proxy's own test data (../shared/fixtures, present in CI). */
-const folder = fileURLToPath(new URL('../../../../shared/fixtures/kube-proxy/', import.meta.url))
-const present = existsSync(folder)
+/** Dumps captured from real clusters and kube-proxy's own test data (../shared/fixtures, required in CI). */
+const shared = sharedFixturesDir('kube-proxy')
+const folder = `${shared}/`
+const present = shared !== undefined
 
 function load(name: string) {
   const sections = splitSections(readFileSync(folder + name, 'utf8'))
