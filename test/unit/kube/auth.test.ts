@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
-import {mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {copyFileSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import http from 'node:http'
+import {type AddressInfo, type Socket, connect} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -54,15 +56,15 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
   })
   after(async () => server?.stop())
 
-  function kubeconfig(cluster: Record<string, unknown>, user: Record<string, unknown>, server_ = server.url): string {
-    const file = join(mkdtempSync(join(dir, 'kc-')), 'config')
+  function kubeconfig(cluster: Record<string, unknown>, user: Record<string, unknown>, folder = mkdtempSync(join(dir, 'kc-'))): string {
+    const file = join(folder, 'config')
     writeFileSync(
       file,
       toYaml({
         apiVersion: 'v1',
         kind: 'Config',
         'current-context': 'test',
-        clusters: [{name: 'test', cluster: {server: server_, ...cluster}}],
+        clusters: [{name: 'test', cluster: {server: server.url, ...cluster}}],
         users: [{name: 'tester', user}],
         contexts: [{name: 'test', context: {cluster: 'test', user: 'tester'}}],
       }),
@@ -134,7 +136,10 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
 
     it('client certificate from files, relative to the kubeconfig', async () => {
       const {cert, key} = pki.clientCert('alice')
-      const {ours} = await sameAsKubectl(kubeconfig(trusted(), {'client-certificate': cert, 'client-key': key}))
+      const folder = mkdtempSync(join(dir, 'kc-'))
+      copyFileSync(cert, join(folder, 'alice.crt'))
+      copyFileSync(key, join(folder, 'alice.key'))
+      const {ours} = await sameAsKubectl(kubeconfig(trusted(), {'client-certificate': 'alice.crt', 'client-key': 'alice.key'}, folder))
       assert.equal(ours.seen?.clientCertificate, 'alice')
       assert.equal(ours.seen?.authorization, undefined)
     })
@@ -214,6 +219,41 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
 
     it('insecure-skip-tls-verify', async () => {
       await sameAsKubectl(kubeconfig({'insecure-skip-tls-verify': true}, {token: 't'}))
+    })
+
+    it('proxy-url (an HTTP CONNECT proxy)', async () => {
+      const tunnels: string[] = []
+      const proxy = http.createServer()
+      proxy.on('connect', (req, client: Socket, head: Buffer) => {
+        tunnels.push(req.url ?? '')
+        const [host, port] = (req.url ?? '').split(':')
+        const upstream = connect(Number(port), host, () => {
+          client.write('HTTP/1.1 200 Connection Established\r\n\r\n')
+          upstream.write(head)
+          upstream.pipe(client)
+          client.pipe(upstream)
+        })
+        upstream.on('error', () => client.destroy())
+        client.on('error', () => upstream.destroy())
+      })
+      await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve))
+      try {
+        const proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`
+        const file = kubeconfig({...trusted(), 'proxy-url': proxyUrl}, {token: 't'})
+        const {ours} = await sameAsKubectl(file)
+        assert.equal(ours.seen?.authorization, 'Bearer t')
+        assert.deepEqual(new Set(tunnels), new Set([new URL(server.url).host]))
+        tunnels.length = 0
+        const client = await KubeClient.connect({kubeconfig: file})
+        // One after another: node's agent opens a tunnel per request while the first is still being set up.
+        await client.version()
+        await client.listNodes()
+        await client.listPods('kube-system')
+        assert.deepEqual(tunnels, [new URL(server.url).host], 'our requests share one tunnel')
+      } finally {
+        proxy.closeAllConnections()
+        proxy.close()
+      }
     })
 
     it('tls-server-name that the server certificate names', async () => {
