@@ -1,11 +1,12 @@
 #!/usr/bin/env node
 // Build step (`npm run build`, after tsc and `oclif manifest`): bundles oclif, every command
-// and their dependencies into dist/bundle/cli.js, so a command loads one file instead of some
-// 400 modules. Node's ES module loader pays per file; measured with `npm run bench` (README,
-// "Performance"). @kubernetes/client-node stays outside: it is loaded only for the oidc
-// auth-provider and proxy-url. The command list comes from the manifest, so a new command
-// needs nothing here.
-import {readFileSync} from 'node:fs'
+// and their dependencies into dist/bundle/cli.cjs, so a command loads one file instead of some
+// 400 modules (node's module loader pays per file), and bin/run.js can compile it with V8's
+// code cache (CommonJS, because node 20 has no code cache for ES modules). Measured with
+// `npm run bench` (README, "Performance"). @kubernetes/client-node stays outside: it is loaded
+// only for the oidc auth-provider and proxy-url. The command list comes from the manifest,
+// so a new command needs nothing here.
+import {mkdirSync, readFileSync, writeFileSync} from 'node:fs'
 
 import {build} from 'esbuild'
 
@@ -14,30 +15,40 @@ const manifest = JSON.parse(readFileSync(new URL('oclif.manifest.json', root), '
 const commands = Object.values(manifest.commands)
 const entry = [
   "import {readFileSync} from 'node:fs'",
-  "import {fileURLToPath} from 'node:url'",
+  "import {join} from 'node:path'",
   "import {execute} from '@oclif/core'",
   ...commands.map((c, i) => `import C${i} from './${c.relativePath.join('/')}'`),
   `export const COMMANDS = {${commands.map((c, i) => `${JSON.stringify(c.id)}: C${i}`).join(', ')}}`,
   'export async function run(args) {',
-  "  const root = fileURLToPath(new URL('../..', import.meta.url))",
-  "  const pjson = JSON.parse(readFileSync(root + 'package.json', 'utf8'))",
-  "  // oclif's explicit strategy: the command classes are the ones in this bundle, not files in dist/commands.",
-  "  pjson.oclif.commands = {strategy: 'explicit', target: './dist/bundle/cli.js', identifier: 'COMMANDS'}",
+  "  const root = join(__dirname, '..', '..')",
+  "  const pjson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))",
+  "  // oclif's explicit strategy: the command classes are the ones in this bundle (bin/run.js",
+  "  // registers it in require.cache), not the files in dist/commands.",
+  "  pjson.oclif.commands = {strategy: 'explicit', target: './dist/bundle/cli.cjs', identifier: 'COMMANDS'}",
   '  await execute({args, loadOptions: {root, pjson}})',
   '}',
 ].join('\n')
 
-await build({
+const outfile = new URL('dist/bundle/cli.cjs', root)
+const {outputFiles} = await build({
   stdin: {contents: entry, resolveDir: new URL('.', root).pathname, sourcefile: 'bundle-entry.js'},
-  outfile: new URL('dist/bundle/cli.js', root).pathname,
+  outfile: outfile.pathname,
+  write: false,
   bundle: true,
   minify: true,
   platform: 'node',
-  format: 'esm',
+  format: 'cjs',
   target: 'node20',
-  // oclif is CommonJS and requires node's modules: give the bundle a require of its own.
-  banner: {js: "import {createRequire as __selfhostRequire} from 'node:module'; const require = __selfhostRequire(import.meta.url);"},
   // typescript: oclif's loader of .ts commands in development, never used from a build.
   external: ['@kubernetes/client-node', 'typescript'],
   logLevel: 'warning',
 })
+
+// bin/run.js compiles the bundle as a script with V8's code cache, where node 20 supports no
+// import(): the one ES module it imports, client-node, comes through a loader bin/run.js hands in.
+const EXTERNAL_IMPORT = 'import("@kubernetes/client-node")'
+const code = outputFiles[0].text
+const imports = code.split(EXTERNAL_IMPORT).length - 1
+if (imports === 0) throw new Error(`bundle: expected ${EXTERNAL_IMPORT} in the bundle (src/kube loads client-node on demand)`)
+mkdirSync(new URL('.', outfile), {recursive: true})
+writeFileSync(outfile, code.replaceAll(EXTERNAL_IMPORT, '__selfhostImport("@kubernetes/client-node")'))
