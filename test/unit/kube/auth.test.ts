@@ -6,6 +6,7 @@ import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import {execa} from 'execa'
+import nock from 'nock'
 import {stringify as toYaml} from 'yaml'
 
 import {KubeClient} from '../../../src/kube/client.js'
@@ -40,6 +41,17 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
   let server: RecordingServer
   let dir: string
   let pluginLog: string
+  let nockWasActive = false
+
+  // nock, which other suites of the same mocha run load, replaces node's HTTP client wholesale
+  // (sockets of its own, no agents, no proxies): connections are counted on the real one.
+  before(() => {
+    nockWasActive = nock.isActive()
+    if (nockWasActive) nock.restore()
+  })
+  after(() => {
+    if (nockWasActive) nock.activate()
+  })
 
   before(async function () {
     if (!kubectl) {
