@@ -31,6 +31,7 @@ interface ExecCredentialStatus {
 export class Authenticator {
   private exec?: {status: ExecCredentialStatus; expiresAt: number}
   private tokenFile?: {token: string; readAt: number}
+  private oidc?: Promise<string>
 
   constructor(
     private readonly access: ClusterAccess,
@@ -56,7 +57,11 @@ export class Authenticator {
       }
     }
 
-    if (access.authProvider) credentials.headers = [['Authorization', await oidcAuthorization(access)]]
+    if (access.authProvider) {
+      // Kept until the server rejects it (401): refreshing it asks the identity provider.
+      this.oidc ??= oidcAuthorization(access)
+      credentials.headers = [['Authorization', await this.oidc]]
+    }
     credentials.headers.push(...access.impersonation)
     return credentials
   }
@@ -65,6 +70,7 @@ export class Authenticator {
   forget(): void {
     this.exec = undefined
     this.tokenFile = undefined
+    this.oidc = undefined
   }
 
   private bearerToken(): string | undefined {

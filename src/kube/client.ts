@@ -110,10 +110,12 @@ export class KubeClient {
     const key = `${credentials.clientCertificate?.toString('base64') ?? ''}/${credentials.clientKey?.toString('base64') ?? ''}`
     if (this.agents?.key === key) return this.agents
     const {access} = this
+    // PEM as strings: node's agent names its socket pool from these on every request and
+    // would decode buffers each time.
     const tls: https.AgentOptions = {
-      ca: access.ca,
-      cert: credentials.clientCertificate,
-      key: credentials.clientKey,
+      ca: access.ca?.toString(),
+      cert: credentials.clientCertificate?.toString(),
+      key: credentials.clientKey?.toString(),
       rejectUnauthorized: !access.insecureSkipTlsVerify,
       servername: access.tlsServerName,
     }
