@@ -19,7 +19,7 @@ const TARGETS = {ms: 3, memory: 2}
  * starts one for the run and stops it afterwards.
  */
 const cluster: Benchmark = {
-  name: `cluster commands against kubectl on the sandbox (median of ${ROUNDS} interleaved runs each; time, peak memory)`,
+  name: `cluster commands against kubectl on the sandbox (median of ${ROUNDS} interleaved runs each; wall time, peak memory, CPU time)`,
   async run() {
     let kubeconfig = process.env.SELFHOST_BENCH_KUBECONFIG
     let kubectl = process.env.SELFHOST_BENCH_KUBECTL

@@ -37,6 +37,11 @@ export interface Sample {
   ms: number
   /** Peak resident memory of the process, in MB; NaN where GNU time (/usr/bin/time) is missing. */
   maxRssMb: number
+  /**
+   * CPU time (user + system), in ms; NaN without GNU time. Steadier than wall time on a busy
+   * machine, so it is shown beside it; the targets stay on wall time.
+   */
+  cpuMs: number
 }
 
 const GNU_TIME = '/usr/bin/time'
@@ -56,7 +61,7 @@ export function timeProcesses(cases: Case[], rounds: number, warmups = 2): Map<s
       // Rotate the order so no case always runs right after another particular one.
       const order = cases.map((_, i) => cases[(i + round) % cases.length])
       for (const c of order) {
-        const argv = wrap ? [GNU_TIME, '-f', '%M', '-o', rssFile, ...c.argv] : c.argv
+        const argv = wrap ? [GNU_TIME, '-f', '%M %U %S', '-o', rssFile, ...c.argv] : c.argv
         const started = performance.now()
         const result = spawnSync(argv[0], argv.slice(1), {env: {...process.env, ...c.env}, stdio: ['ignore', 'ignore', 'pipe']})
         const elapsed = performance.now() - started
@@ -65,8 +70,8 @@ export function timeProcesses(cases: Case[], rounds: number, warmups = 2): Map<s
           throw new Error(`${c.label}: exit ${result.status}, expected ${c.expectExit.join(' or ')}: ${result.stderr.toString().trim()}`)
         }
 
-        const maxRssMb = wrap ? Number(readFileSync(rssFile, 'utf8').trim().split('\n').at(-1)) / 1024 : Number.NaN
-        if (round >= warmups) samples.get(c.label)!.push({ms: elapsed, maxRssMb})
+        const [rssKb, user, system] = wrap ? readFileSync(rssFile, 'utf8').trim().split('\n').at(-1)!.split(' ').map(Number) : [Number.NaN, Number.NaN, Number.NaN]
+        if (round >= warmups) samples.get(c.label)!.push({ms: elapsed, maxRssMb: rssKb / 1024, cpuMs: (user + system) * 1000})
       }
     }
   } finally {
@@ -78,7 +83,7 @@ export function timeProcesses(cases: Case[], rounds: number, warmups = 2): Map<s
 
 /** Median wall time and median peak memory of a case's samples. */
 export function medians(samples: Sample[]): Sample {
-  return {ms: median(samples.map((s) => s.ms)), maxRssMb: median(samples.map((s) => s.maxRssMb))}
+  return {ms: median(samples.map((s) => s.ms)), maxRssMb: median(samples.map((s) => s.maxRssMb)), cpuMs: median(samples.map((s) => s.cpuMs))}
 }
 
 /** A figure against its baseline, with a verdict when it has a target ratio. */
@@ -94,11 +99,13 @@ export function compare(label: string, width: number, measured: Sample, base: Sa
 
   const time = `${measured.ms.toFixed(0).padStart(5)} ms ${ms.toFixed(2)}x${verdict(ms, targets.ms)}`
   const rss = Number.isNaN(memory) ? '' : `  ${measured.maxRssMb.toFixed(0).padStart(4)} MB ${memory.toFixed(2)}x${verdict(memory, targets.memory)}`
-  return {line: `${label.padEnd(width)}  ${time}${rss}`, met}
+  const cpu = Number.isNaN(measured.cpuMs) ? '' : `  cpu ${measured.cpuMs.toFixed(0)} ms ${(measured.cpuMs / base.cpuMs).toFixed(2)}x`
+  return {line: `${label.padEnd(width)}  ${time}${rss}${cpu}`, met}
 }
 
 /** A baseline's own figure line. */
 export function baseline(label: string, width: number, sample: Sample): string {
   const rss = Number.isNaN(sample.maxRssMb) ? '' : `  ${sample.maxRssMb.toFixed(0).padStart(4)} MB  (baseline)`
-  return `${label.padEnd(width)}  ${sample.ms.toFixed(0).padStart(5)} ms  (baseline)${rss}`
+  const cpu = Number.isNaN(sample.cpuMs) ? '' : `  cpu ${sample.cpuMs.toFixed(0)} ms`
+  return `${label.padEnd(width)}  ${sample.ms.toFixed(0).padStart(5)} ms  (baseline)${rss}${cpu}`
 }

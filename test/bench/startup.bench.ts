@@ -13,7 +13,7 @@ const dump = join(repoRoot, 'test', 'fixtures', 'kube-proxy', 'captured-kube-pro
  * oclif) and trace --from-file (through oclif, like every command). Target: 2x `node -e 0`.
  */
 const startup: Benchmark = {
-  name: `cold start without a cluster (median of ${ROUNDS} interleaved runs each; time, peak memory)`,
+  name: `cold start without a cluster (median of ${ROUNDS} interleaved runs each; wall time, peak memory, CPU time)`,
   async run() {
     const base: Case = {label: 'node -e 0', argv: [node, '-e', '0']}
     const cases: Array<Case & {target?: number}> = [
