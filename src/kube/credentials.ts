@@ -71,11 +71,12 @@ function decodeData(value: string, what: string, owner: string): Buffer {
   return Buffer.from(compact, 'base64')
 }
 
-/** A PEM value from `<field>-data` (base64) or `<field>` (a file); the data wins, as in client-go. */
+/** A PEM value from `<field>-data` (base64) or `<field>` (a file); kubectl refuses both at once. */
 function pem(body: Body, field: string, owner: string): Buffer | undefined {
   const data = str(body[`${field}-data`])
-  if (data) return decodeData(data, `${field}-data`, owner)
   const file = str(body[field])
+  if (data && file) throw new CliError(`${owner} sets both ${field}-data and ${field}; kubectl refuses that too: keep one`)
+  if (data) return decodeData(data, `${field}-data`, owner)
   return file ? readFileField(file, field, owner) : undefined
 }
 

@@ -293,6 +293,11 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
       await refused(kubeconfig({...trusted(), 'tls-server-name': 'other.test'}, {token: 't'}), /TLS verification/)
     })
 
+    it('a certificate authority given both as a file and as data', async () => {
+      const data = readFileSync(pki.caCert).toString('base64')
+      await refused(kubeconfig({...trusted(), 'certificate-authority-data': data}, {token: 't'}), /both certificate-authority-data and certificate-authority/)
+    })
+
     it('a missing tokenFile', async () => {
       await refused(kubeconfig(trusted(), {tokenFile: join(dir, 'no-such-token')}), /tokenFile .*no-such-token/)
     })
