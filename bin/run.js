@@ -1,7 +1,13 @@
 #!/usr/bin/env node
 // Help, --version and unknown commands are answered from oclif.manifest.json without loading
-// oclif, which costs more than starting node itself (see src/help/render.ts). The rest goes to oclif.
-import {readFileSync} from 'node:fs'
+// oclif, which costs more than starting node itself (see src/help/render.ts). The rest goes to
+// oclif, bundled with the commands into one file by bin/bundle.js and compiled with V8's code
+// cache (see loadBundle).
+import {existsSync, readFileSync, renameSync, writeFileSync} from 'node:fs'
+import {Module, createRequire} from 'node:module'
+import {dirname} from 'node:path'
+import {fileURLToPath} from 'node:url'
+import {Script} from 'node:vm'
 
 const argv = process.argv.slice(2)
 
@@ -48,22 +54,54 @@ async function answeredWithoutOclif() {
   return true
 }
 
-/** Resolves once everything written to stdout and stderr has been handed to the OS. */
-function drained() {
-  const written = (stream) => new Promise((resolve) => stream.write('', () => resolve()))
-  return Promise.all([written(process.stdout), written(process.stderr)])
+if (!(await answeredWithoutOclif())) {
+  const bundle = fileURLToPath(new URL('../dist/bundle/cli.cjs', import.meta.url))
+  if (existsSync(bundle)) {
+    await loadBundle(bundle).run(argv)
+  } else {
+    process.stderr.write('error: kubectl-selfhost is not built; run `npm run build` in its folder\n')
+    process.exitCode = 1
+  }
 }
 
-if (!(await answeredWithoutOclif())) {
-  // oclif's execute() ends a non-zero exit with process.exit() at once, dropping output a pipe
-  // has not taken yet (a large `-o json | wc -c` with exit code 2 lost all but 64 KiB): wait.
-  const {Errors, flush, handle, run} = await import('@oclif/core')
+/**
+ * Loads the bundle as a CommonJS module, compiled with V8's code cache: compiling its 700 kB
+ * costs more than running node itself, and node 20 caches code only when asked like this. The
+ * first run (and the first after a rebuild or a node upgrade, when V8 rejects the cache)
+ * writes the cache next to the bundle on exit, with every function the command compiled;
+ * where that folder is read-only, each run compiles afresh.
+ */
+function loadBundle(file) {
+  const cacheFile = `${file}.${process.arch}-${process.versions.v8}.v8cache`
+  let cachedData
   try {
-    await run(argv, import.meta.url)
-    await flush()
-  } catch (error) {
-    await drained()
-    if (error instanceof Errors.ExitError) process.exit(error.oclif.exit)
-    await handle(error)
+    cachedData = readFileSync(cacheFile)
+  } catch {
+    // no cache yet
   }
+
+  const wrapped = `(function (exports, require, module, __filename, __dirname, __selfhostImport) {${readFileSync(file, 'utf8')}\n})`
+  const script = new Script(wrapped, {filename: file, cachedData})
+  const module = new Module(file)
+  module.filename = file
+  // oclif's explicit command strategy requires the bundle by path: let it find this instance.
+  createRequire(import.meta.url).cache[file] = module
+  // A script compiled so has no import() in node 20: bin/bundle.js points the bundle's one
+  // import of an ES module (@kubernetes/client-node, for oidc and proxy-url) at this loader.
+  const importModule = (specifier) => import(specifier)
+  script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file), importModule)
+  module.loaded = true
+  if (!cachedData || script.cachedDataRejected) {
+    process.once('exit', () => {
+      try {
+        const partial = `${cacheFile}.${process.pid}`
+        writeFileSync(partial, script.createCachedData())
+        renameSync(partial, cacheFile)
+      } catch {
+        // a read-only install: no cache, just a slower start
+      }
+    })
+  }
+
+  return module.exports
 }

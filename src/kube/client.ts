@@ -1,6 +1,5 @@
 import http from 'node:http'
 import https from 'node:https'
-import {stringify as toYaml} from 'yaml'
 
 import type {
   CoreV1EventList,
@@ -21,7 +20,9 @@ import type {
 } from '@kubernetes/client-node'
 
 import {CliError} from '../errors.js'
+import {Authenticator, RequestCredentials} from './auth.js'
 import {ClusterTarget, kubeconfigFiles, mergeKubeconfigs, selectContext} from './config.js'
+import {ClusterAccess, clusterAccess} from './credentials.js'
 import {RequestIntent, apiStatusError, isNotFound, transportError} from './errors.js'
 
 export const FIELD_MANAGER = 'kubectl-selfhost'
@@ -50,8 +51,6 @@ export interface VersionInfo {
   minor?: string
 }
 
-type HttpsOptions = https.RequestOptions
-
 /** Resource paths: core group under /api/v1, the rest under /apis/<group>/<version>. */
 export function resourcePath(groupVersion: string, resource: string, namespace?: string, name?: string, sub?: string): string {
   const base = groupVersion === 'v1' ? '/api/v1' : `/apis/${groupVersion}`
@@ -69,48 +68,67 @@ function withQuery(path: string, query?: Query): string {
 }
 
 /**
- * The one way this tool talks to a cluster. Credentials and TLS come from
- * @kubernetes/client-node's KubeConfig (exec plugins, tokens, client certs); requests are
- * plain HTTP so every call shares one error mapper, one timeout and one request counter.
+ * The one way this tool talks to a cluster. Requests are plain node:https, so every call
+ * shares one error mapper, one timeout and one request counter, and so server-side apply,
+ * log streams and raw paths (/readyz) need no generated API: @kubernetes/client-node costs
+ * several times node's own start-up to load, which kubectl users would feel on every `status`.
+ * Credentials come from the kubeconfig with kubectl's rules (./credentials.ts, ./auth.ts).
+ * All of a command's requests share one kept-alive TLS connection; log streams, which hold
+ * theirs open, get their own.
  */
 export class KubeClient {
   /** Number of HTTP requests sent, so tests can hold `status` to a fixed budget. */
   requestCount = 0
+  private agents?: {key: string; requests: http.Agent; streams: http.Agent}
 
   private constructor(
     readonly server: string,
     readonly contextName: string,
     readonly namespace: string,
     private readonly requestTimeoutMs: number,
-    private readonly applyAuth: (opts: HttpsOptions) => Promise<void>,
+    private readonly access: ClusterAccess,
+    private readonly auth: Authenticator,
   ) {}
 
   static async connect(target: ClusterTarget): Promise<KubeClient> {
     const merged = mergeKubeconfigs(kubeconfigFiles(target.kubeconfig))
     const context = selectContext(merged, target.context)
-    // Loaded lazily: it is by far the heaviest module, and --help must start fast.
-    const {KubeConfig} = await import('@kubernetes/client-node')
-    const kc = new KubeConfig()
-    kc.loadFromString(
-      toYaml({
-        apiVersion: 'v1',
-        kind: 'Config',
-        'current-context': context.name,
-        clusters: merged.clusters,
-        users: merged.users,
-        contexts: merged.contexts,
-      }),
-    )
-    const cluster = kc.getCurrentCluster()
-    if (!cluster?.server) throw new CliError(`context "${context.name}" has no server address`)
-    const contextBody = context.context as {namespace?: string}
+    const access = clusterAccess(merged, context)
+    if (!/^https?:\/\//.test(access.server)) throw new CliError(`the server address of context "${context.name}" (${access.server}) is not an http(s) URL`)
     return new KubeClient(
-      cluster.server.replace(/\/+$/, ''),
+      access.server,
       context.name,
-      target.namespace || contextBody?.namespace || 'default',
+      target.namespace || access.namespace || 'default',
       target.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS,
-      (opts) => kc.applyToHTTPSOptions(opts),
+      access,
+      new Authenticator(access),
     )
+  }
+
+  /** TLS sockets pooled with keep-alive; made again only when an exec plugin hands out a new client certificate. */
+  private async agentsFor(credentials: RequestCredentials): Promise<{requests: http.Agent; streams: http.Agent}> {
+    const key = `${credentials.clientCertificate?.toString('base64') ?? ''}/${credentials.clientKey?.toString('base64') ?? ''}`
+    if (this.agents?.key === key) return this.agents
+    const {access} = this
+    // PEM as strings: node's agent names its socket pool from these on every request and
+    // would decode buffers each time.
+    const tls: https.AgentOptions = {
+      ca: access.ca?.toString(),
+      cert: credentials.clientCertificate?.toString(),
+      key: credentials.clientKey?.toString(),
+      rejectUnauthorized: !access.insecureSkipTlsVerify,
+      servername: access.tlsServerName,
+    }
+    const make = async (options: https.AgentOptions): Promise<http.Agent> => {
+      if (access.proxyUrl) return proxyAgent(access, {...tls, ...options})
+      return this.server.startsWith('http:') ? new http.Agent(options) : new https.Agent({...tls, ...options})
+    }
+
+    // One socket for all requests: they queue on it instead of each paying a TLS handshake.
+    const requests = await make({keepAlive: true, maxSockets: 1})
+    const streams = await make({keepAlive: false})
+    this.agents = {key, requests, streams}
+    return this.agents
   }
 
   /** Sends one request and returns status and body without judging the status. */
@@ -145,8 +163,7 @@ export class KubeClient {
    */
   async stream(path: string, options: RequestOptions, onLine: (line: string) => void): Promise<void> {
     let errorBody = ''
-    let status = 0
-    status = await this.send('GET', path, {...options, timeoutMs: options.timeoutMs ?? 0}, (res) => {
+    const onResponse = (res: http.IncomingMessage) => {
       let pending = ''
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => {
@@ -166,7 +183,10 @@ export class KubeClient {
       res.on('end', () => {
         if (pending && (res.statusCode ?? 0) < 400) onLine(pending)
       })
-    })
+    }
+
+    // A stream holds its connection open: it gets one of its own, so other requests do not wait behind it.
+    const status = await this.send('GET', path, {...options, timeoutMs: options.timeoutMs ?? 0}, onResponse, true)
     if (status >= 400) throw apiStatusError(status, errorBody, options.intent, this.server)
   }
 
@@ -175,11 +195,17 @@ export class KubeClient {
     path: string,
     options: RequestOptions,
     onResponse: (res: http.IncomingMessage) => void,
+    streaming = false,
   ): Promise<number> {
     const url = new URL(this.server + withQuery(path, options.query))
-    const opts: HttpsOptions = {method, headers: {Accept: 'application/json'}}
-    await this.applyAuth(opts)
-    const headers = {...(opts.headers as Record<string, string>)}
+    const credentials = await this.auth.current()
+    const agents = await this.agentsFor(credentials)
+    const headers: http.OutgoingHttpHeaders = {Accept: 'application/json'}
+    for (const [name, value] of credentials.headers) {
+      const previous = headers[name]
+      headers[name] = previous === undefined ? value : [...(Array.isArray(previous) ? previous : [String(previous)]), value]
+    }
+
     let payload: string | undefined
     if (options.body !== undefined) {
       payload = typeof options.body === 'string' ? options.body : JSON.stringify(options.body)
@@ -191,17 +217,30 @@ export class KubeClient {
     const signals = [options.signal, timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined].filter(Boolean) as AbortSignal[]
     const signal = signals.length > 0 ? AbortSignal.any(signals) : undefined
     const lib = url.protocol === 'http:' ? http : https
+    const agent = streaming ? agents.streams : agents.requests
     this.requestCount++
-    return new Promise<number>((resolvePromise, reject) => {
-      const req = lib.request(url, {...opts, headers, signal}, (res) => {
-        onResponse(res)
-        res.on('end', () => resolvePromise(res.statusCode ?? 0))
-        res.on('error', (err) => reject(this.failure(err, signal, options, timeoutMs)))
+    const attempt = (retried: boolean): Promise<number> =>
+      new Promise<number>((resolvePromise, reject) => {
+        const req = lib.request(url, {method, headers, agent, signal}, (res) => {
+          if (res.statusCode === 401) this.auth.forget()
+          onResponse(res)
+          res.on('end', () => resolvePromise(res.statusCode ?? 0))
+          res.on('error', (err) => reject(this.failure(err, signal, options, timeoutMs)))
+        })
+        req.on('error', (err: NodeJS.ErrnoException) => {
+          // The server may close a kept-alive socket just as we reuse it; like Go's client,
+          // send again once on a fresh one (the server never saw the request).
+          if (!retried && req.reusedSocket && (err.code === 'ECONNRESET' || err.code === 'EPIPE') && !signal?.aborted) {
+            attempt(true).then(resolvePromise, reject)
+            return
+          }
+
+          reject(this.failure(err, signal, options, timeoutMs))
+        })
+        if (payload !== undefined) req.write(payload)
+        req.end()
       })
-      req.on('error', (err) => reject(this.failure(err, signal, options, timeoutMs)))
-      if (payload !== undefined) req.write(payload)
-      req.end()
-    })
+    return attempt(false)
   }
 
   private failure(err: unknown, signal: AbortSignal | undefined, options: RequestOptions, timeoutMs: number): Error {
@@ -370,4 +409,16 @@ export class KubeClient {
     })
     return review.status?.allowed === true
   }
+}
+
+/**
+ * An agent that reaches the API server through the cluster's proxy-url (http, https or socks,
+ * as kubectl allows). Rare enough that @kubernetes/client-node, which has the proxy agents,
+ * is loaded for it.
+ */
+async function proxyAgent(access: ClusterAccess, options: https.AgentOptions): Promise<http.Agent> {
+  const {KubeConfig} = await import('@kubernetes/client-node')
+  // createAgent is not in client-node's typings, but it is the code that picks the proxy agent.
+  const kc = new KubeConfig() as unknown as {createAgent(cluster: {server: string; proxyUrl: string}, options: https.AgentOptions): http.Agent}
+  return kc.createAgent({server: access.server, proxyUrl: access.proxyUrl!}, options)
 }

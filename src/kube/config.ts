@@ -13,7 +13,7 @@ export interface ClusterTarget {
   requestTimeoutMs?: number
 }
 
-interface Named {
+export interface Named {
   name: string
   [key: string]: unknown
 }
@@ -62,6 +62,12 @@ function absolutize(entry: Named, kind: 'cluster' | 'user', dir: string): Named 
   for (const field of PATH_FIELDS[kind]) {
     const value = body[field]
     if (typeof value === 'string' && value && !isAbsolute(value)) body[field] = resolve(dir, value)
+  }
+
+  // client-go resolves an exec plugin's command against the file only when it is a path, not a name looked up on PATH.
+  const exec = body.exec as {command?: unknown} | undefined
+  if (kind === 'user' && exec && typeof exec.command === 'string' && exec.command.includes('/') && !isAbsolute(exec.command)) {
+    body.exec = {...exec, command: resolve(dir, exec.command)}
   }
 
   return {...entry, [kind]: body}

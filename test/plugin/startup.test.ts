@@ -17,7 +17,8 @@ describe('startup', function () {
   before(async () => {
     await ensureBuilt()
     probe = join(mkdtempSync(join(tmpdir(), 'selfhost-probe-')), 'probe.cjs')
-    writeFileSync(probe, "process.on('exit', () => process.stderr.write(`oclif-loaded=${Object.keys(require.cache).some((k) => k.includes('@oclif/core'))}\\n`))\n")
+    // @oclif/core sets globalThis.oclif when it loads, from node_modules or from the bundle (bin/bundle.js).
+    writeFileSync(probe, "process.on('exit', () => process.stderr.write(`oclif-loaded=${globalThis.oclif !== undefined}\\n`))\n")
   })
 
   const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>

@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+// Build step (`npm run build`, after tsc and `oclif manifest`): bundles oclif, every command
+// and their dependencies into dist/bundle/cli.cjs, so a command loads one file instead of some
+// 400 modules (node's module loader pays per file), and bin/run.js can compile it with V8's
+// code cache (CommonJS, because node 20 has no code cache for ES modules). Measured with
+// `npm run bench` (README, "Performance"). @kubernetes/client-node stays outside: it is loaded
+// only for the oidc auth-provider and proxy-url. The command list comes from the manifest,
+// so a new command needs nothing here.
+import {mkdirSync, readFileSync, writeFileSync} from 'node:fs'
+
+import {build} from 'esbuild'
+
+const root = new URL('..', import.meta.url)
+const manifest = JSON.parse(readFileSync(new URL('oclif.manifest.json', root), 'utf8'))
+const commands = Object.values(manifest.commands)
+const entry = [
+  "import {readFileSync} from 'node:fs'",
+  "import {join} from 'node:path'",
+  "import {Errors, flush, handle, run as runOclif} from '@oclif/core'",
+  ...commands.map((c, i) => `import C${i} from './${c.relativePath.join('/')}'`),
+  `export const COMMANDS = {${commands.map((c, i) => `${JSON.stringify(c.id)}: C${i}`).join(', ')}}`,
+  'export async function run(args) {',
+  "  const root = join(__dirname, '..', '..')",
+  "  const pjson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))",
+  "  // oclif's explicit strategy: the command classes are the ones in this bundle (bin/run.js",
+  "  // registers it in require.cache), not the files in dist/commands.",
+  "  pjson.oclif.commands = {strategy: 'explicit', target: './dist/bundle/cli.cjs', identifier: 'COMMANDS'}",
+  // oclif's execute() ends a non-zero exit with process.exit() at once, dropping output a pipe
+  // has not taken yet (a large `-o json | wc -c` with exit code 2 lost all but 64 KiB): the same
+  // steps, but the exit waits until stdout and stderr are handed to the OS.
+  '  try {',
+  '    await runOclif(args, {root, pjson})',
+  '    await flush()',
+  '  } catch (error) {',
+  "    await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', () => resolve()))))",
+  '    if (error instanceof Errors.ExitError) process.exit(error.oclif.exit)',
+  '    await handle(error)',
+  '  }',
+  '}',
+].join('\n')
+
+const outfile = new URL('dist/bundle/cli.cjs', root)
+const {outputFiles} = await build({
+  stdin: {contents: entry, resolveDir: new URL('.', root).pathname, sourcefile: 'bundle-entry.js'},
+  outfile: outfile.pathname,
+  write: false,
+  bundle: true,
+  // Whitespace and syntax only: function names stay, so -v stack traces still say where.
+  minifyWhitespace: true,
+  minifySyntax: true,
+  platform: 'node',
+  format: 'cjs',
+  target: 'node20',
+  // typescript: oclif's loader of .ts commands in development, never used from a build.
+  external: ['@kubernetes/client-node', 'typescript'],
+  logLevel: 'warning',
+})
+
+// bin/run.js compiles the bundle as a script with V8's code cache, where node 20 supports no
+// import(): the one ES module it imports, client-node, comes through a loader bin/run.js hands in.
+const EXTERNAL_IMPORT = 'import("@kubernetes/client-node")'
+const code = outputFiles[0].text
+const imports = code.split(EXTERNAL_IMPORT).length - 1
+if (imports === 0) throw new Error(`bundle: expected ${EXTERNAL_IMPORT} in the bundle (src/kube loads client-node on demand)`)
+mkdirSync(new URL('.', outfile), {recursive: true})
+writeFileSync(outfile, code.replaceAll(EXTERNAL_IMPORT, '__selfhostImport("@kubernetes/client-node")'))
