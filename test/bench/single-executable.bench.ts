@@ -37,11 +37,11 @@ const singleExecutable: Benchmark = {
       {label: 'kubectl-selfhost status (executable, oclif path, no kubeconfig)', argv: [exe, 'status'], env: {...env, KUBECONFIG: '/nonexistent'}},
     ]
     const times = timeProcesses(cases, ROUNDS)
-    const base = median(times.get('node -e 0')!)
+    const base = median(times.get('node -e 0')!.map((s) => s.ms))
     let metTargets = true
     const width = Math.max(...cases.map((c) => c.label.length))
     const lines = cases.map((c) => {
-      const ms = median(times.get(c.label)!)
+      const ms = median(times.get(c.label)!.map((s) => s.ms))
       const figure = `${c.label.padEnd(width)}  ${ms.toFixed(0).padStart(5)} ms`
       if (c.label === 'node -e 0') return figure
       const ratio = ms / base
