@@ -204,7 +204,7 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
   it('power loss of the self-hosted node: the API does not come back by itself (no checkpointing yet); the printed recovery, run verbatim, brings it back; revert restores byte for byte', async () => {
     const node = cluster.nodes[0]
     const statusBefore = await selfhost(cluster.kubeconfig, ['status'])
-    const recovery = /recover on one node with (cp \S+ \S+)/.exec(statusBefore.stdout)?.[1]
+    const recovery = /recover on one node with (cp \S+ [^\s,]+)/.exec(statusBefore.stdout)?.[1]
     assert.ok(recovery, `status prints the recovery: ${statusBefore.stdout}`)
     const powerCycled = Date.now()
     await node.powerCycle()
