@@ -14,17 +14,31 @@
 #   containernetworking-plugins  the bridge, host-local and portmap CNI plugins in /usr/lib/cni
 #   umoci                builds the node images (OCI layouts) from the built binaries
 #   ipset, busybox-static, gcc, libc6-dev  tools copied into the images; the static pause binary
+# `install-deps.sh --check`: print the missing packages the sandbox needs (exit 1 if any), install
+# and build nothing (the sandbox asks this before it builds anything).
 set -euo pipefail
 need=()
-for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl zsh:zsh \
+for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl \
   containerd:containerd runc:runc umoci:umoci ipset:ipset busybox-static:busybox gcc:gcc; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
 done
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
 [ -f /usr/lib/x86_64-linux-gnu/libc.a ] || need+=(libc6-dev)
-# The install suite runs the linux/arm64 single executable under qemu.
+command -v go >/dev/null 2>&1 || need+=(golang-go)
+if [ "${1:-}" = --check ]; then
+  [ "${#need[@]}" -eq 0 ] && exit 0
+  echo "${need[*]}"
+  exit 1
+fi
+# Only the test suites need these: zsh (the completion script in a real zsh), and qemu with
+# arm64 libraries (the linux/arm64 single executable).
+command -v zsh >/dev/null 2>&1 || need+=(zsh)
 command -v qemu-aarch64-static >/dev/null 2>&1 || need+=(qemu-user-static)
 [ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-arm64-cross libstdc++6-arm64-cross)
+# Go comes with the machine (a newer one than Debian's): build.sh says so if it is missing.
+packages=()
+for p in "${need[@]}"; do [ "$p" = golang-go ] || packages+=("$p"); done
+need=("${packages[@]}")
 if [ "${#need[@]}" -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "install-deps.sh: missing packages ${need[*]}; run as root (or install them) first" >&2

@@ -5,7 +5,7 @@
  * kubectl on PATH as a real plugin), prints its output, tears down and exits with its code.
  * `npm run sandbox -- kubectl ARGS` runs plain kubectl instead.
  */
-import {spawn} from 'node:child_process'
+import {spawn, spawnSync} from 'node:child_process'
 import {mkdtempSync, rmSync, symlinkSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {delimiter, dirname, join, resolve} from 'node:path'
@@ -15,7 +15,8 @@ import {MissingPrerequisiteError} from './binaries.js'
 import {type TestCluster, startTestCluster} from './harness.js'
 import {startRealCluster} from './real-cluster.js'
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../../..')
+const here = dirname(fileURLToPath(import.meta.url))
+const repoRoot = resolve(here, '../../..')
 const say = (line: string) => process.stderr.write(`sandbox: ${line}\n`)
 
 function numberFlag(args: string[], name: string, fallback: number): number {
@@ -94,7 +95,29 @@ async function mainReal(args: string[]): Promise<void> {
   say('press Ctrl-C to stop and remove everything')
 }
 
+/**
+ * Before anything is built: the Debian packages the sandbox runs. As root it installs them
+ * (install-deps.sh, which then builds the binaries); otherwise it says in one line what to install.
+ */
+function ensurePackages(): void {
+  const script = join(here, 'install-deps.sh')
+  const check = spawnSync('bash', [script, '--check'], {encoding: 'utf8'})
+  if (check.status === 0) return
+  const missing = check.stdout.trim()
+  if (process.getuid?.() !== 0) {
+    say(`needs these Debian packages first: ${missing}; install them (apt-get install ${missing.replace(/\bgolang-go\b/, '').trim()}${/golang-go/.test(missing) ? ', and Go 1.26' : ''}) or run the sandbox as root, which installs them itself`)
+    process.exit(1)
+  }
+
+  say(`installing the Debian packages it needs: ${missing} (test/e2e/cluster/install-deps.sh)`)
+  if (spawnSync('bash', [script], {stdio: 'inherit'}).status !== 0) {
+    say('installing them failed (see above)')
+    process.exit(1)
+  }
+}
+
 async function main(): Promise<void> {
+  ensurePackages()
   const args = process.argv.slice(2)
   const realIndex = args.indexOf('--real')
   if (realIndex >= 0) {
@@ -117,7 +140,8 @@ async function main(): Promise<void> {
   try {
     cluster = await startTestCluster({controlPlaneNodes, workers, kubeadmVersion, buildProgress: 'inherit', handleSignals: false})
   } catch (error) {
-    say(error instanceof MissingPrerequisiteError ? error.message : (error as Error).stack ?? String(error))
+    // One line for an expected failure; the stack only when asked for.
+    say(error instanceof MissingPrerequisiteError || !process.env.DEBUG ? (error as Error).message : (error as Error).stack ?? String(error))
     process.exit(1)
   }
 
