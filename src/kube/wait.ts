@@ -38,6 +38,14 @@ const realSleep = (ms: number, signal?: AbortSignal) =>
     }, {once: true})
   })
 
+/** A wait that ran out of time: callers tell it from other failures by its type, not its text. */
+export class TimeoutError extends CliError {
+  constructor(message: string) {
+    super(message)
+    this.name = 'TimeoutError'
+  }
+}
+
 export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: WaitOptions): Promise<T> {
   const now = opts.now ?? Date.now
   const sleep = opts.sleep ?? ((ms: number) => realSleep(ms, opts.signal))
@@ -52,7 +60,7 @@ export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: W
 
     if (result.done) return result.value
     if (now() >= deadline) {
-      throw new CliError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what}${lastProgress ? ` (${lastProgress})` : ''}`)
+      throw new TimeoutError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what}${lastProgress ? ` (${lastProgress})` : ''}`)
     }
 
     await sleep(Math.min(opts.intervalMs ?? 1000, Math.max(0, deadline - now())))

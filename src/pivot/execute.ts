@@ -25,8 +25,6 @@ import {
   flagValue,
   manifestFileName,
   manifestFromMirrorPod,
-  parseStaticPod,
-  versionFromImage,
   withPortSharing,
 } from './manifest.js'
 import {
@@ -44,11 +42,11 @@ import {
   nodeDirs,
   parseNodeState,
 } from './node-scripts.js'
+import {type RevertComponent, imageVersion, planRevert, portSharingIn} from './revert-plan.js'
 import {
   BLIND_HANDOFF_MIN_SECONDS,
   ComponentPlan,
   ExistingWorkload,
-  PORT_SHARING_VERSION,
   PivotPlan,
   PlanNodeInfo,
   SelfHostedObject,
@@ -125,6 +123,20 @@ function nodeInfo(node: V1Node): PlanNodeInfo {
     internalIP: node.status?.addresses?.find((a) => a.type === 'InternalIP')?.address,
     labels: node.metadata?.labels ?? {},
     taints: (node.spec?.taints ?? []).map((t) => ({key: t.key, effect: t.effect, value: t.value})),
+  }
+}
+
+/**
+ * A preflight refusal, by kind: revert goes on through the kinds a half-done pivot causes
+ * (pods not Ready, a leader that lost its lease), never through missing permissions or a sick API.
+ */
+export class PreflightError extends CliError {
+  constructor(
+    message: string,
+    readonly kind: 'permissions' | 'nodes' | 'api' | 'pods' | 'leader',
+  ) {
+    super(message)
+    this.name = 'PreflightError'
   }
 }
 
@@ -280,10 +292,10 @@ export class PivotRunner {
       if (!(await this.deps.api.canI(verb, resource, namespace, group, subresource))) missing.push(`${verb} ${what}`)
     }
 
-    if (missing.length > 0) throw new CliError(`not allowed to ${missing.join(', ')} in ${SYSTEM_NAMESPACE}: pivot needs cluster-admin-like rights`)
+    if (missing.length > 0) throw new PreflightError(`not allowed to ${missing.join(', ')} in ${SYSTEM_NAMESPACE}: pivot needs cluster-admin-like rights`, 'permissions')
     const notReady = Object.entries(state.ready).filter(([, ready]) => !ready).map(([n]) => n)
-    if (notReady.length > 0) throw new CliError(`control-plane node(s) ${notReady.join(', ')} not Ready: fix them before moving the control plane`)
-    if (!(await this.apiHealthy())) throw new CliError('the API server is not healthy (/readyz): fix it before moving the control plane')
+    if (notReady.length > 0) throw new PreflightError(`control-plane node(s) ${notReady.join(', ')} not Ready: fix them before moving the control plane`, 'nodes')
+    if (!(await this.apiHealthy())) throw new PreflightError('the API server is not healthy (/readyz): fix it before moving the control plane', 'api')
     // A self-hosted pod counts once its node's static one is gone: before that, without port
     // sharing, it is expected to wait (crash-loop) for the port.
     const handedOff = (p: V1Pod) => state.files.find((f) => f.node === p.spec?.nodeName)?.manifests[podComponent(p) as PivotedComponent] === undefined
@@ -305,7 +317,7 @@ export class PivotRunner {
         },
         Math.min(this.timeoutMs, PREFLIGHT_READY_WAIT_MS),
       ).catch(() => {
-        throw new CliError(`control-plane pod(s) ${unready.join(', ')} not Ready: fix them first`)
+        throw new PreflightError(`control-plane pod(s) ${unready.join(', ')} not Ready: fix them first`, 'pods')
       })
     }
 
@@ -323,7 +335,7 @@ export class PivotRunner {
       // a while: wait for a leader, bounded, before calling it gone.
       this.deps.log(`waiting for a ${component} leader (the lease was last renewed ${new Date(staleSince!).toISOString()})`)
       await this.waitFor(`a ${component} leader`, fresh, Math.min(this.timeoutMs, LEASE_WAIT_MS)).catch(() => {
-        throw new CliError(`the ${component} lease has not been renewed since ${new Date(staleSince!).toISOString()}: its leader is gone; fix it first`)
+        throw new PreflightError(`the ${component} lease has not been renewed since ${new Date(staleSince!).toISOString()}: its leader is gone; fix it first`, 'leader')
       })
     }
   }
@@ -614,36 +626,8 @@ export class PivotRunner {
   async revert(): Promise<RevertResult> {
     if (!this.opts.dryRun) await this.clearLeftovers()
     const state = await this.readState()
-    const ours = state.existing.filter((w) => w.managedByUs)
-    const plans: RevertComponent[] = []
-    for (const component of [...PIVOTED_COMPONENTS].reverse()) {
-      const workloads = ours.filter((w) => w.component === component)
-      const restores: RevertComponent['restores'] = []
-      for (const files of state.files) {
-        const backup = activeBackup(files)
-        const original = backup?.files[component]
-        if (original === undefined) {
-          if (workloads.length > 0 && files.manifests[component] === undefined) {
-            throw new CliError(`no backup of ${component} on ${files.node} and no static manifest there: revert would leave it without ${component}; nothing changed`)
-          }
-
-          continue
-        }
-
-        if (files.manifests[component] !== original) restores.push({node: files.node, stamp: backup!.stamp, original, live: files.manifests[component]})
-      }
-
-      if (workloads.length > 0 || restores.length > 0) plans.push({component, workloads, restores, portSharing: restores.some((r) => portSharingVersion(r.original, component))})
-    }
-
-    const stamps = [...new Set(state.files.flatMap((f) => (activeBackup(f) ? [`${f.node}:${activeBackup(f)!.stamp}`] : [])))]
-    if (plans.length === 0 && stamps.length === 0) {
-      const allStatic = state.files.every((f) => PIVOTED_COMPONENTS.every((c) => f.manifests[c] !== undefined))
-      // Re-running a finished revert is not an error; finding no control plane at all is.
-      if (allStatic) return {components: [], dryRun: Boolean(this.opts.dryRun), summary: ['nothing to revert: the control plane already runs from static manifests'], exitCode: ExitCode.ok}
-      throw new CliError('nothing to revert: no self-hosted workloads of kubectl-selfhost and no pivot backups on the control-plane nodes')
-    }
-
+    const {components: plans, alreadyStatic} = planRevert(state)
+    if (alreadyStatic) return {components: [], dryRun: Boolean(this.opts.dryRun), summary: ['nothing to revert: the control plane already runs from static manifests'], exitCode: ExitCode.ok}
     if (this.opts.dryRun) return {components: plans, dryRun: true, summary: [], exitCode: ExitCode.ok}
     await this.preflight(state, [
       ['delete', 'daemonsets', 'apps'],
@@ -651,7 +635,7 @@ export class PivotRunner {
       ['delete', 'poddisruptionbudgets', 'policy'],
     ]).catch((error: Error) => {
       // A half-done pivot is exactly when revert is wanted: only permissions and the API must hold.
-      if (/not Ready|lease/.test(error.message)) this.deps.log(`warning: ${error.message}`)
+      if (error instanceof PreflightError && ['nodes', 'pods', 'leader'].includes(error.kind)) this.deps.log(`warning: ${error.message}`)
       else throw error
     })
 
@@ -716,31 +700,13 @@ export class PivotRunner {
   }
 }
 
-export interface RevertComponent {
-  component: PivotedComponent
-  workloads: ExistingWorkload[]
-  restores: Array<{node: string; stamp: string; original: string; live?: string}>
-  portSharing: boolean
-}
+export type {RevertComponent} from './revert-plan.js'
 
 export interface RevertResult {
   components: RevertComponent[]
   dryRun: boolean
   summary: string[]
   exitCode: number
-}
-
-function portSharingIn(bytes: string): boolean {
-  return /--permit-port-sharing/.test(bytes)
-}
-
-function imageVersion(bytes: string, component: PivotedComponent): string | undefined {
-  return versionFromImage(parseStaticPod(bytes, `the ${component} backup`).spec!.containers[0].image)
-}
-
-function portSharingVersion(bytes: string, component: PivotedComponent): boolean {
-  const version = imageVersion(bytes, component)
-  return version !== undefined && semver.gte(version, PORT_SHARING_VERSION)
 }
 
 /** policy/v1 from 1.21, v1beta1 before: the one the pivot applied. */

@@ -6,7 +6,7 @@ import {leaderFromAnnotation, leaderFromLease} from '../controlplane/leader.js'
 import {type ComponentState, type Instance, type LeaderRecord, type PivotedComponent, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import type {KubeClient} from '../kube/client.js'
 import {isConflict} from '../kube/errors.js'
-import {type RolloutStatus, pollUntil, waitForRollout} from '../kube/wait.js'
+import {type RolloutStatus, TimeoutError, pollUntil, waitForRollout} from '../kube/wait.js'
 import {type ScalePlan, matchHolderToWorkload, planScale, plural} from './plan.js'
 
 /** Where scale records the count it changed, so a person can see (and restore) what was there. */
@@ -129,7 +129,7 @@ async function watchRenewal(api: ScaleApi, plan: ScalePlan, first: LeaderRecord 
     )
     return {...base, renewed: true, after: advanced?.renewTime, holderAfter: advanced?.holder, observedWithinMs: now() - started}
   } catch (error) {
-    if (!(error instanceof CliError) || !error.message.startsWith('timed out')) throw error
+    if (!(error instanceof TimeoutError)) throw error
     return {...base, renewed: false}
   }
 }
