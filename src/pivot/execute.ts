@@ -728,7 +728,7 @@ export async function connectPivotRunner(client: KubeClient, opts: Omit<PivotOpt
   return new PivotRunner(
     {
       api: client,
-      runTask: (task) => runNodeTask(client, task, {onWarning: (m) => log(`warning: ${m}`), onProgress: (m) => log(`${task.node}: ${m}`)}),
+      runTask: (task, runOpts) => runNodeTask(client, task, {signal: runOpts?.signal, onWarning: (m) => log(`warning: ${m}`), onProgress: (m) => log(`${task.node}: ${m}`)}),
       cleanupTasks: () => deleteFinishedNodeTasks(client, namespace),
       log,
     },

@@ -179,6 +179,91 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     assert.equal(log.trim(), 'started')
   })
 
+  it('sets up a task\'s hostPath volumes as a kubelet does: DirectoryOrCreate made under the node\'s root before the task starts', async () => {
+    const node = cluster!.nodes.find((n) => n.name === 'control-plane-2')!
+    const made = join(node.root, 'etc/kubernetes/e2e-made/a/b')
+    assert.equal(existsSync(made), false)
+    const pod = nodeTaskPod('e2e-made-dirs', node.name, 'test -d "$HOST_ROOT/etc/kubernetes/e2e-made/a/b" && echo there')
+    pod.spec!.volumes!.push({name: 'made-dir-0', hostPath: {path: '/etc/kubernetes/e2e-made/a/b', type: 'DirectoryOrCreate'}})
+    pod.spec!.containers[0].volumeMounts!.push({name: 'made-dir-0', mountPath: '/selfhost-made-dirs/0'})
+    await client.createPod('kube-system', pod)
+    try {
+      const done = await eventually('the task to finish', 60_000, async () => {
+        const current = await client.getPod('kube-system', 'e2e-made-dirs')
+        return current.status?.phase === 'Succeeded' || current.status?.phase === 'Failed' ? current : undefined
+      })
+      assert.equal(done.status?.containerStatuses?.[0].state?.terminated?.exitCode, 0, await client.readPodLog('kube-system', 'e2e-made-dirs', 'task'))
+      assert.equal((await client.readPodLog('kube-system', 'e2e-made-dirs', 'task')).trim(), 'there')
+    } finally {
+      await client.deletePod('kube-system', 'e2e-made-dirs', 0)
+    }
+  })
+
+  it('stops a deleted task as a kubelet does: SIGTERM, then SIGKILL once the pod\'s grace period is over', async () => {
+    const node = cluster!.nodes.find((n) => n.name === 'control-plane-3')!
+    // The trap writes into the node's root: the pod's log is gone with the pod.
+    const script = (name: string, cleanupSeconds: number) =>
+      `trap 'echo term > "$HOST_ROOT/${name}"; sleep ${cleanupSeconds}; echo cleaned >> "$HOST_ROOT/${name}"; exit 7' TERM; echo waiting; while :; do sleep 0.2 & wait $! || true; done`
+    const cases = [
+      {name: 'e2e-grace-kept', graceSeconds: 5, cleanupSeconds: 1, expected: 'term\ncleaned\n'},
+      {name: 'e2e-grace-over', graceSeconds: 1, cleanupSeconds: 4, expected: 'term\n'},
+    ]
+    for (const c of cases) {
+      const pod = nodeTaskPod(c.name, node.name, script(c.name, c.cleanupSeconds))
+      pod.spec!.terminationGracePeriodSeconds = c.graceSeconds
+      await client.createPod('kube-system', pod)
+      await eventually(`${c.name} to run`, 60_000, async () => ((await client.getPod('kube-system', c.name)).status?.phase === 'Running' ? true : undefined))
+      await eventually(`${c.name} to print`, 10_000, async () => ((await client.readPodLog('kube-system', c.name, 'task').catch(() => '')).includes('waiting') ? true : undefined))
+      await client.deletePod('kube-system', c.name, c.graceSeconds)
+    }
+
+    for (const c of cases) {
+      await eventually(`${c.name} to be gone`, 30_000, async () => {
+        try {
+          await client.getPod('kube-system', c.name)
+          return undefined
+        } catch (error) {
+          if (isNotFound(error)) return true
+          throw error
+        }
+      })
+      await sleep(c.cleanupSeconds * 1000)
+      assert.equal(readFileSync(join(node.root, c.name), 'utf8'), c.expected, c.name)
+    }
+  })
+
+  it('answers at each control-plane node\'s apiserver address with the one real apiserver, which pods/proxy reaches; one node\'s can be switched off', async () => {
+    const node = cluster!.nodes.find((n) => n.name === 'control-plane-2')!
+    assert.ok(node.netns && netnsExists(node.netns), 'control-plane nodes have a network namespace of their own too')
+    await client.createPod('kube-system', {
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: {name: 'e2e-host-network', namespace: 'kube-system'},
+      spec: {nodeName: node.name, hostNetwork: true, tolerations: [{operator: 'Exists'}], containers: [{name: 'main', image: 'registry.k8s.io/pause:3.10'}]},
+    })
+    try {
+      const pod = await eventually('the hostNetwork pod to be Ready', 60_000, async () => {
+        const current = await client.getPod('kube-system', 'e2e-host-network')
+        return isReady(current) ? current : undefined
+      })
+      assert.equal(pod.status?.podIP, node.ip, 'a hostNetwork pod has its node\'s address')
+      const readyz = () => client.raw('GET', '/api/v1/namespaces/kube-system/pods/https:e2e-host-network:6443/proxy/readyz', {intent: {verb: 'get', resource: 'pods/proxy'}})
+      const served = await readyz()
+      assert.deepEqual([served.status, served.body], [200, 'ok'])
+      await cluster!.setNodeApiserverServing(node.name, false)
+      try {
+        assert.notEqual((await readyz()).status, 200, 'nothing answers at the node\'s address')
+        assert.equal((await client.raw('GET', '/readyz', {intent: {verb: 'get', resource: '/readyz'}})).status, 200, 'while the API itself serves')
+      } finally {
+        await cluster!.setNodeApiserverServing(node.name, true)
+      }
+
+      await eventually('the node\'s address to answer again', 10_000, async () => ((await readyz()).status === 200 ? true : undefined))
+    } finally {
+      await client.deletePod('kube-system', 'e2e-host-network', 0)
+    }
+  })
+
   it('programs a worker\'s own network namespace with the real kube-proxy\'s rules for the cluster\'s Services', async () => {
     await client.apply('apps/v1', 'deployments', {
       apiVersion: 'apps/v1',
@@ -240,14 +325,15 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
 
   it('tears down completely: no process, network namespace or directory left', async () => {
     const pids = cluster!.processIds()
-    const worker = cluster!.nodes.find((n) => n.role === 'worker')!
+    const namespaces = cluster!.nodes.map((n) => n.netns)
+    assert.ok(namespaces.every((ns) => ns && netnsExists(ns)), 'every node has its network namespace')
     assert.ok(pids.length >= 8, `the cluster runs its processes (${pids.length})`)
     await cluster!.stop()
     for (const pid of pids) {
       assert.throws(() => process.kill(pid, 0), `process ${pid} is gone`)
     }
 
-    assert.equal(netnsExists(worker.netns!), false)
+    assert.deepEqual(namespaces.filter((ns) => netnsExists(ns!)), [], 'no network namespace left')
     assert.equal(existsSync(cluster!.workDir), false)
     cluster = undefined
   })

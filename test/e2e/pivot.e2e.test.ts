@@ -1,18 +1,20 @@
 import {strict as assert} from 'node:assert'
-import {readFileSync, readdirSync} from 'node:fs'
-import {dirname, join} from 'node:path'
+import {existsSync, readFileSync, readdirSync} from 'node:fs'
+import {join} from 'node:path'
 
 import {discoverControlPlane} from '../../src/controlplane/discover.js'
 import {KubeClient} from '../../src/kube/client.js'
 import {isNotFound} from '../../src/kube/errors.js'
+import {nodeTaskImage} from '../../src/node/image.js'
 import {type NodeTask, runNodeTask} from '../../src/node/runner.js'
 import {PivotOptions, PivotRunner} from '../../src/pivot/execute.js'
 import {withPortSharing} from '../../src/pivot/manifest.js'
+import {BACKUP_DIR, HANDOFF_DIR, REVERTED_MARKER} from '../../src/pivot/node-scripts.js'
 import {parseAllDocuments} from 'yaml'
 
 import {runCommand} from '../helpers/run-command.js'
 import {type TestCluster} from './cluster/harness.js'
-import {runBuiltCli, startTestClusterOrSkip} from './support.js'
+import {eventually, runBuiltCli, startTestClusterOrSkip} from './support.js'
 
 const PIVOTED = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const
 
@@ -26,6 +28,22 @@ function cli(args: string[], interrupt?: (child: ReturnType<typeof runBuiltCli>,
 }
 
 class Interrupted extends Error {}
+
+/** A directory of pivot's on a node (an absolute path there), on this machine. */
+const onNode = (node: {root: string}, path: string) => join(node.root, path)
+
+/** The backup directories on a node, and whether each is retired (a REVERTED file in it). */
+function backupsOn(node: {root: string}): Array<{stamp: string; reverted: boolean}> {
+  const root = onNode(node, BACKUP_DIR)
+  if (!existsSync(root)) return []
+  return readdirSync(root).sort().map((stamp) => ({stamp, reverted: existsSync(join(root, stamp, REVERTED_MARKER))}))
+}
+
+/** Files a hand-off holds on a node (a held manifest, a confirmation): none once every hand-off ended. */
+function heldOn(node: {root: string}): string[] {
+  const dir = onNode(node, HANDOFF_DIR)
+  return existsSync(dir) ? readdirSync(dir) : []
+}
 
 /** Every file of every control-plane node's manifest directory, byte for byte. */
 function manifestBytes(cluster: TestCluster): Map<string, string> {
@@ -71,12 +89,14 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
   let cluster: TestCluster | undefined
   let client: KubeClient
   let originals: Map<string, string>
+  let image: string
   const log: string[] = []
 
   before(async function () {
     cluster = await startTestClusterOrSkip(this, 'pivot', {controlPlaneNodes: 3, workers: 0})
     client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
     originals = manifestBytes(cluster)
+    image = await nodeTaskImage(client)
     // Pods (node tasks, workload pods) are refused until the controller-manager made kube-system's default service account.
     for (let i = 0; ; i++) {
       const res = await client.raw('GET', '/api/v1/namespaces/kube-system/serviceaccounts/default', {intent: {verb: 'get', resource: 'serviceaccounts'}})
@@ -92,28 +112,27 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
   })
 
   /**
-   * The real executor with the real node-task runner. The processes serving the test cluster
-   * are the harness's, not the manifests': the watchdog asks the real API server, and the
-   * static pods stop as soon as the harness's kubelet sees a manifest gone.
+   * The real executor with the real node-task runner and the node-task image the CLI uses (the
+   * cluster's kube-proxy image). The processes serving the test cluster are the harness's, not
+   * the manifests': a static pod stops as soon as the harness's kubelet sees its manifest gone,
+   * and "the new apiserver on node N", asked through the API server's pods/proxy, is the one real
+   * kube-apiserver reached through node N's address (see the harness).
    */
   function runner(opts: Partial<PivotOptions> = {}, interruptAfterTask?: number): PivotRunner {
     let tasks = 0
-    const runTask = async (task: NodeTask) => {
-      const result = await runNodeTask(client, task, {pollIntervalMs: 250, onWarning: (m) => log.push(`warning: ${m}`)})
-      if (!['pivot-read', 'pivot-check'].includes(task.purpose) && ++tasks === interruptAfterTask) throw new Interrupted(`interrupted after node task ${tasks} (${task.purpose} on ${task.node})`)
+    const runTask = async (task: NodeTask, runOpts?: {signal?: AbortSignal}) => {
+      const result = await runNodeTask(client, task, {pollIntervalMs: 250, signal: runOpts?.signal, onWarning: (m) => log.push(`warning: ${m}`)})
+      if (task.purpose !== 'pivot-read' && ++tasks === interruptAfterTask) throw new Interrupted(`interrupted after node task ${tasks} (${task.purpose} on ${task.node})`)
       return result
     }
 
     return new PivotRunner(
       {api: client, runTask, log: (line) => log.push(line)},
       {
-        image: 'busybox',
+        image,
         timeoutMs: 120_000,
         pollMs: 250,
         handoffDeadlineSeconds: 60,
-        handoffSettleChecks: 2,
-        staticStopSeconds: 2,
-        nodeHealthUrl: () => `${client.server}/readyz`,
         ...opts,
       },
     )
@@ -124,10 +143,13 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     for (const node of cluster!.nodes.filter((n) => n.role === 'control-plane')) {
       assert.deepEqual(readdirSync(join(node.root, 'etc/kubernetes/manifests')), ['etcd.yaml'], `only etcd stays static on ${node.name}`)
       assert.equal(now.get(`${node.name}/etcd.yaml`), originals.get(`${node.name}/etcd.yaml`))
-      const backupRoot = join(node.root, 'etc/kubernetes/selfhost-backup')
-      const active = readdirSync(backupRoot).filter((d) => !d.endsWith('-reverted'))
-      assert.equal(active.length, 1)
-      for (const c of PIVOTED) assert.equal(readFileSync(join(backupRoot, active[0], `${c}.yaml`), 'utf8'), originals.get(`${node.name}/${c}.yaml`), `backup of ${c} on ${node.name}`)
+      const active = backupsOn(node).filter((b) => !b.reverted)
+      assert.equal(active.length, 1, `one active backup on ${node.name}: ${JSON.stringify(backupsOn(node))}`)
+      for (const c of PIVOTED) {
+        assert.equal(readFileSync(join(onNode(node, BACKUP_DIR), active[0].stamp, `${c}.yaml`), 'utf8'), originals.get(`${node.name}/${c}.yaml`), `backup of ${c} on ${node.name}`)
+      }
+
+      assert.deepEqual(heldOn(node), [], `no hand-off holds anything on ${node.name}`)
     }
 
     const plane = await discoverControlPlane(client)
@@ -145,6 +167,11 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
 
   async function assertStatic() {
     assert.deepEqual(manifestBytes(cluster!), originals, 'every manifest byte for byte as before the pivot')
+    for (const node of cluster!.nodes.filter((n) => n.role === 'control-plane')) {
+      assert.deepEqual(backupsOn(node).filter((b) => !b.reverted), [], `every backup on ${node.name} kept and marked ${REVERTED_MARKER}`)
+      assert.deepEqual(heldOn(node), [], `no hand-off holds anything on ${node.name}`)
+    }
+
     for (const [resource, name] of [
       ['daemonsets', 'self-hosted-kube-apiserver'],
       ['deployments', 'self-hosted-kube-controller-manager'],
@@ -221,29 +248,60 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     await assertStatic()
   })
 
+  it('a new apiserver that does not serve on its node: the node\'s watchdog puts the manifest back and pivot reverts everything (exit 3)', async () => {
+    // The self-hosted pod on control-plane-2 gets Ready (kwok), but nothing answers at its address:
+    // only the per-node check through pods/proxy can tell, the shared API stays healthy throughout.
+    await cluster!.setNodeApiserverServing('control-plane-2', false)
+    try {
+      const result = await runner({handoffDeadlineSeconds: 20}).pivot()
+      assert.equal(result.outcome, 'rolled-back', log.slice(-5).join('\n'))
+      assert.equal(result.exitCode, 3)
+      assert.match(result.summary.join('\n'), /kube-apiserver hand-off failed; the static control plane was restored/)
+    } finally {
+      await cluster!.setNodeApiserverServing('control-plane-2', true)
+    }
+
+    assert.ok(log.some((l) => l.includes('[kube-apiserver] control-plane-1: hand-off confirmed')), 'control-plane-1, whose instance serves, was handed off first')
+    assert.ok(log.some((l) => /\[kube-apiserver\] control-plane-2: not confirmed/.test(l)), log.slice(-10).join('\n'))
+    await assertStatic()
+    await eventually('no node-task pod left', 20_000, async () => ((await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items.length === 0 ? true : undefined))
+  })
+
   it('Ctrl-C on the CLI during an apiserver hand-off: the node puts the manifest back, no node pod is left, a re-run finishes', async () => {
     const kubeconfig = cluster!.kubeconfig
-    const health = `${client.server}/readyz`
-    const first = await cli(['pivot', '--kubeconfig', kubeconfig, '--apiserver-health-url', health, '--static-stop-time', '30s'], (child, stderr) => {
-      const timer = setInterval(() => {
-        // The watchdog on control-plane-1 is waiting out its stop window: interrupt now.
-        if (stderr().includes('[kube-apiserver] control-plane-1: handing off')) {
-          clearInterval(timer)
-          setTimeout(() => child.kill('SIGINT'), 3000)
-        }
-      }, 100)
-      child.on('close', () => clearInterval(timer))
-    })
-    assert.equal(first.exitCode, 130, first.stderr)
     const node = cluster!.nodes.find((n) => n.name === 'control-plane-1')!
+    const held = join(onNode(node, HANDOFF_DIR), 'kube-apiserver.yaml')
+    // The new apiserver on control-plane-1 does not answer yet, so the CLI cannot confirm: the
+    // watchdog holds the manifest, waiting, when Ctrl-C comes.
+    await cluster!.setNodeApiserverServing('control-plane-1', false)
+    let first
+    try {
+      first = await cli(['pivot', '--kubeconfig', kubeconfig], (child) => {
+        const timer = setInterval(() => {
+          if (existsSync(held)) {
+            clearInterval(timer)
+            setTimeout(() => child.kill('SIGINT'), 1000)
+          }
+        }, 100)
+        child.on('close', () => clearInterval(timer))
+      })
+    } finally {
+      await cluster!.setNodeApiserverServing('control-plane-1', true)
+    }
+
+    assert.equal(first.exitCode, 130, first.stderr)
     const manifest = join(node.root, 'etc/kubernetes/manifests/kube-apiserver.yaml')
     const expected = withPortSharing(originals.get('control-plane-1/kube-apiserver.yaml')!, 'kube-apiserver')
-    for (let i = 0; i < 40 && !(readdirSync(dirname(manifest)).includes('kube-apiserver.yaml')); i++) await new Promise((r) => setTimeout(r, 250))
-    assert.equal(readFileSync(manifest, 'utf8'), expected, 'the watchdog, stopped early, put the (port-sharing) manifest back')
-    const leftovers = (await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items
+    await eventually('the manifest back on control-plane-1', 15_000, async () => (existsSync(manifest) ? true : undefined))
+    assert.equal(readFileSync(manifest, 'utf8'), expected, 'the watchdog, stopped by its pod\'s deletion, put the (port-sharing) manifest back')
+    assert.deepEqual(heldOn(node), [], 'nothing held any more')
+    const leftovers = await eventually('no node-task pod left', 15_000, async () => {
+      const pods = (await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items
+      return pods.length === 0 ? pods : undefined
+    }).catch(async () => (await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items)
     assert.deepEqual(leftovers.map((p) => p.metadata!.name), [], 'no node-task pod left behind')
 
-    const resumed = await cli(['pivot', '--kubeconfig', kubeconfig, '--apiserver-health-url', health, '--static-stop-time', '2s'])
+    const resumed = await cli(['pivot', '--kubeconfig', kubeconfig])
     assert.equal(resumed.exitCode, 0, resumed.stderr)
     assert.match(resumed.stdout, /Pivot complete/)
     await assertSelfHosted()
@@ -253,8 +311,9 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
   })
 
   it('a pivot interrupted in the middle of the apiserver hand-offs completes on re-run, and reverts again', async () => {
-    // Node tasks: 3 backups, then the hand-off on control-plane-1 and control-plane-2: stop there.
-    await assert.rejects(runner({}, 5).pivot(), Interrupted)
+    // Node tasks as they end: 3 backups, then on control-plane-1 the confirmation and its
+    // watchdog, then the same on control-plane-2: stop once that hand-off is done.
+    await assert.rejects(runner({}, 7).pivot(), Interrupted)
     const halfway = readdirSync(join(cluster!.nodes.find((n) => n.name === 'control-plane-2')!.root, 'etc/kubernetes/manifests'))
     assert.ok(!halfway.includes('kube-apiserver.yaml'), 'the interrupted run had moved control-plane-2\'s apiserver manifest')
     const resumed = await runner().pivot()

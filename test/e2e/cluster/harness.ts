@@ -36,7 +36,11 @@ export interface TestNode {
   root: string
   /** The node's InternalIP. */
   ip: string
-  /** Worker nodes: the network namespace where its kube-proxy runs and its node tasks execute. */
+  /**
+   * The node's own network namespace (where root allows), where its node tasks execute: a
+   * worker's kube-proxy runs there; a control-plane node's apiserver port there leads to the
+   * one real kube-apiserver.
+   */
   netns?: string
 }
 
@@ -53,6 +57,11 @@ export interface TestCluster {
   startupMs: number
   /** Process ids of everything the cluster runs (each leads its own process group). */
   processIds(): number[]
+  /**
+   * Makes "the apiserver on this control-plane node" stop or start answering: its address and
+   * secure port lead to the one real kube-apiserver, or nowhere. Needs node network namespaces.
+   */
+  setNodeApiserverServing(node: string, serving: boolean): Promise<void>
 }
 
 export interface TestClusterOptions {
@@ -153,21 +162,22 @@ export function controlPlaneMarks(version: string): {labels: Record<string, stri
 async function checkPrerequisites(workers: number): Promise<{netns: boolean}> {
   const missing: string[] = []
   for (const command of ['openssl', 'bash']) if (!(await hasCommand(command))) missing.push(`command "${command}" not found`)
-  let netns = workers > 0
-  if (netns) {
-    const netnsMissing: string[] = []
-    if (!isRoot()) netnsMissing.push('worker network namespaces need root')
-    for (const command of ['ip', 'iptables', 'iptables-save', 'socat', 'conntrack']) {
-      if (!(await hasCommand(command))) netnsMissing.push(`command "${command}" not found (test/e2e/cluster/install-deps.sh installs it)`)
-    }
+  let netns = true
+  const netnsMissing: string[] = []
+  if (!isRoot()) netnsMissing.push('node network namespaces need root')
+  // Every node's namespace needs ip and socat; a worker's kube-proxy needs iptables and conntrack too.
+  for (const command of ['ip', 'socat', ...(workers > 0 ? ['iptables', 'iptables-save', 'conntrack'] : [])]) {
+    if (!(await hasCommand(command))) netnsMissing.push(`command "${command}" not found (test/e2e/cluster/install-deps.sh installs it)`)
+  }
 
-    if (netnsMissing.length > 0) {
-      // In CI every part must run; on a laptop the cluster still starts, without kube-proxy.
-      if (process.env.CI === 'true') missing.push(...netnsMissing)
-      else {
-        process.stderr.write(`test cluster: workers run without network namespaces or kube-proxy: ${netnsMissing.join('; ')}\n`)
-        netns = false
-      }
+  if (netnsMissing.length > 0) {
+    // In CI every part must run; on a laptop the cluster still starts, without them.
+    if (process.env.CI === 'true') missing.push(...netnsMissing)
+    else {
+      process.stderr.write(
+        `test cluster: nodes run without network namespaces: workers have no kube-proxy, and the API server refuses to proxy to control-plane pods (loopback addresses): ${netnsMissing.join('; ')}\n`,
+      )
+      netns = false
     }
   }
 
@@ -267,23 +277,27 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       nodes.push({name: `control-plane-${i}`, role: 'control-plane', root: join(workDir, 'nodes', `control-plane-${i}`), ip: `${loopbackPrefix}.${10 + i}`})
     }
 
-    const block = netns ? await pickAddressBlock() : undefined
     for (let i = 1; i <= workerCount; i++) {
       const name = `worker-${i}`
-      const node: NodePlan = {name, role: 'worker', root: join(workDir, 'nodes', name), ip: `${loopbackPrefix}.${100 + i}`}
-      if (block) {
-        node.network = await createNodeNetwork({netns: `selfhost-${id}-${name}`, interfacePrefix: `sh${id.slice(-4)}`, block, index: i - 1, serviceCidr: SERVICE_CIDR})
+      nodes.push({name, role: 'worker', root: join(workDir, 'nodes', name), ip: `${loopbackPrefix}.${100 + i}`})
+    }
+
+    // Every node gets a network namespace of its own where root allows: a worker for its
+    // kube-proxy, a control-plane node for an address the API server agrees to proxy to (it
+    // refuses loopback pod IPs: "address not allowed"), where its apiserver port answers.
+    const block = netns ? await pickAddressBlock() : undefined
+    if (block) {
+      for (const [index, node] of nodes.entries()) {
+        node.network = await createNodeNetwork({netns: `selfhost-${id}-${node.name}`, interfacePrefix: `sh${id.slice(-4)}`, block, index, serviceCidr: SERVICE_CIDR})
         state.networks.push(node.network)
         saveState()
         node.ip = node.network.nodeIp
         node.netns = node.network.netns
       }
-
-      nodes.push(node)
     }
 
-    const workerHostIps = nodes.flatMap((n) => (n.network ? [n.network.hostIp] : []))
-    const pki = await makeClusterPki({dir: pkiDir, apiserverIps: [SERVICE_IP, ...nodes.filter((n) => n.role === 'control-plane').map((n) => n.ip), ...workerHostIps]})
+    const hostEnds = nodes.flatMap((n) => (n.network ? [n.network.hostIp] : []))
+    const pki = await makeClusterPki({dir: pkiDir, apiserverIps: [SERVICE_IP, ...nodes.filter((n) => n.role === 'control-plane').map((n) => n.ip), ...hostEnds]})
     const apiUrl = `https://127.0.0.1:${apiPort}`
     const kubeconfigs = await writeKubeconfigs(workDir, pki, apiUrl)
 
@@ -323,7 +337,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
     // The "kubernetes" Service needs a non-loopback endpoint; the host end of the first
     // worker's link is one, and kube-proxy in that worker's namespace really reaches it.
-    const advertise = nodes.find((n) => n.network)?.network?.hostIp
+    const advertise = nodes.find((n) => n.role === 'worker' && n.network)?.network?.hostIp
     const apiserver = start('kube-apiserver', [
       `--etcd-servers=http://127.0.0.1:${etcdPort}`,
       '--bind-address=127.0.0.1',
@@ -411,7 +425,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
         const {hostIp, nodeIp, netns: ns} = node.network
         processes.spawn(`forward ${hostIp}:${kwokPort}`, 'socat', [`TCP-LISTEN:${kwokPort},bind=${hostIp},reuseaddr,fork`, `TCP:127.0.0.1:${kwokPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
         processes.spawn(`forward ${nodeIp}:${kwokPort}`, 'ip', ['netns', 'exec', ns, 'socat', `TCP-LISTEN:${kwokPort},bind=${nodeIp},reuseaddr,fork`, `TCP:${hostIp}:${kwokPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
-        // And the node's kube-proxy reaches the API server at the host end of its link.
+        // And the node's kube-proxy (a worker's) or apiserver port (a control-plane node's) reaches the API server at the host end of its link.
         processes.spawn(`forward ${hostIp}:${apiPort}`, 'socat', [`TCP-LISTEN:${apiPort},bind=${hostIp},reuseaddr,fork`, `TCP:127.0.0.1:${apiPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
       } else {
         processes.spawn(`forward ${node.ip}:${kwokPort}`, 'socat', [`TCP-LISTEN:${kwokPort},bind=${node.ip},reuseaddr,fork`, `TCP:127.0.0.1:${kwokPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
@@ -420,16 +434,35 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       saveState()
     }
 
+    const nodeApiserverStarters = new Map<string, () => Supervised>()
+    const nodeApiservers = new Map<string, Supervised>()
     const controlPlaneMembers = nodes.filter((n) => n.role === 'control-plane').map((n) => ({name: n.name, ip: n.ip}))
     for (const node of nodes) {
-      writeNodeRoot(node, pki, kubeconfigs, node.role === 'control-plane' ? staticManifests({
+      const manifests = node.role === 'control-plane' ? staticManifests({
         kubeadmVersion,
         nodeName: node.name,
         nodeIp: node.ip,
         etcdMembers: controlPlaneMembers,
         serviceCidr: SERVICE_CIDR,
         podCidr: POD_CIDR,
-      }) : {})
+      }) : {}
+      writeNodeRoot(node, pki, kubeconfigs, manifests)
+      if (node.role === 'control-plane') {
+        // "The apiserver on this node": its address and secure port lead to the one real
+        // apiserver (the API server's pods/proxy to a hostNetwork pod here gets a real answer).
+        const securePort = /--secure-port=(\d+)/.exec(manifests['kube-apiserver.yaml'] ?? '')?.[1] ?? '6443'
+        // The host end of the node's link already leads to the API server (see the forwards above).
+        if (node.network) {
+          const {hostIp, nodeIp, netns: ns} = node.network
+          const logFile = join(logDir, `forward-${node.name}.log`)
+          nodeApiserverStarters.set(node.name, () =>
+            processes.spawn(`forward ${nodeIp}:${securePort}`, 'ip', ['netns', 'exec', ns, 'socat', `TCP-LISTEN:${securePort},bind=${nodeIp},reuseaddr,fork`, `TCP:${hostIp}:${apiPort}`], {logFile}),
+          )
+          nodeApiservers.set(node.name, nodeApiserverStarters.get(node.name)!())
+          saveState()
+        }
+      }
+
       const created = await client.request<{metadata: {uid: string}}>('POST', resourcePath('v1', 'nodes'), {
         body: nodeObject(node, kubeadmVersion),
         intent: {verb: 'create', resource: 'nodes', name: node.name},
@@ -439,7 +472,7 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
     // --- kube-proxy in each worker's namespace ------------------------------------------------
     for (const node of nodes) {
-      if (!node.network) continue
+      if (!node.network || node.role !== 'worker') continue
       const kubeconfig = join(workDir, `kube-proxy-${node.name}.conf`)
       await writeFile(kubeconfig, kubeconfigYaml({server: `https://${node.network.hostIp}:${apiPort}`, ca: pki.ca.cert, client: pki.kubeProxy, user: 'system:kube-proxy', tlsServerName: 'localhost'}))
       const config = join(workDir, `kube-proxy-${node.name}.yaml`)
@@ -492,6 +525,16 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       logs,
       startupMs,
       processIds: () => processes.pids(),
+      async setNodeApiserverServing(name: string, serving: boolean): Promise<void> {
+        const startForward = nodeApiserverStarters.get(name)
+        if (!startForward) throw new Error(`test cluster: ${name} is not a control-plane node with a network namespace`)
+        const running = nodeApiservers.get(name)
+        if (!serving && running?.running()) await processes.stop(running, 1000)
+        if (serving && !running?.running()) {
+          nodeApiservers.set(name, startForward())
+          saveState()
+        }
+      },
     }
   } catch (error) {
     await stop().catch(() => undefined)
@@ -626,7 +669,7 @@ async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Rec
     const [kcm, scheduler] = await Promise.all([client.getLease('kube-system', 'kube-controller-manager'), client.getLease('kube-system', 'kube-scheduler')])
     return kcm?.spec?.holderIdentity && scheduler?.spec?.holderIdentity ? true : undefined
   })
-  const withProxy = nodes.filter((n) => n.network)
+  const withProxy = nodes.filter((n) => n.network && n.role === 'worker')
   if (withProxy.length > 0) {
     await waitFor('kube-proxy to program the kubernetes Service on every worker', 60_000, async () => {
       for (const node of withProxy) {

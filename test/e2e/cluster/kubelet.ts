@@ -1,7 +1,7 @@
 import {createHash} from 'node:crypto'
-import {appendFileSync, readdirSync, readFileSync} from 'node:fs'
+import {appendFileSync, mkdirSync, readdirSync, readFileSync, statSync} from 'node:fs'
 import {constants} from 'node:os'
-import {join} from 'node:path'
+import {join, posix, relative} from 'node:path'
 
 import type {V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
@@ -16,7 +16,10 @@ import {ProcessGroup, criLogLine, type Supervised} from './processes.js'
  * What the kubelets of the test cluster's nodes would do that kwok does not:
  * - keep mirror pods in sync with each node's root/etc/kubernetes/manifests (static pods);
  * - run node-task pods for real on this machine (in the node's network namespace, if any),
- *   with HOST_ROOT pointing at the node's root, and report their status and exit code;
+ *   with HOST_ROOT pointing at the node's root, and report their status and exit code: their
+ *   hostPath volumes are set up first (DirectoryOrCreate makes the directory under the node's
+ *   root, Directory must exist), and deleting the pod sends SIGTERM to the command and SIGKILL
+ *   once the pod's grace period is over, as a kubelet does;
  * - tell kwok where each pod's log is (a kwok Logs object per pod), so `GET pods/x/log`
  *   through the real API server returns real output: a node task's, or the log of the real
  *   process behind a control-plane or kube-proxy pod.
@@ -143,6 +146,51 @@ interface RunningTask {
   finished: boolean
   /** Set once the pod is gone from the API: nothing more to report. */
   gone: boolean
+  /** Set once a graceful deletion has started stopping the command. */
+  terminating?: Promise<void>
+  /** Settles once the command's exit is reported in the pod's status. */
+  reported?: Promise<void>
+}
+
+/**
+ * Where a hostPath volume's path lies on this machine: under the node's root. A path that
+ * would leave the root is refused (the fake node has nothing outside it).
+ */
+export function hostPathOnNode(root: string, path: string): string {
+  const normal = posix.normalize(`/${path}`)
+  const local = join(root, normal)
+  if (relative(root, local).startsWith('..')) throw new Error(`hostPath ${path} leaves the node's root`)
+  return local
+}
+
+/**
+ * Sets up a task pod's hostPath volumes on the node as the kubelet does before it starts the
+ * container: DirectoryOrCreate makes the directory (and its parents, mode 0755) when missing,
+ * Directory must already be one. Returns why a volume cannot be set up, if one cannot.
+ */
+export function setUpHostPaths(pod: V1Pod, root: string): string | undefined {
+  for (const volume of pod.spec?.volumes ?? []) {
+    const hostPath = volume.hostPath
+    if (!hostPath) continue
+    const local = hostPathOnNode(root, hostPath.path)
+    const isDirectory = () => {
+      try {
+        return statSync(local).isDirectory()
+      } catch {
+        return false
+      }
+    }
+
+    if (hostPath.type === 'DirectoryOrCreate') {
+      if (!isDirectory()) mkdirSync(local, {recursive: true, mode: 0o755})
+    } else if (hostPath.type === 'Directory') {
+      if (!isDirectory()) return `MountVolume.SetUp failed for volume "${volume.name}": hostPath type check failed: ${hostPath.path} is not a directory`
+    } else if (hostPath.type) {
+      return `volume "${volume.name}": hostPath type ${hostPath.type} is not simulated by the test cluster`
+    }
+  }
+
+  return undefined
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
@@ -249,9 +297,11 @@ export class Kubelet {
       seen.add(uid)
       const task = this.tasks.get(uid)
       if (pod.metadata?.deletionTimestamp) {
-        // Graceful deletion: stop the command, then finish the deletion as the kubelet does.
-        if (task?.process?.running()) await this.opts.processes.stop(task.process, 1000)
-        await this.client.deletePod(pod.metadata.namespace!, pod.metadata.name!, 0)
+        // Graceful deletion, as the kubelet does it: SIGTERM to the command, SIGKILL when the
+        // grace period is over, then the pod is removed. In the background: other pods (mirror
+        // pods put back by a trap, say) must not wait for it.
+        if (task && !task.terminating) task.terminating = this.terminate(task, pod)
+        else if (!task) await this.client.deletePod(pod.metadata.namespace!, pod.metadata.name!, 0)
         continue
       }
 
@@ -267,6 +317,23 @@ export class Kubelet {
       clearTimeout(task.deadlineTimer)
       if (task.process?.running()) await this.opts.processes.stop(task.process, 1000)
       if (task.finished || !task.process?.running()) this.tasks.delete(uid)
+    }
+  }
+
+  /** Stops a task whose pod is being deleted within the pod's grace period, then removes the pod. */
+  private async terminate(task: RunningTask, pod: V1Pod): Promise<void> {
+    const graceSeconds = pod.metadata?.deletionGracePeriodSeconds ?? pod.spec?.terminationGracePeriodSeconds ?? 30
+    try {
+      if (task.process?.running()) {
+        this.log(`${task.namespace}/${task.name}: pod deleted; SIGTERM, SIGKILL after ${graceSeconds}s`)
+        // A container runtime signals the container's first process; the rest of it goes at the kill.
+        await this.opts.processes.stop(task.process, graceSeconds * 1000, 'leader')
+        await task.reported
+      }
+
+      await this.client.deletePod(task.namespace, task.name, 0)
+    } catch (error) {
+      if (!isNotFound(error)) this.logOnce(`${task.namespace}/${task.name}: cannot finish its deletion: ${(error as Error).message}`)
     }
   }
 
@@ -286,6 +353,20 @@ export class Kubelet {
       return
     }
 
+    let volumeProblem: string | undefined
+    try {
+      volumeProblem = setUpHostPaths(pod, node.root)
+    } catch (error) {
+      volumeProblem = (error as Error).message
+    }
+
+    if (volumeProblem) {
+      // The kubelet keeps the pod waiting and retries the mount: so does this loop, next tick.
+      this.tasks.delete(uid)
+      this.logOnce(`${namespace}/${name}: ${volumeProblem}`)
+      return
+    }
+
     const env: NodeJS.ProcessEnv = {PATH: process.env.PATH, HOME: '/root', HOSTNAME: node.name}
     for (const variable of container.env ?? []) if (variable.value !== undefined) env[variable.name] = variable.value
     // The node's "/" is a directory on this machine: the contract's HOST_ROOT points there.
@@ -300,7 +381,7 @@ export class Kubelet {
       logFile,
       onExit: (code, signal) => {
         const exitCode = code ?? 128 + (signal ? constants.signals[signal] : 9)
-        void this.finishTask(task, exitCode, exitCode === 0 ? 'Completed' : 'Error', undefined, startedAt).catch((error) =>
+        task.reported = this.finishTask(task, exitCode, exitCode === 0 ? 'Completed' : 'Error', undefined, startedAt).catch((error) =>
           this.logOnce(`${namespace}/${name}: cannot report exit: ${(error as Error).message}`),
         )
       },

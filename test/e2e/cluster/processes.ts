@@ -82,10 +82,20 @@ export class ProcessGroup {
     return member
   }
 
-  /** Stops one process (its whole group): SIGTERM, then SIGKILL after the grace period. */
-  async stop(member: Supervised, graceMs = 5000): Promise<void> {
+  /**
+   * Stops one process and its group: SIGTERM (to the whole group, or as a container runtime
+   * does, to the leader alone), then SIGKILL to the group after the grace period.
+   */
+  async stop(member: Supervised, graceMs = 5000, terminate: 'group' | 'leader' = 'group'): Promise<void> {
     if (!member.running() || member.child.pid === undefined) return
-    signalGroup(member.child.pid, 'SIGTERM')
+    if (terminate === 'group') signalGroup(member.child.pid, 'SIGTERM')
+    else {
+      try {
+        process.kill(member.child.pid, 'SIGTERM')
+      } catch {
+        // Already gone.
+      }
+    }
     const timer = setTimeout(() => signalGroup(member.child.pid!, 'SIGKILL'), graceMs)
     await member.exited
     clearTimeout(timer)
