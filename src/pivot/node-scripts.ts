@@ -90,6 +90,9 @@ ${PATHS}
 ok="$w/$COMPONENT.confirmed"
 rm -f "$ok"
 put_back() { ln -f "$held" "$m"; rm -f "$held"; echo "$1: put $m back"; }
+# The trap comes first: as a container's PID 1 this shell ignores a TERM it has no trap for, so
+# a deletion during the move would otherwise be lost.
+trap 'if [ -f "$held" ] && [ ! -f "$m" ]; then put_back "interrupted before the hand-off was confirmed"; fi; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
 if [ -f "$m" ]; then
   ln -f "$m" "$held"
   rm -f "$m"
@@ -100,7 +103,6 @@ else
   echo "no $m and nothing held: nothing to hand off"
   exit 2
 fi
-trap 'put_back "interrupted before the hand-off was confirmed"; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
 # Five checks a second (no date command: time is counted in ticks).
 tick=0
 while [ "$tick" -lt $((DEADLINE * 5)) ]; do

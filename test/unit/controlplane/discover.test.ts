@@ -320,7 +320,7 @@ describe('control-plane discovery', () => {
         )
         assert.deepEqual(costOf(plane), [
           'self-hosted, no checkpointing: if every control-plane node restarts at once (full reboot, power loss), no kubelet can start kube-apiserver again (its DaemonSet lives in the API it serves); ' +
-            'recover on one node with cp /etc/kubernetes/selfhost-backup/<timestamp>/*.yaml /etc/kubernetes/manifests/, then `kubectl selfhost revert`',
+            'recover on one node with cp /etc/kubernetes/selfhost/backup/<timestamp>/*.yaml /etc/kubernetes/manifests/, then `kubectl selfhost revert`',
         ])
         assert.deepEqual(component(plane, 'kube-apiserver').problems, [])
         assert.equal(plane.healthy, true)

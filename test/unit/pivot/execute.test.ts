@@ -22,10 +22,11 @@ class Interrupted extends Error {}
 function interrupting(fake: FakeControlPlane, at: number, when: 'before' | 'after') {
   let count = 0
   const step = async <T>(run: () => Promise<T>): Promise<T> => {
-    count++
-    if (count === at && when === 'before') throw new Interrupted(`interrupted before step ${at}`)
+    // Steps overlap (a hand-off's watchdog runs while its confirmation runs): each knows its own number.
+    const mine = ++count
+    if (mine === at && when === 'before') throw new Interrupted(`interrupted before step ${at}`)
     const result = await run()
-    if (count === at) throw new Interrupted(`interrupted after step ${at}`)
+    if (mine === at) throw new Interrupted(`interrupted after step ${at}`)
     return result
   }
 
