@@ -140,7 +140,7 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
 
   it('iptables-legacy: a 70-deep acyclic chain of jumps in front of a Service (more than the nft backend allows), as the kernel follows it', async function () {
     if (!(await which('iptables-legacy-restore'))) {
-      if (process.env.CI === 'true') throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
+      if (inCI()) throw new Error('iptables-legacy-restore is missing in CI (Debian iptables ships it)')
       this.skip()
     }
 
@@ -335,7 +335,7 @@ describe('trace agrees with the kernel on a forwarding node with Docker and flan
   before(async function () {
     const reason = await kernelUnavailable()
     if (reason) {
-      if (process.env.CI === 'true') throw new Error(`the kernel test cannot run in CI: ${reason}`)
+      if (inCI()) throw new Error(`the kernel test cannot run in CI: ${reason}`)
       this.skip()
     }
   })

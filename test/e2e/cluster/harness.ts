@@ -9,6 +9,7 @@ import {promisify} from 'node:util'
 import semver from 'semver'
 import {stringify} from 'yaml'
 
+import {inCI} from '../../helpers/ci.js'
 import {MIRROR_ANNOTATION} from '../../../src/controlplane/model.js'
 import {KubeClient, resourcePath} from '../../../src/kube/client.js'
 import {addonObjects, kubeProxyConfiguration} from './addons.js'
@@ -172,7 +173,7 @@ async function checkPrerequisites(workers: number): Promise<{netns: boolean}> {
 
   if (netnsMissing.length > 0) {
     // In CI every part must run; on a laptop the cluster still starts, without them.
-    if (process.env.CI === 'true') missing.push(...netnsMissing)
+    if (inCI()) missing.push(...netnsMissing)
     else {
       process.stderr.write(
         `test cluster: nodes run without network namespaces: workers have no kube-proxy, and the API server refuses to proxy to control-plane pods (loopback addresses): ${netnsMissing.join('; ')}\n`,

@@ -10,6 +10,8 @@ import nock from 'nock'
 import {stringify as toYaml} from 'yaml'
 
 import {KubeClient} from '../../../src/kube/client.js'
+import {ensureBinaries} from '../../e2e/cluster/binaries.js'
+import {inCI} from '../../helpers/ci.js'
 import {onPath} from '../../helpers/build.js'
 import {RecordingServer, SeenRequest, TestPki, makePki} from './tls-server.js'
 
@@ -33,7 +35,8 @@ interface Outcome {
   seen?: Pick<SeenRequest, 'authorization' | 'impersonation' | 'clientCertificate'>
 }
 
-const kubectl = onPath('kubectl')
+/** The kubectl to compare with: the one build.sh builds (the pinned release), else any on PATH. */
+let kubectl: string | undefined
 
 describe('cluster credentials, compared with kubectl against one TLS server', function () {
   this.timeout(60_000)
@@ -54,8 +57,9 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
   })
 
   before(async function () {
+    kubectl = await ensureBinaries().then((dir) => join(dir, 'kubectl'), () => onPath('kubectl'))
     if (!kubectl) {
-      if (process.env.CI) throw new Error('kubectl is not on PATH: these tests compare with it')
+      if (inCI()) throw new Error('no kubectl (test/e2e/cluster/build.sh builds one): these tests compare with it')
       this.skip()
     }
 
