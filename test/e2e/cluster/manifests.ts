@@ -22,14 +22,21 @@ export const STATIC_COMPONENTS = ['etcd', 'kube-apiserver', 'kube-controller-man
 export type StaticComponent = (typeof STATIC_COMPONENTS)[number]
 
 /** The image registry kubeadm defaults to: registry.k8s.io since 1.25, k8s.gcr.io before. */
+/** The etcd build.sh builds (ETCD_VERSION v3.6.16), as kubeadm tags it. */
+export const ETCD_IMAGE_TAG = '3.6.16-0'
+
 export function imageRegistry(kubeadmVersion: string): string {
   return semver.gte(kubeadmVersion, '1.25.0') ? 'registry.k8s.io' : 'k8s.gcr.io'
 }
 
-/** The etcd image each kubeadm minor pins (close enough for tests: only the tag shape matters). */
+/**
+ * The etcd image tag of each kubeadm minor. From 1.34 on, the tag of the etcd that really runs
+ * (build.sh's ETCD_VERSION), so what `status` shows and what serves agree; older minors keep
+ * the tags their kubeadm pinned, since they stand in for older clusters.
+ */
 export function etcdImageTag(kubeadmVersion: string): string {
   const minor = semver.minor(kubeadmVersion)
-  if (minor >= 34) return '3.6.5-0'
+  if (minor >= 34) return ETCD_IMAGE_TAG
   if (minor >= 29) return '3.5.16-0'
   if (minor >= 22) return '3.5.0-0'
   if (minor >= 19) return '3.4.13-0'

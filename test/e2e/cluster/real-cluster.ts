@@ -9,6 +9,7 @@ import {promisify} from 'node:util'
 import {stringify} from 'yaml'
 
 import {MissingPrerequisiteError, ensureBinaries, hasCommand, isRoot} from './binaries.js'
+import {ETCD_IMAGE_TAG} from './manifests.js'
 import {pickAddressBlock} from './netns.js'
 import {alive} from './processes.js'
 
@@ -28,7 +29,7 @@ const CACHE = process.env.SELFHOST_CACHE ?? join(process.env.XDG_CACHE_HOME ?? j
 
 export const REAL_VERSION = 'v1.37.2'
 /** The etcd build.sh builds; kubeadm is told to use it (etcd.local.imageTag). */
-export const ETCD_IMAGE_TAG = '3.6.16-0'
+export {ETCD_IMAGE_TAG}
 const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.2'
 export const POD_SUBNET = '10.244.0.0/16'
 export const SERVICE_SUBNET = '10.96.0.0/12'
