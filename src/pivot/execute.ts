@@ -266,33 +266,47 @@ export class PivotRunner {
   // ---- preflight ---------------------------------------------------------------------------
 
   private async preflight(state: PivotState, extraVerbs: Array<[string, string, string]> = []): Promise<void> {
-    const needed: Array<[verb: string, resource: string, group: string, subresource?: string]> = [
-      ['list', 'nodes', ''],
-      ['list', 'pods', ''],
-      ['create', 'pods', ''],
-      ['delete', 'pods', ''],
-      ['get', 'pods', ''],
+    const tasks = this.opts.namespace ?? SYSTEM_NAMESPACE
+    // [verb, resource, group, subresource, namespace]: node tasks run in --namespace, the rest in kube-system.
+    const needed: Array<[verb: string, resource: string, group: string, subresource: string | undefined, namespace: string | undefined]> = [
+      ['list', 'nodes', '', undefined, undefined],
+      ['list', 'pods', '', undefined, SYSTEM_NAMESPACE],
+      ['create', 'pods', '', undefined, tasks],
+      ['delete', 'pods', '', undefined, tasks],
+      ['get', 'pods', '', undefined, tasks],
       // A node task's output (its manifests, the watchdog's verdict) is read from its pod's log.
-      ['get', 'pods', '', 'log'],
-      ['list', 'daemonsets', 'apps'],
-      ['list', 'deployments', 'apps'],
-      ['create', 'daemonsets', 'apps'],
-      ['patch', 'daemonsets', 'apps'],
-      ['create', 'deployments', 'apps'],
-      ['patch', 'deployments', 'apps'],
-      ['create', 'poddisruptionbudgets', 'policy'],
-      ['patch', 'poddisruptionbudgets', 'policy'],
-      ['get', 'leases', 'coordination.k8s.io'],
-      ...extraVerbs,
+      ['get', 'pods', '', 'log', tasks],
+      // With several control-plane nodes, a node's new apiserver is asked through the API's proxy.
+      ...(state.nodes.length > 1 ? [['get', 'pods', '', 'proxy', SYSTEM_NAMESPACE] as [string, string, string, string, string]] : []),
+      ...(
+        [
+          ['list', 'daemonsets', 'apps'],
+          ['list', 'deployments', 'apps'],
+          ['create', 'daemonsets', 'apps'],
+          ['patch', 'daemonsets', 'apps'],
+          ['create', 'deployments', 'apps'],
+          ['patch', 'deployments', 'apps'],
+          ['create', 'poddisruptionbudgets', 'policy'],
+          ['patch', 'poddisruptionbudgets', 'policy'],
+          ['get', 'leases', 'coordination.k8s.io'],
+          ...extraVerbs,
+        ] as Array<[string, string, string]>
+      ).map(([verb, resource, group]) => [verb, resource, group, undefined, SYSTEM_NAMESPACE] as [string, string, string, undefined, string]),
     ]
-    const missing: string[] = []
-    for (const [verb, resource, group, subresource] of needed) {
-      const namespace = resource === 'nodes' ? undefined : SYSTEM_NAMESPACE
+    const missing = new Map<string, string[]>()
+    for (const [verb, resource, group, subresource, namespace] of needed) {
       const what = `${group ? `${resource}.${group}` : resource}${subresource ? `/${subresource}` : ''}`
-      if (!(await this.deps.api.canI(verb, resource, namespace, group, subresource))) missing.push(`${verb} ${what}`)
+      if (!(await this.deps.api.canI(verb, resource, namespace, group, subresource))) {
+        const where = namespace ?? SYSTEM_NAMESPACE
+        missing.set(where, [...(missing.get(where) ?? []), `${verb} ${what}`])
+      }
     }
 
-    if (missing.length > 0) throw new PreflightError(`not allowed to ${missing.join(', ')} in ${SYSTEM_NAMESPACE}: pivot needs cluster-admin-like rights`, 'permissions')
+    if (missing.size > 0) {
+      const list = [...missing].map(([namespace, verbs]) => `${verbs.join(', ')} in ${namespace}`).join('; ')
+      throw new PreflightError(`not allowed to ${list}: pivot needs cluster-admin-like rights`, 'permissions')
+    }
+
     const notReady = Object.entries(state.ready).filter(([, ready]) => !ready).map(([n]) => n)
     if (notReady.length > 0) throw new PreflightError(`control-plane node(s) ${notReady.join(', ')} not Ready: fix them before moving the control plane`, 'nodes')
     if (!(await this.apiHealthy())) throw new PreflightError('the API server is not healthy (/readyz): fix it before moving the control plane', 'api')

@@ -158,6 +158,20 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
     })
 
+    it('asks for the node-task rights in --namespace, the rest in kube-system, and names the namespace of what is missing', async () => {
+      const asked: string[] = []
+      const api: PivotClusterApi = {
+        ...fake.api,
+        canI: async (verb, resource, namespace, group, subresource) => {
+          asked.push(`${verb} ${resource}${subresource ? `/${subresource}` : ''} ${namespace ?? '-'}`)
+          return !(namespace === 'node-tasks' && verb === 'create')
+        },
+      }
+      await assert.rejects(runner(fake, {api}, {namespace: 'node-tasks'}).pivot(), (e: Error) => e instanceof CliError && /^not allowed to create pods in node-tasks: /.test(e.message))
+      for (const line of ['create pods node-tasks', 'delete pods node-tasks', 'get pods/log node-tasks', 'get pods/proxy kube-system', 'patch daemonsets kube-system']) assert.ok(asked.includes(line), `${line} in ${asked.join(', ')}`)
+      assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
+    })
+
     it('waits for a control-plane pod that is getting Ready (a static pod just put back), then pivots', async () => {
       fake.mirrorUnreadyFor.set('kube-apiserver-cp-1', 3)
       const log: string[] = []
