@@ -104,16 +104,35 @@ describe('node task runner', function () {
     assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`)
   })
 
-  it('still deletes the pod when reading its status fails', async () => {
+  it('waits through an API that does not answer while the task runs (a hand-off restarts it), and reads the result once it is back', async () => {
+    const progress: string[] = []
     const scope = nock(FAKE_SERVER)
       .post(podsPath)
       .reply(201, {})
       .get(podPathRe)
+      .times(3)
+      .replyWithError(Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'}))
+      .get(podPathRe)
       .reply(500, {message: 'etcd is sad'})
+      .get(podPathRe)
+      .reply(200, withPhase('Succeeded', {terminated: {exitCode: 0}}))
+      .get(logPathRe)
+      .reply(200, 'done\n')
       .delete(podPathRe)
       .reply(200, {})
-    await assert.rejects(runNodeTask(client, task, opts), /etcd is sad/)
+    const result = await runNodeTask(client, task, {...opts, onProgress: (m) => progress.push(m)})
+    assert.deepEqual([result.exitCode, result.output], [0, 'done\n'])
     assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`)
+    assert.match(progress[0], /the API does not answer .*waiting for it, up to the task's deadline/)
+    assert.match(progress.at(-1)!, /the API answers again after \d+s/)
+  })
+
+  it('gives up on an API that stays away past the task\'s deadline, and still deletes the pod', async () => {
+    nock(FAKE_SERVER).post(podsPath).reply(201, {}).get(podPathRe).times(1000).reply(500, {message: 'etcd is sad'})
+    const deletion = nock(FAKE_SERVER).delete(podPathRe).reply(200, {})
+    await assert.rejects(runNodeTask(client, {...task, deadlineSeconds: 0}, {...opts, graceMs: 100}), /the API did not answer within 0s .*etcd is sad/)
+    assert.ok(deletion.isDone(), 'the pod was deleted')
+    nock.cleanAll()
   })
 
   it('deletes the pod when the create answer is lost (the pod may exist)', async () => {
@@ -184,11 +203,28 @@ describe('node task runner', function () {
       .get(logPathRe)
       .reply(200, 'ok')
       .delete(podPathRe)
+      .times(1000)
       .reply(500, {message: 'boom'})
-    const result = await runNodeTask(client, task, opts)
+    const result = await runNodeTask(client, task, {...opts, deleteRetryMs: 300})
     assert.equal(result.exitCode, 0)
     assert.equal(warnings.length, 1)
     assert.match(warnings[0], /kubectl delete pod -n kube-system selfhost-trace-worker-1-[0-9a-f]{6}/)
+    nock.cleanAll()
+  })
+
+  it('keeps trying to delete the pod while the API is away, within bounds (no pod left behind)', async () => {
+    nock(FAKE_SERVER).post(podsPath).reply(201, {}).get(podPathRe).reply(200, withPhase('Succeeded', {terminated: {exitCode: 0}})).get(logPathRe).reply(200, 'ok')
+    const deletion = nock(FAKE_SERVER)
+      .delete(podPathRe)
+      .replyWithError(Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'}))
+      .delete(podPathRe)
+      .reply(503, {message: 'starting'})
+      .delete(podPathRe)
+      .reply(200, {})
+    const result = await runNodeTask(client, task, opts)
+    assert.equal(result.exitCode, 0)
+    assert.ok(deletion.isDone(), `pending: ${deletion.pendingMocks().join(', ')}`)
+    assert.deepEqual(warnings, [])
   })
 
   it('deletes the pods of every task running at once before exiting, and exits once', async () => {
