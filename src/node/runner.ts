@@ -190,8 +190,17 @@ function terminatedExitCode(pod: V1Pod): number | undefined {
   return pod.status?.containerStatuses?.[0]?.state?.terminated?.exitCode
 }
 
+/**
+ * A kubelet that started while the API was away (a node just booted, a control plane just
+ * restored) cannot build any container's environment until it has read the Services once; it
+ * says so as a CreateContainerConfigError and retries by itself. Seen on a real node right
+ * after a power cycle: waited for, not taken as a broken image.
+ */
+const TRANSIENT_CONFIG_ERROR = /services have not yet been read at least once/
+
 function stuckReason(pod: V1Pod): string | undefined {
   const waiting = pod.status?.containerStatuses?.[0]?.state?.waiting
+  if (waiting?.reason === 'CreateContainerConfigError' && TRANSIENT_CONFIG_ERROR.test(waiting.message ?? '')) return undefined
   if (waiting?.reason && STUCK_WAITING_REASONS.has(waiting.reason)) return `${waiting.reason}${waiting.message ? `: ${waiting.message}` : ''}`
   return undefined
 }

@@ -135,6 +135,23 @@ describe('node task runner', function () {
     nock.cleanAll()
   })
 
+  it('waits for a kubelet that has not read the Services yet (just booted), instead of calling the image broken', async () => {
+    const scope = nock(FAKE_SERVER)
+      .post(podsPath)
+      .reply(201, {})
+      .get(podPathRe)
+      .times(2)
+      .reply(200, withPhase('Pending', {waiting: {reason: 'CreateContainerConfigError', message: 'services have not yet been read at least once, cannot construct envvars'}}))
+      .get(podPathRe)
+      .reply(200, withPhase('Succeeded', {terminated: {exitCode: 0}}))
+      .get(logPathRe)
+      .reply(200, 'ok')
+      .delete(podPathRe)
+      .reply(200, {})
+    assert.equal((await runNodeTask(client, task, opts)).exitCode, 0)
+    assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`)
+  })
+
   it('deletes the pod when the create answer is lost (the pod may exist)', async () => {
     const scope = nock(FAKE_SERVER).post(podsPath).replyWithError(Object.assign(new Error('socket hang up'), {code: 'ECONNRESET'})).delete(podPathRe).reply(404, {})
     await assert.rejects(runNodeTask(client, task, opts), /closed the connection/)
