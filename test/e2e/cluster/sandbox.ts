@@ -55,24 +55,16 @@ async function runAgainst(cluster: Pick<TestCluster, 'binDir' | 'kubeconfig'>, a
   }
 }
 
-/** `--real`: nodes with a real kubelet, containerd and runc, made by kubeadm (see README, "Real nodes"). */
-async function mainReal(args: string[]): Promise<void> {
-  const controlPlanes = numberFlag(args, '--control-planes', 1)
-  const workers = numberFlag(args, '--workers', 0)
-  say('building or finding the binaries and images (a first build takes several minutes), then kubeadm init')
-  let cluster: Awaited<ReturnType<typeof startRealCluster>>
-  try {
-    cluster = await startRealCluster({controlPlanes, workers, buildProgress: 'inherit'})
-  } catch (error) {
-    say(error instanceof MissingPrerequisiteError ? error.message : (error as Error).message)
-    process.exit(1)
-  }
-
-  say(`real cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`)
+/**
+ * What both sandboxes do once their cluster is up: stop it on Ctrl-C (and SIGTERM, SIGHUP);
+ * with ARGS, run them against it and stop with their exit code; without, print the
+ * KUBECONFIG line and the lines `describe` gives, and stay up until Ctrl-C.
+ */
+async function serve(cluster: Pick<TestCluster, 'binDir' | 'kubeconfig' | 'stop'>, args: string[], describe: string[]): Promise<void> {
   let stopping: Promise<void> | undefined
   const stop = (code: number) => {
     stopping ??= (async () => {
-      say('stopping the nodes')
+      say('stopping the cluster')
       await cluster.stop()
       say('stopped; nothing left running')
       process.exit(code)
@@ -87,12 +79,29 @@ async function mainReal(args: string[]): Promise<void> {
     return
   }
 
-  // The nodes are not children of this process: keep it alive until Ctrl-C, which removes them.
+  // Real nodes are not children of this process: keep it alive until Ctrl-C, which removes them.
   setInterval(() => undefined, 1 << 30)
   console.log(`export KUBECONFIG=${cluster.kubeconfig}`)
   say(`the matching kubectl: ${join(cluster.binDir, 'kubectl')}`)
-  for (const node of cluster.nodes) say(`${node.name}: power loss and boot with ${join(node.dir, 'power-cycle')}; its logs in ${join(node.dir, 'log')}`)
+  for (const line of describe) say(line)
   say('press Ctrl-C to stop and remove everything')
+}
+
+/** `--real`: nodes with a real kubelet, containerd and runc, made by kubeadm (see README, "Real nodes"). */
+async function mainReal(args: string[]): Promise<void> {
+  const controlPlanes = numberFlag(args, '--control-planes', 1)
+  const workers = numberFlag(args, '--workers', 0)
+  say('building or finding the binaries and images (a first build takes several minutes), then kubeadm init')
+  let cluster: Awaited<ReturnType<typeof startRealCluster>>
+  try {
+    cluster = await startRealCluster({controlPlanes, workers, buildProgress: 'inherit'})
+  } catch (error) {
+    say(error instanceof MissingPrerequisiteError ? error.message : (error as Error).message)
+    process.exit(1)
+  }
+
+  say(`real cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`)
+  await serve(cluster, args, cluster.nodes.map((node) => `${node.name}: power loss and boot with ${join(node.dir, 'power-cycle')}; its logs in ${join(node.dir, 'log')}`))
 }
 
 /**
@@ -146,30 +155,7 @@ async function main(): Promise<void> {
   }
 
   say(`cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`)
-  let stopping: Promise<void> | undefined
-  const stop = (code: number) => {
-    stopping ??= (async () => {
-      say('stopping the cluster')
-      await cluster.stop()
-      say('stopped; nothing left running')
-      process.exit(code)
-    })()
-  }
-
-  process.on('SIGINT', () => stop(0))
-  process.on('SIGTERM', () => stop(0))
-  process.on('SIGHUP', () => stop(0))
-
-  if (args.length > 0) {
-    const code = await runAgainst(cluster, args)
-    stop(code)
-    return
-  }
-
-  console.log(`export KUBECONFIG=${cluster.kubeconfig}`)
-  say(`the matching kubectl: ${join(cluster.binDir, 'kubectl')}`)
-  say('node roots (each node\'s "/"): ' + cluster.nodes.map((n) => `${n.name}=${n.root}`).join(' '))
-  say('press Ctrl-C to stop and remove everything')
+  await serve(cluster, args, ['node roots (each node\'s "/"): ' + cluster.nodes.map((n) => `${n.name}=${n.root}`).join(' ')])
 }
 
 await main()
