@@ -1,6 +1,6 @@
 import {execFile} from 'node:child_process'
 import {createServer} from 'node:net'
-import {existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync, copyFileSync} from 'node:fs'
+import {mkdirSync, rmSync, writeFileSync, copyFileSync} from 'node:fs'
 import {mkdtemp, writeFile} from 'node:fs/promises'
 import {release, tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -19,7 +19,7 @@ import {KWOK_NODE_ANNOTATION, KWOK_NODE_ANNOTATION_VALUE, LOGS_CRD, kwokConfigYa
 import {staticManifests} from './manifests.js'
 import {type NodeNetwork, createNodeNetwork, deleteNodeNetworkSync, pickAddressBlock} from './netns.js'
 import {type ClusterPki, kubeconfigYaml, makeClusterPki} from './pki.js'
-import {ProcessGroup, type Supervised, alive} from './processes.js'
+import {ProcessGroup, type Supervised, reapAbandoned} from './processes.js'
 
 /** The version of the real binaries build.sh pins; the default version of the manifests. */
 export const BINARY_VERSION = 'v1.37.2'
@@ -85,22 +85,8 @@ interface ClusterState {
   networks: Array<Pick<NodeNetwork, 'netns' | 'hostInterface'>>
 }
 
-/**
- * Clusters whose harness died without stopping them (killed test runs) leave processes,
- * namespaces and files behind; the next start removes them.
- */
 function reapAbandonedClusters(): void {
-  if (!existsSync(STATE_ROOT)) return
-  for (const entry of readdirSync(STATE_ROOT)) {
-    const dir = join(STATE_ROOT, entry)
-    let state: ClusterState
-    try {
-      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as ClusterState
-    } catch {
-      continue
-    }
-
-    if (alive(state.harnessPid)) continue
+  reapAbandoned<ClusterState>(STATE_ROOT, (dir, state) => {
     for (const pid of state.processGroups) {
       try {
         process.kill(-pid, 'SIGKILL')
@@ -111,7 +97,7 @@ function reapAbandonedClusters(): void {
 
     for (const network of state.networks) deleteNodeNetworkSync(network)
     rmSync(dir, {recursive: true, force: true})
-  }
+  })
 }
 
 async function freePorts(count: number): Promise<number[]> {

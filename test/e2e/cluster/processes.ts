@@ -1,5 +1,6 @@
 import {ChildProcess, spawn} from 'node:child_process'
-import {createWriteStream, type WriteStream} from 'node:fs'
+import {createWriteStream, existsSync, readFileSync, readdirSync, type WriteStream} from 'node:fs'
+import {join} from 'node:path'
 import {createInterface} from 'node:readline'
 import type {Readable} from 'node:stream'
 
@@ -40,6 +41,26 @@ export function alive(pid: number): boolean {
     return true
   } catch {
     return false
+  }
+}
+
+/**
+ * Clusters whose harness died without stopping them (killed test runs) leave processes,
+ * namespaces and files behind: for each directory under root whose state.json names a harness
+ * that is gone, tearDown removes what it lists. The next start calls this.
+ */
+export function reapAbandoned<State extends {harnessPid: number}>(root: string, tearDown: (dir: string, state: State) => void): void {
+  if (!existsSync(root)) return
+  for (const entry of readdirSync(root)) {
+    const dir = join(root, entry)
+    let state: State
+    try {
+      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as State
+    } catch {
+      continue
+    }
+
+    if (!alive(state.harnessPid)) tearDown(dir, state)
   }
 }
 

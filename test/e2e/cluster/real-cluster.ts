@@ -1,5 +1,5 @@
 import {execFile, spawnSync} from 'node:child_process'
-import {existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import {mkdtemp} from 'node:fs/promises'
 import {homedir, tmpdir} from 'node:os'
 import {dirname, join} from 'node:path'
@@ -11,7 +11,7 @@ import {stringify} from 'yaml'
 import {MissingPrerequisiteError, ensureBinaries, hasCommand, isRoot} from './binaries.js'
 import {ETCD_IMAGE_TAG} from './manifests.js'
 import {pickAddressBlock} from './netns.js'
-import {alive} from './processes.js'
+import {reapAbandoned} from './processes.js'
 
 /**
  * Real nodes: each node is a set of namespaces on this machine (network, mount, UTS, PID) with
@@ -106,19 +106,7 @@ function tearDownSync(workDir: string, state: RealClusterState): void {
 
 /** Clusters whose harness died (killed test runs) leave nodes behind; the next start removes them. */
 export function reapAbandonedRealClusters(): void {
-  if (!existsSync(STATE_ROOT)) return
-  for (const entry of readdirSync(STATE_ROOT)) {
-    const dir = join(STATE_ROOT, entry)
-    let state: RealClusterState
-    try {
-      state = JSON.parse(readFileSync(join(dir, 'state.json'), 'utf8')) as RealClusterState
-    } catch {
-      continue
-    }
-
-    if (alive(state.harnessPid)) continue
-    tearDownSync(dir, state)
-  }
+  reapAbandoned(STATE_ROOT, tearDownSync)
 }
 
 async function checkRealPrerequisites(): Promise<void> {
