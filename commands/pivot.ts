@@ -13,6 +13,8 @@ Node by node: apply, wait until the new pod is Ready, move the static manifest i
 /etc/kubernetes/selfhost/backup/<timestamp>/ on the node, wait for the mirror pod to go and the API to be healthy.
 The apiserver hand-off is guarded on the node itself: if the local apiserver is not healthy in time, the node task
 puts the static manifest back without needing the API (exit code 3 after a full revert).
+Then each control-plane node gets checkpoints of its self-hosted pods and a static checkpointer pod that starts them
+when no kube-apiserver listens there (after a power loss), and retires them once the self-hosted pods serve again.
 Re-run it after an interruption: it reads what is done from the cluster and the nodes and finishes the job.
 --dry-run prints the plan (it reads the manifests on the nodes with short-lived read-only pods; --from-mirror-pods
 plans from the mirror pods instead, starting no pod); -o yaml prints only the objects. --from-dir plans from a copy of /etc/kubernetes/manifests with no cluster at all.`
@@ -35,6 +37,10 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     namespace: Flags.string({description: 'namespace for the node task pods (must allow privileged pods)', default: 'kube-system'}),
     timeout: Flags.string({description: 'how long each wait (pod Ready, mirror pod gone, API healthy) may take', default: '5m'}),
     'handoff-deadline': Flags.string({description: 'how long the node-side watchdog waits for this CLI to confirm the new apiserver serves before it restores the static one', default: '3m'}),
+    'no-checkpoint': Flags.boolean({
+      description: 'do not install checkpoints and the checkpointer: a full control-plane restart then needs recovery by hand (the plan says how)',
+      default: false,
+    }),
     'force-blind-handoff': Flags.boolean({
       description: 'hand off without port sharing even where the version has it (the path of clusters before 1.19: the API is away until the new instance binds)',
       default: false,
@@ -60,7 +66,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     if (flags['from-dir']) {
       const {readManifestDir} = await import('../src/pivot/from-dir.js')
       const {planPivot} = await import('../src/pivot/plan.js')
-      print(planPivot({manifests: readManifestDir(flags['from-dir'], flags.node), handoffDeadlineSeconds}), [])
+      print(planPivot({manifests: readManifestDir(flags['from-dir'], flags.node), handoffDeadlineSeconds, checkpoint: !flags['no-checkpoint']}), [])
       return
     }
 
@@ -77,6 +83,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
           timeoutMs,
           handoffDeadlineSeconds,
           forceBlindHandoff: flags['force-blind-handoff'],
+          checkpoint: !flags['no-checkpoint'],
         },
         step,
       )

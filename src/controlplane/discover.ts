@@ -12,6 +12,7 @@ import semver from 'semver'
 
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
+import {nodeCheckpoints} from '../checkpoint/status.js'
 import {BACKUP_ROOT, MANIFESTS_DIR} from '../pivot/manifest.js'
 import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod, timestampText} from './leader.js'
 import {
@@ -29,7 +30,10 @@ import {
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   MASTER_ROLE_LABEL,
+  NodeCheckpoint,
   NodeSummary,
+  PIVOTED_COMPONENTS,
+  PivotedComponent,
   SELF_HOSTED_APP_LABEL,
   SYSTEM_NAMESPACE,
   Workload,
@@ -396,22 +400,29 @@ function buildComponent(
 }
 
 /**
- * What a self-hosted apiserver costs, said after the pivot as pivot said it before: with no
- * checkpointer, a kubelet can only restart a DaemonSet's pod through a running API server.
- * A warning, not a problem: the cluster is healthy, just less able to recover by itself.
+ * What a self-hosted apiserver costs, said after the pivot as pivot said it before: a kubelet
+ * can only restart a DaemonSet's pod through a running API server, unless the node holds a
+ * current checkpoint (src/checkpoint). A warning, not a problem: the cluster is healthy, just
+ * less able to recover by itself. Silent only when every control-plane node is covered.
  */
-function selfHostingCost(apiserver: ComponentState, nodes: NodeSummary[]): string | undefined {
+function selfHostingCost(apiserver: ComponentState, nodes: NodeSummary[], checkpoints: NodeCheckpoint[]): string | undefined {
   if (apiserver.mode === 'mixed') {
+    if (checkpoints.some((c) => c.checkpointer !== 'absent')) return undefined
     const staticNodes = [...new Set(apiserver.instances.filter((i) => i.source === 'static').map((i) => i.node))]
     return `partly self-hosted, no checkpointing: after a full control-plane restart only ${staticNodes.join(', ')} (static manifest) can start kube-apiserver by itself; the self-hosted instances need a running API`
   }
 
   if (apiserver.mode !== 'self-hosted') return undefined
+  const gaps = checkpoints.filter((c) => c.gap)
+  if (gaps.length === 0 && checkpoints.length > 0) return undefined
+  const recovery = `recover on one node with cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/, then \`kubectl selfhost revert\``
+  if (gaps.length > 0 && gaps.length < checkpoints.length) {
+    return `checkpoints incomplete (${gaps.map((g) => `${g.node}: ${g.gap}`).join('; ')}): a full control-plane restart may need the others; run \`kubectl selfhost pivot\` again to rewrite them`
+  }
+
   const when = nodes.filter((n) => n.controlPlane).length === 1 ? 'if the only control-plane node reboots' : 'if every control-plane node restarts at once (full reboot, power loss)'
-  return (
-    `self-hosted, no checkpointing: ${when}, no kubelet can start kube-apiserver again (its DaemonSet lives in the API it serves); ` +
-    `recover on one node with cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/, then \`kubectl selfhost revert\``
-  )
+  const why = gaps.every((g) => g.gap === 'no checkpointer') ? 'no checkpointing' : `no usable checkpoint (${gaps.map((g) => `${g.node}: ${g.gap}`).join('; ')})`
+  return `self-hosted, ${why}: ${when}, no kubelet can start kube-apiserver again (its DaemonSet lives in the API it serves); ${recovery}; \`kubectl selfhost pivot\` installs checkpoints`
 }
 
 function apiserverProblems(health: ApiserverHealth): string[] {
@@ -441,7 +452,19 @@ export function buildControlPlane(inputs: DiscoveryInputs, now: Date): ControlPl
   const kubeApiserver = components.find((c) => c.name === 'kube-apiserver')!
   kubeApiserver.problems.push(...apiserverProblems(apiserver))
   kubeApiserver.healthy = kubeApiserver.problems.length === 0
-  const cost = selfHostingCost(kubeApiserver, nodes)
+  const selfHosted = kubeApiserver.mode === 'self-hosted' || kubeApiserver.mode === 'mixed'
+  const running: Record<string, Partial<Record<PivotedComponent, string>>> = {}
+  for (const c of components) {
+    if (!(PIVOTED_COMPONENTS as readonly string[]).includes(c.name)) continue
+    for (const i of c.instances) if (i.source === 'workload' && i.version) (running[i.node] ??= {})[c.name as PivotedComponent] = i.version
+  }
+
+  const checkpoints = selfHosted ? nodeCheckpoints(inputs.pods, nodes.filter((n) => n.controlPlane).map((n) => n.name), running, now) : []
+  for (const c of checkpoints) {
+    if (c.serving.length > 0) kubeApiserver.warnings.push(`${c.node} runs ${c.serving.join(', ')} from its checkpoint: a recovery without the API; the self-hosted pods take over once the kubelet starts them`)
+  }
+
+  const cost = selfHostingCost(kubeApiserver, nodes, checkpoints)
   if (cost) kubeApiserver.warnings.push(cost)
 
   return {
@@ -451,6 +474,7 @@ export function buildControlPlane(inputs: DiscoveryInputs, now: Date): ControlPl
     nodes,
     components,
     apiserver,
+    checkpoints,
     healthy: components.every((c) => c.healthy),
     observedAt: now.toISOString(),
   }

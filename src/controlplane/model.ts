@@ -140,6 +140,17 @@ export interface NodeSummary {
   taints: Array<{key: string; effect: string; value?: string}>
 }
 
+/** What one control-plane node holds to restart its self-hosted control plane with no API (see src/checkpoint). */
+export interface NodeCheckpoint {
+  node: string
+  checkpointer: 'ready' | 'not-ready' | 'absent'
+  checkpoints: Array<{component: PivotedComponent; version: string; written: string; ageSeconds: number; current: boolean}>
+  /** Components this node runs from their checkpoint right now (a recovery in progress). */
+  serving: PivotedComponent[]
+  /** Why the node is not covered: no checkpointer, a stale or missing apiserver checkpoint, a problem the checkpointer reports. */
+  gap?: string
+}
+
 export interface ControlPlane {
   serverVersion: string
   context: string
@@ -147,6 +158,8 @@ export interface ControlPlane {
   nodes: NodeSummary[]
   components: ComponentState[]
   apiserver: ApiserverHealth
+  /** One per control-plane node once anything on the cluster is self-hosted; empty otherwise. */
+  checkpoints: NodeCheckpoint[]
   healthy: boolean
   observedAt: string
 }

@@ -18,6 +18,9 @@ import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {pollUntil} from '../kube/wait.js'
+import type {CheckpointTimings} from '../checkpoint/checkpoint.js'
+import {type CheckpointDeps, removeCheckpoints, servingFromCheckpoint, writeCheckpoints} from '../checkpoint/install.js'
+import {nodeCheckpoints} from '../checkpoint/status.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../node/runner.js'
 import {
   MANIFESTS_DIR,
@@ -25,6 +28,7 @@ import {
   flagValue,
   manifestFileName,
   manifestFromMirrorPod,
+  versionFromImage,
   withPortSharing,
 } from './manifest.js'
 import {
@@ -54,7 +58,7 @@ import {
 } from './plan.js'
 
 /** The API calls pivot and revert make; KubeClient satisfies it, tests pass a fake. */
-export type PivotClusterApi = Pick<KubeClient, 'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'deletePod' | 'canI' | 'raw' | 'getLease'>
+export type PivotClusterApi = Pick<KubeClient, 'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'deletePod' | 'canI' | 'raw' | 'getLease' | 'version'>
 
 export interface PivotDeps {
   api: PivotClusterApi
@@ -82,6 +86,10 @@ export interface PivotOptions {
   blindHandoffMinSeconds?: number
   /** Hand off without port sharing even where the version has it (tests the path of clusters before 1.19). */
   forceBlindHandoff?: boolean
+  /** Install checkpoints and the checkpointer after the hand-offs (default true). */
+  checkpoint?: boolean
+  /** The checkpointer's timings (tests shorten them). */
+  checkpointTimings?: CheckpointTimings
   pollMs?: number
 }
 
@@ -289,6 +297,7 @@ export class PivotRunner {
           ['create', 'poddisruptionbudgets', 'policy'],
           ['patch', 'poddisruptionbudgets', 'policy'],
           ['get', 'leases', 'coordination.k8s.io'],
+          ['get', 'namespaces', ''],
           ...extraVerbs,
         ] as Array<[string, string, string]>
       ).map(([verb, resource, group]) => [verb, resource, group, undefined, SYSTEM_NAMESPACE] as [string, string, string, undefined, string]),
@@ -378,6 +387,7 @@ export class PivotRunner {
       existingWorkloads: state.existing,
       leaders,
       handoffDeadlineSeconds: this.opts.handoffDeadlineSeconds,
+      checkpoint: this.opts.checkpoint ?? true,
     })
     if (this.opts.forceBlindHandoff) {
       for (const c of plan.components) c.handoff = 'blind'
@@ -407,6 +417,18 @@ export class PivotRunner {
     }
 
     summary.push(`backups: ${[...new Set(stamps.values())].map((s) => `${BACKUP_DIR}/${s}/`).join(', ')} on every control-plane node`)
+    if ((this.opts.checkpoint ?? true) && (await this.checkpointsCurrent(plan.nodes))) {
+      summary.push('checkpoints: already current on every control-plane node')
+    } else if (this.opts.checkpoint ?? true) {
+      try {
+        const written = await writeCheckpoints(this.checkpointDeps(), plan.nodes, Object.fromEntries(plan.nodes.map((n) => [n, plan.perNode[n]?.ip])))
+        summary.push(`checkpoints: ${written.map((w) => `${w.node} (${w.checkpoints.map((c) => c.component.replace(/^kube-/, '')).join(', ')})`).join(', ')}, each with a checkpointer`)
+      } catch (error) {
+        if (!(error instanceof CliError)) throw error
+        throw new CliError(`the control plane is self-hosted, but its checkpoints could not be installed: ${(error as Error).message}; run \`kubectl selfhost pivot\` again to retry`)
+      }
+    }
+
     return {plan, alreadyDone, dryRun: false, outcome: 'completed', summary, exitCode: ExitCode.ok}
   }
 
@@ -631,6 +653,35 @@ export class PivotRunner {
     throw new CliError(`the hand-off of ${component} on ${node} failed (exit ${verdict!.exitCode}): ${verdict!.output.trim().split('\n').pop() ?? ''}`)
   }
 
+  /** Whether every node's checkpointer already guards the versions its self-hosted pods run (a re-run changes nothing then). */
+  private async checkpointsCurrent(nodes: string[]): Promise<boolean> {
+    const pods = (await this.deps.api.listPods(SYSTEM_NAMESPACE)).items
+    const running: Record<string, Partial<Record<PivotedComponent, string>>> = {}
+    for (const pod of pods.filter((p) => !isMirrorPod(p) && isReady(p))) {
+      const component = PIVOTED_COMPONENTS.find((c) => pod.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))
+      const version = versionFromImage(pod.spec?.containers?.[0]?.image)
+      if (component && version && pod.spec?.nodeName) (running[pod.spec.nodeName] ??= {})[component] = version
+    }
+
+    const covered = nodeCheckpoints(pods, nodes, running, this.now())
+    return covered.every((c) => !c.gap && PIVOTED_COMPONENTS.every((component) => !running[c.node]?.[component] || c.checkpoints.some((k) => k.component === component)))
+  }
+
+  private checkpointDeps(): CheckpointDeps {
+    return {
+      api: this.deps.api,
+      runTask: (task) => this.deps.runTask(task),
+      log: (line) => this.deps.log(`[checkpoint] ${line}`),
+      image: this.opts.image,
+      namespace: this.opts.namespace,
+      now: this.now,
+      timeoutMs: this.timeoutMs,
+      pollMs: this.pollMs,
+      sleep: this.sleep,
+      timings: this.opts.checkpointTimings,
+    }
+  }
+
   // ---- revert ------------------------------------------------------------------------------
 
   /**
@@ -654,6 +705,14 @@ export class PivotRunner {
     })
 
     const summary: string[] = []
+    // The checkpointer goes first: it must not start a copy while the static pods restart.
+    const serving = servingFromCheckpoint(state.mirrorPods)
+    if (serving.length > 0) {
+      throw new CliError(`${serving.join(', ')} runs from its checkpoint (a recovery in progress): wait until the self-hosted pods took over (kubectl selfhost status), then revert; nothing changed`)
+    }
+
+    await removeCheckpoints(this.checkpointDeps(), state.nodes.map((n) => n.name))
+    summary.push('checkpointer and checkpoints removed from every control-plane node')
     for (const plan of plans) {
       await this.revertComponent(plan)
       summary.push(`${plan.component}: static manifest restored byte for byte on ${plan.restores.map((r) => r.node).join(', ') || 'no node (already there)'}${plan.workloads.length > 0 ? `; ${plan.workloads.map((w) => `${w.kind} ${w.name}`).join(', ')} deleted` : ''}`)

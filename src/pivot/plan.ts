@@ -17,6 +17,8 @@ import {
 } from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import {supportsDaemonSetSurge} from '../upgrade/versions.js'
+import {DEFAULT_TIMINGS} from '../checkpoint/checkpoint.js'
+import {CHECKPOINTER_FILE, CHECKPOINT_DIR} from '../checkpoint/scripts.js'
 import {BACKUP_ROOT, MANIFESTS_DIR, StaticManifest, flagValue, parseStaticPod, sha256, versionFromImage} from './manifest.js'
 
 export const MIN_SUPPORTED_VERSION = '1.14.0'
@@ -63,6 +65,8 @@ export interface PivotInputs {
   leaders?: Partial<Record<PivotedComponent, string>>
   /** How long the apiserver hand-off waits for the new instance before restoring the static one. */
   handoffDeadlineSeconds?: number
+  /** Install node-local checkpoints and the checkpointer (default true; --no-checkpoint says false). */
+  checkpoint?: boolean
 }
 
 /** What differs per control-plane node and the executor needs: read from that node's own manifest. */
@@ -77,10 +81,11 @@ function handoffDeadlineSeconds(mode: HandoffMode, requested: number): number {
   return mode === 'blind' ? Math.max(requested, BLIND_HANDOFF_MIN_SECONDS) : requested
 }
 
-export type PivotAction = 'backup' | 'enable-port-sharing' | 'apply' | 'wait-ready' | 'handoff' | 'wait-mirror-gone' | 'wait-healthy'
+export type PivotAction = 'backup' | 'enable-port-sharing' | 'apply' | 'wait-ready' | 'handoff' | 'wait-mirror-gone' | 'wait-healthy' | 'checkpoint'
 
 export interface PivotStep {
-  component: PivotedComponent
+  /** Absent for the checkpoint steps, which cover every component of a node. */
+  component?: PivotedComponent
   node?: string
   action: PivotAction
   description: string
@@ -635,12 +640,30 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
   const version = components.find((c) => c.component === 'kube-apiserver')?.version ?? referenceVersion
   const steps = components.flatMap((c) => componentSteps(c, deadline))
   const blind = components.filter((c) => c.handoff === 'blind').map((c) => c.component)
+  const checkpoint = inputs.checkpoint ?? true
+  const apiserverPlan = components.find((c) => c.component === 'kube-apiserver')
+  const sharingCheckpoint = apiserverPlan?.handoff === 'port-sharing'
+  if (checkpoint) {
+    for (const node of nodeNames) {
+      steps.push({
+        node,
+        action: 'checkpoint',
+        description: `write checkpoints of the self-hosted pods Ready on ${node} into ${CHECKPOINT_DIR}/, and the checkpointer's static pod into ${MANIFESTS_DIR}/${CHECKPOINTER_FILE}; wait until it runs`,
+      })
+    }
+  }
+
   const costs = [
-    'No checkpointing: if every control-plane node restarts at once (power loss, a full reboot), no kubelet can start the self-hosted kube-apiserver again, because its DaemonSet lives in the API it serves. ' +
-      `Recovery by hand on one node: cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/ (the backups pivot keeps), then \`kubectl selfhost revert\`.`,
+    checkpoint
+      ? `Checkpoints: each control-plane node keeps its self-hosted pods' last Ready spec on its disk (${CHECKPOINT_DIR}/), and a static pod, the checkpointer, starts them as static pods when no kube-apiserver listens there for ${DEFAULT_TIMINGS.grace}s (${DEFAULT_TIMINGS.bootGrace}s after a boot), so a full control-plane restart recovers with no human action; ` +
+        (sharingCheckpoint
+          ? `once the self-hosted kube-apiserver listens beside its copy for ${DEFAULT_TIMINGS.settle}s (port sharing), the copy steps aside.`
+          : `without port sharing (${version} < 1.19) the copy serves ${DEFAULT_TIMINGS.noSharingHold}s and then steps aside: the API is away until the self-hosted kube-apiserver binds at its next restart (up to the kubelet's 5-minute back-off).`)
+      : 'No checkpointing (--no-checkpoint): if every control-plane node restarts at once (power loss, a full reboot), no kubelet can start the self-hosted kube-apiserver again, because its DaemonSet lives in the API it serves. ' +
+        `Recovery by hand on one node: cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/ (the backups pivot keeps), then \`kubectl selfhost revert\`.`,
     'kube-controller-manager and kube-scheduler cannot recreate themselves from zero replicas: a PodDisruptionBudget (minAvailable 1) keeps drains from evicting the last one.',
   ]
-  if (nodeNames.length === 1) costs.push('A single control-plane node: rebooting it is the full-control-plane restart above.')
+  if (nodeNames.length === 1) costs.push(`A single control-plane node: rebooting it is the full-control-plane restart above${checkpoint ? ', recovered from its checkpoint' : ''}.`)
   if (components.some((c) => c.component === 'kube-apiserver' && c.handoff === 'port-sharing')) {
     costs.push(
       `Each static kube-apiserver restarts once to take --permit-port-sharing (a socket can only be shared if the first one allowed it)${nodeNames.length === 1 ? ': with one node, the API is away for that restart' : ', one node at a time'}; after that, hand-offs keep the API serving.`,

@@ -30,12 +30,18 @@ export function renderPivotPlan(plan: PivotPlan, alreadyDone: string[], withObje
     for (const step of plan.steps.filter((s) => s.component === c.component)) out.push(`  ${String(++n).padStart(2)}. ${step.node ? `[${step.node}] ` : ''}${step.description}`)
   }
 
+  const checkpointSteps = plan.steps.filter((s) => s.action === 'checkpoint')
+  if (checkpointSteps.length > 0) {
+    out.push('', chalk.bold('Checkpoints (after every hand-off):'))
+    for (const [i, step] of checkpointSteps.entries()) out.push(`  ${String(i + 1).padStart(2)}. [${step.node}] ${step.description}`)
+  }
+
   if (withObjects) out.push('', chalk.bold('Objects:'), renderObjectsYaml(plan.objects))
   return out.join('\n')
 }
 
 export function renderRevertPlan(result: RevertResult): string {
-  const out = [chalk.bold('Revert plan:')]
+  const out = [chalk.bold('Revert plan:'), '  first, on every control-plane node: remove the checkpointer, any copy it started, and the checkpoints']
   for (const c of result.components) {
     out.push(`  ${c.component}:`)
     for (const r of c.restores) out.push(`    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost/backup/${r.stamp}/ byte for byte${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`)

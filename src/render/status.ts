@@ -1,6 +1,6 @@
 import chalk from 'chalk'
 
-import type {ComponentState, ControlPlane, Instance} from '../controlplane/model.js'
+import type {ComponentState, ControlPlane, Instance, NodeCheckpoint} from '../controlplane/model.js'
 import {renderTable} from './table.js'
 import {wrapWords} from './wrap.js'
 
@@ -61,6 +61,25 @@ function instanceTable(plane: ControlPlane): string {
   return renderTable(['component', 'pod', 'node', 'source', 'ready', 'restarts', 'image', 'leader'], rows)
 }
 
+function ageText(seconds: number): string {
+  if (seconds < 120) return `${seconds}s`
+  if (seconds < 7200) return `${Math.round(seconds / 60)}m`
+  if (seconds < 172_800) return `${Math.round(seconds / 3600)}h`
+  return `${Math.round(seconds / 86_400)}d`
+}
+
+/** One row per control-plane node: what it can restart with no API, and how old that is. */
+function checkpointTable(checkpoints: NodeCheckpoint[]): string {
+  const rows = checkpoints.map((c) => [
+    c.node,
+    c.checkpointer === 'ready' ? 'running' : c.checkpointer === 'not-ready' ? chalk.red('problem') : chalk.yellow('none'),
+    c.checkpoints.map((k) => `${k.component.replace(/^kube-/, '')} ${k.version}${k.current ? '' : chalk.red(' (stale)')}`).join(', ') || '-',
+    c.checkpoints.length > 0 ? ageText(Math.max(...c.checkpoints.map((k) => k.ageSeconds))) : '-',
+    c.serving.length > 0 ? chalk.yellow(`serving ${c.serving.join(', ')}`) : c.gap ? chalk.yellow(c.gap) : 'covered',
+  ])
+  return renderTable(['node', 'checkpointer', 'checkpoints', 'age', 'state'], rows)
+}
+
 /**
  * One problem or warning under its component's name. Given a width (a terminal's), a long one
  * wraps at spaces and continues under its own text, so the component names stay in one column.
@@ -92,6 +111,7 @@ export function renderStatus(plane: ControlPlane, wide: boolean, width?: number)
 
   const sections = [header, '', renderTable(head, rows)]
   if (wide && plane.components.some((c) => c.instances.length > 0)) sections.push('', instanceTable(plane))
+  if (plane.checkpoints.length > 0) sections.push('', 'Checkpoints (what each control-plane node restarts with no API):', checkpointTable(plane.checkpoints))
 
   const problems = plane.components.flatMap((c) => c.problems.map((p) => noteLines(c.name, p, width)))
   const warnings = plane.components.flatMap((c) => c.warnings.map((w) => noteLines(c.name, w, width)))

@@ -31,6 +31,12 @@ export interface ExecuteOptions {
   signal?: AbortSignal
   sleep?: (ms: number) => Promise<void>
   now?: () => number
+  /**
+   * Rewrites the nodes' checkpoints once a component passed its gates (the command wires
+   * src/checkpoint's writeCheckpoints when the cluster has checkpointers); never on a rollback,
+   * so a rolled-back component keeps its last good checkpoint.
+   */
+  refreshCheckpoints?: (component: UpgradeComponent) => Promise<string | undefined>
 }
 
 export type ComponentResult = 'upgraded' | 'skipped' | 'rolled-back' | 'rollback-failed' | 'not-started'
@@ -188,6 +194,14 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: E
       outcome.result = 'upgraded'
       outcome.seconds = Math.round((now() - started) / 1000)
       say(`  ${p.component} upgraded in ${outcome.seconds}s`)
+      if (opts.refreshCheckpoints) {
+        // The upgrade stands either way; a checkpoint left behind is what `status` then reports.
+        const refreshed = await opts.refreshCheckpoints(p.component).catch((error: Error) => {
+          warnings.push(`${p.component} upgraded, but its checkpoints were not refreshed (${error.message}); run \`kubectl selfhost pivot\` to rewrite them`)
+          return undefined
+        })
+        if (refreshed) say(`  ${refreshed}`)
+      }
     } catch (error) {
       const failure = `${p.component}: ${(error as Error).message}`
       // Nothing of ours to undo (e.g. a 409: someone else changed it); never overwrite their change.

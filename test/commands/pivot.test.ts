@@ -40,7 +40,12 @@ describe('pivot --from-dir (no cluster)', () => {
 
     const {stdout, exitCode} = await runCommand(['pivot', '--from-dir', dir, '--dry-run'])
     assert.equal(exitCode, 0)
-    assert.match(stdout, /No checkpointing/)
+    assert.match(stdout, /Checkpoints: each control-plane node keeps its self-hosted pods' last Ready spec/)
+    assert.match(stdout, /without port sharing \(v1\.14\.10 < 1\.19\) the copy serves 90s/)
+    assert.match(stdout, /\[cp-b\] write checkpoints of the self-hosted pods Ready on cp-b/)
+    const opted = await runCommand(['pivot', '--from-dir', dir, '--dry-run', '--no-checkpoint'])
+    assert.match(opted.stdout, /No checkpointing \(--no-checkpoint\).*Recovery by hand on one node: cp /)
+    assert.doesNotMatch(opted.stdout, /write checkpoints/)
     assert.match(stdout, /blind hand-off/)
     assert.match(stdout, /etcd stays static/)
     assert.match(stdout, /node order: cp-a -> cp-b/)

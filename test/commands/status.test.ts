@@ -125,7 +125,7 @@ describe('status command', () => {
       assert.match(stdout, /^kube-apiserver\s+self-hosted\s+3\/3\s+v1\.32\.4\s+-\s+ok/m)
       const warnings = stdout.slice(stdout.indexOf('\nWarnings:\n'))
       // Piped output keeps one line per warning, so scripts can grep it.
-      assert.match(warnings, /^ {2}kube-apiserver: self-hosted, no checkpointing: if every control-plane node restarts at once .* then `kubectl selfhost revert`$/m)
+      assert.match(warnings, /^ {2}kube-apiserver: self-hosted, no checkpointing: if every control-plane node restarts at once .* then `kubectl selfhost revert`; `kubectl selfhost pivot` installs checkpoints$/m)
       assert.match(stdout, /Control plane healthy\.$/m)
     }
   })

@@ -96,6 +96,8 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   }
 
   scope.get(`${KS}/pods`).query(true).reply((uri) => {
+    // No checkpointers on this cluster: upgrade refreshes no checkpoints.
+    if (decodeURIComponent(uri).includes('selfhost.kubectl.io/role=checkpointer')) return [200, {items: []}]
     const app = decodeURIComponent(uri).match(/k8s-app=([\w-]+)/)![1]
     const object = [...objects.values()].find((o) => o.metadata!.name === app)!
     const container = object.spec!.template.spec!.containers[0]

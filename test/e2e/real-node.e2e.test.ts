@@ -201,40 +201,70 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
     assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
   })
 
-  it('power loss of the self-hosted node: the API does not come back by itself (no checkpointing yet); the printed recovery, run verbatim, brings it back; revert restores byte for byte', async () => {
+  it('power loss of the self-hosted node: the checkpoint brings the API back with no human action, the self-hosted pods take over, the copy steps aside; revert leaves no checkpoint', async () => {
     const node = cluster.nodes[0]
-    const statusBefore = await selfhost(cluster.kubeconfig, ['status'])
-    const recovery = /recover on one node with (cp \S+ [^\s,]+)/.exec(statusBefore.stdout)?.[1]
-    assert.ok(recovery, `status prints the recovery: ${statusBefore.stdout}`)
+    const statusBefore = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
+    const before = JSON.parse(statusBefore.stdout) as {checkpoints: Array<{node: string; checkpointer: string; gap?: string; checkpoints: Array<{component: string; version: string; current: boolean}>}>; components: Array<{name: string; warnings: string[]}>}
+    assert.equal(before.checkpoints.length, 1, statusBefore.stdout)
+    assert.equal(before.checkpoints[0].checkpointer, 'ready', JSON.stringify(before.checkpoints))
+    assert.equal(before.checkpoints[0].gap, undefined, JSON.stringify(before.checkpoints))
+    assert.deepEqual(before.checkpoints[0].checkpoints.map((c) => `${c.component} ${c.version} ${c.current}`), ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].map((c) => `${c} v1.37.2 true`))
+    assert.doesNotMatch(before.components.flatMap((c) => c.warnings).join('\n'), /no checkpointing|recover on one node/, 'no manual recovery where checkpoints exist')
+
     const powerCycled = Date.now()
+    const poller = startApiPoller(cluster.kubeconfig)
     await node.powerCycle()
     note(`power-cycle of the node (kill -9 of everything, boot): containerd answered ${((Date.now() - powerCycled) / 1000).toFixed(1)}s after the hard stop`)
-    // The kubelet starts only etcd (the one static manifest left): nothing can start the apiserver.
-    await new Promise((r) => setTimeout(r, 90_000))
-    const probe = startApiPoller(cluster.kubeconfig)
-    await new Promise((r) => setTimeout(r, 5000))
-    const dead = await probe.stop()
-    note(`after the power cycle, 95s on: ${describeReport(dead)} (expected: no apiserver, the documented no-checkpointing limit)`)
-    assert.equal(dead.requests, dead.failures, 'no request succeeds: the self-hosted apiserver cannot start without the API')
-
-    await node.exec(['sh', '-c', recovery!.replace('<timestamp>', backupStamp)])
-    const recovered = Date.now()
-    await eventually('the API back after the manual recovery', 300_000, async () => {
+    const apiserverPods = async () => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver' || p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'])
+    await eventually('the API back with no human action', 300_000, async () => ((await poller.peek()).firstOkAt ? true : undefined), 500)
+    const backAt = (await poller.peek()).firstOkAt!
+    note(`after the power cycle, the first successful API request came ${((backAt - powerCycled) / 1000).toFixed(1)}s after the hard stop, served by the checkpoint`)
+    // The take-over: the DaemonSet's pod Ready, every checkpoint copy gone from the node and the API.
+    await eventually('the self-hosted pods to take over and the copies to step aside', 300_000, async () => {
       try {
-        await cluster.kubectl(['get', '--raw', '/readyz'])
-        return true
+        const pods = await apiserverPods()
+        const copies = (await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
+        return copies === '0' && pods.length === 1 && pods[0].metadata.labels?.['k8s-app'] && ready(pods[0]) ? true : undefined
       } catch {
         return undefined
       }
     }, 1000)
-    note(`the printed recovery (${recovery}) brought the API back ${((Date.now() - recovered) / 1000).toFixed(0)}s after it ran`)
+    const tookOver = Date.now()
+    await new Promise((r) => setTimeout(r, 5000))
+    const report = await poller.stop()
+    const afterBack = report.events.filter((e) => e.at > backAt)
+    note(`take-over by the self-hosted pods complete ${((tookOver - powerCycled) / 1000).toFixed(0)}s after the hard stop; from the first success on, API clients saw ${afterBack.length} failed requests of ${report.requests} (${[...new Set(afterBack.map((e) => e.kind))].join(', ') || 'none'})`)
+    const log = (await node.exec(['sh', '-c', 'cat /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | grep -o "checkpointer: .*" | tail -8'])).stdout
+    assert.match(log, /started the checkpoint of kube-apiserver/, log)
+    assert.match(log, /removed the checkpoint of kube-apiserver: the self-hosted kube-apiserver has listened beside it/, log)
+    // The one listener on :6443 is the DaemonSet pod's container again.
+    const apiserver = (await apiserverPods())[0]
+    const containerId = apiserver.status.containerStatuses![0].containerID!.replace('containerd://', '')
+    const taskPid = new RegExp(`^${containerId}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await node.exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
+    await eventually('only the self-hosted apiserver listening on :6443', 60_000, async () => {
+      const listeners = (await node.exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
+      return taskPid && listeners.includes(`pid=${taskPid},`) && !listeners.replace(new RegExp(`pid=${taskPid},`, 'g'), '').includes('pid=') ? true : undefined
+    }, 1000)
+
+    // A crashed checkpointer: the kubelet restarts it, and it comes back Ready with nothing to do.
+    const checkpointerPid = (await node.exec(['sh', '-c', 'for p in $(pgrep -x sh); do grep -qa APISERVER_PORT= /proc/$p/environ 2>/dev/null && echo $p; done; true'])).stdout.trim().split('\n')[0]
+    assert.ok(checkpointerPid, 'the checkpointer process runs on the node')
+    await node.exec(['kill', '-9', checkpointerPid])
+    await eventually('the kubelet to restart the checkpointer', 120_000, async () => {
+      const pod = (await systemPods()).find((p) => p.metadata.labels?.['selfhost.kubectl.io/role'] === 'checkpointer')
+      return pod && ready(pod) && (pod.status.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? true : undefined
+    }, 2000)
+    const statusAfter = JSON.parse((await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])).stdout) as typeof before
+    assert.equal(statusAfter.checkpoints[0].gap, undefined, JSON.stringify(statusAfter.checkpoints))
 
     const revert = await selfhost(cluster.kubeconfig, ['revert'])
     assert.equal(revert.exitCode, 0, revert.stderr)
     note(`revert on the real node after all that: ${revert.seconds.toFixed(0)}s`)
     for (const c of Object.keys(originals)) assert.equal(await node.readFile(`/etc/kubernetes/manifests/${c}.yaml`), originals[c], `${c} byte for byte`)
+    const left = (await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests /etc/kubernetes/selfhost; test -e /etc/kubernetes/selfhost/checkpoint && echo CHECKPOINTS-LEFT; true'])).stdout
+    assert.doesNotMatch(left, /selfhost-checkpoint|CHECKPOINTS-LEFT/, left)
     const pods = await systemPods()
-    assert.equal(pods.filter((p) => p.metadata.labels?.['k8s-app']?.startsWith('self-hosted-')).length, 0)
+    assert.equal(pods.filter((p) => p.metadata.labels?.['k8s-app']?.startsWith('self-hosted-') || p.metadata.labels?.['selfhost.kubectl.io/role']).length, 0)
     assert.deepEqual(await leftoverTasks(), [])
   })
 

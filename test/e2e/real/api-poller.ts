@@ -20,9 +20,11 @@ export interface PollerReport {
   firstAtMs: Record<string, number>
   /** Every failure, with its time (epoch milliseconds). */
   events: Array<{at: number; kind: string}>
+  /** When the first request succeeded (epoch milliseconds), if one did. */
+  firstOkAt?: number
 }
 
-export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: number; configMap?: string} = {}): {stop: () => Promise<PollerReport>} {
+export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: number; configMap?: string} = {}): {stop: () => Promise<PollerReport>; peek: () => Promise<PollerReport>} {
   const kc = parseYaml(readFileSync(kubeconfigPath, 'utf8')) as {
     clusters: Array<{cluster: {server: string; 'certificate-authority-data': string}}>
     users: Array<{user: {'client-certificate-data': string; 'client-key-data': string}}>
@@ -50,6 +52,7 @@ export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: numbe
         res.resume()
         res.on('end', () => {
           if (res.statusCode === 200) {
+            report.firstOkAt ??= Date.now()
             report.longestGapMs = Math.max(report.longestGapMs, Date.now() - lastOk)
             lastOk = Date.now()
           } else fail(`status ${res.statusCode}`)
@@ -73,6 +76,8 @@ export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: numbe
     }
   })()
   return {
+    /** The report so far, the poller still running. */
+    peek: async () => ({...report}),
     async stop() {
       stopped = true
       await loop

@@ -320,13 +320,70 @@ describe('control-plane discovery', () => {
         )
         assert.deepEqual(costOf(plane), [
           'self-hosted, no checkpointing: if every control-plane node restarts at once (full reboot, power loss), no kubelet can start kube-apiserver again (its DaemonSet lives in the API it serves); ' +
-            'recover on one node with cp /etc/kubernetes/selfhost/backup/<timestamp>/*.yaml /etc/kubernetes/manifests/, then `kubectl selfhost revert`',
+            'recover on one node with cp /etc/kubernetes/selfhost/backup/<timestamp>/*.yaml /etc/kubernetes/manifests/, then `kubectl selfhost revert`; `kubectl selfhost pivot` installs checkpoints',
         ])
         assert.deepEqual(component(plane, 'kube-apiserver').problems, [])
         assert.equal(plane.healthy, true)
         for (const name of ['kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
           assert.deepEqual(component(plane, name).warnings.filter((w) => /checkpointing/.test(w)), [], `${name}: they restart through the API once it is back`)
         }
+      })
+
+      describe('with checkpoints (the checkpointer mirror pods say what each node holds)', () => {
+        const nodes = ['cp-1', 'cp-2', 'cp-3']
+        const checkpointer = (node: string, versions: Record<string, string>, ready = true) => ({
+          metadata: {
+            name: `selfhost-checkpointer-${node}`,
+            namespace: 'kube-system',
+            labels: {'selfhost.kubectl.io/role': 'checkpointer'},
+            annotations: {
+              'kubernetes.io/config.mirror': 'x',
+              'selfhost.kubectl.io/checkpoints': JSON.stringify(Object.fromEntries(Object.entries(versions).map(([c, v]) => [c, {version: v, written: new Date(NOW.getTime() - 3_600_000).toISOString()}]))),
+            },
+          },
+          spec: {nodeName: node, containers: []},
+          status: {phase: 'Running', conditions: [{type: 'Ready', status: ready ? 'True' : 'False'}]},
+        })
+        const all = {'kube-apiserver': 'v1.32.4', 'kube-controller-manager': 'v1.32.4', 'kube-scheduler': 'v1.32.4'}
+        const cluster = (extra: object[]) => {
+          const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: nodes, selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']})
+          inputs.pods = [...inputs.pods, ...(extra as typeof inputs.pods)]
+          return buildControlPlane(inputs, NOW)
+        }
+
+        const costs = (plane: ControlPlane) => component(plane, 'kube-apiserver').warnings.filter((w) => /checkpoint/.test(w))
+
+        it('every node holds a current checkpoint: no warning; status lists each node with version and age', () => {
+          const plane = cluster(nodes.map((n) => checkpointer(n, all)))
+          assert.deepEqual(costs(plane), [])
+          assert.deepEqual(plane.checkpoints.map((c) => [c.node, c.checkpointer, c.gap, c.checkpoints.map((k) => `${k.component} ${k.version} ${k.current}`).join(',')]), nodes.map((n) => [n, 'ready', undefined, Object.keys(all).map((c) => `${c} v1.32.4 true`).join(',')]))
+          assert.equal(plane.checkpoints[0].checkpoints[0].ageSeconds, 3600)
+          assert.equal(plane.healthy, true)
+        })
+
+        it('one node stale, one with a problem: the warning names both, and how to rewrite them', () => {
+          const plane = cluster([checkpointer('cp-1', all), checkpointer('cp-2', {...all, 'kube-apiserver': 'v1.32.3'}), checkpointer('cp-3', all, false)])
+          assert.equal(costs(plane).length, 1)
+          assert.match(costs(plane)[0], /^checkpoints incomplete \(cp-2: kube-apiserver checkpoint is v1\.32\.3, the node runs v1\.32\.4; cp-3: the checkpointer reports a problem \(kubectl logs -n kube-system selfhost-checkpointer-cp-3\)\)/)
+        })
+
+        it('no node covered: the manual recovery, with what is wrong', () => {
+          const plane = cluster(nodes.map((n) => checkpointer(n, all, false)))
+          assert.match(costs(plane)[0], /^self-hosted, no usable checkpoint \(cp-1: the checkpointer reports a problem/)
+          assert.match(costs(plane)[0], /recover on one node with cp /)
+        })
+
+        it('a node running from its checkpoint says so', () => {
+          const copy = {
+            metadata: {name: 'kube-apiserver-checkpoint-cp-2', namespace: 'kube-system', labels: {'selfhost.kubectl.io/checkpoint-of': 'kube-apiserver'}, annotations: {'kubernetes.io/config.mirror': 'x'}},
+            spec: {nodeName: 'cp-2', containers: [{name: 'kube-apiserver', image: 'registry.k8s.io/kube-apiserver:v1.32.4'}]},
+            status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]},
+          }
+          const plane = cluster([...nodes.map((n) => checkpointer(n, all)), copy])
+          assert.deepEqual(plane.checkpoints.find((c) => c.node === 'cp-2')!.serving, ['kube-apiserver'])
+          assert.match(costs(plane).join('\n'), /cp-2 runs kube-apiserver from its checkpoint/)
+          assert.equal(component(plane, 'kube-apiserver').instances.some((i) => i.pod === copy.metadata.name), false, 'a copy is not an instance of the workload')
+        })
       })
 
       it('one control-plane node: any reboot of it is that restart', () => {

@@ -1,13 +1,15 @@
 import assert from 'node:assert/strict'
+import {existsSync, readFileSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import type {V1Deployment} from '@kubernetes/client-node'
+import {parse as parseYaml} from 'yaml'
 
 import {CliError, ExitCode} from '../../../src/errors.js'
 import type {NodeTask} from '../../../src/node/runner.js'
 import {PivotClusterApi, PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
-import {FakeControlPlane} from './fake-control-plane.js'
+import {FAKE_CLUSTER_UID, FakeControlPlane} from './fake-control-plane.js'
 
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../fixtures/kubeadm')
 const PIVOTED = ['kube-apiserver.yaml', 'kube-controller-manager.yaml', 'kube-scheduler.yaml']
@@ -48,14 +50,25 @@ function runner(fake: FakeControlPlane, overrides: Partial<{api: PivotClusterApi
 
 /** The nodes hold exactly their original manifests again, byte for byte, and nothing self-hosted is left. */
 function assertStatic(fake: FakeControlPlane, originals: Map<string, Map<string, string>>) {
-  for (const node of fake.nodes) assert.deepEqual(fake.manifestFiles(node), originals.get(node), `manifests of ${node}`)
+  for (const node of fake.nodes) {
+    assert.deepEqual(fake.manifestFiles(node), originals.get(node), `manifests of ${node}`)
+    assert.ok(!existsSync(join(fake.roots.get(node)!, 'etc/kubernetes/selfhost/checkpoint')), `no checkpoints left on ${node}`)
+  }
+
   assert.deepEqual([...fake.workloads.keys()], [])
 }
 
 /** Every pivoted manifest moved into one backup directory per node, byte for byte; etcd untouched. */
 function assertSelfHosted(fake: FakeControlPlane, originals: Map<string, Map<string, string>>) {
   for (const node of fake.nodes) {
-    assert.deepEqual([...fake.manifestFiles(node).keys()], ['etcd.yaml'], `only etcd stays on ${node}`)
+    assert.deepEqual([...fake.manifestFiles(node).keys()], ['etcd.yaml', 'selfhost-checkpointer.yaml'], `only etcd and the checkpointer are static on ${node}`)
+    assert.equal(parseYaml(fake.manifestFiles(node).get('selfhost-checkpointer.yaml')!).metadata.annotations['selfhost.kubectl.io/cluster'], FAKE_CLUSTER_UID)
+    for (const name of PIVOTED) {
+      const checkpoint = readFileSync(join(fake.roots.get(node)!, 'etc/kubernetes/selfhost/checkpoint', name), 'utf8')
+      assert.match(checkpoint, /# kubectl-selfhost checkpoint end\n$/, `${node}: checkpoint ${name} whole`)
+      assert.doesNotMatch(checkpoint, /\$\(HOST_IP\)/, `${node}: checkpoint ${name} names the node's IP`)
+    }
+
     assert.equal(fake.manifestFiles(node).get('etcd.yaml'), originals.get(node)!.get('etcd.yaml'))
     const active = fake.backupDirs(node).filter((d) => !fake.retiredBackups(node).includes(d))
     assert.equal(active.length, 1, `one backup directory on ${node}`)
@@ -315,8 +328,9 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
           assertSelfHosted(fake2, originals2)
         }
 
-        // 3 components x 2 nodes x (backup + hand-off + confirmation) node tasks, and 5 applied objects.
-        assert.equal(total, 23)
+        // 3 components x 2 nodes x (backup + hand-off + confirmation) node tasks, 5 applied objects,
+        // and a checkpoint write on each node.
+        assert.equal(total, 25)
 
         for (let at = 1; ; at++) {
           fake2 = new FakeControlPlane(['cp-1', 'cp-2'])

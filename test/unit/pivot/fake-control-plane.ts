@@ -16,6 +16,8 @@ import {distrolessPath} from '../../helpers/distroless-tools.js'
  * are derived from the manifest files the way a kubelet derives them. Workloads applied through
  * the fake get one Ready pod per node (DaemonSet) or per replica, spread (Deployment).
  */
+export const FAKE_CLUSTER_UID = '5d7c1f0a-0000-4000-8000-00000000f4ce'
+
 export class FakeControlPlane {
   readonly roots = new Map<string, string>()
   readonly workloads = new Map<string, {kind: string; object: V1DaemonSet | V1Deployment | Record<string, unknown>}>()
@@ -84,6 +86,18 @@ export class FakeControlPlane {
     return readFileSync(join(this.roots.get(node)!, 'etc/kubernetes/selfhost/backup', stamp, name), 'utf8')
   }
 
+  /** The version /version reports: the running kube-apiserver's image tag. */
+  private servedVersion(): string {
+    const images = [...this.workloads.values()].flatMap((w) => ((w.object as V1DaemonSet).spec?.template?.spec?.containers ?? []).map((c) => c.image ?? ''))
+    for (const node of this.nodes) {
+      const bytes = this.manifestFiles(node).get('kube-apiserver.yaml')
+      if (bytes) images.push(((parseYaml(bytes) as V1Pod).spec!.containers[0].image) ?? '')
+    }
+
+    const tag = images.find((i) => i.includes('kube-apiserver:'))?.split(':').pop()
+    return tag ?? 'v0.0.0'
+  }
+
   /** Whether some node's static apiserver is gone (handed off, or held by a watchdog). */
   private apiserverHandedOff(): boolean {
     return this.nodes.some((n) => !this.manifestFiles(n).has('kube-apiserver.yaml'))
@@ -118,7 +132,7 @@ export class FakeControlPlane {
             name: `${pod.metadata!.name}-${node}`,
             namespace: 'kube-system',
             labels: pod.metadata!.labels,
-            annotations: {'kubernetes.io/config.mirror': 'hash', 'kubernetes.io/config.source': 'file'},
+            annotations: {...pod.metadata!.annotations, 'kubernetes.io/config.mirror': 'hash', 'kubernetes.io/config.source': 'file'},
           },
           spec: {...pod.spec!, nodeName: node},
           status: {phase: 'Running', conditions: [{type: 'Ready', status: this.stillUnready(`${pod.metadata!.name}-${node}`) ? 'False' : 'True'}]},
@@ -180,7 +194,11 @@ export class FakeControlPlane {
       this.workloads.delete(`${resource}/${name}`)
     },
     canI: async (verb, resource, _namespace, _group, subresource) => !this.denied.has(`${verb} ${resource}${subresource ? `/${subresource}` : ''}`),
-    raw: async () => ({status: this.apiHealthy && !(this.newApiserverBroken && this.apiserverHandedOff()) ? 200 : 503, body: ''}),
+    raw: async (_method, path) => {
+      const status = this.apiHealthy && !(this.newApiserverBroken && this.apiserverHandedOff()) ? 200 : 503
+      return path === '/api/v1/namespaces/kube-system' && status === 200 ? {status, body: JSON.stringify({metadata: {name: 'kube-system', uid: FAKE_CLUSTER_UID}})} : {status, body: ''}
+    },
+    version: async () => ({gitVersion: this.servedVersion()}) as Awaited<ReturnType<PivotClusterApi['version']>>,
     deletePod: async (_namespace, name) => {
       this.calls.push(`deletePod ${name}`)
       this.running.get(name)?.kill()
