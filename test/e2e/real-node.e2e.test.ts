@@ -212,8 +212,9 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
     assert.doesNotMatch(before.components.flatMap((c) => c.warnings).join('\n'), /no checkpointing|recover on one node/, 'no manual recovery where checkpoints exist')
 
     const powerCycled = Date.now()
-    const poller = startApiPoller(cluster.kubeconfig)
     await node.powerCycle()
+    // Started once every process of the node is dead (the boot has begun): any success is the recovery's.
+    const poller = startApiPoller(cluster.kubeconfig)
     note(`power-cycle of the node (kill -9 of everything, boot): containerd answered ${((Date.now() - powerCycled) / 1000).toFixed(1)}s after the hard stop`)
     const apiserverPods = async () => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver' || p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'])
     await eventually('the API back with no human action', 300_000, async () => ((await poller.peek()).firstOkAt ? true : undefined), 500)
@@ -234,7 +235,9 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
     const report = await poller.stop()
     const afterBack = report.events.filter((e) => e.at > backAt)
     note(`take-over by the self-hosted pods complete ${((tookOver - powerCycled) / 1000).toFixed(0)}s after the hard stop; from the first success on, API clients saw ${afterBack.length} failed requests of ${report.requests} (${[...new Set(afterBack.map((e) => e.kind))].join(', ') || 'none'})`)
-    const log = (await node.exec(['sh', '-c', 'cat /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | grep -o "checkpointer: .*" | tail -8'])).stdout
+    // The checkpointer's own account, with the kubelet's timestamps (the log of this boot's container).
+    const log = (await node.exec(['sh', '-c', 'grep -h "checkpointer: " /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | cut -d" " -f1,4- | tail -8'])).stdout
+    for (const line of log.trim().split('\n')) note(`checkpointer log: ${line}`)
     assert.match(log, /started the checkpoint of kube-apiserver/, log)
     assert.match(log, /removed the checkpoint of kube-apiserver: the self-hosted kube-apiserver has listened beside it/, log)
     // The one listener on :6443 is the DaemonSet pod's container again.

@@ -1,10 +1,11 @@
 import {strict as assert} from 'node:assert'
-import {mkdtempSync, readdirSync} from 'node:fs'
+import {mkdtempSync, readFileSync, readdirSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
 import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 
+import {CHECKPOINT_DIR} from '../../src/checkpoint/scripts.js'
 import {discoverControlPlane} from '../../src/controlplane/discover.js'
 import {SYSTEM_NAMESPACE} from '../../src/controlplane/model.js'
 import {KubeClient} from '../../src/kube/client.js'
@@ -77,10 +78,25 @@ async function selfHostedCluster(context: Mocha.Context, controlPlaneNodes: numb
   const pivot = await selfhost(cluster.kubeconfig, 'pivot', '--timeout', '3m')
   assert.equal(pivot.exitCode, 0, `pivot failed:\n${pivot.stderr}`)
   for (const node of cluster.nodes.filter((n) => n.role === 'control-plane')) {
-    assert.deepEqual(readdirSync(join(node.root, 'etc/kubernetes/manifests')), ['etcd.yaml'])
+    assert.deepEqual(readdirSync(join(node.root, 'etc/kubernetes/manifests')), ['etcd.yaml', 'selfhost-checkpointer.yaml'])
   }
 
   return {cluster, client}
+}
+
+/**
+ * The version in each checkpoint file on each control-plane node (written by real node tasks on
+ * the node's root; kwok only simulates the checkpointer itself).
+ */
+function checkpointVersions(cluster: TestCluster): Record<string, string> {
+  const out: Record<string, string> = {}
+  for (const node of cluster.nodes.filter((n) => n.role === 'control-plane')) {
+    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) {
+      out[`${node.name}/${c}`] = /^# version (\S+) /m.exec(readFileSync(join(node.root, CHECKPOINT_DIR, `${c}.yaml`), 'utf8'))?.[1] ?? 'none'
+    }
+  }
+
+  return out
 }
 
 /**
@@ -175,6 +191,7 @@ describe('upgrade (e2e, real control plane)', function () {
   })
 
   it(`upgrades ${FROM} -> ${BINARY_VERSION} in order, gated on health`, async () => {
+    assert.deepEqual(new Set(Object.values(checkpointVersions(cluster!))), new Set([FROM]), 'pivot checkpointed the running version')
     const started = Date.now()
     const stopWatching = watchReadyApiservers(client)
     const run = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', BINARY_VERSION, '--timeout', '3m', '-o', 'json')
@@ -221,6 +238,10 @@ describe('upgrade (e2e, real control plane)', function () {
     const ds = await client.getDaemonSet(SYSTEM_NAMESPACE, APISERVER_DS)
     assert.deepEqual([ds.spec?.updateStrategy?.rollingUpdate?.maxSurge, ds.spec?.updateStrategy?.rollingUpdate?.maxUnavailable], [1, 0])
     await assertHealthyAt(BINARY_VERSION)
+    // Each component's checkpoints were rewritten after its gates passed, in the order of the run.
+    assert.deepEqual(new Set(Object.values(checkpointVersions(cluster!))), new Set([BINARY_VERSION]), JSON.stringify(checkpointVersions(cluster!)))
+    assert.equal((run.stderr.match(/checkpoints refreshed on control-plane-1/g) ?? []).length, 4, run.stderr)
+    assert.ok(at(/kube-apiserver upgraded in/) < at(/checkpoints refreshed/), 'refreshed only after the gates')
     console.log(`      one-minor upgrade of 4 components took ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} (${apiservers.samples} samples)`)
 
     const again = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', BINARY_VERSION, '-o', 'json')
@@ -242,6 +263,8 @@ describe('upgrade (e2e, real control plane)', function () {
     assert.match(run.stdout, /^kube-apiserver\s+\S+:v1\.37\.2\s+\S+:v1\.38\.0-broken\s+\S+:v1\.37\.2\s+rolled-back/m)
     assert.match(run.stdout, /^kube-controller-manager\s.*not-started/m)
     assert.match(run.stdout, /Stopped and rolled back: kube-apiserver: timed out/)
+    assert.doesNotMatch(run.stderr, /checkpoints refreshed/)
+    assert.deepEqual(new Set(Object.values(checkpointVersions(cluster!))), new Set([BINARY_VERSION]), 'a rolled-back upgrade leaves the last good checkpoints')
     assert.deepEqual(Object.values(await workloadImages()), ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-proxy'].map((c) => `registry.k8s.io/${c}:${BINARY_VERSION}`))
     const ds = await client.getDaemonSet(SYSTEM_NAMESPACE, APISERVER_DS)
     assert.deepEqual([ds.spec?.updateStrategy?.rollingUpdate?.maxSurge, ds.spec?.updateStrategy?.rollingUpdate?.maxUnavailable], [1, 0], 'as pivot made it')

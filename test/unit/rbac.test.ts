@@ -76,6 +76,9 @@ export function attributesOf(request: Pick<RecordedRequest, 'method' | 'path' | 
   if (parts[0] === 'namespaces' && parts.length >= 3) {
     namespace = parts[1]
     parts = parts.slice(2)
+  } else if (parts[0] === 'namespaces' && parts.length === 2) {
+    // The API server files a namespace object under its own namespace: a Role there reaches it.
+    namespace = parts[1]
   }
 
   const [resource, name, sub] = parts

@@ -78,6 +78,12 @@ power_off() {
     done
     sleep 0.1
   done
+  # A machine that reboots starts with an empty cgroup tree. Left in place, the pods' cgroups of
+  # the last boot make the kubelet's cAdvisor ask containerd about each dead container (3 s
+  # apiece) before the kubelet starts any pod: a delay no real reboot has.
+  for dir in $(cgroup_dirs "$CGROUP_ROOT"); do
+    [ -d "$dir" ] && find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
+  done
   rm -f "$node_dir/boot.pid"
 }
 
