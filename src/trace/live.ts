@@ -125,8 +125,8 @@ else
     if [ "$rc" -eq 0 ]; then mark "iptables $cmd"; printf '%s\\n' "$out"; break; fi
   done
 fi
-# kube-proxy's table on a big node, cut on the node to this Service's chains, sets and map
-# elements and the generic ones (a dash loop over the listing: no sed or awk in the image).
+# kube-proxy's table on a big node, trimmed on the node to this Service's chains, sets and map
+# elements and the generic ones (a dash loop over the listing, with the image's tools only).
 key='${key}'
 nft_filter() {
   tab=$(printf '\\t')
@@ -193,7 +193,9 @@ if command -v nft >/dev/null 2>&1; then
 fi
 # IPVS: ipvsadm -Ln -t VIP:PORT names one virtual server; a big node is asked only for the Service's.
 ipvs_lines=0
-if [ -r /proc/net/ip_vs ]; then ipvs_lines=$(wc -l < /proc/net/ip_vs); fi
+if [ -r /proc/net/ip_vs ]; then ipvs_lines=$(wc -l < /proc/net/ip_vs)
+elif command -v ipvsadm >/dev/null 2>&1; then ipvs_lines=$(ipvsadm -Ln 2>/dev/null | wc -l)
+fi
 if command -v ipvsadm >/dev/null 2>&1 && [ "$ipvs_lines" -gt ${IPVS_WHOLE_MAX_LINES} ] && [ -n "${queries.join(' ')}" ]; then
   mark "ipvs partial"
   for q in ${queries.map((q) => `"${q}"`).join(' ')}; do
@@ -337,10 +339,30 @@ export function chooseNodes(nodes: V1Node[], endpoints: SliceEndpoint[], opts: {
   const ready = nodes.filter(isReady)
   if (ready.length === 0) throw new CliError('no Ready node to read kube-proxy rules from; pass --node to read one anyway')
   if (opts.allNodes) return ready
-  // The node hosting the most ready endpoints: the one whose local-traffic rules matter most.
-  const hosted = (n: V1Node) => new Set(endpoints.filter((e) => e.ready && e.nodeName === n.metadata?.name).map((e) => e.ip)).size
-  return [ready.reduce((best, n) => (hosted(n) > hosted(best) ? n : best), ready[0])]
+  return [nodesByPreference(ready, endpoints)[0]]
 }
+
+const isControlPlane = (n: V1Node) => Object.keys(n.metadata?.labels ?? {}).some((l) => l === 'node-role.kubernetes.io/control-plane' || l === 'node-role.kubernetes.io/master')
+
+/**
+ * Ready nodes, best first: the most ready endpoints hosted (the node whose local-traffic rules
+ * matter most), then workers before control-plane nodes (a Service like `kubernetes`, whose
+ * endpoints are no pods, is reached from workers; and some clusters run no kube-proxy on
+ * control-plane nodes), then the API's order.
+ */
+export function nodesByPreference(ready: V1Node[], endpoints: SliceEndpoint[]): V1Node[] {
+  const hosted = (n: V1Node) => new Set(endpoints.filter((e) => e.ready && e.nodeName === n.metadata?.name).map((e) => e.ip)).size
+  return ready
+    .map((node, index) => ({node, index, hosted: hosted(node), controlPlane: isControlPlane(node) ? 1 : 0}))
+    .sort((a, b) => b.hosted - a.hosted || a.controlPlane - b.controlPlane || a.index - b.index)
+    .map((n) => n.node)
+}
+
+/** A node where kube-proxy has programmed nothing: without --node, trace tries the next node. */
+class NoKubeProxyRules extends CliError {}
+
+/** How many nodes a trace without --node tries before it gives up on finding kube-proxy's rules. */
+const NODES_TO_TRY = 3
 
 /**
  * The `ipvsadm -Ln` options naming each virtual server of the Service's ports: its ClusterIPs,
@@ -418,7 +440,9 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
     throw new CliError('no kube-proxy DaemonSet in kube-system to borrow an image from (is kube-proxy replaced, e.g. by Cilium, or run as static pods?); pass --image with an image that has sh and iptables/nft')
   }
 
-  const nodes = chooseNodes((await api.listNodes()).items, endpoints, opts)
+  const allNodes = (await api.listNodes()).items
+  const nodes = chooseNodes(allNodes, endpoints, opts)
+  if (!opts.node && !opts.allNodes) return traceFirstWithRules(api, nodesByPreference(allNodes.filter(isReady), endpoints), {opts, image, info: {...info, ports}, endpoints, config, notes})
   const results: TraceResult[] = []
   const unreadable: Finding[] = []
   for (const node of nodes) {
@@ -435,6 +459,24 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
   if (nodes.length === 1) return {nodes: results, differences: [], findings: results[0].findings}
   const compared = compareNodes(results)
   return {...compared, findings: [...unreadable, ...compared.findings]}
+}
+
+/** No node named: trace the preferred node, or the next ones when kube-proxy left no rules there. */
+async function traceFirstWithRules(api: TraceApi, candidates: V1Node[], inputs: NodeTraceInputs): Promise<MultiNodeTrace> {
+  const skipped: string[] = []
+  for (const node of candidates.slice(0, NODES_TO_TRY)) {
+    try {
+      const result = await traceNode(api, node, inputs)
+      if (skipped.length > 0) result.notes.push(`${skipped.join('; ')}: traced node ${result.node} instead (--node picks one)`)
+      return {nodes: [result], differences: [], findings: result.findings}
+    } catch (error) {
+      if (!(error instanceof NoKubeProxyRules) || candidates.length === 1) throw error
+      skipped.push(error.message.replace(/; is kube-proxy running there\?$/, ''))
+      inputs.opts.onProgress?.(`${error.message}; trying another node`)
+    }
+  }
+
+  throw new CliError(`no kube-proxy rules on the ${skipped.length} nodes tried (${skipped.join('; ')}); is kube-proxy running? (--node picks a node)`)
 }
 
 type ModeSource = NonNullable<TraceResult['modeSource']>
@@ -462,7 +504,7 @@ async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoi
   const detected = detectMode(sections)
   // The running kube-proxy's own answer beats its ConfigMap (flags can override the file).
   const [mode, modeSource] = modeOf(opts.mode, sections.proxyMode, config.mode, detected)
-  const noRules = new CliError(
+  const noRules = new NoKubeProxyRules(
     `node ${name} has no kube-proxy rules in ${mode} mode${detected && detected !== mode ? ` (its rules look like ${detected} mode: try --mode ${detected})` : ''}; is kube-proxy running there?`,
   )
   const listing = {iptables: sections.iptables, nftables: sections.nft, ipvs: sections.ipvs}[mode]
@@ -483,7 +525,7 @@ async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoi
   }
 
   if (sections.nftPartial && mode === 'nftables') {
-    result.notes.push("a big node: kube-proxy's nftables table was cut on the node to this Service's chains, set and map elements and kube-proxy's generic chains")
+    result.notes.push("a big node: kube-proxy's nftables table was trimmed on the node to this Service's chains, set and map elements and kube-proxy's generic chains")
   }
 
   if (sections.ipvsPartial && mode === 'ipvs') result.notes.push("a big node: only this Service's virtual servers were listed (ipvsadm -Ln -t/-u ADDRESS:PORT)")
