@@ -39,6 +39,10 @@ export interface LiveTraceOptions {
 const PER_SERVICE_CHAINS = 'KUBE-SERVICES KUBE-NODEPORTS KUBE-EXTERNAL-SERVICES KUBE-PROXY-FIREWALL'
 /** Up to this many lines in nat KUBE-SERVICES (about 1,000 Services) the whole dump is read. */
 const WHOLE_DUMP_MAX_LINES = 2000
+/** Up to this many lines of `nft list table ip kube-proxy` (about 1,000 Services) it is printed whole. */
+const NFT_WHOLE_MAX_LINES = 20_000
+/** Up to this many lines of /proc/net/ip_vs (about 1,000 Services) `ipvsadm -Ln` is printed whole. */
+const IPVS_WHOLE_MAX_LINES = 10_000
 
 /**
  * Reads only what one Service needs, following jumps from the hooks: on a node with 10,000
@@ -49,9 +53,11 @@ const WHOLE_DUMP_MAX_LINES = 2000
  * lines (-P/-N) so the same parser reads it. Tools: sh (dash), grep and the iptables of the
  * kube-proxy image; nothing else (no sed, awk or sort there).
  */
-export function serviceRulesScript(namespace: string, name: string): string {
+export function serviceRulesScript(namespace: string, name: string, ipvsServices: string[] = []): string {
   // Namespace and name are DNS labels (checked by parseTraceTarget and the API): safe in a pattern.
   const key = `${namespace}/${name}`
+  // ipvsadm options of the form "-t 10.96.0.1:443" (built by ipvsQueries from addresses): no shell characters.
+  const queries = ipvsServices.filter((q) => /^(-t|-u|--sctp-service) [0-9a-fA-F.:[\]]+$/.test(q))
   return `
 mark() { printf '%s\\n' "${SECTION_MARK}$1"; }
 crashes=""
@@ -119,10 +125,85 @@ else
     if [ "$rc" -eq 0 ]; then mark "iptables $cmd"; printf '%s\\n' "$out"; break; fi
   done
 fi
+# kube-proxy's table on a big node, trimmed on the node to this Service's chains, sets and map
+# elements and the generic ones (a dash loop over the listing, with the image's tools only).
+key='${key}'
+nft_filter() {
+  tab=$(printf '\\t')
+  nl='
+'
+  set -f
+  # The Service's addresses: the first word of each map element naming its chains.
+  ips=" "
+  IFS=$nl
+  for l in $(printf '%s\\n' "$1" | grep -E -e "[A-Z2-7]{8}-\${key}/" -e "\\"\${key}[:\\"]"); do
+    l=\${l#*elements = \\{ }
+    l=\${l#"\${l%%[! \${tab}]*}"}
+    l=\${l%%" "*}
+    case "$l" in [0-9]*.*.*.*) case "$ips" in *" $l "*) ;; *) ips="$ips$l " ;; esac ;; esac
+  done
+  skip=0; filter=0; kept=""
+  for line in $1; do
+    case "$line" in
+      "\${tab}}")
+        if [ $skip = 1 ]; then skip=0; continue; fi
+        filter=0 ;;
+      "\${tab}chain "*|"\${tab}set "*|"\${tab}map "*)
+        name=\${line#"\${tab}"* }; name=\${name%% *}
+        case "$name" in
+          cluster-ips|service-ips|service-nodeports|no-endpoint-services|no-endpoint-nodeports|firewall-ips) filter=1 ;;
+          service-????????-*|external-????????-*|firewall-????????-*|local-????????-*|endpoint-????????-*|affinity-????????-*)
+            case "$name" in *[A-Z2-7]"-\${key}/"*) ;; *) skip=1; continue ;; esac ;;
+        esac ;;
+      "\${tab}\${tab}elements = {"*|"\${tab}\${tab}\${tab}"*)
+        [ $skip = 1 ] && continue
+        if [ $filter = 1 ]; then
+          rest=\${line#*elements = \\{ }
+          last=0
+          case "$rest" in *" }") rest=\${rest% \\}}; last=1 ;; esac
+          IFS=,
+          for el in $rest; do
+            el=\${el#"\${el%%[! \${tab}]*}"}
+            case "$el" in
+              *[A-Z2-7]"-\${key}/"*|*"\\"\${key}:"*|*"\\"\${key}\\""*) kept="$kept, $el" ;;
+              *) case "$ips" in *" \${el%% *} "*) kept="$kept, $el" ;; esac ;;
+            esac
+          done
+          IFS=$nl
+          if [ $last = 1 ] && [ -n "$kept" ]; then printf '%s\\n' "\${tab}\${tab}elements = { \${kept#, } }"; kept=""; fi
+          continue
+        fi ;;
+      *) [ $skip = 1 ] && continue ;;
+    esac
+    printf '%s\\n' "$line"
+  done
+  unset IFS
+  set +f
+}
 if command -v nft >/dev/null 2>&1; then
-  if out=$(nft list table ip kube-proxy 2>/dev/null); then mark nft; printf '%s\\n' "$out"; fi
+  out=$(nft list table ip kube-proxy 2>/dev/null); rc=$?
+  crash nft "$rc"
+  if [ "$rc" -eq 0 ]; then
+    lines=$(printf '%s\\n' "$out" | wc -l)
+    if [ "$lines" -le ${NFT_WHOLE_MAX_LINES} ]; then mark nft; printf '%s\\n' "$out"
+    else mark "nft partial"; nft_filter "$out"
+    fi
+  fi
+  out=""
 fi
-if command -v ipvsadm >/dev/null 2>&1 && out=$(ipvsadm -Ln 2>/dev/null); then mark ipvs; printf '%s\\n' "$out"
+# IPVS: ipvsadm -Ln -t VIP:PORT names one virtual server; a big node is asked only for the Service's.
+ipvs_lines=0
+if [ -r /proc/net/ip_vs ]; then ipvs_lines=$(wc -l < /proc/net/ip_vs)
+elif command -v ipvsadm >/dev/null 2>&1; then ipvs_lines=$(ipvsadm -Ln 2>/dev/null | wc -l)
+fi
+if command -v ipvsadm >/dev/null 2>&1 && [ "$ipvs_lines" -gt ${IPVS_WHOLE_MAX_LINES} ] && [ -n "${queries.join(' ')}" ]; then
+  mark "ipvs partial"
+  for q in ${queries.map((q) => `"${q}"`).join(' ')}; do
+    out=$(ipvsadm -Ln $q 2>/dev/null); rc=$?
+    crash ipvsadm "$rc"
+    [ "$rc" -eq 0 ] && printf '%s\\n' "$out"
+  done
+elif command -v ipvsadm >/dev/null 2>&1 && out=$(ipvsadm -Ln 2>/dev/null); then mark ipvs; printf '%s\\n' "$out"
 elif [ -r /proc/net/ip_vs ]; then mark ipvs; while IFS= read -r line; do printf '%s\\n' "$line"; done < /proc/net/ip_vs
 fi
 # kube-proxy answers its mode on its metrics port (127.0.0.1:10249 by default), when there is a client to ask.
@@ -258,17 +339,55 @@ export function chooseNodes(nodes: V1Node[], endpoints: SliceEndpoint[], opts: {
   const ready = nodes.filter(isReady)
   if (ready.length === 0) throw new CliError('no Ready node to read kube-proxy rules from; pass --node to read one anyway')
   if (opts.allNodes) return ready
-  // The node hosting the most ready endpoints: the one whose local-traffic rules matter most.
+  return [nodesByPreference(ready, endpoints)[0]]
+}
+
+const isControlPlane = (n: V1Node) => Object.keys(n.metadata?.labels ?? {}).some((l) => l === 'node-role.kubernetes.io/control-plane' || l === 'node-role.kubernetes.io/master')
+
+/**
+ * Ready nodes, best first: the most ready endpoints hosted (the node whose local-traffic rules
+ * matter most), then workers before control-plane nodes (a Service like `kubernetes`, whose
+ * endpoints are no pods, is reached from workers; and some clusters run no kube-proxy on
+ * control-plane nodes), then the API's order.
+ */
+export function nodesByPreference(ready: V1Node[], endpoints: SliceEndpoint[]): V1Node[] {
   const hosted = (n: V1Node) => new Set(endpoints.filter((e) => e.ready && e.nodeName === n.metadata?.name).map((e) => e.ip)).size
-  return [ready.reduce((best, n) => (hosted(n) > hosted(best) ? n : best), ready[0])]
+  return ready
+    .map((node, index) => ({node, index, hosted: hosted(node), controlPlane: isControlPlane(node) ? 1 : 0}))
+    .sort((a, b) => b.hosted - a.hosted || a.controlPlane - b.controlPlane || a.index - b.index)
+    .map((n) => n.node)
+}
+
+/** A node where kube-proxy has programmed nothing: without --node, trace tries the next node. */
+class NoKubeProxyRules extends CliError {}
+
+/** How many nodes a trace without --node tries before it gives up on finding kube-proxy's rules. */
+const NODES_TO_TRY = 3
+
+/**
+ * The `ipvsadm -Ln` options naming each virtual server of the Service's ports: its ClusterIPs,
+ * externalIPs and LoadBalancer IPs, and the node's own address for a NodePort.
+ */
+export function ipvsQueries(service: ServiceInfo, nodeAddress?: string): string[] {
+  const flags: Record<string, string> = {tcp: '-t', udp: '-u', sctp: '--sctp-service'}
+  const hostPort = (ip: string, port: number) => (ip.includes(':') ? `[${ip}]:${port}` : `${ip}:${port}`)
+  const queries: string[] = []
+  for (const port of service.ports) {
+    const flag = flags[port.protocol.toLowerCase()]
+    if (!flag) continue
+    for (const ip of [...service.clusterIPs, ...service.externalIPs, ...service.loadBalancerIPs]) queries.push(`${flag} ${hostPort(ip, port.port)}`)
+    if (port.nodePort && nodeAddress) queries.push(`${flag} ${hostPort(nodeAddress, port.nodePort)}`)
+  }
+
+  return [...new Set(queries)]
 }
 
 /** Runs the read-rules task on one node and returns its listings. */
-async function readNodeRules(api: TraceApi, node: string, opts: LiveTraceOptions, image: string): Promise<RuleSections> {
+async function readNodeRules(api: TraceApi, node: string, opts: LiveTraceOptions, image: string, ipvs: string[]): Promise<RuleSections> {
   opts.onProgress?.(`reading kube-proxy rules on node ${node} (image ${image})`)
   const result = await runNodeTask(
     api,
-    {node, image, command: ['sh', '-c', serviceRulesScript(opts.namespace, opts.name)], purpose: 'trace', namespace: opts.debugNamespace ?? SYSTEM_NAMESPACE, deadlineSeconds: opts.deadlineSeconds ?? 120},
+    {node, image, command: ['sh', '-c', serviceRulesScript(opts.namespace, opts.name, ipvs)], purpose: 'trace', namespace: opts.debugNamespace ?? SYSTEM_NAMESPACE, deadlineSeconds: opts.deadlineSeconds ?? 120},
     opts.task,
   )
   if (result.exitCode !== 0) {
@@ -321,7 +440,9 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
     throw new CliError('no kube-proxy DaemonSet in kube-system to borrow an image from (is kube-proxy replaced, e.g. by Cilium, or run as static pods?); pass --image with an image that has sh and iptables/nft')
   }
 
-  const nodes = chooseNodes((await api.listNodes()).items, endpoints, opts)
+  const allNodes = (await api.listNodes()).items
+  const nodes = chooseNodes(allNodes, endpoints, opts)
+  if (!opts.node && !opts.allNodes) return traceFirstWithRules(api, nodesByPreference(allNodes.filter(isReady), endpoints), {opts, image, info: {...info, ports}, endpoints, config, notes})
   const results: TraceResult[] = []
   const unreadable: Finding[] = []
   for (const node of nodes) {
@@ -338,6 +459,24 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
   if (nodes.length === 1) return {nodes: results, differences: [], findings: results[0].findings}
   const compared = compareNodes(results)
   return {...compared, findings: [...unreadable, ...compared.findings]}
+}
+
+/** No node named: trace the preferred node, or the next ones when kube-proxy left no rules there. */
+async function traceFirstWithRules(api: TraceApi, candidates: V1Node[], inputs: NodeTraceInputs): Promise<MultiNodeTrace> {
+  const skipped: string[] = []
+  for (const node of candidates.slice(0, NODES_TO_TRY)) {
+    try {
+      const result = await traceNode(api, node, inputs)
+      if (skipped.length > 0) result.notes.push(`${skipped.join('; ')}: traced node ${result.node} instead (--node picks one)`)
+      return {nodes: [result], differences: [], findings: result.findings}
+    } catch (error) {
+      if (!(error instanceof NoKubeProxyRules) || candidates.length === 1) throw error
+      skipped.push(error.message.replace(/; is kube-proxy running there\?$/, ''))
+      inputs.opts.onProgress?.(`${error.message}; trying another node`)
+    }
+  }
+
+  throw new CliError(`no kube-proxy rules on the ${skipped.length} nodes tried (${skipped.join('; ')}); is kube-proxy running? (--node picks a node)`)
 }
 
 type ModeSource = NonNullable<TraceResult['modeSource']>
@@ -361,11 +500,11 @@ interface NodeTraceInputs {
 
 async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoints, config, notes}: NodeTraceInputs): Promise<TraceResult> {
   const name = node.metadata?.name ?? ''
-  const sections = await readNodeRules(api, name, opts, image)
+  const sections = await readNodeRules(api, name, opts, image, ipvsQueries(info, internalAddress(node)))
   const detected = detectMode(sections)
   // The running kube-proxy's own answer beats its ConfigMap (flags can override the file).
   const [mode, modeSource] = modeOf(opts.mode, sections.proxyMode, config.mode, detected)
-  const noRules = new CliError(
+  const noRules = new NoKubeProxyRules(
     `node ${name} has no kube-proxy rules in ${mode} mode${detected && detected !== mode ? ` (its rules look like ${detected} mode: try --mode ${detected})` : ''}; is kube-proxy running there?`,
   )
   const listing = {iptables: sections.iptables, nftables: sections.nft, ipvs: sections.ipvs}[mode]
@@ -384,6 +523,12 @@ async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoi
   if (sections.partial && mode !== 'nftables') {
     result.notes.push(`a big node: only the chains this Service reaches were read (${sections.iptablesCommand} -S, following jumps from the hooks), not the whole iptables-save`)
   }
+
+  if (sections.nftPartial && mode === 'nftables') {
+    result.notes.push("a big node: kube-proxy's nftables table was trimmed on the node to this Service's chains, set and map elements and kube-proxy's generic chains")
+  }
+
+  if (sections.ipvsPartial && mode === 'ipvs') result.notes.push("a big node: only this Service's virtual servers were listed (ipvsadm -Ln -t/-u ADDRESS:PORT)")
 
   for (const crash of sections.crashes ?? []) result.notes.push(`${crash.command} died on the node (exit code ${crash.exitCode}${crash.exitCode === 139 ? ': a segfault' : ''})`)
   result.modeSource = modeSource

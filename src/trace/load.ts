@@ -18,6 +18,10 @@ export interface RuleSections {
   ipvs?: string
   /** Only the chains one Service reaches were read (iptables -S, following jumps). */
   partial?: boolean
+  /** kube-proxy's nftables table was cut on the node to one Service's chains, sets and elements. */
+  nftPartial?: boolean
+  /** Only the Service's own virtual servers were listed (ipvsadm -Ln -t VIP:PORT). */
+  ipvsPartial?: boolean
   /** Tools that died of a signal on the node (exit code above 128), e.g. a segfault. */
   crashes?: Array<{command: string; exitCode: number}>
   /** What the node's kube-proxy says at :10249/proxyMode, when it could be asked. */
@@ -38,8 +42,13 @@ export function splitSections(text: string): RuleSections {
         sections.iptablesCommand = header[1]
         sections.partial = header[2] === 'partial'
       } else if (header[0] === 'crash') sections.crashes = [...(sections.crashes ?? []), {command: header[1], exitCode: Number(header[2])}]
-      else if (header[0] === 'nft') sections.nft = body
-      else if (header[0] === 'ipvs') sections.ipvs = body
+      else if (header[0] === 'nft') {
+        sections.nft = body
+        sections.nftPartial = header[1] === 'partial'
+      } else if (header[0] === 'ipvs') {
+        sections.ipvs = body
+        sections.ipvsPartial = header[1] === 'partial'
+      }
       else if (header[0] === 'proxymode' && ['iptables', 'nftables', 'ipvs'].includes(header[1])) sections.proxyMode = header[1] as ProxyMode
     }
 

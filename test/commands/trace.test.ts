@@ -198,7 +198,7 @@ describe('trace (live cluster, HTTP fake)', function () {
 
   it('says so when the node has no kube-proxy rules', async () => {
     fakeCluster([endpoint('10.244.1.5', 'worker-2')], '### selfhost-trace iptables iptables-save\n*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n### selfhost-trace end\n')
-    const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig])
+    const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '--node', 'worker-2'])
     assert.equal(exitCode, 1)
     assert.match(stderr, /^error: node worker-2 has no kube-proxy rules in iptables mode; is kube-proxy running there\?$/m)
   })

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {randomBytes} from 'node:crypto'
-import {existsSync, readFileSync} from 'node:fs'
+import {existsSync, readFileSync, symlinkSync} from 'node:fs'
 import {join} from 'node:path'
 
 import {execa} from 'execa'
@@ -15,7 +15,8 @@ import {detectMode, ruleSetFor, splitSections} from '../../src/trace/load.js'
 import type {RuleSet} from '../../src/trace/trace.js'
 import {traceService} from '../../src/trace/trace.js'
 import {withHostRules} from '../fixtures/kube-proxy/host-rules.js'
-import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
+import {distrolessPath} from '../helpers/distroless-tools.js'
+import {generateServices, iptablesSaveOf, nftTableOf} from '../helpers/kube-proxy-dump.js'
 import {assertKernelAgrees, probeInNamespace} from './kernel/agreement.js'
 import {inCI, sharedFixturesDir} from '../helpers/ci.js'
 
@@ -219,6 +220,39 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     assert.deepEqual(routing(fromPartial), routing(fromWhole))
     assert.equal(fromPartial.ports[0].frontends[0].endpoints.length, 10)
     await checkAgainstKernel(ns, partial, [`${last.namespace}/${last.name}`])
+  })
+
+  it("on a big nftables node (2,100 Services x 2 endpoints) the node task cuts the table to the Service's chains and elements, and the kernel agrees", async () => {
+    const services = generateServices(2100, 2)
+    await ns.exec(['nft', '-f', '-'], nftTableOf(services))
+    const last = services.at(-1)!
+    // Only the tools the kube-proxy image has (no sed, awk, head), and nft.
+    const path = distrolessPath()
+    symlinkSync((await execa('sh', ['-c', 'command -v nft'])).stdout.trim(), join(path, 'nft'))
+    let started = performance.now()
+    const {stdout} = await ns.exec(['env', '-i', `PATH=${path}`, 'sh', '-c', serviceRulesScript(last.namespace, last.name)])
+    const partialMs = performance.now() - started
+    started = performance.now()
+    const whole = (await ns.exec(['nft', 'list', 'table', 'ip', 'kube-proxy'])).stdout
+    const wholeMs = performance.now() - started
+    const sections = splitSections(stdout)
+    assert.equal(sections.nftPartial, true)
+    assert.equal(detectMode(sections), 'nftables')
+    const lines = sections.nft!.split('\n').length
+    assert.ok(lines < 150, `${lines} lines kept`)
+    console.log(`      nft, cut on the node: ${lines} lines in ${partialMs.toFixed(0)} ms; the whole listing: ${whole.split('\n').length} lines in ${wholeMs.toFixed(0)} ms`)
+    const partial = ruleSetFor(sections, 'nftables')
+    const full = nftRuleSet(parseNftTable(whole))
+    // Another Service's chains are not there; this one's routes exactly as in the whole table.
+    assert.equal(partial.findService(services[0].namespace, services[0].name), undefined)
+    const fromPartial = traceService(partial, partial.findService(last.namespace, last.name)!)
+    const fromWhole = traceService(full, full.findService(last.namespace, last.name)!)
+    const routing = (r: TraceResult) => r.ports.flatMap((p) => p.frontends.map((f) => [f.kind, f.from, f.assumptions, f.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), f.verdicts.map((v) => [v.kind, v.share])]))
+    assert.deepEqual(routing(fromPartial), routing(fromWhole))
+    assert.equal(fromPartial.ports[0].frontends[0].endpoints.length, 2)
+    await checkAgainstKernel(ns, partial, [`${last.namespace}/${last.name}`])
+    // An address of the cut's cluster-ips set is this Service's alone: a wrong port of it is still refused.
+    assert.ok(sections.nft!.includes(`elements = { ${last.clusterIP} }`), 'cluster-ips kept to the Service\'s address')
   })
 
   it("the node task's script reads kube-proxy's nftables table", async () => {

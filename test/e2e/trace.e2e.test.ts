@@ -103,6 +103,34 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
     assert.deepEqual(left.items.filter((p) => !p.metadata?.deletionTimestamp).map((p) => p.metadata?.name), [], 'no node pod left running')
   })
 
+  it('`trace svc/kubernetes -n default` with no other flag (KUBECONFIG from the environment): traced on a node with kube-proxy, the API servers as endpoints', async () => {
+    const saved = process.env.KUBECONFIG
+    process.env.KUBECONFIG = cluster!.kubeconfig
+    let outcome: Awaited<ReturnType<typeof runCommand>>
+    try {
+      outcome = await runCommand(['trace', 'svc/kubernetes', '-n', 'default'])
+    } finally {
+      if (saved === undefined) delete process.env.KUBECONFIG
+      else process.env.KUBECONFIG = saved
+    }
+
+    const {stdout, stderr, exitCode} = outcome
+    assert.equal(exitCode, 0, `${stdout}\n${stderr}`)
+    const workers = cluster!.nodes.filter((n) => n.role === 'worker').map((n) => n.name)
+    const header = /^svc\/kubernetes in default \(ClusterIP (\S+)\) on node (\S+): kube-proxy iptables mode/m.exec(stdout)
+    assert.ok(header, stdout)
+    // Traced on a worker: here control-plane nodes run no kube-proxy.
+    assert.ok(workers.includes(header[2]), `traced on ${header[2]}, not a worker`)
+    const slices = await client.listEndpointSlices('default', 'kubernetes.io/service-name=kubernetes')
+    const apiServers = slices.items.flatMap((s) => s.endpoints.flatMap((e) => e.addresses.flatMap((a) => (s.ports ?? []).map((p) => `${a}:${p.port}`)))).sort()
+    assert.ok(apiServers.length > 0)
+    const line = new RegExp(`ClusterIP ${header[1].replaceAll('.', '\\.')}:443 from a pod\n    => (.*)\n`).exec(stdout)
+    assert.ok(line, stdout)
+    const landed = [...line[1].matchAll(/(\d+\.\d+\.\d+\.\d+:\d+) (\d+\.\d)%/g)]
+    assert.deepEqual(landed.map((m) => m[1]).sort(), apiServers)
+    for (const m of landed) assert.ok(Math.abs(Number(m[2]) - 100 / apiServers.length) < 0.1, line[1])
+  })
+
   it('--all-nodes: both workers route alike; the control-plane node without kube-proxy is a finding (exit 2)', async () => {
     await readyEndpoints()
     const {stdout, exitCode} = await runCommand(['trace', 'svc/web', '-n', namespace, '--kubeconfig', cluster!.kubeconfig, '--all-nodes', '-o', 'json'])

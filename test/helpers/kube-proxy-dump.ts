@@ -1,4 +1,4 @@
-import {endpointChainName, servicePortChains} from '../../src/trace/hash.js'
+import {endpointChainName, nftEndpointChain, nftServiceChains, servicePortChains} from '../../src/trace/hash.js'
 
 /** A Service as kube-proxy's iptables mode would program it, for generated dumps. */
 export interface GeneratedService {
@@ -83,4 +83,126 @@ export function iptablesSaveOf(services: GeneratedService[], clusterCidr = '10.1
     'COMMIT',
     '',
   ].join('\n')
+}
+
+/**
+ * `nft -f` input in kube-proxy's nftables-mode layout (v1.33 style, as the hand-written
+ * fixture): the cluster-ips set, the service-ips verdict map, a service- chain per Service with
+ * `numgen random mod N`, an endpoint- chain per endpoint with hairpin masquerade and DNAT.
+ */
+export function nftTableOf(services: GeneratedService[], clusterCidr = '10.128.0.0/9'): string {
+  const serviceMap: string[] = []
+  const chains: string[] = []
+  for (const s of services) {
+    const service = nftServiceChains(s.namespace, s.name, s.portName, s.protocol).service
+    serviceMap.push(`${s.clusterIP} . ${s.protocol} . ${s.port} : goto ${service}`)
+    const endpoints = s.endpoints.map((e) => ({...e, chain: nftEndpointChain(s.namespace, s.name, s.portName, s.protocol, e.ip, e.port)}))
+    const choice = endpoints.map((e, i) => `${i} : goto ${e.chain}`).join(', ')
+    chains.push(
+      `\tchain ${service} {`,
+      `\t\tip daddr ${s.clusterIP} ${s.protocol} dport ${s.port} ip saddr != ${clusterCidr} jump mark-for-masquerade`,
+      `\t\tnumgen random mod ${endpoints.length} vmap { ${choice} }`,
+      '\t}',
+    )
+    for (const e of endpoints) {
+      chains.push(`\tchain ${e.chain} {`, `\t\tip saddr ${e.ip} jump mark-for-masquerade`, `\t\tmeta l4proto ${s.protocol} dnat to ${e.ip}:${e.port}`, '\t}')
+    }
+  }
+
+  // Declared before use (nft -f needs the maps' chains first: goto targets are declared empty).
+  const declarations = chains.filter((l) => l.startsWith('\tchain ')).map((l) => `${l}\n\t}`)
+  const list = (items: string[]) => (items.length > 0 ? `\t\telements = { ${items.join(',\n\t\t\t     ')} }` : '')
+  return [
+    'table ip kube-proxy {',
+    '\tcomment "rules for kube-proxy"',
+    ...declarations,
+    '\tset cluster-ips {',
+    '\t\ttype ipv4_addr',
+    list(services.map((s) => s.clusterIP)),
+    '\t}',
+    '\tset nodeport-ips {',
+    '\t\ttype ipv4_addr',
+    '\t}',
+    '\tmap no-endpoint-services {',
+    '\t\ttype ipv4_addr . inet_proto . inet_service : verdict',
+    '\t}',
+    '\tmap no-endpoint-nodeports {',
+    '\t\ttype inet_proto . inet_service : verdict',
+    '\t}',
+    '\tmap firewall-ips {',
+    '\t\ttype ipv4_addr . inet_proto . inet_service : verdict',
+    '\t}',
+    '\tmap service-ips {',
+    '\t\ttype ipv4_addr . inet_proto . inet_service : verdict',
+    list(serviceMap),
+    '\t}',
+    '\tmap service-nodeports {',
+    '\t\ttype inet_proto . inet_service : verdict',
+    '\t}',
+    '\tchain filter-prerouting {',
+    '\t\ttype filter hook prerouting priority dstnat - 10; policy accept;',
+    '\t\tct state new jump firewall-check',
+    '\t}',
+    '\tchain filter-input {',
+    '\t\ttype filter hook input priority -110; policy accept;',
+    '\t\tct state new jump nodeport-endpoints-check',
+    '\t\tct state new jump service-endpoints-check',
+    '\t}',
+    '\tchain filter-forward {',
+    '\t\ttype filter hook forward priority -110; policy accept;',
+    '\t\tct state new jump service-endpoints-check',
+    '\t\tct state new jump cluster-ips-check',
+    '\t}',
+    '\tchain filter-output {',
+    '\t\ttype filter hook output priority -110; policy accept;',
+    '\t\tct state new jump service-endpoints-check',
+    '\t\tct state new jump firewall-check',
+    '\t}',
+    '\tchain filter-output-post-dnat {',
+    '\t\ttype filter hook output priority -90; policy accept;',
+    '\t\tct state new jump cluster-ips-check',
+    '\t}',
+    '\tchain nat-prerouting {',
+    '\t\ttype nat hook prerouting priority dstnat; policy accept;',
+    '\t\tjump services',
+    '\t}',
+    '\tchain nat-output {',
+    '\t\ttype nat hook output priority -100; policy accept;',
+    '\t\tjump services',
+    '\t}',
+    '\tchain nat-postrouting {',
+    '\t\ttype nat hook postrouting priority srcnat; policy accept;',
+    '\t\tjump masquerading',
+    '\t}',
+    '\tchain firewall-check {',
+    '\t\tip daddr . meta l4proto . th dport vmap @firewall-ips',
+    '\t}',
+    '\tchain reject-chain {',
+    '\t\treject',
+    '\t}',
+    '\tchain cluster-ips-check {',
+    '\t\tip daddr @cluster-ips reject comment "Reject traffic to invalid ports of ClusterIPs"',
+    '\t}',
+    '\tchain service-endpoints-check {',
+    '\t\tip daddr . meta l4proto . th dport vmap @no-endpoint-services',
+    '\t}',
+    '\tchain nodeport-endpoints-check {',
+    '\t\tip daddr @nodeport-ips meta l4proto . th dport vmap @no-endpoint-nodeports',
+    '\t}',
+    '\tchain mark-for-masquerade {',
+    '\t\tmeta mark set meta mark | 0x00004000',
+    '\t}',
+    '\tchain masquerading {',
+    '\t\tmeta mark & 0x00004000 == 0x00000000 return',
+    '\t\tmeta mark set meta mark ^ 0x00004000',
+    '\t\tmasquerade fully-random',
+    '\t}',
+    '\tchain services {',
+    '\t\tip daddr . meta l4proto . th dport vmap @service-ips',
+    '\t\tip daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports',
+    '\t}',
+    ...chains,
+    '}',
+    '',
+  ].filter((l) => l !== '').join('\n')
 }

@@ -1,9 +1,15 @@
 import assert from 'node:assert/strict'
+import {spawnSync} from 'node:child_process'
+import {chmodSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 
 import type {V1Node} from '@kubernetes/client-node'
 
-import {chooseNodes, modeOf, proxyConfig, serviceInfoOf, serviceRulesScript, sliceEndpoints} from '../../../src/trace/live.js'
-import {splitSections} from '../../../src/trace/load.js'
+import {chooseNodes, ipvsQueries, modeOf, nodesByPreference, proxyConfig, serviceInfoOf, serviceRulesScript, sliceEndpoints} from '../../../src/trace/live.js'
+import {ruleSetFor, splitSections} from '../../../src/trace/load.js'
+import {traceService} from '../../../src/trace/trace.js'
+import {distrolessPath} from '../../helpers/distroless-tools.js'
 import {closeMatches} from '../../../src/trace/suggest.js'
 import {parseTraceTarget} from '../../../src/trace/target.js'
 
@@ -63,6 +69,16 @@ describe('trace helpers', () => {
     assert.throws(() => chooseNodes(nodes, [], {node: 'zz'}), /node "zz" not found; nodes: a, b, c/)
   })
 
+  it('without --node prefers the node hosting most endpoints, then workers over control-plane nodes', () => {
+    const node = (name: string, role?: string): V1Node => ({metadata: {name, labels: role ? {[`node-role.kubernetes.io/${role}`]: ''} : {}}, status: {conditions: [{type: 'Ready', status: 'True'}]}})
+    const nodes = [node('cp-1', 'control-plane'), node('cp-2', 'master'), node('w-1'), node('w-2')]
+    const ep = (ip: string, nodeName?: string) => ({ip, port: 6443, portName: 'https', protocol: 'TCP', ready: true, serving: true, terminating: false, nodeName})
+    // svc/kubernetes: its endpoints are API servers, on no node as far as the slice says.
+    assert.deepEqual(nodesByPreference(nodes, [ep('10.0.0.1'), ep('10.0.0.2')]).map((n) => n.metadata?.name), ['w-1', 'w-2', 'cp-1', 'cp-2'])
+    assert.deepEqual(chooseNodes(nodes, [ep('10.0.0.1')], {}).map((n) => n.metadata?.name), ['w-1'])
+    assert.deepEqual(nodesByPreference(nodes, [ep('10.0.0.1', 'cp-2'), ep('10.0.0.2', 'w-2')]).map((n) => n.metadata?.name), ['w-2', 'cp-2', 'w-1', 'cp-1'])
+  })
+
   it('takes the mode from --mode, then kube-proxy itself, then its ConfigMap, then the rules', () => {
     assert.deepEqual(modeOf('ipvs', 'iptables', 'nftables', 'iptables'), ['ipvs', 'flag'])
     assert.deepEqual(modeOf(undefined, 'nftables', 'iptables', 'iptables'), ['nftables', 'kube-proxy'])
@@ -83,5 +99,54 @@ describe('trace helpers', () => {
     assert.equal(sections.iptablesCommand, 'iptables-legacy-save')
     assert.equal(sections.iptables, '*nat\nCOMMIT\n')
     assert.equal(sections.nft, 'table ip kube-proxy {\n}\n')
+  })
+
+  it("IPVS on a big node: the script asks ipvsadm only for the Service's virtual servers (a fake ipvsadm: this kernel has no ip_vs)", function () {
+    if (process.platform !== 'linux') this.skip()
+    const service = {namespace: 'shop', name: 'web', clusterIPs: ['10.96.30.1'], externalIPs: ['203.0.113.7'], loadBalancerIPs: [], ports: [{name: 'http', port: 80, protocol: 'tcp', nodePort: 30080}, {name: 'dns', port: 53, protocol: 'udp'}], source: 'api' as const}
+    const queries = ipvsQueries(service, '192.168.0.2')
+    assert.deepEqual(queries, ['-t 10.96.30.1:80', '-t 203.0.113.7:80', '-t 192.168.0.2:30080', '-u 10.96.30.1:53', '-u 203.0.113.7:53'])
+    assert.deepEqual(ipvsQueries({...service, clusterIPs: ['fd00::1'], externalIPs: [], ports: [service.ports[0]]}), ['-t [fd00::1]:80'])
+    // A listing of 4,000 virtual servers (12,000 lines) with the Service's among them.
+    const dir = mkdtempSync(join(tmpdir(), 'fake-ipvsadm-'))
+    const blocks = Array.from({length: 4000}, (_, i) => `TCP  10.97.${i >> 8}.${i & 255}:80 rr\n  -> 10.244.${i >> 8}.${i & 255}:8080              Masq    1      0          0\n  -> 10.245.${i >> 8}.${i & 255}:8080              Masq    1      0          0`)
+    blocks.splice(1234, 0, 'TCP  10.96.30.1:80 wrr\n  -> 10.244.1.5:8080              Masq    3      0          0\n  -> 10.244.2.6:8080              Masq    1      0          0')
+    const header = 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn'
+    writeFileSync(join(dir, 'listing'), `${header}\n${blocks.join('\n')}\n`)
+    // The fake answers -Ln with the whole listing, -Ln -t/-u ADDRESS:PORT with that block or exit 1, as ipvsadm does.
+    writeFileSync(join(dir, 'ipvsadm'), `#!/bin/sh
+echo "$*" >> ${dir}/calls
+[ "$#" -eq 1 ] && exec cat ${dir}/listing
+found=""; out=""
+while IFS= read -r line; do
+  case "$line" in
+    "TCP  $3 "*|"UDP  $3 "*) found=1; out="$line" ;;
+    "  ->"*) [ -n "$found" ] && [ -n "$out" ] && out="$out
+$line" ;;
+    *) [ -n "$found" ] && [ -n "$out" ] && break ;;
+  esac
+done < ${dir}/listing
+[ -n "$out" ] || exit 1
+printf '%s\\n%s\\n' "${header.replaceAll('\n', '\\n')}" "$out"
+`)
+    chmodSync(join(dir, 'ipvsadm'), 0o755)
+    const path = distrolessPath()
+    symlinkSync(join(dir, 'ipvsadm'), join(path, 'ipvsadm'))
+    try {
+      const run = spawnSync('sh', ['-c', serviceRulesScript('shop', 'web', queries)], {encoding: 'utf8', env: {PATH: path}})
+      assert.equal(run.status, 0, run.stderr)
+      const sections = splitSections(run.stdout)
+      assert.equal(sections.ipvsPartial, true)
+      assert.ok(sections.ipvs!.split('\n').length < 20, sections.ipvs)
+      const calls = readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n')
+      assert.deepEqual(calls.slice(1), queries.map((q) => `-Ln ${q}`))
+      const rules = ruleSetFor(sections, 'ipvs')
+      const result = traceService(rules, {...service, ports: [service.ports[0]]})
+      const frontend = result.ports[0].frontends.find((f) => f.kind === 'clusterIP')!
+      assert.deepEqual(frontend.endpoints.map((e) => [e.ip, e.share]), [['10.244.1.5', 0.75], ['10.244.2.6', 0.25]])
+    } finally {
+      rmSync(dir, {recursive: true, force: true})
+      rmSync(path, {recursive: true, force: true})
+    }
   })
 })
