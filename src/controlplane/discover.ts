@@ -13,7 +13,7 @@ import semver from 'semver'
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {BACKUP_ROOT, MANIFESTS_DIR} from '../pivot/manifest.js'
-import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod, timestampText} from './leader.js'
+import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder, timestampText} from './leader.js'
 import {
   ApiserverHealth,
   CONTROL_PLANE_COMPONENTS,
@@ -385,8 +385,10 @@ function buildComponent(
 
   let leader = leaderFor(component, inputs, now)
   if (leader) {
-    leader = matchLeaderToPod(leader, instances)
+    const match = matchHolder(leader, instances)
+    leader = {...leader, pod: match.holder?.pod, node: match.holder?.node}
     if (leader.stale) problems.push(`leader ${leader.holder} is stale: ${describeLeaderAge(leader, now)}`)
+    else if (match.startedLater) warnings.push(holderElsewhere(leader, match, 'instance')!)
     else if (!leader.pod && instances.length > 0) warnings.push(`leader ${leader.holder} is none of the instances seen`)
   } else if ((LEADER_ELECTED_COMPONENTS as readonly string[]).includes(component) && instances.length > 0) {
     warnings.push('no leader record (Lease, Endpoints or ConfigMap): leader election may be off')

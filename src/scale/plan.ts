@@ -9,7 +9,7 @@ import {
   SYSTEM_NAMESPACE,
   selfHostedName,
 } from '../controlplane/model.js'
-import {matchLeaderToPod} from '../controlplane/leader.js'
+import {holderElsewhere, matchHolder} from '../controlplane/leader.js'
 import {placementOf} from './placement.js'
 
 /**
@@ -265,37 +265,11 @@ export function predictRemovals(instances: Instance[], count: number, now: Date)
   return {certain}
 }
 
-export interface HolderMatch {
-  /** The workload's pod that holds the lock. */
-  pod?: string
-  /** Why the holder is none of the workload's pods, in one line. */
-  elsewhere?: string
-}
-
-/** Pod start times have whole seconds; allow for that before calling a holder older than a pod. */
-const START_TIME_PRECISION_MS = 1000
-
-/**
- * Which of the workload's pods holds the lock. The holder is a hostname, and hostNetwork pods
- * share their node's: a static pod or any other process on that node looks the same. A
- * process that acquired the lock before the pod started cannot be that pod (each process
- * has its own identity, and taking the lock over sets acquireTime), so such a match is
- * refused rather than reported.
- */
-export function matchHolderToWorkload(leader: LeaderRecord | undefined, pods: Instance[]): HolderMatch {
+/** The workload's pod holding the lock, or why none does, by the one attribution rule of leader.ts. */
+export function workloadHolder(leader: LeaderRecord | undefined, pods: Instance[]): {pod?: string; elsewhere?: string} {
   if (!leader) return {}
-  const matched = matchLeaderToPod(leader, pods)
-  const pod = pods.find((p) => p.pod === matched.pod)
-  if (!pod) return {elsewhere: `the lease holder ${leader.holder} matches no pod of this workload (a static pod still running, or another process leads)`}
-  const acquired = leader.acquireTime ? Date.parse(leader.acquireTime) : Number.NaN
-  const started = pod.startedAt ? Date.parse(pod.startedAt) : Number.NaN
-  if (acquired + START_TIME_PRECISION_MS < started) {
-    return {
-      elsewhere: `the lease holder ${leader.holder} runs on ${pod.node} but took the lease at ${leader.acquireTime}, before pod ${pod.pod} started (${pod.startedAt}): another process on that node leads`,
-    }
-  }
-
-  return {pod: pod.pod}
+  const match = matchHolder(leader, pods)
+  return {pod: match.holder?.pod, elsewhere: holderElsewhere(leader, match, 'pod of this workload')}
 }
 
 function describeEffect(
@@ -303,7 +277,7 @@ function describeEffect(
   from: number,
   to: number,
   leader: LeaderRecord | undefined,
-  holder: HolderMatch,
+  holder: {pod?: string; elsewhere?: string},
   removals: RemovalPrediction,
 ): string {
   const leaderPod = holder.pod
@@ -386,7 +360,7 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
   if (to > 1) notes.push(`extra replicas add standbys, not throughput: only the lease holder does ${component} work, the others wait to take over`)
 
   const pods = workloadPods(state)
-  const holder = matchHolderToWorkload(state.leader, pods)
+  const holder = workloadHolder(state.leader, pods)
   const leaderPod = holder.pod
   const removals = predictRemovals(pods, to < from ? pods.length - to : 0, inputs.now)
   if (removals.certain.length > 0 || removals.tied) {
