@@ -12,10 +12,11 @@ import semver from 'semver'
 
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
-import {BACKUP_ROOT, MANIFESTS_DIR} from '../pivot/manifest.js'
+import {versionFromImage} from './container.js'
 import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder, timestampText} from './leader.js'
 import {
   ApiserverHealth,
+  BACKUP_ROOT,
   CONTROL_PLANE_COMPONENTS,
   ComponentName,
   CONTROL_PLANE_ROLE_LABEL,
@@ -27,6 +28,7 @@ import {
   LEADER_ELECTED_COMPONENTS,
   LeaderRecord,
   MANAGED_BY_LABEL,
+  MANIFESTS_DIR,
   MANAGED_BY_VALUE,
   MASTER_ROLE_LABEL,
   NodeSummary,
@@ -98,16 +100,6 @@ const WORKLOAD_IDENTITY: Record<ComponentName, {appLabels: string[]; names: stri
 export function minorVersion(gitVersion: string): number | undefined {
   const parsed = semver.coerce(gitVersion)
   return parsed && parsed.major === 1 ? parsed.minor : undefined
-}
-
-/** The version in an image reference's tag: `registry.k8s.io/kube-apiserver:v1.32.2` -> v1.32.2. */
-export function versionFromImage(image: string): string | undefined {
-  const withoutDigest = image.split('@')[0]
-  const lastSlash = withoutDigest.lastIndexOf('/')
-  const colon = withoutDigest.indexOf(':', lastSlash + 1)
-  if (colon < 0) return undefined
-  const tag = withoutDigest.slice(colon + 1)
-  return /^v?\d+\.\d+(\.\d+)?([-+._][0-9A-Za-z.-]+)?$/.test(tag) ? tag : undefined
 }
 
 /** Parses `[+]name ok` / `[-]name failed: reason` lines of a verbose health answer. */

@@ -9,6 +9,7 @@ import {
   SYSTEM_NAMESPACE,
   selfHostedName,
 } from '../controlplane/model.js'
+import {boolFlag, containerArgv, flagValue} from '../controlplane/container.js'
 import {holderElsewhere, matchHolder} from '../controlplane/leader.js'
 import {placementOf} from './placement.js'
 
@@ -64,36 +65,6 @@ export interface LeaderElectionSettings {
   configFile?: string
 }
 
-/** Go's strconv.ParseBool, which pflag uses for boolean flags. */
-function parseGoBool(value: string): boolean | undefined {
-  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(value)) return true
-  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(value)) return false
-  return undefined
-}
-
-/** The last value of `--name=value` or `--name value` (pflag: the last occurrence wins). */
-function lastFlagValue(argv: string[], name: string): string | undefined {
-  let value: string | undefined
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg.startsWith(`--${name}=`)) value = arg.slice(name.length + 3)
-    else if (arg === `--${name}` && i + 1 < argv.length && !argv[i + 1].startsWith('-')) value = argv[i + 1]
-  }
-
-  return value
-}
-
-/** A pflag boolean: a bare --name means true, --name=<bool> sets it, the last occurrence wins. */
-export function boolFlag(argv: string[], name: string, fallback: boolean): boolean {
-  let value = fallback
-  for (const arg of argv) {
-    if (arg === `--${name}`) value = true
-    else if (arg.startsWith(`--${name}=`)) value = parseGoBool(arg.slice(name.length + 3)) ?? value
-  }
-
-  return value
-}
-
 /** Reads leader election from a component's command line (command + args of its container). */
 export function leaderElectionFromArgs(component: ScalableComponent, argv: string[]): LeaderElectionSettings {
   // On by default in both components; `--leader-elect false` is not how pflag reads booleans.
@@ -101,10 +72,10 @@ export function leaderElectionFromArgs(component: ScalableComponent, argv: strin
   return {
     enabled,
     lease: {
-      namespace: lastFlagValue(argv, 'leader-elect-resource-namespace') ?? SYSTEM_NAMESPACE,
-      name: lastFlagValue(argv, 'leader-elect-resource-name') ?? component,
+      namespace: flagValue(argv, 'leader-elect-resource-namespace') ?? SYSTEM_NAMESPACE,
+      name: flagValue(argv, 'leader-elect-resource-name') ?? component,
     },
-    configFile: lastFlagValue(argv, 'config') || undefined,
+    configFile: flagValue(argv, 'config') || undefined,
   }
 }
 
@@ -114,7 +85,7 @@ export function componentArgv(component: PivotedComponent, spec: V1PodSpec): str
     spec.containers.find((c) => c.name === component) ??
     spec.containers.find((c) => [...(c.command ?? []), ...(c.args ?? [])].some((a) => a.endsWith(component))) ??
     spec.containers[0]
-  return [...(container?.command ?? []), ...(container?.args ?? [])]
+  return container ? containerArgv(container) : []
 }
 
 export interface ScaleRequest {
