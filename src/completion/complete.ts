@@ -6,6 +6,7 @@
  */
 import type {Interfaces} from '@oclif/core'
 
+import {flagValue} from '../controlplane/container.js'
 import {CONTROL_PLANE_COMPONENTS, PIVOTED_COMPONENTS} from '../controlplane/model.js'
 
 /** cobra's ShellCompDirective bits, which kubectl and the scripts read from the last line. */
@@ -74,15 +75,6 @@ function positionals(command: ManifestCommand, words: string[]): string[] {
   return found
 }
 
-function flagValue(command: ManifestCommand, words: string[], name: string): string | undefined {
-  for (let i = 0; i < words.length; i++) {
-    if (words[i] === `--${name}`) return words[i + 1]
-    if (words[i].startsWith(`--${name}=`)) return words[i].slice(name.length + 3)
-  }
-
-  return undefined
-}
-
 async function completeFlagValue(
   command: ManifestCommand,
   flag: ManifestFlag,
@@ -96,7 +88,7 @@ async function completeFlagValue(
   }
 
   if (flag.name === 'context' && sources.contexts) {
-    const contexts = await sources.contexts(flagValue(command, before, 'kubeconfig'))
+    const contexts = await sources.contexts(flagValue(before, 'kubeconfig'))
     return {candidates: contexts.filter((c) => c.startsWith(partial)).map((c) => prefix + c), directive: Directive.noFileComp}
   }
 

@@ -7,7 +7,7 @@ import {type ComponentState, type Instance, type LeaderRecord, type PivotedCompo
 import type {KubeClient} from '../kube/client.js'
 import {isConflict} from '../kube/errors.js'
 import {type RolloutStatus, TimeoutError, pollUntil, waitForRollout} from '../kube/wait.js'
-import {type ScalePlan, planScale, plural, workloadHolder} from './plan.js'
+import {type ScalePlan, planScale, plural, workloadHolder, workloadPods} from './plan.js'
 
 /** Where scale records the count it changed, so a person can see (and restore) what was there. */
 export const PREVIOUS_REPLICAS_ANNOTATION = 'selfhost.kubectl.io/previous-replicas'
@@ -80,10 +80,6 @@ async function readWorkload(api: ScaleApi, state: ComponentState): Promise<V1Dep
   if (deployment) return api.getDeployment(deployment.namespace, deployment.name)
   const daemonSet = state.workloads.find((w) => w.kind === 'DaemonSet')
   return daemonSet ? api.getDaemonSet(daemonSet.namespace, daemonSet.name) : undefined
-}
-
-function workloadPods(state: ComponentState): Instance[] {
-  return state.instances.filter((i) => i.source === 'workload')
 }
 
 function leadershipOf(leader: LeaderRecord | undefined, pods: Instance[]): Leadership {

@@ -184,7 +184,8 @@ function explainDaemonSet(component: PivotedComponent, daemonSet: V1DaemonSet | 
   )
 }
 
-function workloadPods(state: ComponentState): Instance[] {
+/** The instances that are pods of the component's workload (not static pods). */
+export function workloadPods(state: ComponentState): Instance[] {
   return state.instances.filter((i) => i.source === 'workload')
 }
 
