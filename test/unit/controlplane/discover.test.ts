@@ -415,6 +415,16 @@ describe('control-plane discovery', () => {
       assert.equal(component(buildControlPlane(inputs, NOW), 'kube-scheduler').leader?.pod, 'kube-scheduler-cp-1')
     })
 
+    it('does not credit a pod on the holder\'s node that started after the lease was taken', () => {
+      const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
+      const held = lease('kube-scheduler', {holderNode: 'cp-1'})
+      held.spec!.acquireTime = new Date(Date.parse(String(inputs.pods[0].status!.startTime)) - 3_600_000).toISOString() as never
+      inputs.leases = [held]
+      const c = component(buildControlPlane(inputs, NOW), 'kube-scheduler')
+      assert.equal(c.leader?.pod, undefined)
+      assert.match(c.warnings[0], /^the lease holder cp-1 runs on cp-1 but took the lease at \S+, before pod kube-scheduler-cp-1 started \(\S+\): another process on that node leads$/)
+    })
+
     it('warns when the holder is none of the instances', () => {
       const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
       inputs.leases = [lease('kube-scheduler', {holderNode: 'old-master'})]
