@@ -54,6 +54,25 @@ export abstract class SelfhostCommand extends Command {
     }
   }
 
+  /**
+   * Runs work that Ctrl-C (SIGINT) or SIGTERM should stop gently rather than kill: the signal
+   * aborts the AbortSignal the work is given (reason: an Error "interrupted"), and the work
+   * decides what stopping means (end a log stream, roll an upgrade back). The handlers are
+   * once-only, so a second Ctrl-C kills as usual. `stop` aborts the same way from inside.
+   */
+  protected async withInterrupt<T>(work: (signal: AbortSignal, stop: () => void) => Promise<T>): Promise<T> {
+    const controller = new AbortController()
+    const stop = () => controller.abort(new Error('interrupted'))
+    process.once('SIGINT', stop)
+    process.once('SIGTERM', stop)
+    try {
+      return await work(controller.signal, stop)
+    } finally {
+      process.removeListener('SIGINT', stop)
+      process.removeListener('SIGTERM', stop)
+    }
+  }
+
   protected outputFormat(value: string | undefined, allowed?: readonly OutputFormat[]): OutputFormat {
     return parseOutputFormat(value, allowed)
   }

@@ -47,43 +47,39 @@ export default class Logs extends SelfhostCommand {
     const plane = await discoverControlPlane(client)
     const targets = planLogTargets(plane, {component, leader: flags.leader, container: flags.container})
 
-    const controller = new AbortController()
-    const stop = () => controller.abort()
-    // A reader that went away (`| head`) is an ordinary end, like Ctrl-C.
-    const onStdoutError = (error: NodeJS.ErrnoException) => {
-      if (error.code === 'EPIPE') stop()
-    }
-
-    process.once('SIGINT', stop)
-    process.once('SIGTERM', stop)
-    process.stdout.on('error', onStdoutError)
     const colourOf = new Map(targets.map((t, i) => [t.pod, PREFIX_COLOURS[i % PREFIX_COLOURS.length]]))
-    try {
-      const result = await readLogs(
-        client,
-        targets,
-        {
-          follow: flags.follow,
-          tailLines: flags.tail < 0 ? undefined : flags.tail,
-          sinceSeconds,
-          previous: flags.previous,
-          timestamps: flags.timestamps,
-          signal: controller.signal,
-        },
-        {
-          line: (target, text) => {
-            if (!controller.signal.aborted) process.stdout.write(`${colourOf.get(target.pod)!(target.prefix)} ${text}\n`)
-          },
-          notice: (target, message) => process.stderr.write(`${target.prefix} ${message}\n`),
-        },
-      )
-      if (result.read === 0 && !controller.signal.aborted) {
-        throw new CliError(`could not read the log of any ${component} instance`)
+    await this.withInterrupt(async (signal, stop) => {
+      // A reader that went away (`| head`) is an ordinary end, like Ctrl-C.
+      const onStdoutError = (error: NodeJS.ErrnoException) => {
+        if (error.code === 'EPIPE') stop()
       }
-    } finally {
-      process.removeListener('SIGINT', stop)
-      process.removeListener('SIGTERM', stop)
-      process.stdout.removeListener('error', onStdoutError)
-    }
+
+      process.stdout.on('error', onStdoutError)
+      try {
+        const result = await readLogs(
+          client,
+          targets,
+          {
+            follow: flags.follow,
+            tailLines: flags.tail < 0 ? undefined : flags.tail,
+            sinceSeconds,
+            previous: flags.previous,
+            timestamps: flags.timestamps,
+            signal,
+          },
+          {
+            line: (target, text) => {
+              if (!signal.aborted) process.stdout.write(`${colourOf.get(target.pod)!(target.prefix)} ${text}\n`)
+            },
+            notice: (target, message) => process.stderr.write(`${target.prefix} ${message}\n`),
+          },
+        )
+        if (result.read === 0 && !signal.aborted) {
+          throw new CliError(`could not read the log of any ${component} instance`)
+        }
+      } finally {
+        process.stdout.removeListener('error', onStdoutError)
+      }
+    })
   }
 }

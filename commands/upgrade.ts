@@ -70,34 +70,25 @@ Exit codes: 0 upgraded (or nothing to do), 3 a component was rolled back and is 
     const {renderUpgradePlan, renderUpgradeResult} = await import('../src/render/upgrade.js')
     const dryRun = flags['dry-run'] || flags.plan
     // Ctrl-C stops waiting and rolls the component under way back; a second one kills.
-    const interrupt = new AbortController()
-    const onSignal = () => interrupt.abort(new Error('interrupted'))
-    process.once('SIGINT', onSignal)
-    process.once('SIGTERM', onSignal)
-    try {
-      const {plan, result} = await this.withProgress((progress) => runUpgrade(client, {
-        target,
-        components,
-        imageRegistry: flags['image-registry'],
-        force: flags.force,
-        allowDowngrade: flags['allow-downgrade'],
-        dryRun,
-        // The plan is shown before anything changes; stderr keeps -o json|yaml parseable.
-        onPlan: (p) => {
-          if (!isMachineFormat(format)) process.stderr.write(`${renderUpgradePlan(p)}\n\n`)
-        },
-        execute: {timeoutMs, backupDir: flags['backup-dir'], onProgress: progress, signal: interrupt.signal, refreshCheckpoints: checkpointRefresher(client, progress)},
-      }))
-      if (isMachineFormat(format)) this.log(renderData(result ? {plan, result} : {plan}, format))
-      else this.log(result ? renderUpgradeResult(result) : renderUpgradePlan(plan))
-      if (dryRun && !plan.allowed) throw new CliError(plan.refusal ?? 'refused')
-      if (result) {
-        const code = exitCodeOf(result)
-        if (code !== 0) this.exit(code)
-      }
-    } finally {
-      process.removeListener('SIGINT', onSignal)
-      process.removeListener('SIGTERM', onSignal)
+    const {plan, result} = await this.withInterrupt((signal) => this.withProgress((progress) => runUpgrade(client, {
+      target,
+      components,
+      imageRegistry: flags['image-registry'],
+      force: flags.force,
+      allowDowngrade: flags['allow-downgrade'],
+      dryRun,
+      // The plan is shown before anything changes; stderr keeps -o json|yaml parseable.
+      onPlan: (p) => {
+        if (!isMachineFormat(format)) process.stderr.write(`${renderUpgradePlan(p)}\n\n`)
+      },
+      execute: {timeoutMs, backupDir: flags['backup-dir'], onProgress: progress, signal, refreshCheckpoints: checkpointRefresher(client, progress)},
+    })))
+    if (isMachineFormat(format)) this.log(renderData(result ? {plan, result} : {plan}, format))
+    else this.log(result ? renderUpgradeResult(result) : renderUpgradePlan(plan))
+    if (dryRun && !plan.allowed) throw new CliError(plan.refusal ?? 'refused')
+    if (result) {
+      const code = exitCodeOf(result)
+      if (code !== 0) this.exit(code)
     }
   }
 }

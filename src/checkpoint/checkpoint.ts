@@ -4,7 +4,7 @@ import {stringify as stringifyYaml} from 'yaml'
 
 import {MANAGED_BY_LABEL, MANAGED_BY_VALUE, type PivotedComponent, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
-import {flagValue, versionFromImage} from '../pivot/manifest.js'
+import {boolFlag, containerArgv, flagValue, versionFromImage} from '../controlplane/container.js'
 import {
   CHECKPOINTER_NAME,
   CHECKPOINTER_ROLE,
@@ -118,8 +118,8 @@ export function renderCheckpoint(input: CheckpointInput): RenderedCheckpoint {
     }
   }
 
-  const sharing = flagValue(main, 'permit-port-sharing') === 'true'
-  let port = Number(flagValue(main, 'secure-port') ?? DEFAULT_SECURE_PORTS[component])
+  const sharing = boolFlag(containerArgv(main), 'permit-port-sharing', false)
+  let port = Number(flagValue(containerArgv(main), 'secure-port') ?? DEFAULT_SECURE_PORTS[component])
   if (component !== 'kube-apiserver' && !sharing) {
     // No SO_REUSEPORT before 1.19: the copy serves nothing, so the self-hosted pod can bind.
     setFlag(main, 'secure-port', '0')

@@ -4,6 +4,9 @@
  * protocol (kubectl >= 1.26 runs `kubectl_complete-selfhost <args...> <partial>`) and the
  * scripts `kubectl-selfhost completion bash|zsh` prints.
  */
+import type {Interfaces} from '@oclif/core'
+
+import {flagValue} from '../controlplane/container.js'
 import {CONTROL_PLANE_COMPONENTS, PIVOTED_COMPONENTS} from '../controlplane/model.js'
 
 /** cobra's ShellCompDirective bits, which kubectl and the scripts read from the last line. */
@@ -17,36 +20,10 @@ export const Directive = {
   keepOrder: 32,
 } as const
 
-export interface ManifestFlag {
-  name: string
-  char?: string
-  type: 'boolean' | 'option'
-  options?: string[]
-  description?: string
-  summary?: string
-  multiple?: boolean
-  hidden?: boolean
-}
-
-export interface ManifestArg {
-  name: string
-  options?: string[]
-  description?: string
-}
-
-export interface ManifestCommand {
-  id: string
-  aliases?: string[]
-  hidden?: boolean
-  summary?: string
-  description?: string
-  flags: Record<string, ManifestFlag>
-  args: Record<string, ManifestArg>
-}
-
-export interface Manifest {
-  commands: Record<string, ManifestCommand>
-}
+// oclif's own manifest types: a type-only import, erased from the JavaScript, so a TAB never loads @oclif/core.
+export type Manifest = Pick<Interfaces.Manifest, 'commands'>
+type ManifestCommand = Manifest['commands'][string]
+type ManifestFlag = ManifestCommand['flags'][string]
 
 export interface Completion {
   /** `value` or `value<TAB>description`, one per line. */
@@ -98,15 +75,6 @@ function positionals(command: ManifestCommand, words: string[]): string[] {
   return found
 }
 
-function flagValue(command: ManifestCommand, words: string[], name: string): string | undefined {
-  for (let i = 0; i < words.length; i++) {
-    if (words[i] === `--${name}`) return words[i + 1]
-    if (words[i].startsWith(`--${name}=`)) return words[i].slice(name.length + 3)
-  }
-
-  return undefined
-}
-
 async function completeFlagValue(
   command: ManifestCommand,
   flag: ManifestFlag,
@@ -115,12 +83,12 @@ async function completeFlagValue(
   sources: CompletionSources,
   prefix = '',
 ): Promise<Completion> {
-  if (flag.options) {
+  if (flag.type === 'option' && flag.options) {
     return {candidates: flag.options.filter((o) => o.startsWith(partial)).map((o) => prefix + o), directive: Directive.noFileComp}
   }
 
   if (flag.name === 'context' && sources.contexts) {
-    const contexts = await sources.contexts(flagValue(command, before, 'kubeconfig'))
+    const contexts = await sources.contexts(flagValue(before, 'kubeconfig'))
     return {candidates: contexts.filter((c) => c.startsWith(partial)).map((c) => prefix + c), directive: Directive.noFileComp}
   }
 
@@ -165,7 +133,7 @@ export async function complete(manifest: Manifest, words: string[], sources: Com
   if (partial.startsWith('-')) {
     const used = new Set(afterCommand.map((w) => findFlag(command, w.split('=')[0])?.name).filter(Boolean))
     const flags = Object.values(command.flags)
-      .filter((f) => !f.hidden && (f.multiple || !used.has(f.name)))
+      .filter((f) => !f.hidden && ((f.type === 'option' && f.multiple) || !used.has(f.name)))
       .map((f) => withDescription(`--${f.name}`, f.summary ?? f.description))
     return {candidates: [...flags, '--help'].filter((f) => f.startsWith(partial)), directive: Directive.noFileComp}
   }

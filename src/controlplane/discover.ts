@@ -13,10 +13,11 @@ import semver from 'semver'
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {nodeCheckpoints} from '../checkpoint/status.js'
-import {BACKUP_ROOT, MANIFESTS_DIR} from '../pivot/manifest.js'
-import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod, timestampText} from './leader.js'
+import {versionFromImage} from './container.js'
+import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder, timestampText} from './leader.js'
 import {
   ApiserverHealth,
+  BACKUP_ROOT,
   CONTROL_PLANE_COMPONENTS,
   ComponentName,
   CONTROL_PLANE_ROLE_LABEL,
@@ -28,6 +29,7 @@ import {
   LEADER_ELECTED_COMPONENTS,
   LeaderRecord,
   MANAGED_BY_LABEL,
+  MANIFESTS_DIR,
   MANAGED_BY_VALUE,
   MASTER_ROLE_LABEL,
   NodeCheckpoint,
@@ -102,16 +104,6 @@ const WORKLOAD_IDENTITY: Record<ComponentName, {appLabels: string[]; names: stri
 export function minorVersion(gitVersion: string): number | undefined {
   const parsed = semver.coerce(gitVersion)
   return parsed && parsed.major === 1 ? parsed.minor : undefined
-}
-
-/** The version in an image reference's tag: `registry.k8s.io/kube-apiserver:v1.32.2` -> v1.32.2. */
-export function versionFromImage(image: string): string | undefined {
-  const withoutDigest = image.split('@')[0]
-  const lastSlash = withoutDigest.lastIndexOf('/')
-  const colon = withoutDigest.indexOf(':', lastSlash + 1)
-  if (colon < 0) return undefined
-  const tag = withoutDigest.slice(colon + 1)
-  return /^v?\d+\.\d+(\.\d+)?([-+._][0-9A-Za-z.-]+)?$/.test(tag) ? tag : undefined
 }
 
 /** Parses `[+]name ok` / `[-]name failed: reason` lines of a verbose health answer. */
@@ -389,8 +381,10 @@ function buildComponent(
 
   let leader = leaderFor(component, inputs, now)
   if (leader) {
-    leader = matchLeaderToPod(leader, instances)
+    const match = matchHolder(leader, instances)
+    leader = {...leader, pod: match.holder?.pod, node: match.holder?.node}
     if (leader.stale) problems.push(`leader ${leader.holder} is stale: ${describeLeaderAge(leader, now)}`)
+    else if (match.startedLater) warnings.push(holderElsewhere(leader, match, 'instance')!)
     else if (!leader.pod && instances.length > 0) warnings.push(`leader ${leader.holder} is none of the instances seen`)
   } else if ((LEADER_ELECTED_COMPONENTS as readonly string[]).includes(component) && instances.length > 0) {
     warnings.push('no leader record (Lease, Endpoints or ConfigMap): leader election may be off')

@@ -1,5 +1,6 @@
 import type {V1Lease, V1ObjectMeta} from '@kubernetes/client-node'
 
+import type {KubeClient} from '../kube/client.js'
 import {Instance, LEGACY_LEADER_ANNOTATION, LeaderRecord} from './model.js'
 
 /**
@@ -102,12 +103,47 @@ export function leaderFromAnnotation(
   )
 }
 
+/** The calls readLeader makes. */
+export type LeaderApi = Pick<KubeClient, 'getLease' | 'listEndpoints'>
+
+/**
+ * Reads the leader of the lock `namespace/name`: its Lease when one exists (the only lock from
+ * 1.20 on, written beside the Endpoints from 1.17), else the legacy Endpoints annotation.
+ * Undefined when neither names a holder.
+ */
+export async function readLeader(api: LeaderApi, lock: {namespace: string; name: string}, now: Date): Promise<LeaderRecord | undefined> {
+  const lease = await api.getLease(lock.namespace, lock.name)
+  if (lease) return leaderFromLease(lease, now)
+  const endpoints = (await api.listEndpoints(lock.namespace)).items.find((e) => e.metadata?.name === lock.name)
+  return endpoints ? leaderFromAnnotation(endpoints, 'Endpoints', now) : undefined
+}
+
+export interface HolderMatch {
+  /** The instance that holds the lock. */
+  holder?: Instance
+  /** An instance on the holder's host that started only after the lock was taken, so does not hold it. */
+  startedLater?: Instance
+}
+
+/** Pod start times have whole seconds; allow for that before calling a holder older than a pod. */
+const START_TIME_PRECISION_MS = 1000
+
+/** The lock was taken before the instance started, so some other process holds it. */
+function startedAfterAcquire(leader: LeaderRecord, instance: Instance): boolean {
+  const acquired = leader.acquireTime ? Date.parse(leader.acquireTime) : Number.NaN
+  const started = instance.startedAt ? Date.parse(instance.startedAt) : Number.NaN
+  return acquired + START_TIME_PRECISION_MS < started
+}
+
 /**
  * Finds the instance that holds the lock. The holder is the OS hostname of the leader's
  * process: for hostNetwork pods (every control-plane pod) that is the node's hostname, for
- * other pods the pod's own name.
+ * other pods the pod's own name. So a static pod, a pod of a workload and any other process
+ * on that node look the same; a process that took the lock before a pod started cannot be
+ * that pod (each process has its own identity, and taking the lock over sets acquireTime),
+ * so such a pod is not credited.
  */
-export function matchLeaderToPod(leader: LeaderRecord, instances: Instance[]): LeaderRecord {
+export function matchHolder(leader: LeaderRecord, instances: Instance[]): HolderMatch {
   const holder = leader.holder.toLowerCase()
   const candidates = [
     (i: Instance) => i.hostname?.toLowerCase() === holder,
@@ -119,10 +155,19 @@ export function matchLeaderToPod(leader: LeaderRecord, instances: Instance[]): L
   for (const matches of candidates) {
     const found = instances.filter(matches)
     if (found.length === 0) continue
+    const possible = found.filter((i) => !startedAfterAcquire(leader, i))
     // Mid-pivot, a static and a self-hosted instance share a node; the ready one is the likelier holder.
-    const best = found.find((i) => i.ready) ?? found[0]
-    return {...leader, pod: best.pod, node: best.node}
+    if (possible.length > 0) return {holder: possible.find((i) => i.ready) ?? possible[0]}
+    return {startedLater: found.find((i) => i.ready) ?? found[0]}
   }
 
-  return {...leader, pod: undefined, node: undefined}
+  return {}
+}
+
+/** Why a holder matched to no instance is none of them, in one line; `what` names the instances. */
+export function holderElsewhere(leader: LeaderRecord, match: HolderMatch, what: string): string | undefined {
+  if (match.holder) return undefined
+  const later = match.startedLater
+  if (!later) return `the lease holder ${leader.holder} matches no ${what} (a static pod still running, or another process leads)`
+  return `the lease holder ${leader.holder} runs on ${later.node} but took the lease at ${leader.acquireTime}, before pod ${later.pod} started (${later.startedAt}): another process on that node leads`
 }

@@ -22,6 +22,10 @@ export type PivotedComponent = (typeof PIVOTED_COMPONENTS)[number]
 export const LEADER_ELECTED_COMPONENTS = ['kube-controller-manager', 'kube-scheduler'] as const
 
 export const SYSTEM_NAMESPACE = 'kube-system'
+/** Where kubeadm's kubelets read static pod manifests. */
+export const MANIFESTS_DIR = '/etc/kubernetes/manifests'
+/** Where pivot keeps each node's original manifests, one directory per run. */
+export const BACKUP_ROOT = '/etc/kubernetes/selfhost/backup'
 /** kubeadm's control-plane node label (and NoSchedule taint key): from 1.20, then the older one. */
 export const CONTROL_PLANE_ROLE_LABEL = 'node-role.kubernetes.io/control-plane'
 export const MASTER_ROLE_LABEL = 'node-role.kubernetes.io/master'

@@ -1,47 +1,18 @@
 /**
  * Help (and the unknown-command error) drawn from oclif.manifest.json alone. Loading @oclif/core costs more than starting
  * node itself, so `--help` (and `help`) never load it: bin/run.js answers help from the
- * manifest and hands everything else to oclif. This module must stay dependency-free (its one
- * import, the word wrap, imports nothing).
+ * manifest and hands everything else to oclif. This module must stay dependency-free at run time (its one
+ * import, the word wrap, imports nothing; oclif's types are erased).
  */
+
+import type {Interfaces} from '@oclif/core'
 
 import {wrapWords} from '../render/wrap.js'
 
-export interface HelpFlag {
-  name: string
-  char?: string
-  type: 'boolean' | 'option'
-  description?: string
-  summary?: string
-  helpGroup?: string
-  options?: string[]
-  default?: unknown
-  required?: boolean
-  hidden?: boolean
-  allowNo?: boolean
-}
-
-export interface HelpArg {
-  name: string
-  description?: string
-  required?: boolean
-  options?: string[]
-}
-
-export interface HelpCommand {
-  id: string
-  summary?: string
-  description?: string
-  aliases?: string[]
-  hidden?: boolean
-  examples?: Array<string | {command: string; description?: string}>
-  flags: Record<string, HelpFlag>
-  args: Record<string, HelpArg>
-}
-
-export interface HelpManifest {
-  commands: Record<string, HelpCommand>
-}
+// oclif's own manifest types: a type-only import, erased from the JavaScript, so help still never loads @oclif/core.
+export type HelpManifest = Pick<Interfaces.Manifest, 'commands'>
+export type HelpCommand = HelpManifest['commands'][string]
+type HelpFlag = HelpCommand['flags'][string]
 
 export interface HelpContext {
   bin: string
@@ -124,7 +95,7 @@ function flagText(flag: HelpFlag): string {
   if (flag.default !== undefined && flag.default !== false) parts.push(`[default: ${String(flag.default)}]`)
   parts.push(flag.summary ?? flag.description ?? '')
   let text = parts.join(' ').trim()
-  if (flag.options) text += `\n<options: ${flag.options.join('|')}>`
+  if (flag.type === 'option' && flag.options) text += `\n<options: ${flag.options.join('|')}>`
   return text
 }
 

@@ -3,10 +3,12 @@ import {randomBytes} from 'node:crypto'
 import type {V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
 import semver from 'semver'
 
+import {containerArgv, flagValue} from '../controlplane/container.js'
 import {
   CONTROL_PLANE_ROLE_LABELS,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
+  MANIFESTS_DIR,
   PIVOTED_COMPONENTS,
   PivotedComponent,
   SELF_HOSTED_APP_LABEL,
@@ -21,14 +23,12 @@ import {pollUntil} from '../kube/wait.js'
 import type {CheckpointTimings} from '../checkpoint/checkpoint.js'
 import {type CheckpointDeps, removeCheckpoints, servingFromCheckpoint, writeCheckpoints} from '../checkpoint/install.js'
 import {nodeCheckpoints} from '../checkpoint/status.js'
+import {versionFromImage} from '../controlplane/container.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../node/runner.js'
 import {
-  MANIFESTS_DIR,
   StaticManifest,
-  flagValue,
   manifestFileName,
   manifestFromMirrorPod,
-  versionFromImage,
   withPortSharing,
 } from './manifest.js'
 import {
@@ -558,7 +558,7 @@ export class PivotRunner {
   /** The port the component's instance on a node serves its health on (the apiserver: its secure port). */
   private apiserverPort(plan: ComponentPlan): string {
     const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
-    return flagValue(container as never, 'secure-port') ?? '6443'
+    return flagValue(containerArgv(container), 'secure-port') ?? '6443'
   }
 
   /**

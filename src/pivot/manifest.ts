@@ -1,8 +1,7 @@
 import {createHash} from 'node:crypto'
 
-import type {V1Container, V1Pod} from '@kubernetes/client-node'
+import type {V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml, stringify as stringifyYaml} from 'yaml'
-import semver from 'semver'
 
 import {PIVOTED_COMPONENTS, PivotedComponent} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
@@ -14,9 +13,6 @@ export interface StaticManifest {
   /** The file's bytes (as UTF-8 text): hashed and, on revert, written back unchanged. */
   bytes: string
 }
-
-export const MANIFESTS_DIR = '/etc/kubernetes/manifests'
-export const BACKUP_ROOT = '/etc/kubernetes/selfhost/backup'
 
 /** kubeadm names each file after its component. */
 export const manifestFileName = (component: PivotedComponent): string => `${component}.yaml`
@@ -46,33 +42,6 @@ export function parseStaticPod(bytes: string, where: string): V1Pod {
 export function componentOfPod(pod: V1Pod): PivotedComponent | undefined {
   const candidates = [pod.metadata?.labels?.component, pod.spec?.containers?.[0]?.name, pod.metadata?.name]
   return PIVOTED_COMPONENTS.find((c) => candidates.includes(c))
-}
-
-/** Every flag of a container, wherever kubeadm or a person put it (command or args). */
-export function containerFlags(container: V1Container): string[] {
-  return [...(container.command ?? []), ...(container.args ?? [])].filter((a) => a.startsWith('--'))
-}
-
-/** The value of `--name=value` (or a bare `--name`, which means "true"). */
-export function flagValue(container: V1Container, name: string): string | undefined {
-  for (const flag of containerFlags(container)) {
-    if (flag === `--${name}`) return 'true'
-    if (flag.startsWith(`--${name}=`)) return flag.slice(name.length + 3)
-  }
-
-  return undefined
-}
-
-/** v1.16.2 from `registry.k8s.io/kube-apiserver:v1.16.2` (also tags like v1.25.2-eks-1, digests ignored). */
-export function versionFromImage(image: string | undefined): string | undefined {
-  if (!image) return undefined
-  const withoutDigest = image.split('@')[0]
-  const slash = withoutDigest.lastIndexOf('/')
-  const colon = withoutDigest.lastIndexOf(':')
-  if (colon <= slash) return undefined
-  const tag = withoutDigest.slice(colon + 1)
-  const parsed = semver.coerce(tag)
-  return /^v?\d+\.\d+\.\d+/.test(tag) && parsed ? `v${parsed.version}` : undefined
 }
 
 /**

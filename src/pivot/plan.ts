@@ -3,10 +3,13 @@ import {isDeepStrictEqual} from 'node:util'
 import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1LifecycleHandler, V1PodSpec, V1Probe, V1Toleration} from '@kubernetes/client-node'
 import semver from 'semver'
 
+import {containerArgv, flagValue, versionFromImage} from '../controlplane/container.js'
 import {
+  BACKUP_ROOT,
   CONTROL_PLANE_ROLE_LABELS,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
+  MANIFESTS_DIR,
   OUTSIDE_ROLLOUTS_ANNOTATION,
   PIVOTED_COMPONENTS,
   PivotedComponent,
@@ -19,7 +22,7 @@ import {CliError} from '../errors.js'
 import {supportsDaemonSetSurge} from '../upgrade/versions.js'
 import {DEFAULT_TIMINGS} from '../checkpoint/checkpoint.js'
 import {CHECKPOINTER_FILE, CHECKPOINT_DIR} from '../checkpoint/scripts.js'
-import {BACKUP_ROOT, MANIFESTS_DIR, StaticManifest, flagValue, parseStaticPod, sha256, versionFromImage} from './manifest.js'
+import {StaticManifest, parseStaticPod, sha256} from './manifest.js'
 
 export const MIN_SUPPORTED_VERSION = '1.14.0'
 /** kube-apiserver, -controller-manager and -scheduler accept --permit-port-sharing (SO_REUSEPORT) from here. */
@@ -166,7 +169,7 @@ function advertisedIP(manifests: StaticManifest[], node: string): string | undef
   const apiserver = manifests.find((m) => m.node === node && m.component === 'kube-apiserver')
   if (!apiserver) return undefined
   const pod = parseStaticPod(apiserver.bytes, `kube-apiserver manifest of node ${node}`)
-  const flag = flagValue(pod.spec!.containers[0], 'advertise-address')
+  const flag = flagValue(containerArgv(pod.spec!.containers[0]), 'advertise-address')
   if (flag) return flag
   const endpoint = pod.metadata?.annotations?.[ADVERTISE_ENDPOINT_ANNOTATION]
   return endpoint ? endpoint.replace(/:\d+$/, '').replace(/^\[|\]$/g, '') : undefined
@@ -335,12 +338,12 @@ function upsertFlag(container: Container, name: string, value: string): 'added' 
 function servesInsecurePort(component: PivotedComponent, container: Container, version: string): boolean {
   if (component === 'kube-apiserver') {
     if (atLeast(version, '1.20.0')) return false
-    const port = flagValue(container, 'insecure-port')
+    const port = flagValue(containerArgv(container), 'insecure-port')
     return port === undefined || port !== '0'
   }
 
   if (atLeast(version, '1.23.0')) return false
-  const port = flagValue(container, 'port')
+  const port = flagValue(containerArgv(container), 'port')
   return port === undefined || port !== '0'
 }
 

@@ -2,7 +2,8 @@ import semver from 'semver'
 
 import {PIVOTED_COMPONENTS, type PivotedComponent} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
-import {parseStaticPod, versionFromImage} from './manifest.js'
+import {versionFromImage} from '../controlplane/container.js'
+import {parseStaticPod} from './manifest.js'
 import {type NodeFiles, activeBackup} from './node-scripts.js'
 import {type ExistingWorkload, PORT_SHARING_VERSION} from './plan.js'
 
@@ -69,6 +70,6 @@ export function imageVersion(bytes: string, component: PivotedComponent): string
 
 function portSharingVersion(bytes: string, component: PivotedComponent): boolean {
   const version = imageVersion(bytes, component)
-  return version !== undefined && semver.gte(version, PORT_SHARING_VERSION)
+  return version !== undefined && semver.gte(semver.coerce(version)!, PORT_SHARING_VERSION)
 }
 

@@ -2,12 +2,12 @@ import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 
 import {CliError, ExitCode} from '../errors.js'
 import {type DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
-import {leaderFromAnnotation, leaderFromLease} from '../controlplane/leader.js'
+import {readLeader} from '../controlplane/leader.js'
 import {type ComponentState, type Instance, type LeaderRecord, type PivotedComponent, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import type {KubeClient} from '../kube/client.js'
 import {isConflict} from '../kube/errors.js'
 import {type RolloutStatus, TimeoutError, pollUntil, waitForRollout} from '../kube/wait.js'
-import {type ScalePlan, matchHolderToWorkload, planScale, plural} from './plan.js'
+import {type ScalePlan, planScale, plural, workloadHolder, workloadPods} from './plan.js'
 
 /** Where scale records the count it changed, so a person can see (and restore) what was there. */
 export const PREVIOUS_REPLICAS_ANNOTATION = 'selfhost.kubectl.io/previous-replicas'
@@ -82,20 +82,8 @@ async function readWorkload(api: ScaleApi, state: ComponentState): Promise<V1Dep
   return daemonSet ? api.getDaemonSet(daemonSet.namespace, daemonSet.name) : undefined
 }
 
-/** Reads the component's leader from the lock its flags name: a Lease, else the legacy Endpoints annotation. */
-async function readLeader(api: ScaleApi, plan: ScalePlan, fallback: LeaderRecord | undefined, now: Date): Promise<LeaderRecord | undefined> {
-  const lease = await api.getLease(plan.leaderElection.lease.namespace, plan.leaderElection.lease.name)
-  if (lease) return leaderFromLease(lease, now)
-  const endpoints = (await api.listEndpoints(plan.leaderElection.lease.namespace)).items.find((e) => e.metadata?.name === plan.leaderElection.lease.name)
-  return endpoints ? leaderFromAnnotation(endpoints, 'Endpoints', now) : fallback
-}
-
-function workloadPods(state: ComponentState): Instance[] {
-  return state.instances.filter((i) => i.source === 'workload')
-}
-
 function leadershipOf(leader: LeaderRecord | undefined, pods: Instance[]): Leadership {
-  const holder = matchHolderToWorkload(leader, pods)
+  const holder = workloadHolder(leader, pods)
   const leaderPod = holder.pod
   const leaderNode = pods.find((p) => p.pod === leaderPod)?.node
   return {
@@ -121,7 +109,7 @@ async function watchRenewal(api: ScaleApi, plan: ScalePlan, first: LeaderRecord 
   try {
     const advanced = await pollUntil(
       async () => {
-        const current = await readLeader(api, plan, undefined, new Date(now()))
+        const current = await readLeader(api, plan.leaderElection.lease, new Date(now()))
         const moved = Boolean(current?.renewTime && (!first?.renewTime || Date.parse(current.renewTime) > Date.parse(first.renewTime)))
         return {done: moved, value: current, progress: `lease ${lease} renewed at ${current?.renewTime ?? 'never'} by ${current?.holder ?? 'nobody'}`}
       },
@@ -165,7 +153,8 @@ async function observe(api: ScaleApi, opts: ScaleOptions, plan: ScalePlan): Prom
   const plane = await discoverControlPlane(api, {now: new Date((opts.now ?? Date.now)())})
   const state = requireComponent(plane.components, opts.component)
   const pods = workloadPods(state)
-  const leader = await readLeader(api, plan, state.leader, new Date((opts.now ?? Date.now)()))
+  // No Lease or Endpoints of that name: discovery may have found the leader in a ConfigMap lock.
+  const leader = (await readLeader(api, plan.leaderElection.lease, new Date((opts.now ?? Date.now)()))) ?? state.leader
   return {leadership: leadershipOf(leader, pods), leader}
 }
 
@@ -185,7 +174,7 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
   const {lease} = plan.leaderElection
   // Discovery reads the default lock; flags may name another one, which is the one that counts.
   if (lease.namespace !== SYSTEM_NAMESPACE || lease.name !== opts.component) {
-    plan = planScale(request, {state: {...state, leader: await readLeader(api, plan, undefined, now)}, workload, nodes: nodes.items, now})
+    plan = planScale(request, {state: {...state, leader: await readLeader(api, lease, now)}, workload, nodes: nodes.items, now})
   }
   opts.onPlan?.(plan, opts.dryRun)
   if (opts.dryRun) return {plan, dryRun: true, patched: false, caveats: []}

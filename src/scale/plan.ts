@@ -9,7 +9,8 @@ import {
   SYSTEM_NAMESPACE,
   selfHostedName,
 } from '../controlplane/model.js'
-import {matchLeaderToPod} from '../controlplane/leader.js'
+import {boolFlag, containerArgv, flagValue} from '../controlplane/container.js'
+import {holderElsewhere, matchHolder} from '../controlplane/leader.js'
 import {placementOf} from './placement.js'
 
 /**
@@ -64,36 +65,6 @@ export interface LeaderElectionSettings {
   configFile?: string
 }
 
-/** Go's strconv.ParseBool, which pflag uses for boolean flags. */
-function parseGoBool(value: string): boolean | undefined {
-  if (['1', 't', 'T', 'true', 'TRUE', 'True'].includes(value)) return true
-  if (['0', 'f', 'F', 'false', 'FALSE', 'False'].includes(value)) return false
-  return undefined
-}
-
-/** The last value of `--name=value` or `--name value` (pflag: the last occurrence wins). */
-function lastFlagValue(argv: string[], name: string): string | undefined {
-  let value: string | undefined
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg.startsWith(`--${name}=`)) value = arg.slice(name.length + 3)
-    else if (arg === `--${name}` && i + 1 < argv.length && !argv[i + 1].startsWith('-')) value = argv[i + 1]
-  }
-
-  return value
-}
-
-/** A pflag boolean: a bare --name means true, --name=<bool> sets it, the last occurrence wins. */
-export function boolFlag(argv: string[], name: string, fallback: boolean): boolean {
-  let value = fallback
-  for (const arg of argv) {
-    if (arg === `--${name}`) value = true
-    else if (arg.startsWith(`--${name}=`)) value = parseGoBool(arg.slice(name.length + 3)) ?? value
-  }
-
-  return value
-}
-
 /** Reads leader election from a component's command line (command + args of its container). */
 export function leaderElectionFromArgs(component: ScalableComponent, argv: string[]): LeaderElectionSettings {
   // On by default in both components; `--leader-elect false` is not how pflag reads booleans.
@@ -101,10 +72,10 @@ export function leaderElectionFromArgs(component: ScalableComponent, argv: strin
   return {
     enabled,
     lease: {
-      namespace: lastFlagValue(argv, 'leader-elect-resource-namespace') ?? SYSTEM_NAMESPACE,
-      name: lastFlagValue(argv, 'leader-elect-resource-name') ?? component,
+      namespace: flagValue(argv, 'leader-elect-resource-namespace') ?? SYSTEM_NAMESPACE,
+      name: flagValue(argv, 'leader-elect-resource-name') ?? component,
     },
-    configFile: lastFlagValue(argv, 'config') || undefined,
+    configFile: flagValue(argv, 'config') || undefined,
   }
 }
 
@@ -114,7 +85,7 @@ export function componentArgv(component: PivotedComponent, spec: V1PodSpec): str
     spec.containers.find((c) => c.name === component) ??
     spec.containers.find((c) => [...(c.command ?? []), ...(c.args ?? [])].some((a) => a.endsWith(component))) ??
     spec.containers[0]
-  return [...(container?.command ?? []), ...(container?.args ?? [])]
+  return container ? containerArgv(container) : []
 }
 
 export interface ScaleRequest {
@@ -213,7 +184,8 @@ function explainDaemonSet(component: PivotedComponent, daemonSet: V1DaemonSet | 
   )
 }
 
-function workloadPods(state: ComponentState): Instance[] {
+/** The instances that are pods of the component's workload (not static pods). */
+export function workloadPods(state: ComponentState): Instance[] {
   return state.instances.filter((i) => i.source === 'workload')
 }
 
@@ -265,37 +237,11 @@ export function predictRemovals(instances: Instance[], count: number, now: Date)
   return {certain}
 }
 
-export interface HolderMatch {
-  /** The workload's pod that holds the lock. */
-  pod?: string
-  /** Why the holder is none of the workload's pods, in one line. */
-  elsewhere?: string
-}
-
-/** Pod start times have whole seconds; allow for that before calling a holder older than a pod. */
-const START_TIME_PRECISION_MS = 1000
-
-/**
- * Which of the workload's pods holds the lock. The holder is a hostname, and hostNetwork pods
- * share their node's: a static pod or any other process on that node looks the same. A
- * process that acquired the lock before the pod started cannot be that pod (each process
- * has its own identity, and taking the lock over sets acquireTime), so such a match is
- * refused rather than reported.
- */
-export function matchHolderToWorkload(leader: LeaderRecord | undefined, pods: Instance[]): HolderMatch {
+/** The workload's pod holding the lock, or why none does, by the one attribution rule of leader.ts. */
+export function workloadHolder(leader: LeaderRecord | undefined, pods: Instance[]): {pod?: string; elsewhere?: string} {
   if (!leader) return {}
-  const matched = matchLeaderToPod(leader, pods)
-  const pod = pods.find((p) => p.pod === matched.pod)
-  if (!pod) return {elsewhere: `the lease holder ${leader.holder} matches no pod of this workload (a static pod still running, or another process leads)`}
-  const acquired = leader.acquireTime ? Date.parse(leader.acquireTime) : Number.NaN
-  const started = pod.startedAt ? Date.parse(pod.startedAt) : Number.NaN
-  if (acquired + START_TIME_PRECISION_MS < started) {
-    return {
-      elsewhere: `the lease holder ${leader.holder} runs on ${pod.node} but took the lease at ${leader.acquireTime}, before pod ${pod.pod} started (${pod.startedAt}): another process on that node leads`,
-    }
-  }
-
-  return {pod: pod.pod}
+  const match = matchHolder(leader, pods)
+  return {pod: match.holder?.pod, elsewhere: holderElsewhere(leader, match, 'pod of this workload')}
 }
 
 function describeEffect(
@@ -303,7 +249,7 @@ function describeEffect(
   from: number,
   to: number,
   leader: LeaderRecord | undefined,
-  holder: HolderMatch,
+  holder: {pod?: string; elsewhere?: string},
   removals: RemovalPrediction,
 ): string {
   const leaderPod = holder.pod
@@ -386,7 +332,7 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
   if (to > 1) notes.push(`extra replicas add standbys, not throughput: only the lease holder does ${component} work, the others wait to take over`)
 
   const pods = workloadPods(state)
-  const holder = matchHolderToWorkload(state.leader, pods)
+  const holder = workloadHolder(state.leader, pods)
   const leaderPod = holder.pod
   const removals = predictRemovals(pods, to < from ? pods.length - to : 0, inputs.now)
   if (removals.certain.length > 0 || removals.tied) {

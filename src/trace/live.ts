@@ -10,8 +10,9 @@ import {NodeTaskApi, NodeTaskOptions, runNodeTask} from '../node/runner.js'
 import {compareNodes} from './compare.js'
 import {Cidr, parseCidr} from './ip.js'
 import {RuleSections, SECTION_MARK, detectMode, ruleSetFor, splitSections} from './load.js'
-import type {Finding, MultiNodeTrace, ProxyMode, ServiceInfo, ServicePortInfo, SliceEndpoint, TraceResult} from './model.js'
+import type {Finding, MultiNodeTrace, ProxyMode, ServiceInfo, SliceEndpoint, TraceResult} from './model.js'
 import {closeMatches} from './suggest.js'
+import {selectPorts} from './target.js'
 import {RuleSet, traceService} from './trace.js'
 
 export type TraceApi = NodeTaskApi &
@@ -263,17 +264,6 @@ export function sliceEndpoints(slices: V1EndpointSlice[], pods: V1Pod[]): SliceE
   }
 
   return out
-}
-
-export function selectPorts(service: ServiceInfo, wanted?: string): ServicePortInfo[] {
-  if (wanted === undefined) return service.ports
-  const ports = service.ports.filter((p) => p.name === wanted || String(p.port) === wanted)
-  if (ports.length === 0) {
-    const known = service.ports.map((p) => (p.name ? `${p.name} (${p.port})` : String(p.port))).join(', ')
-    throw new CliError(`svc/${service.name} has no port "${wanted}"; its ports: ${known || 'none'}`)
-  }
-
-  return ports
 }
 
 /** kube-proxy's mode and pod network from its ConfigMap ("" means iptables on Linux). */

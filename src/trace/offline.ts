@@ -4,9 +4,8 @@ import {CliError} from '../errors.js'
 import {detectMode, ruleSetFor, splitSections} from './load.js'
 import type {ProxyMode, TraceResult} from './model.js'
 import {closeMatches} from './suggest.js'
-import type {TraceTarget} from './target.js'
+import {type TraceTarget, selectPorts} from './target.js'
 import {servicesAtAddress, traceService} from './trace.js'
-import {selectPorts} from './live.js'
 
 export interface OfflineOptions {
   mode?: ProxyMode

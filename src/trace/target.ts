@@ -2,6 +2,7 @@ import {isIPv6} from 'node:net'
 
 import {CliError} from '../errors.js'
 import {isIPv4} from './ip.js'
+import type {ServiceInfo, ServicePortInfo} from './model.js'
 
 export type TraceTarget = {kind: 'service'; namespace?: string; name: string} | {kind: 'address'; ip: string; port?: number}
 
@@ -62,3 +63,15 @@ export function parseTraceTarget(text: string): TraceTarget {
 }
 
 const shorten = (text: string) => (text.length > 70 ? `${text.slice(0, 67)}...` : text)
+
+/** The ports of a Service to trace: all of them, or those --port names (by name or number). */
+export function selectPorts(service: ServiceInfo, wanted?: string): ServicePortInfo[] {
+  if (wanted === undefined) return service.ports
+  const ports = service.ports.filter((p) => p.name === wanted || String(p.port) === wanted)
+  if (ports.length === 0) {
+    const known = service.ports.map((p) => (p.name ? `${p.name} (${p.port})` : String(p.port))).join(', ')
+    throw new CliError(`svc/${service.name} has no port "${wanted}"; its ports: ${known || 'none'}`)
+  }
+
+  return ports
+}

@@ -6,8 +6,8 @@ import type {V1DaemonSet, V1Deployment, V1Pod} from '@kubernetes/client-node'
 import {stringify as toYaml} from 'yaml'
 
 import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
-import {leaderFromAnnotation, leaderFromLease, matchLeaderToPod} from '../controlplane/leader.js'
-import {Instance, LeaderRecord, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
+import {holderElsewhere, matchHolder, readLeader, timestampText} from '../controlplane/leader.js'
+import {Instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
@@ -142,6 +142,7 @@ function instancesOf(pods: V1Pod[], container: string): Instance[] {
         ready: isReady(p),
         restarts: 0,
         image,
+        startedAt: timestampText(p.status?.startTime),
       }
     })
 }
@@ -368,40 +369,30 @@ async function healthGates(
     let firstRenewTime: string | undefined
     const leader = await pollUntil(
       async () => {
-        const record = await readLeader(api, p.component, new Date((opts.now ?? Date.now)()))
+        const record = await readLeader(api, {namespace: SYSTEM_NAMESPACE, name: p.component}, new Date((opts.now ?? Date.now)()))
         if (!record) return {done: true, value: undefined, progress: 'no leader record'}
         firstRenewTime ??= record.renewTime ?? ''
         const renewed = record.renewTime !== undefined && record.renewTime !== firstRenewTime
         const pods = await api.listPods(p.workload.namespace, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${p.workload.name}`})
-        const instances = instancesOf(pods.items, p.container)
-        const matched = matchLeaderToPod(record, instances)
-        const holderPod = instances.find((i) => i.pod === matched.pod)
+        const match = matchHolder(record, instancesOf(pods.items, p.container))
+        const holderPod = match.holder
         const onNewPod = holderPod !== undefined && holderPod.image === imageNow(p, expected)
-        // A holder that is none of the pods (hostname differs from the node name) can only be judged by renewal.
+        // A holder that is none of the pods (another process, or a hostname that is no node name) can only be judged by renewal.
         const done = renewed && (onNewPod || holderPod === undefined)
         return {
           done,
-          value: {record: matched, holderPod},
+          value: {record, holderPod, elsewhere: holderElsewhere(record, match, 'pod of the workload')},
           progress: `leader ${record.holder}${holderPod ? ` (${holderPod.pod}, ${holderPod.image})` : ' (none of the pods)'}, ${renewed ? 'renewed' : 'not renewed yet'}`,
         }
       },
       {...wait, what: `${p.component}'s leader lease to be renewed by a pod running ${imageNow(p, expected)}`, onProgress: (line) => opts.onProgress(`  gate: ${line}`)},
     )
     if (!leader) warnings.push(`${p.component}: no leader record (Lease or Endpoints) to check; leader election may be off`)
-    else if (!leader.holderPod) warnings.push(`${p.component}: leader ${leader.record.holder} renewed its lease but is none of the pods, so its version could not be checked`)
+    else if (leader.elsewhere) warnings.push(`${p.component}: ${leader.elsewhere}; it renewed the lease, but its version could not be checked`)
   }
 }
 
 const imageNow = (p: ComponentPlan, expected: VersionExpectation) => (expected.kind === 'target' ? p.imageAfter : p.imageBefore)
-
-/** The leader from the Lease (1.14+, the only lock from 1.20), else the legacy Endpoints annotation. */
-async function readLeader(api: UpgradeApi, component: UpgradeComponent, now: Date): Promise<LeaderRecord | undefined> {
-  const lease = await api.getLease(SYSTEM_NAMESPACE, component)
-  const fromLease = lease ? leaderFromLease(lease, now) : undefined
-  if (fromLease) return fromLease
-  const endpoints = (await api.listEndpoints(SYSTEM_NAMESPACE)).items.find((e) => e.metadata?.name === component)
-  return endpoints ? leaderFromAnnotation(endpoints, 'Endpoints', now) : undefined
-}
 
 /** The exit code a result means: 0 done, 3 rolled back (cluster as before), 1 rollback failed. */
 export function exitCodeOf(result: UpgradeResult): number {

@@ -2,7 +2,7 @@ import type {V1Container, V1DaemonSet, V1Deployment} from '@kubernetes/client-no
 import semver, {SemVer} from 'semver'
 
 import {ComponentState, ControlPlane} from '../controlplane/model.js'
-import {flagValue} from '../pivot/manifest.js'
+import {boolFlag, containerArgv, splitImage} from '../controlplane/container.js'
 import {CheckResult, UPGRADE_ORDER, UpgradeComponent, checkSkew, refusalLine} from './skew.js'
 import {
   LEGACY_REGISTRY,
@@ -91,22 +91,6 @@ function advisory(id: string, violations: string[]): CheckResult {
   return {id, severity: 'warning', passed, message: passed ? 'ok' : violations.join('; '), overridden: false, blocking: false}
 }
 
-/** Splits an image into what comes before its name (the registry and path), name, tag and digest. */
-export function splitImage(image: string): {prefix: string; name: string; tag?: string; digest?: string} {
-  const [withoutDigest, digest] = image.split('@')
-  const slash = withoutDigest.lastIndexOf('/')
-  const colon = withoutDigest.indexOf(':', slash + 1)
-  const repository = colon < 0 ? withoutDigest : withoutDigest.slice(0, colon)
-  const tag = colon < 0 ? undefined : withoutDigest.slice(colon + 1)
-  const nameStart = repository.lastIndexOf('/')
-  return {
-    prefix: nameStart < 0 ? '' : repository.slice(0, nameStart),
-    name: repository.slice(nameStart + 1),
-    tag,
-    digest,
-  }
-}
-
 /**
  * The same image at the target version: the registry and path stay (k8s.gcr.io stays
  * k8s.gcr.io) unless a new registry is given; a digest goes, since it pins the old image.
@@ -181,7 +165,7 @@ function strategyFor(
   }
 
   const server = parseReportedVersion(plane.serverVersion) ?? from
-  const sharing = container !== undefined && flagValue(container, 'permit-port-sharing') === 'true'
+  const sharing = container !== undefined && boolFlag(containerArgv(container), 'permit-port-sharing', false)
   const lacks: string[] = []
   if (!from || !supportsPortSharing(from) || !supportsPortSharing(target)) lacks.push('--permit-port-sharing needs 1.19 on both the old and the new apiserver')
   else if (!sharing) lacks.push('the running apiserver was started without --permit-port-sharing, so a second one cannot bind its port')

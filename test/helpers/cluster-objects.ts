@@ -252,6 +252,12 @@ export interface LeaderOptions {
   transitions?: number
 }
 
+/**
+ * When the holder took the lock: after its pod started (pods start an hour ago here), as a
+ * process in that pod must have; the attribution rule refuses a holder older than the pod.
+ */
+const ACQUIRED_AGO = 1800
+
 const holderIdentity = (node: string) => `${node}_${shortHash(node).slice(0, 8)}-7a1e-4c1f-9a51-2b1e0c3d4e5f`
 
 /** The Lease client-go's leaselock writes (coordination.k8s.io/v1). */
@@ -263,7 +269,7 @@ export function lease(component: string, opts: LeaderOptions): V1Lease {
     spec: {
       holderIdentity: holderIdentity(opts.holderNode),
       leaseDurationSeconds: opts.leaseDurationSeconds ?? 15,
-      acquireTime: ago(7200) as never,
+      acquireTime: ago(ACQUIRED_AGO) as never,
       renewTime: ago(opts.renewedAgo ?? 2).replace('Z', '000Z') as never,
       leaseTransitions: opts.transitions ?? 1,
     },
@@ -282,7 +288,7 @@ export function leaderEndpoints(component: string, opts: LeaderOptions): V1Endpo
         'control-plane.alpha.kubernetes.io/leader': JSON.stringify({
           holderIdentity: holderIdentity(opts.holderNode),
           leaseDurationSeconds: opts.leaseDurationSeconds ?? 15,
-          acquireTime: ago(7200).replace(/\.\d+Z$/, 'Z'),
+          acquireTime: ago(ACQUIRED_AGO).replace(/\.\d+Z$/, 'Z'),
           renewTime: ago(opts.renewedAgo ?? 2).replace(/\.\d+Z$/, 'Z'),
           leaderTransitions: opts.transitions ?? 1,
         }),

@@ -3,7 +3,8 @@ import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {readManifestDir} from '../../../src/pivot/from-dir.js'
-import {StaticManifest, flagValue, parseStaticPod} from '../../../src/pivot/manifest.js'
+import {containerArgv, flagValue} from '../../../src/controlplane/container.js'
+import {StaticManifest, parseStaticPod} from '../../../src/pivot/manifest.js'
 import {PlanNodeInfo} from '../../../src/pivot/plan.js'
 import {sharedFixturesDir} from '../../helpers/ci.js'
 
@@ -24,7 +25,7 @@ export const fixtureSets = [
 /** The IP kubeadm rendered into a node's manifests (its advertise address). */
 export function renderedIP(manifests: StaticManifest[]): string {
   const apiserver = manifests.find((m) => m.component === 'kube-apiserver')!
-  return flagValue(parseStaticPod(apiserver.bytes, 'fixture').spec!.containers[0], 'advertise-address')!
+  return flagValue(containerArgv(parseStaticPod(apiserver.bytes, 'fixture').spec!.containers[0]), 'advertise-address')!
 }
 
 /** kubeadm renders every node's files alike but for its own IP: derive the other nodes the same way. */

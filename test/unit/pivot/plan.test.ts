@@ -8,7 +8,8 @@ import semver from 'semver'
 import {PIVOTED_COMPONENTS, SOURCE_MANIFEST_HASH_ANNOTATION} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {readManifestDir} from '../../../src/pivot/from-dir.js'
-import {manifestFromMirrorPod, parseStaticPod, sha256, versionFromImage, withPortSharing} from '../../../src/pivot/manifest.js'
+import {versionFromImage} from '../../../src/controlplane/container.js'
+import {manifestFromMirrorPod, parseStaticPod, sha256, withPortSharing} from '../../../src/pivot/manifest.js'
 import {PivotPlan, SOURCE_MANIFESTS_ANNOTATION, planPivot} from '../../../src/pivot/plan.js'
 import {NODES, fixtureSets, liveNodes, ownFixtures, threeNodes, versionDirs} from './fixture-sets.js'
 
@@ -255,13 +256,6 @@ describe('manifest helpers', () => {
     assert.equal(shared.replace('    - --permit-port-sharing=true\n', ''), bytes)
     assert.ok(shared.includes('    - kube-apiserver\n    - --permit-port-sharing=true\n'))
     assert.equal(withPortSharing(shared, 'kube-apiserver'), shared)
-  })
-
-  it('reads versions from image tags', () => {
-    assert.equal(versionFromImage('registry.k8s.io/kube-apiserver:v1.29.4'), 'v1.29.4')
-    assert.equal(versionFromImage('localhost:5000/kube-apiserver:v1.25.2-eks-1'), 'v1.25.2')
-    assert.equal(versionFromImage('localhost:5000/kube-apiserver'), undefined)
-    assert.equal(versionFromImage('k8s.gcr.io/kube-apiserver:latest'), undefined)
   })
 
   it('reads one node\'s directory or one subdirectory per node, skipping etcd', () => {
