@@ -493,7 +493,10 @@ function missingLeaders(plane: ControlPlane): boolean {
  * Lease is missing, ConfigMaps once only if still no leader is known.
  */
 export async function discoverControlPlane(api: DiscoveryApi, opts: {now?: Date} = {}): Promise<ControlPlane> {
-  // The lists do not depend on the version: send them while /version is on its way.
+  // All requests share one connection and are answered in the order sent: /version goes first,
+  // so the health requests that depend on it join the queue while the lists are still being
+  // answered, instead of waiting behind them for a round trip of their own.
+  const versionAnswer = api.version()
   const lists = Promise.all([
     api.listPods(SYSTEM_NAMESPACE),
     api.listNodes(),
@@ -503,7 +506,7 @@ export async function discoverControlPlane(api: DiscoveryApi, opts: {now?: Date}
   ])
   // Keep a failing list from becoming an unhandled rejection while /version is awaited.
   lists.catch(() => undefined)
-  const version = await api.version()
+  const version = await versionAnswer
   const minor = minorVersion(version.gitVersion)
   const legacyServer = minor !== undefined && minor < 16
   const health = legacyServer

@@ -30,6 +30,7 @@ interface ExecCredentialStatus {
  */
 export class Authenticator {
   private exec?: {status: ExecCredentialStatus; expiresAt: number}
+  private execRun?: Promise<ExecCredentialStatus>
   private tokenFile?: {token: string; readAt: number}
   private oidc?: Promise<string>
 
@@ -91,7 +92,11 @@ export class Authenticator {
 
   private async execCredential(exec: ExecConfig): Promise<ExecCredentialStatus> {
     if (this.exec && this.exec.expiresAt > Date.now()) return this.exec.status
-    const status = await runExecPlugin(exec, this.access, this.stdinIsTerminal)
+    // Requests sent at once (status sends its first ones together) wait for one run of the plugin.
+    this.execRun ??= runExecPlugin(exec, this.access, this.stdinIsTerminal).finally(() => {
+      this.execRun = undefined
+    })
+    const status = await this.execRun
     const expiresAt = status.expirationTimestamp ? Date.parse(status.expirationTimestamp) : Number.POSITIVE_INFINITY
     this.exec = {status, expiresAt: Number.isNaN(expiresAt) ? Number.POSITIVE_INFINITY : expiresAt}
     return status

@@ -1,8 +1,10 @@
 import {spawnSync} from 'node:child_process'
-import {existsSync, mkdtempSync, readFileSync, rmSync} from 'node:fs'
-import {tmpdir} from 'node:os'
+import {existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {loadavg, tmpdir} from 'node:os'
 import {join} from 'node:path'
 import {performance} from 'node:perf_hooks'
+
+import {repoRoot} from '../helpers/build.js'
 
 /**
  * A benchmark run by `npm run bench` (test/bench/run.ts imports every test/bench/*.bench.ts
@@ -27,11 +29,27 @@ export interface Case {
   expectExit?: number[]
 }
 
-export const median = (values: number[]): number => {
+/** The value below which a fraction q of the values lie (linear between neighbours); q 0.5 is the median. */
+export function quantile(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b)
-  const mid = Math.floor(sorted.length / 2)
-  return sorted.length % 2 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2
+  const at = (sorted.length - 1) * q
+  const below = Math.floor(at)
+  return below + 1 < sorted.length ? sorted[below] + (sorted[below + 1] - sorted[below]) * (at - below) : sorted[below]
 }
+
+export const median = (values: number[]): number => quantile(values, 0.5)
+
+/**
+ * Rounds for a benchmark: its default, or SELFHOST_BENCH_ROUNDS (more rounds, steadier medians
+ * on a busy machine).
+ */
+export function rounds(fallback: number): number {
+  const wanted = Number(process.env.SELFHOST_BENCH_ROUNDS)
+  return Number.isInteger(wanted) && wanted > 0 ? wanted : fallback
+}
+
+/** The machine's 1-minute load average, printed beside the figures: they mean little without it. */
+export const loadAverage = (): string => loadavg()[0].toFixed(1)
 
 export interface Sample {
   ms: number
@@ -86,10 +104,26 @@ export function medians(samples: Sample[]): Sample {
   return {ms: median(samples.map((s) => s.ms)), maxRssMb: median(samples.map((s) => s.maxRssMb)), cpuMs: median(samples.map((s) => s.cpuMs))}
 }
 
-/** A figure against its baseline, with a verdict when it has a target ratio. */
-export function compare(label: string, width: number, measured: Sample, base: Sample, targets: {ms?: number; memory?: number} = {}): {line: string; met: boolean} {
-  const ms = measured.ms / base.ms
-  const memory = measured.maxRssMb / base.maxRssMb
+/**
+ * The ratio of a case to its baseline, round by round: each round runs both within about a second,
+ * so a burst of load from elsewhere hits both and mostly cancels out, where the ratio of two
+ * medians can pair a quiet run of one with a loaded run of the other. Median and interquartile
+ * range of those per-round ratios.
+ */
+export function pairedRatio(measured: Sample[], base: Sample[], value: (s: Sample) => number = (s) => s.ms): {median: number; low: number; high: number} {
+  const ratios = measured.map((s, i) => value(s) / value(base[i]))
+  return {median: median(ratios), low: quantile(ratios, 0.25), high: quantile(ratios, 0.75)}
+}
+
+/**
+ * A figure against its baseline, with a verdict when it has a target ratio. The verdict is on the
+ * median of the per-round ratios (pairedRatio), printed with their interquartile range.
+ */
+export function compare(label: string, width: number, measured: Sample[], base: Sample[], targets: {ms?: number; memory?: number} = {}): {line: string; met: boolean} {
+  const m = medians(measured)
+  const b = medians(base)
+  const ms = pairedRatio(measured, base)
+  const memory = m.maxRssMb / b.maxRssMb
   let met = true
   const verdict = (ratio: number, target: number | undefined) => {
     if (target === undefined) return ''
@@ -97,15 +131,45 @@ export function compare(label: string, width: number, measured: Sample, base: Sa
     return ` (<= ${target}x ${ratio <= target ? 'met' : 'MISSED'})`
   }
 
-  const time = `${measured.ms.toFixed(0).padStart(5)} ms ${ms.toFixed(2)}x${verdict(ms, targets.ms)}`
-  const rss = Number.isNaN(memory) ? '' : `  ${measured.maxRssMb.toFixed(0).padStart(4)} MB ${memory.toFixed(2)}x${verdict(memory, targets.memory)}`
-  const cpu = Number.isNaN(measured.cpuMs) ? '' : `  cpu ${measured.cpuMs.toFixed(0)} ms ${(measured.cpuMs / base.cpuMs).toFixed(2)}x`
+  const time = `${m.ms.toFixed(0).padStart(5)} ms ${ms.median.toFixed(2)}x [${ms.low.toFixed(2)}-${ms.high.toFixed(2)}]${verdict(ms.median, targets.ms)}`
+  const rss = Number.isNaN(memory) ? '' : `  ${m.maxRssMb.toFixed(0).padStart(4)} MB ${memory.toFixed(2)}x${verdict(memory, targets.memory)}`
+  const cpu = Number.isNaN(m.cpuMs) ? '' : `  cpu ${m.cpuMs.toFixed(0)} ms ${pairedRatio(measured, base, (s) => s.cpuMs).median.toFixed(2)}x`
   return {line: `${label.padEnd(width)}  ${time}${rss}${cpu}`, met}
 }
 
-/** A baseline's own figure line. */
-export function baseline(label: string, width: number, sample: Sample): string {
-  const rss = Number.isNaN(sample.maxRssMb) ? '' : `  ${sample.maxRssMb.toFixed(0).padStart(4)} MB  (baseline)`
+/** A baseline's own figure line: median wall time, and the spread (interquartile range) of its runs. */
+export function baseline(label: string, width: number, samples: Sample[]): string {
+  const sample = medians(samples)
+  const ms = samples.map((s) => s.ms)
+  const rss = Number.isNaN(sample.maxRssMb) ? '' : `  ${sample.maxRssMb.toFixed(0).padStart(4)} MB`
   const cpu = Number.isNaN(sample.cpuMs) ? '' : `  cpu ${sample.cpuMs.toFixed(0)} ms`
-  return `${label.padEnd(width)}  ${sample.ms.toFixed(0).padStart(5)} ms  (baseline)${rss}${cpu}`
+  return `${label.padEnd(width)}  ${sample.ms.toFixed(0).padStart(5)} ms (baseline; runs ${quantile(ms, 0.25).toFixed(0)}-${quantile(ms, 0.75).toFixed(0)} ms)${rss}${cpu}`
+}
+
+/** How to read compare()'s lines; printed once under each table. */
+export const LEGEND = 'ms: median wall time; Nx [a-b]: median and interquartile range of the per-round ratios to the baseline (the verdict is on the median); MB: median peak RSS and its ratio; cpu: median user+system time and its per-round ratio'
+
+const SEA_ARCH = {x64: 'amd64', arm64: 'arm64'}[process.arch as string]
+/** Where `npm run package` leaves this machine's single executable. */
+export const SINGLE_EXECUTABLE = join(repoRoot, 'release', `linux-${SEA_ARCH}`, 'kubectl-selfhost')
+let packaged: Promise<string | undefined> | undefined
+
+/**
+ * The single executable (`npm run package`, what krew installs) of the build `npm run bench`
+ * has just made, packaged once per bench run (about a minute) for every benchmark that times
+ * it; undefined when packaging fails (its output went to stderr).
+ */
+export function singleExecutable(): Promise<string | undefined> {
+  packaged ??= new Promise((resolve) => {
+    // Packaging also rewrites the committed krew manifest (new sha256s): a benchmark leaves the checkout as it was.
+    const krew = join(repoRoot, 'manifests', 'krew', 'selfhost.yaml')
+    const committed = existsSync(krew) ? readFileSync(krew) : undefined
+    try {
+      const result = spawnSync(process.execPath, [join(repoRoot, 'bin', 'package.mjs')], {cwd: repoRoot, stdio: ['ignore', 'ignore', 'inherit']})
+      resolve(result.status === 0 && existsSync(SINGLE_EXECUTABLE) ? SINGLE_EXECUTABLE : undefined)
+    } finally {
+      if (committed) writeFileSync(krew, committed)
+    }
+  })
+  return packaged
 }
