@@ -252,6 +252,16 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
     // A crashed checkpointer: the kubelet restarts it, and it comes back Ready with nothing to do.
     const checkpointerPid = (await node.exec(['sh', '-c', 'for p in $(pgrep -x sh); do grep -qa APISERVER_PORT= /proc/$p/environ 2>/dev/null && echo $p; done; true'])).stdout.trim().split('\n')[0]
     assert.ok(checkpointerPid, 'the checkpointer process runs on the node')
+    // What it costs, watching: CPU of the loop and the tools it runs (children waited for), and its memory.
+    const cpuTicks = async () => {
+      const fields = (await node.readFile(`/proc/${checkpointerPid}/stat`)).split(') ')[1].split(' ')
+      return [11, 12, 13, 14].reduce((sum, i) => sum + Number(fields[i]), 0)
+    }
+    const ticksBefore = await cpuTicks()
+    await new Promise((r) => setTimeout(r, 20_000))
+    const cpuShare = (await cpuTicks()) - ticksBefore
+    const rss = /VmRSS:\s+(\d+) kB/.exec(await node.readFile(`/proc/${checkpointerPid}/status`))?.[1]
+    note(`the checkpointer watching: ${cpuShare} CPU ticks (1/100 s) in 20 s, ${(cpuShare / 20).toFixed(1)}% of a CPU; its shell's RSS ${rss} kB`)
     await node.exec(['kill', '-9', checkpointerPid])
     await eventually('the kubelet to restart the checkpointer', 120_000, async () => {
       const pod = (await systemPods()).find((p) => p.metadata.labels?.['selfhost.kubectl.io/role'] === 'checkpointer')
