@@ -1,3 +1,4 @@
+import {spawn} from 'node:child_process'
 import {existsSync, mkdtempSync, symlinkSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -23,4 +24,19 @@ export function distrolessPath(without: string[] = []): string {
   }
 
   return dir
+}
+
+/**
+ * Runs a script as a node task would in the kube-proxy image: dash and its few tools only.
+ * onStart gets a function that sends the script SIGTERM (a pod's deletion).
+ */
+export function runWithImageTools(script: string, env: Record<string, string>, onStart?: (kill: () => void) => void, tools = distrolessPath()): Promise<{code: number; out: string}> {
+  return new Promise((resolve) => {
+    const child = spawn(join(tools, 'sh'), ['-c', script], {env: {PATH: tools, ...env}})
+    let out = ''
+    child.stdout.on('data', (c) => (out += c))
+    child.stderr.on('data', (c) => (out += c))
+    child.on('close', (code) => resolve({code: code ?? -1, out}))
+    onStart?.(() => child.kill('SIGTERM'))
+  })
 }

@@ -11,7 +11,7 @@ import {parse as parseYaml} from 'yaml'
 import {type RenderedCheckpoint, renderCheckpoint, renderCheckpointer, versionNumber} from '../../../src/checkpoint/checkpoint.js'
 import {CHECKPOINTER_SCRIPT, CHECKPOINT_END, REMOVE_CHECKPOINTS_SCRIPT, WRITE_CHECKPOINTS_SCRIPT} from '../../../src/checkpoint/scripts.js'
 import {planPivot} from '../../../src/pivot/plan.js'
-import {distrolessPath} from '../../helpers/distroless-tools.js'
+import {distrolessPath, runWithImageTools} from '../../helpers/distroless-tools.js'
 import {clusterOf, fixtureSets, liveNodes} from '../pivot/fixture-sets.js'
 
 const CLUSTER = '6b0c4a0e-2f1d-4c1a-9d59-0c3f2d1e8a11'
@@ -38,15 +38,7 @@ function startCheckpointer(env: Record<string, string>): Run {
   }
 }
 
-function sh(script: string, env: Record<string, string>): Promise<{code: number; out: string}> {
-  return new Promise((resolve) => {
-    const child = spawn(join(toolsOnly, 'sh'), ['-c', script], {env: {PATH: toolsOnly, ...env}})
-    let out = ''
-    child.stdout.on('data', (c) => (out += c))
-    child.stderr.on('data', (c) => (out += c))
-    child.on('close', (code) => resolve({code: code ?? -1, out}))
-  })
-}
+const sh = (script: string, env: Record<string, string>) => runWithImageTools(script, env, undefined, toolsOnly)
 
 async function until(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
   const end = Date.now() + timeoutMs

@@ -1,5 +1,4 @@
 import assert from 'node:assert/strict'
-import {spawn} from 'node:child_process'
 import {existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -19,7 +18,7 @@ import {
   nodeDirs,
   parseNodeState,
 } from '../../../src/pivot/node-scripts.js'
-import {distrolessPath} from '../../helpers/distroless-tools.js'
+import {distrolessPath, runWithImageTools} from '../../helpers/distroless-tools.js'
 
 const MANIFEST = 'apiVersion: v1\nkind: Pod\n# kept byte for byte, including this comment and no final newline'
 const STAMP = '20260101T000000Z'
@@ -36,16 +35,7 @@ function nodeRoot(): string {
 const toolsOnly = distrolessPath()
 
 /** Runs a script as a node task would in the kube-proxy image: dash and its few tools only. */
-function sh(script: string, env: Record<string, string>, onStart?: (kill: () => void) => void): Promise<{code: number; out: string}> {
-  return new Promise((resolve) => {
-    const child = spawn(join(toolsOnly, 'sh'), ['-c', script], {env: {PATH: toolsOnly, ...env}})
-    let out = ''
-    child.stdout.on('data', (c) => (out += c))
-    child.stderr.on('data', (c) => (out += c))
-    child.on('close', (code) => resolve({code: code ?? -1, out}))
-    onStart?.(() => child.kill('SIGTERM'))
-  })
-}
+const sh = (script: string, env: Record<string, string>, onStart?: (kill: () => void) => void) => runWithImageTools(script, env, onStart, toolsOnly)
 
 describe('pivot node scripts (dash with only the kube-proxy image tools, on a directory standing in for the node)', function () {
   this.timeout(30_000)
