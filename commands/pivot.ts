@@ -2,7 +2,7 @@ import {Flags} from '@oclif/core'
 
 import {CliError} from '../src/errors.js'
 import {parseDuration} from '../src/duration.js'
-import {isMachineFormat} from '../src/render/output.js'
+import {isMachineFormat, renderData} from '../src/render/output.js'
 import {SelfhostCommand, clusterFlags, outputFlag} from './_base.js'
 
 export default class Pivot extends SelfhostCommand {
@@ -59,7 +59,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     const {renderObjectsYaml, renderPivotPlan} = await import('../src/render/pivot.js')
     const print = (plan: import('../src/pivot/plan.js').PivotPlan, alreadyDone: string[]) => {
       if (format === 'yaml') this.log(renderObjectsYaml(plan.objects))
-      else if (format === 'json') this.log(JSON.stringify({apiVersion: 'v1', kind: 'List', items: plan.objects}, null, 2))
+      else if (format === 'json') this.log(renderData({apiVersion: 'v1', kind: 'List', items: plan.objects}, 'json'))
       else this.log(renderPivotPlan(plan, alreadyDone, true))
     }
 

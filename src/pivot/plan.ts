@@ -317,10 +317,13 @@ function firstDifference(a: unknown, b: unknown, path = ''): string | undefined 
   return `${path || '(root)'} (${JSON.stringify(a)} vs ${JSON.stringify(b)})`
 }
 
+/** Sets a flag where it takes effect: its last occurrence (pflag), or appended where kubeadm keeps flags. */
 function upsertFlag(container: Container, name: string, value: string): 'added' | 'changed' | 'kept' {
-  for (const list of [container.command, container.args]) {
+  // args come after command on the command line: search them first, each from its end.
+  for (const list of [container.args, container.command]) {
     if (!list) continue
-    const index = list.findIndex((a) => a === `--${name}` || a.startsWith(`--${name}=`))
+    let index = -1
+    for (let i = list.length - 1; i >= 0 && index < 0; i--) if (list[i] === `--${name}` || list[i].startsWith(`--${name}=`)) index = i
     if (index >= 0) {
       if (list[index] === `--${name}=${value}` || (value === 'true' && list[index] === `--${name}`)) return 'kept'
       list[index] = `--${name}=${value}`

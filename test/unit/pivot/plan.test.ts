@@ -230,6 +230,12 @@ describe('planPivot decisions and refusals', () => {
     const sched = planPivot({manifests: off}).components.find((c) => c.component === 'kube-scheduler')!
     assert.ok(argv(container(sched.objects[0] as V1Deployment)).includes('--leader-elect=true'))
     assert.ok(sched.changes.some((c) => c.startsWith('--leader-elect=false changed to true')))
+    // Given twice, the last occurrence is the one the component takes (pflag): that one is set.
+    const twice = withFlag.map((m) => ({...m, bytes: m.bytes.replace('    - --leader-elect=true\n', '    - --leader-elect=true\n    - --leader-elect=false\n')}))
+    const twiceSched = planPivot({manifests: twice}).components.find((c) => c.component === 'kube-scheduler')!
+    const flags = argv(container(twiceSched.objects[0] as V1Deployment)).filter((a) => a.startsWith('--leader-elect'))
+    assert.deepEqual(flags, ['--leader-elect=true', '--leader-elect=true'])
+    assert.ok(twiceSched.changes.some((c) => c.startsWith('--leader-elect=false changed to true')))
   })
 
   it('hands a leader-elected component off on its leader\'s node last', () => {
