@@ -1,34 +1,11 @@
 import {Flags} from '@oclif/core'
 
 import {parseDuration} from '../src/duration.js'
-import type {KubeClient} from '../src/kube/client.js'
 import {CliError} from '../src/errors.js'
 import {isMachineFormat, renderData} from '../src/render/output.js'
 import {parseComponents} from '../src/upgrade/skew.js'
 import {parseTargetVersion} from '../src/upgrade/versions.js'
 import {SelfhostCommand, clusterFlags, outputFlag} from './_base.js'
-
-/**
- * Rewrites every control-plane node's checkpoints after a component passed its gates, when the
- * cluster has checkpointers (asked then, not before: a dry run or a failed upgrade never asks).
- */
-function checkpointRefresher(client: KubeClient, log: (line: string) => void): (component: string) => Promise<string | undefined> {
-  return async () => {
-    const {CHECKPOINTER_SELECTOR, hasCheckpointer, writeCheckpoints} = await import('../src/checkpoint/install.js')
-    if (!hasCheckpointer((await client.listPods('kube-system', {labelSelector: CHECKPOINTER_SELECTOR})).items)) return undefined
-    const {runNodeTask} = await import('../src/node/runner.js')
-    const {nodeTaskImage} = await import('../src/node/image.js')
-    const {CONTROL_PLANE_ROLE_LABELS} = await import('../src/controlplane/model.js')
-    const nodes = (await client.listNodes()).items.filter((n) => CONTROL_PLANE_ROLE_LABELS.some((l) => l in (n.metadata?.labels ?? {})))
-    const ips = Object.fromEntries(nodes.map((n) => [n.metadata!.name!, n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address]))
-    const written = await writeCheckpoints(
-      {api: client, image: await nodeTaskImage(client), log, runTask: (task) => runNodeTask(client, task, {onWarning: (m) => log(`warning: ${m}`)})},
-      Object.keys(ips).sort(),
-      ips,
-    )
-    return `checkpoints refreshed on ${written.map((w) => w.node).join(', ')}`
-  }
-}
 
 export default class Upgrade extends SelfhostCommand {
   static summary = 'Upgrade the self-hosted control plane: skew-checked, in order, health-gated, rolled back on failure'
@@ -68,6 +45,7 @@ Exit codes: 0 upgraded (or nothing to do), 3 a component was rolled back and is 
     const client = await this.connect(flags)
     const {exitCodeOf, runUpgrade} = await import('../src/upgrade/execute.js')
     const {renderUpgradePlan, renderUpgradeResult} = await import('../src/render/upgrade.js')
+    const {checkpointRefresher} = await import('../src/checkpoint/install.js')
     const dryRun = flags['dry-run'] || flags.plan
     // Ctrl-C stops waiting and rolls the component under way back; a second one kills.
     const {plan, result} = await this.withInterrupt((signal) => this.withProgress((progress) => runUpgrade(client, {

@@ -92,8 +92,6 @@ export interface RenderedCheckpoint {
  * nothing that needs the API to start. A scheduler or controller-manager copy that cannot share
  * its port does not serve at all, so it never keeps its self-hosted pod from binding.
  */
-export {CHECKPOINTER_ROLE, CHECKPOINTER_ROLE_LABEL, CHECKPOINTS_ANNOTATION, CHECKPOINT_OF_LABEL} from './status.js'
-
 export function renderCheckpoint(input: CheckpointInput): RenderedCheckpoint {
   const {component, node} = input
   const spec = structuredClone(input.template.spec)

@@ -1,16 +1,12 @@
 import type {V1Pod} from '@kubernetes/client-node'
 
-import {PIVOTED_COMPONENTS, type PivotedComponent, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE, isMirrorPod, selfHostedName} from '../controlplane/model.js'
+import {PIVOTED_COMPONENTS, type PivotedComponent, SYSTEM_NAMESPACE, isControlPlaneNode, isMirrorPod, selfHostedComponentOf} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {pollUntil} from '../kube/wait.js'
 import type {NodeTask, NodeTaskResult} from '../node/runner.js'
 import {
-  CHECKPOINTER_ROLE,
-  CHECKPOINTER_ROLE_LABEL,
-  CHECKPOINTS_ANNOTATION,
-  CHECKPOINT_OF_LABEL,
   type CheckpointTimings,
   type RenderedCheckpoint,
   renderCheckpoint,
@@ -18,6 +14,7 @@ import {
   versionNumber,
 } from './checkpoint.js'
 import {CHECKPOINT_DIR, REMOVE_CHECKPOINTS_SCRIPT, WRITE_CHECKPOINTS_SCRIPT} from './scripts.js'
+import {CHECKPOINTER_ROLE, CHECKPOINTER_ROLE_LABEL, CHECKPOINTS_ANNOTATION, CHECKPOINT_OF_LABEL, isCheckpointerPod} from './status.js'
 
 export type CheckpointApi = Pick<KubeClient, 'raw' | 'listPods' | 'version'>
 
@@ -45,8 +42,6 @@ export async function clusterId(api: Pick<KubeClient, 'raw'>): Promise<string> {
   return uid
 }
 
-const componentOf = (pod: V1Pod): PivotedComponent | undefined => PIVOTED_COMPONENTS.find((c) => pod.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))
-
 async function runOk(deps: CheckpointDeps, node: string, purpose: string, script: string, env: Record<string, string>, hostDirs?: string[]): Promise<string> {
   const result = await deps.runTask({
     node,
@@ -72,8 +67,7 @@ function wait(deps: CheckpointDeps, what: string, check: () => Promise<boolean>)
   })
 }
 
-const checkpointerOn = (pods: V1Pod[], node: string) =>
-  pods.find((p) => p.spec?.nodeName === node && isMirrorPod(p) && p.metadata?.labels?.[CHECKPOINTER_ROLE_LABEL] === CHECKPOINTER_ROLE)
+const checkpointerOn = (pods: V1Pod[], node: string) => pods.find((p) => p.spec?.nodeName === node && isCheckpointerPod(p))
 
 export interface CheckpointWrite {
   node: string
@@ -88,12 +82,12 @@ export interface CheckpointWrite {
 export async function writeCheckpoints(deps: CheckpointDeps, nodes: string[], nodeIPs: Record<string, string | undefined>): Promise<CheckpointWrite[]> {
   const cluster = await clusterId(deps.api)
   const floor = versionNumber((await deps.api.version()).gitVersion)
-  const pods = (await deps.api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => !p.metadata?.deletionTimestamp && !isMirrorPod(p) && componentOf(p) && isReady(p))
+  const pods = (await deps.api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => !p.metadata?.deletionTimestamp && !isMirrorPod(p) && selfHostedComponentOf(p) && isReady(p))
   const now = (deps.now ?? (() => new Date()))()
   const written: CheckpointWrite[] = []
   for (const node of nodes) {
     const here = PIVOTED_COMPONENTS.flatMap((component) => {
-      const pod = pods.find((p) => p.spec?.nodeName === node && componentOf(p) === component)
+      const pod = pods.find((p) => p.spec?.nodeName === node && selfHostedComponentOf(p) === component)
       return pod ? [{component, pod}] : []
     })
     if (!here.some((h) => h.component === 'kube-apiserver')) throw new CliError(`no self-hosted kube-apiserver runs Ready on ${node}: nothing to checkpoint there`)
@@ -126,7 +120,28 @@ export const CHECKPOINTER_SELECTOR = `${CHECKPOINTER_ROLE_LABEL}=${CHECKPOINTER_
 
 /** True when any control-plane node has a checkpointer (then upgrades refresh its checkpoints). */
 export function hasCheckpointer(pods: V1Pod[]): boolean {
-  return pods.some((p) => isMirrorPod(p) && p.metadata?.labels?.[CHECKPOINTER_ROLE_LABEL] === CHECKPOINTER_ROLE)
+  return pods.some(isCheckpointerPod)
+}
+
+/**
+ * Wires writeCheckpoints to a real cluster for `upgrade`: after a component passed its gates it
+ * rewrites every control-plane node's checkpoints, when the cluster has checkpointers (asked
+ * then, not before: a dry run or a failed upgrade never asks).
+ */
+export function checkpointRefresher(client: KubeClient, log: (line: string) => void): () => Promise<string | undefined> {
+  return async () => {
+    if (!hasCheckpointer((await client.listPods(SYSTEM_NAMESPACE, {labelSelector: CHECKPOINTER_SELECTOR})).items)) return undefined
+    const {runNodeTask} = await import('../node/runner.js')
+    const {nodeTaskImage} = await import('../node/image.js')
+    const nodes = (await client.listNodes()).items.filter(isControlPlaneNode)
+    const ips = Object.fromEntries(nodes.map((n) => [n.metadata!.name!, n.status?.addresses?.find((a) => a.type === 'InternalIP')?.address]))
+    const written = await writeCheckpoints(
+      {api: client, image: await nodeTaskImage(client), log, runTask: (task) => runNodeTask(client, task, {onWarning: (m) => log(`warning: ${m}`)})},
+      Object.keys(ips).sort(),
+      ips,
+    )
+    return `checkpoints refreshed on ${written.map((w) => w.node).join(', ')}`
+  }
 }
 
 /** Removes the checkpointer, any copy it started, and the checkpoints, on each node; waits for its pod to go. */
@@ -137,7 +152,7 @@ export async function removeCheckpoints(deps: CheckpointDeps, nodes: string[]): 
   }
 
   await wait(deps, 'the checkpointers to stop', async () => !hasCheckpointer((await deps.api.listPods(SYSTEM_NAMESPACE, {labelSelector: CHECKPOINTER_SELECTOR})).items))
-  // A copy the checkpointer started just before it stopped is gone by now: say so if not.
+  // A copy the checkpointer started just before it stopped: the task again removes it.
   const left = servingFromCheckpoint((await deps.api.listPods(SYSTEM_NAMESPACE)).items)
   if (left.length > 0) {
     for (const node of nodes) await runOk(deps, node, 'checkpoint-remove', REMOVE_CHECKPOINTS_SCRIPT, {})

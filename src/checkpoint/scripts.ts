@@ -26,8 +26,6 @@ export const CHECKPOINT_DIR = '/etc/kubernetes/selfhost/checkpoint'
 export const CHECKPOINT_RUN_DIR = '/run/kubectl-selfhost'
 /** The checkpointer's own static manifest, in the kubelet's manifest directory. */
 export const CHECKPOINTER_FILE = 'selfhost-checkpointer.yaml'
-/** The file a started checkpoint gets in the manifest directory. */
-export const activeCheckpointFile = (component: string): string => `selfhost-checkpoint-${component}.yaml`
 /** The last line of every checkpoint: a file without it was cut short and is never started. */
 export const CHECKPOINT_END = '# kubectl-selfhost checkpoint end'
 /** Where the checkpointer keeps what it would not start, read by its readiness probe. */

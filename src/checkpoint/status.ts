@@ -1,6 +1,8 @@
 import type {V1Pod} from '@kubernetes/client-node'
 
-import {type NodeCheckpoint, PIVOTED_COMPONENTS, type PivotedComponent, SYSTEM_NAMESPACE, isMirrorPod} from '../controlplane/model.js'
+import {versionFromImage} from '../controlplane/container.js'
+import {type NodeCheckpoint, PIVOTED_COMPONENTS, type PivotedComponent, SYSTEM_NAMESPACE, isMirrorPod, selfHostedComponentOf} from '../controlplane/model.js'
+import {isReady} from '../kube/objects.js'
 
 /** How checkpoints show in the API (kept apart from the rendering so `status` loads no YAML writer). */
 
@@ -16,23 +18,39 @@ export const CHECKPOINT_OF_LABEL = 'selfhost.kubectl.io/checkpoint-of'
 export const CHECKPOINTER_NAME = 'selfhost-checkpointer'
 export const checkpointPodName = (component: PivotedComponent): string => `${component}-checkpoint`
 
-const podReady = (pod: V1Pod) => pod.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
+/** The checkpointer's mirror pod (what the API shows of its static pod). */
+export const isCheckpointerPod = (pod: V1Pod): boolean => isMirrorPod(pod) && pod.metadata?.labels?.[CHECKPOINTER_ROLE_LABEL] === CHECKPOINTER_ROLE
+
+export type RunningVersions = Record<string, Partial<Record<PivotedComponent, string>>>
+
+/** The version each node's self-hosted control-plane pods run (pods of pivot's workloads, not on their way out). */
+export function selfHostedVersions(pods: V1Pod[]): RunningVersions {
+  const running: RunningVersions = {}
+  for (const pod of pods) {
+    if (isMirrorPod(pod) || pod.metadata?.deletionTimestamp || !pod.spec?.nodeName) continue
+    const component = selfHostedComponentOf(pod)
+    const version = versionFromImage(pod.spec.containers?.[0]?.image)
+    if (component && version) (running[pod.spec.nodeName] ??= {})[component] = version
+  }
+
+  return running
+}
 
 /**
  * What each control-plane node holds, from the pods the API shows (no node access): the
  * checkpointer's mirror pod carries what it guards; its readiness says whether it found a
  * problem; a checkpoint copy's mirror pod means the node runs from it now. `running` gives the
- * self-hosted version of each component on each node, to tell a current checkpoint from a stale one.
+ * self-hosted version of each component on each node (selfHostedVersions), to tell a current checkpoint from a stale one.
  */
 export function nodeCheckpoints(
   pods: V1Pod[],
   controlPlaneNodes: string[],
-  running: Record<string, Partial<Record<PivotedComponent, string>>>,
+  running: RunningVersions,
   now: Date,
 ): NodeCheckpoint[] {
   return controlPlaneNodes.map((node) => {
     const mine = pods.filter((p) => p.spec?.nodeName === node && isMirrorPod(p))
-    const checkpointer = mine.find((p) => p.metadata?.labels?.[CHECKPOINTER_ROLE_LABEL] === CHECKPOINTER_ROLE)
+    const checkpointer = mine.find(isCheckpointerPod)
     const serving = PIVOTED_COMPONENTS.filter((c) => mine.some((p) => p.metadata?.labels?.[CHECKPOINT_OF_LABEL] === c))
     let guarded: Record<string, {version?: string; written?: string}> = {}
     try {
@@ -47,7 +65,7 @@ export function nodeCheckpoints(
       const runs = running[node]?.[component]
       return [{component, version: entry.version, written: entry.written, ageSeconds: Math.max(0, Math.round((now.getTime() - Date.parse(entry.written)) / 1000)), current: runs === undefined || runs === entry.version}]
     })
-    const state: NodeCheckpoint['checkpointer'] = checkpointer ? (podReady(checkpointer) ? 'ready' : 'not-ready') : 'absent'
+    const state: NodeCheckpoint['checkpointer'] = checkpointer ? (isReady(checkpointer) ? 'ready' : 'not-ready') : 'absent'
     const apiserver = checkpoints.find((c) => c.component === 'kube-apiserver')
     const stale = checkpoints.filter((c) => !c.current).map((c) => `${c.component} checkpoint is ${c.version}, the node runs ${running[node]?.[c.component]}`)
     const gap =

@@ -12,7 +12,7 @@ import semver from 'semver'
 
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
-import {nodeCheckpoints} from '../checkpoint/status.js'
+import {nodeCheckpoints, selfHostedVersions} from '../checkpoint/status.js'
 import {versionFromImage} from './container.js'
 import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder, timestampText} from './leader.js'
 import {
@@ -34,8 +34,6 @@ import {
   MASTER_ROLE_LABEL,
   NodeCheckpoint,
   NodeSummary,
-  PIVOTED_COMPONENTS,
-  PivotedComponent,
   SELF_HOSTED_APP_LABEL,
   SYSTEM_NAMESPACE,
   Workload,
@@ -447,13 +445,7 @@ export function buildControlPlane(inputs: DiscoveryInputs, now: Date): ControlPl
   kubeApiserver.problems.push(...apiserverProblems(apiserver))
   kubeApiserver.healthy = kubeApiserver.problems.length === 0
   const selfHosted = kubeApiserver.mode === 'self-hosted' || kubeApiserver.mode === 'mixed'
-  const running: Record<string, Partial<Record<PivotedComponent, string>>> = {}
-  for (const c of components) {
-    if (!(PIVOTED_COMPONENTS as readonly string[]).includes(c.name)) continue
-    for (const i of c.instances) if (i.source === 'workload' && i.version) (running[i.node] ??= {})[c.name as PivotedComponent] = i.version
-  }
-
-  const checkpoints = selfHosted ? nodeCheckpoints(inputs.pods, nodes.filter((n) => n.controlPlane).map((n) => n.name), running, now) : []
+  const checkpoints = selfHosted ? nodeCheckpoints(inputs.pods, nodes.filter((n) => n.controlPlane).map((n) => n.name), selfHostedVersions(inputs.pods), now) : []
   for (const c of checkpoints) {
     if (c.serving.length > 0) kubeApiserver.warnings.push(`${c.node} runs ${c.serving.join(', ')} from its checkpoint: a recovery without the API; the self-hosted pods take over once the kubelet starts them`)
   }

@@ -30,11 +30,17 @@ export const BACKUP_ROOT = '/etc/kubernetes/selfhost/backup'
 export const CONTROL_PLANE_ROLE_LABEL = 'node-role.kubernetes.io/control-plane'
 export const MASTER_ROLE_LABEL = 'node-role.kubernetes.io/master'
 export const CONTROL_PLANE_ROLE_LABELS = [CONTROL_PLANE_ROLE_LABEL, MASTER_ROLE_LABEL] as const
+/** A node kubeadm made a control-plane node: it carries either role label. */
+export const isControlPlaneNode = (node: {metadata?: {labels?: Record<string, string>}}): boolean =>
+  CONTROL_PLANE_ROLE_LABELS.some((l) => l in (node.metadata?.labels ?? {}))
 export const MANAGED_BY_LABEL = 'app.kubernetes.io/managed-by'
 export const MANAGED_BY_VALUE = 'kubectl-selfhost'
 /** kubeadm's own pivot used this label and the name `self-hosted-<component>`; so do we. */
 export const SELF_HOSTED_APP_LABEL = 'k8s-app'
 export const selfHostedName = (component: PivotedComponent): string => `self-hosted-${component}`
+/** The pivoted component a pod of pivot's workloads runs, by its `k8s-app` label. */
+export const selfHostedComponentOf = (pod: {metadata?: {labels?: Record<string, string>}}): PivotedComponent | undefined =>
+  PIVOTED_COMPONENTS.find((c) => pod.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))
 /** The sha256 of the static manifest a self-hosted workload was generated from. */
 export const SOURCE_MANIFEST_HASH_ANNOTATION = 'selfhost.kubectl.io/source-manifest-sha256'
 /**

@@ -5,7 +5,8 @@ import semver from 'semver'
 
 import {containerArgv, flagValue} from '../controlplane/container.js'
 import {
-  CONTROL_PLANE_ROLE_LABELS,
+  isControlPlaneNode,
+  selfHostedComponentOf,
   MANAGED_BY_LABEL,
   MANAGED_BY_VALUE,
   MANIFESTS_DIR,
@@ -22,8 +23,7 @@ import {isReady} from '../kube/objects.js'
 import {pollUntil} from '../kube/wait.js'
 import type {CheckpointTimings} from '../checkpoint/checkpoint.js'
 import {type CheckpointDeps, removeCheckpoints, servingFromCheckpoint, writeCheckpoints} from '../checkpoint/install.js'
-import {nodeCheckpoints} from '../checkpoint/status.js'
-import {versionFromImage} from '../controlplane/container.js'
+import {nodeCheckpoints, selfHostedVersions} from '../checkpoint/status.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../node/runner.js'
 import {
   StaticManifest,
@@ -173,7 +173,7 @@ export class PivotRunner {
   async readState(withFiles = true): Promise<PivotState> {
     const {api} = this.deps
     const all = (await api.listNodes()).items
-    const cp = all.filter((n) => CONTROL_PLANE_ROLE_LABELS.some((l) => l in (n.metadata?.labels ?? {})))
+    const cp = all.filter(isControlPlaneNode)
     if (cp.length === 0) throw new CliError('no control-plane nodes (labelled node-role.kubernetes.io/control-plane or /master) in this cluster')
     const names = cp.map((n) => n.metadata!.name!).sort()
     const pods = (await api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => names.includes(p.spec?.nodeName ?? '') && !p.metadata?.deletionTimestamp)
@@ -197,7 +197,7 @@ export class PivotRunner {
       ready: Object.fromEntries(cp.map((n) => [n.metadata!.name!, isReady(n)])),
       files,
       mirrorPods: pods.filter(isMirrorPod),
-      workloadPods: pods.filter((p) => !isMirrorPod(p) && PIVOTED_COMPONENTS.some((c) => p.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))),
+      workloadPods: pods.filter((p) => !isMirrorPod(p) && selfHostedComponentOf(p) !== undefined),
       existing,
     }
   }
@@ -372,6 +372,7 @@ export class PivotRunner {
 
     if (!this.opts.dryRun) await this.clearLeftovers()
     const state = await this.readState(!this.opts.fromMirrorPods)
+    const checkpoint = this.opts.checkpoint ?? true
     const leaders: Partial<Record<PivotedComponent, string>> = {}
     for (const component of ['kube-controller-manager', 'kube-scheduler'] as const) {
       const holder = (await this.deps.api.getLease(SYSTEM_NAMESPACE, component))?.spec?.holderIdentity?.split('_')[0]
@@ -387,7 +388,7 @@ export class PivotRunner {
       existingWorkloads: state.existing,
       leaders,
       handoffDeadlineSeconds: this.opts.handoffDeadlineSeconds,
-      checkpoint: this.opts.checkpoint ?? true,
+      checkpoint,
     })
     if (this.opts.forceBlindHandoff) {
       for (const c of plan.components) c.handoff = 'blind'
@@ -417,9 +418,9 @@ export class PivotRunner {
     }
 
     summary.push(`backups: ${[...new Set(stamps.values())].map((s) => `${BACKUP_DIR}/${s}/`).join(', ')} on every control-plane node`)
-    if ((this.opts.checkpoint ?? true) && (await this.checkpointsCurrent(plan.nodes))) {
+    if (checkpoint && (await this.checkpointsCurrent(plan.nodes))) {
       summary.push('checkpoints: already current on every control-plane node')
-    } else if (this.opts.checkpoint ?? true) {
+    } else if (checkpoint) {
       try {
         const written = await writeCheckpoints(this.checkpointDeps(), plan.nodes, Object.fromEntries(plan.nodes.map((n) => [n, plan.perNode[n]?.ip])))
         summary.push(`checkpoints: ${written.map((w) => `${w.node} (${w.checkpoints.map((c) => c.component.replace(/^kube-/, '')).join(', ')})`).join(', ')}, each with a checkpointer`)
@@ -656,13 +657,7 @@ export class PivotRunner {
   /** Whether every node's checkpointer already guards the versions its self-hosted pods run (a re-run changes nothing then). */
   private async checkpointsCurrent(nodes: string[]): Promise<boolean> {
     const pods = (await this.deps.api.listPods(SYSTEM_NAMESPACE)).items
-    const running: Record<string, Partial<Record<PivotedComponent, string>>> = {}
-    for (const pod of pods.filter((p) => !isMirrorPod(p) && isReady(p))) {
-      const component = PIVOTED_COMPONENTS.find((c) => pod.metadata?.labels?.[SELF_HOSTED_APP_LABEL] === selfHostedName(c))
-      const version = versionFromImage(pod.spec?.containers?.[0]?.image)
-      if (component && version && pod.spec?.nodeName) (running[pod.spec.nodeName] ??= {})[component] = version
-    }
-
+    const running = selfHostedVersions(pods)
     const covered = nodeCheckpoints(pods, nodes, running, this.now())
     return covered.every((c) => !c.gap && PIVOTED_COMPONENTS.every((component) => !running[c.node]?.[component] || c.checkpoints.some((k) => k.component === component)))
   }

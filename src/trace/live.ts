@@ -1,7 +1,7 @@
 import type {V1EndpointSlice, V1Node, V1Pod, V1Service} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
-import {SYSTEM_NAMESPACE} from '../controlplane/model.js'
+import {SYSTEM_NAMESPACE, isControlPlaneNode} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isNotFound} from '../kube/errors.js'
@@ -332,7 +332,6 @@ export function chooseNodes(nodes: V1Node[], endpoints: SliceEndpoint[], opts: {
   return [nodesByPreference(ready, endpoints)[0]]
 }
 
-const isControlPlane = (n: V1Node) => Object.keys(n.metadata?.labels ?? {}).some((l) => l === 'node-role.kubernetes.io/control-plane' || l === 'node-role.kubernetes.io/master')
 
 /**
  * Ready nodes, best first: the most ready endpoints hosted (the node whose local-traffic rules
@@ -343,7 +342,7 @@ const isControlPlane = (n: V1Node) => Object.keys(n.metadata?.labels ?? {}).some
 export function nodesByPreference(ready: V1Node[], endpoints: SliceEndpoint[]): V1Node[] {
   const hosted = (n: V1Node) => new Set(endpoints.filter((e) => e.ready && e.nodeName === n.metadata?.name).map((e) => e.ip)).size
   return ready
-    .map((node, index) => ({node, index, hosted: hosted(node), controlPlane: isControlPlane(node) ? 1 : 0}))
+    .map((node, index) => ({node, index, hosted: hosted(node), controlPlane: isControlPlaneNode(node) ? 1 : 0}))
     .sort((a, b) => b.hosted - a.hosted || a.controlPlane - b.controlPlane || a.index - b.index)
     .map((n) => n.node)
 }
