@@ -4,7 +4,8 @@ import {stringify as stringifyYaml} from 'yaml'
 
 import {MANAGED_BY_LABEL, MANAGED_BY_VALUE, type PivotedComponent, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
-import {boolFlag, containerArgv, flagValue, versionFromImage} from '../controlplane/container.js'
+import {boolFlag, containerArgv, securePort, versionFromImage} from '../controlplane/container.js'
+import {hexPort} from '../node/listeners.js'
 import {
   CHECKPOINTER_NAME,
   CHECKPOINTER_ROLE,
@@ -43,8 +44,6 @@ export const DEFAULT_TIMINGS: CheckpointTimings = {grace: 60, bootGrace: 10, set
  * and a sleep forked every second), 1.7 MiB for its shell (README, "Checkpoints").
  */
 export const CHECKPOINTER_RESOURCES = {requests: {cpu: '20m', memory: '8Mi'}, limits: {memory: '32Mi'}}
-
-const DEFAULT_SECURE_PORTS: Record<PivotedComponent, number> = {'kube-apiserver': 6443, 'kube-controller-manager': 10257, 'kube-scheduler': 10259}
 
 /** 1037002 for v1.37.2: a number dash can compare. */
 export function versionNumber(version: string): number {
@@ -120,7 +119,7 @@ export function renderCheckpoint(input: CheckpointInput): RenderedCheckpoint {
   }
 
   const sharing = boolFlag(containerArgv(main), 'permit-port-sharing', false)
-  let port = Number(flagValue(containerArgv(main), 'secure-port') ?? DEFAULT_SECURE_PORTS[component])
+  let port = securePort(component, main)
   if (component !== 'kube-apiserver' && !sharing) {
     // No SO_REUSEPORT before 1.19: the copy serves nothing, so the self-hosted pod can bind.
     setFlag(main, 'secure-port', '0')
@@ -165,8 +164,6 @@ export interface CheckpointerInput {
   writtenAt: Date
   timings?: CheckpointTimings
 }
-
-const hexPort = (port: number) => port.toString(16).toUpperCase().padStart(4, '0')
 
 /** The checkpointer's static pod manifest for one node; its annotation tells `status` what it guards. */
 export function renderCheckpointer(input: CheckpointerInput): string {

@@ -20,6 +20,8 @@
  * /tmp/problems, which the pod's readiness probe turns into NotReady for `status`.
  */
 
+import {LISTENERS_FN} from '../node/listeners.js'
+
 /** Where the checkpoints live on the node (written only by kubectl-selfhost's node tasks). */
 export const CHECKPOINT_DIR = '/etc/kubernetes/selfhost/checkpoint'
 /** A tmpfs directory (new each boot) where the checkpointer marks that it started since boot. */
@@ -42,10 +44,9 @@ k=\${K8S_DIR:-/host/etc/kubernetes}
 dir="$k/selfhost/checkpoint"
 man="$k/manifests"
 run=\${RUN_DIR:-${CHECKPOINT_RUN_DIR}}
-net=\${NET_FILES:-/proc/net/tcp /proc/net/tcp6}
+${LISTENERS_FN}
 say() { echo "checkpointer: $*"; }
 put() { t="\${1%/*}/.selfhost-checkpoint-tmp"; cat > "$t" && ln -f "$t" "$1"; rm -f "$t"; }
-listeners() { cat $net 2>/dev/null | grep -c "^ *[0-9]*: [0-9A-Fa-f]*:$1 [0-9A-Fa-f]*:0000 0A " || true; }
 active() { [ -f "$man/selfhost-checkpoint-$1.yaml" ]; }
 # Why the checkpoint of $1 must not start, or nothing.
 verdict() {

@@ -75,3 +75,10 @@ export function boolFlag(argv: string[], name: string, fallback: boolean): boole
 
   return value
 }
+
+const DEFAULT_SECURE_PORTS: Record<string, number> = {'kube-apiserver': 6443, 'kube-controller-manager': 10257, 'kube-scheduler': 10259}
+
+/** The port a control-plane component serves HTTPS on: its --secure-port, else its default. */
+export function securePort(component: string, container: Pick<V1Container, 'command' | 'args'>): number {
+  return Number(flagValue(containerArgv(container), 'secure-port') ?? DEFAULT_SECURE_PORTS[component])
+}

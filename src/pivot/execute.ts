@@ -3,7 +3,7 @@ import {randomBytes} from 'node:crypto'
 import type {V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
 import semver from 'semver'
 
-import {containerArgv, flagValue} from '../controlplane/container.js'
+import {securePort} from '../controlplane/container.js'
 import {
   isControlPlaneNode,
   selfHostedComponentOf,
@@ -24,6 +24,7 @@ import {pollUntil} from '../kube/wait.js'
 import type {CheckpointTimings} from '../checkpoint/checkpoint.js'
 import {type CheckpointDeps, removeCheckpoints, servingFromCheckpoint, writeCheckpoints} from '../checkpoint/install.js'
 import {nodeCheckpoints, selfHostedVersions} from '../checkpoint/status.js'
+import {hexPort} from '../node/listeners.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../node/runner.js'
 import {
   StaticManifest,
@@ -49,6 +50,7 @@ import {
 import {type RevertComponent, imageVersion, planRevert, portSharingIn} from './revert-plan.js'
 import {
   BLIND_HANDOFF_MIN_SECONDS,
+  HANDOFF_SETTLE_SECONDS,
   ComponentPlan,
   ExistingWorkload,
   PivotPlan,
@@ -82,6 +84,8 @@ export interface PivotOptions {
   timeoutMs?: number
   /** The apiserver hand-off: how long the node-side watchdog waits before restoring. */
   handoffDeadlineSeconds?: number
+  /** How long a second listener must be seen on the port before a port-sharing hand-off moves the static manifest (tests: 0, one check). */
+  handoffSettleSeconds?: number
   /** Floor of a blind hand-off's waits (default BLIND_HANDOFF_MIN_SECONDS: the kubelet's longest back-off). */
   blindHandoffMinSeconds?: number
   /** Hand off without port sharing even where the version has it (tests the path of clusters before 1.19). */
@@ -556,10 +560,10 @@ export class PivotRunner {
     return 'done'
   }
 
-  /** The port the component's instance on a node serves its health on (the apiserver: its secure port). */
-  private apiserverPort(plan: ComponentPlan): string {
+  /** The port the component's self-hosted instance serves HTTPS (and its health) on. */
+  private securePort(plan: ComponentPlan): number {
     const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
-    return flagValue(containerArgv(container), 'secure-port') ?? '6443'
+    return securePort(plan.component, container)
   }
 
   /**
@@ -572,7 +576,7 @@ export class PivotRunner {
     const pod = this.workloadPodOf(await this.podsOn(node), plan.component)
     if (!pod || !isReady(pod) || this.mirrorOf(await this.podsOn(node), plan.component)) return false
     if (plan.component !== 'kube-apiserver' || singleNode) return this.apiHealthy()
-    const path = `/api/v1/namespaces/${SYSTEM_NAMESPACE}/pods/https:${pod.metadata!.name}:${this.apiserverPort(plan)}/proxy/readyz`
+    const path = `/api/v1/namespaces/${SYSTEM_NAMESPACE}/pods/https:${pod.metadata!.name}:${this.securePort(plan)}/proxy/readyz`
     const res = await this.deps.api.raw('GET', path, {intent: {verb: 'get', resource: 'pods/proxy', namespace: SYSTEM_NAMESPACE}})
     return res.status === 200
   }
@@ -588,7 +592,9 @@ export class PivotRunner {
     const token = randomBytes(8).toString('hex')
     const requested = this.opts.handoffDeadlineSeconds ?? 180
     const deadline = component === 'kube-apiserver' ? (plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested) : COMPONENT_HANDOFF_SECONDS
-    const env = {COMPONENT: component, STAMP: stamp, DEADLINE: String(deadline), TOKEN: token}
+    const env: Record<string, string> = {COMPONENT: component, STAMP: stamp, DEADLINE: String(deadline), TOKEN: token}
+    // The old instance goes only once the new one listens beside it (node-side, in the watchdog).
+    if (plan.handoff === 'port-sharing') Object.assign(env, {PORT: hexPort(this.securePort(plan)), SETTLE: String(this.opts.handoffSettleSeconds ?? HANDOFF_SETTLE_SECONDS)})
     if (plan.handoff === 'blind') {
       // Its pod has crash-looped on the busy port, perhaps up to the kubelet's 5-minute back-off:
       // a fresh pod starts its back-off anew, so it binds soon after the static one stops.
@@ -632,7 +638,7 @@ export class PivotRunner {
     }
 
     if (!confirmed && !ended() && (await this.apiHealthy().catch(() => false))) {
-      this.deps.log(`[${component}] ${node}: the API serves, so the watchdog is stopped now and puts the static manifest back`)
+      this.deps.log(`[${component}] ${node}: the API serves, so the watchdog is stopped now (it puts the static manifest back if it took it away)`)
       stopWatchdog.abort()
     } else if (!confirmed && !ended()) {
       this.deps.log(`[${component}] ${node}: the watchdog puts the static manifest back at its deadline`)
@@ -640,6 +646,8 @@ export class PivotRunner {
 
     await watchdog
     if (stopWatchdog.signal.aborted) {
+      const said = verdict?.output.trim().split('\n').filter(Boolean).pop()
+      if (said) this.deps.log(`[${component}] ${node}: the watchdog's last word: ${said}`)
       await this.waitMirror(component, node, (p) => Boolean(p && isReady(p)), `the static ${component} on ${node} to be back and Ready`)
       return 'restored'
     }

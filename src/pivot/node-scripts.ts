@@ -1,5 +1,6 @@
 import {PIVOTED_COMPONENTS, PivotedComponent} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
+import {LISTENERS_FN} from '../node/listeners.js'
 
 /**
  * The shell run on control-plane nodes (through src/node's task pods, HOST_ROOT = the node's
@@ -83,16 +84,38 @@ fi
  * stops the static pod) and waits up to DEADLINE seconds for the CLI to confirm, by a second
  * task on this node, that the self-hosted instance serves on its own. Unconfirmed (the new
  * instance never served, or the CLI is gone), it puts the manifest back. Stopped early (the
- * CLI's Ctrl-C deletes the pod: SIGTERM first), it puts the manifest back too.
+ * CLI's Ctrl-C deletes the pod: SIGTERM first), it puts the manifest back too. With PORT (hex)
+ * and SETTLE set (port sharing), it first waits, within the same DEADLINE, until a second process
+ * has listened on that port for SETTLE seconds; it never moves the manifest otherwise.
  */
 export const HANDOFF_SCRIPT = `set -eu
 ${PATHS}
+${LISTENERS_FN}
 ok="$w/$COMPONENT.confirmed"
 rm -f "$ok"
 put_back() { ln -f "$held" "$m"; rm -f "$held"; echo "$1: put $m back"; }
 # The trap comes first: as a container's PID 1 this shell ignores a TERM it has no trap for, so
 # a deletion during the move would otherwise be lost.
 trap 'if [ -f "$held" ] && [ ! -f "$m" ]; then put_back "interrupted before the hand-off was confirmed"; fi; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
+# Five checks a second (no date command: time is counted in ticks), one count for the whole deadline.
+tick=0
+nap() { sleep 0.2 & wait $! || true; tick=$((tick + 1)); }
+# Port sharing: the new instance's pod can be Ready while only the static one listens (its probes
+# reach whichever process the kernel picks), so the static one goes only once a second process
+# has listened on the port for SETTLE seconds.
+if [ -n "\${PORT:-}" ] && [ -f "$m" ]; then
+  echo "waiting for a second process to listen on port $((0x$PORT)) beside the static $COMPONENT for \${SETTLE}s"
+  beside=0
+  while [ "$beside" -le $((SETTLE * 5)) ]; do
+    if [ "$tick" -ge $((DEADLINE * 5)) ]; then
+      echo "no second process listened on port $((0x$PORT)) beside the static $COMPONENT for \${SETTLE}s within \${DEADLINE}s: the static manifest stays"
+      exit ${HANDOFF_RESTORED_EXIT}
+    fi
+    if [ "$(listeners "$PORT")" -ge 2 ]; then beside=$((beside + 1)); else beside=0; fi
+    nap
+  done
+  echo "a second process listened on port $((0x$PORT)) beside the static $COMPONENT for \${SETTLE}s"
+fi
 if [ -f "$m" ]; then
   ln -f "$m" "$held"
   rm -f "$m"
@@ -103,8 +126,6 @@ else
   echo "no $m and nothing held: nothing to hand off"
   exit 2
 fi
-# Five checks a second (no date command: time is counted in ticks).
-tick=0
 while [ "$tick" -lt $((DEADLINE * 5)) ]; do
   if [ -f "$ok" ] && [ "$(cat "$ok")" = "$TOKEN" ]; then
     trap - TERM INT HUP
@@ -112,10 +133,7 @@ while [ "$tick" -lt $((DEADLINE * 5)) ]; do
     echo "hand-off confirmed after about $((tick / 5))s"
     exit 0
   fi
-  # Sleeps run in the background so a TERM is handled at once.
-  sleep 0.2 &
-  wait $! || true
-  tick=$((tick + 1))
+  nap
 done
 trap - TERM INT HUP
 put_back "not confirmed within \${DEADLINE}s"

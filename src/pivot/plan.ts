@@ -80,6 +80,9 @@ export interface PlanNode {
 
 export type HandoffMode = 'port-sharing' | 'blind'
 
+/** How long the new instance must have listened beside the static one (port sharing) before the static one goes. */
+export const HANDOFF_SETTLE_SECONDS = 5
+
 function handoffDeadlineSeconds(mode: HandoffMode, requested: number): number {
   return mode === 'blind' ? Math.max(requested, BLIND_HANDOFF_MIN_SECONDS) : requested
 }
@@ -847,7 +850,7 @@ function componentSteps(plan: ComponentPlan, deadline: number): PivotStep[] {
   for (const node of plan.nodeOrder) {
     steps.push(
       plan.handoff === 'port-sharing'
-        ? {component, node, action: 'wait-ready', description: `wait until the self-hosted pod on ${node} is Ready, serving next to the static one`}
+        ? {component, node, action: 'wait-ready', description: `wait until the self-hosted pod on ${node} is Ready and its process has listened next to the static one for ${HANDOFF_SETTLE_SECONDS}s (checked on the node: the pod's probes may be answered by the static one)`}
         : {component, node, action: 'wait-ready', description: `wait until the self-hosted pod is placed on ${node} (it cannot bind its port before the static one stops)`},
       {
         component,

@@ -169,7 +169,7 @@ async function recordPivotAndRevert(): Promise<{requests: RecordedRequest[]; nod
           log: () => undefined,
           sleep: () => new Promise((r) => setImmediate(r)),
         },
-        {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3},
+        {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, handoffSettleSeconds: 0},
       )
     source = 'pivot'
     assert.equal((await runner().pivot()).outcome, 'completed')

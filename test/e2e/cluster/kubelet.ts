@@ -1,5 +1,5 @@
 import {createHash} from 'node:crypto'
-import {appendFileSync, mkdirSync, readdirSync, readFileSync, statSync} from 'node:fs'
+import {appendFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {constants} from 'node:os'
 import {join, posix, relative} from 'node:path'
 
@@ -10,6 +10,7 @@ import {MIRROR_ANNOTATION} from '../../../src/controlplane/model.js'
 import {KubeClient, resourcePath} from '../../../src/kube/client.js'
 import {isConflict, isNotFound} from '../../../src/kube/errors.js'
 import {NODE_TASK_LABEL} from '../../../src/node/runner.js'
+import {simulatedProcNetTcp} from '../../helpers/sockets.js'
 import {ProcessGroup, criLogLine, type Supervised} from './processes.js'
 
 /**
@@ -291,6 +292,9 @@ export class Kubelet {
   // --- node tasks -------------------------------------------------------------------------
 
   private async syncNodeTasks(pods: V1Pod[]): Promise<void> {
+    // No pod here is a real process: a node task that reads the node's listening sockets reads
+    // one per Ready control-plane pod on the node, as of this tick.
+    for (const node of this.nodes.values()) writeFileSync(this.socketsFile(node), simulatedProcNetTcp(pods, node.name))
     const seen = new Set<string>()
     for (const pod of pods.filter(isNodeTask)) {
       const uid = pod.metadata!.uid!
@@ -337,6 +341,10 @@ export class Kubelet {
     }
   }
 
+  private socketsFile(node: KubeletNode): string {
+    return join(this.opts.taskDir, `${node.name}.proc-net-tcp`)
+  }
+
   private async startTask(pod: V1Pod): Promise<void> {
     const node = this.nodes.get(pod.spec!.nodeName!)!
     const namespace = pod.metadata!.namespace!
@@ -371,6 +379,7 @@ export class Kubelet {
     for (const variable of container.env ?? []) if (variable.value !== undefined) env[variable.name] = variable.value
     // The node's "/" is a directory on this machine: the contract's HOST_ROOT points there.
     env.HOST_ROOT = node.root
+    env.NET_FILES = this.socketsFile(node)
     const [command, ...args] = node.netns ? ['ip', 'netns', 'exec', node.netns, ...argv] : argv
 
     await this.mapLog(pod, logFile)

@@ -18,8 +18,8 @@ export interface PollerReport {
   longestGapMs: number
   /** When the first failure of each kind happened, relative to start. */
   firstAtMs: Record<string, number>
-  /** Every failure, with its time (epoch milliseconds). */
-  events: Array<{at: number; kind: string}>
+  /** Every failure, with its time (epoch milliseconds), the path asked and, for /readyz, the checks that failed. */
+  events: Array<{at: number; kind: string; path: string; failed?: string}>
   /** When the first request succeeded (epoch milliseconds), if one did. */
   firstOkAt?: number
 }
@@ -33,35 +33,39 @@ export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: numbe
   const ca = Buffer.from(kc.clusters[0].cluster['certificate-authority-data'], 'base64')
   const cert = Buffer.from(kc.users[0].user['client-certificate-data'], 'base64')
   const key = Buffer.from(kc.users[0].user['client-key-data'], 'base64')
-  const paths = ['/readyz', `/api/v1/namespaces/kube-system/configmaps/${opts.configMap ?? 'kubeadm-config'}`]
+  const paths = ['/readyz?verbose', `/api/v1/namespaces/kube-system/configmaps/${opts.configMap ?? 'kubeadm-config'}`]
   const report: PollerReport = {requests: 0, failures: 0, byKind: {}, longestGapMs: 0, firstAtMs: {}, events: []}
   const started = Date.now()
   let lastOk = Date.now()
   let stopped = false
-  const fail = (kind: string) => {
+  const fail = (kind: string, path: string, body = '') => {
     report.failures++
     report.byKind[kind] = (report.byKind[kind] ?? 0) + 1
     report.firstAtMs[kind] ??= Date.now() - started
-    report.events.push({at: Date.now(), kind})
+    // "[-]poststarthook/rbac/bootstrap-roles failed: ..." names what an unready instance lacks.
+    const failed = [...body.matchAll(/^\[-\](\S+) failed/gm)].map((m) => m[1]).join(',')
+    report.events.push({at: Date.now(), kind, path, ...(failed ? {failed} : {})})
   }
 
   const once = (path: string) =>
     new Promise<void>((resolve) => {
       report.requests++
       const req = request({host: server.hostname, port: server.port, path, ca, cert, key, agent: false, timeout: 2000}, (res) => {
-        res.resume()
+        let body = ''
+        res.setEncoding('utf8')
+        res.on('data', (chunk: string) => (body += chunk))
         res.on('end', () => {
           if (res.statusCode === 200) {
             report.firstOkAt ??= Date.now()
             report.longestGapMs = Math.max(report.longestGapMs, Date.now() - lastOk)
             lastOk = Date.now()
-          } else fail(`status ${res.statusCode}`)
+          } else fail(`status ${res.statusCode}`, path, body)
           resolve()
         })
       })
       req.on('timeout', () => req.destroy(new Error('timeout')))
       req.on('error', (error: NodeJS.ErrnoException) => {
-        fail(error.code ?? error.message)
+        fail(error.code ?? error.message, path)
         resolve()
       })
       req.end()

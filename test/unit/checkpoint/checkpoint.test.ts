@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict'
 import {spawn} from 'node:child_process'
 import {existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
-import {type Server, createServer} from 'node:net'
+import type {Server} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -10,6 +10,8 @@ import {parse as parseYaml} from 'yaml'
 
 import {type RenderedCheckpoint, renderCheckpoint, renderCheckpointer, versionNumber} from '../../../src/checkpoint/checkpoint.js'
 import {CHECKPOINTER_SCRIPT, CHECKPOINT_END, REMOVE_CHECKPOINTS_SCRIPT, WRITE_CHECKPOINTS_SCRIPT} from '../../../src/checkpoint/scripts.js'
+import {hexPort} from '../../../src/node/listeners.js'
+import {close, freePort, listen} from '../../helpers/sockets.js'
 import {planPivot} from '../../../src/pivot/plan.js'
 import {distrolessPath, runWithImageTools} from '../../helpers/distroless-tools.js'
 import {clusterOf, fixtureSets, liveNodes} from '../pivot/fixture-sets.js'
@@ -46,24 +48,6 @@ async function until(what: string, check: () => boolean, timeoutMs = 8000): Prom
     if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
     await new Promise((r) => setTimeout(r, 25))
   }
-}
-
-/** A real listening socket on the kernel's loopback: the checkpointer reads it from /proc/net/tcp. */
-function listen(port: number, host: string): Promise<Server> {
-  return new Promise((resolve, reject) => {
-    const server = createServer()
-    server.once('error', reject)
-    server.listen(port, host, () => resolve(server))
-  })
-}
-
-const close = (server: Server) => new Promise<void>((r) => server.close(() => r()))
-
-async function freePort(): Promise<number> {
-  const s = await listen(0, '127.0.0.1')
-  const port = (s.address() as {port: number}).port
-  await close(s)
-  return port
 }
 
 function apiserverTemplate(port: number, version = 'v1.37.2') {
@@ -117,7 +101,6 @@ async function nodeWith(checkpoints: RenderedCheckpoint[], floor = versionNumber
   return {root, k8s: join(root, 'etc/kubernetes'), run: join(root, 'run/kubectl-selfhost')}
 }
 
-const hex = (port: number) => port.toString(16).toUpperCase().padStart(4, '0')
 
 function loopEnv(node: {k8s: string; run: string; root: string}, apiPort: number, others: string, sharing = true): Record<string, string> {
   return {
@@ -125,7 +108,7 @@ function loopEnv(node: {k8s: string; run: string; root: string}, apiPort: number
     RUN_DIR: node.run,
     PROBLEMS: join(node.root, 'problems'),
     CLUSTER,
-    APISERVER_PORT: hex(apiPort),
+    APISERVER_PORT: hexPort(apiPort),
     OTHERS: others,
     SHARING: sharing ? '1' : '0',
     GRACE: '40',
@@ -206,7 +189,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
       renderCheckpoint({component: 'kube-scheduler', template: schedulerTemplate(sched, true), node: 'cp-1', clusterId: CLUSTER, writtenAt: at}),
     ])
     const copy = (c: string) => join(node.k8s, `manifests/selfhost-checkpoint-${c}.yaml`)
-    const run = startCheckpointer(loopEnv(node, api, `kube-scheduler:${hex(sched)}`))
+    const run = startCheckpointer(loopEnv(node, api, `kube-scheduler:${hexPort(sched)}`))
     try {
       await until('the apiserver copy', () => existsSync(copy('kube-apiserver')))
       assert.equal(readFileSync(copy('kube-apiserver'), 'utf8'), readFileSync(join(node.k8s, 'selfhost/checkpoint/kube-apiserver.yaml'), 'utf8'))

@@ -44,7 +44,7 @@ function interrupting(fake: FakeControlPlane, at: number, when: 'before' | 'afte
 function runner(fake: FakeControlPlane, overrides: Partial<{api: PivotClusterApi; runTask: FakeControlPlane['runTask']}> = {}, opts: Partial<PivotOptions> = {}, log: string[] = []) {
   return new PivotRunner(
     {api: overrides.api ?? fake.api, runTask: overrides.runTask ?? fake.runTask, log: (l) => log.push(l), sleep: () => new Promise((r) => setImmediate(r))},
-    {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, ...opts},
+    {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, handoffSettleSeconds: 0, ...opts},
   )
 }
 
@@ -102,7 +102,7 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       it('pivots every component node by node, keeps byte-identical backups, and revert restores them', async () => {
         const log: string[] = []
         const result = await runner(fake, {}, {}, log).pivot()
-        assert.equal(result.outcome, 'completed')
+        assert.equal(result.outcome, 'completed', log.join('\n'))
         assert.equal(result.exitCode, ExitCode.ok)
         assertSelfHosted(fake, originals)
         const handoffs = fake.calls.filter((c) => c.startsWith('task pivot-handoff'))
@@ -149,6 +149,16 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       assertStatic(fake, originals)
       assert.ok(log.some((l) => l.includes('hand-off failed')))
       // Only the first node was tried: the watchdog restored it, nothing else was moved.
+      assert.deepEqual(fake.calls.filter((c) => c.startsWith('task pivot-handoff')), ['task pivot-handoff cp-1'])
+    })
+
+    it('never takes the static apiserver away while its self-hosted pod is Ready but no second process listens on the port (probes answered by the static one)', async () => {
+      fake.silentComponents.add('kube-apiserver')
+      const log: string[] = []
+      const result = await runner(fake, {}, {}, log).pivot()
+      assert.equal(result.outcome, 'rolled-back', log.join('\n'))
+      assertStatic(fake, originals)
+      assert.ok(log.some((l) => /cp-1: the watchdog's last word: waiting for a second process to listen on port 6443 beside the static kube-apiserver/.test(l)), log.join('\n'))
       assert.deepEqual(fake.calls.filter((c) => c.startsWith('task pivot-handoff')), ['task pivot-handoff cp-1'])
     })
 
@@ -294,7 +304,7 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       const log: string[] = []
       const result = await runner(fake, {}, {blindHandoffMinSeconds: 1}, log).pivot()
       assert.equal(result.exitCode, ExitCode.rolledBack)
-      assert.ok(log.includes('[kube-controller-manager] cp-2: the API serves, so the watchdog is stopped now and puts the static manifest back'), log.join('\n'))
+      assert.ok(log.includes('[kube-controller-manager] cp-2: the API serves, so the watchdog is stopped now (it puts the static manifest back if it took it away)'), log.join('\n'))
       assertStatic(fake, originals)
     })
   })

@@ -6,9 +6,11 @@ import {join} from 'node:path'
 import type {V1DaemonSet, V1Deployment, V1Lease, V1Node, V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import {isMirrorPod, selfHostedComponentOf} from '../../../src/controlplane/model.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../../../src/node/runner.js'
 import type {PivotClusterApi} from '../../../src/pivot/execute.js'
 import {distrolessPath} from '../../helpers/distroless-tools.js'
+import {simulatedProcNetTcp} from '../../helpers/sockets.js'
 
 /**
  * A control plane as pivot sees it, small enough to reason about: each node has a real
@@ -23,6 +25,8 @@ export class FakeControlPlane {
   readonly workloads = new Map<string, {kind: string; object: V1DaemonSet | V1Deployment | Record<string, unknown>}>()
   /** Components whose self-hosted pods never become Ready (a broken image). */
   readonly brokenComponents = new Set<string>()
+  /** Components whose self-hosted pods get Ready but never listen on their port (the probes reach the static one). */
+  readonly silentComponents = new Set<string>()
   /** Every mutating call, in order, for assertions about what was (not) done. */
   readonly calls: string[] = []
   apiHealthy = true
@@ -219,8 +223,11 @@ export class FakeControlPlane {
     for (const dir of task.hostDirs ?? []) mkdirSync(join(root, dir), {recursive: true})
     const path = distrolessPath(this.missingTools)
     const pod = `fake-${task.purpose}-${task.node}-${++this.taskCount}`
+    // Sockets as at the task's start: its pods are Ready at once and stay so while it runs.
+    const netFile = join(root, 'proc-net-tcp')
+    writeFileSync(netFile, simulatedProcNetTcp([...this.mirrorPods(), ...this.workloadPods()].filter((p) => isMirrorPod(p) || !this.silentComponents.has(selfHostedComponentOf(p) ?? '')), task.node))
     return new Promise((resolve) => {
-      const child = execFile(join(path, task.command[0]), task.command.slice(1), {env: {PATH: path, ...task.env, HOST_ROOT: root}}, (error, stdout, stderr) => {
+      const child = execFile(join(path, task.command[0]), task.command.slice(1), {env: {PATH: path, ...task.env, HOST_ROOT: root, NET_FILES: netFile}}, (error, stdout, stderr) => {
         this.running.delete(pod)
         const exitCode = error ? (typeof error.code === 'number' ? error.code : 1) : 0
         resolve({exitCode, output: stdout + stderr, pod})

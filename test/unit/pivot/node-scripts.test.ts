@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict'
 import {existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
+import type {Server} from 'node:net'
 import {join} from 'node:path'
 
 import {
@@ -18,7 +19,9 @@ import {
   nodeDirs,
   parseNodeState,
 } from '../../../src/pivot/node-scripts.js'
+import {hexPort} from '../../../src/node/listeners.js'
 import {distrolessPath, runWithImageTools} from '../../helpers/distroless-tools.js'
+import {close, freePort, listen} from '../../helpers/sockets.js'
 
 const MANIFEST = 'apiVersion: v1\nkind: Pod\n# kept byte for byte, including this comment and no final newline'
 const STAMP = '20260101T000000Z'
@@ -92,6 +95,45 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
     assert.ok(!existsSync(live(root)))
     assert.equal(readFileSync(backup(root), 'utf8'), MANIFEST)
     assert.deepEqual(parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out).held, {})
+  })
+
+  describe('with port sharing (PORT, SETTLE): real sockets in the kernel\'s /proc/net/tcp', () => {
+    const servers: Server[] = []
+    afterEach(async () => {
+      for (const server of servers.splice(0)) await close(server)
+    })
+
+    it('moves the static manifest only once a second process has listened beside the static one for SETTLE seconds', async () => {
+      const root = nodeRoot()
+      await sh(PREPARE_SCRIPT, env(root))
+      const port = await freePort()
+      servers.push(await listen(port, '127.0.0.1')) // the static instance alone
+      const watchdog = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '20', TOKEN: 'tk', PORT: hexPort(port), SETTLE: '1'})
+      await new Promise((r) => setTimeout(r, 1500))
+      assert.ok(existsSync(live(root)), 'one listener: the static manifest stays in place')
+      servers.push(await listen(port, '127.0.0.2')) // the self-hosted instance binds beside it
+      const joined = Date.now()
+      while (existsSync(live(root)) && Date.now() - joined < 10_000) await new Promise((r) => setTimeout(r, 50))
+      assert.ok(!existsSync(live(root)), 'moved once two processes listened')
+      assert.ok(Date.now() - joined >= 900, `not before SETTLE: moved ${Date.now() - joined}ms after the second listener`)
+      assert.equal((await sh(CONFIRM_SCRIPT, {...env(root), TOKEN: 'tk'})).code, 0)
+      const r = await watchdog
+      assert.equal(r.code, 0, r.out)
+      assert.match(r.out, new RegExp(`a second process listened on port ${port} beside the static kube-apiserver for 1s`))
+    })
+
+    it('leaves the static manifest where it is when no second process listens within the deadline (exit 3)', async () => {
+      const root = nodeRoot()
+      await sh(PREPARE_SCRIPT, env(root))
+      const port = await freePort()
+      servers.push(await listen(port, '127.0.0.1'))
+      const r = await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '2', TOKEN: 'tk', PORT: hexPort(port), SETTLE: '1'})
+      assert.equal(r.code, HANDOFF_RESTORED_EXIT, r.out)
+      assert.match(r.out, new RegExp(`no second process listened on port ${port} .* the static manifest stays`))
+      assert.doesNotMatch(r.out, /moved/)
+      assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
+      assert.ok(!existsSync(join(root, HANDOFF_DIR, 'kube-apiserver.yaml')), 'never held')
+    })
   })
 
   it('a hand-off stopped early (pod deleted: SIGTERM) puts the manifest back at once', async () => {
