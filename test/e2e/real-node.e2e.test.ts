@@ -183,6 +183,29 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
     assert.deepEqual(await leftoverTasks(), [], 'no node-task pod left behind')
   })
 
+  it('scale: a second kube-scheduler on the one node shares the port as a real standby process; back to one, the leader keeps its lease', async () => {
+    const schedulerProcesses = async () => {
+      const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :10259'])).stdout
+      return new Set([...listeners.matchAll(/"kube-scheduler",pid=(\d+)/g)].map((m) => m[1])).size
+    }
+    const holder = async () => (await kubectlJson<{spec: {holderIdentity: string}}>(['get', 'lease', '-n', 'kube-system', 'kube-scheduler'])).spec.holderIdentity
+    const leader = await holder()
+    const up = await selfhost(cluster.kubeconfig, ['scale', 'scheduler', '--replicas', '2'])
+    assert.equal(up.exitCode, 0, up.stderr)
+    assert.match(up.stdout, /^leader\s+self-hosted-kube-scheduler-\S+\s+cp-1\s+true\s*$/m, up.stdout)
+    assert.match(up.stdout, /^standby\s+self-hosted-kube-scheduler-\S+\s+cp-1\s+true\s*$/m, up.stdout)
+    // Ready could be the other process answering the probe on the shared port: count the processes.
+    assert.equal(await schedulerProcesses(), 2, 'two kube-scheduler processes listen on :10259')
+    assert.equal(await holder(), leader, 'the leader kept its lease while the standby joined')
+    const down = await selfhost(cluster.kubeconfig, ['scale', 'scheduler', '--replicas', '1'])
+    assert.equal(down.exitCode, 0, down.stderr)
+    assert.match(down.stdout, /^lease kube-system\/kube-scheduler renewed by cp-1 /m, down.stdout)
+    await eventually('one kube-scheduler process left', 60_000, async () => ((await schedulerProcesses()) === 1 ? true : undefined), 1000)
+    // Which replica goes is the ReplicaSet controller's choice (the more recently Ready one, by default).
+    const kept = (await holder()) === leader ? 'the same process kept the lease' : 'the lease moved to the other process'
+    note(`scale kube-scheduler 1 -> 2 -> 1 on one real node: ${up.seconds.toFixed(1)}s up, ${down.seconds.toFixed(1)}s down; ${kept}`)
+  })
+
   it('kubectl rollout restart of the self-hosted apiserver keeps the API (surge with port sharing)', async () => {
     const poller = startApiPoller(cluster.kubeconfig)
     const before = (await systemPods()).find((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')!.metadata.name
