@@ -561,7 +561,7 @@ export class PivotRunner {
   }
 
   /** The port the component's self-hosted instance serves HTTPS (and its health) on. */
-  private securePort(plan: ComponentPlan): number {
+  private workloadSecurePort(plan: ComponentPlan): number {
     const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
     return securePort(plan.component, container)
   }
@@ -576,7 +576,7 @@ export class PivotRunner {
     const pod = this.workloadPodOf(await this.podsOn(node), plan.component)
     if (!pod || !isReady(pod) || this.mirrorOf(await this.podsOn(node), plan.component)) return false
     if (plan.component !== 'kube-apiserver' || singleNode) return this.apiHealthy()
-    const path = `/api/v1/namespaces/${SYSTEM_NAMESPACE}/pods/https:${pod.metadata!.name}:${this.securePort(plan)}/proxy/readyz`
+    const path = `/api/v1/namespaces/${SYSTEM_NAMESPACE}/pods/https:${pod.metadata!.name}:${this.workloadSecurePort(plan)}/proxy/readyz`
     const res = await this.deps.api.raw('GET', path, {intent: {verb: 'get', resource: 'pods/proxy', namespace: SYSTEM_NAMESPACE}})
     return res.status === 200
   }
@@ -594,7 +594,7 @@ export class PivotRunner {
     const deadline = component === 'kube-apiserver' ? (plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested) : COMPONENT_HANDOFF_SECONDS
     const env: Record<string, string> = {COMPONENT: component, STAMP: stamp, DEADLINE: String(deadline), TOKEN: token}
     // The old instance goes only once the new one listens beside it (node-side, in the watchdog).
-    if (plan.handoff === 'port-sharing') Object.assign(env, {PORT: hexPort(this.securePort(plan)), SETTLE: String(this.opts.handoffSettleSeconds ?? HANDOFF_SETTLE_SECONDS)})
+    if (plan.handoff === 'port-sharing') Object.assign(env, {PORT: hexPort(this.workloadSecurePort(plan)), SETTLE: String(this.opts.handoffSettleSeconds ?? HANDOFF_SETTLE_SECONDS)})
     if (plan.handoff === 'blind') {
       // Its pod has crash-looped on the busy port, perhaps up to the kubelet's 5-minute back-off:
       // a fresh pod starts its back-off anew, so it binds soon after the static one stops.

@@ -332,7 +332,6 @@ export function chooseNodes(nodes: V1Node[], endpoints: SliceEndpoint[], opts: {
   return [nodesByPreference(ready, endpoints)[0]]
 }
 
-
 /**
  * Ready nodes, best first: the most ready endpoints hosted (the node whose local-traffic rules
  * matter most), then workers before control-plane nodes (a Service like `kubernetes`, whose

@@ -199,6 +199,8 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 export class Kubelet {
   private readonly client: KubeClient
   private readonly nodes: Map<string, KubeletNode>
+  /** What each node's simulated /proc/net/tcp last held: it is rewritten only when it changes. */
+  private readonly socketsWritten = new Map<string, string>()
   private readonly tasks = new Map<string, RunningTask>()
   /** Pods whose log is mapped already: uid → log file. */
   private readonly mappedLogs = new Map<string, string>()
@@ -294,7 +296,12 @@ export class Kubelet {
   private async syncNodeTasks(pods: V1Pod[]): Promise<void> {
     // No pod here is a real process: a node task that reads the node's listening sockets reads
     // one per Ready control-plane pod on the node, as of this tick.
-    for (const node of this.nodes.values()) writeFileSync(this.socketsFile(node), simulatedProcNetTcp(pods, node.name))
+    for (const node of this.nodes.values()) {
+      const sockets = simulatedProcNetTcp(pods, node.name)
+      if (this.socketsWritten.get(node.name) === sockets) continue
+      writeFileSync(this.socketsFile(node), sockets)
+      this.socketsWritten.set(node.name, sockets)
+    }
     const seen = new Set<string>()
     for (const pod of pods.filter(isNodeTask)) {
       const uid = pod.metadata!.uid!
