@@ -31,11 +31,16 @@ export interface ProbeResult<T> {
 
 const realSleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(resolve, ms)
-    signal?.addEventListener('abort', () => {
+    const onAbort = () => {
       clearTimeout(timer)
-      reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
-    }, {once: true})
+      reject(signal!.reason instanceof Error ? signal!.reason : new Error('aborted'))
+    }
+    // The listener goes with the timer: a long wait adds one per poll otherwise (node warns past 10).
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort)
+      resolve()
+    }, ms)
+    signal?.addEventListener('abort', onAbort, {once: true})
   })
 
 /** A wait that ran out of time: callers tell it from other failures by its type, not its text. */

@@ -1,4 +1,5 @@
 import {strict as assert} from 'node:assert'
+import {getEventListeners} from 'node:events'
 
 import type {V1Deployment} from '@kubernetes/client-node'
 
@@ -62,6 +63,14 @@ describe('kube/wait: polling', () => {
     assert.equal(calls, 4)
     assert.equal(clock, 3000)
     assert.deepEqual(seen, ['waiting for the controller to see generation 2', '1/3 ready, 3 updated, 3 existing', '3/3 ready, 3 updated, 3 existing'])
+  })
+
+  it('a long wait on a signal leaves no abort listener behind per poll (node warned past 10 on a real upgrade)', async () => {
+    const controller = new AbortController()
+    let polls = 0
+    await pollUntil(async () => ({done: ++polls === 15, value: 0, progress: `poll ${polls}`}), {timeoutMs: 60_000, intervalMs: 1, signal: controller.signal, what: 'x'})
+    assert.equal(polls, 15)
+    assert.equal(getEventListeners(controller.signal, 'abort').length, 0)
   })
 
   it('turns a deadline into one line naming what it waited for and where it stood', async () => {
