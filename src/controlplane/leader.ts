@@ -112,10 +112,20 @@ export type LeaderApi = Pick<KubeClient, 'getLease' | 'listEndpoints'>
  * Undefined when neither names a holder.
  */
 export async function readLeader(api: LeaderApi, lock: {namespace: string; name: string}, now: Date): Promise<LeaderRecord | undefined> {
+  return (await readLeaderLock(api, lock, now)).leader
+}
+
+/**
+ * The lock itself and its leader. A lock that exists but names no holder was released: the
+ * leader of 1.20+ empties the Lease when it shuts down, so during a hand-over nobody leads for a
+ * moment. That is not the same as a component without leader election (no lock at all).
+ */
+export async function readLeaderLock(api: LeaderApi, lock: {namespace: string; name: string}, now: Date): Promise<{exists: boolean; leader?: LeaderRecord}> {
   const lease = await api.getLease(lock.namespace, lock.name)
-  if (lease) return leaderFromLease(lease, now)
+  if (lease) return {exists: true, leader: leaderFromLease(lease, now)}
   const endpoints = (await api.listEndpoints(lock.namespace)).items.find((e) => e.metadata?.name === lock.name)
-  return endpoints ? leaderFromAnnotation(endpoints, 'Endpoints', now) : undefined
+  const annotated = Boolean(endpoints?.metadata?.annotations?.[LEGACY_LEADER_ANNOTATION])
+  return {exists: annotated, leader: endpoints ? leaderFromAnnotation(endpoints, 'Endpoints', now) : undefined}
 }
 
 export interface HolderMatch {

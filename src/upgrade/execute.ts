@@ -6,7 +6,7 @@ import type {V1DaemonSet, V1Deployment, V1Pod} from '@kubernetes/client-node'
 import {stringify as toYaml} from 'yaml'
 
 import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
-import {holderElsewhere, matchHolder, readLeader, timestampText} from '../controlplane/leader.js'
+import {holderElsewhere, matchHolder, readLeaderLock, timestampText} from '../controlplane/leader.js'
 import {Instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
@@ -369,8 +369,11 @@ async function healthGates(
     let firstRenewTime: string | undefined
     const leader = await pollUntil(
       async () => {
-        const record = await readLeader(api, {namespace: SYSTEM_NAMESPACE, name: p.component}, new Date((opts.now ?? Date.now)()))
-        if (!record) return {done: true, value: undefined, progress: 'no leader record'}
+        const lock = await readLeaderLock(api, {namespace: SYSTEM_NAMESPACE, name: p.component}, new Date((opts.now ?? Date.now)()))
+        if (!lock.exists) return {done: true, value: undefined, progress: 'no leader record'}
+        // The old leader released the lock on its way out (seen on a real node): wait for the next one.
+        if (!lock.leader) return {done: false, value: undefined, progress: 'lock released by the previous leader, no holder yet'}
+        const record = lock.leader
         firstRenewTime ??= record.renewTime ?? ''
         const renewed = record.renewTime !== undefined && record.renewTime !== firstRenewTime
         const pods = await api.listPods(p.workload.namespace, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${p.workload.name}`})

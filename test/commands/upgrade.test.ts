@@ -35,6 +35,8 @@ interface FakeOptions {
   served?: string
   /** A component someone else changes between our read and our patch. */
   changedBehindOurBack?: UpgradeComponent
+  /** Leases read this many times with no holder first, as a leader that released its lock on shutdown leaves them. */
+  releasedReads?: number
 }
 
 function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
@@ -89,9 +91,12 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   scope.get('/version').reply(200, {gitVersion: fake.served ?? shape.version})
   let renewals = 0
   for (const name of ['kube-controller-manager', 'kube-scheduler']) {
+    let released = fake.releasedReads ?? 0
     scope.get(`/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/${name}`).reply(() => [
       200,
-      {metadata: {name}, spec: {holderIdentity: 'cp-0_1234', leaseDurationSeconds: 15, renewTime: new Date(Date.now() + renewals++).toISOString()}},
+      released-- > 0
+        ? {metadata: {name}, spec: {holderIdentity: '', leaseDurationSeconds: 15}}
+        : {metadata: {name}, spec: {holderIdentity: 'cp-0_1234', leaseDurationSeconds: 15, renewTime: new Date(Date.now() + renewals++).toISOString()}},
     ])
   }
 
@@ -206,6 +211,15 @@ describe('upgrade command (HTTP fake)', function () {
     // The backup holds each workload as it was before the change.
     const saved = parseYaml(readFileSync(join(backupDir, 'self-hosted-kube-apiserver.yaml'), 'utf8'))
     assert.equal(saved.spec.template.spec.containers[0].image, 'registry.k8s.io/kube-apiserver:v1.36.4')
+  })
+
+  it('a lease released by the old leader on its way out is waited on, not taken for "no leader election" (seen on a real node)', async () => {
+    serveUpgrade({version: 'v1.36.4', portSharing: true}, {served: 'v1.37.2', releasedReads: 1})
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '10s')
+    assert.equal(exitCode, 0, stderr)
+    assert.match(stderr, /gate: lock released by the previous leader, no holder yet/)
+    assert.match(stderr, /gate: leader cp-0 \(self-hosted-kube-scheduler-abc, registry\.k8s\.io\/kube-scheduler:v1\.37\.2\), renewed/)
+    assert.doesNotMatch(stdout + stderr, /no leader record/)
   })
 
   it('rolls a component back when its new pods never become Ready, stops, and exits 3', async () => {
