@@ -385,7 +385,9 @@ function buildComponent(
     else if (match.startedLater) warnings.push(holderElsewhere(leader, match, 'instance')!)
     else if (!leader.pod && instances.length > 0) warnings.push(`leader ${leader.holder} is none of the instances seen`)
   } else if ((LEADER_ELECTED_COMPONENTS as readonly string[]).includes(component) && instances.length > 0) {
-    warnings.push('no leader record (Lease, Endpoints or ConfigMap): leader election may be off')
+    // A Lease with no holder was released by a leader shutting down: a hand-over, not "no election".
+    const released = inputs.leases?.some((l) => l.metadata?.name === component && (l.metadata?.namespace ?? SYSTEM_NAMESPACE) === SYSTEM_NAMESPACE && !l.spec?.holderIdentity)
+    warnings.push(released ? 'no leader at the moment: the last one released its Lease (a hand-over; check again in a few seconds)' : 'no leader record (Lease, Endpoints or ConfigMap): leader election may be off')
   }
 
   return {name: component, mode, instances, workloads, versions, leader, healthy: problems.length === 0, problems, warnings}

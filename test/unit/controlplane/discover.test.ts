@@ -142,6 +142,19 @@ describe('control-plane discovery', () => {
       assert.equal(plane.healthy, false)
     })
 
+    it('a Lease released by a leader shutting down is a hand-over in progress, not "leader election may be off"', () => {
+      const inputs = base()
+      const released = lease('kube-scheduler', {holderNode: 'cp-1'})
+      released.spec!.holderIdentity = ''
+      inputs.leases = [released, lease('kube-controller-manager', {holderNode: 'cp-1'})]
+      const scheduler = component(buildControlPlane(inputs, NOW), 'kube-scheduler')
+      assert.equal(scheduler.leader, undefined)
+      assert.match(scheduler.warnings.join('\n'), /no leader at the moment: the last one released its Lease/)
+      assert.doesNotMatch(scheduler.warnings.join('\n'), /may be off/)
+      inputs.leases = [lease('kube-controller-manager', {holderNode: 'cp-1'})]
+      assert.match(component(buildControlPlane(inputs, NOW), 'kube-scheduler').warnings.join('\n'), /leader election may be off/)
+    })
+
     it('a lease renewed exactly leaseDurationSeconds ago is not yet stale', () => {
       const inputs = base()
       inputs.leases = [lease('kube-scheduler', {holderNode: 'cp-1', renewedAgo: 15})]
