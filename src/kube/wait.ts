@@ -149,13 +149,20 @@ export type RolloutApi = Pick<KubeClient, 'getDeployment' | 'getDaemonSet'>
  * generation, every pod runs the latest template, and enough pods are Ready. readyTarget
  * lowers the Ready count a Deployment must reach (e.g. when only that many fit the nodes).
  */
-export function waitForRollout(api: RolloutApi, ref: WorkloadRef, opts: Omit<WaitOptions, 'what'> & {readyTarget?: number}): Promise<RolloutStatus> {
+export function waitForRollout(
+  api: RolloutApi,
+  ref: WorkloadRef,
+  opts: Omit<WaitOptions, 'what'> & {readyTarget?: number; stuck?: () => Promise<string | undefined>},
+): Promise<RolloutStatus> {
   return pollUntil(
     async () => {
       const status =
         ref.kind === 'Deployment'
           ? deploymentRollout(await api.getDeployment(ref.namespace, ref.name), opts.readyTarget)
           : daemonSetRollout(await api.getDaemonSet(ref.namespace, ref.name))
+      // A rollout that can never finish (a crash-looping binary) fails now, with its reason, not at the deadline.
+      const stuck = status.done ? undefined : await opts.stuck?.()
+      if (stuck) throw new CliError(`${ref.kind} ${ref.namespace}/${ref.name} cannot roll out: ${stuck}`)
       return {done: status.done, value: status, progress: status.progress}
     },
     {...opts, what: `${ref.kind} ${ref.namespace}/${ref.name} to roll out`},

@@ -260,7 +260,9 @@ async function replacePods(
     await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
     onChanged()
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
-    await waitForRollout(api, ref, {...wait, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
+    // Going forward, a new pod that cannot run ends the wait early; a rollback waits its full time.
+    const stuck = strategy === 'during' ? () => brokenNewPod(api, p, original, image) : undefined
+    await waitForRollout(api, ref, {...wait, stuck, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
     await waitForOnlyImage(api, p, original, image, wait, opts.onProgress)
     return
   }
@@ -301,6 +303,31 @@ async function replacePods(
 
   await waitForRollout(api, ref, {...wait, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)})
   await waitForOnlyImage(api, p, original, image, wait, opts.onProgress)
+}
+
+/** Restarts after which a crash-looping new pod is taken as broken, not as slow to start. */
+export const CRASH_LOOP_RESTARTS = 3
+/** Waiting reasons that never resolve by waiting: the image can never be had as named. */
+const HOPELESS_WAITING = new Set(['ErrImageNeverPull', 'InvalidImageName'])
+
+/** A pod of the new image that cannot run, described in a few words (undefined when none is). */
+async function brokenNewPod(api: UpgradeApi, p: ComponentPlan, workload: V1DaemonSet | V1Deployment, image: string): Promise<string | undefined> {
+  const labelSelector = Object.entries(workload.spec?.selector?.matchLabels ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')
+  for (const pod of (await api.listPods(p.workload.namespace, {labelSelector})).items) {
+    if (pod.spec?.containers?.find((c) => c.name === p.container)?.image !== image) continue
+    const status = pod.status?.containerStatuses?.find((c) => c.name === p.container)
+    const waiting = status?.state?.waiting?.reason
+    const where = `pod ${pod.metadata?.name} on ${pod.spec?.nodeName ?? 'no node'}`
+    if (waiting && HOPELESS_WAITING.has(waiting)) return `${where}: ${waiting}${status?.state?.waiting?.message ? ` (${status.state.waiting.message})` : ''}`
+    if (waiting === 'CrashLoopBackOff' && (status?.restartCount ?? 0) >= CRASH_LOOP_RESTARTS) {
+      const last = status?.lastState?.terminated
+      return `${where}: its ${p.container} container keeps crashing (${status!.restartCount} restarts${last ? `, last exit code ${last.exitCode}${last.reason ? ` ${last.reason}` : ''}` : ''}); see kubectl -n ${p.workload.namespace} logs ${pod.metadata?.name} --previous`
+    }
+  }
+
+  return undefined
 }
 
 /**

@@ -35,6 +35,8 @@ interface FakeOptions {
   served?: string
   /** A component someone else changes between our read and our patch. */
   changedBehindOurBack?: UpgradeComponent
+  /** Components whose new pods crash-loop (exit 1, restarted 3 times) instead of just not becoming Ready. */
+  crashLoop?: UpgradeComponent[]
   /** Leases read this many times with no holder first, as a leader that released its lock on shutdown leaves them. */
   releasedReads?: number
 }
@@ -72,7 +74,7 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
       object.metadata!.generation = (object.metadata!.generation ?? 1) + 1
       object.metadata!.resourceVersion = String(Number(object.metadata!.resourceVersion) + 1)
       const component = (object as {component?: UpgradeComponent}).component!
-      const ready = !(fake.neverReady?.includes(component) && image !== undefined && image !== original.get(path))
+      const ready = !([...(fake.neverReady ?? []), ...(fake.crashLoop ?? [])].includes(component) && image !== undefined && image !== original.get(path))
       const status = object.status as Record<string, number>
       status.observedGeneration = object.metadata!.generation
       if ('desiredNumberScheduled' in status) {
@@ -106,6 +108,12 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
     const app = decodeURIComponent(uri).match(/k8s-app=([\w-]+)/)![1]
     const object = [...objects.values()].find((o) => o.metadata!.name === app)!
     const container = object.spec!.template.spec!.containers[0]
+    const component = (object as {component?: UpgradeComponent}).component!
+    if (fake.crashLoop?.includes(component) && container.image !== original.get([...objects].find(([, o]) => o === object)![0])) {
+      const crashing = {name: container.name, ready: false, restartCount: 3, image: container.image, imageID: '', state: {waiting: {reason: 'CrashLoopBackOff'}}, lastState: {terminated: {exitCode: 1, reason: 'Error'}}}
+      return [200, {items: [{metadata: {name: `${app}-new`, namespace: 'kube-system', labels: {'k8s-app': app}}, spec: {nodeName: 'cp-0', hostNetwork: true, containers: [container]}, status: {phase: 'Running', containerStatuses: [crashing]}}]}]
+    }
+
     return [200, {items: [{metadata: {name: `${app}-abc`, namespace: 'kube-system', labels: {'k8s-app': app}}, spec: {nodeName: 'cp-0', hostNetwork: true, containers: [container]}, status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]}}]}]
   })
   return {patches, objects}
@@ -220,6 +228,22 @@ describe('upgrade command (HTTP fake)', function () {
     assert.match(stderr, /gate: lock released by the previous leader, no holder yet/)
     assert.match(stderr, /gate: leader cp-0 \(self-hosted-kube-scheduler-abc, registry\.k8s\.io\/kube-scheduler:v1\.37\.2\), renewed/)
     assert.doesNotMatch(stdout + stderr, /no leader record/)
+  })
+
+  it('a new pod that keeps crashing ends the wait at once, with its reason, and is rolled back (exit 3)', async () => {
+    serveUpgrade({version: 'v1.36.4', portSharing: true}, {crashLoop: ['kube-apiserver'], served: 'v1.36.4'})
+    const started = Date.now()
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '60s', '-o', 'json')
+    assert.equal(exitCode, 3, stderr)
+    assert.ok(Date.now() - started < 30_000, 'long before the 60s timeout')
+    const {result} = JSON.parse(stdout) as {result: UpgradeResult}
+    assert.deepEqual(result.components.map((c) => [c.component, c.result]), [
+      ['kube-apiserver', 'rolled-back'],
+      ['kube-controller-manager', 'not-started'],
+      ['kube-scheduler', 'not-started'],
+      ['kube-proxy', 'not-started'],
+    ])
+    assert.match(result.failure!, /^kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-new on cp-0: its kube-apiserver container keeps crashing \(3 restarts, last exit code 1 Error\); see kubectl -n kube-system logs self-hosted-kube-apiserver-new --previous$/)
   })
 
   it('rolls a component back when its new pods never become Ready, stops, and exits 3', async () => {
