@@ -8,7 +8,8 @@ export default class Revert extends SelfhostCommand {
   static summary = 'Undo pivot: put the backed-up static manifests back and remove the self-hosted workloads'
   static description = `On every control-plane node, writes the manifests pivot moved into /etc/kubernetes/selfhost/backup/<timestamp>/
 back into /etc/kubernetes/manifests byte for byte, waits until the static pods are Ready, then deletes the
-self-hosted DaemonSet/Deployments. Refuses before changing anything when a node lacks a backup. Works on a
+self-hosted DaemonSet/Deployments. After an upgrade only each manifest's image line changes: the version that runs
+now stays. Refuses before changing anything when a node lacks a backup or a rollout is in progress. Works on a
 half-done pivot too, and can be re-run. Backups stay on the nodes, marked with a file named REVERTED.`
   static examples = ['<%= config.bin %> revert --dry-run', '<%= config.bin %> revert']
   static flags = {
@@ -35,8 +36,8 @@ half-done pivot too, and can be re-run. Backups stay on the nodes, marked with a
       return runner.revert()
     })
     if (isMachineFormat(format)) {
-      // The backups' bytes are on the nodes; the machine view names them without repeating them.
-      const components = result.components.map((c) => ({...c, restores: c.restores.map(({node, stamp}) => ({node, stamp}))}))
+      // The backups' bytes are on the nodes; the machine view names them, and any image kept over the backup's, without repeating them.
+      const components = result.components.map((c) => ({...c, restores: c.restores.map(({node, stamp, imageFrom, imageTo}) => ({node, stamp, ...(imageTo ? {imageFrom, imageTo} : {})}))}))
       this.log(renderData({...result, components}, format))
       return
     }

@@ -38,6 +38,11 @@ export function versionFromImage(image: string | undefined): string | undefined 
   return tag && VERSION_TAG.test(tag) ? tag : undefined
 }
 
+/** A component's own container in a pod spec: the one named after it, else the first. */
+export function componentContainer<C extends Pick<V1Container, 'name'>>(containers: C[] | undefined, component: string): C | undefined {
+  return containers?.find((c) => c.name === component) ?? containers?.[0]
+}
+
 /** The command line a container's process gets: its command, then its args. */
 export function containerArgv(container: Pick<V1Container, 'command' | 'args'>): string[] {
   return [...(container.command ?? []), ...(container.args ?? [])]

@@ -13,7 +13,7 @@ import semver from 'semver'
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {nodeCheckpoints, selfHostedVersions} from '../checkpoint/status.js'
-import {versionFromImage} from './container.js'
+import {componentContainer, versionFromImage} from './container.js'
 import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder, timestampText} from './leader.js'
 import {
   ApiserverHealth,
@@ -168,11 +168,6 @@ function summarizeNode(node: V1Node): NodeSummary {
   }
 }
 
-function mainContainer(pod: V1Pod, component: ComponentName) {
-  const containers = pod.spec?.containers ?? []
-  return containers.find((c) => c.name === component) ?? containers[0]
-}
-
 /** Why a pod is not ready, in kubelet words: a stuck container's reason, else the phase. */
 function notReadyReason(pod: V1Pod): string {
   for (const status of pod.status?.containerStatuses ?? []) {
@@ -186,7 +181,7 @@ function notReadyReason(pod: V1Pod): string {
 }
 
 function toInstance(pod: V1Pod, component: ComponentName, source: Instance['source'], nodeHostnames: Map<string, string>): Instance {
-  const container = mainContainer(pod, component)
+  const container = componentContainer(pod.spec?.containers, component)
   const image = container?.image ?? ''
   const node = pod.spec?.nodeName ?? ''
   const ready = isReady(pod)

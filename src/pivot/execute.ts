@@ -3,7 +3,7 @@ import {randomBytes} from 'node:crypto'
 import type {V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
 import semver from 'semver'
 
-import {securePort} from '../controlplane/container.js'
+import {componentContainer, securePort, versionFromImage} from '../controlplane/container.js'
 import {
   isControlPlaneNode,
   selfHostedComponentOf,
@@ -47,7 +47,7 @@ import {
   nodeDirs,
   parseNodeState,
 } from './node-scripts.js'
-import {type RevertComponent, imageVersion, planRevert, portSharingIn} from './revert-plan.js'
+import {type RevertComponent, type RevertRestore, imageVersion, planRevert, portSharingIn, restoredBytes} from './revert-plan.js'
 import {
   BLIND_HANDOFF_MIN_SECONDS,
   HANDOFF_SETTLE_SECONDS,
@@ -192,7 +192,15 @@ export class PivotRunner {
       const component = PIVOTED_COMPONENTS.find((c) => labels.component === c || labels[SELF_HOSTED_APP_LABEL] === selfHostedName(c))
       if (component) {
         const replicas = w.kind === 'Deployment' ? (w.w as V1Deployment).spec?.replicas : undefined
-        existing.push({component, kind: w.kind, name: w.w.metadata!.name!, managedByUs: w.w.metadata?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE, ...(replicas === undefined ? {} : {replicas})})
+        const image = componentContainer(w.w.spec?.template?.spec?.containers, component)?.image
+        existing.push({
+          component,
+          kind: w.kind,
+          name: w.w.metadata!.name!,
+          managedByUs: w.w.metadata?.labels?.[MANAGED_BY_LABEL] === MANAGED_BY_VALUE,
+          ...(replicas === undefined ? {} : {replicas}),
+          ...(image === undefined ? {} : {image}),
+        })
       }
     }
 
@@ -688,8 +696,9 @@ export class PivotRunner {
   // ---- revert ------------------------------------------------------------------------------
 
   /**
-   * Puts every backed-up manifest back byte for byte, waits for the static pods, then deletes
-   * the self-hosted workloads. Refuses before touching anything when a backup is missing.
+   * Puts every backed-up manifest back (byte for byte, or with only the image the component runs
+   * now after an upgrade), waits for the static pods, then deletes the self-hosted workloads.
+   * Refuses before touching anything when a backup is missing or a rollout is in progress.
    */
   async revert(): Promise<RevertResult> {
     if (!this.opts.dryRun) await this.clearLeftovers()
@@ -718,7 +727,7 @@ export class PivotRunner {
     summary.push('checkpointer and checkpoints removed from every control-plane node')
     for (const plan of plans) {
       await this.revertComponent(plan)
-      summary.push(`${plan.component}: static manifest restored byte for byte on ${plan.restores.map((r) => r.node).join(', ') || 'no node (already there)'}${plan.workloads.length > 0 ? `; ${plan.workloads.map((w) => `${w.kind} ${w.name}`).join(', ')} deleted` : ''}`)
+      summary.push(`${plan.component}: ${restoredSummary(plan.restores)}${plan.workloads.length > 0 ? `; ${plan.workloads.map((w) => `${w.kind} ${w.name}`).join(', ')} deleted` : ''}`)
     }
 
     for (const files of state.files) {
@@ -733,7 +742,8 @@ export class PivotRunner {
   private async revertComponent(plan: RevertComponent): Promise<void> {
     const {component} = plan
     const log = (node: string | undefined, line: string) => this.deps.log(`[${component}]${node ? ` ${node}:` : ''} revert: ${line}`)
-    const restore = (r: RevertComponent['restores'][number], content?: string) =>
+    // Without a content of its own the script copies the backup file itself.
+    const restore = (r: RevertRestore, content = r.content) =>
       this.taskOk(r.node, 'pivot-restore', RESTORE_SCRIPT, {COMPONENT: component, STAMP: r.stamp, ...(content === undefined ? {} : {CONTENT: content})})
     const mirrorReady = (node: string, sharing: boolean) =>
       this.waitMirror(component, node, (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing') === sharing), `the static ${component} on ${node} to be Ready`)
@@ -741,7 +751,7 @@ export class PivotRunner {
     if (plan.portSharing && plan.workloads.length > 0) {
       // The self-hosted instances hold their ports with SO_REUSEPORT: a static one can join only with it too.
       for (const r of plan.restores) {
-        const sharing = withPortSharing(r.original, component)
+        const sharing = withPortSharing(restoredBytes(r), component)
         if (r.live !== sharing) await restore(r, sharing)
         await mirrorReady(r.node, true)
         log(r.node, 'static pod back, sharing the port with the self-hosted one')
@@ -749,7 +759,7 @@ export class PivotRunner {
     } else {
       for (const r of plan.restores) {
         await restore(r)
-        log(r.node, 'original manifest back')
+        log(r.node, `original manifest back${keptImage(r)}`)
       }
     }
 
@@ -766,10 +776,10 @@ export class PivotRunner {
     for (const r of plan.restores) {
       if (plan.portSharing && plan.workloads.length > 0) {
         await restore(r)
-        log(r.node, 'original manifest back, byte for byte')
+        log(r.node, `original manifest back${keptImage(r) || ', byte for byte'}`)
       }
 
-      await mirrorReady(r.node, portSharingIn(r.original))
+      await mirrorReady(r.node, portSharingIn(restoredBytes(r)))
     }
 
     await this.waitApiHealthy(`after reverting ${component}`)
@@ -785,10 +795,30 @@ export interface RevertResult {
   exitCode: number
 }
 
-/** policy/v1 from 1.21, v1beta1 before: the one the pivot applied. */
+/** policy/v1 from 1.21, v1beta1 before (gone in 1.25): the version that runs now, which an upgrade may have moved past 1.25. */
 function pdbGroupVersion(plan: RevertComponent): string {
-  const version = plan.restores[0] ? imageVersion(plan.restores[0].original, plan.component) : undefined
-  return version && semver.lt(version, '1.21.0') ? 'policy/v1beta1' : 'policy/v1'
+  const version = plan.restores[0] ? imageVersion(restoredBytes(plan.restores[0]), plan.component) : versionFromImage(plan.workloads.find((w) => w.image)?.image)
+  const parsed = version ? semver.coerce(version) : null
+  return parsed && semver.lt(parsed, '1.21.0') ? 'policy/v1beta1' : 'policy/v1'
+}
+
+/** How a restore differs from the backup, for the log: nothing, or the image it keeps. */
+function keptImage(r: RevertRestore): string {
+  return r.imageTo ? `, image kept at ${shortImage(r.imageTo)} (the backup had ${shortImage(r.imageFrom!)})` : ''
+}
+
+const shortImage = (image: string) => versionFromImage(image) ?? image
+
+/** The summary of a component's restores, nodes grouped by whether the image was kept over the backup's. */
+function restoredSummary(restores: RevertRestore[]): string {
+  if (restores.length === 0) return 'static manifest restored on no node (already there)'
+  const groups = new Map<string, string[]>()
+  for (const r of restores) {
+    const how = r.imageTo ? `(image kept at ${shortImage(r.imageTo)}, the backup had ${shortImage(r.imageFrom!)})` : 'byte for byte'
+    groups.set(how, [...(groups.get(how) ?? []), r.node])
+  }
+
+  return [...groups].map(([how, nodes]) => `static manifest restored ${how} on ${nodes.join(', ')}`).join('; ')
 }
 
 function resourceOf(object: SelfHostedObject): string {

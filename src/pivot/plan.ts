@@ -56,6 +56,8 @@ export interface ExistingWorkload {
   managedByUs: boolean
   /** A Deployment's live spec.replicas: a re-run keeps it (`scale` may have changed it). */
   replicas?: number
+  /** The image its pod template runs for the component's container: `upgrade` may have changed it, revert keeps it. */
+  image?: string
 }
 
 export interface PivotInputs {

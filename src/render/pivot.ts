@@ -44,7 +44,11 @@ export function renderRevertPlan(result: RevertResult): string {
   const out = [chalk.bold('Revert plan:'), '  first, on every control-plane node: remove the checkpointer, any copy it started, and the checkpoints']
   for (const c of result.components) {
     out.push(`  ${c.component}:`)
-    for (const r of c.restores) out.push(`    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost/backup/${r.stamp}/ byte for byte${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`)
+    for (const r of c.restores) {
+      const how = r.imageTo ? `with only its image changed: ${r.imageTo} kept (the version that runs now), not the backup's ${r.imageFrom}` : 'byte for byte'
+      out.push(`    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost/backup/${r.stamp}/ ${how}${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`)
+    }
+
     out.push(`    - wait until the static ${c.component} mirror pods are Ready`)
     for (const w of c.workloads) out.push(`    - delete ${w.kind} kube-system/${w.name}${w.kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''}`)
   }

@@ -2,7 +2,7 @@ import type {V1Container, V1DaemonSet, V1Deployment} from '@kubernetes/client-no
 import semver, {SemVer} from 'semver'
 
 import {ComponentState, ControlPlane} from '../controlplane/model.js'
-import {boolFlag, containerArgv, splitImage} from '../controlplane/container.js'
+import {boolFlag, componentContainer, containerArgv, splitImage} from '../controlplane/container.js'
 import {CheckResult, UPGRADE_ORDER, UpgradeComponent, checkSkew, refusalLine} from './skew.js'
 import {
   LEGACY_REGISTRY,
@@ -99,11 +99,6 @@ export function retagImage(image: string, target: SemVer, registry?: string): st
   const {prefix, name} = splitImage(image)
   const newPrefix = registry === undefined ? prefix : registry.replace(/\/+$/, '')
   return `${newPrefix ? `${newPrefix}/` : ''}${name}:${formatVersion(target)}`
-}
-
-function mainContainer(object: V1DaemonSet | V1Deployment, component: UpgradeComponent): V1Container | undefined {
-  const containers = object.spec?.template?.spec?.containers ?? []
-  return containers.find((c) => c.name === component) ?? containers[0]
 }
 
 function versionsOf(state: ComponentState | undefined): SemVer[] {
@@ -244,7 +239,7 @@ export function planUpgrade(inputs: UpgradeInputs, options: UpgradeOptions): Upg
     const workload = inputs.workloads[c]
     const s = state(c)
     if (!workload || s?.mode !== 'self-hosted') continue
-    const container = mainContainer(workload.object, c)
+    const container = componentContainer(workload.object.spec?.template?.spec?.containers, c)
     const imageBefore = container?.image ?? ''
     const imageAfter = retagImage(imageBefore, target, options.imageRegistry)
     const versions = versionsOf(s)

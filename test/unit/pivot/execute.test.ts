@@ -9,6 +9,7 @@ import {parse as parseYaml} from 'yaml'
 import {CliError, ExitCode} from '../../../src/errors.js'
 import type {NodeTask} from '../../../src/node/runner.js'
 import {PivotClusterApi, PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
+import {renderRevertPlan} from '../../../src/render/pivot.js'
 import {FAKE_CLUSTER_UID, FakeControlPlane} from './fake-control-plane.js'
 
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../fixtures/kubeadm')
@@ -115,6 +116,44 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         assert.equal(reverted.exitCode, ExitCode.ok)
         assertStatic(fake, originals)
         for (const node of fake.nodes) assert.deepEqual(fake.retiredBackups(node), fake.backupDirs(node), 'backups kept, retired')
+      })
+
+      it('revert after `upgrade` keeps the version that runs: the newer image in each manifest, every other byte as backed up', async () => {
+        assert.equal((await runner(fake).pivot()).outcome, 'completed')
+        const [registry, newer] = version === 'v1.14.10' ? ['k8s.gcr.io', 'v1.15.12'] : ['registry.k8s.io', 'v1.30.2']
+        // What `kubectl selfhost upgrade --version` leaves: each workload's template runs the newer image.
+        for (const name of ['daemonsets/self-hosted-kube-apiserver', 'deployments/self-hosted-kube-controller-manager', 'deployments/self-hosted-kube-scheduler']) {
+          const container = (fake.workloads.get(name)!.object as V1Deployment).spec!.template.spec!.containers[0]
+          container.image = container.image!.replace(`:${version}`, `:${newer}`)
+        }
+
+        const planned = await runner(fake, {}, {dryRun: true}).revert()
+        const restores = planned.components.flatMap((c) => c.restores.map((r) => [c.component, r.node, r.imageFrom, r.imageTo]))
+        assert.match(renderRevertPlan(planned), new RegExp(`\\[cp-2\\] put back /etc/kubernetes/manifests/kube-apiserver\\.yaml from selfhost/backup/\\S+/ with only its image changed: ${registry}/kube-apiserver:${newer} kept \\(the version that runs now\\), not the backup's ${registry}/kube-apiserver:${version}`))
+        assert.equal(restores.length, 9)
+        for (const [component, , from, to] of restores) assert.deepEqual([from, to], [`${registry}/${component}:${version}`, `${registry}/${component}:${newer}`])
+
+        const reverted = await runner(fake).revert()
+        assert.equal(reverted.exitCode, ExitCode.ok)
+        for (const component of ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver']) {
+          assert.ok(reverted.summary.includes(`${component}: static manifest restored (image kept at ${newer}, the backup had ${version}) on cp-1, cp-2, cp-3; ${component === 'kube-apiserver' ? 'DaemonSet' : 'Deployment'} self-hosted-${component} deleted`), reverted.summary.join('\n'))
+        }
+
+        for (const node of fake.nodes) {
+          const files = fake.manifestFiles(node)
+          for (const [name, bytes] of originals.get(node)!) {
+            const component = name.replace('.yaml', '')
+            const expected = PIVOTED.includes(name) ? bytes.replace(`image: ${registry}/${component}:${version}`, `image: ${registry}/${component}:${newer}`) : bytes
+            if (PIVOTED.includes(name)) assert.notEqual(expected, bytes)
+            assert.equal(files.get(name), expected, `${node}: ${name}`)
+          }
+
+          assert.deepEqual([...files.keys()].sort(), [...originals.get(node)!.keys()].sort())
+          for (const name of PIVOTED) assert.equal(fake.backupFile(node, fake.backupDirs(node)[0], name), originals.get(node)!.get(name), `${node}: the backup of ${name} stays as it was`)
+        }
+
+        assert.deepEqual([...fake.workloads.keys()], [])
+        assert.deepEqual(await runner(fake).revert().then((r) => r.summary), ['nothing to revert: the control plane already runs from static manifests'])
       })
 
       it('--dry-run --from-mirror-pods plans from the API alone: no node pod at all', async () => {
@@ -361,6 +400,35 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         }
       })
     }
+
+    it('revert after `upgrade`, interrupted after any change, finishes on re-run with the newer version on every node', async () => {
+      const newer = (bytes: string, name: string) => (PIVOTED.includes(name) ? bytes.replace(`${name.replace('.yaml', '')}:v1.29.4`, `${name.replace('.yaml', '')}:v1.30.2`) : bytes)
+      for (let at = 1; ; at++) {
+        fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+        const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
+        await runner(fake2).pivot()
+        for (const {object} of fake2.workloads.values()) {
+          const container = (object as V1Deployment).spec?.template?.spec?.containers[0]
+          if (container) container.image = container.image!.replace(':v1.29.4', ':v1.30.2')
+        }
+
+        let interrupted = false
+        try {
+          await runner(fake2, interrupting(fake2, at, 'after')).revert()
+        } catch (error) {
+          if (!(error instanceof Interrupted)) throw error
+          interrupted = true
+        }
+
+        if (interrupted) await runner(fake2).revert().catch((e) => { throw new Error(`revert resume after step ${at}: ${e.message}`) })
+        for (const node of fake2.nodes) {
+          assert.deepEqual(fake2.manifestFiles(node), new Map([...originals2.get(node)!].map(([name, bytes]) => [name, newer(bytes, name)])), `${node} after an interruption at step ${at}`)
+        }
+
+        assert.deepEqual([...fake2.workloads.keys()], [])
+        if (!interrupted) break
+      }
+    })
 
     it('revert in the middle of a pivot puts everything back', async () => {
       for (const at of [3, 9, 18]) {
