@@ -3,7 +3,7 @@ import {isDeepStrictEqual} from 'node:util'
 import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1LifecycleHandler, V1PodSpec, V1Probe, V1Toleration} from '@kubernetes/client-node'
 import semver from 'semver'
 
-import {containerArgv, flagValue, versionFromImage} from '../controlplane/container.js'
+import {componentContainer, containerArgv, flagValue, versionFromImage} from '../controlplane/container.js'
 import {
   BACKUP_ROOT,
   CONTROL_PLANE_ROLE_LABELS,
@@ -578,6 +578,22 @@ export function deploymentRollout(component: PivotedComponent, handoff: HandoffM
  * directory) and what the cluster says about its nodes; output is every object and step.
  * Refuses, in one line, what it cannot do safely.
  */
+/**
+ * A re-run renders from the backups, which hold the version from before any `upgrade`: the
+ * workload keeps the image it runs now, as it keeps its replica count, so a re-run never
+ * downgrades what an upgrade put in place.
+ */
+function keepLiveImage(plan: ComponentPlan, liveImage: string | undefined): void {
+  if (!liveImage) return
+  for (const object of plan.objects) {
+    if (object.kind !== 'DaemonSet' && object.kind !== 'Deployment') continue
+    const container = componentContainer((object as V1DaemonSet | V1Deployment).spec?.template?.spec?.containers, plan.component)
+    if (!container || container.image === liveImage) continue
+    plan.changes.push(`image kept at ${liveImage}, which the ${object.kind} runs now (the backup has ${container.image}, from before an upgrade)`)
+    container.image = liveImage
+  }
+}
+
 export function planPivot(inputs: PivotInputs): PivotPlan {
   const deadline = inputs.handoffDeadlineSeconds ?? 180
   const existing = inputs.existingWorkloads ?? []
@@ -643,7 +659,9 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     }
 
     const liveReplicas = existing.find((w) => w.component === component && w.kind === 'Deployment')?.replicas
-    components.push(buildComponentPlan(component, normalised, mine, role, inputs.nodes, nodeNames, inputs.leaders?.[component], liveReplicas, warnings))
+    const built = buildComponentPlan(component, normalised, mine, role, inputs.nodes, nodeNames, inputs.leaders?.[component], liveReplicas, warnings)
+    keepLiveImage(built, existing.find((w) => w.component === component && w.managedByUs)?.image)
+    components.push(built)
   }
 
   const perNode = planNodes(nodeNames, nodeIPs)

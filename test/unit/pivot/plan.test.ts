@@ -5,7 +5,7 @@ import {join} from 'node:path'
 import type {V1Container, V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import semver from 'semver'
 
-import {PIVOTED_COMPONENTS, SOURCE_MANIFEST_HASH_ANNOTATION} from '../../../src/controlplane/model.js'
+import {PIVOTED_COMPONENTS, type PivotedComponent, SOURCE_MANIFEST_HASH_ANNOTATION} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {readManifestDir} from '../../../src/pivot/from-dir.js'
 import {versionFromImage} from '../../../src/controlplane/container.js'
@@ -182,6 +182,21 @@ describe('planPivot decisions and refusals', () => {
     assert.deepEqual(plan.warnings.filter((w) => /keeps its/.test(w)), [
       'kube-scheduler: Deployment kube-system/self-hosted-kube-scheduler keeps its 1 replica(s), scaled since it was applied, rather than one per node (3)',
     ])
+  })
+
+  it('a re-run after an upgrade keeps the image the workloads run, never the older one of the backups', () => {
+    const {manifests, ips} = threeNodes(v129)
+    const upgraded = [
+      {component: 'kube-apiserver' as const, kind: 'DaemonSet' as const, name: 'self-hosted-kube-apiserver', managedByUs: true, image: 'registry.k8s.io/kube-apiserver:v1.30.1'},
+      {component: 'kube-scheduler' as const, kind: 'Deployment' as const, name: 'self-hosted-kube-scheduler', managedByUs: true, replicas: 3, image: 'registry.k8s.io/kube-scheduler:v1.30.1'},
+    ]
+    const plan = planPivot({manifests, nodes: liveNodes(ips, 'control-plane'), existingWorkloads: upgraded})
+    const imageOf = (component: PivotedComponent) => workload(plan, component).spec!.template!.spec!.containers.find((c) => c.name === component)!.image
+    assert.equal(imageOf('kube-apiserver'), 'registry.k8s.io/kube-apiserver:v1.30.1')
+    assert.equal(imageOf('kube-scheduler'), 'registry.k8s.io/kube-scheduler:v1.30.1')
+    assert.equal(imageOf('kube-controller-manager'), 'registry.k8s.io/kube-controller-manager:v1.29.4', 'no live workload: the backup\'s image')
+    const apiserver = plan.components.find((c) => c.component === 'kube-apiserver')!
+    assert.ok(apiserver.changes.includes('image kept at registry.k8s.io/kube-apiserver:v1.30.1, which the DaemonSet runs now (the backup has registry.k8s.io/kube-apiserver:v1.29.4, from before an upgrade)'), apiserver.changes.join('\n'))
   })
 
   it('refuses components that differ between nodes beyond node-specific values, naming where', () => {
