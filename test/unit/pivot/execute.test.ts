@@ -130,6 +130,7 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         const planned = await runner(fake, {}, {dryRun: true}).revert()
         const restores = planned.components.flatMap((c) => c.restores.map((r) => [c.component, r.node, r.imageFrom, r.imageTo]))
         assert.match(renderRevertPlan(planned), new RegExp(`\\[cp-2\\] put back /etc/kubernetes/manifests/kube-apiserver\\.yaml from selfhost/backup/\\S+/ with only its image changed: ${registry}/kube-apiserver:${newer} kept \\(the version that runs now\\), not the backup's ${registry}/kube-apiserver:${version}`))
+        if (version !== 'v1.14.10') assert.match(renderRevertPlan(planned), /\[cp-1, cp-2, cp-3\] the manifest as restored, without --permit-port-sharing: the static kube-apiserver restarts once, one node at a time/)
         assert.equal(restores.length, 9)
         for (const [component, , from, to] of restores) assert.deepEqual([from, to], [`${registry}/${component}:${version}`, `${registry}/${component}:${newer}`])
 
