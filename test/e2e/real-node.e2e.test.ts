@@ -5,16 +5,18 @@ import {execa} from 'execa'
 
 import {repoRoot} from '../helpers/build.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {BUSYBOX_IMAGE, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
+import {BROKEN_REGISTRY, BUSYBOX_IMAGE, PREVIOUS_REAL_VERSION, REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {type PollerReport, startApiPoller} from './real/api-poller.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
 
 /**
- * One real control-plane node made by `kubeadm init` v1.37.2: a real kubelet, containerd and
- * runc, containers started from images built here, the node in its own namespaces. Everything
- * here happens to real processes: the hand-off replaces a running kube-apiserver, the power
- * cycle kills every process of the node. Figures are printed for the README and the notes.
+ * One real control-plane node made by `kubeadm init` v1.36.3 (kubeadm and kubelet of that
+ * release): a real kubelet, containerd and runc, containers started from images built here, the
+ * node in its own namespaces. Pivoted, then upgraded to v1.37.2 (whose images the node holds).
+ * Everything here happens to real processes: the hand-off replaces a running kube-apiserver,
+ * the upgrade replaces the binaries, the power cycle kills every process of the node. Figures
+ * are printed for the README and the notes.
  */
 
 interface Pod {
@@ -49,7 +51,7 @@ function describeReport(r: PollerReport): string {
   return `${r.failures} failed of ${r.requests} requests (${Object.entries(r.byKind).map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}), longest gap ${(r.longestGapMs / 1000).toFixed(1)}s`
 }
 
-describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd and runc', function () {
+describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real kubelet, containerd and runc, upgraded to ${REAL_VERSION}`, function () {
   this.timeout(40 * 60_000)
   let cluster: RealCluster
   const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T
@@ -59,7 +61,7 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
 
   before(async function () {
     try {
-      cluster = await startRealCluster({controlPlanes: 1})
+      cluster = await startRealCluster({controlPlanes: 1, version: PREVIOUS_REAL_VERSION, upgradeTargets: [REAL_VERSION]})
     } catch (error) {
       if (error instanceof MissingPrerequisiteError && !inCI()) {
         console.warn(`skipping the real-node suite: ${error.message}`)
@@ -69,7 +71,7 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
       throw error
     }
 
-    note(`real single-node cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s (kubeadm init, kube-proxy Ready)`)
+    note(`real single-node ${PREVIOUS_REAL_VERSION} cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s (kubeadm init, kube-proxy Ready)`)
     const node = cluster.nodes[0]
     for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) originals[c] = await node.readFile(`/etc/kubernetes/manifests/${c}.yaml`)
   })
@@ -224,6 +226,62 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
     assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
   })
 
+  /** The pid of the container the pod's first container runs in, as containerd reports it. */
+  const containerPid = async (pod: Pod) => {
+    const id = pod.status.containerStatuses![0].containerID!.replace('containerd://', '')
+    return new RegExp(`^${id}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await cluster.nodes[0].exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
+  }
+  const servedVersion = async () => (JSON.parse(await cluster.kubectl(['get', '--raw', '/version'])) as {gitVersion: string}).gitVersion
+  const selfHosted = async (component: string) => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === `self-hosted-${component}`)
+
+  it(`upgrade ${PREVIOUS_REAL_VERSION} -> ${REAL_VERSION}: a broken image is caught and rolled back, then the real upgrade replaces the running binaries, the API serving throughout`, async () => {
+    const [apiserverBefore] = await selfHosted('kube-apiserver')
+    assert.equal(await servedVersion(), PREVIOUS_REAL_VERSION)
+
+    // An apiserver image whose binary exits 1: the new pod crash-loops beside the old one.
+    let poller = startApiPoller(cluster.kubeconfig)
+    const broken = await selfhost(cluster.kubeconfig, ['upgrade', '--version', REAL_VERSION, '--image-registry', BROKEN_REGISTRY, '--timeout', '4m', '-o', 'json'])
+    let report = await poller.stop()
+    note(`upgrade to a broken apiserver image on the real node: exit ${broken.exitCode} after ${broken.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`)
+    assert.equal(broken.exitCode, 3, broken.stderr.split('\n').slice(-15).join('\n'))
+    const failed = JSON.parse(broken.stdout) as {result: {failure: string; components: Array<{component: string; result: string}>}}
+    assert.match(failed.result.failure, /^kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-\S+ on cp-1: its kube-apiserver container keeps crashing \(\d+ restarts, last exit code 1 Error\)/, failed.result.failure)
+    assert.deepEqual(failed.result.components.map((c) => c.result), ['rolled-back', 'not-started', 'not-started', 'not-started'])
+    assert.equal(await servedVersion(), PREVIOUS_REAL_VERSION, 'the API is back at the original version')
+    const [apiserverAfterRollback] = await selfHosted('kube-apiserver')
+    assert.equal(apiserverAfterRollback.status.containerStatuses![0].containerID, apiserverBefore.status.containerStatuses![0].containerID, 'the old apiserver served throughout: the same container')
+    assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
+
+    poller = startApiPoller(cluster.kubeconfig)
+    const upgraded = await selfhost(cluster.kubeconfig, ['upgrade', '--version', REAL_VERSION])
+    report = await poller.stop()
+    note(`upgrade ${PREVIOUS_REAL_VERSION} -> ${REAL_VERSION} on the real node: ${upgraded.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`)
+    assert.equal(upgraded.exitCode, 0, upgraded.stderr.split('\n').slice(-20).join('\n'))
+    assert.doesNotMatch(upgraded.stdout + upgraded.stderr, /no leader record|MaxListeners|Warning/)
+    assert.match(upgraded.stderr, /gate: leader cp-1 \(self-hosted-kube-scheduler-\S+, registry\.k8s\.io\/kube-scheduler:v1\.37\.2\), renewed/)
+    assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
+    assert.equal(await servedVersion(), REAL_VERSION)
+
+    // Each component's pod runs the new image, and the process in its container is the new binary.
+    for (const component of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) {
+      const pods = await selfHosted(component)
+      assert.equal(pods.length, 1, component)
+      assert.match((pods[0].spec as {containers?: Array<{image: string}>}).containers![0].image, new RegExp(`:${REAL_VERSION}$`))
+      const pid = await containerPid(pods[0])
+      assert.ok(pid, `${component}'s container runs`)
+      const reported = (await cluster.nodes[0].exec([`/proc/${pid}/exe`, '--version'])).stdout.trim()
+      assert.equal(reported, `Kubernetes ${REAL_VERSION}`, `${component}'s running binary`)
+    }
+
+    const apiserverPid = await containerPid((await selfHosted('kube-apiserver'))[0])
+    const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
+    assert.match(listeners, new RegExp(`"kube-apiserver",pid=${apiserverPid},`), listeners)
+    assert.doesNotMatch(listeners.replace(new RegExp(`pid=${apiserverPid},`, 'g'), ''), /pid=/, `only the upgraded apiserver listens: ${listeners}`)
+    const proxy = (await systemPods()).find((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy')!
+    assert.match((proxy.spec as {containers?: Array<{image: string}>}).containers![0].image, new RegExp(`kube-proxy:${REAL_VERSION}$`))
+    await eventually('the kube-proxy pod Ready on the new image', 60_000, async () => ((await systemPods()).some((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy' && ready(p)) ? true : undefined), 1000)
+  })
+
   it('power loss of the self-hosted node: the checkpoint brings the API back with no human action, the self-hosted pods take over, the copy steps aside; revert leaves no checkpoint', async () => {
     const node = cluster.nodes[0]
     const statusBefore = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
@@ -302,10 +360,21 @@ describe('real node: kubeadm v1.37.2 control plane on a real kubelet, containerd
       return statusAfter.checkpoints[0]?.gap === undefined ? true : undefined
     }, 2000).catch(() => assert.fail(`status after the checkpointer's restart: ${JSON.stringify(statusAfter.checkpoints)}`))
 
+    const revertPoller = startApiPoller(cluster.kubeconfig)
     const revert = await selfhost(cluster.kubeconfig, ['revert'])
+    const revertReport = await revertPoller.stop()
     assert.equal(revert.exitCode, 0, revert.stderr)
-    note(`revert on the real node after all that: ${revert.seconds.toFixed(0)}s`)
-    for (const c of Object.keys(originals)) assert.equal(await node.readFile(`/etc/kubernetes/manifests/${c}.yaml`), originals[c], `${c} byte for byte`)
+    note(`revert on the real node after all that: ${revert.seconds.toFixed(0)}s; API clients saw ${describeReport(revertReport)} (one node: the static apiserver restarts once to drop --permit-port-sharing)`)
+    // The version the upgrade put in place stays: only the image line differs from kubeadm's manifest.
+    for (const c of Object.keys(originals)) {
+      const restored = await node.readFile(`/etc/kubernetes/manifests/${c}.yaml`)
+      assert.equal(restored, originals[c].replace(`/${c}:${PREVIOUS_REAL_VERSION}\n`, `/${c}:${REAL_VERSION}\n`), `${c}: kubeadm's manifest with the upgraded image`)
+      assert.notEqual(restored, originals[c])
+      originals[c] = restored
+    }
+
+    assert.match(revert.stdout, /kube-apiserver: static manifest restored \(image kept at v1\.37\.2, the backup had v1\.36\.3\) on cp-1/)
+    assert.equal(await servedVersion(), REAL_VERSION)
     const left = (await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests /etc/kubernetes/selfhost; test -e /etc/kubernetes/selfhost/checkpoint && echo CHECKPOINTS-LEFT; true'])).stdout
     assert.doesNotMatch(left, /selfhost-checkpoint|CHECKPOINTS-LEFT/, left)
     const pods = await systemPods()

@@ -20,13 +20,14 @@ export class MissingPrerequisiteError extends Error {
 }
 
 /**
- * Builds (or finds in the cache) the real control-plane binaries and returns their
- * directory. A cache hit takes milliseconds; a cold build several minutes, so callers that
+ * Builds (or finds in the cache) the real control-plane binaries of one Kubernetes release
+ * (build.sh's pinned one unless given) and returns their directory. A cache hit takes milliseconds; a cold build several minutes, so callers that
  * face a person show the build's progress (`progress: 'inherit'`).
  */
-export async function ensureBinaries(progress: 'inherit' | 'quiet' = 'quiet'): Promise<string> {
-  const buildLog = join(tmpdir(), 'kubectl-selfhost-build.log')
-  const child = spawn('bash', [join(here, 'build.sh')], {stdio: ['ignore', 'pipe', progress === 'inherit' ? 'inherit' : 'pipe']})
+export async function ensureBinaries(progress: 'inherit' | 'quiet' = 'quiet', version?: string): Promise<string> {
+  const buildLog = join(tmpdir(), `kubectl-selfhost-build${version ? `-${version}` : ''}.log`)
+  const env = version ? {...process.env, K8S_VERSION: version} : process.env
+  const child = spawn('bash', [join(here, 'build.sh')], {env, stdio: ['ignore', 'pipe', progress === 'inherit' ? 'inherit' : 'pipe']})
   let stdout = ''
   child.stdout?.on('data', (chunk: Buffer) => (stdout += chunk.toString()))
   if (child.stderr) child.stderr.pipe(createWriteStream(buildLog))

@@ -28,6 +28,10 @@ const STATE_ROOT = join(tmpdir(), 'kubectl-selfhost-real')
 const CACHE = process.env.SELFHOST_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kubectl-selfhost')
 
 export const REAL_VERSION = 'v1.37.2'
+/** The release the upgrade suite starts from: kubeadm, kubelet and control plane of v1.36. */
+export const PREVIOUS_REAL_VERSION = 'v1.36.3'
+/** Where an upgrade target's deliberately broken apiserver image lives (`upgrade --image-registry`). */
+export const BROKEN_REGISTRY = 'selfhost.test/broken'
 /** The etcd build.sh builds; kubeadm is told to use it (etcd.local.imageTag). */
 export {ETCD_IMAGE_TAG}
 const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.2'
@@ -74,6 +78,13 @@ export interface RealCluster {
 export interface RealClusterOptions {
   controlPlanes?: number
   workers?: number
+  /** The release kubeadm, the kubelet and the control plane start at (REAL_VERSION unless given). */
+  version?: string
+  /**
+   * Releases to upgrade to: their control-plane and kube-proxy images are imported into every
+   * node beforehand (the nodes pull nothing), with a broken apiserver under BROKEN_REGISTRY.
+   */
+  upgradeTargets?: string[]
   buildProgress?: 'inherit' | 'quiet'
 }
 
@@ -205,6 +216,18 @@ export function kubeadmConfig(opts: {node: string; ip: string; cgroupRoot: strin
   return docs.map((d) => stringify(d)).join('---\n')
 }
 
+/** The images an upgrade to this version rolls out, and a broken apiserver of the same tag. */
+function upgradeImageRefs(version: string): Record<string, string> {
+  const all = imageRefs(version)
+  return {
+    'kube-apiserver': all['kube-apiserver'],
+    'kube-controller-manager': all['kube-controller-manager'],
+    'kube-scheduler': all['kube-scheduler'],
+    'kube-proxy': all['kube-proxy'],
+    'broken-kube-apiserver': `${BROKEN_REGISTRY}/kube-apiserver:${version}`,
+  }
+}
+
 /** The kinds and names of images a kubeadm node of this version runs. */
 function imageRefs(version: string): Record<string, string> {
   return {
@@ -218,9 +241,8 @@ function imageRefs(version: string): Record<string, string> {
   }
 }
 
-export async function ensureImages(binDir: string, version: string): Promise<{dir: string; refs: Record<string, string>}> {
+export async function ensureImages(binDir: string, version: string, refs = imageRefs(version)): Promise<{dir: string; refs: Record<string, string>}> {
   const dir = join(CACHE, 'images', version)
-  const refs = imageRefs(version)
   await sh(['bash', IMAGES_SH, binDir, dir, ...Object.entries(refs).map(([kind, ref]) => `${kind}=${ref}`)])
   return {dir, refs}
 }
@@ -320,11 +342,12 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
   const started = Date.now()
   const controlPlanes = opts.controlPlanes ?? 1
   const workers = opts.workers ?? 0
-  const version = REAL_VERSION
+  const version = opts.version ?? REAL_VERSION
   await checkRealPrerequisites()
-  const binDir = await ensureBinaries(opts.buildProgress)
+  const binDir = await ensureBinaries(opts.buildProgress, version)
   for (const b of ['kubelet', 'kubeadm']) if (!existsSync(join(binDir, b))) throw new MissingPrerequisiteError([`${b} is missing from ${binDir}`])
-  const images = await ensureImages(binDir, version)
+  const imageSets = [await ensureImages(binDir, version)]
+  for (const target of opts.upgradeTargets ?? []) imageSets.push(await ensureImages(await ensureBinaries(opts.buildProgress, target), target, upgradeImageRefs(target)))
   reapAbandonedRealClusters()
 
   mkdirSync(STATE_ROOT, {recursive: true})
@@ -367,9 +390,11 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
       // For people and suites rehearsing a power loss.
       writeFileSync(join(dir, 'power-cycle'), `#!/usr/bin/env bash\n# A hard stop of node ${spec.name} (kill -9 of its kubelet, containerd and every container), then a boot.\nexec bash ${NODE_SH} power-cycle ${dir}\n`, {mode: 0o755})
       await node.boot()
-      for (const [kind, ref] of Object.entries(images.refs)) {
-        const base = ref.slice(0, ref.lastIndexOf(':'))
-        await node.exec(['ctr', '-n', 'k8s.io', 'images', 'import', '--base-name', base, join(images.dir, `${kind}.tar`)])
+      for (const images of imageSets) {
+        for (const [kind, ref] of Object.entries(images.refs)) {
+          const base = ref.slice(0, ref.lastIndexOf(':'))
+          await node.exec(['ctr', '-n', 'k8s.io', 'images', 'import', '--base-name', base, join(images.dir, `${kind}.tar`)])
+        }
       }
       nodes.push(node)
     }

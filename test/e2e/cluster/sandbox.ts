@@ -13,7 +13,7 @@ import {fileURLToPath} from 'node:url'
 
 import {MissingPrerequisiteError} from './binaries.js'
 import {type TestCluster, startTestCluster} from './harness.js'
-import {startRealCluster} from './real-cluster.js'
+import {REAL_VERSION, startRealCluster} from './real-cluster.js'
 
 const here = dirname(fileURLToPath(import.meta.url))
 const repoRoot = resolve(here, '../../..')
@@ -91,10 +91,13 @@ async function serve(cluster: Pick<TestCluster, 'binDir' | 'kubeconfig' | 'stop'
 async function mainReal(args: string[]): Promise<void> {
   const controlPlanes = numberFlag(args, '--control-planes', 1)
   const workers = numberFlag(args, '--workers', 0)
+  // `--version v1.36.3`: start older, with the images of REAL_VERSION on the nodes to upgrade to.
+  const versionIndex = args.indexOf('--version')
+  const version = versionIndex >= 0 ? args.splice(versionIndex, 2)[1] : REAL_VERSION
   say('building or finding the binaries and images (a first build takes several minutes), then kubeadm init')
   let cluster: Awaited<ReturnType<typeof startRealCluster>>
   try {
-    cluster = await startRealCluster({controlPlanes, workers, buildProgress: 'inherit'})
+    cluster = await startRealCluster({controlPlanes, workers, version, upgradeTargets: version === REAL_VERSION ? [] : [REAL_VERSION], buildProgress: 'inherit'})
   } catch (error) {
     say(error instanceof MissingPrerequisiteError ? error.message : (error as Error).message)
     process.exit(1)

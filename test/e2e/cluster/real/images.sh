@@ -3,6 +3,7 @@
 # on this machine (build.sh) and Debian's packages, with Debian's umoci (no hand-written image
 # writer). Usage: images.sh BIN_DIR OUT_DIR KIND=REF...
 #   KIND: kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd pause coredns busybox
+#         broken-kube-apiserver (an apiserver image whose binary exits 1: real/broken.c)
 #   REF:  the name kubeadm expects, e.g. registry.k8s.io/kube-apiserver:v1.37.2
 # Writes OUT_DIR/<KIND>.tar (an OCI layout, tag = REF's tag) and OUT_DIR/<KIND>.ref; an archive
 # that exists for the same REF and recipe is kept (cache hit).
@@ -10,7 +11,7 @@ set -euo pipefail
 bin=$1 out=$2
 shift 2
 here=$(cd "$(dirname "$0")" && pwd)
-recipe=$(cat "$0" "$here/pause.c" | sha256sum | cut -c1-12)
+recipe=$(cat "$0" "$here/pause.c" "$here/broken.c" | sha256sum | cut -c1-12)
 mkdir -p "$out"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -81,6 +82,8 @@ build_one() {
     kube-proxy)
       populate_distroless_iptables "$root"
       cp "$bin/kube-proxy" "$root/usr/local/bin/kube-proxy" ;;
+    broken-kube-apiserver)
+      gcc -static -O2 -s -o "$root/usr/local/bin/kube-apiserver" "$here/broken.c" ;;
     pause)
       gcc -static -O2 -s -o "$root/pause" "$here/pause.c"
       entry=(--config.entrypoint /pause) ;;
