@@ -52,3 +52,8 @@ fi
 started=$(date +%s)
 bin_dir=$(bash "$(dirname "$0")/build.sh")
 echo "install-deps.sh: control-plane binaries in $bin_dir ($(($(date +%s) - started))s)"
+# The release the real-node suite starts from and upgrades away from (real-cluster.ts,
+# PREVIOUS_REAL_VERSION): kubeadm, kubelet and control plane of the previous minor.
+started=$(date +%s)
+previous_dir=$(K8S_VERSION=v1.36.3 bash "$(dirname "$0")/build.sh")
+echo "install-deps.sh: the previous release's binaries in $previous_dir ($(($(date +%s) - started))s)"

@@ -28,7 +28,7 @@ const STATE_ROOT = join(tmpdir(), 'kubectl-selfhost-real')
 const CACHE = process.env.SELFHOST_CACHE ?? join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'kubectl-selfhost')
 
 export const REAL_VERSION = 'v1.37.2'
-/** The release the upgrade suite starts from: kubeadm, kubelet and control plane of v1.36. */
+/** The release the upgrade suite starts from: kubeadm, kubelet and control plane of v1.36 (install-deps.sh builds it too). */
 export const PREVIOUS_REAL_VERSION = 'v1.36.3'
 /** Where an upgrade target's deliberately broken apiserver image lives (`upgrade --image-registry`). */
 export const BROKEN_REGISTRY = 'selfhost.test/broken'
