@@ -277,22 +277,28 @@ function makeNode(name: string, role: RealNode['role'], ip: string, dir: string,
     },
     async boot() {
       await sh(['bash', NODE_SH, 'boot', dir])
-      const deadline = Date.now() + 60_000
-      for (;;) {
-        try {
-          await node.exec(['test', '-e', '/run/selfhost-node-booted'])
-          return
-        } catch (error) {
-          if (Date.now() > deadline) throw new Error(`node ${name} did not boot within 60s: ${(error as Error).message}; log: ${join(dir, 'log')}`)
-          await sleep(200)
-        }
-      }
+      await booted()
     },
     async powerCycle() {
-      await node.powerOff()
-      await node.boot()
+      // The very script the sandbox hands to people (nodes/<node>/power-cycle), so it is proven too.
+      await sh(['bash', join(dir, 'power-cycle')])
+      await booted()
     },
   }
+  /** The node's init has started containerd and is ready for the kubelet. */
+  const booted = async () => {
+    const deadline = Date.now() + 60_000
+    for (;;) {
+      try {
+        await node.exec(['test', '-e', '/run/selfhost-node-booted'])
+        return
+      } catch (error) {
+        if (Date.now() > deadline) throw new Error(`node ${name} did not boot within 60s: ${(error as Error).message}; log: ${join(dir, 'log')}`)
+        await sleep(200)
+      }
+    }
+  }
+
   return node
 }
 

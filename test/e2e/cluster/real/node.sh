@@ -144,7 +144,7 @@ case "$cmd" in
     ;;
   power-cycle)
     power_off "$1"
-    "$0" boot "$1"
+    bash "$0" boot "$1"
     ;;
   destroy)
     node_dir=$1
