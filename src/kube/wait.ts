@@ -1,6 +1,7 @@
 import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 
 import {CliError} from '../errors.js'
+import {ApiUnreachableError} from './errors.js'
 import type {KubeClient} from './client.js'
 
 /**
@@ -17,6 +18,11 @@ export interface WaitOptions {
   /** Called with the probe's progress line whenever it changes. */
   onProgress?: (line: string) => void
   signal?: AbortSignal
+  /**
+   * An API server that does not answer (ApiUnreachableError) is waited for, up to the deadline,
+   * instead of ending the wait: for waits that span an apiserver's own restart.
+   */
+  throughApiOutage?: boolean
   /** Injected by tests; defaults to a real timer. */
   sleep?: (ms: number) => Promise<void>
   now?: () => number
@@ -57,7 +63,14 @@ export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: W
   const deadline = now() + opts.timeoutMs
   let lastProgress = ''
   for (;;) {
-    const result = await probe()
+    let result: ProbeResult<T>
+    try {
+      result = await probe()
+    } catch (error) {
+      if (!(opts.throughApiOutage && error instanceof ApiUnreachableError)) throw error
+      result = {done: false, value: undefined as T, progress: `the API does not answer (${error.message}); waiting for it`}
+    }
+
     if (result.progress !== lastProgress) {
       lastProgress = result.progress
       opts.onProgress?.(result.progress)

@@ -249,7 +249,9 @@ async function replacePods(
   onChanged: () => void,
 ): Promise<void> {
   const ref = refOf(p)
-  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
+  // An apiserver upgrade takes the API away when it goes wrong (a new instance that never serves
+  // replaced the old one) until the node's checkpoint serves again: every wait spans that.
+  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: true}
   const containerPatch = {template: {spec: {containers: [{name: p.container, image}]}}}
   const spec = p.updateStrategy ? {...containerPatch, updateStrategy: p.updateStrategy[strategy]} : containerPatch
   // Going forward, the patch only applies to the object as planned (409 if someone changed it
@@ -257,7 +259,17 @@ async function replacePods(
   const patch = strategy === 'during' ? {metadata: {resourceVersion: original.metadata?.resourceVersion}, spec} : {spec}
 
   if (p.strategy !== 'temporary-instance') {
-    await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    // A rollback must get through while the API comes back; going forward there is nothing to wait for.
+    if (strategy === 'before') {
+      await pollUntil(async () => ({done: true, value: await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch), progress: ''}), {
+        ...wait,
+        what: `the API to take the rollback of ${ref.kind} ${ref.namespace}/${ref.name}`,
+        onProgress: (line) => line && opts.onProgress(`  rollback: ${line}`),
+      })
+    } else {
+      await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    }
+
     onChanged()
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
     // Going forward, a new pod that cannot run ends the wait early; a rollback waits its full time.
@@ -370,7 +382,9 @@ async function healthGates(
   opts: ExecuteOptions,
   warnings: string[],
 ): Promise<void> {
-  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
+  // An apiserver upgrade takes the API away when it goes wrong (a new instance that never serves
+  // replaced the old one) until the node's checkpoint serves again: every wait spans that.
+  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: true}
   if (p.component === 'kube-apiserver') {
     await pollUntil(
       async () => {

@@ -4,6 +4,7 @@ import {getEventListeners} from 'node:events'
 import type {V1Deployment} from '@kubernetes/client-node'
 
 import {CliError} from '../../../src/errors.js'
+import {ApiUnreachableError} from '../../../src/kube/errors.js'
 import {daemonSetRollout, deploymentRollout, pollUntil, waitForRollout} from '../../../src/kube/wait.js'
 
 function deployment(replicas: number, generation: number, status: V1Deployment['status']): V1Deployment {
@@ -63,6 +64,30 @@ describe('kube/wait: polling', () => {
     assert.equal(calls, 4)
     assert.equal(clock, 3000)
     assert.deepEqual(seen, ['waiting for the controller to see generation 2', '1/3 ready, 3 updated, 3 existing', '3/3 ready, 3 updated, 3 existing'])
+  })
+
+  it('waits through an API that does not answer only when asked to, and only for that kind of failure', async () => {
+    const unreachable = new ApiUnreachableError('cannot reach the API server at https://cp-1:6443: connection refused; is the cluster running and is the context right?')
+    let calls = 0
+    const seen: string[] = []
+    const flaky = async () => {
+      if (++calls <= 2) throw unreachable
+      return {done: true, value: 'served', progress: 'ok'}
+    }
+    assert.equal(await pollUntil(flaky, {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: true, onProgress: (l) => seen.push(l)}), 'served')
+    assert.equal(calls, 3)
+    assert.match(seen[0], /^the API does not answer \(cannot reach the API server at https:\/\/cp-1:6443: connection refused/)
+    calls = 0
+    await assert.rejects(pollUntil(flaky, {timeoutMs: 60_000, intervalMs: 1, what: 'x'}), ApiUnreachableError)
+    await assert.rejects(
+      pollUntil(async () => { throw new CliError('get pods failed (403 Forbidden)') }, {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: true}),
+      /403 Forbidden/,
+    )
+    let clock = 0
+    await assert.rejects(
+      pollUntil(async () => { throw unreachable }, {timeoutMs: 3000, what: 'the gate', throughApiOutage: true, now: () => clock, sleep: async (ms) => { clock += ms }}),
+      /^TimeoutError: timed out after 3s waiting for the gate \(the API does not answer/,
+    )
   })
 
   it('a long wait on a signal leaves no abort listener behind per poll (node warned past 10 on a real upgrade)', async () => {
