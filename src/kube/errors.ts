@@ -65,24 +65,35 @@ export function apiStatusError(status: number, body: string, intent: RequestInte
   }
 }
 
+/**
+ * The API server did not answer at all (refused, reset, timed out, no route): what an apiserver
+ * that restarts looks like from outside. Waits that span a restart wait through it by type.
+ */
+export class ApiUnreachableError extends CliError {
+  constructor(message: string) {
+    super(message)
+    this.name = 'ApiUnreachableError'
+  }
+}
+
 /** Turns a network-level failure (no HTTP response) into one clear line. */
 export function transportError(err: unknown, server: string, timeoutMs: number): CliError {
   const e = err as {code?: string; name?: string; message?: string}
   if (e?.name === 'AbortError' || e?.name === 'TimeoutError' || e?.code === 'ETIMEDOUT' || e?.code === 'ESOCKETTIMEDOUT') {
-    return new CliError(`request to ${server} timed out after ${timeoutMs / 1000}s; raise --request-timeout or check the server`)
+    return new ApiUnreachableError(`request to ${server} timed out after ${timeoutMs / 1000}s; raise --request-timeout or check the server`)
   }
 
   switch (e?.code) {
     case 'ECONNREFUSED':
-      return new CliError(`cannot reach the API server at ${server}: connection refused; is the cluster running and is the context right?`)
+      return new ApiUnreachableError(`cannot reach the API server at ${server}: connection refused; is the cluster running and is the context right?`)
     case 'ENOTFOUND':
     case 'EAI_AGAIN':
       return new CliError(`cannot resolve the API server's host in ${server}; check the server address in your kubeconfig`)
     case 'EHOSTUNREACH':
     case 'ENETUNREACH':
-      return new CliError(`cannot reach the API server at ${server}: no route to host`)
+      return new ApiUnreachableError(`cannot reach the API server at ${server}: no route to host`)
     case 'ECONNRESET':
-      return new CliError(`the API server at ${server} closed the connection; try again or check the server`)
+      return new ApiUnreachableError(`the API server at ${server} closed the connection; try again or check the server`)
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
     case 'SELF_SIGNED_CERT_IN_CHAIN':
     case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':

@@ -1,6 +1,7 @@
 import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 
 import {CliError} from '../errors.js'
+import {ApiStatusError, ApiUnreachableError} from './errors.js'
 import type {KubeClient} from './client.js'
 
 /**
@@ -17,6 +18,13 @@ export interface WaitOptions {
   /** Called with the probe's progress line whenever it changes. */
   onProgress?: (line: string) => void
   signal?: AbortSignal
+  /**
+   * An API server that does not answer (ApiUnreachableError) is waited for, up to the deadline,
+   * instead of ending the wait, and so is a 403 or 5xx shortly after such an outage (an apiserver
+   * starting): for waits that span an apiserver's own restart. Waits that share the object share
+   * what was seen.
+   */
+  throughApiOutage?: OutageMemory
   /** Injected by tests; defaults to a real timer. */
   sleep?: (ms: number) => Promise<void>
   now?: () => number
@@ -51,13 +59,40 @@ export class TimeoutError extends CliError {
   }
 }
 
+/** When an API outage was last seen: an apiserver that comes back answers 403 and 5xx until its post-start hooks ran. */
+export interface OutageMemory {
+  lastOutageAt?: number
+}
+
+/** How long after an outage a 403 or 5xx is taken as an apiserver still starting (seen on a real node: about 10 s). */
+const STARTING_APISERVER_MS = 120_000
+
+/** What to wait for instead of failing: an API that does not answer, or one still starting after an outage. */
+function apiStillComing(error: unknown, at: number, memory: OutageMemory): string | undefined {
+  if (error instanceof ApiUnreachableError) {
+    memory.lastOutageAt = at
+    return `the API does not answer (${error.message}); waiting for it`
+  }
+
+  const starting = error instanceof ApiStatusError && (error.status === 403 || error.status >= 500) && memory.lastOutageAt !== undefined && at - memory.lastOutageAt < STARTING_APISERVER_MS
+  return starting ? `the API answers ${error.status} after an outage (a starting apiserver); waiting for it` : undefined
+}
+
 export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: WaitOptions): Promise<T> {
   const now = opts.now ?? Date.now
   const sleep = opts.sleep ?? ((ms: number) => realSleep(ms, opts.signal))
   const deadline = now() + opts.timeoutMs
   let lastProgress = ''
   for (;;) {
-    const result = await probe()
+    let result: ProbeResult<T>
+    try {
+      result = await probe()
+    } catch (error) {
+      const waiting = opts.throughApiOutage ? apiStillComing(error, now(), opts.throughApiOutage) : undefined
+      if (!waiting) throw error
+      result = {done: false, value: undefined as T, progress: waiting}
+    }
+
     if (result.progress !== lastProgress) {
       lastProgress = result.progress
       opts.onProgress?.(result.progress)

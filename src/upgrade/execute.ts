@@ -11,7 +11,7 @@ import {Instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYS
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
-import {WaitOptions, WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
+import {type OutageMemory, WaitOptions, WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
 import {ComponentPlan, UpgradeOptions, UpgradePlan, WorkloadObject, planUpgrade} from './plan.js'
 import {UPGRADE_ORDER, UpgradeComponent} from './skew.js'
 import {parseReportedVersion, sameVersion} from './versions.js'
@@ -38,6 +38,9 @@ export interface ExecuteOptions {
    */
   refreshCheckpoints?: (component: UpgradeComponent) => Promise<string | undefined>
 }
+
+/** What the steps of one run share beyond the caller's options. */
+type RunOptions = ExecuteOptions & {outage: OutageMemory}
 
 export type ComponentResult = 'upgraded' | 'skipped' | 'rolled-back' | 'rollback-failed' | 'not-started'
 
@@ -151,8 +154,10 @@ function instancesOf(pods: V1Pod[], container: string): Instance[] {
  * Runs the plan component by component. A component that fails its rollout or a health gate
  * (or is interrupted) goes back to its previous image; the run then stops.
  */
-export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, opts: ExecuteOptions): Promise<UpgradeResult> {
+export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: ExecuteOptions): Promise<UpgradeResult> {
   if (!plan.allowed) throw new CliError(plan.refusal ?? 'the upgrade plan is refused')
+  // One memory of API outages for the whole run: the rollback after a failed gate sees the outage the gate saw.
+  const opts: RunOptions = {...given, outage: {}}
   const now = opts.now ?? Date.now
   const say = opts.onProgress
   const warnings: string[] = []
@@ -244,12 +249,14 @@ async function replacePods(
   p: ComponentPlan,
   image: string,
   original: V1DaemonSet | V1Deployment,
-  opts: ExecuteOptions,
+  opts: RunOptions,
   strategy: 'during' | 'before',
   onChanged: () => void,
 ): Promise<void> {
   const ref = refOf(p)
-  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
+  // An apiserver upgrade takes the API away when it goes wrong (a new instance that never serves
+  // replaced the old one) until the node's checkpoint serves again: every wait spans that.
+  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: opts.outage}
   const containerPatch = {template: {spec: {containers: [{name: p.container, image}]}}}
   const spec = p.updateStrategy ? {...containerPatch, updateStrategy: p.updateStrategy[strategy]} : containerPatch
   // Going forward, the patch only applies to the object as planned (409 if someone changed it
@@ -257,7 +264,17 @@ async function replacePods(
   const patch = strategy === 'during' ? {metadata: {resourceVersion: original.metadata?.resourceVersion}, spec} : {spec}
 
   if (p.strategy !== 'temporary-instance') {
-    await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    // A rollback must get through while the API comes back; going forward there is nothing to wait for.
+    if (strategy === 'before') {
+      await pollUntil(async () => ({done: true, value: await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch), progress: ''}), {
+        ...wait,
+        what: `the API to take the rollback of ${ref.kind} ${ref.namespace}/${ref.name}`,
+        onProgress: (line) => line && opts.onProgress(`  rollback: ${line}`),
+      })
+    } else {
+      await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    }
+
     onChanged()
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
     // Going forward, a new pod that cannot run ends the wait early; a rollback waits its full time.
@@ -367,10 +384,12 @@ async function healthGates(
   api: UpgradeApi,
   p: ComponentPlan,
   expected: VersionExpectation,
-  opts: ExecuteOptions,
+  opts: RunOptions,
   warnings: string[],
 ): Promise<void> {
-  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now}
+  // An apiserver upgrade takes the API away when it goes wrong (a new instance that never serves
+  // replaced the old one) until the node's checkpoint serves again: every wait spans that.
+  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: opts.outage}
   if (p.component === 'kube-apiserver') {
     await pollUntil(
       async () => {

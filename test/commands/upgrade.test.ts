@@ -37,6 +37,8 @@ interface FakeOptions {
   changedBehindOurBack?: UpgradeComponent
   /** Components whose new pods crash-loop (exit 1, restarted 3 times) instead of just not becoming Ready. */
   crashLoop?: UpgradeComponent[]
+  /** For this long after the apiserver's patch, /version finds nothing listening (an apiserver going away, a checkpoint taking over). */
+  versionOutageMs?: number
   /** Leases read this many times with no holder first, as a leader that released its lock on shutdown leaves them. */
   releasedReads?: number
 }
@@ -56,6 +58,8 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
     ;(w!.object as {component?: string}).component = component
   }
 
+  let apiserverPatchedAt: number | undefined
+  const inOutage = () => fake.versionOutageMs !== undefined && apiserverPatchedAt !== undefined && Date.now() - apiserverPatchedAt < fake.versionOutageMs
   const scope = nock(FAKE_SERVER).persist()
   for (const [path, object] of objects) {
     scope.get(path).reply(() => [200, object])
@@ -69,6 +73,7 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
       }
 
       const image = patch.spec?.template?.spec?.containers?.[0]?.image
+      if (image && path.endsWith('/self-hosted-kube-apiserver')) apiserverPatchedAt ??= Date.now()
       if (image) object.spec!.template.spec!.containers[0].image = image
       if (patch.spec?.updateStrategy) (object as V1DaemonSet).spec!.updateStrategy = patch.spec.updateStrategy
       object.metadata!.generation = (object.metadata!.generation ?? 1) + 1
@@ -90,7 +95,8 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   // Clusters up to 1.19 also keep leader records on Endpoints; these have none there.
   scope.get(`${KS}/endpoints`).reply(200, {items: []})
   scope.get('/readyz').query(true).reply(200, '[+]ping ok\nreadyz check passed')
-  scope.get('/version').reply(200, {gitVersion: fake.served ?? shape.version})
+  scope.get((uri) => uri === '/version' && inOutage()).replyWithError(Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'}))
+  scope.get((uri) => uri === '/version' && !inOutage()).reply(200, {gitVersion: fake.served ?? shape.version})
   let renewals = 0
   for (const name of ['kube-controller-manager', 'kube-scheduler']) {
     let released = fake.releasedReads ?? 0
@@ -228,6 +234,15 @@ describe('upgrade command (HTTP fake)', function () {
     assert.match(stderr, /gate: lock released by the previous leader, no holder yet/)
     assert.match(stderr, /gate: leader cp-0 \(self-hosted-kube-scheduler-abc, registry\.k8s\.io\/kube-scheduler:v1\.37\.2\), renewed/)
     assert.doesNotMatch(stdout + stderr, /no leader record/)
+  })
+
+  it('an API that stops answering during the gates (the apiserver it replaces going away) is waited for within --timeout, not taken as a failure', async () => {
+    serveUpgrade({version: 'v1.36.4', portSharing: true}, {served: 'v1.37.2', versionOutageMs: 2500})
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '20s')
+    assert.equal(exitCode, 0, stderr)
+    assert.match(stderr, /gate: the API does not answer \(cannot reach the API server at https:\/\/fake-cluster\.test:6443: connection refused/)
+    assert.match(stderr, /gate: \/version v1\.37\.2/)
+    assert.match(stdout, /Upgraded to v1\.37\.2\./)
   })
 
   it('a new pod that keeps crashing ends the wait at once, with its reason, and is rolled back (exit 3)', async () => {

@@ -4,6 +4,7 @@ import {getEventListeners} from 'node:events'
 import type {V1Deployment} from '@kubernetes/client-node'
 
 import {CliError} from '../../../src/errors.js'
+import {ApiStatusError, ApiUnreachableError} from '../../../src/kube/errors.js'
 import {daemonSetRollout, deploymentRollout, pollUntil, waitForRollout} from '../../../src/kube/wait.js'
 
 function deployment(replicas: number, generation: number, status: V1Deployment['status']): V1Deployment {
@@ -63,6 +64,39 @@ describe('kube/wait: polling', () => {
     assert.equal(calls, 4)
     assert.equal(clock, 3000)
     assert.deepEqual(seen, ['waiting for the controller to see generation 2', '1/3 ready, 3 updated, 3 existing', '3/3 ready, 3 updated, 3 existing'])
+  })
+
+  it('waits through an API that does not answer only when asked to, and through a starting apiserver\'s 403/5xx only after an outage', async () => {
+    const unreachable = new ApiUnreachableError('cannot reach the API server at https://cp-1:6443: connection refused; is the cluster running and is the context right?')
+    const forbidden = new ApiStatusError('get daemonsets failed (403 Forbidden)', 403)
+    const answers = (...errors: Error[]) => {
+      let calls = 0
+      return async () => {
+        if (calls < errors.length) throw errors[calls++]
+        return {done: true, value: 'served', progress: 'ok'}
+      }
+    }
+    const seen: string[] = []
+    // Refused, then the 403 of an apiserver still starting, then served: one wait, one memory.
+    assert.equal(await pollUntil(answers(unreachable, unreachable, forbidden), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, onProgress: (l) => seen.push(l)}), 'served')
+    assert.match(seen[0], /^the API does not answer \(cannot reach the API server at https:\/\/cp-1:6443: connection refused/)
+    assert.equal(seen[1], 'the API answers 403 after an outage (a starting apiserver); waiting for it')
+    // Not asked: the outage ends the wait. A 403 with no outage before it is a real refusal.
+    await assert.rejects(pollUntil(answers(unreachable), {timeoutMs: 60_000, intervalMs: 1, what: 'x'}), ApiUnreachableError)
+    await assert.rejects(pollUntil(answers(forbidden), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}}), /403 Forbidden/)
+    await assert.rejects(pollUntil(answers(new CliError('something else')), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}}), /something else/)
+    // Waits that share the memory share the outage; two minutes later a 403 is real again.
+    let clock = 0
+    const memory = {}
+    const clocked = {intervalMs: 1, now: () => clock, sleep: async (ms: number) => { clock += ms }}
+    assert.equal(await pollUntil(answers(unreachable), {...clocked, timeoutMs: 60_000, what: 'x', throughApiOutage: memory}), 'served')
+    assert.equal(await pollUntil(answers(forbidden), {...clocked, timeoutMs: 60_000, what: 'y', throughApiOutage: memory}), 'served')
+    clock += 120_000
+    await assert.rejects(pollUntil(answers(forbidden), {...clocked, timeoutMs: 60_000, what: 'z', throughApiOutage: memory}), /403 Forbidden/)
+    await assert.rejects(
+      pollUntil(async () => { throw unreachable }, {timeoutMs: 3000, what: 'the gate', throughApiOutage: {}, now: () => clock, sleep: async (ms) => { clock += ms }}),
+      /^TimeoutError: timed out after 3s waiting for the gate \(the API does not answer/,
+    )
   })
 
   it('a long wait on a signal leaves no abort listener behind per poll (node warned past 10 on a real upgrade)', async () => {
