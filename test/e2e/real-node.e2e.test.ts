@@ -5,7 +5,7 @@ import {execa} from 'execa'
 
 import {repoRoot} from '../helpers/build.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {BROKEN_REGISTRY, BUSYBOX_IMAGE, PREVIOUS_REAL_VERSION, REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
+import {BROKEN_REGISTRY, BUSYBOX_IMAGE, HANGING_REGISTRY, PREVIOUS_REAL_VERSION, REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {type PollerReport, startApiPoller} from './real/api-poller.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
@@ -234,7 +234,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
   const servedVersion = async () => (JSON.parse(await cluster.kubectl(['get', '--raw', '/version'])) as {gitVersion: string}).gitVersion
   const selfHosted = async (component: string) => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === `self-hosted-${component}`)
 
-  it(`upgrade ${PREVIOUS_REAL_VERSION} -> ${REAL_VERSION}: a broken image is caught and rolled back, then the real upgrade replaces the running binaries, the API serving throughout`, async () => {
+  it(`upgrade ${PREVIOUS_REAL_VERSION} -> ${REAL_VERSION}: a broken image is caught and rolled back; one that never serves is rolled back once the checkpoint brings the API back; then the real upgrade replaces the running binaries`, async () => {
     const [apiserverBefore] = await selfHosted('kube-apiserver')
     assert.equal(await servedVersion(), PREVIOUS_REAL_VERSION)
 
@@ -251,6 +251,25 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const [apiserverAfterRollback] = await selfHosted('kube-apiserver')
     assert.equal(apiserverAfterRollback.status.containerStatuses![0].containerID, apiserverBefore.status.containerStatuses![0].containerID, 'the old apiserver served throughout: the same container')
     assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
+
+    // An apiserver image whose binary runs and never listens: its pod looks Ready (the old process
+    // answers the probes on the shared port), the DaemonSet removes the old pod, and the API is
+    // gone until the node's checkpoint (still the pre-upgrade version) serves again.
+    poller = startApiPoller(cluster.kubeconfig)
+    const hanging = await selfhost(cluster.kubeconfig, ['upgrade', '--version', REAL_VERSION, '--image-registry', HANGING_REGISTRY, '--timeout', '2m', '-o', 'json'])
+    report = await poller.stop()
+    note(`upgrade to an apiserver image that never listens on the real node: exit ${hanging.exitCode} after ${hanging.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`)
+    assert.equal(hanging.exitCode, 3, hanging.stderr.split('\n').slice(-15).join('\n'))
+    assert.match(hanging.stderr, /the API does not answer/, 'the API really went away')
+    assert.match((JSON.parse(hanging.stdout) as {result: {failure: string}}).result.failure, /^kube-apiserver: timed out after 120s waiting for \/version to report v1\.37\.2 \(\/version v1\.36\.3\)/)
+    assert.equal(await servedVersion(), PREVIOUS_REAL_VERSION, 'back at the original version')
+    await eventually('the checkpoint copy to step aside for the rolled-back pod', 180_000, async () => {
+      const copies = (await cluster.nodes[0].exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
+      const all = await systemPods().catch(() => [])
+      const pods = all.filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
+      const mirrors = all.filter((p) => p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'])
+      return copies === '0' && mirrors.length === 0 && pods.length === 1 && ready(pods[0]) ? true : undefined
+    }, 2000)
 
     poller = startApiPoller(cluster.kubeconfig)
     const upgraded = await selfhost(cluster.kubeconfig, ['upgrade', '--version', REAL_VERSION])

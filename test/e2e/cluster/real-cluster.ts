@@ -32,6 +32,8 @@ export const REAL_VERSION = 'v1.37.2'
 export const PREVIOUS_REAL_VERSION = 'v1.36.3'
 /** Where an upgrade target's deliberately broken apiserver image lives (`upgrade --image-registry`). */
 export const BROKEN_REGISTRY = 'selfhost.test/broken'
+/** Where an upgrade target's apiserver image that runs but never listens lives. */
+export const HANGING_REGISTRY = 'selfhost.test/hanging'
 /** The etcd build.sh builds; kubeadm is told to use it (etcd.local.imageTag). */
 export {ETCD_IMAGE_TAG}
 const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.2'
@@ -225,6 +227,7 @@ function upgradeImageRefs(version: string): Record<string, string> {
     'kube-scheduler': all['kube-scheduler'],
     'kube-proxy': all['kube-proxy'],
     'broken-kube-apiserver': `${BROKEN_REGISTRY}/kube-apiserver:${version}`,
+    'hanging-kube-apiserver': `${HANGING_REGISTRY}/kube-apiserver:${version}`,
   }
 }
 

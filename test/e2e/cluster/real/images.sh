@@ -4,6 +4,7 @@
 # writer). Usage: images.sh BIN_DIR OUT_DIR KIND=REF...
 #   KIND: kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd pause coredns busybox
 #         broken-kube-apiserver (an apiserver image whose binary exits 1: real/broken.c)
+#         hanging-kube-apiserver (one whose binary runs and never listens: the pause program)
 #   REF:  the name kubeadm expects, e.g. registry.k8s.io/kube-apiserver:v1.37.2
 # Writes OUT_DIR/<KIND>.tar (an OCI layout, tag = REF's tag) and OUT_DIR/<KIND>.ref; an archive
 # that exists for the same REF and recipe is kept (cache hit).
@@ -82,6 +83,8 @@ build_one() {
     kube-proxy)
       populate_distroless_iptables "$root"
       cp "$bin/kube-proxy" "$root/usr/local/bin/kube-proxy" ;;
+    hanging-kube-apiserver)
+      gcc -static -O2 -s -o "$root/usr/local/bin/kube-apiserver" "$here/pause.c" ;;
     broken-kube-apiserver)
       gcc -static -O2 -s -o "$root/usr/local/bin/kube-apiserver" "$here/broken.c" ;;
     pause)
