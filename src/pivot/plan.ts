@@ -573,12 +573,6 @@ export function deploymentRollout(component: PivotedComponent, handoff: HandoffM
 }
 
 /**
- * Plans the move of kube-apiserver, kube-controller-manager and kube-scheduler from static
- * pods into self-hosted workloads. Pure: inputs are the static manifests (from the nodes or a
- * directory) and what the cluster says about its nodes; output is every object and step.
- * Refuses, in one line, what it cannot do safely.
- */
-/**
  * A re-run renders from the backups, which hold the version from before any `upgrade`: the
  * workload keeps the image it runs now, as it keeps its replica count, so a re-run never
  * downgrades what an upgrade put in place.
@@ -594,6 +588,12 @@ function keepLiveImage(plan: ComponentPlan, liveImage: string | undefined): void
   }
 }
 
+/**
+ * Plans the move of kube-apiserver, kube-controller-manager and kube-scheduler from static
+ * pods into self-hosted workloads. Pure: inputs are the static manifests (from the nodes or a
+ * directory) and what the cluster says about its nodes; output is every object and step.
+ * Refuses, in one line, what it cannot do safely.
+ */
 export function planPivot(inputs: PivotInputs): PivotPlan {
   const deadline = inputs.handoffDeadlineSeconds ?? 180
   const existing = inputs.existingWorkloads ?? []

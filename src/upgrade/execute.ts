@@ -254,9 +254,7 @@ async function replacePods(
   onChanged: () => void,
 ): Promise<void> {
   const ref = refOf(p)
-  // An apiserver upgrade takes the API away when it goes wrong (a new instance that never serves
-  // replaced the old one) until the node's checkpoint serves again: every wait spans that.
-  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: opts.outage}
+  const wait = waitOptionsOf(opts)
   const containerPatch = {template: {spec: {containers: [{name: p.container, image}]}}}
   const spec = p.updateStrategy ? {...containerPatch, updateStrategy: p.updateStrategy[strategy]} : containerPatch
   // Going forward, the patch only applies to the object as planned (409 if someone changed it
@@ -322,6 +320,22 @@ async function replacePods(
   await waitForOnlyImage(api, p, original, image, wait, opts.onProgress)
 }
 
+/**
+ * The waits of one run: an apiserver upgrade takes the API away when it goes wrong (a new
+ * instance that never serves replaced the old one) until the node's checkpoint serves again,
+ * so every wait spans that.
+ */
+function waitOptionsOf(opts: RunOptions): Omit<WaitOptions, 'what'> {
+  return {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: opts.outage}
+}
+
+/** The label selector of a workload's pods. */
+function selectorOf(workload: V1DaemonSet | V1Deployment): string {
+  return Object.entries(workload.spec?.selector?.matchLabels ?? {})
+    .map(([k, v]) => `${k}=${v}`)
+    .join(',')
+}
+
 /** Restarts after which a crash-looping new pod is taken as broken, not as slow to start. */
 export const CRASH_LOOP_RESTARTS = 3
 /** Waiting reasons that never resolve by waiting: the image can never be had as named. */
@@ -329,9 +343,7 @@ const HOPELESS_WAITING = new Set(['ErrImageNeverPull', 'InvalidImageName'])
 
 /** A pod of the new image that cannot run, described in a few words (undefined when none is). */
 async function brokenNewPod(api: UpgradeApi, p: ComponentPlan, workload: V1DaemonSet | V1Deployment, image: string): Promise<string | undefined> {
-  const labelSelector = Object.entries(workload.spec?.selector?.matchLabels ?? {})
-    .map(([k, v]) => `${k}=${v}`)
-    .join(',')
+  const labelSelector = selectorOf(workload)
   for (const pod of (await api.listPods(p.workload.namespace, {labelSelector})).items) {
     if (pod.spec?.containers?.find((c) => c.name === p.container)?.image !== image) continue
     const status = pod.status?.containerStatuses?.find((c) => c.name === p.container)
@@ -359,9 +371,7 @@ async function waitForOnlyImage(
   wait: Omit<WaitOptions, 'what'>,
   onProgress: (line: string) => void,
 ): Promise<void> {
-  const labelSelector = Object.entries(workload.spec?.selector?.matchLabels ?? {})
-    .map(([k, v]) => `${k}=${v}`)
-    .join(',')
+  const labelSelector = selectorOf(workload)
   await pollUntil(
     async () => {
       const pods = (await api.listPods(p.workload.namespace, {labelSelector})).items
@@ -387,9 +397,7 @@ async function healthGates(
   opts: RunOptions,
   warnings: string[],
 ): Promise<void> {
-  // An apiserver upgrade takes the API away when it goes wrong (a new instance that never serves
-  // replaced the old one) until the node's checkpoint serves again: every wait spans that.
-  const wait = {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: opts.outage}
+  const wait = waitOptionsOf(opts)
   if (p.component === 'kube-apiserver') {
     await pollUntil(
       async () => {
