@@ -1,12 +1,9 @@
 import assert from 'node:assert/strict'
-import {join} from 'node:path'
 
-import {execa} from 'execa'
-
-import {repoRoot} from '../helpers/build.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {BROKEN_REGISTRY, BUSYBOX_IMAGE, HANGING_REGISTRY, PREVIOUS_REAL_VERSION, REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
-import {type PollerReport, startApiPoller} from './real/api-poller.js'
+import {startApiPoller} from './real/api-poller.js'
+import {type Pod, describeReport, figureLog, ready, selfhost} from './real/cli.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
 
@@ -19,37 +16,7 @@ import {eventually} from './support.js'
  * are printed for the README and the notes.
  */
 
-interface Pod {
-  metadata: {name: string; labels?: Record<string, string>; uid: string}
-  spec: {nodeName?: string}
-  status: {phase?: string; startTime?: string; conditions?: Array<{type: string; status: string}>; containerStatuses?: Array<{containerID?: string; restartCount: number; ready: boolean; state?: {running?: {startedAt: string}}}>}
-}
-
-const ready = (p: Pod) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
-const figures: string[] = []
-const note = (line: string) => {
-  figures.push(line)
-  console.log(`      figure: ${line}`)
-}
-
-/** Runs the built CLI; stderr lines are stamped with the time they arrived. */
-async function selfhost(kubeconfig: string, args: string[], opts: {onLine?: (line: string) => void} = {}) {
-  const started = Date.now()
-  const child = execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), ...args], {env: {...process.env, KUBECONFIG: kubeconfig, NO_COLOR: '1'}, reject: false})
-  const lines: Array<{atMs: number; line: string}> = []
-  child.stderr?.on('data', (chunk: Buffer) => {
-    for (const line of chunk.toString().split('\n').filter(Boolean)) {
-      lines.push({atMs: Date.now() - started, line})
-      opts.onLine?.(line)
-    }
-  })
-  const result = await child
-  return {exitCode: result.exitCode, stdout: String(result.stdout), stderr: String(result.stderr), lines, seconds: (Date.now() - started) / 1000, child}
-}
-
-function describeReport(r: PollerReport): string {
-  return `${r.failures} failed of ${r.requests} requests (${Object.entries(r.byKind).map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}), longest gap ${(r.longestGapMs / 1000).toFixed(1)}s`
-}
+const {note, print: printFigures} = figureLog('real-node figures')
 
 describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real kubelet, containerd and runc, upgraded to ${REAL_VERSION}`, function () {
   this.timeout(40 * 60_000)
@@ -77,7 +44,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
   })
 
   after(async () => {
-    if (figures.length > 0) console.log(`\n      real-node figures:\n${figures.map((f) => `        - ${f}`).join('\n')}\n`)
+    printFigures()
     await cluster?.stop()
   })
 
@@ -185,28 +152,30 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.deepEqual(await leftoverTasks(), [], 'no node-task pod left behind')
   })
 
-  it('scale: a second kube-scheduler on the one node shares the port as a real standby process; back to one, the leader keeps its lease', async () => {
-    const schedulerProcesses = async () => {
-      const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :10259'])).stdout
-      return new Set([...listeners.matchAll(/"kube-scheduler",pid=(\d+)/g)].map((m) => m[1])).size
-    }
-    const holder = async () => (await kubectlJson<{spec: {holderIdentity: string}}>(['get', 'lease', '-n', 'kube-system', 'kube-scheduler'])).spec.holderIdentity
-    const leader = await holder()
-    const up = await selfhost(cluster.kubeconfig, ['scale', 'scheduler', '--replicas', '2'])
-    assert.equal(up.exitCode, 0, up.stderr)
-    assert.match(up.stdout, /^leader\s+self-hosted-kube-scheduler-\S+\s+cp-1\s+true\s*$/m, up.stdout)
-    assert.match(up.stdout, /^standby\s+self-hosted-kube-scheduler-\S+\s+cp-1\s+true\s*$/m, up.stdout)
-    // Ready could be the other process answering the probe on the shared port: count the processes.
-    assert.equal(await schedulerProcesses(), 2, 'two kube-scheduler processes listen on :10259')
-    assert.equal(await holder(), leader, 'the leader kept its lease while the standby joined')
-    const down = await selfhost(cluster.kubeconfig, ['scale', 'scheduler', '--replicas', '1'])
-    assert.equal(down.exitCode, 0, down.stderr)
-    assert.match(down.stdout, /^lease kube-system\/kube-scheduler renewed by cp-1 /m, down.stdout)
-    await eventually('one kube-scheduler process left', 60_000, async () => ((await schedulerProcesses()) === 1 ? true : undefined), 1000)
-    // Which replica goes is the ReplicaSet controller's choice (the more recently Ready one, by default).
-    const kept = (await holder()) === leader ? 'the same process kept the lease' : 'the lease moved to the other process'
-    note(`scale kube-scheduler 1 -> 2 -> 1 on one real node: ${up.seconds.toFixed(1)}s up, ${down.seconds.toFixed(1)}s down; ${kept}`)
-  })
+  for (const [component, short, port] of [['kube-scheduler', 'scheduler', 10259], ['kube-controller-manager', 'controller-manager', 10257]] as const) {
+    it(`scale: a second ${component} on the one node shares the port as a real standby process; back to one, the leader keeps its lease`, async () => {
+      const processes = async () => {
+        const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
+        return new Set([...listeners.matchAll(new RegExp(`"${component}",pid=(\\d+)`, 'g'))].map((m) => m[1])).size
+      }
+      const holder = async () => (await kubectlJson<{spec: {holderIdentity: string}}>(['get', 'lease', '-n', 'kube-system', component])).spec.holderIdentity
+      const leader = await holder()
+      const up = await selfhost(cluster.kubeconfig, ['scale', short, '--replicas', '2'])
+      assert.equal(up.exitCode, 0, up.stderr)
+      assert.match(up.stdout, new RegExp(`^leader\\s+self-hosted-${component}-\\S+\\s+cp-1\\s+true\\s*$`, 'm'), up.stdout)
+      assert.match(up.stdout, new RegExp(`^standby\\s+self-hosted-${component}-\\S+\\s+cp-1\\s+true\\s*$`, 'm'), up.stdout)
+      // Ready could be the other process answering the probe on the shared port: count the processes.
+      assert.equal(await processes(), 2, `two ${component} processes listen on :${port}`)
+      assert.equal(await holder(), leader, 'the leader kept its lease while the standby joined')
+      const down = await selfhost(cluster.kubeconfig, ['scale', short, '--replicas', '1'])
+      assert.equal(down.exitCode, 0, down.stderr)
+      assert.match(down.stdout, new RegExp(`^lease kube-system/${component} renewed by cp-1 `, 'm'), down.stdout)
+      await eventually(`one ${component} process left`, 60_000, async () => ((await processes()) === 1 ? true : undefined), 1000)
+      // Which replica goes is the ReplicaSet controller's choice (the more recently Ready one, by default).
+      const kept = (await holder()) === leader ? 'the same process kept the lease' : 'the lease moved to the other process'
+      note(`scale ${component} 1 -> 2 -> 1 on one real node: ${up.seconds.toFixed(1)}s up, ${down.seconds.toFixed(1)}s down; ${kept}`)
+    })
+  }
 
   it('kubectl rollout restart of the self-hosted apiserver keeps the API (surge with port sharing)', async () => {
     const poller = startApiPoller(cluster.kubeconfig)
@@ -431,6 +400,23 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       const pods = await systemPods()
       return ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].every((c) => pods.some((p) => p.metadata.name === `${c}-cp-1` && ready(p))) ? true : undefined
     }, 2000)
+    assert.deepEqual(await leftoverTasks(), [])
+  })
+
+  it('a forced blind hand-off (as on clusters before 1.19): the CLI waits through the API going away and finishes the pivot', async () => {
+    const poller = startApiPoller(cluster.kubeconfig)
+    const result = await selfhost(cluster.kubeconfig, ['pivot', '--force-blind-handoff'])
+    const report = await poller.stop()
+    note(`forced blind pivot on the real node: exit ${result.exitCode} after ${result.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`)
+    assert.equal(result.exitCode, 0, result.stderr.split('\n').slice(-20).join('\n'))
+    assert.match(result.stdout + result.stderr, /--force-blind-handoff/, 'the plan says the hand-off is blind')
+    const pods = await systemPods()
+    const apiserver = pods.find((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
+    assert.ok(apiserver && ready(apiserver), 'the self-hosted apiserver serves')
+    const pid = await containerPid(apiserver)
+    const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
+    assert.match(listeners, new RegExp(`"kube-apiserver",pid=${pid},`), listeners)
+    assert.doesNotMatch(listeners.replace(new RegExp(`pid=${pid},`, 'g'), ''), /pid=/, `only the self-hosted apiserver listens: ${listeners}`)
     assert.deepEqual(await leftoverTasks(), [])
   })
 })

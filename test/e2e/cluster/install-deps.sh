@@ -14,12 +14,13 @@
 #   containernetworking-plugins  the bridge, host-local and portmap CNI plugins in /usr/lib/cni
 #   umoci                builds the node images (OCI layouts) from the built binaries
 #   ipset, busybox-static, gcc, libc6-dev  tools copied into the images; the static pause binary
+#   haproxy              the load balancer in front of several control-plane nodes
 # `install-deps.sh --check`: print the missing packages the sandbox needs (exit 1 if any), install
 # and build nothing (the sandbox asks this before it builds anything).
 set -euo pipefail
 need=()
 for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl \
-  containerd:containerd runc:runc umoci:umoci ipset:ipset busybox-static:busybox gcc:gcc; do
+  containerd:containerd runc:runc umoci:umoci ipset:ipset busybox-static:busybox gcc:gcc haproxy:haproxy; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
 done
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)

@@ -69,8 +69,10 @@ export interface RealCluster {
   binDir: string
   nodes: RealNode[]
   workDir: string
-  /** The API address clients use (the first control-plane node). */
+  /** The API address clients use: the load balancer when there is one, else the first control-plane node. */
   apiUrl: string
+  /** haproxy in front of the control-plane nodes (kubeadm's controlPlaneEndpoint), when asked for. */
+  loadBalancer?: {ip: string; log: string}
   startupMs: number
   version: string
   kubectl(args: string[], input?: string): Promise<string>
@@ -87,6 +89,12 @@ export interface RealClusterOptions {
    * node beforehand (the nodes pull nothing), with a broken apiserver under BROKEN_REGISTRY.
    */
   upgradeTargets?: string[]
+  /**
+   * haproxy in front of the control-plane nodes, as kubeadm's HA guide sets one up: the
+   * cluster's controlPlaneEndpoint, so clients, kubelets and kube-proxy reach the cluster rather
+   * than one node. Default: when there is more than one control-plane node.
+   */
+  loadBalancer?: boolean
   buildProgress?: 'inherit' | 'quiet'
 }
 
@@ -125,7 +133,7 @@ export function reapAbandonedRealClusters(): void {
 async function checkRealPrerequisites(): Promise<void> {
   const missing: string[] = []
   if (!isRoot()) missing.push('real nodes need root (namespaces, mounts, cgroups)')
-  for (const command of ['containerd', 'runc', 'ctr', 'umoci', 'nsenter', 'unshare', 'ip', 'iptables', 'gcc']) {
+  for (const command of ['containerd', 'runc', 'ctr', 'umoci', 'nsenter', 'unshare', 'ip', 'iptables', 'gcc', 'haproxy']) {
     if (!(await hasCommand(command))) missing.push(`command "${command}" not found (test/e2e/cluster/install-deps.sh installs it)`)
   }
   if (!existsSync('/usr/lib/cni/bridge')) missing.push('CNI plugins not found in /usr/lib/cni (Debian package containernetworking-plugins)')
@@ -216,6 +224,39 @@ export function kubeadmConfig(opts: {node: string; ip: string; cgroupRoot: strin
     )
   }
   return docs.map((d) => stringify(d)).join('---\n')
+}
+
+/**
+ * haproxy's configuration for the control-plane endpoint: TCP passthrough (the apiservers'
+ * own TLS reaches clients), a backend taken out after 2 failed /readyz checks a second apart
+ * and back after 2 good ones, as kubeadm's HA guide does it with /healthz. /readyz also turns
+ * 500 while an apiserver drains on shutdown, so the balancer stops sending it new connections.
+ */
+export function haproxyConfig(lbIp: string, backends: Array<{name: string; ip: string}>): string {
+  return [
+    'global',
+    '  maxconn 4096',
+    'defaults',
+    '  mode tcp',
+    '  timeout connect 2s',
+    // A handshake slowed by a busy machine is not an outage.
+    '  timeout check 3s',
+    // Watches stay open for long: never cut them here.
+    '  timeout client 1h',
+    '  timeout server 1h',
+    'frontend apiserver',
+    `  bind ${lbIp}:6443`,
+    '  default_backend apiservers',
+    'backend apiservers',
+    '  balance roundrobin',
+    '  option httpchk',
+    '  http-check connect ssl',
+    '  http-check send meth GET uri /readyz',
+    '  http-check expect status 200',
+    '  default-server inter 1s fall 2 rise 2 check verify none',
+    ...backends.map((b) => `  server ${b.name} ${b.ip}:6443`),
+    '',
+  ].join('\n')
 }
 
 /** The images an upgrade to this version rolls out, and a broken apiserver of the same tag. */
@@ -385,9 +426,18 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
       ...Array.from({length: controlPlanes}, (_, i) => ({name: `cp-${i + 1}`, role: 'control-plane' as const})),
       ...Array.from({length: workers}, (_, i) => ({name: `worker-${i + 1}`, role: 'worker' as const})),
     ]
+    const nodeIp = (i: number) => `${block.prefix}.${10 + i}`
+    let loadBalancer: RealCluster['loadBalancer']
+    if (opts.loadBalancer ?? controlPlanes > 1) {
+      const lbIp = `${block.prefix}.2`
+      const config = join(workDir, 'haproxy.cfg')
+      writeFileSync(config, haproxyConfig(lbIp, specs.filter((s) => s.role === 'control-plane').map((s, i) => ({name: s.name, ip: nodeIp(i)}))))
+      await sh(['bash', NODE_SH, 'lb-up', workDir, lbIp, config])
+      loadBalancer = {ip: lbIp, log: join(workDir, 'haproxy.log')}
+    }
     for (const [i, spec] of specs.entries()) {
       const dir = join(workDir, 'nodes', spec.name)
-      const ip = `${block.prefix}.${10 + i}`
+      const ip = nodeIp(i)
       const cgroupRoot = `/selfhost-${id}-${spec.name}`
       mkdirSync(dir, {recursive: true})
       writeFileSync(join(dir, 'node.env'), `NODE_NAME=${spec.name}\nBIN_DIR=${binDir}\nCGROUP_ROOT=${cgroupRoot}\nNODE_IP=${ip}\n`)
@@ -409,7 +459,7 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     }
 
     const first = nodes[0]
-    const endpoint = `${first.ip}:6443`
+    const endpoint = `${loadBalancer?.ip ?? first.ip}:6443`
     const configFile = (node: RealNode) => join(node.dir, 'kubeadm.yaml')
     writeFileSync(configFile(first), kubeadmConfig({node: first.name, ip: first.ip, cgroupRoot: cgroupRootOf(first), version, controlPlaneEndpoint: endpoint}))
     await kubeadmWithRetry(first, ['init', '--config', configFile(first), '--upload-certs'])
@@ -451,7 +501,7 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
       return nodeList.items.length === nodes.length && nodeList.items.every((n) => ready(n.status.conditions)) && podList.items.length >= expectedPods && podList.items.every((p) => ready(p.status.conditions)) ? true : undefined
     })
 
-    return {kubeconfig, binDir, nodes, workDir, apiUrl: `https://${endpoint}`, startupMs: Date.now() - started, version, kubectl, stop}
+    return {kubeconfig, binDir, nodes, workDir, apiUrl: `https://${endpoint}`, loadBalancer, startupMs: Date.now() - started, version, kubectl, stop}
   } catch (error) {
     if (process.env.SELFHOST_KEEP_CLUSTER) process.stderr.write(`real cluster: kept for inspection in ${workDir}\n`)
     await stop()

@@ -104,7 +104,9 @@ async function mainReal(args: string[]): Promise<void> {
   }
 
   say(`real cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`)
-  await serve(cluster, args, cluster.nodes.map((node) => `${node.name}: power loss and boot with ${join(node.dir, 'power-cycle')}; its logs in ${join(node.dir, 'log')}`))
+  const lines = cluster.nodes.map((node) => `${node.name}: power loss and boot with ${join(node.dir, 'power-cycle')}; its logs in ${join(node.dir, 'log')}`)
+  if (cluster.loadBalancer) lines.unshift(`the API address ${cluster.apiUrl} is haproxy in front of the control-plane nodes; its log: ${cluster.loadBalancer.log}`)
+  await serve(cluster, args, lines)
 }
 
 /**

@@ -9,7 +9,9 @@
 #   node.sh power-off NODE_DIR                      kill -9 everything of the node, as a power loss
 #   node.sh power-cycle NODE_DIR                    power-off, then boot
 #   node.sh destroy NODE_DIR                        power-off, remove its namespace and cgroups
-#   node.sh net-down CLUSTER_DIR HOST_IF            remove the switch and the host link
+#   node.sh lb-up CLUSTER_DIR LB_IP CONFIG          haproxy in the switch namespace on LB_IP (the
+#                                                   cluster's controlPlaneEndpoint)
+#   node.sh net-down CLUSTER_DIR HOST_IF            stop haproxy, remove the switch and the host link
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=$1
@@ -101,8 +103,27 @@ case "$cmd" in
     ip addr add "$prefix.1/24" dev "$host_if"
     ip link set "$host_if" up
     ;;
+  lb-up)
+    cluster_dir=$1 lb_ip=$2 config=$3
+    sw="$cluster_dir/switch.netns"
+    in_ns "$sw" ip addr add "$lb_ip/24" dev br0
+    haproxy -c -q -f "$config"
+    # In the foreground (-db) under setsid, so its pid is the one to kill and its log is a file.
+    setsid nsenter --net="$sw" haproxy -db -f "$config" >>"$cluster_dir/haproxy.log" 2>&1 </dev/null &
+    echo $! >"$cluster_dir/haproxy.pid"
+    for _ in $(seq 1 50); do
+      in_ns "$sw" bash -c "exec 3<>/dev/tcp/$lb_ip/6443" 2>/dev/null && exit 0
+      sleep 0.1
+    done
+    echo "node.sh: haproxy did not listen on $lb_ip:6443; log: $cluster_dir/haproxy.log" >&2
+    exit 1
+    ;;
   net-down)
     cluster_dir=$1 host_if=$2
+    if [ -f "$cluster_dir/haproxy.pid" ]; then
+      kill -9 "$(cat "$cluster_dir/haproxy.pid")" 2>/dev/null || true
+      rm -f "$cluster_dir/haproxy.pid"
+    fi
     ip link del "$host_if" 2>/dev/null || true
     drop_netns "$cluster_dir/switch.netns"
     ;;

@@ -1,0 +1,179 @@
+import assert from 'node:assert/strict'
+
+import {MissingPrerequisiteError} from './cluster/binaries.js'
+import {REAL_VERSION, type RealCluster, type RealNode, startRealCluster} from './cluster/real-cluster.js'
+import {startApiPoller} from './real/api-poller.js'
+import {type Pod, describeReport, figureLog, ready, selfhost} from './real/cli.js'
+import {inCI} from '../helpers/ci.js'
+import {eventually} from './support.js'
+
+/**
+ * Three real control-plane nodes made by `kubeadm init` and `kubeadm join --control-plane`
+ * (stacked etcd), behind haproxy as kubeadm's HA guide sets it up: the load balancer is the
+ * cluster's controlPlaneEndpoint, so every client here (the poller, kubectl, the CLI, the
+ * kubelets, kube-proxy) measures the cluster, not one node. Pivoted node by node, a leader
+ * killed, then all three nodes lose power at once and must come back with no human action.
+ */
+
+const {note, print: printFigures} = figureLog('real HA figures')
+const SELF_HOSTED_APISERVER = 'self-hosted-kube-apiserver'
+const CHECKPOINT_OF = 'selfhost.kubectl.io/checkpoint-of'
+
+describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind haproxy`, function () {
+  this.timeout(45 * 60_000)
+  let cluster: RealCluster
+  const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T
+  const systemPods = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items
+  const leftoverTasks = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
+  /** The pids of the processes listening on a TCP port of the node, by process name. */
+  const listenerPids = async (node: RealNode, port: number) => {
+    const listeners = (await node.exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
+    return new Set([...listeners.matchAll(/"([^"]+)",pid=(\d+)/g)].map((m) => `${m[1]}:${m[2]}`))
+  }
+
+  /** The pid containerd reports for the container of the pod's first container. */
+  const containerPid = async (node: RealNode, pod: Pod) => {
+    const id = pod.status.containerStatuses![0].containerID!.replace('containerd://', '')
+    return new RegExp(`^${id}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await node.exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
+  }
+
+  /** True when each node's one listener on :6443 is the container of its self-hosted apiserver pod. */
+  const onlySelfHostedListens = async (pods: Pod[]) => {
+    for (const node of cluster.nodes) {
+      const pod = pods.find((p) => p.spec.nodeName === node.name && p.metadata.labels?.['k8s-app'] === SELF_HOSTED_APISERVER)
+      if (!pod?.status.containerStatuses?.[0]?.containerID) return false
+      const pid = await containerPid(node, pod)
+      const listeners = await listenerPids(node, 6443)
+      if (!pid || listeners.size !== 1 || !listeners.has(`kube-apiserver:${pid}`)) return false
+    }
+
+    return true
+  }
+
+  before(async function () {
+    try {
+      cluster = await startRealCluster({controlPlanes: 3})
+    } catch (error) {
+      if (error instanceof MissingPrerequisiteError && !inCI()) {
+        console.warn(`skipping the real HA suite: ${error.message}`)
+        this.skip()
+      }
+
+      throw error
+    }
+
+    assert.ok(cluster.loadBalancer, 'three control-plane nodes come with a load balancer')
+    // Resident memory of every process of each node (its own PID namespace): kubelet, containerd, shims, containers.
+    const rss = await Promise.all(cluster.nodes.map(async (node) => Number((await node.exec(['sh', '-c', "cat /proc/[0-9]*/status 2>/dev/null | awk '/^VmRSS:/ {s += $2} END {print s}'"])).stdout.trim()) / 1024))
+    note(`real 3-node ${REAL_VERSION} cluster behind haproxy up in ${(cluster.startupMs / 1000).toFixed(1)}s (kubeadm init + 2 joins, stacked etcd); resident memory per node ${rss.map((m) => `${m.toFixed(0)} MiB`).join(', ')}`)
+  })
+
+  after(async () => {
+    printFigures()
+    await cluster?.stop()
+  })
+
+  it('pivot of three nodes through the load balancer: the API keeps serving, each node runs its own self-hosted apiserver container', async () => {
+    const poller = startApiPoller(cluster.kubeconfig)
+    const result = await selfhost(cluster.kubeconfig, ['pivot'])
+    const report = await poller.stop()
+    assert.equal(result.exitCode, 0, result.stderr.split('\n').slice(-20).join('\n'))
+    note(`pivot of 3 real nodes: ${result.seconds.toFixed(0)}s; API clients through haproxy saw ${describeReport(report)}`)
+    // Through the balancer a restarting node is taken out after two failed checks a second apart:
+    // what clients see is those seconds, never the node's whole restart.
+    assert.ok(report.longestGapMs < 10_000, `through the load balancer the API stays (gap ${report.longestGapMs}ms)`)
+
+    const pods = await systemPods()
+    const apiservers = pods.filter((p) => p.metadata.labels?.['k8s-app'] === SELF_HOSTED_APISERVER)
+    assert.deepEqual(apiservers.map((p) => p.spec.nodeName).sort(), ['cp-1', 'cp-2', 'cp-3'])
+    for (const pod of apiservers) {
+      assert.ok(ready(pod), `${pod.metadata.name} Ready`)
+      assert.equal(pod.status.containerStatuses![0].restartCount, 0, `${pod.metadata.name} never restarted`)
+    }
+
+    assert.ok(await onlySelfHostedListens(pods), 'on each node the only listener on :6443 is its self-hosted apiserver container')
+    assert.equal(pods.filter((p) => /^kube-(apiserver|controller-manager|scheduler)-cp-\d$/.test(p.metadata.name)).length, 0, 'no static control-plane mirror pods left')
+    const status = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
+    assert.equal(status.exitCode, 0, status.stderr)
+    const model = JSON.parse(status.stdout) as {components: Array<{name: string; mode: string}>; checkpoints: Array<{node: string; checkpointer: string; checkpoints: Array<{component: string; current: boolean}>}>}
+    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
+    assert.deepEqual(model.checkpoints.map((c) => `${c.node} ${c.checkpointer} ${c.checkpoints.some((x) => x.component === 'kube-apiserver' && x.current)}`), ['cp-1 ready true', 'cp-2 ready true', 'cp-3 ready true'])
+    assert.deepEqual(await leftoverTasks(), [], 'no node-task pod left behind')
+  })
+
+  it('logs come from each real apiserver container, one stream per instance, and they differ', async () => {
+    const logs = await selfhost(cluster.kubeconfig, ['logs', 'kube-apiserver', '--tail', '3'])
+    assert.equal(logs.exitCode, 0, logs.stderr)
+    const byNode = new Map<string, string[]>()
+    for (const m of logs.stdout.matchAll(/^\[(cp-\d)\/self-hosted-kube-apiserver-\S+\] (.*)$/gm)) byNode.set(m[1], [...(byNode.get(m[1]) ?? []), m[2]])
+    assert.deepEqual([...byNode.keys()].sort(), ['cp-1', 'cp-2', 'cp-3'], logs.stdout)
+    const texts = [...byNode.values()].map((lines) => lines.join('\n'))
+    assert.equal(new Set(texts).size, 3, `three different logs: ${logs.stdout}`)
+  })
+
+  it('the kube-scheduler leader is killed: a replica on another node takes the lease', async () => {
+    const lease = async () => (await kubectlJson<{spec: {holderIdentity: string; acquireTime: string}}>(['get', 'lease', '-n', 'kube-system', 'kube-scheduler'])).spec
+    const before = await lease()
+    const leaderNode = before.holderIdentity.split('_')[0]
+    const replicas = (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-scheduler')
+    assert.ok(replicas.length >= 2, `several scheduler replicas: ${replicas.map((p) => p.spec.nodeName)}`)
+    const leaderPod = replicas.find((p) => p.spec.nodeName === leaderNode)
+    assert.ok(leaderPod, `the leader ${before.holderIdentity} is one of the replicas`)
+    // A hard kill of the leader's process on its node (no lease release), as a crash would.
+    const node = cluster.nodes.find((n) => n.name === leaderNode)!
+    const pid = await containerPid(node, leaderPod)
+    const killed = Date.now()
+    await node.exec(['kill', '-9', pid!])
+    const after = await eventually('another node to take the kube-scheduler lease', 120_000, async () => {
+      const now = await lease()
+      return now.holderIdentity !== before.holderIdentity && !now.holderIdentity.startsWith(`${leaderNode}_`) ? now : undefined
+    }, 500)
+    note(`kube-scheduler leader on ${leaderNode} killed (kill -9): ${after.holderIdentity.split('_')[0]} took the lease ${((Date.now() - killed) / 1000).toFixed(1)}s later`)
+    await eventually('the kubelet to restart the killed replica', 120_000, async () => {
+      const pod = (await systemPods()).find((p) => p.metadata.uid === leaderPod.metadata.uid)
+      return pod && ready(pod) && pod.status.containerStatuses![0].restartCount >= 1 ? true : undefined
+    }, 1000)
+  })
+
+  it('all three nodes lose power at once: the checkpoints bring the API back through the balancer, the self-hosted pods take over on every node', async () => {
+    const powerCycled = Date.now()
+    await Promise.all(cluster.nodes.map((node) => node.powerOff()))
+    note(`all 3 nodes hard-stopped in ${((Date.now() - powerCycled) / 1000).toFixed(1)}s`)
+    const poller = startApiPoller(cluster.kubeconfig)
+    await Promise.all(cluster.nodes.map((node) => node.boot()))
+    await eventually('the API back through the balancer with no human action', 300_000, async () => ((await poller.peek()).firstOkAt ? true : undefined), 500)
+    const backAt = (await poller.peek()).firstOkAt!
+    note(`after all 3 nodes lost power, the first successful API request through haproxy came ${((backAt - powerCycled) / 1000).toFixed(1)}s after the hard stop`)
+    let last = ''
+    await eventually('the self-hosted apiservers to take over on all three nodes and every copy to step aside', 420_000, async () => {
+      try {
+        const pods = await systemPods()
+        const copies = await Promise.all(cluster.nodes.map(async (n) => (await n.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()))
+        const selfHosted = pods.filter((p) => p.metadata.labels?.['k8s-app'] === SELF_HOSTED_APISERVER && ready(p))
+        const mirrors = pods.filter((p) => p.metadata.labels?.[CHECKPOINT_OF])
+        last = `copies ${copies.join('/')}, self-hosted Ready on ${selfHosted.map((p) => p.spec.nodeName).join(',')}, checkpoint pods ${mirrors.map((p) => p.metadata.name).join(',')}`
+        return copies.every((c) => c === '0') && selfHosted.length === 3 && mirrors.length === 0 && (await onlySelfHostedListens(pods)) ? true : undefined
+      } catch {
+        return undefined
+      }
+    }, 2000).catch(() => assert.fail(`take-over incomplete: ${last}`))
+    const tookOver = Date.now()
+    await new Promise((r) => setTimeout(r, 5000))
+    const report = await poller.stop()
+    const afterBack = report.events.filter((e) => e.at > backAt)
+    note(`take-over on all 3 nodes complete ${((tookOver - powerCycled) / 1000).toFixed(0)}s after the hard stop; from the first success on, clients through haproxy saw ${afterBack.length} failed of ${report.requests} requests (${[...new Set(afterBack.map((e) => e.kind))].join(', ') || 'none'})`)
+    for (const node of cluster.nodes) {
+      // This boot's checkpointer log: what it started and what stepped aside, in order.
+      const log = (await node.exec(['sh', '-c', 'grep -h "checkpointer: " /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | cut -d" " -f4- | grep -E "started the|removed the" || true'])).stdout
+      const events = log.trim().split('\n').map((line) => /(started|removed) the checkpoint of (\S+?):? /.exec(line)).filter((m) => m !== null).map((m) => `${m[1]} ${m[2]}`)
+      note(`${node.name} checkpointer after the power loss: ${events.join(', ')}`)
+      assert.ok(events.includes('started kube-apiserver'), `${node.name}: ${log}`)
+      assert.ok(events.includes('removed kube-apiserver'), `${node.name}: ${log}`)
+    }
+
+    const status = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
+    assert.equal(status.exitCode, 0, status.stderr)
+    const model = JSON.parse(status.stdout) as {components: Array<{name: string; mode: string}>}
+    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
+  })
+})

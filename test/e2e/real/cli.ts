@@ -1,0 +1,48 @@
+import {join} from 'node:path'
+
+import {execa} from 'execa'
+
+import {repoRoot} from '../../helpers/build.js'
+import type {PollerReport} from './api-poller.js'
+
+/** What the real-node suites read of a pod (kubectl's JSON). */
+export interface Pod {
+  metadata: {name: string; labels?: Record<string, string>; uid: string}
+  spec: {nodeName?: string}
+  status: {phase?: string; startTime?: string; podIP?: string; conditions?: Array<{type: string; status: string}>; containerStatuses?: Array<{containerID?: string; restartCount: number; ready: boolean; state?: {running?: {startedAt: string}}}>}
+}
+
+export const ready = (p: Pod) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
+
+/** Runs the built CLI; stderr lines are stamped with the time they arrived. */
+export async function selfhost(kubeconfig: string, args: string[], opts: {onLine?: (line: string) => void} = {}) {
+  const started = Date.now()
+  const child = execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), ...args], {env: {...process.env, KUBECONFIG: kubeconfig, NO_COLOR: '1'}, reject: false})
+  const lines: Array<{atMs: number; line: string}> = []
+  child.stderr?.on('data', (chunk: Buffer) => {
+    for (const line of chunk.toString().split('\n').filter(Boolean)) {
+      lines.push({atMs: Date.now() - started, line})
+      opts.onLine?.(line)
+    }
+  })
+  const result = await child
+  return {exitCode: result.exitCode, stdout: String(result.stdout), stderr: String(result.stderr), lines, seconds: (Date.now() - started) / 1000, child}
+}
+
+export function describeReport(r: PollerReport): string {
+  return `${r.failures} failed of ${r.requests} requests (${Object.entries(r.byKind).map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}), longest gap ${(r.longestGapMs / 1000).toFixed(1)}s`
+}
+
+/** Figures a suite prints as it goes and once more at the end, for README and the notes. */
+export function figureLog(title: string) {
+  const figures: string[] = []
+  return {
+    note(line: string) {
+      figures.push(line)
+      console.log(`      figure: ${line}`)
+    },
+    print() {
+      if (figures.length > 0) console.log(`\n      ${title}:\n${figures.map((f) => `        - ${f}`).join('\n')}\n`)
+    },
+  }
+}
