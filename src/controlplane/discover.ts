@@ -1,3 +1,5 @@
+import semver from 'semver'
+
 import type {
   V1ConfigMap,
   V1DaemonSet,
@@ -7,14 +9,12 @@ import type {
   V1Lease,
   V1Node,
   V1Pod,
-} from '@kubernetes/client-node'
-import semver from 'semver'
-
+} from '../kube/types.js'
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {nodeCheckpoints, selfHostedVersions} from '../checkpoint/status.js'
 import {componentContainer, versionFromImage} from './container.js'
-import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder, timestampText} from './leader.js'
+import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder} from './leader.js'
 import {
   ApiserverHealth,
   BACKUP_ROOT,
@@ -197,7 +197,7 @@ function toInstance(pod: V1Pod, component: ComponentName, source: Instance['sour
     restarts: (pod.status?.containerStatuses ?? []).reduce((sum, s) => sum + (s.restartCount ?? 0), 0),
     image,
     version: versionFromImage(image),
-    startedAt: timestampText(pod.status?.startTime),
+    startedAt: pod.status?.startTime,
     hostname,
     container: container?.name,
   }

@@ -1,5 +1,4 @@
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
-
+import type {V1DaemonSet, V1Deployment} from './types.js'
 import {CliError} from '../errors.js'
 import {ApiStatusError, ApiUnreachableError} from './errors.js'
 import type {KubeClient} from './client.js'

@@ -1,7 +1,6 @@
 import {randomBytes} from 'node:crypto'
 
-import type {V1Pod} from '@kubernetes/client-node'
-
+import type {V1Pod} from '../kube/types.js'
 import {MANAGED_BY_LABEL, MANAGED_BY_VALUE, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'

@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Pod} from '@kubernetes/client-node'
 import nock from 'nock'
 
+import type {V1Pod} from '../../src/kube/types.js'
 import type {TraceResult} from '../../src/trace/model.js'
 import {fakeApiServerSuite} from '../helpers/fake-api.js'
 import {FAKE_SERVER} from '../helpers/fake-cluster.js'

@@ -5,9 +5,9 @@ import type {Server} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1DaemonSet, V1Deployment} from '../../../src/kube/types.js'
 import {type RenderedCheckpoint, renderCheckpoint, renderCheckpointer, versionNumber} from '../../../src/checkpoint/checkpoint.js'
 import {CHECKPOINTER_SCRIPT, CHECKPOINT_END, REMOVE_CHECKPOINTS_SCRIPT, WRITE_CHECKPOINTS_SCRIPT} from '../../../src/checkpoint/scripts.js'
 import {hexPort} from '../../../src/node/listeners.js'

@@ -1,8 +1,7 @@
 import {strict as assert} from 'node:assert'
 import {getEventListeners} from 'node:events'
 
-import type {V1Deployment} from '@kubernetes/client-node'
-
+import type {V1Deployment} from '../../../src/kube/types.js'
 import {CliError} from '../../../src/errors.js'
 import {ApiStatusError, ApiUnreachableError} from '../../../src/kube/errors.js'
 import {daemonSetRollout, deploymentRollout, pollUntil, waitForRollout} from '../../../src/kube/wait.js'
