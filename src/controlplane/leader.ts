@@ -1,6 +1,11 @@
 import type {V1Lease, V1ObjectMeta} from '../kube/types.js'
 import type {KubeClient} from '../kube/client.js'
-import {Instance, LEGACY_LEADER_ANNOTATION, LeaderRecord} from './model.js'
+import {Instance, LEGACY_LEADER_ANNOTATION, LeaderRecord, SYSTEM_NAMESPACE} from './model.js'
+
+/** The object (Lease, Endpoints or ConfigMap) is the leader-election lock of `component`: named after it, in kube-system. */
+export function isLockOf(component: string, object: {metadata?: {name?: string; namespace?: string}}): boolean {
+  return object.metadata?.name === component && (object.metadata?.namespace ?? SYSTEM_NAMESPACE) === SYSTEM_NAMESPACE
+}
 
 /** holderIdentity is `<hostname>_<uuid>` (client-go's resourcelock); older builds used the bare hostname. */
 export function holderHostname(holderIdentity: string): string {
