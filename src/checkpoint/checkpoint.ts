@@ -1,7 +1,7 @@
-import type {V1Container, V1PodSpec, V1PodTemplateSpec} from '@kubernetes/client-node'
 import semver from 'semver'
 import {stringify as stringifyYaml} from 'yaml'
 
+import type {V1Container, V1PodSpec, V1PodTemplateSpec} from '../kube/types.js'
 import {MANAGED_BY_LABEL, MANAGED_BY_VALUE, type PivotedComponent, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import {boolFlag, containerArgv, securePort, versionFromImage} from '../controlplane/container.js'

@@ -1,5 +1,4 @@
-import type {V1Pod} from '@kubernetes/client-node'
-
+import type {V1Pod} from '../kube/types.js'
 import {PIVOTED_COMPONENTS, type PivotedComponent, SYSTEM_NAMESPACE, isControlPlaneNode, isMirrorPod, selfHostedComponentOf} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'

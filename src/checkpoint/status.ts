@@ -1,5 +1,4 @@
-import type {V1Pod} from '@kubernetes/client-node'
-
+import type {V1Pod} from '../kube/types.js'
 import {versionFromImage} from '../controlplane/container.js'
 import {type NodeCheckpoint, PIVOTED_COMPONENTS, type PivotedComponent, SYSTEM_NAMESPACE, isMirrorPod, selfHostedComponentOf} from '../controlplane/model.js'
 import {isReady} from '../kube/objects.js'

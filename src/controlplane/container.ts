@@ -1,4 +1,4 @@
-import type {V1Container} from '@kubernetes/client-node'
+import type {V1Container} from '../kube/types.js'
 
 /**
  * What a control-plane container's spec says about itself: the image it runs (registry,

@@ -1,3 +1,5 @@
+import semver from 'semver'
+
 import type {
   V1ConfigMap,
   V1DaemonSet,
@@ -7,14 +9,12 @@ import type {
   V1Lease,
   V1Node,
   V1Pod,
-} from '@kubernetes/client-node'
-import semver from 'semver'
-
+} from '../kube/types.js'
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {nodeCheckpoints, selfHostedVersions} from '../checkpoint/status.js'
 import {componentContainer, versionFromImage} from './container.js'
-import {holderElsewhere, leaderFromAnnotation, leaderFromLease, matchHolder, timestampText} from './leader.js'
+import {holderElsewhere, isLockOf, leaderFromAnnotation, leaderFromLease, matchHolder} from './leader.js'
 import {
   ApiserverHealth,
   BACKUP_ROOT,
@@ -197,7 +197,7 @@ function toInstance(pod: V1Pod, component: ComponentName, source: Instance['sour
     restarts: (pod.status?.containerStatuses ?? []).reduce((sum, s) => sum + (s.restartCount ?? 0), 0),
     image,
     version: versionFromImage(image),
-    startedAt: timestampText(pod.status?.startTime),
+    startedAt: pod.status?.startTime,
     hostname,
     container: container?.name,
   }
@@ -244,11 +244,9 @@ function freshest(records: Array<LeaderRecord | undefined>): LeaderRecord | unde
 
 function leaderFor(component: ComponentName, inputs: DiscoveryInputs, now: Date): LeaderRecord | undefined {
   if (!(LEADER_ELECTED_COMPONENTS as readonly string[]).includes(component)) return undefined
-  const inSystem = (o: {metadata?: {name?: string; namespace?: string}}) =>
-    o.metadata?.name === component && (o.metadata?.namespace ?? SYSTEM_NAMESPACE) === SYSTEM_NAMESPACE
-  const lease = inputs.leases?.find(inSystem)
-  const endpoints = inputs.endpoints?.find(inSystem)
-  const configMap = inputs.configMaps?.find(inSystem)
+  const lease = inputs.leases?.find((l) => isLockOf(component, l))
+  const endpoints = inputs.endpoints?.find((e) => isLockOf(component, e))
+  const configMap = inputs.configMaps?.find((c) => isLockOf(component, c))
   return freshest([
     lease ? leaderFromLease(lease, now) : undefined,
     endpoints ? leaderFromAnnotation(endpoints, 'Endpoints', now) : undefined,
@@ -381,7 +379,7 @@ function buildComponent(
     else if (!leader.pod && instances.length > 0) warnings.push(`leader ${leader.holder} is none of the instances seen`)
   } else if ((LEADER_ELECTED_COMPONENTS as readonly string[]).includes(component) && instances.length > 0) {
     // A Lease with no holder was released by a leader shutting down: a hand-over, not "no election".
-    const released = inputs.leases?.some((l) => l.metadata?.name === component && (l.metadata?.namespace ?? SYSTEM_NAMESPACE) === SYSTEM_NAMESPACE && !l.spec?.holderIdentity)
+    const released = inputs.leases?.some((l) => isLockOf(component, l) && !l.spec?.holderIdentity)
     warnings.push(released ? 'no leader at the moment: the last one released its Lease (a hand-over; check again in a few seconds)' : 'no leader record (Lease, Endpoints or ConfigMap): leader election may be off')
   }
 

@@ -1,16 +1,10 @@
-import type {V1Lease, V1ObjectMeta} from '@kubernetes/client-node'
-
+import type {V1Lease, V1ObjectMeta} from '../kube/types.js'
 import type {KubeClient} from '../kube/client.js'
-import {Instance, LEGACY_LEADER_ANNOTATION, LeaderRecord} from './model.js'
+import {Instance, LEGACY_LEADER_ANNOTATION, LeaderRecord, SYSTEM_NAMESPACE} from './model.js'
 
-/**
- * API timestamps arrive as strings in raw JSON, but client-node's types call them Date;
- * accept both so callers can pass either.
- */
-export function timestampText(value: unknown): string | undefined {
-  if (value instanceof Date) return Number.isNaN(value.getTime()) ? undefined : value.toISOString()
-  if (typeof value === 'string' && value) return value
-  return undefined
+/** The object (Lease, Endpoints or ConfigMap) is the leader-election lock of `component`: named after it, in kube-system. */
+export function isLockOf(component: string, object: {metadata?: {name?: string; namespace?: string}}): boolean {
+  return object.metadata?.name === component && (object.metadata?.namespace ?? SYSTEM_NAMESPACE) === SYSTEM_NAMESPACE
 }
 
 /** holderIdentity is `<hostname>_<uuid>` (client-go's resourcelock); older builds used the bare hostname. */
@@ -29,19 +23,19 @@ export function isStale(renewTime: string | undefined, leaseDurationSeconds: num
 
 function record(
   source: LeaderRecord['source'],
-  fields: {holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: unknown; acquireTime?: unknown; transitions?: number},
+  fields: {holderIdentity?: string; leaseDurationSeconds?: number; renewTime?: string | null; acquireTime?: string | null; transitions?: number},
   now: Date,
 ): LeaderRecord | undefined {
   // An empty holder means the last leader released the lock on shutdown: nobody leads.
   if (!fields.holderIdentity) return undefined
-  const renewTime = timestampText(fields.renewTime)
+  const renewTime = fields.renewTime || undefined
   return {
     source,
     holderIdentity: fields.holderIdentity,
     holder: holderHostname(fields.holderIdentity),
     leaseDurationSeconds: fields.leaseDurationSeconds,
     renewTime,
-    acquireTime: timestampText(fields.acquireTime),
+    acquireTime: fields.acquireTime || undefined,
     transitions: fields.transitions,
     stale: isStale(renewTime, fields.leaseDurationSeconds, now),
   }
@@ -63,11 +57,12 @@ export function leaderFromLease(lease: V1Lease, now: Date): LeaderRecord | undef
   )
 }
 
+/** client-go's LeaderElectionRecord: its times are not omitempty, so a zero time is written as null. */
 interface LegacyLeaderAnnotation {
   holderIdentity?: string
   leaseDurationSeconds?: number
-  renewTime?: string
-  acquireTime?: string
+  renewTime?: string | null
+  acquireTime?: string | null
   leaderTransitions?: number
 }
 

@@ -17,8 +17,7 @@ import type {
   V1Service,
   V1ServiceList,
   V1EndpointSliceList,
-} from '@kubernetes/client-node'
-
+} from './types.js'
 import {CliError} from '../errors.js'
 import {Authenticator, RequestCredentials} from './auth.js'
 import {ClusterTarget, kubeconfigFiles, mergeKubeconfigs, selectContext} from './config.js'
@@ -76,10 +75,12 @@ function withQuery(path: string, query?: Query): string {
 }
 
 /**
- * The one way this tool talks to a cluster. Requests are plain node:https, so every call
- * shares one error mapper, one timeout and one request counter, and so server-side apply,
- * log streams and raw paths (/readyz) need no generated API: @kubernetes/client-node costs
- * several times node's own start-up to load, which kubectl users would feel on every `status`.
+ * The one way this tool talks to a cluster. A hand-written HTTP layer on node:https, not
+ * client-node's generated APIs, because loading @kubernetes/client-node costs several times
+ * node's own start-up, which kubectl users would feel on every `status`; and because server-side
+ * apply, log streams and raw paths (/readyz) are plain requests anyway. So every call shares one
+ * error mapper, one timeout and one request counter. Answers are parsed JSON, typed with
+ * ./types.ts (client-node's names, timestamps as the strings they are).
  * Credentials come from the kubeconfig with kubectl's rules (./credentials.ts, ./auth.ts).
  * A command's requests share at most two kept-alive TLS connections (REQUEST_CONNECTIONS); log streams, which hold
  * theirs open, get their own.

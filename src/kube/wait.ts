@@ -1,7 +1,6 @@
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
-
+import type {V1DaemonSet, V1Deployment} from './types.js'
 import {CliError} from '../errors.js'
-import {ApiStatusError, ApiUnreachableError} from './errors.js'
+import {ApiStatusError, ApiUnreachableError, isNotFound} from './errors.js'
 import type {KubeClient} from './client.js'
 
 /**
@@ -25,6 +24,13 @@ export interface WaitOptions {
    * what was seen.
    */
   throughApiOutage?: OutageMemory
+  /**
+   * With throughApiOutage, every error the probe throws but a 404 (an answer) is waited for, not
+   * only an API that does not answer or one still starting. For probes that only call the API
+   * while the work goes on without it: a node task runs to its own deadline whatever the API
+   * does, so giving up on it early would only lose its result.
+   */
+  everyFailureIsOutage?: boolean
   /** Injected by tests; defaults to a real timer. */
   sleep?: (ms: number) => Promise<void>
   now?: () => number
@@ -39,6 +45,12 @@ export interface ProbeResult<T> {
 
 const realSleep = (ms: number, signal?: AbortSignal) =>
   new Promise<void>((resolve, reject) => {
+    // Aborted while the probe ran: an abort event will not come again.
+    if (signal?.aborted) {
+      reject(signal.reason instanceof Error ? signal.reason : new Error('aborted'))
+      return
+    }
+
     const onAbort = () => {
       clearTimeout(timer)
       reject(signal!.reason instanceof Error ? signal!.reason : new Error('aborted'))
@@ -53,7 +65,8 @@ const realSleep = (ms: number, signal?: AbortSignal) =>
 
 /** A wait that ran out of time: callers tell it from other failures by its type, not its text. */
 export class TimeoutError extends CliError {
-  constructor(message: string) {
+  /** lastFailure: what the API said last, when time ran out while waiting through its failures. */
+  constructor(message: string, readonly lastFailure?: unknown) {
     super(message)
     this.name = 'TimeoutError'
   }
@@ -67,15 +80,16 @@ export interface OutageMemory {
 /** How long after an outage a 403 or 5xx is taken as an apiserver still starting (seen on a real node: about 10 s). */
 const STARTING_APISERVER_MS = 120_000
 
-/** What to wait for instead of failing: an API that does not answer, or one still starting after an outage. */
-function apiStillComing(error: unknown, at: number, memory: OutageMemory): string | undefined {
+/** What to wait for instead of failing: an API that does not answer, or one still starting after an outage (or, if asked, failing at all). */
+function apiStillComing(error: unknown, at: number, memory: OutageMemory, everyFailure: boolean): string | undefined {
   if (error instanceof ApiUnreachableError) {
     memory.lastOutageAt = at
     return `the API does not answer (${error.message}); waiting for it`
   }
 
   const starting = error instanceof ApiStatusError && (error.status === 403 || error.status >= 500) && memory.lastOutageAt !== undefined && at - memory.lastOutageAt < STARTING_APISERVER_MS
-  return starting ? `the API answers ${error.status} after an outage (a starting apiserver); waiting for it` : undefined
+  if (starting) return `the API answers ${error.status} after an outage (a starting apiserver); waiting for it`
+  return everyFailure && !isNotFound(error) ? `the API fails (${error instanceof Error ? error.message : String(error)}); waiting for it` : undefined
 }
 
 export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: WaitOptions): Promise<T> {
@@ -83,13 +97,16 @@ export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: W
   const sleep = opts.sleep ?? ((ms: number) => realSleep(ms, opts.signal))
   const deadline = now() + opts.timeoutMs
   let lastProgress = ''
+  let lastFailure: unknown
   for (;;) {
     let result: ProbeResult<T>
     try {
       result = await probe()
+      lastFailure = undefined
     } catch (error) {
-      const waiting = opts.throughApiOutage ? apiStillComing(error, now(), opts.throughApiOutage) : undefined
+      const waiting = opts.throughApiOutage ? apiStillComing(error, now(), opts.throughApiOutage, opts.everyFailureIsOutage ?? false) : undefined
       if (!waiting) throw error
+      lastFailure = error
       result = {done: false, value: undefined as T, progress: waiting}
     }
 
@@ -100,7 +117,7 @@ export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: W
 
     if (result.done) return result.value
     if (now() >= deadline) {
-      throw new TimeoutError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what}${lastProgress ? ` (${lastProgress})` : ''}`)
+      throw new TimeoutError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what}${lastProgress ? ` (${lastProgress})` : ''}`, lastFailure)
     }
 
     await sleep(Math.min(opts.intervalMs ?? 1000, Math.max(0, deadline - now())))

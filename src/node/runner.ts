@@ -1,11 +1,11 @@
 import {randomBytes} from 'node:crypto'
 
-import type {V1Pod} from '@kubernetes/client-node'
-
+import type {V1Pod} from '../kube/types.js'
 import {MANAGED_BY_LABEL, MANAGED_BY_VALUE, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {ApiStatusError, isNotFound} from '../kube/errors.js'
+import {type OutageMemory, TimeoutError, type WaitOptions, pollUntil} from '../kube/wait.js'
 
 export const NODE_TASK_LABEL = 'selfhost.kubectl.io/node-task'
 export const NODE_TASK_CONTAINER = 'task'
@@ -65,15 +65,24 @@ export interface NodeTaskOptions {
   deleteRetryMs?: number
 }
 
-/** A finished task's log; the API may blink (its instances are being replaced), so retry briefly. */
-async function readLogWithRetry(api: NodeTaskApi, namespace: string, name: string, giveUpAt: number): Promise<string> {
-  for (;;) {
-    try {
-      return await api.readPodLog(namespace, name, NODE_TASK_CONTAINER)
-    } catch (error) {
-      if (isNotFound(error) || Date.now() > giveUpAt) throw error
-      await new Promise((resolve) => setTimeout(resolve, 1000))
-    }
+/**
+ * How a node task waits for the API: through any failure but a 404, up to a deadline. The task
+ * runs on the node without the API (a hand-off restarts it, on purpose), so an API that is away
+ * or failing is waited for, never taken as the task's end.
+ */
+function throughOutage(outage: OutageMemory, until: number, what: string, intervalMs = 1000): WaitOptions {
+  return {timeoutMs: Math.max(0, until - Date.now()), intervalMs, what, throughApiOutage: outage, everyFailureIsOutage: true}
+}
+
+/** A finished task's log; the API may blink (its instances are being replaced), so read it through that. */
+async function readLogThroughOutage(api: NodeTaskApi, namespace: string, name: string, giveUpAt: number, outage: OutageMemory): Promise<string> {
+  try {
+    return await pollUntil(
+      async () => ({done: true, value: await api.readPodLog(namespace, name, NODE_TASK_CONTAINER), progress: ''}),
+      throughOutage(outage, giveUpAt, `the log of pod ${namespace}/${name}`),
+    )
+  } catch (error) {
+    throw error instanceof TimeoutError && error.lastFailure ? error.lastFailure : error
   }
 }
 
@@ -205,6 +214,54 @@ function stuckReason(pod: V1Pod): string | undefined {
   return undefined
 }
 
+/**
+ * Reads the task's pod until it has ended or cannot start, through any API failure up to the
+ * wait's deadline, and tells onProgress when the API stops and starts answering.
+ */
+async function waitForTaskEnd(api: NodeTaskApi, task: NodeTask, name: string, wait: WaitOptions, onProgress?: (message: string) => void): Promise<V1Pod> {
+  const namespace = task.namespace ?? SYSTEM_NAMESPACE
+  let apiAwaySince: number | undefined
+  let phase: string | undefined
+  const readPod = async (): Promise<V1Pod> => {
+    try {
+      const pod = await api.getPod(namespace, name)
+      if (apiAwaySince !== undefined) {
+        onProgress?.(`the API answers again after ${Math.round((Date.now() - apiAwaySince) / 1000)}s`)
+        apiAwaySince = undefined
+      }
+
+      return pod
+    } catch (error) {
+      if (apiAwaySince === undefined && !isNotFound(error)) {
+        apiAwaySince = Date.now()
+        onProgress?.(`the API does not answer (${(error as Error).message}); waiting for it, up to the task's deadline`)
+      }
+
+      throw error
+    }
+  }
+
+  try {
+    return await pollUntil(async () => {
+      const pod = await readPod()
+      phase = pod.status?.phase
+      const ended = phase === 'Succeeded' || phase === 'Failed' || stuckReason(pod) !== undefined
+      return {done: ended, value: pod, progress: `pod phase ${phase ?? 'unknown'}`}
+    }, wait)
+  } catch (error) {
+    if (wait.signal?.aborted) throw new CliError(`the ${task.purpose} task on node ${task.node} was interrupted`)
+    if (isNotFound(error)) throw new CliError(`pod ${namespace}/${name} for the ${task.purpose} task was deleted before it finished`)
+    if (!(error instanceof TimeoutError)) throw error
+    if (error.lastFailure) {
+      throw new CliError(`the ${task.purpose} task on node ${task.node}: the API did not answer within ${task.deadlineSeconds}s (${(error.lastFailure as Error).message})`)
+    }
+
+    throw new CliError(
+      `the ${task.purpose} task on node ${task.node} did not finish within ${task.deadlineSeconds}s (pod phase ${phase ?? 'unknown'}); is the node Ready and the image available there?`,
+    )
+  }
+}
+
 interface ActiveTask {
   /** Stops waiting and deletes the pod. */
   interrupt(): Promise<void>
@@ -252,18 +309,6 @@ function unwatchSignals(task: ActiveTask): void {
   if (activeTasks.size === 0 && !exiting) removeSignalHandlers()
 }
 
-const sleep = (ms: number, signal: AbortSignal) =>
-  new Promise<void>((resolve) => {
-    const timer = setTimeout(done, ms)
-    function done() {
-      clearTimeout(timer)
-      signal.removeEventListener('abort', done)
-      resolve()
-    }
-
-    signal.addEventListener('abort', done, {once: true})
-  })
-
 /**
  * Runs a command on a node through a pod that runs to completion, then returns its exit code
  * and log. The pod is deleted whatever happens: in `finally`, and on SIGINT/SIGTERM before
@@ -281,6 +326,8 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
   const outer = opts.signal
   const onOuterAbort = () => stop.abort()
   outer?.addEventListener('abort', onOuterAbort, {once: true})
+  // The task's waits (its pod, its log, the deletion) are on one API: they share what was seen of it.
+  const outage: OutageMemory = {}
 
   let createCall: Promise<unknown> | undefined
   let cleanup: Promise<void> | undefined
@@ -298,28 +345,29 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
 
       // The API may be away for a while (a hand-off restarts it): keep trying, within bounds.
       const retryUntil = Date.now() + (opts.deleteRetryMs ?? 90_000)
-      for (;;) {
-        try {
-          await api.deletePod(namespace, name, task.terminationGraceSeconds ?? 0)
-          return
-        } catch (error) {
-          if (isNotFound(error)) return
-          if (error instanceof ApiStatusError && error.status < 500) {
-            warn(`could not delete pod ${namespace}/${name} (${error.message}); remove it with: kubectl delete pod -n ${namespace} ${name}`)
-            return
+      let refusal: ApiStatusError | undefined
+      try {
+        refusal = await pollUntil(async () => {
+          try {
+            await api.deletePod(namespace, name, task.terminationGraceSeconds ?? 0)
+            return {done: true, value: undefined, progress: ''}
+          } catch (error) {
+            // A 4xx is the API's answer (404: gone already), not its absence: asking again will not change it.
+            if (error instanceof ApiStatusError && error.status < 500) return {done: true, value: error, progress: ''}
+            throw error
           }
-
-          if (Date.now() < retryUntil) {
-            await new Promise((resolve) => setTimeout(resolve, 1000))
-            continue
-          }
-
-          warn(
-          `could not delete pod ${namespace}/${name} (${(error as Error).message}); it stops by itself within ${task.deadlineSeconds}s; ` +
+        }, throughOutage(outage, retryUntil, `pod ${namespace}/${name} to be deleted`))
+      } catch (error) {
+        const failure = error instanceof TimeoutError && error.lastFailure ? error.lastFailure : error
+        warn(
+          `could not delete pod ${namespace}/${name} (${(failure as Error).message}); it stops by itself within ${task.deadlineSeconds}s; ` +
             `remove it with: kubectl delete pod -n ${namespace} ${name}`,
-          )
-          return
-        }
+        )
+        return
+      }
+
+      if (refusal && !isNotFound(refusal)) {
+        warn(`could not delete pod ${namespace}/${name} (${refusal.message}); remove it with: kubectl delete pod -n ${namespace} ${name}`)
       }
     })()
     return cleanup
@@ -342,55 +390,20 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
     }
 
     const giveUpAt = Date.now() + task.deadlineSeconds * 1000 + graceMs
-    let apiAwaySince: number | undefined
-    for (;;) {
-      if (stop.signal.aborted) throw new CliError(`the ${task.purpose} task on node ${task.node} was interrupted`)
-      let current: V1Pod
-      try {
-        current = await api.getPod(namespace, name)
-        if (apiAwaySince !== undefined) {
-          opts.onProgress?.(`the API answers again after ${Math.round((Date.now() - apiAwaySince) / 1000)}s`)
-          apiAwaySince = undefined
-        }
-      } catch (error) {
-        if (isNotFound(error)) throw new CliError(`pod ${namespace}/${name} for the ${task.purpose} task was deleted before it finished`)
-        // The task runs on the node without the API: an API that is away (a hand-off restarts
-        // it, on purpose) is waited for until the task's own deadline, never taken as its end.
-        if (Date.now() > giveUpAt) {
-          throw new CliError(`the ${task.purpose} task on node ${task.node}: the API did not answer within ${task.deadlineSeconds}s (${(error as Error).message})`)
-        }
-
-        if (apiAwaySince === undefined) {
-          apiAwaySince = Date.now()
-          opts.onProgress?.(`the API does not answer (${(error as Error).message}); waiting for it, up to the task's deadline`)
-        }
-
-        await sleep(pollIntervalMs, stop.signal)
-        continue
-      }
-
-      const phase = current.status?.phase
-      if (phase === 'Succeeded' || phase === 'Failed') {
-        const exitCode = terminatedExitCode(current)
-        if (exitCode === undefined) {
-          const why = current.status?.reason === 'DeadlineExceeded' ? `ran past its deadline of ${task.deadlineSeconds}s` : `failed (${current.status?.reason ?? 'no reason given'}${current.status?.message ? `: ${current.status.message}` : ''})`
-          throw new CliError(`the ${task.purpose} task on node ${task.node} ${why} before its command could finish`)
-        }
-
-        const output = await readLogWithRetry(api, namespace, name, giveUpAt)
-        return {exitCode, output, pod: name}
-      }
-
-      const stuck = stuckReason(current)
-      if (stuck) throw new CliError(`the ${task.purpose} task cannot start on node ${task.node} with image ${task.image} (${stuck}); choose another image`)
-      if (Date.now() > giveUpAt) {
-        throw new CliError(
-          `the ${task.purpose} task on node ${task.node} did not finish within ${task.deadlineSeconds}s (pod phase ${phase ?? 'unknown'}); is the node Ready and the image available there?`,
-        )
-      }
-
-      await sleep(pollIntervalMs, stop.signal)
+    const current = await waitForTaskEnd(api, task, name, {...throughOutage(outage, giveUpAt, `the ${task.purpose} task`, pollIntervalMs), signal: stop.signal}, opts.onProgress)
+    const phase = current.status?.phase
+    if (phase !== 'Succeeded' && phase !== 'Failed') {
+      throw new CliError(`the ${task.purpose} task cannot start on node ${task.node} with image ${task.image} (${stuckReason(current)}); choose another image`)
     }
+
+    const exitCode = terminatedExitCode(current)
+    if (exitCode === undefined) {
+      const why = current.status?.reason === 'DeadlineExceeded' ? `ran past its deadline of ${task.deadlineSeconds}s` : `failed (${current.status?.reason ?? 'no reason given'}${current.status?.message ? `: ${current.status.message}` : ''})`
+      throw new CliError(`the ${task.purpose} task on node ${task.node} ${why} before its command could finish`)
+    }
+
+    const output = await readLogThroughOutage(api, namespace, name, giveUpAt, outage)
+    return {exitCode, output, pod: name}
   } finally {
     unwatchSignals(active)
     outer?.removeEventListener('abort', onOuterAbort)

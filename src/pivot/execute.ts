@@ -1,6 +1,6 @@
 import {randomBytes} from 'node:crypto'
 
-import type {V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
+import type {V1Deployment, V1Node, V1Pod} from '../kube/types.js'
 import semver from 'semver'
 
 import {componentContainer, securePort, versionFromImage} from '../controlplane/container.js'

@@ -1,8 +1,8 @@
 import {createHash} from 'node:crypto'
 
-import type {V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml, stringify as stringifyYaml} from 'yaml'
 
+import type {V1Pod} from '../kube/types.js'
 import {PIVOTED_COMPONENTS, PivotedComponent} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 

@@ -1,8 +1,8 @@
 import {isDeepStrictEqual} from 'node:util'
 
-import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1LifecycleHandler, V1PodSpec, V1Probe, V1Toleration} from '@kubernetes/client-node'
 import semver from 'semver'
 
+import type {V1Container, V1DaemonSet, V1Deployment, V1EnvVar, V1LifecycleHandler, V1PodSpec, V1Probe, V1Toleration} from '../kube/types.js'
 import {componentContainer, containerArgv, flagValue, versionFromImage} from '../controlplane/container.js'
 import {
   BACKUP_ROOT,

@@ -1,6 +1,6 @@
-import type {V1Pod} from '@kubernetes/client-node'
 import semver from 'semver'
 
+import type {V1Pod} from '../kube/types.js'
 import {PIVOTED_COMPONENTS, SYSTEM_NAMESPACE, type PivotedComponent, selfHostedComponentOf} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import {componentContainer, versionFromImage} from '../controlplane/container.js'

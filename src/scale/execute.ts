@@ -1,5 +1,4 @@
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
-
+import type {V1DaemonSet, V1Deployment} from '../kube/types.js'
 import {CliError, ExitCode} from '../errors.js'
 import {type DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
 import {readLeader} from '../controlplane/leader.js'

@@ -1,5 +1,4 @@
-import type {V1Node, V1NodeSelectorRequirement, V1PodSpec, V1Taint, V1Toleration} from '@kubernetes/client-node'
-
+import type {V1Node, V1NodeSelectorRequirement, V1PodSpec, V1Taint, V1Toleration} from '../kube/types.js'
 import {isReady} from '../kube/objects.js'
 
 /**

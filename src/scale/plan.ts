@@ -1,5 +1,4 @@
-import type {V1DaemonSet, V1Deployment, V1Node, V1PodSpec} from '@kubernetes/client-node'
-
+import type {V1DaemonSet, V1Deployment, V1Node, V1PodSpec} from '../kube/types.js'
 import {CliError} from '../errors.js'
 import {
   type ComponentState,

@@ -1,4 +1,4 @@
-import type {V1EndpointSlice, V1Node, V1Pod, V1Service} from '@kubernetes/client-node'
+import type {V1EndpointSlice, V1Node, V1Pod, V1Service} from '../kube/types.js'
 import {parse as parseYaml} from 'yaml'
 
 import {SYSTEM_NAMESPACE, isControlPlaneNode} from '../controlplane/model.js'

@@ -2,11 +2,11 @@ import {mkdirSync, writeFileSync} from 'node:fs'
 import {homedir} from 'node:os'
 import {join} from 'node:path'
 
-import type {V1DaemonSet, V1Deployment, V1Pod} from '@kubernetes/client-node'
 import {stringify as toYaml} from 'yaml'
 
+import type {V1DaemonSet, V1Deployment, V1Pod} from '../kube/types.js'
 import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
-import {holderElsewhere, matchHolder, readLeaderLock, timestampText} from '../controlplane/leader.js'
+import {holderElsewhere, matchHolder, readLeaderLock} from '../controlplane/leader.js'
 import {Instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
@@ -145,7 +145,7 @@ function instancesOf(pods: V1Pod[], container: string): Instance[] {
         ready: isReady(p),
         restarts: 0,
         image,
-        startedAt: timestampText(p.status?.startTime),
+        startedAt: p.status?.startTime,
       }
     })
 }

@@ -1,6 +1,6 @@
-import type {V1Container, V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import semver, {SemVer} from 'semver'
 
+import type {V1Container, V1DaemonSet, V1Deployment} from '../kube/types.js'
 import {ComponentState, ControlPlane} from '../controlplane/model.js'
 import {boolFlag, componentContainer, containerArgv, splitImage} from '../controlplane/container.js'
 import {CheckResult, UPGRADE_ORDER, UpgradeComponent, checkSkew, refusalLine} from './skew.js'

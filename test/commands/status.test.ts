@@ -133,7 +133,7 @@ describe('status command', () => {
   it('exits 2 and says why when a leader is stale', async () => {
     const inputs = freshCluster(0)
     inputs.leases = [lease('kube-scheduler', {holderNode: 'cp-1', renewedAgo: 120}), ...inputs.leases!.filter((l) => l.metadata?.name !== 'kube-scheduler')]
-    inputs.leases[0].spec!.renewTime = new Date(Date.now() - 120_000).toISOString() as never
+    inputs.leases[0].spec!.renewTime = new Date(Date.now() - 120_000).toISOString()
     serveDiscovery(inputs)
     const {stdout, exitCode} = await runCommand(['status', '--kubeconfig', kubeconfig])
     assert.equal(exitCode, 2)

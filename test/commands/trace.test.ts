@@ -2,13 +2,13 @@ import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Pod} from '@kubernetes/client-node'
 import nock from 'nock'
 
+import type {V1Pod} from '../../src/kube/types.js'
 import type {TraceResult} from '../../src/trace/model.js'
 import {fakeApiServerSuite} from '../helpers/fake-api.js'
 import {FAKE_SERVER} from '../helpers/fake-cluster.js'
-import {runCommand} from '../helpers/run-command.js'
+import {runBuiltCli, runCommand} from '../helpers/run-command.js'
 
 const fixture = (name: string) => fileURLToPath(new URL(`../fixtures/kube-proxy/${name}`, import.meta.url))
 const v129 = fixture('iptables-v1.29-counters.txt')
@@ -274,8 +274,7 @@ describe('trace through a pipe (the built CLI, a child process)', function () {
   this.timeout(180_000)
 
   it('a 2.8 MB JSON result with findings (exit 2) arrives whole: the process waits for stdout before it exits', async () => {
-    const {ensureBuilt, repoRoot} = await import('../helpers/build.js')
-    const {execa} = await import('execa')
+    const {ensureBuilt} = await import('../helpers/build.js')
     const {generateServices, iptablesSaveOf} = await import('../helpers/kube-proxy-dump.js')
     const {mkdtempSync, rmSync, writeFileSync} = await import('node:fs')
     const {tmpdir} = await import('node:os')
@@ -288,7 +287,7 @@ describe('trace through a pipe (the built CLI, a child process)', function () {
     try {
       const file = join(dir, 'dump.txt')
       writeFileSync(file, lines.join('\n'))
-      const run = await execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), 'trace', '--from-file', file, 'svc/ns0/svc-0', '-o', 'json'], {reject: false})
+      const run = await runBuiltCli(['trace', '--from-file', file, 'svc/ns0/svc-0', '-o', 'json'])
       assert.equal(run.exitCode, 2, run.stderr)
       assert.ok(run.stdout.length > 1_000_000, `${run.stdout.length} bytes`)
       const result = JSON.parse(run.stdout) as TraceResult

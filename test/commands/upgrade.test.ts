@@ -6,8 +6,7 @@ import {join} from 'node:path'
 import nock from 'nock'
 import {parse as parseYaml} from 'yaml'
 
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
-
+import type {V1DaemonSet, V1Deployment} from '../../src/kube/types.js'
 import type {UpgradeResult} from '../../src/upgrade/execute.js'
 import type {UpgradePlan} from '../../src/upgrade/plan.js'
 import type {UpgradeComponent} from '../../src/upgrade/skew.js'

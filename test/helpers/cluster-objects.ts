@@ -7,9 +7,9 @@ import {createHash} from 'node:crypto'
 import {existsSync, readFileSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 
-import type {V1DaemonSet, V1Deployment, V1Endpoints, V1Lease, V1Node, V1Pod, V1Taint} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1DaemonSet, V1Deployment, V1Endpoints, V1Lease, V1Node, V1Pod, V1Taint} from '../../src/kube/types.js'
 import type {DiscoveryInputs, HealthResponse} from '../../src/controlplane/discover.js'
 import {sharedFixturesDir} from './ci.js'
 
@@ -82,7 +82,7 @@ function podStatus(pod: V1Pod, state: PodState): V1Pod['status'] {
   const ready = state.ready !== false
   return {
     phase: state.phase ?? 'Running',
-    startTime: ago(3600) as never,
+    startTime: ago(3600),
     conditions: [
       {type: 'Initialized', status: 'True'},
       {type: 'Ready', status: ready ? 'True' : 'False'},
@@ -96,7 +96,7 @@ function podStatus(pod: V1Pod, state: PodState): V1Pod['status'] {
       ready,
       restartCount: state.restarts ?? 0,
       started: ready,
-      state: state.waiting ? {waiting: {reason: state.waiting}} : {running: {startedAt: ago(3000) as never}},
+      state: state.waiting ? {waiting: {reason: state.waiting}} : {running: {startedAt: ago(3000)}},
     })),
   }
 }
@@ -269,8 +269,8 @@ export function lease(component: string, opts: LeaderOptions): V1Lease {
     spec: {
       holderIdentity: holderIdentity(opts.holderNode),
       leaseDurationSeconds: opts.leaseDurationSeconds ?? 15,
-      acquireTime: ago(ACQUIRED_AGO) as never,
-      renewTime: ago(opts.renewedAgo ?? 2).replace('Z', '000Z') as never,
+      acquireTime: ago(ACQUIRED_AGO),
+      renewTime: ago(opts.renewedAgo ?? 2).replace('Z', '000Z'),
       leaseTransitions: opts.transitions ?? 1,
     },
   }
@@ -384,7 +384,7 @@ export function kubeadmCluster(opts: KubeadmClusterOptions): DiscoveryInputs {
 /** Every Lease renewed just now, so the leader records are fresh whenever the test runs. */
 export function withLeasesRenewedNow<T extends Pick<DiscoveryInputs, 'leases'>>(inputs: T): T {
   const now = new Date().toISOString()
-  for (const l of inputs.leases ?? []) l.spec!.renewTime = now as never
+  for (const l of inputs.leases ?? []) l.spec!.renewTime = now
   return inputs
 }
 

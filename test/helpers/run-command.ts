@@ -3,6 +3,7 @@ import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
 import {Config, Errors, Plugin, settings} from '@oclif/core'
+import {execa} from 'execa'
 
 const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 
@@ -68,4 +69,13 @@ export async function runCommand(argv: string[]): Promise<CommandResult> {
   }
 
   return {stdout: out.join(''), stderr: err.join(''), exitCode}
+}
+
+/**
+ * Runs the built CLI (bin/run.js) in a process of its own, as a user would, without colour:
+ * for what only a real process shows (output flushed before exit, signals). It never rejects:
+ * await it for {exitCode, stdout, stderr}, or use the running process. Build first (ensureBuilt).
+ */
+export function runBuiltCli(args: string[], env: Record<string, string> = {}) {
+  return execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), ...args], {env: {...process.env, NO_COLOR: '1', ...env}, reject: false})
 }

@@ -1,9 +1,9 @@
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Deployment, V1Lease, V1Pod} from '@kubernetes/client-node'
 import nock from 'nock'
 
+import type {V1Deployment, V1Lease, V1Pod} from '../../src/kube/types.js'
 import {deployment, kubeadmCluster, lease} from './cluster-objects.js'
 import {FAKE_SERVER} from './fake-cluster.js'
 
@@ -47,8 +47,8 @@ export function serveCluster(startReplicas: number, opts: {leaseName?: string} =
   const lockLease: V1Lease = lease(leaseName, {holderNode: 'cp-1'})
   // Renewed just now by the wall clock, which is what the command compares against, and
   // taken by the oldest replica once it had started (4h ago).
-  lockLease.spec!.renewTime = new Date().toISOString() as never
-  lockLease.spec!.acquireTime = new Date(Date.now() - 4 * 3_600_000 + 30_000).toISOString() as never
+  lockLease.spec!.renewTime = new Date().toISOString()
+  lockLease.spec!.acquireTime = new Date(Date.now() - 4 * 3_600_000 + 30_000).toISOString()
   // With --leader-elect-resource-name, the default lock is a stale leftover held by cp-3.
   const leases = [...inputs.leases!.map((l) => (l.metadata?.name === 'kube-scheduler' && leaseName === 'kube-scheduler' ? lockLease : l)), ...(leaseName === 'kube-scheduler' ? [] : [lockLease])]
   if (leaseName !== 'kube-scheduler') {
@@ -79,13 +79,13 @@ export function serveCluster(startReplicas: number, opts: {leaseName?: string} =
     made.deployment.status!.observedGeneration = stale ? generation - 1 : generation
     // Up 4h, 2h, 1h: each a power of two apart, so the ReplicaSet ranking tells them apart.
     made.pods.forEach((p, i) => {
-      p.status!.startTime = new Date(Date.now() - 4 * 3_600_000 / 2 ** i).toISOString().replace(/\.\d+Z$/, 'Z') as never
+      p.status!.startTime = new Date(Date.now() - 4 * 3_600_000 / 2 ** i).toISOString().replace(/\.\d+Z$/, 'Z')
     })
     return made
   }
 
   const renew = () => {
-    lockLease.spec!.renewTime = new Date(Date.parse(String(lockLease.spec!.renewTime)) + 1000).toISOString() as never
+    lockLease.spec!.renewTime = new Date(Date.parse(lockLease.spec!.renewTime!) + 1000).toISOString()
     return lockLease
   }
 

@@ -1,7 +1,6 @@
 import {type Server, createServer} from 'node:net'
 
-import type {V1Pod} from '@kubernetes/client-node'
-
+import type {V1Pod} from '../../src/kube/types.js'
 import {securePort} from '../../src/controlplane/container.js'
 import {PIVOTED_COMPONENTS, selfHostedComponentOf} from '../../src/controlplane/model.js'
 import {isReady} from '../../src/kube/objects.js'

@@ -5,12 +5,13 @@ import type {Server} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1DaemonSet, V1Deployment} from '../../../src/kube/types.js'
 import {type RenderedCheckpoint, renderCheckpoint, renderCheckpointer, versionNumber} from '../../../src/checkpoint/checkpoint.js'
 import {CHECKPOINTER_SCRIPT, CHECKPOINT_END, REMOVE_CHECKPOINTS_SCRIPT, WRITE_CHECKPOINTS_SCRIPT} from '../../../src/checkpoint/scripts.js'
 import {hexPort} from '../../../src/node/listeners.js'
+import {eventually} from '../../helpers/eventually.js'
 import {close, freePort, listen} from '../../helpers/sockets.js'
 import {planPivot} from '../../../src/pivot/plan.js'
 import {distrolessPath, runWithImageTools} from '../../helpers/distroless-tools.js'
@@ -42,13 +43,7 @@ function startCheckpointer(env: Record<string, string>): Run {
 
 const sh = (script: string, env: Record<string, string>) => runWithImageTools(script, env, undefined, toolsOnly)
 
-async function until(what: string, check: () => boolean, timeoutMs = 8000): Promise<void> {
-  const end = Date.now() + timeoutMs
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`)
-    await new Promise((r) => setTimeout(r, 25))
-  }
-}
+const until = (what: string, check: () => boolean, timeoutMs = 8000) => eventually(what, timeoutMs, check, 25)
 
 function apiserverTemplate(port: number, version = 'v1.37.2') {
   return {

@@ -3,9 +3,9 @@ import {readFileSync, readdirSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1Pod} from '../../../src/kube/types.js'
 import {boolFlag, containerArgv, flagValue, splitImage, versionFromImage} from '../../../src/controlplane/container.js'
 import {sharedKubeadmFixtures} from '../../helpers/cluster-objects.js'
 

@@ -3,7 +3,6 @@ import {readFileSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
 import {
@@ -13,6 +12,7 @@ import {
   discoverControlPlane,
   parseHealthChecks,
 } from '../../../src/controlplane/discover.js'
+import type {V1Pod} from '../../../src/kube/types.js'
 import {versionFromImage} from '../../../src/controlplane/container.js'
 import type {ComponentName, ControlPlane} from '../../../src/controlplane/model.js'
 import {
@@ -248,7 +248,7 @@ describe('control-plane discovery', () => {
       const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
       const leaving = structuredClone(inputs.pods.find((p) => p.metadata?.labels?.['k8s-app'] === 'kube-dns')!)
       leaving.metadata!.name = 'coredns-old-abcde'
-      leaving.metadata!.deletionTimestamp = NOW.toISOString() as never
+      leaving.metadata!.deletionTimestamp = NOW.toISOString()
       leaving.status!.conditions = [{type: 'Ready', status: 'False'}] as never
       inputs.pods.push(leaving)
       const dns = component(buildControlPlane(inputs, NOW), 'coredns')
@@ -488,7 +488,7 @@ describe('control-plane discovery', () => {
     it('does not credit a pod on the holder\'s node that started after the lease was taken', () => {
       const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
       const held = lease('kube-scheduler', {holderNode: 'cp-1'})
-      held.spec!.acquireTime = new Date(Date.parse(String(inputs.pods[0].status!.startTime)) - 3_600_000).toISOString() as never
+      held.spec!.acquireTime = new Date(Date.parse(inputs.pods[0].status!.startTime!) - 3_600_000).toISOString()
       inputs.leases = [held]
       const c = component(buildControlPlane(inputs, NOW), 'kube-scheduler')
       assert.equal(c.leader?.pod, undefined)

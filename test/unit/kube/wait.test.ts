@@ -1,11 +1,10 @@
 import {strict as assert} from 'node:assert'
 import {getEventListeners} from 'node:events'
 
-import type {V1Deployment} from '@kubernetes/client-node'
-
+import type {V1Deployment} from '../../../src/kube/types.js'
 import {CliError} from '../../../src/errors.js'
 import {ApiStatusError, ApiUnreachableError} from '../../../src/kube/errors.js'
-import {daemonSetRollout, deploymentRollout, pollUntil, waitForRollout} from '../../../src/kube/wait.js'
+import {TimeoutError, daemonSetRollout, deploymentRollout, pollUntil, waitForRollout} from '../../../src/kube/wait.js'
 
 function deployment(replicas: number, generation: number, status: V1Deployment['status']): V1Deployment {
   return {metadata: {name: 'self-hosted-kube-scheduler', namespace: 'kube-system', generation}, spec: {replicas, selector: {}, template: {}}, status}
@@ -97,6 +96,34 @@ describe('kube/wait: polling', () => {
       pollUntil(async () => { throw unreachable }, {timeoutMs: 3000, what: 'the gate', throughApiOutage: {}, now: () => clock, sleep: async (ms) => { clock += ms }}),
       /^TimeoutError: timed out after 3s waiting for the gate \(the API does not answer/,
     )
+  })
+
+  it('waits through every failure but a 404 when asked to (a node task), and a deadline keeps the last failure', async () => {
+    const failing = new ApiStatusError('get pods failed (500): etcd is sad', 500)
+    let calls = 0
+    const recovers = async () => {
+      if (calls++ < 2) throw failing
+      return {done: true, value: 'served', progress: 'ok'}
+    }
+    assert.equal(await pollUntil(recovers, {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, everyFailureIsOutage: true}), 'served')
+    const notFound = new ApiStatusError('not found (404): pods "x"', 404)
+    await assert.rejects(pollUntil(async () => { throw notFound }, {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, everyFailureIsOutage: true}), /not found/)
+    let clock = 0
+    await assert.rejects(
+      pollUntil(async () => { throw failing }, {timeoutMs: 3000, what: 'the task', throughApiOutage: {}, everyFailureIsOutage: true, now: () => clock, sleep: async (ms) => { clock += ms }}),
+      (err: unknown) => err instanceof TimeoutError && err.lastFailure === failing && /the API fails \(get pods failed \(500\): etcd is sad\)/.test(err.message),
+    )
+  })
+
+  it('stops at once when the signal aborted while the probe ran', async () => {
+    const controller = new AbortController()
+    const started = Date.now()
+    const probe = async () => {
+      controller.abort()
+      return {done: false, value: 0, progress: 'running'}
+    }
+    await assert.rejects(pollUntil(probe, {timeoutMs: 60_000, intervalMs: 10_000, signal: controller.signal, what: 'x'}))
+    assert.ok(Date.now() - started < 5000)
   })
 
   it('a long wait on a signal leaves no abort listener behind per poll (node warned past 10 on a real upgrade)', async () => {

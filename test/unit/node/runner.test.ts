@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 
-import type {V1Pod} from '@kubernetes/client-node'
 import nock from 'nock'
 
+import type {V1Pod} from '../../../src/kube/types.js'
 import {CliError} from '../../../src/errors.js'
 import type {KubeClient} from '../../../src/kube/client.js'
 import {NODE_TASK_LABEL, NodeTask, buildNodeTaskPod, nodeTaskPodName, runNodeTask} from '../../../src/node/runner.js'

@@ -3,9 +3,9 @@ import {existsSync, readFileSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Deployment} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1Deployment} from '../../../src/kube/types.js'
 import {CliError, ExitCode} from '../../../src/errors.js'
 import type {NodeTask} from '../../../src/node/runner.js'
 import {PivotClusterApi, PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'

@@ -3,9 +3,9 @@ import {existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, writeFile
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import type {V1DaemonSet, V1Deployment, V1Lease, V1Node, V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1DaemonSet, V1Deployment, V1Lease, V1Node, V1Pod} from '../../../src/kube/types.js'
 import {isMirrorPod, selfHostedComponentOf} from '../../../src/controlplane/model.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../../../src/node/runner.js'
 import type {PivotClusterApi} from '../../../src/pivot/execute.js'
@@ -208,7 +208,7 @@ export class FakeControlPlane {
       this.running.get(name)?.kill()
     },
     getLease: async (_namespace, name) =>
-      ({spec: {holderIdentity: `${this.nodes[0]}_0a1b`, leaseDurationSeconds: 15, renewTime: new Date().toISOString() as unknown as Date}, metadata: {name}}) as V1Lease,
+      ({spec: {holderIdentity: `${this.nodes[0]}_0a1b`, leaseDurationSeconds: 15, renewTime: new Date().toISOString()}, metadata: {name}}) as V1Lease,
   }
 
   /**

@@ -21,6 +21,7 @@ import {
 } from '../../../src/pivot/node-scripts.js'
 import {hexPort} from '../../../src/node/listeners.js'
 import {distrolessPath, runWithImageTools} from '../../helpers/distroless-tools.js'
+import {eventually} from '../../helpers/eventually.js'
 import {close, freePort, listen} from '../../helpers/sockets.js'
 
 const MANIFEST = 'apiVersion: v1\nkind: Pod\n# kept byte for byte, including this comment and no final newline'
@@ -113,7 +114,7 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
       assert.ok(existsSync(live(root)), 'one listener: the static manifest stays in place')
       servers.push(await listen(port, '127.0.0.2')) // the self-hosted instance binds beside it
       const joined = Date.now()
-      while (existsSync(live(root)) && Date.now() - joined < 10_000) await new Promise((r) => setTimeout(r, 50))
+      await eventually('the static manifest to move', 10_000, () => !existsSync(live(root)), 50)
       assert.ok(!existsSync(live(root)), 'moved once two processes listened')
       assert.ok(Date.now() - joined >= 900, `not before SETTLE: moved ${Date.now() - joined}ms after the second listener`)
       assert.equal((await sh(CONFIRM_SCRIPT, {...env(root), TOKEN: 'tk'})).code, 0)

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict'
 
-import type {V1Container, V1DaemonSet, V1Deployment, V1PodSpec, V1Probe} from '@kubernetes/client-node'
 import semver from 'semver'
 
+import type {V1Container, V1DaemonSet, V1Deployment, V1PodSpec, V1Probe} from '../../../src/kube/types.js'
 import {OUTSIDE_ROLLOUTS_ANNOTATION, PIVOTED_COMPONENTS} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {versionFromImage} from '../../../src/controlplane/container.js'

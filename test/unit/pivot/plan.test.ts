@@ -2,9 +2,9 @@ import assert from 'node:assert/strict'
 import {readFileSync} from 'node:fs'
 import {join} from 'node:path'
 
-import type {V1Container, V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import semver from 'semver'
 
+import type {V1Container, V1DaemonSet, V1Deployment} from '../../../src/kube/types.js'
 import {PIVOTED_COMPONENTS, type PivotedComponent, SOURCE_MANIFEST_HASH_ANNOTATION} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {readManifestDir} from '../../../src/pivot/from-dir.js'

@@ -3,8 +3,7 @@ import {readFileSync} from 'node:fs'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Pod} from '@kubernetes/client-node'
-
+import type {V1Pod} from '../../../src/kube/types.js'
 import {parseStaticPod} from '../../../src/pivot/manifest.js'
 import type {NodeFiles} from '../../../src/pivot/node-scripts.js'
 import type {ExistingWorkload} from '../../../src/pivot/plan.js'

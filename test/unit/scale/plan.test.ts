@@ -3,9 +3,9 @@ import {existsSync, readFileSync, readdirSync} from 'node:fs'
 import {dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {V1DaemonSet, V1Deployment, V1Node, V1Pod} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1DaemonSet, V1Deployment, V1Node, V1Pod} from '../../../src/kube/types.js'
 import type {ComponentState, Instance, LeaderRecord} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
 import {

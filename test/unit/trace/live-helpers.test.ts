@@ -4,8 +4,7 @@ import {chmodSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import type {V1Node} from '@kubernetes/client-node'
-
+import type {V1Node} from '../../../src/kube/types.js'
 import {chooseNodes, ipvsQueries, modeOf, nodesByPreference, proxyConfig, serviceInfoOf, serviceRulesScript, sliceEndpoints} from '../../../src/trace/live.js'
 import {ruleSetFor, splitSections} from '../../../src/trace/load.js'
 import {traceService} from '../../../src/trace/trace.js'

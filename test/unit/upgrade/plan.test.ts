@@ -2,9 +2,9 @@ import {strict as assert} from 'node:assert'
 import {existsSync, readFileSync, readdirSync} from 'node:fs'
 import {join} from 'node:path'
 
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
 import {parse as parseYaml} from 'yaml'
 
+import type {V1DaemonSet, V1Deployment} from '../../../src/kube/types.js'
 import {splitImage} from '../../../src/controlplane/container.js'
 import {UpgradeOptions, planUpgrade, retagImage} from '../../../src/upgrade/plan.js'
 import {UpgradeComponent} from '../../../src/upgrade/skew.js'
