@@ -4,7 +4,7 @@ import {existsSync, readFileSync} from 'node:fs'
 import {join} from 'node:path'
 import {promisify} from 'node:util'
 
-import type {V1Pod} from '@kubernetes/client-node'
+import type {V1Pod} from '../../src/kube/types.js'
 
 import {KubeClient} from '../../src/kube/client.js'
 import {isNotFound} from '../../src/kube/errors.js'

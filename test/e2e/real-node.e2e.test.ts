@@ -220,6 +220,9 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const [apiserverAfterRollback] = await selfHosted('kube-apiserver')
     assert.equal(apiserverAfterRollback.status.containerStatuses![0].containerID, apiserverBefore.status.containerStatuses![0].containerID, 'the old apiserver served throughout: the same container')
     assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
+    // A rolled-back upgrade leaves the last good checkpoint: the node's file still holds the old version.
+    const checkpointVersion = async () => /^# version (\S+) /m.exec(await cluster.nodes[0].readFile('/etc/kubernetes/selfhost/checkpoint/kube-apiserver.yaml'))?.[1]
+    assert.equal(await checkpointVersion(), PREVIOUS_REAL_VERSION, 'the checkpoint stays at the version that passed its gates')
 
     // An apiserver image whose binary runs and never listens: its pod looks Ready (the old process
     // answers the probes on the shared port), the DaemonSet removes the old pod, and the API is
@@ -232,6 +235,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.match(hanging.stderr, /the API does not answer/, 'the API really went away')
     assert.match((JSON.parse(hanging.stdout) as {result: {failure: string}}).result.failure, /^kube-apiserver: timed out after 120s waiting for \/version to report v1\.37\.2 \(\/version v1\.36\.3\)/)
     assert.equal(await servedVersion(), PREVIOUS_REAL_VERSION, 'back at the original version')
+    assert.equal(await checkpointVersion(), PREVIOUS_REAL_VERSION, 'the checkpoint that brought the API back is still the last good one')
     await eventually('the checkpoint copy to step aside for the rolled-back pod', 180_000, async () => {
       const copies = (await cluster.nodes[0].exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
       const all = await systemPods().catch(() => [])

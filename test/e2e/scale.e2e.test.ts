@@ -4,7 +4,7 @@ import {tmpdir} from 'node:os'
 import {dirname, join, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 
-import type {V1Deployment} from '@kubernetes/client-node'
+import type {V1Deployment} from '../../src/kube/types.js'
 import {execa} from 'execa'
 
 import {MANAGED_BY_LABEL, PIVOTED_COMPONENTS, SYSTEM_NAMESPACE} from '../../src/controlplane/model.js'

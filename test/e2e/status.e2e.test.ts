@@ -2,7 +2,7 @@ import {strict as assert} from 'node:assert'
 import {existsSync, mkdirSync, renameSync} from 'node:fs'
 import {join} from 'node:path'
 
-import type {V1DaemonSet} from '@kubernetes/client-node'
+import type {V1DaemonSet} from '../../src/kube/types.js'
 
 import {discoverControlPlane} from '../../src/controlplane/discover.js'
 import type {ComponentName, ControlPlane} from '../../src/controlplane/model.js'

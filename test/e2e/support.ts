@@ -1,8 +1,3 @@
-import {join} from 'node:path'
-
-import {execa} from 'execa'
-
-import {repoRoot} from '../helpers/build.js'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {type TestCluster, type TestClusterOptions, startTestCluster} from './cluster/harness.js'
 import {inCI} from '../helpers/ci.js'
@@ -24,21 +19,6 @@ export async function startTestClusterOrSkip(context: Mocha.Context, suite: stri
   }
 }
 
-/** Polls `probe` until it returns a value, or fails naming what it waited for. */
-export async function eventually<T>(what: string, timeoutMs: number, probe: () => Promise<T | undefined>, pollMs = 250): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  for (;;) {
-    const value = await probe()
-    if (value !== undefined) return value
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs / 1000}s waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, pollMs))
-  }
-}
-
-/**
- * Runs the built CLI (bin/run.js) as a user would, without colour. It never rejects: await it
- * for {exitCode, stdout, stderr}, or use the running process (signals, output as it comes).
- */
-export function runBuiltCli(args: string[], env: Record<string, string> = {}) {
-  return execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), ...args], {env: {...process.env, NO_COLOR: '1', ...env}, reject: false})
-}
+// The tests' one poll loop and one way to run the built CLI, shared with the unit and command tests.
+export {eventually} from '../helpers/eventually.js'
+export {runBuiltCli} from '../helpers/run-command.js'

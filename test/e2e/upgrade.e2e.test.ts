@@ -3,7 +3,7 @@ import {mkdtempSync, readFileSync, readdirSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import type {V1DaemonSet, V1Deployment} from '@kubernetes/client-node'
+import type {V1DaemonSet, V1Deployment} from '../../src/kube/types.js'
 
 import {CHECKPOINT_DIR} from '../../src/checkpoint/scripts.js'
 import {discoverControlPlane} from '../../src/controlplane/discover.js'

@@ -3,7 +3,7 @@ import {appendFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFil
 import {constants} from 'node:os'
 import {join, posix, relative} from 'node:path'
 
-import type {V1Pod} from '@kubernetes/client-node'
+import type {V1Pod} from '../../../src/kube/types.js'
 import {parse as parseYaml} from 'yaml'
 
 import {MIRROR_ANNOTATION} from '../../../src/controlplane/model.js'

@@ -3,7 +3,7 @@ import {mkdtempSync, rmSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
-import type {V1Pod} from '@kubernetes/client-node'
+import type {V1Pod} from '../../../src/kube/types.js'
 import {parse} from 'yaml'
 
 import {controlPlaneMarks} from '../../e2e/cluster/harness.js'
