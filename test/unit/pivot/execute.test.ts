@@ -8,7 +8,8 @@ import {parse as parseYaml} from 'yaml'
 
 import {CliError, ExitCode} from '../../../src/errors.js'
 import type {NodeTask} from '../../../src/node/runner.js'
-import {PivotClusterApi, PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
+import type {PivotClusterApi} from '../../../src/pivot/cluster.js'
+import {PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
 import {renderRevertPlan} from '../../../src/render/pivot.js'
 import {FAKE_CLUSTER_UID, FakeControlPlane} from './fake-control-plane.js'
 
