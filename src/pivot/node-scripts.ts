@@ -9,7 +9,9 @@ import {LISTENERS_FN} from '../node/listeners.js'
  * image has no mkdir, mv, cp, base64, date, curl or wget). Directories are made by the kubelet
  * (hostPath DirectoryOrCreate volumes of the task pod, see NODE_DIRS); a rename is `ln -f`
  * (link to a temporary name, then rename(2)); a backup is a second name of the original file,
- * whose bytes are on disk already. Every script is safe to run twice.
+ * whose bytes are on disk already. No script writes into that file afterwards (rewrites are new
+ * files), so there is no new data to fsync before a manifest moves, and nothing here could: the
+ * image has no sync. Every script is safe to run twice.
  */
 
 const COMPONENT_LIST = PIVOTED_COMPONENTS.join(' ')

@@ -1,7 +1,7 @@
 import chalk from 'chalk'
 import {stringify as toYaml} from 'yaml'
 
-import type {RevertResult} from '../pivot/execute.js'
+import type {RevertResult} from '../pivot/revert.js'
 import type {PivotPlan, SelfHostedObject} from '../pivot/plan.js'
 
 /** The objects alone, as multi-document YAML: what GitOps users commit and apply their own way. */

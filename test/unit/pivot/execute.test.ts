@@ -8,7 +8,8 @@ import {parse as parseYaml} from 'yaml'
 import type {V1Deployment} from '../../../src/kube/types.js'
 import {CliError, ExitCode} from '../../../src/errors.js'
 import type {NodeTask} from '../../../src/node/runner.js'
-import {PivotClusterApi, PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
+import type {PivotClusterApi} from '../../../src/pivot/cluster.js'
+import {PivotOptions, PivotRunner} from '../../../src/pivot/execute.js'
 import {renderRevertPlan} from '../../../src/render/pivot.js'
 import {FAKE_CLUSTER_UID, FakeControlPlane} from './fake-control-plane.js'
 
@@ -267,6 +268,33 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       const {appendFileSync} = await import('node:fs')
       appendFileSync(join(fake.roots.get('cp-1')!, 'etc/kubernetes/manifests/kube-apiserver.yaml'), '# edited by hand\n')
       await assert.rejects(runner(fake).pivot(), /kube-apiserver\.yaml on cp-1 changed since pivot backed it up/)
+    })
+
+    it('10: a re-run finds the hand-off watchdog of a CLI that died, stops it (the manifest comes back) before reading the nodes, and finishes', async () => {
+      // The CLI dies (kill -9) as it would confirm the first hand-off: nothing reaches the watchdog's pod, which keeps waiting.
+      const dying = (task: NodeTask, opts?: {signal?: AbortSignal}) => {
+        if (task.purpose === 'pivot-confirm') return Promise.reject(new Interrupted('the CLI died before confirming'))
+        if (task.purpose !== 'pivot-handoff') return fake.runTask(task, opts)
+        void fake.runTask(task)
+        return new Promise<never>((_, reject) => opts?.signal?.addEventListener('abort', () => reject(new Interrupted('the CLI is gone')), {once: true}))
+      }
+
+      await assert.rejects(runner(fake, {runTask: dying}, {handoffDeadlineSeconds: 120}).pivot(), Interrupted)
+      try {
+        assert.deepEqual([...fake.running.values()].map((r) => `${r.task.purpose} ${r.task.node}`), ['pivot-handoff cp-1'], 'the watchdog outlived its CLI')
+        assert.ok(!fake.manifestFiles('cp-1').has('kube-apiserver.yaml'), 'it holds the static manifest')
+
+        const log: string[] = []
+        const resumed = await runner(fake, {}, {}, log).pivot()
+        assert.ok(log.some((l) => /^stopping the hand-off watchdog fake-pivot-handoff-cp-1-\d+ of an earlier run on cp-1/.test(l)), log.join('\n'))
+        assert.ok(!resumed.alreadyDone.some((l) => l.includes('manifest held')), `the stopped watchdog put the manifest back before the nodes were read: ${resumed.alreadyDone.join('; ')}`)
+        assert.equal(resumed.outcome, 'completed', log.join('\n'))
+        assert.deepEqual([...fake.running.keys()], [], 'no watchdog left running')
+      } finally {
+        for (const {kill} of fake.running.values()) kill()
+      }
+
+      assertSelfHosted(fake, originals)
     })
 
     it('revert refuses, changing nothing, when a node lacks the backup of a moved manifest', async () => {

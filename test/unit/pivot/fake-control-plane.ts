@@ -8,7 +8,7 @@ import {parse as parseYaml} from 'yaml'
 import type {V1DaemonSet, V1Deployment, V1Lease, V1Node, V1Pod} from '../../../src/kube/types.js'
 import {isMirrorPod, selfHostedComponentOf} from '../../../src/controlplane/model.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../../../src/node/runner.js'
-import type {PivotClusterApi} from '../../../src/pivot/execute.js'
+import type {PivotClusterApi} from '../../../src/pivot/cluster.js'
 import {distrolessPath} from '../../helpers/distroless-tools.js'
 import {simulatedProcNetTcp} from '../../helpers/sockets.js'
 
