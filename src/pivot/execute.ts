@@ -91,10 +91,10 @@ export class PivotRunner {
       leaders,
       handoffDeadlineSeconds: this.opts.handoffDeadlineSeconds,
       checkpoint,
+      forceBlindHandoff: this.opts.forceBlindHandoff,
     })
     if (this.opts.forceBlindHandoff) {
-      for (const c of plan.components) c.handoff = 'blind'
-      plan.notes.push('--force-blind-handoff: every hand-off stops the static instance before the self-hosted one can bind its port, as on clusters before 1.19.')
+      plan.notes.push('--force-blind-handoff: planned as on clusters before 1.19, with no port sharing: every hand-off stops the static instance before the self-hosted one can bind its port.')
     }
 
     if (this.opts.fromMirrorPods) {

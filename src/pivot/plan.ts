@@ -72,6 +72,11 @@ export interface PivotInputs {
   handoffDeadlineSeconds?: number
   /** Install node-local checkpoints and the checkpointer (default true; --no-checkpoint says false). */
   checkpoint?: boolean
+  /**
+   * Plan as on a cluster before 1.19, whatever the version: no port sharing anywhere, every
+   * hand-off blind (hidden --force-blind-handoff, so that path is proven on today's releases).
+   */
+  forceBlindHandoff?: boolean
 }
 
 /** What differs per control-plane node and the executor needs: read from that node's own manifest. */
@@ -659,7 +664,7 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     }
 
     const liveReplicas = existing.find((w) => w.component === component && w.kind === 'Deployment')?.replicas
-    const built = buildComponentPlan(component, normalised, mine, role, inputs.nodes, nodeNames, inputs.leaders?.[component], liveReplicas, warnings)
+    const built = buildComponentPlan(component, normalised, mine, role, inputs.nodes, nodeNames, inputs.leaders?.[component], liveReplicas, warnings, !inputs.forceBlindHandoff)
     keepLiveImage(built, existing.find((w) => w.component === component && w.managedByUs)?.image)
     components.push(built)
   }
@@ -735,6 +740,7 @@ function buildComponentPlan(
   leader: string | undefined,
   liveReplicas: number | undefined,
   warnings: string[],
+  portSharingAllowed: boolean,
 ): ComponentPlan {
   const pod = structuredClone(normalised[0].pod)
   const container = pod.spec!.containers[0] as Container
@@ -748,7 +754,7 @@ function buildComponentPlan(
   }
 
   let handoff: HandoffMode = 'blind'
-  if (atLeast(version, PORT_SHARING_VERSION)) {
+  if (portSharingAllowed && atLeast(version, PORT_SHARING_VERSION)) {
     if (servesInsecurePort(component, container, version)) {
       warnings.push(`${component} still serves an insecure port, which SO_REUSEPORT does not cover: its hand-off is blind (set --${component === 'kube-apiserver' ? 'insecure-port' : 'port'}=0 to avoid it)`)
     } else {

@@ -172,6 +172,17 @@ describe('planPivot decisions and refusals', () => {
     assert.match(refusal(() => planPivot({manifests, existingWorkloads: [{...ours, name: 'apiserver', managedByUs: false}]})), /already self-hosted/)
   })
 
+  it('--force-blind-handoff plans a 1.19+ cluster as one before 1.19: no port sharing in the steps or the objects, every hand-off blind', () => {
+    const {manifests, ips} = threeNodes(v129)
+    const plan = planPivot({manifests, nodes: liveNodes(ips, 'control-plane'), forceBlindHandoff: true})
+    assert.deepEqual(plan.components.map((c) => c.handoff), ['blind', 'blind', 'blind'])
+    assert.deepEqual(plan.steps.filter((s) => s.action === 'enable-port-sharing'), [])
+    for (const c of plan.components) assert.ok(!argv(container(workload(plan, c.component))).some((a) => a.startsWith('--permit-port-sharing')), c.component)
+    assert.ok(plan.costs.some((c) => /blind hand-off/.test(c)))
+    const normal = planPivot({manifests, nodes: liveNodes(ips, 'control-plane')})
+    assert.deepEqual(normal.components.map((c) => c.handoff), ['port-sharing', 'port-sharing', 'port-sharing'], 'without the flag the same cluster shares ports')
+  })
+
   it('a re-run keeps a Deployment\'s live replica count (set by `scale`), not one per node', () => {
     const {manifests, ips} = threeNodes(v129)
     const scaled = (component: 'kube-controller-manager' | 'kube-scheduler', replicas: number) =>
