@@ -40,12 +40,24 @@ function indexWithin(text: string, code: number, from: number, to: number): numb
   return -1
 }
 
+/** Does text hold `prefix` at `at`? (String#startsWith at an offset costs far more in V8.) */
+function startsWithAt(text: string, at: number, prefix: string): boolean {
+  for (let k = 0; k < prefix.length; k++) if (text.charCodeAt(at + k) !== prefix.charCodeAt(k)) return false
+  return true
+}
+
 /** Does a[aStart, aEnd) hold the same characters as b[bStart, bEnd)? */
 function sameText(a: string, aStart: number, aEnd: number, b: string, bStart: number, bEnd: number): boolean {
   if (aEnd - aStart !== bEnd - bStart) return false
   for (let i = 0; i < aEnd - aStart; i++) if (a.charCodeAt(aStart + i) !== b.charCodeAt(bStart + i)) return false
   return true
 }
+
+/** TableChains' flags. */
+const IMPLICIT = 1
+const OTHER_NAME = 2
+const POLICY = 4
+const MORE_RUNS = 8
 
 const grown = (column: Int32Array, size: number) => {
   const copy = new Int32Array(size)
@@ -72,12 +84,16 @@ class TableChains {
   private runEnd = new Int32Array(16)
   private runLine = new Int32Array(16)
   private runCount = new Int32Array(16)
+  /** What else a chain has (IMPLICIT, OTHER_NAME, POLICY, MORE_RUNS): the Maps below are read only then. */
+  private flags = new Uint8Array(16)
   /** Further runs, [start, end, first line, count] each, of chains whose rules are not all together. */
   private readonly moreRuns = new Map<number, number[]>()
-  private readonly implicit = new Set<number>()
   private readonly otherNames = new Map<number, string>()
   private readonly policies = new Map<number, string>()
   private readonly views = new Map<number, IptablesChain>()
+  /** Chains of no sampled kind, and the first few of each kind (see interfaceNamesOf): the chains whose rules name interfaces. */
+  readonly unsampled: number[] = []
+  readonly samples: number[][] = SAMPLED_PREFIXES.map(() => [])
   /** Open addressing: chain number + 1, 0 for an empty slot; at most half full. */
   private slots = new Int32Array(64)
 
@@ -92,46 +108,55 @@ class TableChains {
     return index - 1
   }
 
-  /** Is chain i the one named text[start, end) with this hash? Cheaper than find when a guess is at hand. */
-  is(i: number, text: string, start: number, end: number, hash: number): boolean {
-    return i >= 0 && i < this.size && this.hashes[i] === hash && this.nameIs(i, text, start, end)
-  }
-
   /**
-   * Declares a chain, or replaces the one of that name (as Map.set would, keeping its place).
-   * The name is text[start, end) of the dump, or `name` when it stands nowhere in it.
+   * Declares a chain; its name is text[start, end) of the dump, or `name` when it stands nowhere
+   * in it. A chain declared again keeps its first declaration, unless that was a built-in chain
+   * the input had not declared and given no rule: then the new one takes its place (as Map.set
+   * would). Returns the chain's number.
    */
   declare(start: number, end: number, name: string | undefined, policy: string | undefined, implicit: boolean, hash: number): number {
-    const source = name ?? this.text
-    const from = name === undefined ? start : 0
-    const to = name === undefined ? end : name.length
-    const slot = this.slotOf(source, from, to, hash)
+    const slot = name === undefined ? this.slotOf(this.text, start, end, hash) : this.slotOf(name, 0, name.length, hash)
     let i = this.slots[slot] - 1
+    if (i >= 0 && !this.replaceable(i)) return i
     if (i < 0) {
       if (this.size === this.nameStart.length) this.grow()
       i = this.size++
       this.slots[slot] = i + 1
+      const kind = name === undefined ? sampledKind(this.text, start, end) : sampledKind(name, 0, name.length)
+      if (kind < 0) this.unsampled.push(i)
+      else if (this.samples[kind].length < SAMPLES) this.samples[kind].push(i)
+    } else {
+      // Replaced: what the first declaration left goes.
+      this.ruleCounts[i] = 0
+      this.flags[i] = 0
+      this.moreRuns.delete(i)
+      this.otherNames.delete(i)
+      this.policies.delete(i)
+      this.views.delete(i)
     }
 
     this.nameStart[i] = name === undefined ? start : -1
     this.nameEnd[i] = name === undefined ? end : -1
     this.hashes[i] = hash
     if (this.size * 2 > this.slots.length) this.rehash()
-    this.ruleCounts[i] = 0
-    this.moreRuns.delete(i)
-    this.views.delete(i)
-    if (name === undefined) this.otherNames.delete(i)
-    else this.otherNames.set(i, name)
-    if (policy === undefined) this.policies.delete(i)
-    else this.policies.set(i, policy)
-    if (implicit) this.implicit.add(i)
-    else this.implicit.delete(i)
+    let flags = implicit ? IMPLICIT : 0
+    if (name !== undefined) {
+      this.otherNames.set(i, name)
+      flags |= OTHER_NAME
+    }
+
+    if (policy !== undefined) {
+      this.policies.set(i, policy)
+      flags |= POLICY
+    }
+
+    this.flags[i] = flags
     return i
   }
 
   /** A chain that may be declared again: a built-in one the input has not declared and given no rule yet. */
-  replaceable(i: number): boolean {
-    return this.implicit.has(i) && this.ruleCounts[i] === 0
+  private replaceable(i: number): boolean {
+    return (this.flags[i] & IMPLICIT) !== 0 && this.ruleCounts[i] === 0
   }
 
   /** Adds the rule at [start, end) of the dump to chain i; `continues` when it directly follows the chain's previous rule. */
@@ -145,15 +170,24 @@ class TableChains {
       return
     }
 
-    const runs = this.moreRuns.get(i)
-    if (continues && runs) {
-      runs[runs.length - 3] = end
-      runs[runs.length - 1]++
-    } else if (continues) {
+    const more = (this.flags[i] & MORE_RUNS) !== 0
+    if (continues && !more) {
       this.runEnd[i] = end
       this.runCount[i]++
-    } else if (runs) runs.push(start, end, line, 1)
-    else this.moreRuns.set(i, [start, end, line, 1])
+      return
+    }
+
+    if (!more) {
+      this.moreRuns.set(i, [start, end, line, 1])
+      this.flags[i] |= MORE_RUNS
+      return
+    }
+
+    const runs = this.moreRuns.get(i)!
+    if (continues) {
+      runs[runs.length - 3] = end
+      runs[runs.length - 1]++
+    } else runs.push(start, end, line, 1)
   }
 
   ruleCount(i: number): number {
@@ -163,21 +197,30 @@ class TableChains {
   /** Chain i's runs of rule lines: [start, end, first line, count] each. */
   runs(i: number): number[] {
     if (this.ruleCounts[i] === 0) return []
-    return [this.runStart[i], this.runEnd[i], this.runLine[i], this.runCount[i], ...(this.moreRuns.get(i) ?? [])]
+    const first = [this.runStart[i], this.runEnd[i], this.runLine[i], this.runCount[i]]
+    return (this.flags[i] & MORE_RUNS) === 0 ? first : [...first, ...this.moreRuns.get(i)!]
+  }
+
+  /**
+   * Is chain i's name the whole word at `start` of a rule line that ends at lineEnd? Compared
+   * character by character, from the end (where kube-proxy's names differ): String#startsWith
+   * at an offset was the parse's biggest cost.
+   */
+  isNamedAt(i: number, start: number, lineEnd: number): boolean {
+    if (i < 0) return false
+    const text = this.text
+    const other = (this.flags[i] & OTHER_NAME) !== 0 ? this.otherNames.get(i)! : undefined
+    const from = other === undefined ? this.nameStart[i] : 0
+    const length = other === undefined ? this.nameEnd[i] - from : other.length
+    const end = start + length
+    if (length === 0 || end > lineEnd || (end < lineEnd && text.charCodeAt(end) !== 32)) return false
+    const name = other ?? text
+    for (let k = length - 1; k >= 0; k--) if (name.charCodeAt(from + k) !== text.charCodeAt(start + k)) return false
+    return true
   }
 
   nameOf(i: number): string {
-    return this.otherNames.get(i) ?? this.text.slice(this.nameStart[i], this.nameEnd[i])
-  }
-
-  /** Which of `prefixes` chain i's name starts with (its position), or -1. Asked of every chain, so without making its name. */
-  prefixOf(i: number, prefixes: string[]): number {
-    const start = this.nameStart[i]
-    const name = start < 0 ? this.otherNames.get(i)! : this.text
-    const from = start < 0 ? 0 : start
-    const length = (start < 0 ? name.length : this.nameEnd[i]) - from
-    for (let k = 0; k < prefixes.length; k++) if (length >= prefixes[k].length && name.startsWith(prefixes[k], from)) return k
-    return -1
+    return (this.flags[i] & OTHER_NAME) !== 0 ? this.otherNames.get(i)! : this.text.slice(this.nameStart[i], this.nameEnd[i])
   }
 
   /** Adds the interface names chain i's rules use (-i/-o) to `into`, from the raw text. */
@@ -190,7 +233,8 @@ class TableChains {
   chain(i: number): IptablesChain {
     let chain = this.views.get(i)
     if (!chain) {
-      chain = new IptablesChain(this.nameOf(i), this.name, this.policies.get(i), this, i, this.implicit.has(i))
+      const policy = (this.flags[i] & POLICY) !== 0 ? this.policies.get(i) : undefined
+      chain = new IptablesChain(this.nameOf(i), this.name, policy, this, i, (this.flags[i] & IMPLICIT) !== 0)
       this.views.set(i, chain)
     }
 
@@ -207,8 +251,9 @@ class TableChains {
   }
 
   private nameIs(i: number, text: string, start: number, end: number): boolean {
-    const other = this.otherNames.get(i)
-    return other === undefined ? sameText(this.text, this.nameStart[i], this.nameEnd[i], text, start, end) : sameText(other, 0, other.length, text, start, end)
+    if ((this.flags[i] & OTHER_NAME) === 0) return sameText(this.text, this.nameStart[i], this.nameEnd[i], text, start, end)
+    const other = this.otherNames.get(i)!
+    return sameText(other, 0, other.length, text, start, end)
   }
 
   /** The slot of the chain named text[start, end), or the empty slot where it would go. */
@@ -221,7 +266,8 @@ class TableChains {
   }
 
   private grow(): void {
-    const size = this.nameStart.length * 2
+    // Fourfold: a big dump's 100,000 chains are copied a few times rather than a dozen.
+    const size = this.nameStart.length * 4
     this.nameStart = grown(this.nameStart, size)
     this.nameEnd = grown(this.nameEnd, size)
     this.hashes = grown(this.hashes, size)
@@ -230,10 +276,13 @@ class TableChains {
     this.runEnd = grown(this.runEnd, size)
     this.runLine = grown(this.runLine, size)
     this.runCount = grown(this.runCount, size)
+    const flags = new Uint8Array(size)
+    flags.set(this.flags)
+    this.flags = flags
   }
 
   private rehash(): void {
-    const slots = new Int32Array(this.slots.length * 2)
+    const slots = new Int32Array(this.slots.length * 4)
     const mask = slots.length - 1
     for (let i = 0; i < this.size; i++) {
       let slot = this.hashes[i] & mask
@@ -370,23 +419,57 @@ export class IptablesChain implements Chain {
 
   nextMayMatch(from: number, destination: string): number {
     const index = this.destinationIndex()
-    return Math.min(firstFrom(index.byAddress.get(destination), from), firstFrom(index.open, from), this.ruleCount)
+    const rules = index.byAddress.get(destination)
+    const next = typeof rules === 'number' ? (rules >= from ? rules : Infinity) : firstFrom(rules, from)
+    return Math.min(next, firstFrom(index.open, from), this.ruleCount)
   }
 
-  /** Each rule's single destination address, read from its text once per chain (not once per packet and rule). */
+  /**
+   * Each rule's single destination address ("-d A/32", at the start or after a space, not
+   * negated), read once per chain rather than once per packet and rule, from the dump's text:
+   * a string is cut only for the address itself.
+   */
   private destinationIndex(): DestinationIndex {
     if (this.destinations) return this.destinations
+    this.locate()
+    const starts = this.starts!
+    const ends = this.ends!
     const needed: Array<string | undefined> = []
-    const byAddress = new Map<string, number[]>()
+    const byAddress = new Map<string, number | number[]>()
     const open: number[] = []
-    for (let i = 0; i < this.ruleCount; i++) {
-      const address = singleDestination(this.text(i))
-      needed.push(address)
-      if (address === undefined) open.push(i)
-      else {
-        const rules = byAddress.get(address)
-        if (rules) rules.push(i)
-        else byAddress.set(address, [i])
+    const runs = this.chains.runs(this.index)
+    let i = 0
+    for (let r = 0; r < runs.length; r += 4) {
+      const offset = runs[r]
+      // A string of the run alone, so that no search runs on into the rest of the dump.
+      const region = this.chains.text.slice(offset, runs[r + 1])
+      // The next " -d " at or after the current rule's start (the region's length when none): searches only move forward.
+      let option = -1
+      for (let k = 0; k < runs[r + 3]; k++, i++) {
+        const start = starts[i] - offset
+        const end = ends[i] - offset
+        let address = -1
+        if (end - start >= 3 && startsWithAt(region, start, '-d ')) address = start + 3
+        else {
+          if (option < start) {
+            option = region.indexOf(' -d ', start)
+            if (option < 0) option = region.length
+          }
+
+          if (option + 4 <= end && !(option > start && region.charCodeAt(option - 1) === 33)) /* ! */ address = option + 4
+        }
+
+        const found = address < 0 ? -1 : region.indexOf(' ', address)
+        const addressEnd = found < 0 || found > end ? end : found
+        const single = address >= 0 && addressEnd - address >= 3 && startsWithAt(region, addressEnd - 3, '/32') ? region.slice(address, addressEnd - 3) : undefined
+        needed.push(single)
+        if (single === undefined) open.push(i)
+        else {
+          const rules = byAddress.get(single)
+          if (rules === undefined) byAddress.set(single, i)
+          else if (typeof rules === 'number') byAddress.set(single, [rules, i])
+          else rules.push(i)
+        }
       }
     }
 
@@ -396,25 +479,12 @@ export class IptablesChain implements Chain {
 }
 
 interface DestinationIndex {
-  /** Per rule: the one address it needs as destination ("-d A/32"), or undefined when it may match any. */
+  /** Per rule: the one address it needs as destination, or undefined when it may match any. */
   needed: Array<string | undefined>
-  /** The rules needing each address, in order. */
-  byAddress: Map<string, number[]>
+  /** The rule (or rules, in order) needing each address. */
+  byAddress: Map<string, number | number[]>
   /** The rules that may match any destination, in order. */
   open: number[]
-}
-
-/**
- * The one address a rule's "-d ADDR/32" (at the start or after a space) demands; undefined when
- * it has none, negates it ("! -d") or names a wider range: only the full match can tell then.
- */
-function singleDestination(text: string): string | undefined {
-  const atStart = text.startsWith('-d ')
-  const space = atStart ? -1 : text.indexOf(' -d ')
-  if ((!atStart && space < 0) || (space >= 1 && text.charCodeAt(space - 1) === 33 /* ! */)) return undefined
-  const end = text.indexOf(' ', space + 4)
-  const address = text.slice(space + 4, end < 0 ? text.length : end)
-  return address.endsWith('/32') ? address.slice(0, -3) : undefined
 }
 
 /** The first of the sorted numbers that is at least `from` (Infinity when none). */
@@ -487,14 +557,14 @@ class IptablesParser {
   private lineNo = 0
   private lastContentLine = 0
   private previousWasRule = false
-  // The chain of the previous rule line, the one before it, and the furthest chain (in declaration
-  // order) a rule has named lately. iptables-save writes the chains' rules in the order it declares
-  // the chains, and restore input often interleaves a Service's chain with its endpoints': one of
-  // these, or the chain declared after the furthest, is nearly always the next rule's chain.
+  // The chain of the previous rule line, the one before it, and the one declared after the furthest
+  // a rule has named lately. iptables-save writes the chains' rules in the order it declares the
+  // chains, and restore input often interleaves a Service's chain with its endpoints': a rule's
+  // chain is nearly always one of these, told by comparing its name in place, without a lookup.
   private lastTable: TableChains | undefined
   private lastIndex = -1
   private beforeLast = -1
-  private furthest = -1
+  private successor = 0
   /** hashOf the name nameEnd() has just found the end of. */
   private nameHash = 0
 
@@ -537,7 +607,7 @@ class IptablesParser {
       ruleStart = close + 2
     }
 
-    if ((first === 45 /* - */ || first === 91) && text.startsWith('-A ', ruleStart)) {
+    if ((first === 45 /* - */ || first === 91) && text.charCodeAt(ruleStart) === 45 && text.charCodeAt(ruleStart + 1) === 65 /* A */ && text.charCodeAt(ruleStart + 2) === 32) {
       this.rule(lineStart, lineEnd, ruleStart + 3)
       this.previousWasRule = true
       return
@@ -574,41 +644,48 @@ class IptablesParser {
     if (!current && this.tables.size === 0) this.excerpt = true
     if (!current && !this.excerpt) throw dumpError(this.lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
     this.lastContentLine = this.lineNo
-    const nameEnd = this.nameEnd(nameStart, lineEnd)
-    const hash = this.nameHash
     let chains: TableChains
     let i: number
     if (current) {
       chains = current
       const guessed = this.lastTable === chains
-      if (guessed && chains.is(this.lastIndex, text, nameStart, nameEnd, hash)) i = this.lastIndex
-      else if (guessed && chains.is(this.beforeLast, text, nameStart, nameEnd, hash)) i = this.beforeLast
-      else if (guessed && chains.is(this.furthest + 1, text, nameStart, nameEnd, hash)) i = this.furthest + 1
-      else i = chains.find(text, nameStart, nameEnd, hash)
-      if (i < 0) throw dumpError(this.lineNo, `rule for chain ${text.slice(nameStart, nameEnd)}, which table ${chains.name} does not declare`)
+      if (guessed && chains.isNamedAt(this.lastIndex, nameStart, lineEnd)) i = this.lastIndex
+      else if (guessed && chains.isNamedAt(this.beforeLast, nameStart, lineEnd)) i = this.beforeLast
+      else if (guessed && this.successor < chains.size && chains.isNamedAt(this.successor, nameStart, lineEnd)) i = this.successor
+      else {
+        const nameEnd = this.nameEnd(nameStart, lineEnd)
+        i = chains.find(text, nameStart, nameEnd, this.nameHash)
+        if (i < 0) throw dumpError(this.lineNo, `rule for chain ${text.slice(nameStart, nameEnd)}, which table ${chains.name} does not declare`)
+      }
     } else {
+      const nameEnd = this.nameEnd(nameStart, lineEnd)
       ;[chains, i] = this.excerptChain(text.slice(nameStart, nameEnd), text.slice(nameEnd, lineEnd))
       this.excerptRules = true
     }
 
     const continues = this.previousWasRule && this.lastTable === chains && i === this.lastIndex
+    if (!continues) this.guessAfter(chains, i)
+    chains.add(i, lineStart, lineEnd, this.lineNo, continues)
+  }
+
+  /** Chain i of `chains` has a rule: the guesses for the next rule move on. */
+  private guessAfter(chains: TableChains, i: number): void {
     if (this.lastTable !== chains) {
       this.lastTable = chains
       this.beforeLast = -1
-      this.furthest = i
-    } else if (i !== this.lastIndex) {
-      this.beforeLast = this.lastIndex
-      if (i > this.furthest) this.furthest = i
-    }
+      this.successor = i + 1
+    } else if (i !== this.lastIndex) this.beforeLast = this.lastIndex
 
     this.lastIndex = i
-    chains.add(i, lineStart, lineEnd, this.lineNo, continues)
+    if (i >= this.successor) this.successor = i + 1
   }
 
   /** ":NAME POLICY [packets:bytes]" at text[lineStart, lineEnd), read on offsets: a big dump declares 100,000 chains. */
   private declaration(chains: TableChains, lineStart: number, lineEnd: number): void {
     const text = this.text
-    const space = indexWithin(text, 32, lineStart, lineEnd)
+    // A declaration without a space is an error, so this search runs past the line at most once.
+    const found = text.indexOf(' ', lineStart)
+    const space = found > lineEnd ? -1 : found
     const policyStart = space + 1
     const policyEnd = space > lineStart + 1 ? indexWithin(text, 32, policyStart, lineEnd) : -1
     const policyStop = policyEnd < 0 ? lineEnd : policyEnd
@@ -621,9 +698,7 @@ class IptablesParser {
 
   /** A declaration of text[nameStart, nameEnd) (or `name`): a second one of a chain is ignored, unless the first was implicit. */
   private declare(chains: TableChains, nameStart: number, nameEnd: number, name: string | undefined, policy: string | undefined): void {
-    const hash = name === undefined ? hashOf(this.text, nameStart, nameEnd) : hashOf(name, 0, name.length)
-    const existing = name === undefined ? chains.find(this.text, nameStart, nameEnd, hash) : chains.find(name, 0, name.length, hash)
-    if (existing < 0 || chains.replaceable(existing)) chains.declare(nameStart, nameEnd, name, policy, false, hash)
+    chains.declare(nameStart, nameEnd, name, policy, false, name === undefined ? hashOf(this.text, nameStart, nameEnd) : hashOf(name, 0, name.length))
   }
 
   private tableOf(name: string): TableChains {
@@ -713,15 +788,23 @@ class IptablesParser {
 const SAMPLED_PREFIXES = ['KUBE-SEP-', 'KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-XLB-']
 const SAMPLES = 5
 
+/** Which of SAMPLED_PREFIXES the name text[start, end) starts with (its position), or -1. */
+function sampledKind(text: string, start: number, end: number): number {
+  if (end - start < 8 || !startsWithAt(text, start, 'KUBE-')) return -1
+  for (let k = 0; k < SAMPLED_PREFIXES.length; k++) if (end - start >= SAMPLED_PREFIXES[k].length && startsWithAt(text, start, SAMPLED_PREFIXES[k])) return k
+  return -1
+}
+
+/** The interface names of every chain of no sampled kind and of the first SAMPLES chains (in the dump's order) of each kind. */
 function interfaceNamesOf(tables: Map<string, TableChains>): Set<string> {
   const names = new Set<string>()
-  const sampled = new Int32Array(SAMPLED_PREFIXES.length)
+  const taken = SAMPLED_PREFIXES.map(() => 0)
   for (const chains of tables.values()) {
-    for (let i = 0; i < chains.size; i++) {
-      const kind = chains.prefixOf(i, SAMPLED_PREFIXES)
-      if (kind >= 0 && sampled[kind]++ >= SAMPLES) continue
-      chains.scanInterfaces(i, names)
-    }
+    for (const i of chains.unsampled) chains.scanInterfaces(i, names)
+    chains.samples.forEach((sample, kind) => {
+      for (const i of sample.slice(0, SAMPLES - taken[kind])) chains.scanInterfaces(i, names)
+      taken[kind] = Math.min(SAMPLES, taken[kind] + sample.length)
+    })
   }
 
   return names
