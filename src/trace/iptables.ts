@@ -207,15 +207,18 @@ class TableChains {
    * at an offset was the parse's biggest cost.
    */
   isNamedAt(i: number, start: number, lineEnd: number): boolean {
-    if (i < 0) return false
+    if (i < 0 || i >= this.size) return false
     const text = this.text
-    const other = (this.flags[i] & OTHER_NAME) !== 0 ? this.otherNames.get(i)! : undefined
-    const from = other === undefined ? this.nameStart[i] : 0
-    const length = other === undefined ? this.nameEnd[i] - from : other.length
+    if ((this.flags[i] & OTHER_NAME) !== 0) {
+      const name = this.otherNames.get(i)!
+      return (start + name.length === lineEnd || text.charCodeAt(start + name.length) === 32) && start + name.length <= lineEnd && startsWithAt(text, start, name)
+    }
+
+    const from = this.nameStart[i]
+    const length = this.nameEnd[i] - from
     const end = start + length
     if (length === 0 || end > lineEnd || (end < lineEnd && text.charCodeAt(end) !== 32)) return false
-    const name = other ?? text
-    for (let k = length - 1; k >= 0; k--) if (name.charCodeAt(from + k) !== text.charCodeAt(start + k)) return false
+    for (let k = length - 1; k >= 0; k--) if (text.charCodeAt(from + k) !== text.charCodeAt(start + k)) return false
     return true
   }
 
@@ -578,8 +581,26 @@ class IptablesParser {
     while (start <= length) {
       let end = text.indexOf('\n', start)
       if (end < 0) end = length
-      this.lineNo++
+      const lineNo = ++this.lineNo
       const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+      // Nearly every line of a big dump is "-A CHAIN ..." for one of the guessed chains: handled
+      // here, without the calls of the general case (line, rule).
+      const chains = this.current
+      if (chains !== undefined && chains === this.lastTable && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
+        const at = start + 3
+        const last = this.lastIndex
+        const i = chains.isNamedAt(last, at, lineEnd) ? last : chains.isNamedAt(this.beforeLast, at, lineEnd) ? this.beforeLast : chains.isNamedAt(this.successor, at, lineEnd) ? this.successor : -1
+        if (i >= 0) {
+          const continues = this.previousWasRule && i === last
+          if (!continues) this.guessAfter(chains, i)
+          chains.add(i, start, lineEnd, lineNo, continues)
+          this.previousWasRule = true
+          this.lastContentLine = lineNo
+          start = end + 1
+          continue
+        }
+      }
+
       this.line(start, lineEnd)
       start = end + 1
     }
@@ -651,7 +672,7 @@ class IptablesParser {
       const guessed = this.lastTable === chains
       if (guessed && chains.isNamedAt(this.lastIndex, nameStart, lineEnd)) i = this.lastIndex
       else if (guessed && chains.isNamedAt(this.beforeLast, nameStart, lineEnd)) i = this.beforeLast
-      else if (guessed && this.successor < chains.size && chains.isNamedAt(this.successor, nameStart, lineEnd)) i = this.successor
+      else if (guessed && chains.isNamedAt(this.successor, nameStart, lineEnd)) i = this.successor
       else {
         const nameEnd = this.nameEnd(nameStart, lineEnd)
         i = chains.find(text, nameStart, nameEnd, this.nameHash)
@@ -786,12 +807,14 @@ class IptablesParser {
  * of each kind stand for the rest. A name missed this way is still traced, as an open condition.
  */
 const SAMPLED_PREFIXES = ['KUBE-SEP-', 'KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-XLB-']
+/** What follows "KUBE-" in each. */
+const SAMPLED_KINDS = SAMPLED_PREFIXES.map((prefix) => prefix.slice('KUBE-'.length))
 const SAMPLES = 5
 
-/** Which of SAMPLED_PREFIXES the name text[start, end) starts with (its position), or -1. */
+/** Which of SAMPLED_PREFIXES the name text[start, end) starts with (its position), or -1. Asked of every chain declared. */
 function sampledKind(text: string, start: number, end: number): number {
   if (end - start < 8 || !startsWithAt(text, start, 'KUBE-')) return -1
-  for (let k = 0; k < SAMPLED_PREFIXES.length; k++) if (end - start >= SAMPLED_PREFIXES[k].length && startsWithAt(text, start, SAMPLED_PREFIXES[k])) return k
+  for (let k = 0; k < SAMPLED_KINDS.length; k++) if (end - start >= 5 + SAMPLED_KINDS[k].length && startsWithAt(text, start + 5, SAMPLED_KINDS[k])) return k
   return -1
 }
 
