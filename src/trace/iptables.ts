@@ -24,7 +24,8 @@ export interface IptablesDump extends ChainGraph {
   interfaceNames(): Set<string>
 }
 
-const FNV_BASIS = 0x811c9dc5
+// As int32: a loop whose hash starts as a double runs on doubles throughout.
+const FNV_BASIS = 0x811c9dc5 | 0
 const FNV_PRIME = 0x01000193
 
 /** FNV-1a of text[start, end): a chain name is hashed where it stands in the dump. */
@@ -43,6 +44,16 @@ function indexWithin(text: string, code: number, from: number, to: number): numb
 /** Does text hold `prefix` at `at`? (String#startsWith at an offset costs far more in V8.) */
 function startsWithAt(text: string, at: number, prefix: string): boolean {
   for (let k = 0; k < prefix.length; k++) if (text.charCodeAt(at + k) !== prefix.charCodeAt(k)) return false
+  return true
+}
+
+/**
+ * Do text[a, a + length) and text[b, b + length) hold the same characters? Compared from the end,
+ * where kube-proxy's names differ. The character loops are small functions of their own: V8
+ * optimizes those early and keeps them so, while their callers are still being recompiled.
+ */
+function sameFromEnd(text: string, a: number, b: number, length: number): boolean {
+  for (let k = length - 1; k >= 0; k--) if (text.charCodeAt(a + k) !== text.charCodeAt(b + k)) return false
   return true
 }
 
@@ -96,6 +107,13 @@ class TableChains {
   readonly samples: number[][] = SAMPLED_PREFIXES.map(() => [])
   /** Open addressing: chain number + 1, 0 for an empty slot; at most half full. */
   private slots = new Int32Array(64)
+  // The chain of the last rule, the one before it, and the one declared after the furthest a
+  // rule has named lately. iptables-save writes the chains' rules in the order it declares the
+  // chains, and restore input often interleaves a Service's chain with its endpoints': a rule's
+  // chain is nearly always one of these, told by comparing its name in place, without a lookup.
+  private lastIndex = -1
+  private beforeLast = -1
+  private successor = 0
 
   constructor(
     readonly name: string,
@@ -154,13 +172,73 @@ class TableChains {
     return i
   }
 
+  /**
+   * ":NAME - [packets:bytes]" at text[lineStart, lineEnd) for a name not declared before, the
+   * usual declaration, in one call without the helpers of declare (a big dump has 100,000 of
+   * them, mostly run before V8 has optimized anything). False, with nothing done, for anything
+   * else: the general path (the parser's declaration) takes it then.
+   */
+  declareLine(lineStart: number, lineEnd: number): boolean {
+    const text = this.text
+    const space = text.indexOf(' ', lineStart)
+    if (space <= lineStart + 1 || space + 4 > lineEnd || text.charCodeAt(space + 1) !== 45 /* - */ || text.charCodeAt(space + 2) !== 32) return false
+    if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0) return false
+    const start = lineStart + 1
+    const hash = hashOf(text, start, space)
+    const slots = this.slots
+    const mask = slots.length - 1
+    let slot = hash & mask
+    for (let index = slots[slot]; index !== 0; index = slots[slot]) {
+      if (this.hashes[index - 1] === hash && this.nameIs(index - 1, text, start, space)) return false
+      slot = (slot + 1) & mask
+    }
+
+    if (this.size === this.nameStart.length) return false
+    const i = this.size++
+    slots[slot] = i + 1
+    this.nameStart[i] = start
+    this.nameEnd[i] = space
+    this.hashes[i] = hash
+    this.flags[i] = 0
+    const kind = sampledKind(text, start, space)
+    if (kind < 0) this.unsampled.push(i)
+    else if (this.samples[kind].length < SAMPLES) this.samples[kind].push(i)
+    if (this.size * 2 > slots.length) this.rehash()
+    return true
+  }
+
+  /**
+   * "-A NAME ..." at text[lineStart, lineEnd) with NAME at `at`: when NAME is one of the guessed
+   * chains, adds the rule and returns true; false, with nothing done, otherwise (then the general
+   * path looks the name up). `follows`: the previous line was a rule of this table.
+   */
+  addGuessed(at: number, lineStart: number, lineEnd: number, line: number, follows: boolean): boolean {
+    const last = this.lastIndex
+    const i = this.isNamedAt(last, at, lineEnd) ? last : this.isNamedAt(this.beforeLast, at, lineEnd) ? this.beforeLast : this.isNamedAt(this.successor, at, lineEnd) ? this.successor : -1
+    if (i < 0) return false
+    this.addRule(i, lineStart, lineEnd, line, follows)
+    return true
+  }
+
+  /** Adds the rule at [start, end) of the dump to chain i, and moves the guesses on. */
+  addRule(i: number, start: number, end: number, line: number, follows: boolean): void {
+    const continues = follows && i === this.lastIndex
+    if (i !== this.lastIndex) {
+      this.beforeLast = this.lastIndex
+      this.lastIndex = i
+    }
+
+    if (i >= this.successor) this.successor = i + 1
+    this.add(i, start, end, line, continues)
+  }
+
   /** A chain that may be declared again: a built-in one the input has not declared and given no rule yet. */
   private replaceable(i: number): boolean {
     return (this.flags[i] & IMPLICIT) !== 0 && this.ruleCounts[i] === 0
   }
 
   /** Adds the rule at [start, end) of the dump to chain i; `continues` when it directly follows the chain's previous rule. */
-  add(i: number, start: number, end: number, line: number, continues: boolean): void {
+  private add(i: number, start: number, end: number, line: number, continues: boolean): void {
     const count = this.ruleCounts[i]++
     if (count === 0) {
       this.runStart[i] = start
@@ -218,8 +296,7 @@ class TableChains {
     const length = this.nameEnd[i] - from
     const end = start + length
     if (length === 0 || end > lineEnd || (end < lineEnd && text.charCodeAt(end) !== 32)) return false
-    for (let k = length - 1; k >= 0; k--) if (text.charCodeAt(from + k) !== text.charCodeAt(start + k)) return false
-    return true
+    return sameFromEnd(text, from, start, length)
   }
 
   nameOf(i: number): string {
@@ -560,14 +637,8 @@ class IptablesParser {
   private lineNo = 0
   private lastContentLine = 0
   private previousWasRule = false
-  // The chain of the previous rule line, the one before it, and the one declared after the furthest
-  // a rule has named lately. iptables-save writes the chains' rules in the order it declares the
-  // chains, and restore input often interleaves a Service's chain with its endpoints': a rule's
-  // chain is nearly always one of these, told by comparing its name in place, without a lookup.
+  /** The table of the previous rule line. */
   private lastTable: TableChains | undefined
-  private lastIndex = -1
-  private beforeLast = -1
-  private successor = 0
   /** hashOf the name nameEnd() has just found the end of. */
   private nameHash = 0
 
@@ -579,36 +650,72 @@ class IptablesParser {
     // iptables-restore reads past a UTF-8 byte order mark, as editors on other systems write one.
     let start = text.charCodeAt(0) === 0xfeff ? 1 : 0
     while (start <= length) {
-      let end = text.indexOf('\n', start)
-      if (end < 0) end = length
-      const lineNo = ++this.lineNo
-      const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
-      // Nearly every line of a big dump is "-A CHAIN ..." for one of the guessed chains: handled
-      // here, without the calls of the general case (line, rule).
-      const chains = this.current
-      if (chains !== undefined && chains === this.lastTable && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
-        const at = start + 3
-        const last = this.lastIndex
-        const i = chains.isNamedAt(last, at, lineEnd) ? last : chains.isNamedAt(this.beforeLast, at, lineEnd) ? this.beforeLast : chains.isNamedAt(this.successor, at, lineEnd) ? this.successor : -1
-        if (i >= 0) {
-          const continues = this.previousWasRule && i === last
-          if (!continues) this.guessAfter(chains, i)
-          chains.add(i, start, lineEnd, lineNo, continues)
-          this.previousWasRule = true
-          this.lastContentLine = lineNo
-          start = end + 1
-          continue
-        }
-      }
-
-      this.line(start, lineEnd)
-      start = end + 1
+      // Runs of declarations and runs of rules, nearly all of a big dump, each have a loop of
+      // their own: V8 optimizes a loop for what it has seen run, and one loop for both was
+      // thrown away and compiled again when the declarations gave way to the rules.
+      const first = text.charCodeAt(start)
+      if (this.current && first === 58 /* : */) start = this.declarations(start)
+      else if (this.current && first === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) start = this.rules(start)
+      else start = this.otherLines(start)
     }
 
     const {excerptStart, current} = this
     if (this.excerpt && !this.excerptRules && excerptStart) throw dumpError(excerptStart.line, `"${shorten(excerptStart.text)}" is outside any table (expected a "*table" line first)`)
     if (current) throw dumpError(this.lastContentLine, `the dump ends inside table "${current.name}" (opened at line ${this.openedAt}) without COMMIT: it looks truncated`)
     if (this.tables.size === 0) throw new CliError('iptables dump: no "*table" line found; this is not iptables-save output')
+  }
+
+  /** Where the line at `start` ends (before a \r) and the next one starts; counts the line. */
+  private lineEnd = 0
+
+  private nextLine(start: number): number {
+    const text = this.text
+    let end = text.indexOf('\n', start)
+    if (end < 0) end = text.length
+    this.lineNo++
+    this.lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+    return end + 1
+  }
+
+  /** Declarations (":NAME ...") from `start` on, inside a table; returns where the first other line starts. */
+  private declarations(start: number): number {
+    const {text, current} = this
+    const length = text.length
+    while (start <= length && text.charCodeAt(start) === 58 /* : */) {
+      const next = this.nextLine(start)
+      this.previousWasRule = false
+      this.lastContentLine = this.lineNo
+      if (!current!.declareLine(start, this.lineEnd)) this.declaration(current!, start, this.lineEnd)
+      start = next
+    }
+
+    return start
+  }
+
+  /** Rules ("-A CHAIN ...") from `start` on, inside a table; returns where the first other line starts. */
+  private rules(start: number): number {
+    const {text, current} = this
+    const length = text.length
+    while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
+      const next = this.nextLine(start)
+      const lineEnd = this.lineEnd
+      // Nearly always one of the guessed chains; the general path looks the name up.
+      if (current!.addGuessed(start + 3, start, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
+        this.lastTable = current
+        this.lastContentLine = this.lineNo
+      } else this.rule(start, lineEnd, start + 3)
+      this.previousWasRule = true
+      start = next
+    }
+
+    return start
+  }
+
+  /** One line of any other kind; returns where the next line starts. */
+  private otherLines(start: number): number {
+    const next = this.nextLine(start)
+    this.line(start, this.lineEnd)
+    return next
   }
 
   private line(lineStart: number, lineEnd: number): void {
@@ -637,7 +744,7 @@ class IptablesParser {
     this.previousWasRule = false
     if (first === 58 /* : */ && this.current) {
       this.lastContentLine = this.lineNo
-      this.declaration(this.current, lineStart, lineEnd)
+      if (!this.current.declareLine(lineStart, lineEnd)) this.declaration(this.current, lineStart, lineEnd)
       return
     }
 
@@ -659,46 +766,31 @@ class IptablesParser {
     return end
   }
 
-  /** "-A CHAIN ..." with the chain's name at nameStart. */
+  /** "-A CHAIN ..." with the chain's name at nameStart (lines the parse loop did not take: counters, a new chain, an excerpt). */
   private rule(lineStart: number, lineEnd: number, nameStart: number): void {
     const {text, current} = this
     if (!current && this.tables.size === 0) this.excerpt = true
     if (!current && !this.excerpt) throw dumpError(this.lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
     this.lastContentLine = this.lineNo
     let chains: TableChains
-    let i: number
+    let i = -1
+    if (current && current.addGuessed(nameStart, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
+      this.lastTable = current
+      return
+    }
+
+    const nameEnd = this.nameEnd(nameStart, lineEnd)
     if (current) {
       chains = current
-      const guessed = this.lastTable === chains
-      if (guessed && chains.isNamedAt(this.lastIndex, nameStart, lineEnd)) i = this.lastIndex
-      else if (guessed && chains.isNamedAt(this.beforeLast, nameStart, lineEnd)) i = this.beforeLast
-      else if (guessed && chains.isNamedAt(this.successor, nameStart, lineEnd)) i = this.successor
-      else {
-        const nameEnd = this.nameEnd(nameStart, lineEnd)
-        i = chains.find(text, nameStart, nameEnd, this.nameHash)
-        if (i < 0) throw dumpError(this.lineNo, `rule for chain ${text.slice(nameStart, nameEnd)}, which table ${chains.name} does not declare`)
-      }
+      i = chains.find(text, nameStart, nameEnd, this.nameHash)
+      if (i < 0) throw dumpError(this.lineNo, `rule for chain ${text.slice(nameStart, nameEnd)}, which table ${chains.name} does not declare`)
     } else {
-      const nameEnd = this.nameEnd(nameStart, lineEnd)
       ;[chains, i] = this.excerptChain(text.slice(nameStart, nameEnd), text.slice(nameEnd, lineEnd))
       this.excerptRules = true
     }
 
-    const continues = this.previousWasRule && this.lastTable === chains && i === this.lastIndex
-    if (!continues) this.guessAfter(chains, i)
-    chains.add(i, lineStart, lineEnd, this.lineNo, continues)
-  }
-
-  /** Chain i of `chains` has a rule: the guesses for the next rule move on. */
-  private guessAfter(chains: TableChains, i: number): void {
-    if (this.lastTable !== chains) {
-      this.lastTable = chains
-      this.beforeLast = -1
-      this.successor = i + 1
-    } else if (i !== this.lastIndex) this.beforeLast = this.lastIndex
-
-    this.lastIndex = i
-    if (i >= this.successor) this.successor = i + 1
+    chains.addRule(i, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === chains)
+    this.lastTable = chains
   }
 
   /** ":NAME POLICY [packets:bytes]" at text[lineStart, lineEnd), read on offsets: a big dump declares 100,000 chains. */
