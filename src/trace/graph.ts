@@ -72,6 +72,8 @@ export interface Chain {
    * to `destination` (it names another single address). Undefined: no such shortcut.
    */
   mayMatchDestination?(i: number, destination: string): boolean
+  /** The first rule from `from` on for which mayMatchDestination may be true (ruleCount when none). */
+  nextMayMatch?(from: number, destination: string): number
 }
 
 /** What a condition may ask about the packet being walked. */

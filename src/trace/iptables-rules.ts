@@ -41,8 +41,9 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   let services: Map<string, ServiceInfo> | undefined
   let cidrs: Cidr[] | undefined
   const notes: string[] = [...(dump.notes ?? [])]
-  const nat = dump.tables.get('nat')
-  const filter = dump.tables.get('filter')
+  const nat = dump.chains('nat')
+  const filter = dump.chains('filter')
+  const hasNatChain = (name: string) => dump.chain('nat', name) !== undefined
   const hasRules = (table: string, chain: string) => (dump.chain(table, chain)?.ruleCount ?? 0) > 0
   const masqueradeRule = dump.chain('nat', 'KUBE-MARK-MASQ')?.rules().find((r) => r.action.kind === 'mark')
   const masqueradeMark = masqueradeRule?.action.kind === 'mark' ? masqueradeRule.action.xor : undefined
@@ -54,7 +55,7 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   const collectServices = (only?: {namespace: string; name: string}): Map<string, ServiceInfo> => {
     const found = new Map<string, ServiceInfo>()
     const scan = (table: string, chainName: string) => {
-      const chain = dump.tables.get(table)?.get(chainName)
+      const chain = dump.chain(table, chainName)
       if (!chain) return
       const key = only && `${only.namespace}/${only.name}`
       const rules = key ? chain.rulesMentioning(key) : chain.rules()
@@ -116,8 +117,8 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   const detectClusterCidrs = (): Cidr[] => {
     // kube-proxy masquerades ClusterIP traffic from outside the pod network: "! -s <cidr> -j KUBE-MARK-MASQ".
     let examined = 0
-    for (const [name, chain] of nat ?? []) {
-      if (!name.startsWith('KUBE-SVC-') || chain.ruleCount === 0) continue
+    for (const chain of nat ?? []) {
+      if (!chain.name.startsWith('KUBE-SVC-') || chain.ruleCount === 0) continue
       const found = chain
         .rules()
         .filter(marksForMasquerade)
@@ -182,15 +183,15 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       // Hash names as kube-proxy computes them; before ~1.16 an unnamed port kept its colon ("ns/name:").
       const schemes = [servicePortChains(service.namespace, service.name, port.name, port.protocol)]
       if (!port.name) schemes.push(servicePortChains(service.namespace, `${service.name}:`, '', port.protocol))
-      const chains = schemes.find((c) => nat?.has(c.svc) || nat?.has(c.svl)) ?? schemes[0]
+      const chains = schemes.find((c) => hasNatChain(c.svc) || hasNatChain(c.svl)) ?? schemes[0]
       const expected: Record<string, string> = {}
       for (const [kind, chain] of Object.entries(chains)) {
-        if (kind === 'svc' || nat?.has(chain)) expected[kind] = chain
+        if (kind === 'svc' || hasNatChain(chain)) expected[kind] = chain
       }
 
-      if (!nat?.has(expected.svc)) {
+      if (!hasNatChain(expected.svc)) {
         // A naming scheme of its own: the chains the Service's rules jump to are the truth.
-        for (const rule of nat?.get('KUBE-SERVICES')?.rulesMentioning(`${service.namespace}/${service.name}`) ?? []) {
+        for (const rule of dump.chain('nat', 'KUBE-SERVICES')?.rulesMentioning(`${service.namespace}/${service.name}`) ?? []) {
           const ref = parseServiceComment(rule.comment)
           const target = rule.action.kind === 'jump' || rule.action.kind === 'goto' ? rule.action.chain : ''
           const kind = /^KUBE-(SVC|SVL|EXT|FW|XLB)-/.exec(target)?.[1].toLowerCase()
@@ -201,7 +202,9 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       return expected
     },
     hasKubeProxyRules() {
-      return hasRules('nat', 'KUBE-SERVICES') || [...(nat?.keys() ?? [])].some((n) => n.startsWith('KUBE-SVC-'))
+      if (hasRules('nat', 'KUBE-SERVICES')) return true
+      for (const chain of nat ?? []) if (chain.name.startsWith('KUBE-SVC-')) return true
+      return false
     },
   }
 }
@@ -225,8 +228,8 @@ function buildInterfaceModel(dump: IptablesDump): InterfaceModel {
   const docker = new Set<string>()
   if (space.size > 2) {
     let examined = 0
-    for (const [name, chain] of dump.tables.get('nat') ?? []) {
-      if (!DETECT_LOCAL_CHAINS.test(name) || chain.ruleCount === 0) continue
+    for (const chain of dump.chains('nat') ?? []) {
+      if (!DETECT_LOCAL_CHAINS.test(chain.name) || chain.ruleCount === 0) continue
       for (const rule of chain.rulesMentioning('KUBE-MARK-MASQ')) {
         for (const c of rule.conditions) if (c.kind === 'interface' && c.field === 'in') podPatterns.add(c.name)
       }
@@ -234,9 +237,9 @@ function buildInterfaceModel(dump: IptablesDump): InterfaceModel {
       if (++examined >= 5) break
     }
 
-    for (const [name, chain] of dump.tables.get('filter') ?? []) {
-      const dockers = name.startsWith('DOCKER')
-      if (!dockers && name !== 'FORWARD') continue
+    for (const chain of dump.chains('filter') ?? []) {
+      const dockers = chain.name.startsWith('DOCKER')
+      if (!dockers && chain.name !== 'FORWARD') continue
       for (const rule of chain.rules()) {
         if (!dockers && !(rule.action.kind === 'jump' && rule.action.chain.startsWith('DOCKER'))) continue
         for (const c of rule.conditions) if (c.kind === 'interface' && c.name !== '+') docker.add(c.name)

@@ -11,117 +11,574 @@ import {parseCidr, splitHostPort} from './ip.js'
  */
 export interface IptablesDump extends ChainGraph {
   mode: 'iptables'
+  /** Every table's chains by name, in the order the dump declares them (built on first use: it makes an object per chain). */
   tables: Map<string, Map<string, IptablesChain>>
+  /** A table's chains in declaration order, each made when the iteration reaches it; undefined when the dump has no such table. */
+  chains(table: string): Iterable<IptablesChain> | undefined
   /** The iptables-save version in the header, when present (e.g. "v1.8.9 (nf_tables)"). */
   generator?: string
   /** What was assumed to read the input (e.g. an excerpt without table headers). */
   notes: string[]
+  chain(table: string, name: string): IptablesChain | undefined
   /** Every interface name or wildcard the rules use (-i/-o), scanned once on first use. */
   interfaceNames(): Set<string>
 }
 
-export class IptablesChain implements Chain {
+// As int32: a loop whose hash starts as a double runs on doubles throughout.
+const FNV_BASIS = 0x811c9dc5 | 0
+const FNV_PRIME = 0x01000193
+
+/** FNV-1a of text[start, end): a chain name is hashed where it stands in the dump. */
+function hashOf(text: string, start: number, end: number): number {
+  let hash = FNV_BASIS
+  for (let i = start; i < end; i++) hash = Math.imul(hash ^ text.charCodeAt(i), FNV_PRIME)
+  return hash
+}
+
+/** Where `code` first occurs in text[from, to), or -1: unlike indexOf, it never reads past the line. */
+function indexWithin(text: string, code: number, from: number, to: number): number {
+  for (let i = from; i < to; i++) if (text.charCodeAt(i) === code) return i
+  return -1
+}
+
+/** Does text hold `prefix` at `at`? (String#startsWith at an offset costs far more in V8.) */
+function startsWithAt(text: string, at: number, prefix: string): boolean {
+  for (let k = 0; k < prefix.length; k++) if (text.charCodeAt(at + k) !== prefix.charCodeAt(k)) return false
+  return true
+}
+
+/**
+ * Do text[a, a + length) and text[b, b + length) hold the same characters? Compared from the end,
+ * where kube-proxy's names differ. The character loops are small functions of their own: V8
+ * optimizes those early and keeps them so, while their callers are still being recompiled.
+ */
+function sameFromEnd(text: string, a: number, b: number, length: number): boolean {
+  for (let k = length - 1; k >= 0; k--) if (text.charCodeAt(a + k) !== text.charCodeAt(b + k)) return false
+  return true
+}
+
+/** Does a[aStart, aEnd) hold the same characters as b[bStart, bEnd)? */
+function sameText(a: string, aStart: number, aEnd: number, b: string, bStart: number, bEnd: number): boolean {
+  if (aEnd - aStart !== bEnd - bStart) return false
+  for (let i = 0; i < aEnd - aStart; i++) if (a.charCodeAt(aStart + i) !== b.charCodeAt(bStart + i)) return false
+  return true
+}
+
+/** TableChains' flags. */
+const IMPLICIT = 1
+const OTHER_NAME = 2
+const POLICY = 4
+const MORE_RUNS = 8
+
+const grown = (column: Int32Array, size: number) => {
+  const copy = new Int32Array(size)
+  copy.set(column)
+  return copy
+}
+
+/**
+ * The chains of one table, as columns of numbers over the dump's text. A big dump declares
+ * 100,000 chains and has 400,000 rule lines: an object and a name string per chain, and a
+ * string cut out of each rule line to look its chain up in a Map, cost more than the rest of
+ * the parse (allocation, garbage collection, cache misses). A chain is numbered in declaration
+ * order and becomes an IptablesChain when something asks for it.
+ */
+class TableChains {
+  size = 0
+  /** Where each chain's name stands in the dump; -1 when it does not (then it is in `otherNames`). */
+  private nameStart = new Int32Array(16)
+  private nameEnd = new Int32Array(16)
+  private hashes = new Int32Array(16)
+  private ruleCounts = new Int32Array(16)
+  /** The first run of consecutive rule lines of each chain: start, end, first line, count. */
+  private runStart = new Int32Array(16)
+  private runEnd = new Int32Array(16)
+  private runLine = new Int32Array(16)
+  private runCount = new Int32Array(16)
+  /** What else a chain has (IMPLICIT, OTHER_NAME, POLICY, MORE_RUNS): the Maps below are read only then. */
+  private flags = new Uint8Array(16)
+  /** Further runs, [start, end, first line, count] each, of chains whose rules are not all together. */
+  private readonly moreRuns = new Map<number, number[]>()
+  private readonly otherNames = new Map<number, string>()
+  private readonly policies = new Map<number, string>()
+  private readonly views = new Map<number, IptablesChain>()
+  /** Chains of no sampled kind, and the first few of each kind (see interfaceNamesOf): the chains whose rules name interfaces. */
+  readonly unsampled: number[] = []
+  readonly samples: number[][] = SAMPLED_PREFIXES.map(() => [])
+  /** Open addressing: chain number + 1, 0 for an empty slot; at most half full. */
+  private slots = new Int32Array(64)
+  // The chain of the last rule, the one before it, and the one declared after the furthest a
+  // rule has named lately. iptables-save writes the chains' rules in the order it declares the
+  // chains, and restore input often interleaves a Service's chain with its endpoints': a rule's
+  // chain is nearly always one of these, told by comparing its name in place, without a lookup.
+  private lastIndex = -1
+  private beforeLast = -1
+  private successor = 0
+
+  constructor(
+    readonly name: string,
+    readonly text: string,
+  ) {}
+
+  /** The chain named text[start, end) (`hash` is hashOf of it), or -1. */
+  find(text: string, start: number, end: number, hash = hashOf(text, start, end)): number {
+    const index = this.slots[this.slotOf(text, start, end, hash)]
+    return index - 1
+  }
+
   /**
-   * The chain's rules as runs of consecutive lines of the dump: [start, end, first line,
-   * count] each. kube-proxy writes a chain's rules together, so a 400,000-rule dump costs a
-   * few numbers per chain until a chain is used.
+   * Declares a chain; its name is text[start, end) of the dump, or `name` when it stands nowhere
+   * in it. A chain declared again keeps its first declaration, unless that was a built-in chain
+   * the input had not declared and given no rule: then the new one takes its place (as Map.set
+   * would). Returns the chain's number.
    */
-  private readonly runs: number[] = []
-  private count = 0
-  private texts?: string[]
-  private lineNumbers?: number[]
+  declare(start: number, end: number, name: string | undefined, policy: string | undefined, implicit: boolean, hash: number): number {
+    const slot = name === undefined ? this.slotOf(this.text, start, end, hash) : this.slotOf(name, 0, name.length, hash)
+    let i = this.slots[slot] - 1
+    if (i >= 0 && !this.replaceable(i)) return i
+    if (i < 0) {
+      if (this.size === this.nameStart.length) this.grow()
+      i = this.size++
+      this.slots[slot] = i + 1
+      const kind = name === undefined ? sampledKind(this.text, start, end) : sampledKind(name, 0, name.length)
+      if (kind < 0) this.unsampled.push(i)
+      else if (this.samples[kind].length < SAMPLES) this.samples[kind].push(i)
+    } else {
+      // Replaced: what the first declaration left goes.
+      this.ruleCounts[i] = 0
+      this.flags[i] = 0
+      this.moreRuns.delete(i)
+      this.otherNames.delete(i)
+      this.policies.delete(i)
+      this.views.delete(i)
+    }
+
+    this.nameStart[i] = name === undefined ? start : -1
+    this.nameEnd[i] = name === undefined ? end : -1
+    this.hashes[i] = hash
+    if (this.size * 2 > this.slots.length) this.rehash()
+    let flags = implicit ? IMPLICIT : 0
+    if (name !== undefined) {
+      this.otherNames.set(i, name)
+      flags |= OTHER_NAME
+    }
+
+    if (policy !== undefined) {
+      this.policies.set(i, policy)
+      flags |= POLICY
+    }
+
+    this.flags[i] = flags
+    return i
+  }
+
+  /**
+   * ":NAME - [packets:bytes]" at text[lineStart, lineEnd) for a name not declared before, the
+   * usual declaration, in one call without the helpers of declare (a big dump has 100,000 of
+   * them, mostly run before V8 has optimized anything). False, with nothing done, for anything
+   * else: the general path (the parser's declaration) takes it then.
+   */
+  declareLine(lineStart: number, lineEnd: number): boolean {
+    const text = this.text
+    const space = text.indexOf(' ', lineStart)
+    if (space <= lineStart + 1 || space + 4 > lineEnd || text.charCodeAt(space + 1) !== 45 /* - */ || text.charCodeAt(space + 2) !== 32) return false
+    if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0) return false
+    const start = lineStart + 1
+    const hash = hashOf(text, start, space)
+    const slots = this.slots
+    const mask = slots.length - 1
+    let slot = hash & mask
+    for (let index = slots[slot]; index !== 0; index = slots[slot]) {
+      if (this.hashes[index - 1] === hash && this.nameIs(index - 1, text, start, space)) return false
+      slot = (slot + 1) & mask
+    }
+
+    if (this.size === this.nameStart.length) return false
+    const i = this.size++
+    slots[slot] = i + 1
+    this.nameStart[i] = start
+    this.nameEnd[i] = space
+    this.hashes[i] = hash
+    this.flags[i] = 0
+    const kind = sampledKind(text, start, space)
+    if (kind < 0) this.unsampled.push(i)
+    else if (this.samples[kind].length < SAMPLES) this.samples[kind].push(i)
+    if (this.size * 2 > slots.length) this.rehash()
+    return true
+  }
+
+  /**
+   * "-A NAME ..." at text[lineStart, lineEnd) with NAME at `at`: when NAME is one of the guessed
+   * chains, adds the rule and returns true; false, with nothing done, otherwise (then the general
+   * path looks the name up). `follows`: the previous line was a rule of this table.
+   */
+  addGuessed(at: number, lineStart: number, lineEnd: number, line: number, follows: boolean): boolean {
+    const last = this.lastIndex
+    const i = this.isNamedAt(last, at, lineEnd) ? last : this.isNamedAt(this.beforeLast, at, lineEnd) ? this.beforeLast : this.isNamedAt(this.successor, at, lineEnd) ? this.successor : -1
+    if (i < 0) return false
+    this.addRule(i, lineStart, lineEnd, line, follows)
+    return true
+  }
+
+  /** Adds the rule at [start, end) of the dump to chain i, and moves the guesses on. */
+  addRule(i: number, start: number, end: number, line: number, follows: boolean): void {
+    const continues = follows && i === this.lastIndex
+    if (i !== this.lastIndex) {
+      this.beforeLast = this.lastIndex
+      this.lastIndex = i
+    }
+
+    if (i >= this.successor) this.successor = i + 1
+    this.add(i, start, end, line, continues)
+  }
+
+  /** A chain that may be declared again: a built-in one the input has not declared and given no rule yet. */
+  private replaceable(i: number): boolean {
+    return (this.flags[i] & IMPLICIT) !== 0 && this.ruleCounts[i] === 0
+  }
+
+  /** Adds the rule at [start, end) of the dump to chain i; `continues` when it directly follows the chain's previous rule. */
+  private add(i: number, start: number, end: number, line: number, continues: boolean): void {
+    const count = this.ruleCounts[i]++
+    if (count === 0) {
+      this.runStart[i] = start
+      this.runEnd[i] = end
+      this.runLine[i] = line
+      this.runCount[i] = 1
+      return
+    }
+
+    const more = (this.flags[i] & MORE_RUNS) !== 0
+    if (continues && !more) {
+      this.runEnd[i] = end
+      this.runCount[i]++
+      return
+    }
+
+    if (!more) {
+      this.moreRuns.set(i, [start, end, line, 1])
+      this.flags[i] |= MORE_RUNS
+      return
+    }
+
+    const runs = this.moreRuns.get(i)!
+    if (continues) {
+      runs[runs.length - 3] = end
+      runs[runs.length - 1]++
+    } else runs.push(start, end, line, 1)
+  }
+
+  ruleCount(i: number): number {
+    return this.ruleCounts[i]
+  }
+
+  /** Chain i's runs of rule lines: [start, end, first line, count] each. */
+  runs(i: number): number[] {
+    if (this.ruleCounts[i] === 0) return []
+    const first = [this.runStart[i], this.runEnd[i], this.runLine[i], this.runCount[i]]
+    return (this.flags[i] & MORE_RUNS) === 0 ? first : [...first, ...this.moreRuns.get(i)!]
+  }
+
+  /**
+   * Is chain i's name the whole word at `start` of a rule line that ends at lineEnd? Compared
+   * character by character, from the end (where kube-proxy's names differ): String#startsWith
+   * at an offset was the parse's biggest cost.
+   */
+  isNamedAt(i: number, start: number, lineEnd: number): boolean {
+    if (i < 0 || i >= this.size) return false
+    const text = this.text
+    if ((this.flags[i] & OTHER_NAME) !== 0) {
+      const name = this.otherNames.get(i)!
+      return (start + name.length === lineEnd || text.charCodeAt(start + name.length) === 32) && start + name.length <= lineEnd && startsWithAt(text, start, name)
+    }
+
+    const from = this.nameStart[i]
+    const length = this.nameEnd[i] - from
+    const end = start + length
+    if (length === 0 || end > lineEnd || (end < lineEnd && text.charCodeAt(end) !== 32)) return false
+    return sameFromEnd(text, from, start, length)
+  }
+
+  nameOf(i: number): string {
+    return (this.flags[i] & OTHER_NAME) !== 0 ? this.otherNames.get(i)! : this.text.slice(this.nameStart[i], this.nameEnd[i])
+  }
+
+  /** Adds the interface names chain i's rules use (-i/-o) to `into`, from the raw text. */
+  scanInterfaces(i: number, into: Set<string>): void {
+    const runs = this.runs(i)
+    for (let r = 0; r < runs.length; r += 4) scanInterfaceNames(this.text.slice(runs[r], runs[r + 1]), into)
+  }
+
+  /** Chain i as an object, made once. */
+  chain(i: number): IptablesChain {
+    let chain = this.views.get(i)
+    if (!chain) {
+      const policy = (this.flags[i] & POLICY) !== 0 ? this.policies.get(i) : undefined
+      chain = new IptablesChain(this.nameOf(i), this.name, policy, this, i, (this.flags[i] & IMPLICIT) !== 0)
+      this.views.set(i, chain)
+    }
+
+    return chain
+  }
+
+  get(name: string): IptablesChain | undefined {
+    const i = this.find(name, 0, name.length)
+    return i < 0 ? undefined : this.chain(i)
+  }
+
+  *[Symbol.iterator](): Iterator<IptablesChain> {
+    for (let i = 0; i < this.size; i++) yield this.chain(i)
+  }
+
+  private nameIs(i: number, text: string, start: number, end: number): boolean {
+    if ((this.flags[i] & OTHER_NAME) === 0) return sameText(this.text, this.nameStart[i], this.nameEnd[i], text, start, end)
+    const other = this.otherNames.get(i)!
+    return sameText(other, 0, other.length, text, start, end)
+  }
+
+  /** The slot of the chain named text[start, end), or the empty slot where it would go. */
+  private slotOf(text: string, start: number, end: number, hash: number): number {
+    const mask = this.slots.length - 1
+    for (let slot = hash & mask; ; slot = (slot + 1) & mask) {
+      const index = this.slots[slot]
+      if (index === 0 || (this.hashes[index - 1] === hash && this.nameIs(index - 1, text, start, end))) return slot
+    }
+  }
+
+  private grow(): void {
+    // Fourfold: a big dump's 100,000 chains are copied a few times rather than a dozen.
+    const size = this.nameStart.length * 4
+    this.nameStart = grown(this.nameStart, size)
+    this.nameEnd = grown(this.nameEnd, size)
+    this.hashes = grown(this.hashes, size)
+    this.ruleCounts = grown(this.ruleCounts, size)
+    this.runStart = grown(this.runStart, size)
+    this.runEnd = grown(this.runEnd, size)
+    this.runLine = grown(this.runLine, size)
+    this.runCount = grown(this.runCount, size)
+    const flags = new Uint8Array(size)
+    flags.set(this.flags)
+    this.flags = flags
+  }
+
+  private rehash(): void {
+    const slots = new Int32Array(this.slots.length * 4)
+    const mask = slots.length - 1
+    for (let i = 0; i < this.size; i++) {
+      let slot = this.hashes[i] & mask
+      while (slots[slot] !== 0) slot = (slot + 1) & mask
+      slots[slot] = i + 1
+    }
+
+    this.slots = slots
+  }
+}
+
+export class IptablesChain implements Chain {
+  /** Where each rule's text (after "-A CHAIN ") starts and ends in the dump, and its line: found on first use, without a string per rule. */
+  private starts?: Int32Array
+  private ends?: Int32Array
+  private lineNumbers?: Int32Array
   private compiled?: Rule[]
+  private destinations?: DestinationIndex
 
   constructor(
     readonly name: string,
     readonly table: string,
     readonly policy: string | undefined,
-    private readonly source: string,
+    private readonly chains: TableChains,
+    private readonly index: number,
     /** A built-in chain the input did not declare (iptables-restore does not require it). */
     readonly implicit = false,
   ) {}
 
-  /** Adds the rule at [start, end) of the dump; `continues` when it directly follows this chain's previous rule. */
-  add(start: number, end: number, line: number, continues: boolean): void {
-    const runs = this.runs
-    if (continues && runs.length > 0) {
-      runs[runs.length - 3] = end
-      runs[runs.length - 1]++
-    } else runs.push(start, end, line, 1)
-    this.count++
-  }
-
   get ruleCount(): number {
-    return this.count
+    return this.chains.ruleCount(this.index)
   }
 
-  private materialize(): void {
-    if (this.texts) return
-    const texts: string[] = []
-    const lines: number[] = []
-    const prefix = `-A ${this.name}`
-    for (let r = 0; r < this.runs.length; r += 4) {
-      const [start, end, firstLine, count] = this.runs.slice(r, r + 4)
-      const rows = this.source.slice(start, end).split('\n')
-      for (let k = 0; k < count; k++) {
-        let row = rows[k]
-        if (row.endsWith('\r')) row = row.slice(0, -1)
-        if (row.charCodeAt(0) === 91 /* [ */) row = row.slice(row.indexOf('] ') + 2)
-        texts.push(row.slice(prefix.length + 1))
-        lines.push(firstLine + k)
+  private locate(): void {
+    if (this.starts) return
+    const count = this.ruleCount
+    const starts = new Int32Array(count)
+    const ends = new Int32Array(count)
+    const lines = new Int32Array(count)
+    const text = this.chains.text
+    const prefix = `-A ${this.name} `.length
+    const runs = this.chains.runs(this.index)
+    let i = 0
+    for (let r = 0; r < runs.length; r += 4) {
+      const [runStart, runEnd, firstLine, runCount] = runs.slice(r, r + 4)
+      let lineStart = runStart
+      for (let k = 0; k < runCount; k++, i++) {
+        // The run's end already leaves out the last line's \r; the other lines end at their \n.
+        const lineEnd = k + 1 < runCount ? text.indexOf('\n', lineStart) : runEnd
+        const end = lineEnd > lineStart && text.charCodeAt(lineEnd - 1) === 13 /* \r */ ? lineEnd - 1 : lineEnd
+        const ruleStart = text.charCodeAt(lineStart) === 91 /* [ */ ? text.indexOf('] ', lineStart) + 2 : lineStart
+        starts[i] = Math.min(ruleStart + prefix, end)
+        ends[i] = end
+        lines[i] = firstLine + k
+        lineStart = lineEnd + 1
       }
     }
 
-    this.texts = texts
+    this.starts = starts
+    this.ends = ends
     this.lineNumbers = lines
   }
 
   /** The text of rule i after "-A CHAIN ". */
   text(i: number): string {
-    this.materialize()
-    return this.texts![i]
+    this.locate()
+    return this.chains.text.slice(this.starts![i], this.ends![i])
   }
 
   line(i: number): number {
-    this.materialize()
+    this.locate()
     return this.lineNumbers![i]
   }
 
   /** Adds the interface names this chain's rules use (-i/-o) to `into`, from the raw text. */
   scanInterfaces(into: Set<string>): void {
-    for (let r = 0; r < this.runs.length; r += 4) scanInterfaceNames(this.source.slice(this.runs[r], this.runs[r + 1]), into)
+    this.chains.scanInterfaces(this.index, into)
   }
 
-  /** Compiles only the rules whose text contains `needle` (finding one Service in a big chain). */
+  /**
+   * Compiles only the rules whose text contains `needle` (finding one Service in a big chain).
+   * The needle is looked for in the dump's text itself, so the other rules cost no string.
+   */
   rulesMentioning(needle: string): Rule[] {
-    this.materialize()
-    return this.texts!.flatMap((text, i) => (text.includes(needle) ? [this.rule(i)] : []))
+    this.locate()
+    const starts = this.starts!
+    const ends = this.ends!
+    const found: Rule[] = []
+    const runs = this.chains.runs(this.index)
+    let first = 0
+    for (let r = 0; r < runs.length; r += 4) {
+      const offset = runs[r]
+      const last = first + runs[r + 3] - 1
+      // A string of the run alone, so that a search never runs on into the rest of the dump.
+      const region = this.chains.text.slice(offset, runs[r + 1])
+      let i = first
+      let at = region.indexOf(needle)
+      while (at >= 0) {
+        const position = offset + at
+        while (i < last && ends[i] < position) i++
+        if (position < starts[i]) {
+          // Found in "-A CHAIN ", which is no part of the rule's text: look again in the text.
+          at = region.indexOf(needle, starts[i] - offset)
+          continue
+        }
+
+        if (position + needle.length <= ends[i]) found.push(this.rule(i))
+        if (i === last) break
+        i++
+        at = region.indexOf(needle, starts[i] - offset)
+      }
+
+      first = last + 1
+    }
+
+    return found
   }
 
   rules(): Rule[] {
-    for (let i = 0; i < this.count; i++) this.rule(i)
+    for (let i = 0; i < this.ruleCount; i++) this.rule(i)
     return this.compiled ?? []
   }
 
   rule(i: number): Rule {
-    this.materialize()
-    this.compiled ??= new Array<Rule>(this.count)
-    this.compiled[i] ??= compileRule(this.texts![i], this.lineNumbers![i])
+    this.compiled ??= new Array<Rule>(this.ruleCount)
+    this.compiled[i] ??= compileRule(this.text(i), this.line(i))
     return this.compiled[i]
   }
 
   mayMatchDestination(i: number, destination: string): boolean {
-    this.materialize()
-    const text = this.texts![i]
-    // "-d ADDR" at the start or after a space; "! -d" and anything but a /32 need the full match.
-    const atStart = text.startsWith('-d ')
-    const space = atStart ? -1 : text.indexOf(' -d ')
-    if ((!atStart && space < 0) || (space >= 1 && text.charCodeAt(space - 1) === 33 /* ! */)) return true
-    const end = text.indexOf(' ', space + 4)
-    const address = text.slice(space + 4, end < 0 ? text.length : end)
-    if (!address.endsWith('/32')) return true
-    return address.length - 3 === destination.length && address.startsWith(destination)
+    const needed = this.destinationIndex().needed[i]
+    return needed === undefined || needed === destination
   }
+
+  nextMayMatch(from: number, destination: string): number {
+    const index = this.destinationIndex()
+    const rules = index.byAddress.get(destination)
+    const next = typeof rules === 'number' ? (rules >= from ? rules : Infinity) : firstFrom(rules, from)
+    return Math.min(next, firstFrom(index.open, from), this.ruleCount)
+  }
+
+  /**
+   * Each rule's single destination address ("-d A/32", at the start or after a space, not
+   * negated), read once per chain rather than once per packet and rule, from the dump's text:
+   * a string is cut only for the address itself.
+   */
+  private destinationIndex(): DestinationIndex {
+    if (this.destinations) return this.destinations
+    this.locate()
+    const starts = this.starts!
+    const ends = this.ends!
+    const needed: Array<string | undefined> = []
+    const byAddress = new Map<string, number | number[]>()
+    const open: number[] = []
+    const runs = this.chains.runs(this.index)
+    let i = 0
+    for (let r = 0; r < runs.length; r += 4) {
+      const offset = runs[r]
+      // A string of the run alone, so that no search runs on into the rest of the dump.
+      const region = this.chains.text.slice(offset, runs[r + 1])
+      // The next " -d " at or after the current rule's start (the region's length when none): searches only move forward.
+      let option = -1
+      for (let k = 0; k < runs[r + 3]; k++, i++) {
+        const start = starts[i] - offset
+        const end = ends[i] - offset
+        let address = -1
+        if (end - start >= 3 && startsWithAt(region, start, '-d ')) address = start + 3
+        else {
+          if (option < start) {
+            option = region.indexOf(' -d ', start)
+            if (option < 0) option = region.length
+          }
+
+          if (option + 4 <= end && !(option > start && region.charCodeAt(option - 1) === 33)) /* ! */ address = option + 4
+        }
+
+        const found = address < 0 ? -1 : region.indexOf(' ', address)
+        const addressEnd = found < 0 || found > end ? end : found
+        const single = address >= 0 && addressEnd - address >= 3 && startsWithAt(region, addressEnd - 3, '/32') ? region.slice(address, addressEnd - 3) : undefined
+        needed.push(single)
+        if (single === undefined) open.push(i)
+        else {
+          const rules = byAddress.get(single)
+          if (rules === undefined) byAddress.set(single, i)
+          else if (typeof rules === 'number') byAddress.set(single, [rules, i])
+          else rules.push(i)
+        }
+      }
+    }
+
+    this.destinations = {needed, byAddress, open}
+    return this.destinations
+  }
+}
+
+interface DestinationIndex {
+  /** Per rule: the one address it needs as destination, or undefined when it may match any. */
+  needed: Array<string | undefined>
+  /** The rule (or rules, in order) needing each address. */
+  byAddress: Map<string, number | number[]>
+  /** The rules that may match any destination, in order. */
+  open: number[]
+}
+
+/** The first of the sorted numbers that is at least `from` (Infinity when none). */
+function firstFrom(sorted: number[] | undefined, from: number): number {
+  if (!sorted) return Infinity
+  let low = 0
+  let high = sorted.length
+  while (low < high) {
+    const middle = (low + high) >>> 1
+    if (sorted[middle] < from) low = middle + 1
+    else high = middle
+  }
+
+  return low < sorted.length ? sorted[low] : Infinity
 }
 
 /** kube-proxy's chains that live only in the filter table (for excerpts without table headers). */
@@ -140,175 +597,299 @@ const dumpError = (line: number, what: string) => new CliError(`iptables dump, l
 
 /** Parses iptables-save text; throws a CliError naming the line of the first problem. */
 export function parseIptablesSave(text: string): IptablesDump {
-  const tables = new Map<string, Map<string, IptablesChain>>()
-  let generator: string | undefined
-  let current: Map<string, IptablesChain> | undefined
-  let currentName = ''
-  let openedAt = 0
-  let lineNo = 0
-  let lastContentLine = 0
-  let start = 0
-  // Without any "*table" line the input is an excerpt (`iptables-save | grep NAME`).
-  let excerpt = false
-  let excerptRules = false
-  let excerptStart: {line: number; text: string} | undefined
-  /** The chain an excerpt's rule belongs to: kube-proxy's verdict rules and filter chains in filter, the rest in nat. */
-  const excerptChain = (name: string, rest: string): IptablesChain => {
-    const verdict = / -j (REJECT|DROP|ACCEPT)( |$)/.test(rest)
-    const table = EXCERPT_FILTER_CHAINS.has(name) || ((name === 'KUBE-SERVICES' || name === 'KUBE-NODEPORTS') && verdict) ? 'filter' : 'nat'
-    const chains = tables.get(table) ?? new Map<string, IptablesChain>()
-    tables.set(table, chains)
-    let chain = chains.get(name)
-    if (!chain) {
-      chain = new IptablesChain(name, table, BUILTIN_CHAINS[table]?.includes(name) ? 'ACCEPT' : undefined, text, true)
-      chains.set(name, chain)
-    }
-
-    return chain
-  }
-
-  // Rules of one chain come together: remember the last chain looked up.
-  let lastChain: IptablesChain | undefined
-  let previousWasRule = false
-  const length = text.length
-  // iptables-restore reads past a UTF-8 byte order mark, as editors on other systems write one.
-  if (text.charCodeAt(0) === 0xfeff) start = 1
-  while (start <= length) {
-    let end = text.indexOf('\n', start)
-    if (end < 0) end = length
-    lineNo++
-    const lineStart = start
-    let lineEnd = end
-    start = end + 1
-    if (lineEnd > lineStart && text.charCodeAt(lineEnd - 1) === 13 /* \r */) lineEnd--
-    if (lineEnd === lineStart) {
-      previousWasRule = false
-      continue
-    }
-
-    const first = text.charCodeAt(lineStart)
-
-    // Rules are nearly every line of a large dump: handled on offsets, without a line string.
-    let ruleStart = lineStart
-    if (first === 91 /* [ */) {
-      // Counters ("[packets:bytes] -A ...") come first when the dump was saved with -c.
-      const close = text.indexOf('] ', lineStart)
-      if (close < 0 || close > lineEnd) throw dumpError(lineNo, `malformed counters in "${shorten(text.slice(lineStart, lineEnd))}"`)
-      ruleStart = close + 2
-    }
-
-    if ((first === 45 /* - */ || first === 91) && text.startsWith('-A ', ruleStart)) {
-      if (!current && tables.size === 0) excerpt = true
-      if (!current && !excerpt) throw dumpError(lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
-      lastContentLine = lineNo
-      const nameStart = ruleStart + 3
-      let chain = lastChain
-      const sameChain =
-        !excerpt && chain !== undefined && text.startsWith(chain.name, nameStart) && (nameStart + chain.name.length === lineEnd || text.charCodeAt(nameStart + chain.name.length) === 32)
-      if (!sameChain) {
-        let nameEnd = text.indexOf(' ', nameStart)
-        if (nameEnd < 0 || nameEnd > lineEnd) nameEnd = lineEnd
-        const chainName = text.slice(nameStart, nameEnd)
-        if (current) {
-          chain = current.get(chainName)
-          if (!chain) throw dumpError(lineNo, `rule for chain ${chainName}, which table ${currentName} does not declare`)
-        } else {
-          chain = excerptChain(chainName, text.slice(nameEnd, lineEnd))
-          excerptRules = true
-        }
-        lastChain = chain
-      }
-
-      chain!.add(lineStart, lineEnd, lineNo, sameChain && previousWasRule)
-      previousWasRule = true
-      continue
-    }
-
-    previousWasRule = false
-    const line = text.slice(lineStart, lineEnd)
-    if ((first === 32 || first === 9) && /^\s+$/.test(line)) continue
-    lastContentLine = lineNo
-    if (first === 35 /* # */) {
-      generator ??= /^# Generated by (?:iptables|ip6tables)[\w-]* (v\S+(?: \([^)]*\))?)/.exec(line)?.[1]
-      continue
-    }
-
-    if (first === 42 /* * */) {
-      if (current) throw dumpError(lineNo, `table "${line.slice(1)}" starts before table "${currentName}" (line ${openedAt}) has its COMMIT`)
-      currentName = line.slice(1).trim()
-      if (!/^[a-z]+$/.test(currentName)) throw dumpError(lineNo, `"${line}" is not a table name`)
-      current = tables.get(currentName) ?? new Map()
-      tables.set(currentName, current)
-      // Built-in chains exist in the kernel whether or not the input declares them.
-      for (const builtin of BUILTIN_CHAINS[currentName] ?? []) {
-        if (!current.has(builtin)) current.set(builtin, new IptablesChain(builtin, currentName, 'ACCEPT', text, true))
-      }
-
-      lastChain = undefined
-      openedAt = lineNo
-      continue
-    }
-
-    if (line === 'COMMIT') {
-      if (!current) throw dumpError(lineNo, 'COMMIT outside a table')
-      current = undefined
-      lastChain = undefined
-      continue
-    }
-
-    if (!current && first === 58 && tables.size === 0 && !excerpt) {
-      excerpt = true
-      excerptStart = {line: lineNo, text: line}
-    }
-
-    if (!current && excerpt && first === 58) {
-      // A declaration an excerpt kept (grep matches ":KUBE-SVC-... - [0:0]" too).
-      const space = line.indexOf(' ')
-      excerptChain(line.slice(1, space < 0 ? line.length : space), '')
-      continue
-    }
-
-    if (!current) throw dumpError(lineNo, `"${shorten(line)}" is outside any table (expected a "*table" line first)`)
-    if (first === 58 /* : */) {
-      // ":NAME POLICY [packets:bytes]"
-      const space = line.indexOf(' ')
-      const policyEnd = space > 1 ? line.indexOf(' ', space + 1) : -1
-      const policy = space > 1 ? line.slice(space + 1, policyEnd < 0 ? line.length : policyEnd) : ''
-      const counters = policyEnd < 0 || (line.charCodeAt(policyEnd + 1) === 91 && line.endsWith(']') && line.includes(':', policyEnd))
-      if (!policy || !counters) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
-      const name = line.slice(1, space)
-      const existing = current.get(name)
-      if (!existing || (existing.implicit && existing.ruleCount === 0)) current.set(name, new IptablesChain(name, currentName, policy === '-' ? undefined : policy, text))
-      continue
-    }
-
-    if (first === 45 /* - */ && (line.startsWith('-N ') || line.startsWith('-P '))) {
-      // `iptables -S CHAIN` declares chains this way: "-N NAME", "-P BUILTIN POLICY".
-      const [option, name, policy] = line.split(' ')
-      if (!name || (option === '-P' && !policy)) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
-      const existing = current.get(name)
-      if (!existing || (existing.implicit && existing.ruleCount === 0)) current.set(name, new IptablesChain(name, currentName, option === '-P' ? policy : undefined, text))
-      continue
-    }
-
-    throw dumpError(lineNo, `"${shorten(line)}" is not a table, chain, rule or COMMIT line`)
-  }
-
-  if (excerpt && !excerptRules && excerptStart) throw dumpError(excerptStart.line, `"${shorten(excerptStart.text)}" is outside any table (expected a "*table" line first)`)
-  if (current) throw dumpError(lastContentLine, `the dump ends inside table "${currentName}" (opened at line ${openedAt}) without COMMIT: it looks truncated`)
-  if (tables.size === 0) throw new CliError('iptables dump: no "*table" line found; this is not iptables-save output')
+  const parser = new IptablesParser(text)
+  parser.parse()
+  const {tables, excerpt} = parser
   let interfaces: Set<string> | undefined
+  let byName: Map<string, Map<string, IptablesChain>> | undefined
   return {
     mode: 'iptables',
-    tables,
-    generator,
+    get tables() {
+      byName ??= new Map([...tables].map(([table, chains]) => [table, new Map([...chains].map((c) => [c.name, c]))]))
+      return byName
+    },
+    generator: parser.generator,
     notes: excerpt
       ? [
           'the input has no "*table" line (an excerpt, e.g. `iptables-save | grep`): its rules were read as the nat table (kube-proxy\'s filter chains and REJECT/DROP/ACCEPT rules of KUBE-SERVICES as the filter table), with a chain\'s rules in the order given; a jump to a chain the excerpt leaves out shows as missing',
         ]
       : [],
+    chains: (table) => tables.get(table),
     chain: (table, name) => tables.get(table)?.get(name),
     interfaceNames: () => (interfaces ??= interfaceNamesOf(tables)),
+  }
+}
+
+/**
+ * One pass over iptables-save text. Each kind of line has a small method of its own: V8
+ * optimizes small functions quickly, where one long loop was compiled again (for 100 ms on a
+ * busy machine, running slowly meanwhile) each time the dump went on to a new kind of line.
+ */
+class IptablesParser {
+  readonly tables = new Map<string, TableChains>()
+  generator: string | undefined
+  /** Without any "*table" line the input is an excerpt (`iptables-save | grep NAME`). */
+  excerpt = false
+  private excerptRules = false
+  private excerptStart: {line: number; text: string} | undefined
+  private current: TableChains | undefined
+  private openedAt = 0
+  private lineNo = 0
+  private lastContentLine = 0
+  private previousWasRule = false
+  /** The table of the previous rule line. */
+  private lastTable: TableChains | undefined
+  /** hashOf the name nameEnd() has just found the end of. */
+  private nameHash = 0
+
+  constructor(private readonly text: string) {}
+
+  parse(): void {
+    const text = this.text
+    const length = text.length
+    // iptables-restore reads past a UTF-8 byte order mark, as editors on other systems write one.
+    let start = text.charCodeAt(0) === 0xfeff ? 1 : 0
+    while (start <= length) {
+      // Runs of declarations and runs of rules, nearly all of a big dump, each have a loop of
+      // their own: V8 optimizes a loop for what it has seen run, and one loop for both was
+      // thrown away and compiled again when the declarations gave way to the rules.
+      const first = text.charCodeAt(start)
+      if (this.current && first === 58 /* : */) start = this.declarations(start)
+      else if (this.current && first === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) start = this.rules(start)
+      else start = this.otherLines(start)
+    }
+
+    const {excerptStart, current} = this
+    if (this.excerpt && !this.excerptRules && excerptStart) throw dumpError(excerptStart.line, `"${shorten(excerptStart.text)}" is outside any table (expected a "*table" line first)`)
+    if (current) throw dumpError(this.lastContentLine, `the dump ends inside table "${current.name}" (opened at line ${this.openedAt}) without COMMIT: it looks truncated`)
+    if (this.tables.size === 0) throw new CliError('iptables dump: no "*table" line found; this is not iptables-save output')
+  }
+
+  /** Where the line at `start` ends (before a \r) and the next one starts; counts the line. */
+  private lineEnd = 0
+
+  private nextLine(start: number): number {
+    const text = this.text
+    let end = text.indexOf('\n', start)
+    if (end < 0) end = text.length
+    this.lineNo++
+    this.lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+    return end + 1
+  }
+
+  /** Declarations (":NAME ...") from `start` on, inside a table; returns where the first other line starts. */
+  private declarations(start: number): number {
+    const {text, current} = this
+    const length = text.length
+    while (start <= length && text.charCodeAt(start) === 58 /* : */) {
+      const next = this.nextLine(start)
+      this.previousWasRule = false
+      this.lastContentLine = this.lineNo
+      if (!current!.declareLine(start, this.lineEnd)) this.declaration(current!, start, this.lineEnd)
+      start = next
+    }
+
+    return start
+  }
+
+  /** Rules ("-A CHAIN ...") from `start` on, inside a table; returns where the first other line starts. */
+  private rules(start: number): number {
+    const {text, current} = this
+    const length = text.length
+    while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
+      const next = this.nextLine(start)
+      const lineEnd = this.lineEnd
+      // Nearly always one of the guessed chains; the general path looks the name up.
+      if (current!.addGuessed(start + 3, start, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
+        this.lastTable = current
+        this.lastContentLine = this.lineNo
+      } else this.rule(start, lineEnd, start + 3)
+      this.previousWasRule = true
+      start = next
+    }
+
+    return start
+  }
+
+  /** One line of any other kind; returns where the next line starts. */
+  private otherLines(start: number): number {
+    const next = this.nextLine(start)
+    this.line(start, this.lineEnd)
+    return next
+  }
+
+  private line(lineStart: number, lineEnd: number): void {
+    if (lineEnd === lineStart) {
+      this.previousWasRule = false
+      return
+    }
+
+    const text = this.text
+    const first = text.charCodeAt(lineStart)
+    // Rules are nearly every line of a large dump: handled on offsets, without a line string.
+    let ruleStart = lineStart
+    if (first === 91 /* [ */) {
+      // Counters ("[packets:bytes] -A ...") come first when the dump was saved with -c.
+      const close = text.indexOf('] ', lineStart)
+      if (close < 0 || close > lineEnd) throw dumpError(this.lineNo, `malformed counters in "${shorten(text.slice(lineStart, lineEnd))}"`)
+      ruleStart = close + 2
+    }
+
+    if ((first === 45 /* - */ || first === 91) && text.charCodeAt(ruleStart) === 45 && text.charCodeAt(ruleStart + 1) === 65 /* A */ && text.charCodeAt(ruleStart + 2) === 32) {
+      this.rule(lineStart, lineEnd, ruleStart + 3)
+      this.previousWasRule = true
+      return
+    }
+
+    this.previousWasRule = false
+    if (first === 58 /* : */ && this.current) {
+      this.lastContentLine = this.lineNo
+      if (!this.current.declareLine(lineStart, lineEnd)) this.declaration(this.current, lineStart, lineEnd)
+      return
+    }
+
+    this.otherLine(first, text.slice(lineStart, lineEnd))
+  }
+
+  /** The end of the chain name at `start` (a space or the line's end); its hash goes to nameHash. */
+  private nameEnd(start: number, lineEnd: number): number {
+    const text = this.text
+    let hash = FNV_BASIS
+    let end = start
+    for (; end < lineEnd; end++) {
+      const c = text.charCodeAt(end)
+      if (c === 32) break
+      hash = Math.imul(hash ^ c, FNV_PRIME)
+    }
+
+    this.nameHash = hash
+    return end
+  }
+
+  /** "-A CHAIN ..." with the chain's name at nameStart (lines the parse loop did not take: counters, a new chain, an excerpt). */
+  private rule(lineStart: number, lineEnd: number, nameStart: number): void {
+    const {text, current} = this
+    if (!current && this.tables.size === 0) this.excerpt = true
+    if (!current && !this.excerpt) throw dumpError(this.lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
+    this.lastContentLine = this.lineNo
+    let chains: TableChains
+    let i = -1
+    if (current && current.addGuessed(nameStart, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
+      this.lastTable = current
+      return
+    }
+
+    const nameEnd = this.nameEnd(nameStart, lineEnd)
+    if (current) {
+      chains = current
+      i = chains.find(text, nameStart, nameEnd, this.nameHash)
+      if (i < 0) throw dumpError(this.lineNo, `rule for chain ${text.slice(nameStart, nameEnd)}, which table ${chains.name} does not declare`)
+    } else {
+      ;[chains, i] = this.excerptChain(text.slice(nameStart, nameEnd), text.slice(nameEnd, lineEnd))
+      this.excerptRules = true
+    }
+
+    chains.addRule(i, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === chains)
+    this.lastTable = chains
+  }
+
+  /** ":NAME POLICY [packets:bytes]" at text[lineStart, lineEnd), read on offsets: a big dump declares 100,000 chains. */
+  private declaration(chains: TableChains, lineStart: number, lineEnd: number): void {
+    const text = this.text
+    // A declaration without a space is an error, so this search runs past the line at most once.
+    const found = text.indexOf(' ', lineStart)
+    const space = found > lineEnd ? -1 : found
+    const policyStart = space + 1
+    const policyEnd = space > lineStart + 1 ? indexWithin(text, 32, policyStart, lineEnd) : -1
+    const policyStop = policyEnd < 0 ? lineEnd : policyEnd
+    const hasPolicy = space > lineStart + 1 && policyStop > policyStart
+    const counters = policyEnd < 0 || (text.charCodeAt(policyEnd + 1) === 91 && text.charCodeAt(lineEnd - 1) === 93 && indexWithin(text, 58, policyEnd, lineEnd) >= 0)
+    if (!hasPolicy || !counters) throw dumpError(this.lineNo, `malformed chain declaration "${shorten(text.slice(lineStart, lineEnd))}"`)
+    const policy = policyStop - policyStart === 1 && text.charCodeAt(policyStart) === 45 /* - */ ? undefined : text.slice(policyStart, policyStop)
+    this.declare(chains, lineStart + 1, space, undefined, policy)
+  }
+
+  /** A declaration of text[nameStart, nameEnd) (or `name`): a second one of a chain is ignored, unless the first was implicit. */
+  private declare(chains: TableChains, nameStart: number, nameEnd: number, name: string | undefined, policy: string | undefined): void {
+    chains.declare(nameStart, nameEnd, name, policy, false, name === undefined ? hashOf(this.text, nameStart, nameEnd) : hashOf(name, 0, name.length))
+  }
+
+  private tableOf(name: string): TableChains {
+    let chains = this.tables.get(name)
+    if (!chains) {
+      chains = new TableChains(name, this.text)
+      this.tables.set(name, chains)
+    }
+
+    return chains
+  }
+
+  /** The chain an excerpt's rule belongs to: kube-proxy's verdict rules and filter chains in filter, the rest in nat. */
+  private excerptChain(name: string, rest: string): [TableChains, number] {
+    const verdict = / -j (REJECT|DROP|ACCEPT)( |$)/.test(rest)
+    const chains = this.tableOf(EXCERPT_FILTER_CHAINS.has(name) || ((name === 'KUBE-SERVICES' || name === 'KUBE-NODEPORTS') && verdict) ? 'filter' : 'nat')
+    const hash = hashOf(name, 0, name.length)
+    const i = chains.find(name, 0, name.length, hash)
+    return [chains, i >= 0 ? i : chains.declare(0, 0, name, BUILTIN_CHAINS[chains.name]?.includes(name) ? 'ACCEPT' : undefined, true, hash)]
+  }
+
+  /** Every line but a rule or a declaration inside a table: rare, so it may cut a string. */
+  private otherLine(first: number, line: string): void {
+    const lineNo = this.lineNo
+    if ((first === 32 || first === 9) && /^\s+$/.test(line)) return
+    this.lastContentLine = lineNo
+    if (first === 35 /* # */) {
+      this.generator ??= /^# Generated by (?:iptables|ip6tables)[\w-]* (v\S+(?: \([^)]*\))?)/.exec(line)?.[1]
+      return
+    }
+
+    const current = this.current
+    if (first === 42 /* * */) {
+      if (current) throw dumpError(lineNo, `table "${line.slice(1)}" starts before table "${current.name}" (line ${this.openedAt}) has its COMMIT`)
+      const name = line.slice(1).trim()
+      if (!/^[a-z]+$/.test(name)) throw dumpError(lineNo, `"${line}" is not a table name`)
+      const chains = this.tableOf(name)
+      // Built-in chains exist in the kernel whether or not the input declares them.
+      for (const builtin of BUILTIN_CHAINS[name] ?? []) {
+        const hash = hashOf(builtin, 0, builtin.length)
+        if (chains.find(builtin, 0, builtin.length, hash) < 0) chains.declare(0, 0, builtin, 'ACCEPT', true, hash)
+      }
+
+      this.current = chains
+      this.lastTable = undefined
+      this.openedAt = lineNo
+      return
+    }
+
+    if (line === 'COMMIT') {
+      if (!current) throw dumpError(lineNo, 'COMMIT outside a table')
+      this.current = undefined
+      this.lastTable = undefined
+      return
+    }
+
+    if (!current && first === 58 && this.tables.size === 0 && !this.excerpt) {
+      this.excerpt = true
+      this.excerptStart = {line: lineNo, text: line}
+    }
+
+    if (!current && this.excerpt && first === 58) {
+      // A declaration an excerpt kept (grep matches ":KUBE-SVC-... - [0:0]" too).
+      const space = line.indexOf(' ')
+      this.excerptChain(line.slice(1, space < 0 ? line.length : space), '')
+      return
+    }
+
+    if (!current) throw dumpError(lineNo, `"${shorten(line)}" is outside any table (expected a "*table" line first)`)
+    if (first === 45 /* - */ && (line.startsWith('-N ') || line.startsWith('-P '))) {
+      // `iptables -S CHAIN` declares chains this way: "-N NAME", "-P BUILTIN POLICY".
+      const [option, name, policy] = line.split(' ')
+      if (!name || (option === '-P' && !policy)) throw dumpError(lineNo, `malformed chain declaration "${shorten(line)}"`)
+      this.declare(current, 0, 0, name, option === '-P' ? policy : undefined)
+      return
+    }
+
+    throw dumpError(lineNo, `"${shorten(line)}" is not a table, chain, rule or COMMIT line`)
   }
 }
 
@@ -317,23 +898,28 @@ export function parseIptablesSave(text: string): IptablesDump {
  * name no interface and Service chains all name the same ones (--detect-local-mode), so a few
  * of each kind stand for the rest. A name missed this way is still traced, as an open condition.
  */
-const SAMPLED_CHAINS = /^KUBE-(SEP|SVC|SVL|EXT|FW|XLB)-/
+const SAMPLED_PREFIXES = ['KUBE-SEP-', 'KUBE-SVC-', 'KUBE-SVL-', 'KUBE-EXT-', 'KUBE-FW-', 'KUBE-XLB-']
+/** What follows "KUBE-" in each. */
+const SAMPLED_KINDS = SAMPLED_PREFIXES.map((prefix) => prefix.slice('KUBE-'.length))
 const SAMPLES = 5
 
-function interfaceNamesOf(tables: Map<string, Map<string, IptablesChain>>): Set<string> {
-  const names = new Set<string>()
-  const sampled = new Map<string, number>()
-  for (const chains of tables.values()) {
-    for (const [name, chain] of chains) {
-      const kind = SAMPLED_CHAINS.exec(name)?.[1]
-      if (kind) {
-        const seen = sampled.get(kind) ?? 0
-        if (seen >= SAMPLES) continue
-        sampled.set(kind, seen + 1)
-      }
+/** Which of SAMPLED_PREFIXES the name text[start, end) starts with (its position), or -1. Asked of every chain declared. */
+function sampledKind(text: string, start: number, end: number): number {
+  if (end - start < 8 || !startsWithAt(text, start, 'KUBE-')) return -1
+  for (let k = 0; k < SAMPLED_KINDS.length; k++) if (end - start >= 5 + SAMPLED_KINDS[k].length && startsWithAt(text, start + 5, SAMPLED_KINDS[k])) return k
+  return -1
+}
 
-      chain.scanInterfaces(names)
-    }
+/** The interface names of every chain of no sampled kind and of the first SAMPLES chains (in the dump's order) of each kind. */
+function interfaceNamesOf(tables: Map<string, TableChains>): Set<string> {
+  const names = new Set<string>()
+  const taken = SAMPLED_PREFIXES.map(() => 0)
+  for (const chains of tables.values()) {
+    for (const i of chains.unsampled) chains.scanInterfaces(i, names)
+    chains.samples.forEach((sample, kind) => {
+      for (const i of sample.slice(0, SAMPLES - taken[kind])) chains.scanInterfaces(i, names)
+      taken[kind] = Math.min(SAMPLES, taken[kind] + sample.length)
+    })
   }
 
   return names

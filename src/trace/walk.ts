@@ -198,6 +198,10 @@ export class Walker {
     const count = chain.ruleCount
     let pending = inputs
     for (let i = from; i < count && pending.length > 0; i++) {
+      // Rules that name another single destination than every waiting state's pass them all by:
+      // skip to the next one that may match (KUBE-SERVICES has a rule per Service port).
+      if (chain.nextMayMatch) i = this.nextMayMatch(chain, i, pending)
+      if (i >= count) break
       const here = pending.length > 1 ? this.merge(pending) : pending
       pending = []
       for (const state of here) this.visit(chain, i, state, inner, results, pending)
@@ -205,6 +209,18 @@ export class Walker {
 
     for (const state of pending.length > 1 ? this.merge(pending) : pending) results.push({state, returned: true})
     return results.length > 1 ? this.mergeResults(results) : results
+  }
+
+  /** The first rule from i on that may match one of the states' destinations. */
+  private nextMayMatch(chain: Chain, i: number, states: State[]): number {
+    let next = Infinity
+    for (const state of states) {
+      const destination = state.dnat?.ip ?? this.packet.destination
+      if (destination === undefined) return i
+      next = Math.min(next, chain.nextMayMatch!(i, destination))
+    }
+
+    return next
   }
 
   /** One state meets rule i: what matches is taken, what does not waits at rule i + 1 (`next`). */
