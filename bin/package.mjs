@@ -13,7 +13,7 @@
 // so one blob fits both). darwin is not built: the registry has no darwin binary of this Node
 // version, and a Mach-O changed by postject must be re-signed, which needs macOS tooling.
 import {createHash} from 'node:crypto'
-import {chmodSync, copyFileSync, cpSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync} from 'node:fs'
+import {chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import {dirname, join, relative, resolve} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {gzipSync} from 'node:zlib'

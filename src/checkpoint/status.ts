@@ -53,7 +53,7 @@ export function nodeCheckpoints(
     const serving = PIVOTED_COMPONENTS.filter((c) => mine.some((p) => p.metadata?.labels?.[CHECKPOINT_OF_LABEL] === c))
     let guarded: Record<string, {version?: string; written?: string}> = {}
     try {
-      guarded = JSON.parse(checkpointer?.metadata?.annotations?.[CHECKPOINTS_ANNOTATION] ?? '{}')
+      guarded = JSON.parse(checkpointer?.metadata?.annotations?.[CHECKPOINTS_ANNOTATION] ?? '{}') as typeof guarded
     } catch {
       guarded = {}
     }

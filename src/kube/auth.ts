@@ -42,7 +42,7 @@ export class Authenticator {
   async current(): Promise<RequestCredentials> {
     const {access} = this
     const credentials: RequestCredentials = {headers: [], clientCertificate: access.clientCertificate, clientKey: access.clientKey}
-    const bearer = await this.bearerToken()
+    const bearer = this.bearerToken()
     if (bearer) credentials.headers.push(['Authorization', `Bearer ${bearer}`])
     else if (access.basicAuth) {
       const {username, password} = access.basicAuth
@@ -83,7 +83,7 @@ export class Authenticator {
         this.tokenFile = {token: readFileSync(tokenFile, 'utf8').trim(), readAt: now}
       } catch (error) {
         // client-go keeps the token it has (or the kubeconfig's token) when a re-read fails.
-        if (!this.tokenFile && !token) throw new CliError(`cannot read tokenFile ${tokenFile}: ${(error as NodeJS.ErrnoException).code ?? error}`)
+        if (!this.tokenFile && !token) throw new CliError(`cannot read tokenFile ${tokenFile}: ${(error as NodeJS.ErrnoException).code ?? String(error)}`)
       }
     }
 

@@ -312,6 +312,7 @@ export class PivotRunner {
       return 'restored'
     }
 
+    // eslint-disable-next-line @typescript-eslint/only-throw-error -- rethrows what the hand-off threw, as it was caught
     if (failure) throw failure
     if (verdict!.exitCode === 0) return 'moved'
     if (verdict!.exitCode === HANDOFF_RESTORED_EXIT) {

@@ -185,7 +185,7 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
       if (!port.name) schemes.push(servicePortChains(service.namespace, `${service.name}:`, '', port.protocol))
       const chains = schemes.find((c) => hasNatChain(c.svc) || hasNatChain(c.svl)) ?? schemes[0]
       const expected: Record<string, string> = {}
-      for (const [kind, chain] of Object.entries(chains)) {
+      for (const [kind, chain] of Object.entries(chains) as Array<[string, string]>) {
         if (kind === 'svc' || hasNatChain(chain)) expected[kind] = chain
       }
 

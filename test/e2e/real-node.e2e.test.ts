@@ -24,7 +24,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
   const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T
   const systemPods = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items
   let backupStamp = ''
-  let originals: Record<string, string> = {}
+  const originals: Record<string, string> = {}
 
   before(async function () {
     try {

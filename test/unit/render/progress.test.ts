@@ -19,7 +19,6 @@ function capture(isTTY: boolean): {stream: NodeJS.WriteStream; text: () => strin
   return {stream, text: () => out}
 }
 
-// eslint-disable-next-line no-control-regex
 const plain = (s: string) => s.replace(/\u001B\[[0-9;?]*[A-Za-z]/g, '')
 
 describe('progress', () => {
