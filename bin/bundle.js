@@ -23,7 +23,7 @@ const entry = [
   "  const root = join(__dirname, '..', '..')",
   "  const pjson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))",
   "  // oclif's explicit strategy: the command classes are the ones in this bundle (bin/run.js",
-  "  // registers it in require.cache), not the files in dist/commands.",
+  '  // registers it in require.cache), not the files in dist/commands.',
   "  pjson.oclif.commands = {strategy: 'explicit', target: './dist/bundle/cli.cjs', identifier: 'COMMANDS'}",
   // oclif's execute() ends a non-zero exit with process.exit() at once, dropping output a pipe
   // has not taken yet (a large `-o json | wc -c` with exit code 2 lost all but 64 KiB): the same

@@ -172,7 +172,9 @@ for (const arch of ['amd64', 'arm64']) {
   // Byte-for-byte reproducible from the same build: fixed owner and mtime, gzip without a timestamp.
   const tar = execFileSync('tar', ['-c', '--owner=0', '--group=0', '--numeric-owner', '--mtime=@0', '-C', dir, 'kubectl-selfhost'], {maxBuffer: 1 << 30})
   writeFileSync(join(out, archive), gzipSync(tar, {level: 9}))
-  const sha256 = createHash('sha256').update(readFileSync(join(out, archive))).digest('hex')
+  const sha256 = createHash('sha256')
+    .update(readFileSync(join(out, archive)))
+    .digest('hex')
   platforms.push({os: 'linux', arch, archive, sha256})
   log(`${archive}: ${(statSync(join(out, archive)).size / 1e6).toFixed(1)} MB, sha256 ${sha256}`)
 }
@@ -192,7 +194,7 @@ const krew = [
   '    Run, upgrade, scale and debug a kubeadm-style control plane with Kubernetes itself:',
   '    status and logs of every component, pivot from static pods to self-hosted workloads and',
   '    back, health-gated upgrades with rollback, leader-aware scaling, and a trace of how',
-  "    kube-proxy routes a Service. A single executable: no Node.js needed.",
+  '    kube-proxy routes a Service. A single executable: no Node.js needed.',
   '  platforms:',
   ...platforms.flatMap((p) => [
     '    - selector:',

@@ -12,7 +12,7 @@ which this package installs next to kubectl-selfhost. This script completes the 
   static examples = [
     'source <(<%= config.bin %> completion bash)',
     'source <(<%= config.bin %> completion zsh)',
-    "<%= config.bin %> completion bash > /etc/bash_completion.d/kubectl-selfhost",
+    '<%= config.bin %> completion bash > /etc/bash_completion.d/kubectl-selfhost',
   ]
   static args = {
     shell: Args.string({description: 'the shell to print the script for', options: [...COMPLETION_SHELLS], required: true}),

@@ -26,11 +26,11 @@ export default class Logs extends SelfhostCommand {
     ...clusterFlags,
     leader: Flags.boolean({description: 'only the instance that currently holds the leader lock'}),
     follow: Flags.boolean({char: 'f', description: 'stream new lines from every instance until Ctrl-C'}),
-    tail: Flags.integer({description: 'lines from the end of each instance\'s log (-1: all)', default: 10, min: -1}),
+    tail: Flags.integer({description: "lines from the end of each instance's log (-1: all)", default: 10, min: -1}),
     since: Flags.string({description: 'only lines newer than this duration (e.g. 30s, 5m, 1h)'}),
-    previous: Flags.boolean({char: 'p', description: 'the previous (crashed or restarted) container\'s log'}),
+    previous: Flags.boolean({char: 'p', description: "the previous (crashed or restarted) container's log"}),
     timestamps: Flags.boolean({description: 'prefix each line with its timestamp'}),
-    container: Flags.string({char: 'c', description: 'read this container instead of the component\'s own'}),
+    container: Flags.string({char: 'c', description: "read this container instead of the component's own"}),
   }
 
   async run(): Promise<void> {

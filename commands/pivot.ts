@@ -32,17 +32,23 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
       description: 'with --dry-run: plan from the mirror pods alone, starting no node pods (hashes are then of the mirror pods)',
       default: false,
     }),
-    node: Flags.string({description: 'with --from-dir holding one node\'s files: the node name to use', default: 'control-plane'}),
-    image: Flags.string({description: "image for the node tasks (default: the cluster's kube-proxy image, already on every node; needs sh, cat, ln, rm, sleep, wc)"}),
+    node: Flags.string({description: "with --from-dir holding one node's files: the node name to use", default: 'control-plane'}),
+    image: Flags.string({
+      description: "image for the node tasks (default: the cluster's kube-proxy image, already on every node; needs sh, cat, ln, rm, sleep, wc)",
+    }),
     namespace: Flags.string({description: 'namespace for the node task pods (must allow privileged pods)', default: 'kube-system'}),
     timeout: Flags.string({description: 'how long each wait (pod Ready, mirror pod gone, API healthy) may take', default: '5m'}),
-    'handoff-deadline': Flags.string({description: 'how long the node-side watchdog waits for this CLI to confirm the new apiserver serves before it restores the static one', default: '3m'}),
+    'handoff-deadline': Flags.string({
+      description: 'how long the node-side watchdog waits for this CLI to confirm the new apiserver serves before it restores the static one',
+      default: '3m',
+    }),
     'no-checkpoint': Flags.boolean({
       description: 'do not install checkpoints and the checkpointer: a full control-plane restart then needs recovery by hand (the plan says how)',
       default: false,
     }),
     'force-blind-handoff': Flags.boolean({
-      description: 'hand off without port sharing even where the version has it (the path of clusters before 1.19: the API is away until the new instance binds)',
+      description:
+        'hand off without port sharing even where the version has it (the path of clusters before 1.19: the API is away until the new instance binds)',
       default: false,
       hidden: true,
     }),

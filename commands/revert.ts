@@ -28,16 +28,15 @@ half-done pivot too, and can be re-run. Backups stay on the nodes, marked with a
     const client = await this.connect(flags)
     const {connectPivotRunner} = await import('../src/pivot/execute.js')
     const result = await this.withProgress(async (step) => {
-      const runner = await connectPivotRunner(
-        client,
-        {dryRun: flags['dry-run'], image: flags.image, namespace: flags.namespace, timeoutMs},
-        step,
-      )
+      const runner = await connectPivotRunner(client, {dryRun: flags['dry-run'], image: flags.image, namespace: flags.namespace, timeoutMs}, step)
       return runner.revert()
     })
     if (isMachineFormat(format)) {
       // The backups' bytes are on the nodes; the machine view names them, and any image kept over the backup's, without repeating them.
-      const components = result.components.map((c) => ({...c, restores: c.restores.map(({node, stamp, imageFrom, imageTo}) => ({node, stamp, ...(imageTo ? {imageFrom, imageTo} : {})}))}))
+      const components = result.components.map((c) => ({
+        ...c,
+        restores: c.restores.map(({node, stamp, imageFrom, imageTo}) => ({node, stamp, ...(imageTo ? {imageFrom, imageTo} : {})})),
+      }))
       this.log(renderData({...result, components}, format))
       return
     }

@@ -19,7 +19,10 @@ the lease keeps being renewed; if either fails it scales back to the previous co
     '<%= config.bin %> scale scheduler --replicas 1 -o json',
   ]
   static args = {
-    component: Args.string({description: 'kube-scheduler (scheduler), kube-controller-manager (controller-manager) or kube-apiserver (apiserver)', required: true}),
+    component: Args.string({
+      description: 'kube-scheduler (scheduler), kube-controller-manager (controller-manager) or kube-apiserver (apiserver)',
+      required: true,
+    }),
   }
   static flags = {
     ...clusterFlags,
@@ -40,18 +43,20 @@ the lease keeps being renewed; if either fails it scales back to the previous co
     const client = await this.connect(flags)
     const {scaleComponent} = await import('../src/scale/execute.js')
     const {renderOutcome, renderPlan} = await import('../src/render/scale.js')
-    const result = await this.withProgress((step) => scaleComponent(client, {
-      component,
-      replicas,
-      force: flags.force,
-      dryRun: flags['dry-run'],
-      timeoutMs,
-      // The plan shows before anything changes, so its warnings are seen even if the change fails.
-      onPlan(plan, dryRun) {
-        if (!isMachineFormat(format)) process.stdout.write(`${renderPlan({plan, dryRun})}\n`)
-      },
-      onProgress: step,
-    }))
+    const result = await this.withProgress((step) =>
+      scaleComponent(client, {
+        component,
+        replicas,
+        force: flags.force,
+        dryRun: flags['dry-run'],
+        timeoutMs,
+        // The plan shows before anything changes, so its warnings are seen even if the change fails.
+        onPlan(plan, dryRun) {
+          if (!isMachineFormat(format)) process.stdout.write(`${renderPlan({plan, dryRun})}\n`)
+        },
+        onProgress: step,
+      }),
+    )
     if (isMachineFormat(format)) this.log(renderData(result, format))
     else if (!result.dryRun) this.log(`\n${renderOutcome(result)}`)
   }

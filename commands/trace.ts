@@ -30,13 +30,16 @@ the rules, stale endpoints, shares not adding up to 100%, a Service with endpoin
 
   static flags = {
     ...clusterFlags,
-    namespace: Flags.string({char: 'n', description: 'namespace of the Service (default: the context\'s)'}),
+    namespace: Flags.string({char: 'n', description: "namespace of the Service (default: the context's)"}),
     port: Flags.string({description: 'trace only this port (name or number)'}),
     node: Flags.string({description: 'node to read the rules on (default: a Ready node, preferably one hosting an endpoint)', exclusive: ['all-nodes']}),
     'all-nodes': Flags.boolean({description: 'trace on every Ready node and show where they differ'}),
     image: Flags.string({description: "image of the node pod (default: the cluster's kube-proxy image, already on every node)"}),
     'debug-namespace': Flags.string({description: 'namespace of the node pod; must allow privileged pods', default: 'kube-system'}),
-    mode: Flags.string({description: "kube-proxy mode (default: kube-proxy's ConfigMap, else what the rules look like)", options: ['iptables', 'nftables', 'ipvs']}),
+    mode: Flags.string({
+      description: "kube-proxy mode (default: kube-proxy's ConfigMap, else what the rules look like)",
+      options: ['iptables', 'nftables', 'ipvs'],
+    }),
     'from-file': Flags.string({description: 'trace a saved dump instead of a live node (no cluster needed)', exclusive: ['node', 'all-nodes', 'image']}),
     timeout: Flags.string({description: "node pod's deadline (activeDeadlineSeconds)", default: '2m'}),
     chains: Flags.boolean({description: 'show the chain tree of every way in (as -o wide does)'}),

@@ -26,7 +26,10 @@ Exit codes: 0 upgraded (or nothing to do), 3 a component was rolled back and is 
     version: Flags.string({description: 'the version to go to: v1.15.0 or 1.15.0', required: true}),
     'dry-run': Flags.boolean({description: 'show the plan and every check; change nothing', default: false}),
     plan: Flags.boolean({description: 'the same as --dry-run', default: false}),
-    components: Flags.string({description: 'limit the run to these (comma list): kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (or apiserver, controller-manager, scheduler, proxy)'}),
+    components: Flags.string({
+      description:
+        'limit the run to these (comma list): kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy (or apiserver, controller-manager, scheduler, proxy)',
+    }),
     'image-registry': Flags.string({description: 'pull the new images from this registry (e.g. registry.k8s.io) instead of the one the cluster uses'}),
     force: Flags.boolean({description: 'go ahead despite skew checks marked overridable, accepting the risk each one names', default: false}),
     'allow-downgrade': Flags.boolean({description: 'allow a target older than what runs', default: false}),
@@ -48,19 +51,23 @@ Exit codes: 0 upgraded (or nothing to do), 3 a component was rolled back and is 
     const {checkpointRefresher} = await import('../src/checkpoint/install.js')
     const dryRun = flags['dry-run'] || flags.plan
     // Ctrl-C stops waiting and rolls the component under way back; a second one kills.
-    const {plan, result} = await this.withInterrupt((signal) => this.withProgress((progress) => runUpgrade(client, {
-      target,
-      components,
-      imageRegistry: flags['image-registry'],
-      force: flags.force,
-      allowDowngrade: flags['allow-downgrade'],
-      dryRun,
-      // The plan is shown before anything changes; stderr keeps -o json|yaml parseable.
-      onPlan: (p) => {
-        if (!isMachineFormat(format)) process.stderr.write(`${renderUpgradePlan(p)}\n\n`)
-      },
-      execute: {timeoutMs, backupDir: flags['backup-dir'], onProgress: progress, signal, refreshCheckpoints: checkpointRefresher(client, progress)},
-    })))
+    const {plan, result} = await this.withInterrupt((signal) =>
+      this.withProgress((progress) =>
+        runUpgrade(client, {
+          target,
+          components,
+          imageRegistry: flags['image-registry'],
+          force: flags.force,
+          allowDowngrade: flags['allow-downgrade'],
+          dryRun,
+          // The plan is shown before anything changes; stderr keeps -o json|yaml parseable.
+          onPlan: (p) => {
+            if (!isMachineFormat(format)) process.stderr.write(`${renderUpgradePlan(p)}\n\n`)
+          },
+          execute: {timeoutMs, backupDir: flags['backup-dir'], onProgress: progress, signal, refreshCheckpoints: checkpointRefresher(client, progress)},
+        }),
+      ),
+    )
     if (isMachineFormat(format)) this.log(renderData(result ? {plan, result} : {plan}, format))
     else this.log(result ? renderUpgradeResult(result) : renderUpgradePlan(plan))
     if (dryRun && !plan.allowed) throw new CliError(plan.refusal ?? 'refused')

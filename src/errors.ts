@@ -16,7 +16,10 @@ export const ExitCode = {
  * Commands print its message without a stack trace and exit with its code.
  */
 export class CliError extends Error {
-  constructor(message: string, readonly exitCode: number = ExitCode.error) {
+  constructor(
+    message: string,
+    readonly exitCode: number = ExitCode.error,
+  ) {
     super(message)
     this.name = 'CliError'
   }

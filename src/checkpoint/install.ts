@@ -5,13 +5,7 @@ import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {pollUntil} from '../kube/wait.js'
 import type {NodeTask, NodeTaskResult} from '../node/runner.js'
-import {
-  type CheckpointTimings,
-  type RenderedCheckpoint,
-  renderCheckpoint,
-  renderCheckpointer,
-  versionNumber,
-} from './checkpoint.js'
+import {type CheckpointTimings, type RenderedCheckpoint, renderCheckpoint, renderCheckpointer, versionNumber} from './checkpoint.js'
 import {CHECKPOINT_DIR, REMOVE_CHECKPOINTS_SCRIPT, WRITE_CHECKPOINTS_SCRIPT} from './scripts.js'
 import {CHECKPOINTER_ROLE, CHECKPOINTER_ROLE_LABEL, CHECKPOINTS_ANNOTATION, CHECKPOINT_OF_LABEL, isCheckpointerPod} from './status.js'
 
@@ -53,7 +47,8 @@ async function runOk(deps: CheckpointDeps, node: string, purpose: string, script
     mountHostRoot: true,
     hostDirs,
   })
-  if (result.exitCode !== 0) throw new CliError(`the ${purpose} task on ${node} failed (exit ${result.exitCode}): ${result.output.trim().split('\n').pop() ?? ''}`)
+  if (result.exitCode !== 0)
+    throw new CliError(`the ${purpose} task on ${node} failed (exit ${result.exitCode}): ${result.output.trim().split('\n').pop() ?? ''}`)
   return result.output
 }
 
@@ -81,7 +76,9 @@ export interface CheckpointWrite {
 export async function writeCheckpoints(deps: CheckpointDeps, nodes: string[], nodeIPs: Record<string, string | undefined>): Promise<CheckpointWrite[]> {
   const cluster = await clusterId(deps.api)
   const floor = versionNumber((await deps.api.version()).gitVersion)
-  const pods = (await deps.api.listPods(SYSTEM_NAMESPACE)).items.filter((p) => !p.metadata?.deletionTimestamp && !isMirrorPod(p) && selfHostedComponentOf(p) && isReady(p))
+  const pods = (await deps.api.listPods(SYSTEM_NAMESPACE)).items.filter(
+    (p) => !p.metadata?.deletionTimestamp && !isMirrorPod(p) && selfHostedComponentOf(p) && isReady(p),
+  )
   const now = (deps.now ?? (() => new Date()))()
   const written: CheckpointWrite[] = []
   for (const node of nodes) {
@@ -89,9 +86,17 @@ export async function writeCheckpoints(deps: CheckpointDeps, nodes: string[], no
       const pod = pods.find((p) => p.spec?.nodeName === node && selfHostedComponentOf(p) === component)
       return pod ? [{component, pod}] : []
     })
-    if (!here.some((h) => h.component === 'kube-apiserver')) throw new CliError(`no self-hosted kube-apiserver runs Ready on ${node}: nothing to checkpoint there`)
+    if (!here.some((h) => h.component === 'kube-apiserver'))
+      throw new CliError(`no self-hosted kube-apiserver runs Ready on ${node}: nothing to checkpoint there`)
     const checkpoints: RenderedCheckpoint[] = here.map(({component, pod}) =>
-      renderCheckpoint({component, template: {metadata: {}, spec: pod.spec!}, node, nodeIP: nodeIPs[node] ?? pod.status?.hostIP, clusterId: cluster, writtenAt: now}),
+      renderCheckpoint({
+        component,
+        template: {metadata: {}, spec: pod.spec!},
+        node,
+        nodeIP: nodeIPs[node] ?? pod.status?.hostIP,
+        clusterId: cluster,
+        writtenAt: now,
+      }),
     )
     const checkpointer = renderCheckpointer({image: deps.image, clusterId: cluster, checkpoints, writtenAt: now, timings: deps.timings})
     const env: Record<string, string> = {COMPONENTS: checkpoints.map((c) => c.component).join(' '), FLOOR: String(floor), CHECKPOINTER: checkpointer}
@@ -112,7 +117,9 @@ export async function writeCheckpoints(deps: CheckpointDeps, nodes: string[], no
 
 /** Nodes that run a component from its checkpoint right now (a recovery the self-hosted pods have not taken over yet). */
 export function servingFromCheckpoint(pods: V1Pod[]): string[] {
-  return pods.filter((p) => isMirrorPod(p) && p.metadata?.labels?.[CHECKPOINT_OF_LABEL]).map((p) => `${p.metadata!.labels![CHECKPOINT_OF_LABEL]} on ${p.spec?.nodeName}`)
+  return pods
+    .filter((p) => isMirrorPod(p) && p.metadata?.labels?.[CHECKPOINT_OF_LABEL])
+    .map((p) => `${p.metadata!.labels![CHECKPOINT_OF_LABEL]} on ${p.spec?.nodeName}`)
 }
 
 export const CHECKPOINTER_SELECTOR = `${CHECKPOINTER_ROLE_LABEL}=${CHECKPOINTER_ROLE}`
@@ -150,7 +157,11 @@ export async function removeCheckpoints(deps: CheckpointDeps, nodes: string[]): 
     for (const line of out.trim().split('\n').filter(Boolean)) deps.log(`${node}: ${line}`)
   }
 
-  await wait(deps, 'the checkpointers to stop', async () => !hasCheckpointer((await deps.api.listPods(SYSTEM_NAMESPACE, {labelSelector: CHECKPOINTER_SELECTOR})).items))
+  await wait(
+    deps,
+    'the checkpointers to stop',
+    async () => !hasCheckpointer((await deps.api.listPods(SYSTEM_NAMESPACE, {labelSelector: CHECKPOINTER_SELECTOR})).items),
+  )
   // A copy the checkpointer started just before it stopped: the task again removes it.
   const left = servingFromCheckpoint((await deps.api.listPods(SYSTEM_NAMESPACE)).items)
   if (left.length > 0) {

@@ -41,12 +41,7 @@ export function selfHostedVersions(pods: V1Pod[]): RunningVersions {
  * problem; a checkpoint copy's mirror pod means the node runs from it now. `running` gives the
  * self-hosted version of each component on each node (selfHostedVersions), to tell a current checkpoint from a stale one.
  */
-export function nodeCheckpoints(
-  pods: V1Pod[],
-  controlPlaneNodes: string[],
-  running: RunningVersions,
-  now: Date,
-): NodeCheckpoint[] {
+export function nodeCheckpoints(pods: V1Pod[], controlPlaneNodes: string[], running: RunningVersions, now: Date): NodeCheckpoint[] {
   return controlPlaneNodes.map((node) => {
     const mine = pods.filter((p) => p.spec?.nodeName === node && isMirrorPod(p))
     const checkpointer = mine.find(isCheckpointerPod)
@@ -62,7 +57,15 @@ export function nodeCheckpoints(
       const entry = guarded[component]
       if (!entry?.version || !entry.written) return []
       const runs = running[node]?.[component]
-      return [{component, version: entry.version, written: entry.written, ageSeconds: Math.max(0, Math.round((now.getTime() - Date.parse(entry.written)) / 1000)), current: runs === undefined || runs === entry.version}]
+      return [
+        {
+          component,
+          version: entry.version,
+          written: entry.written,
+          ageSeconds: Math.max(0, Math.round((now.getTime() - Date.parse(entry.written)) / 1000)),
+          current: runs === undefined || runs === entry.version,
+        },
+      ]
     })
     const state: NodeCheckpoint['checkpointer'] = checkpointer ? (isReady(checkpointer) ? 'ready' : 'not-ready') : 'absent'
     const apiserver = checkpoints.find((c) => c.component === 'kube-apiserver')

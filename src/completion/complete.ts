@@ -111,7 +111,10 @@ export async function complete(manifest: Manifest, words: string[], sources: Com
       return {candidates: ['--help', '--version'].filter((f) => f.startsWith(partial)), directive: Directive.noFileComp}
     }
 
-    const names = visible.flatMap((c) => [withDescription(c.id, c.summary ?? c.description), ...(c.aliases ?? []).map((a) => withDescription(a, `alias of ${c.id}`))])
+    const names = visible.flatMap((c) => [
+      withDescription(c.id, c.summary ?? c.description),
+      ...(c.aliases ?? []).map((a) => withDescription(a, `alias of ${c.id}`)),
+    ])
     return {candidates: names.filter((n) => n.startsWith(partial)).sort(), directive: Directive.noFileComp}
   }
 

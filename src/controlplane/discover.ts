@@ -1,15 +1,6 @@
 import semver from 'semver'
 
-import type {
-  V1ConfigMap,
-  V1DaemonSet,
-  V1Deployment,
-  V1Endpoints,
-  V1LabelSelector,
-  V1Lease,
-  V1Node,
-  V1Pod,
-} from '../kube/types.js'
+import type {V1ConfigMap, V1DaemonSet, V1Deployment, V1Endpoints, V1LabelSelector, V1Lease, V1Node, V1Pod} from '../kube/types.js'
 import type {KubeClient, VersionInfo} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {nodeCheckpoints, selfHostedVersions} from '../checkpoint/status.js'
@@ -97,7 +88,6 @@ const WORKLOAD_IDENTITY: Record<ComponentName, {appLabels: string[]; names: stri
   coredns: {appLabels: ['kube-dns'], names: ['coredns', 'kube-dns']},
 }
 
-
 /** The minor version of a server version string like v1.32.2 or v1.29.1-eks-abc. */
 export function minorVersion(gitVersion: string): number | undefined {
   const parsed = semver.coerce(gitVersion)
@@ -156,7 +146,8 @@ function staticComponentOf(pod: V1Pod): ComponentName | undefined {
 
 function summarizeNode(node: V1Node): NodeSummary {
   const labels = node.metadata?.labels ?? {}
-  const role = CONTROL_PLANE_ROLE_LABEL in labels ? 'control-plane' : MASTER_ROLE_LABEL in labels || labels['kubernetes.io/role'] === 'master' ? 'master' : undefined
+  const role =
+    CONTROL_PLANE_ROLE_LABEL in labels ? 'control-plane' : MASTER_ROLE_LABEL in labels || labels['kubernetes.io/role'] === 'master' ? 'master' : undefined
   return {
     name: node.metadata?.name ?? '',
     ready: isReady(node),
@@ -206,8 +197,7 @@ function toInstance(pod: V1Pod, component: ComponentName, source: Instance['sour
 function toWorkload(kind: Workload['kind'], obj: V1DaemonSet | V1Deployment): Workload {
   const status = (obj.status ?? {}) as Record<string, number | undefined>
   const template = obj.spec?.template
-  const desired =
-    kind === 'DaemonSet' ? (status.desiredNumberScheduled ?? 0) : ((obj as V1Deployment).spec?.replicas ?? 1)
+  const desired = kind === 'DaemonSet' ? (status.desiredNumberScheduled ?? 0) : ((obj as V1Deployment).spec?.replicas ?? 1)
   return {
     kind,
     namespace: obj.metadata?.namespace ?? SYSTEM_NAMESPACE,
@@ -380,7 +370,11 @@ function buildComponent(
   } else if ((LEADER_ELECTED_COMPONENTS as readonly string[]).includes(component) && instances.length > 0) {
     // A Lease with no holder was released by a leader shutting down: a hand-over, not "no election".
     const released = inputs.leases?.some((l) => isLockOf(component, l) && !l.spec?.holderIdentity)
-    warnings.push(released ? 'no leader at the moment: the last one released its Lease (a hand-over; check again in a few seconds)' : 'no leader record (Lease, Endpoints or ConfigMap): leader election may be off')
+    warnings.push(
+      released
+        ? 'no leader at the moment: the last one released its Lease (a hand-over; check again in a few seconds)'
+        : 'no leader record (Lease, Endpoints or ConfigMap): leader election may be off',
+    )
   }
 
   return {name: component, mode, instances, workloads, versions, leader, healthy: problems.length === 0, problems, warnings}
@@ -407,8 +401,13 @@ function selfHostingCost(apiserver: ComponentState, nodes: NodeSummary[], checkp
     return `checkpoints incomplete (${gaps.map((g) => `${g.node}: ${g.gap}`).join('; ')}): a full control-plane restart may need the others; run \`kubectl selfhost pivot\` again to rewrite them`
   }
 
-  const when = nodes.filter((n) => n.controlPlane).length === 1 ? 'if the only control-plane node reboots' : 'if every control-plane node restarts at once (full reboot, power loss)'
-  const why = gaps.every((g) => g.gap === 'no checkpointer') ? 'no checkpointing' : `no usable checkpoint (${gaps.map((g) => `${g.node}: ${g.gap}`).join('; ')})`
+  const when =
+    nodes.filter((n) => n.controlPlane).length === 1
+      ? 'if the only control-plane node reboots'
+      : 'if every control-plane node restarts at once (full reboot, power loss)'
+  const why = gaps.every((g) => g.gap === 'no checkpointer')
+    ? 'no checkpointing'
+    : `no usable checkpoint (${gaps.map((g) => `${g.node}: ${g.gap}`).join('; ')})`
   return `self-hosted, ${why}: ${when}, no kubelet can start kube-apiserver again (its DaemonSet lives in the API it serves); ${recovery}; \`kubectl selfhost pivot\` installs checkpoints`
 }
 
@@ -440,9 +439,19 @@ export function buildControlPlane(inputs: DiscoveryInputs, now: Date): ControlPl
   kubeApiserver.problems.push(...apiserverProblems(apiserver))
   kubeApiserver.healthy = kubeApiserver.problems.length === 0
   const selfHosted = kubeApiserver.mode === 'self-hosted' || kubeApiserver.mode === 'mixed'
-  const checkpoints = selfHosted ? nodeCheckpoints(inputs.pods, nodes.filter((n) => n.controlPlane).map((n) => n.name), selfHostedVersions(inputs.pods), now) : []
+  const checkpoints = selfHosted
+    ? nodeCheckpoints(
+        inputs.pods,
+        nodes.filter((n) => n.controlPlane).map((n) => n.name),
+        selfHostedVersions(inputs.pods),
+        now,
+      )
+    : []
   for (const c of checkpoints) {
-    if (c.serving.length > 0) kubeApiserver.warnings.push(`${c.node} runs ${c.serving.join(', ')} from its checkpoint: a recovery without the API; the self-hosted pods take over once the kubelet starts them`)
+    if (c.serving.length > 0)
+      kubeApiserver.warnings.push(
+        `${c.node} runs ${c.serving.join(', ')} from its checkpoint: a recovery without the API; the self-hosted pods take over once the kubelet starts them`,
+      )
   }
 
   const cost = selfHostingCost(kubeApiserver, nodes, checkpoints)
@@ -468,9 +477,7 @@ async function readHealth(api: DiscoveryApi, endpoint: HealthResponse['endpoint'
 
 /** Leader-elected components seen running whose leader no record read so far names. */
 function missingLeaders(plane: ControlPlane): boolean {
-  return plane.components.some(
-    (c) => (LEADER_ELECTED_COMPONENTS as readonly string[]).includes(c.name) && c.instances.length > 0 && !c.leader,
-  )
+  return plane.components.some((c) => (LEADER_ELECTED_COMPONENTS as readonly string[]).includes(c.name) && c.instances.length > 0 && !c.leader)
 }
 
 /**
@@ -496,9 +503,7 @@ export async function discoverControlPlane(api: DiscoveryApi, opts: {now?: Date}
   const version = await versionAnswer
   const minor = minorVersion(version.gitVersion)
   const legacyServer = minor !== undefined && minor < 16
-  const health = legacyServer
-    ? readHealth(api, '/healthz').then((h) => [h, h] as const)
-    : Promise.all([readHealth(api, '/readyz'), readHealth(api, '/livez')])
+  const health = legacyServer ? readHealth(api, '/healthz').then((h) => [h, h] as const) : Promise.all([readHealth(api, '/readyz'), readHealth(api, '/livez')])
   const [[pods, nodes, daemonSets, deployments, leases], [readyz, livez]] = await Promise.all([lists, health])
 
   const inputs: DiscoveryInputs = {

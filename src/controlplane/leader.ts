@@ -71,11 +71,7 @@ interface LegacyLeaderAnnotation {
  * Endpoints or ConfigMap object (the lock of clusters up to 1.19). Undefined when the object
  * carries no readable record.
  */
-export function leaderFromAnnotation(
-  obj: {metadata?: V1ObjectMeta},
-  source: 'Endpoints' | 'ConfigMap',
-  now: Date,
-): LeaderRecord | undefined {
+export function leaderFromAnnotation(obj: {metadata?: V1ObjectMeta}, source: 'Endpoints' | 'ConfigMap', now: Date): LeaderRecord | undefined {
   const text = obj.metadata?.annotations?.[LEGACY_LEADER_ANNOTATION]
   if (!text) return undefined
   let parsed: LegacyLeaderAnnotation

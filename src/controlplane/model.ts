@@ -4,14 +4,7 @@
  * planners read it.
  */
 
-export const CONTROL_PLANE_COMPONENTS = [
-  'kube-apiserver',
-  'kube-controller-manager',
-  'kube-scheduler',
-  'etcd',
-  'kube-proxy',
-  'coredns',
-] as const
+export const CONTROL_PLANE_COMPONENTS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd', 'kube-proxy', 'coredns'] as const
 export type ComponentName = (typeof CONTROL_PLANE_COMPONENTS)[number]
 
 /** The components `pivot` moves into workloads (etcd stays static; see pivot's plan). */
@@ -51,8 +44,7 @@ export const SOURCE_MANIFEST_HASH_ANNOTATION = 'selfhost.kubectl.io/source-manif
 export const OUTSIDE_ROLLOUTS_ANNOTATION = 'selfhost.kubectl.io/outside-rollouts'
 export const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror'
 /** A static pod as the API shows it: the kubelet's mirror of a manifest file. */
-export const isMirrorPod = (pod: {metadata?: {annotations?: Record<string, string>}}): boolean =>
-  Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])
+export const isMirrorPod = (pod: {metadata?: {annotations?: Record<string, string>}}): boolean => Boolean(pod.metadata?.annotations?.[MIRROR_ANNOTATION])
 export const LEGACY_LEADER_ANNOTATION = 'control-plane.alpha.kubernetes.io/leader'
 
 /**

@@ -133,7 +133,13 @@ export function renderCommandHelp(ctx: HelpContext, command: HelpCommand): strin
   const order = [...groups.keys()].sort((a, b) => (a === 'FLAGS' ? -1 : b === 'FLAGS' ? 1 : a.localeCompare(b)))
   for (const group of order) {
     const flags = groups.get(group)!.sort((a, b) => Number(!a.char) - Number(!b.char) || a.name.localeCompare(b.name))
-    sections.push([group, ...columns(flags.map((f) => [flagName(f), flagText(f)]), ctx.width)])
+    sections.push([
+      group,
+      ...columns(
+        flags.map((f) => [flagName(f), flagText(f)]),
+        ctx.width,
+      ),
+    ])
   }
 
   if (command.description && command.description !== summary) sections.push(['DESCRIPTION', ...wrap(command.description, ctx.width, 2)])
@@ -145,7 +151,10 @@ export function renderCommandHelp(ctx: HelpContext, command: HelpCommand): strin
 export function renderRootHelp(ctx: HelpContext, manifest: HelpManifest): string {
   const commands = Object.values(manifest.commands).filter((c) => !c.hidden)
   const rows = commands
-    .flatMap((c): Array<[string, string]> => [[c.id, c.summary ?? firstLine(c.description)], ...(c.aliases ?? []).map((a): [string, string] => [a, `alias of ${c.id}`])])
+    .flatMap((c): Array<[string, string]> => [
+      [c.id, c.summary ?? firstLine(c.description)],
+      ...(c.aliases ?? []).map((a): [string, string] => [a, `alias of ${c.id}`]),
+    ])
     .sort(([a], [b]) => a.localeCompare(b))
   const sections = [
     ...(ctx.description ? [wrap(ctx.description, ctx.width, 0)] : []),

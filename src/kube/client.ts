@@ -332,11 +332,20 @@ export class KubeClient {
 
   /** Lists Leases; undefined on clusters that have no coordination.k8s.io/v1 (< 1.14). */
   listLeases(namespace: string): Promise<V1LeaseList | undefined> {
-    return this.getUnlessNotFound(resourcePath('coordination.k8s.io/v1', 'leases', namespace), {verb: 'list', resource: 'leases.coordination.k8s.io', namespace})
+    return this.getUnlessNotFound(resourcePath('coordination.k8s.io/v1', 'leases', namespace), {
+      verb: 'list',
+      resource: 'leases.coordination.k8s.io',
+      namespace,
+    })
   }
 
   getLease(namespace: string, name: string): Promise<V1Lease | undefined> {
-    return this.getUnlessNotFound(resourcePath('coordination.k8s.io/v1', 'leases', namespace, name), {verb: 'get', resource: 'leases.coordination.k8s.io', namespace, name})
+    return this.getUnlessNotFound(resourcePath('coordination.k8s.io/v1', 'leases', namespace, name), {
+      verb: 'get',
+      resource: 'leases.coordination.k8s.io',
+      namespace,
+      name,
+    })
   }
 
   listEndpoints(namespace: string): Promise<{items: V1Endpoints[]}> {
@@ -390,7 +399,14 @@ export class KubeClient {
   }
 
   /** A strategic-merge or JSON merge patch of one object. */
-  patch<T>(groupVersion: string, resource: string, namespace: string | undefined, name: string, patch: unknown, contentType = 'application/strategic-merge-patch+json'): Promise<T> {
+  patch<T>(
+    groupVersion: string,
+    resource: string,
+    namespace: string | undefined,
+    name: string,
+    patch: unknown,
+    contentType = 'application/strategic-merge-patch+json',
+  ): Promise<T> {
     return this.request('PATCH', resourcePath(groupVersion, resource, namespace, name), {
       query: {fieldManager: FIELD_MANAGER},
       body: patch,

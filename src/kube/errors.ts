@@ -10,7 +10,11 @@ export interface RequestIntent {
 
 /** An HTTP error status from the API server, with the server's own message. */
 export class ApiStatusError extends CliError {
-  constructor(message: string, readonly status: number, readonly reason?: string) {
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly reason?: string,
+  ) {
     super(message)
     this.name = 'ApiStatusError'
   }
@@ -43,11 +47,7 @@ export function apiStatusError(status: number, body: string, intent: RequestInte
 
   switch (status) {
     case 401:
-      return new ApiStatusError(
-        `unauthorized (401) by ${server}: the credentials were rejected; refresh them or check --kubeconfig/--context`,
-        status,
-        reason,
-      )
+      return new ApiStatusError(`unauthorized (401) by ${server}: the credentials were rejected; refresh them or check --kubeconfig/--context`, status, reason)
     case 403:
       return new ApiStatusError(
         `forbidden (403): you may not ${intent.verb} ${describeTarget(intent)}${message ? ` (${message})` : ''}; ask an admin for that permission`,

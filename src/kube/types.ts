@@ -7,13 +7,7 @@ import type * as k8s from '@kubernetes/client-node'
  * '@kubernetes/client-node'. (client-node's ObjectSerializer would make the Dates real, but
  * loading it costs several times node's start-up, which every command would pay.)
  */
-export type Wire<T> = T extends Date
-  ? string
-  : T extends Array<infer U>
-    ? Array<Wire<U>>
-    : T extends object
-      ? {[K in keyof T]: Wire<T[K]>}
-      : T
+export type Wire<T> = T extends Date ? string : T extends Array<infer U> ? Array<Wire<U>> : T extends object ? {[K in keyof T]: Wire<T[K]>} : T
 
 export type CoreV1EventList = Wire<k8s.CoreV1EventList>
 export type V1ConfigMap = Wire<k8s.V1ConfigMap>

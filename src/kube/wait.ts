@@ -66,7 +66,10 @@ const realSleep = (ms: number, signal?: AbortSignal) =>
 /** A wait that ran out of time: callers tell it from other failures by its type, not its text. */
 export class TimeoutError extends CliError {
   /** lastFailure: what the API said last, when time ran out while waiting through its failures. */
-  constructor(message: string, readonly lastFailure?: unknown) {
+  constructor(
+    message: string,
+    readonly lastFailure?: unknown,
+  ) {
     super(message)
     this.name = 'TimeoutError'
   }
@@ -87,7 +90,11 @@ function apiStillComing(error: unknown, at: number, memory: OutageMemory, everyF
     return `the API does not answer (${error.message}); waiting for it`
   }
 
-  const starting = error instanceof ApiStatusError && (error.status === 403 || error.status >= 500) && memory.lastOutageAt !== undefined && at - memory.lastOutageAt < STARTING_APISERVER_MS
+  const starting =
+    error instanceof ApiStatusError &&
+    (error.status === 403 || error.status >= 500) &&
+    memory.lastOutageAt !== undefined &&
+    at - memory.lastOutageAt < STARTING_APISERVER_MS
   if (starting) return `the API answers ${error.status} after an outage (a starting apiserver); waiting for it`
   return everyFailure && !isNotFound(error) ? `the API fails (${error instanceof Error ? error.message : String(error)}); waiting for it` : undefined
 }
@@ -117,7 +124,10 @@ export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: W
 
     if (result.done) return result.value
     if (now() >= deadline) {
-      throw new TimeoutError(`timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what}${lastProgress ? ` (${lastProgress})` : ''}`, lastFailure)
+      throw new TimeoutError(
+        `timed out after ${Math.round(opts.timeoutMs / 1000)}s waiting for ${opts.what}${lastProgress ? ` (${lastProgress})` : ''}`,
+        lastFailure,
+      )
     }
 
     await sleep(Math.min(opts.intervalMs ?? 1000, Math.max(0, deadline - now())))
@@ -159,14 +169,12 @@ export function deploymentRollout(deployment: V1Deployment, readyTarget?: number
   }
   const stalled = status.conditions?.find((c) => c.type === 'Progressing' && c.reason === 'ProgressDeadlineExceeded')
   if (stalled) {
-    throw new CliError(`Deployment ${deployment.metadata?.namespace}/${deployment.metadata?.name} stopped progressing: ${stalled.message ?? 'progress deadline exceeded'}`)
+    throw new CliError(
+      `Deployment ${deployment.metadata?.namespace}/${deployment.metadata?.name} stopped progressing: ${stalled.message ?? 'progress deadline exceeded'}`,
+    )
   }
 
-  const done =
-    rollout.observedGeneration >= rollout.generation &&
-    rollout.updated >= desired &&
-    rollout.current === desired &&
-    rollout.ready >= target
+  const done = rollout.observedGeneration >= rollout.generation && rollout.updated >= desired && rollout.current === desired && rollout.ready >= target
   const progress =
     rollout.observedGeneration < rollout.generation
       ? `waiting for the controller to see generation ${rollout.generation}`

@@ -84,9 +84,7 @@ async function followLogs(api: LogsApi, targets: LogTarget[], opts: LogReadOptio
   await Promise.all(
     targets.map(async (target) => {
       try {
-        await api.stream(logPath(target), {query: logQuery(target, opts), intent: logIntent(target), signal: opts.signal}, (line) =>
-          sink.line(target, line),
-        )
+        await api.stream(logPath(target), {query: logQuery(target, opts), intent: logIntent(target), signal: opts.signal}, (line) => sink.line(target, line))
         // The server ends a followed log when the container stops or the pod goes away.
         if (!opts.signal?.aborted) sink.notice(target, 'log stream ended (container stopped or pod deleted)')
       } catch (error) {

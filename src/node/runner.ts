@@ -120,7 +120,11 @@ const SIGNAL_EXIT_CODES = {SIGINT: 130, SIGTERM: 143} as const
 
 /** A DNS-1123 pod name: selfhost-<purpose>-<node>-<random>, at most 63 characters. */
 export function nodeTaskPodName(purpose: string, node: string, suffix = randomBytes(3).toString('hex')): string {
-  const clean = (s: string) => s.toLowerCase().replace(/[^a-z0-9-]+/g, '-').replace(/^-+|-+$/g, '')
+  const clean = (s: string) =>
+    s
+      .toLowerCase()
+      .replace(/[^a-z0-9-]+/g, '-')
+      .replace(/^-+|-+$/g, '')
   const head = `selfhost-${clean(purpose)}-${clean(node)}`.slice(0, 63 - suffix.length - 1).replace(/-+$/, '')
   return `${head}-${suffix}`
 }
@@ -253,7 +257,9 @@ async function waitForTaskEnd(api: NodeTaskApi, task: NodeTask, name: string, wa
     if (isNotFound(error)) throw new CliError(`pod ${namespace}/${name} for the ${task.purpose} task was deleted before it finished`)
     if (!(error instanceof TimeoutError)) throw error
     if (error.lastFailure) {
-      throw new CliError(`the ${task.purpose} task on node ${task.node}: the API did not answer within ${task.deadlineSeconds}s (${(error.lastFailure as Error).message})`)
+      throw new CliError(
+        `the ${task.purpose} task on node ${task.node}: the API did not answer within ${task.deadlineSeconds}s (${(error.lastFailure as Error).message})`,
+      )
     }
 
     throw new CliError(
@@ -347,16 +353,19 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
       const retryUntil = Date.now() + (opts.deleteRetryMs ?? 90_000)
       let refusal: ApiStatusError | undefined
       try {
-        refusal = await pollUntil(async () => {
-          try {
-            await api.deletePod(namespace, name, task.terminationGraceSeconds ?? 0)
-            return {done: true, value: undefined, progress: ''}
-          } catch (error) {
-            // A 4xx is the API's answer (404: gone already), not its absence: asking again will not change it.
-            if (error instanceof ApiStatusError && error.status < 500) return {done: true, value: error, progress: ''}
-            throw error
-          }
-        }, throughOutage(outage, retryUntil, `pod ${namespace}/${name} to be deleted`))
+        refusal = await pollUntil(
+          async () => {
+            try {
+              await api.deletePod(namespace, name, task.terminationGraceSeconds ?? 0)
+              return {done: true, value: undefined, progress: ''}
+            } catch (error) {
+              // A 4xx is the API's answer (404: gone already), not its absence: asking again will not change it.
+              if (error instanceof ApiStatusError && error.status < 500) return {done: true, value: error, progress: ''}
+              throw error
+            }
+          },
+          throughOutage(outage, retryUntil, `pod ${namespace}/${name} to be deleted`),
+        )
       } catch (error) {
         const failure = error instanceof TimeoutError && error.lastFailure ? error.lastFailure : error
         warn(
@@ -390,7 +399,13 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
     }
 
     const giveUpAt = Date.now() + task.deadlineSeconds * 1000 + graceMs
-    const current = await waitForTaskEnd(api, task, name, {...throughOutage(outage, giveUpAt, `the ${task.purpose} task`, pollIntervalMs), signal: stop.signal}, opts.onProgress)
+    const current = await waitForTaskEnd(
+      api,
+      task,
+      name,
+      {...throughOutage(outage, giveUpAt, `the ${task.purpose} task`, pollIntervalMs), signal: stop.signal},
+      opts.onProgress,
+    )
     const phase = current.status?.phase
     if (phase !== 'Succeeded' && phase !== 'Failed') {
       throw new CliError(`the ${task.purpose} task cannot start on node ${task.node} with image ${task.image} (${stuckReason(current)}); choose another image`)
@@ -398,7 +413,10 @@ export async function runNodeTask(api: NodeTaskApi, task: NodeTask, opts: NodeTa
 
     const exitCode = terminatedExitCode(current)
     if (exitCode === undefined) {
-      const why = current.status?.reason === 'DeadlineExceeded' ? `ran past its deadline of ${task.deadlineSeconds}s` : `failed (${current.status?.reason ?? 'no reason given'}${current.status?.message ? `: ${current.status.message}` : ''})`
+      const why =
+        current.status?.reason === 'DeadlineExceeded'
+          ? `ran past its deadline of ${task.deadlineSeconds}s`
+          : `failed (${current.status?.reason ?? 'no reason given'}${current.status?.message ? `: ${current.status.message}` : ''})`
       throw new CliError(`the ${task.purpose} task on node ${task.node} ${why} before its command could finish`)
     }
 

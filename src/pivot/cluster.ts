@@ -10,7 +10,10 @@ import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../node/runne
 import {READ_STATE_SCRIPT, nodeDirs} from './node-scripts.js'
 
 /** The API calls pivot and revert make; KubeClient satisfies it, tests pass a fake. */
-export type PivotClusterApi = Pick<KubeClient, 'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'deletePod' | 'canI' | 'raw' | 'getLease' | 'version'>
+export type PivotClusterApi = Pick<
+  KubeClient,
+  'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'deletePod' | 'canI' | 'raw' | 'getLease' | 'version'
+>
 
 export interface PivotDeps {
   api: PivotClusterApi
@@ -73,26 +76,37 @@ export class PivotCluster {
 
   // ---- node tasks --------------------------------------------------------------------------
 
-  task(node: string, purpose: string, script: string, env: Record<string, string>, deadlineSeconds = TASK_DEADLINE_SECONDS, signal?: AbortSignal): Promise<NodeTaskResult> {
-    return this.deps.runTask({
-      node,
-      image: this.opts.image,
-      command: ['sh', '-c', script],
-      purpose,
-      namespace: this.opts.namespace,
-      deadlineSeconds,
-      env,
-      mountHostRoot: true,
-      // Reading makes nothing; every other task may need pivot's directories on the node.
-      hostDirs: purpose === 'pivot-read' ? undefined : nodeDirs(env.STAMP),
-      // A watchdog stopped by its pod's deletion puts its manifest back: give it time to.
-      terminationGraceSeconds: purpose === 'pivot-handoff' ? 10 : 0,
-    }, {signal})
+  task(
+    node: string,
+    purpose: string,
+    script: string,
+    env: Record<string, string>,
+    deadlineSeconds = TASK_DEADLINE_SECONDS,
+    signal?: AbortSignal,
+  ): Promise<NodeTaskResult> {
+    return this.deps.runTask(
+      {
+        node,
+        image: this.opts.image,
+        command: ['sh', '-c', script],
+        purpose,
+        namespace: this.opts.namespace,
+        deadlineSeconds,
+        env,
+        mountHostRoot: true,
+        // Reading makes nothing; every other task may need pivot's directories on the node.
+        hostDirs: purpose === 'pivot-read' ? undefined : nodeDirs(env.STAMP),
+        // A watchdog stopped by its pod's deletion puts its manifest back: give it time to.
+        terminationGraceSeconds: purpose === 'pivot-handoff' ? 10 : 0,
+      },
+      {signal},
+    )
   }
 
   async taskOk(node: string, purpose: string, script: string, env: Record<string, string>): Promise<string> {
     const result = await this.task(node, purpose, script, env)
-    if (result.exitCode !== 0) throw new CliError(`the ${purpose} task on ${node} failed (exit ${result.exitCode}): ${result.output.trim().split('\n').pop() ?? ''}`)
+    if (result.exitCode !== 0)
+      throw new CliError(`the ${purpose} task on ${node} failed (exit ${result.exitCode}): ${result.output.trim().split('\n').pop() ?? ''}`)
     return result.output
   }
 
@@ -103,10 +117,13 @@ export class PivotCluster {
 
   /** A failed check counts as "not yet": during a hand-off the API may briefly not answer. */
   waitFor(what: string, check: () => Promise<boolean>, timeoutMs = this.timeoutMs): Promise<void> {
-    return pollUntil(
-      async () => ({done: await check().catch(() => false), value: undefined, progress: ''}),
-      {what, timeoutMs, intervalMs: this.pollMs, sleep: this.sleep, now: () => this.now().getTime()},
-    )
+    return pollUntil(async () => ({done: await check().catch(() => false), value: undefined, progress: ''}), {
+      what,
+      timeoutMs,
+      intervalMs: this.pollMs,
+      sleep: this.sleep,
+      now: () => this.now().getTime(),
+    })
   }
 
   async podsOn(node: string): Promise<V1Pod[]> {
@@ -153,15 +170,18 @@ export class PivotCluster {
     const removed = (await this.deps.cleanupTasks?.()) ?? []
     if (removed.length > 0) this.log(`removed ${removed.length} finished node-task pod(s) left by earlier runs: ${removed.join(', ')}`)
     const namespace = this.taskNamespace
-    const waiting = (await this.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.filter((p) => !p.metadata?.deletionTimestamp)
+    const waiting = (await this.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.filter(
+      (p) => !p.metadata?.deletionTimestamp,
+    )
     for (const pod of waiting) {
       this.log(`stopping the hand-off watchdog ${pod.metadata!.name} of an earlier run on ${pod.spec?.nodeName} (it puts its manifest back)`)
       await this.api.deletePod(namespace, pod.metadata!.name!, 5).catch(() => undefined)
     }
 
     if (waiting.length > 0) {
-      await this.waitFor('the earlier hand-off watchdogs to finish', async () =>
-        (await this.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.length === 0,
+      await this.waitFor(
+        'the earlier hand-off watchdogs to finish',
+        async () => (await this.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.length === 0,
       )
     }
   }

@@ -94,11 +94,15 @@ export class PivotRunner {
       forceBlindHandoff: this.opts.forceBlindHandoff,
     })
     if (this.opts.forceBlindHandoff) {
-      plan.notes.push('--force-blind-handoff: planned as on clusters before 1.19, with no port sharing: every hand-off stops the static instance before the self-hosted one can bind its port.')
+      plan.notes.push(
+        '--force-blind-handoff: planned as on clusters before 1.19, with no port sharing: every hand-off stops the static instance before the self-hosted one can bind its port.',
+      )
     }
 
     if (this.opts.fromMirrorPods) {
-      plan.notes.push('Planned from the mirror pods, without node pods: the objects match what pivot applies up to API defaults, but the source hashes are of the mirror pods; pivot takes them from the files.')
+      plan.notes.push(
+        'Planned from the mirror pods, without node pods: the objects match what pivot applies up to API defaults, but the source hashes are of the mirror pods; pivot takes them from the files.',
+      )
     }
 
     const alreadyDone = describeProgress(plan, state)
@@ -113,7 +117,14 @@ export class PivotRunner {
       if (outcome === 'rolled-back') {
         this.cluster.log(`${component.component}: hand-off failed and the static manifest was put back; reverting the whole pivot`)
         await this.revert()
-        return {plan, alreadyDone, dryRun: false, outcome: 'rolled-back', summary: [`${component.component} hand-off failed; the static control plane was restored`], exitCode: ExitCode.rolledBack}
+        return {
+          plan,
+          alreadyDone,
+          dryRun: false,
+          outcome: 'rolled-back',
+          summary: [`${component.component} hand-off failed; the static control plane was restored`],
+          exitCode: ExitCode.rolledBack,
+        }
       }
 
       summary.push(`${component.component}: ${component.kind} ${SYSTEM_NAMESPACE}/${component.name} serving on ${component.nodeOrder.join(', ')}`)
@@ -125,10 +136,14 @@ export class PivotRunner {
     } else if (checkpoint) {
       try {
         const written = await writeCheckpoints(this.cluster.checkpointDeps(), plan.nodes, Object.fromEntries(plan.nodes.map((n) => [n, plan.perNode[n]?.ip])))
-        summary.push(`checkpoints: ${written.map((w) => `${w.node} (${w.checkpoints.map((c) => c.component.replace(/^kube-/, '')).join(', ')})`).join(', ')}, each with a checkpointer`)
+        summary.push(
+          `checkpoints: ${written.map((w) => `${w.node} (${w.checkpoints.map((c) => c.component.replace(/^kube-/, '')).join(', ')})`).join(', ')}, each with a checkpointer`,
+        )
       } catch (error) {
         if (!(error instanceof CliError)) throw error
-        throw new CliError(`the control plane is self-hosted, but its checkpoints could not be installed: ${(error as Error).message}; run \`kubectl selfhost pivot\` again to retry`)
+        throw new CliError(
+          `the control plane is self-hosted, but its checkpoints could not be installed: ${(error as Error).message}; run \`kubectl selfhost pivot\` again to retry`,
+        )
       }
     }
 
@@ -163,7 +178,12 @@ export class PivotRunner {
       }
 
       if (target !== undefined) {
-        await this.cluster.waitMirror(component, node, (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing')), `the static ${component} on ${node} to run with port sharing and be Ready`)
+        await this.cluster.waitMirror(
+          component,
+          node,
+          (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing')),
+          `the static ${component} on ${node} to run with port sharing and be Ready`,
+        )
       }
     }
 
@@ -188,10 +208,13 @@ export class PivotRunner {
       }
 
       if (pending(node) !== undefined) {
-        await this.cluster.waitFor(portSharing ? `the self-hosted ${component} pod on ${node} to be Ready` : `a self-hosted ${component} pod on ${node}`, async () => {
-          const pod = workloadPodOf(await this.cluster.podsOn(node), component)
-          return Boolean(pod && (!portSharing || isReady(pod)))
-        })
+        await this.cluster.waitFor(
+          portSharing ? `the self-hosted ${component} pod on ${node} to be Ready` : `a self-hosted ${component} pod on ${node}`,
+          async () => {
+            const pod = workloadPodOf(await this.cluster.podsOn(node), component)
+            return Boolean(pod && (!portSharing || isReady(pod)))
+          },
+        )
         const result = await this.handoff(plan, node, stamps.get(node)!, state)
         if (result === 'restored') return 'rolled-back'
         log(node, 'hand-off confirmed: the static manifest is gone from the node (its original stays in the backup)')
@@ -222,7 +245,8 @@ export class PivotRunner {
 
   /** The port the component's self-hosted instance serves HTTPS (and its health) on. */
   private workloadSecurePort(plan: ComponentPlan): number {
-    const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec.containers[0]
+    const container = (plan.objects[0] as {spec: {template: {spec: {containers: Array<{command?: string[]; args?: string[]}>}}}}).spec.template.spec
+      .containers[0]
     return securePort(plan.component, container)
   }
 
@@ -251,10 +275,12 @@ export class PivotRunner {
     const {component} = plan
     const token = randomBytes(8).toString('hex')
     const requested = this.opts.handoffDeadlineSeconds ?? 180
-    const deadline = component === 'kube-apiserver' ? (plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested) : COMPONENT_HANDOFF_SECONDS
+    const deadline =
+      component === 'kube-apiserver' ? (plan.handoff === 'blind' ? Math.max(requested, this.blindMinSeconds) : requested) : COMPONENT_HANDOFF_SECONDS
     const env: Record<string, string> = {COMPONENT: component, STAMP: stamp, DEADLINE: String(deadline), TOKEN: token}
     // The old instance goes only once the new one listens beside it (node-side, in the watchdog).
-    if (plan.handoff === 'port-sharing') Object.assign(env, {PORT: hexPort(this.workloadSecurePort(plan)), SETTLE: String(this.opts.handoffSettleSeconds ?? HANDOFF_SETTLE_SECONDS)})
+    if (plan.handoff === 'port-sharing')
+      Object.assign(env, {PORT: hexPort(this.workloadSecurePort(plan)), SETTLE: String(this.opts.handoffSettleSeconds ?? HANDOFF_SETTLE_SECONDS)})
     if (plan.handoff === 'blind') {
       // Its pod has crash-looped on the busy port, perhaps up to the kubelet's 5-minute back-off:
       // a fresh pod starts its back-off anew, so it binds soon after the static one stops.
@@ -278,17 +304,19 @@ export class PivotRunner {
     const verifyMs = component === 'kube-apiserver' ? deadline * 1000 : Math.min(this.cluster.timeoutMs, deadline * 1000)
     let confirmed = false
     try {
-      await this.cluster.waitFor(
-        `the self-hosted ${component} on ${node} to serve on its own`,
-        async () => {
-          if (ended()) throw new CliError('the watchdog ended')
-          return this.servesAlone(plan, node, singleNode)
-        },
-        verifyMs,
-      ).then(
-        () => (confirmed = true),
-        (error: Error) => this.cluster.log(`[${component}] ${node}: not confirmed (${error.message})`),
-      )
+      await this.cluster
+        .waitFor(
+          `the self-hosted ${component} on ${node} to serve on its own`,
+          async () => {
+            if (ended()) throw new CliError('the watchdog ended')
+            return this.servesAlone(plan, node, singleNode)
+          },
+          verifyMs,
+        )
+        .then(
+          () => (confirmed = true),
+          (error: Error) => this.cluster.log(`[${component}] ${node}: not confirmed (${error.message})`),
+        )
       if (confirmed && !ended()) await this.cluster.taskOk(node, 'pivot-confirm', CONFIRM_SCRIPT, env)
     } catch (error) {
       // Anything unexpected: stop the watchdog now (it puts the manifest back), then report.
@@ -328,7 +356,9 @@ export class PivotRunner {
     const pods = (await this.cluster.api.listPods(SYSTEM_NAMESPACE)).items
     const running = selfHostedVersions(pods)
     const covered = nodeCheckpoints(pods, nodes, running, this.cluster.now())
-    return covered.every((c) => !c.gap && PIVOTED_COMPONENTS.every((component) => !running[c.node]?.[component] || c.checkpoints.some((k) => k.component === component)))
+    return covered.every(
+      (c) => !c.gap && PIVOTED_COMPONENTS.every((component) => !running[c.node]?.[component] || c.checkpoints.some((k) => k.component === component)),
+    )
   }
 }
 
@@ -337,7 +367,11 @@ function resourceOf(object: SelfHostedObject): string {
 }
 
 /** Wires a PivotRunner to a real cluster: its API and src/node's task pods (image: the cluster's kube-proxy image unless given). */
-export async function connectPivotRunner(client: KubeClient, opts: Omit<PivotOptions, 'image'> & {image?: string}, log: (line: string) => void): Promise<PivotRunner> {
+export async function connectPivotRunner(
+  client: KubeClient,
+  opts: Omit<PivotOptions, 'image'> & {image?: string},
+  log: (line: string) => void,
+): Promise<PivotRunner> {
   const {deleteFinishedNodeTasks, runNodeTask} = await import('../node/runner.js')
   const {nodeTaskImage} = await import('../node/image.js')
   const image = opts.image ?? (await nodeTaskImage(client))
@@ -345,7 +379,8 @@ export async function connectPivotRunner(client: KubeClient, opts: Omit<PivotOpt
   return new PivotRunner(
     {
       api: client,
-      runTask: (task, runOpts) => runNodeTask(client, task, {signal: runOpts?.signal, onWarning: (m) => log(`warning: ${m}`), onProgress: (m) => log(`${task.node}: ${m}`)}),
+      runTask: (task, runOpts) =>
+        runNodeTask(client, task, {signal: runOpts?.signal, onWarning: (m) => log(`warning: ${m}`), onProgress: (m) => log(`${task.node}: ${m}`)}),
       cleanupTasks: () => deleteFinishedNodeTasks(client, namespace),
       log,
     },

@@ -182,7 +182,8 @@ export interface NodeFiles {
 /** Parses READ_STATE_SCRIPT's output; an output cut short or garbled is refused rather than half-read. */
 export function parseNodeState(node: string, output: string): NodeFiles {
   const files: NodeFiles = {node, manifests: {}, held: {}, backups: []}
-  const incomplete = (why: string) => new CliError(`reading the manifests on ${node} gave an incomplete answer (${why}): ${output.trim().split('\n').pop() ?? ''}`)
+  const incomplete = (why: string) =>
+    new CliError(`reading the manifests on ${node} gave an incomplete answer (${why}): ${output.trim().split('\n').pop() ?? ''}`)
   const bytes = Buffer.from(output, 'utf8')
   const isComponent = (c: string | undefined): c is PivotedComponent => (PIVOTED_COMPONENTS as readonly string[]).includes(c ?? '')
   let at = 0
@@ -226,5 +227,8 @@ export function activeBackup(files: NodeFiles): NodeBackup | undefined {
 
 /** A sortable UTC stamp for a backup directory name: 20261123T184501Z. */
 export function backupStamp(now: Date): string {
-  return now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z')
+  return now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z')
 }

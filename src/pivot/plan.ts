@@ -368,17 +368,21 @@ interface RoleChoice {
 }
 
 const OTHER_TOLERATIONS_NOTE =
-  'like the static pods, every NoExecute taint without a time limit (a NotReady node never evicts them), and every NoSchedule taint a control-plane node may carry (node conditions, a cloud provider\'s start-up taint, any other the nodes carry) except a cordon'
+  "like the static pods, every NoExecute taint without a time limit (a NotReady node never evicts them), and every NoSchedule taint a control-plane node may carry (node conditions, a cloud provider's start-up taint, any other the nodes carry) except a cordon"
 
 /** The label and taints the control-plane nodes really carry (or, from files, what kubeadm of that version sets). */
 function chooseRole(nodes: PlanNodeInfo[] | undefined, version: string): RoleChoice {
   if (nodes && nodes.length > 0) {
     const label = CONTROL_PLANE_ROLE_LABELS.find((l) => nodes.every((n) => l in n.labels))
     if (!label) {
-      throw new CliError(`control-plane nodes ${nodes.map((n) => n.name).join(', ')} do not share a node-role.kubernetes.io/control-plane or /master label to select them by`)
+      throw new CliError(
+        `control-plane nodes ${nodes.map((n) => n.name).join(', ')} do not share a node-role.kubernetes.io/control-plane or /master label to select them by`,
+      )
     }
 
-    const taintKeys = [...new Set(nodes.flatMap((n) => n.taints.map((t) => t.key)).filter((k) => (CONTROL_PLANE_ROLE_LABELS as readonly string[]).includes(k)))].sort()
+    const taintKeys = [
+      ...new Set(nodes.flatMap((n) => n.taints.map((t) => t.key)).filter((k) => (CONTROL_PLANE_ROLE_LABELS as readonly string[]).includes(k))),
+    ].sort()
     return {
       role: label.endsWith('master') ? 'master' : 'control-plane',
       label,
@@ -511,11 +515,12 @@ function daemonSetRollout(handoff: HandoffMode, version: string, nodeCount: numb
       maxSurge: 1,
       maxUnavailable: 0,
       outsideRollouts: 'safe',
-      why: 'each node\'s new apiserver starts beside the old one on the same port (--permit-port-sharing, maxSurge 1) and the old one stops only once the new one is Ready',
+      why: "each node's new apiserver starts beside the old one on the same port (--permit-port-sharing, maxSurge 1) and the old one stops only once the new one is Ready",
     }
   }
 
-  const lacks = handoff === 'port-sharing' ? `DaemonSet maxSurge needs 1.22, this is ${version}` : `no port sharing (${version} < 1.19, or an insecure port still open)`
+  const lacks =
+    handoff === 'port-sharing' ? `DaemonSet maxSurge needs 1.22, this is ${version}` : `no port sharing (${version} < 1.19, or an insecure port still open)`
   if (nodeCount > 1) {
     return {
       maxSurge: 0,
@@ -604,11 +609,16 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
   const existing = inputs.existingWorkloads ?? []
   const foreign = existing.find((w) => !w.managedByUs)
   if (foreign) {
-    throw new CliError(`${foreign.component} already runs as ${foreign.kind} ${SYSTEM_NAMESPACE}/${foreign.name}, not managed by kubectl-selfhost: already self-hosted`)
+    throw new CliError(
+      `${foreign.component} already runs as ${foreign.kind} ${SYSTEM_NAMESPACE}/${foreign.name}, not managed by kubectl-selfhost: already self-hosted`,
+    )
   }
 
   if (inputs.manifests.length === 0) {
-    if (existing.length > 0) throw new CliError('the control plane is already self-hosted by kubectl-selfhost (no static manifests left to pivot); use `kubectl selfhost revert` to go back')
+    if (existing.length > 0)
+      throw new CliError(
+        'the control plane is already self-hosted by kubectl-selfhost (no static manifests left to pivot); use `kubectl selfhost revert` to go back',
+      )
     throw new CliError('no static control plane found: no kube-apiserver, kube-controller-manager or kube-scheduler static manifests on any control-plane node')
   }
 
@@ -617,7 +627,8 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     const unknown = nodeNames.filter((n) => !inputs.nodes!.some((node) => node.name === n))
     if (unknown.length > 0) throw new CliError(`static manifests found on ${unknown.join(', ')}, which the cluster does not list as control-plane nodes`)
     const bare = inputs.nodes.map((n) => n.name).filter((n) => !nodeNames.includes(n))
-    if (bare.length > 0) throw new CliError(`control-plane node(s) ${bare.join(', ')} have no static control plane, but the self-hosted workloads would run there too`)
+    if (bare.length > 0)
+      throw new CliError(`control-plane node(s) ${bare.join(', ')} have no static control plane, but the self-hosted workloads would run there too`)
   }
 
   const nodeIPs = new Map<string, string | undefined>()
@@ -650,7 +661,10 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     }
 
     const missing = nodeNames.filter((n) => !mine.some((m) => m.node === n))
-    if (missing.length > 0) throw new CliError(`${component} has no static manifest on ${missing.join(', ')} (but ${mine[0].node} has one); pivot needs the same control plane on every node`)
+    if (missing.length > 0)
+      throw new CliError(
+        `${component} has no static manifest on ${missing.join(', ')} (but ${mine[0].node} has one); pivot needs the same control plane on every node`,
+      )
     if (mine.length > nodeNames.length) throw new CliError(`${component} has more than one static manifest on a node; pivot cannot tell which one runs`)
 
     const ipsOf = (node: string) => nodeNames.filter((n) => n !== node).flatMap((n) => nodeIPs.get(n) ?? [])
@@ -659,12 +673,25 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     for (const other of normalised.slice(1)) {
       const difference = firstDifference(reference.pod, other.pod)
       if (difference) {
-        throw new CliError(`${component} differs between control-plane nodes ${reference.node} and ${other.node} beyond node-specific values, at ${difference}; make them equal first`)
+        throw new CliError(
+          `${component} differs between control-plane nodes ${reference.node} and ${other.node} beyond node-specific values, at ${difference}; make them equal first`,
+        )
       }
     }
 
     const liveReplicas = existing.find((w) => w.component === component && w.kind === 'Deployment')?.replicas
-    const built = buildComponentPlan(component, normalised, mine, role, inputs.nodes, nodeNames, inputs.leaders?.[component], liveReplicas, warnings, !inputs.forceBlindHandoff)
+    const built = buildComponentPlan(
+      component,
+      normalised,
+      mine,
+      role,
+      inputs.nodes,
+      nodeNames,
+      inputs.leaders?.[component],
+      liveReplicas,
+      warnings,
+      !inputs.forceBlindHandoff,
+    )
     keepLiveImage(built, existing.find((w) => w.component === component && w.managedByUs)?.image)
     components.push(built)
   }
@@ -697,7 +724,8 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
         `Recovery by hand on one node: cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/ (the backups pivot keeps), then \`kubectl selfhost revert\`.`,
     'kube-controller-manager and kube-scheduler cannot recreate themselves from zero replicas: a PodDisruptionBudget (minAvailable 1) keeps drains from evicting the last one.',
   ]
-  if (nodeNames.length === 1) costs.push(`A single control-plane node: rebooting it is the full-control-plane restart above${checkpoint ? ', recovered from its checkpoint' : ''}.`)
+  if (nodeNames.length === 1)
+    costs.push(`A single control-plane node: rebooting it is the full-control-plane restart above${checkpoint ? ', recovered from its checkpoint' : ''}.`)
   if (components.some((c) => c.component === 'kube-apiserver' && c.handoff === 'port-sharing')) {
     costs.push(
       `Each static kube-apiserver restarts once to take --permit-port-sharing (a socket can only be shared if the first one allowed it)${nodeNames.length === 1 ? ': with one node, the API is away for that restart' : ', one node at a time'}; after that, hand-offs keep the API serving.`,
@@ -720,10 +748,10 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     steps,
     costs,
     notes: [
-      'etcd stays static: a self-hosted etcd needs the API it stores to schedule itself (bootkube and kubeadm both abandoned it); each kube-apiserver keeps using its node\'s static etcd.',
+      "etcd stays static: a self-hosted etcd needs the API it stores to schedule itself (bootkube and kubeadm both abandoned it); each kube-apiserver keeps using its node's static etcd.",
       `${role.note}.`,
       `Backups: each node's original manifests are moved, byte for byte, into ${BACKUP_ROOT}/<timestamp>/ on that node; \`kubectl selfhost revert\` puts them back.`,
-      'The hand-off is a dead man\'s switch: a node task (needing no API, and no HTTP client in its image) takes the static manifest away and puts it back unless the CLI confirms, through a second node task on that node, that the self-hosted instance serves on its own; a Ctrl-C or a CLI that dies leaves the confirmation unwritten, so the static pod comes back.',
+      "The hand-off is a dead man's switch: a node task (needing no API, and no HTTP client in its image) takes the static manifest away and puts it back unless the CLI confirms, through a second node task on that node, that the self-hosted instance serves on its own; a Ctrl-C or a CLI that dies leaves the confirmation unwritten, so the static pod comes back.",
       ...components.map((c) => `${c.component}: rollouts started outside kubectl selfhost are ${c.rollout.outsideRollouts}: ${c.rollout.why}.`),
     ],
     warnings,
@@ -756,7 +784,9 @@ function buildComponentPlan(
   let handoff: HandoffMode = 'blind'
   if (portSharingAllowed && atLeast(version, PORT_SHARING_VERSION)) {
     if (servesInsecurePort(component, container, version)) {
-      warnings.push(`${component} still serves an insecure port, which SO_REUSEPORT does not cover: its hand-off is blind (set --${component === 'kube-apiserver' ? 'insecure-port' : 'port'}=0 to avoid it)`)
+      warnings.push(
+        `${component} still serves an insecure port, which SO_REUSEPORT does not cover: its hand-off is blind (set --${component === 'kube-apiserver' ? 'insecure-port' : 'port'}=0 to avoid it)`,
+      )
     } else {
       handoff = 'port-sharing'
     }
@@ -790,11 +820,19 @@ function buildComponentPlan(
     spec: workloadPodSpec(pod.spec!, role, nodes),
   }
   const replicas = liveReplicas ?? nodeNames.length
-  const rollout = component === 'kube-apiserver' ? daemonSetRollout(handoff, version, nodeNames.length) : deploymentRollout(component, handoff, replicas, nodeNames.length)
+  const rollout =
+    component === 'kube-apiserver' ? daemonSetRollout(handoff, version, nodeNames.length) : deploymentRollout(component, handoff, replicas, nodeNames.length)
   const rollingUpdate = {maxSurge: rollout.maxSurge, maxUnavailable: rollout.maxUnavailable}
-  const metadata = {name, namespace: SYSTEM_NAMESPACE, labels: {...labels, component}, annotations: {...annotations, [OUTSIDE_ROLLOUTS_ANNOTATION]: `${rollout.outsideRollouts}: ${rollout.why}`}}
+  const metadata = {
+    name,
+    namespace: SYSTEM_NAMESPACE,
+    labels: {...labels, component},
+    annotations: {...annotations, [OUTSIDE_ROLLOUTS_ANNOTATION]: `${rollout.outsideRollouts}: ${rollout.why}`},
+  }
   if (rollout.outsideRollouts === 'unsafe') {
-    warnings.push(`${component}: rollouts started outside kubectl selfhost (kubectl rollout restart, kubectl edit, re-applying these objects changed) are unsafe: ${rollout.why}`)
+    warnings.push(
+      `${component}: rollouts started outside kubectl selfhost (kubectl rollout restart, kubectl edit, re-applying these objects changed) are unsafe: ${rollout.why}`,
+    )
   }
 
   const objects: SelfHostedObject[] = []
@@ -807,7 +845,11 @@ function buildComponentPlan(
       kind,
       metadata,
       // Without surge the field stays out, as before: servers older than 1.22 do not know it.
-      spec: {selector: {matchLabels: selector}, updateStrategy: {type: 'RollingUpdate', rollingUpdate: rollout.maxSurge > 0 ? rollingUpdate : {maxUnavailable: 1}}, template},
+      spec: {
+        selector: {matchLabels: selector},
+        updateStrategy: {type: 'RollingUpdate', rollingUpdate: rollout.maxSurge > 0 ? rollingUpdate : {maxUnavailable: 1}},
+        template,
+      },
     } as SelfHostedObject)
   } else {
     // A Deployment, not a DaemonSet, so `scale` can set replicas apart from the node count; spread one
@@ -818,11 +860,17 @@ function buildComponentPlan(
     const spread = portSharing
       ? {
           // 1.19+ (the scheduler has topology spread): hard, never a preference.
-          topologySpreadConstraints: [{maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'DoNotSchedule', labelSelector: {matchLabels: selector}}],
+          topologySpreadConstraints: [
+            {maxSkew: 1, topologyKey: 'kubernetes.io/hostname', whenUnsatisfiable: 'DoNotSchedule', labelSelector: {matchLabels: selector}},
+          ],
         }
       : {
           // Before 1.19: strictly one per node (two instances could not share a node's port anyway).
-          affinity: {podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: 'kubernetes.io/hostname', labelSelector: {matchLabels: selector}}]}},
+          affinity: {
+            podAntiAffinity: {
+              requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: 'kubernetes.io/hostname', labelSelector: {matchLabels: selector}}],
+            },
+          },
         }
     objects.push({
       apiVersion: 'apps/v1',
@@ -848,7 +896,9 @@ function buildComponentPlan(
       spec: {minAvailable: 1, selector: {matchLabels: selector}},
     })
     if (liveReplicas !== undefined && liveReplicas !== nodeNames.length) {
-      warnings.push(`${component}: Deployment ${SYSTEM_NAMESPACE}/${name} keeps its ${liveReplicas} replica(s), scaled since it was applied, rather than one per node (${nodeNames.length})`)
+      warnings.push(
+        `${component}: Deployment ${SYSTEM_NAMESPACE}/${name} keeps its ${liveReplicas} replica(s), scaled since it was applied, rather than one per node (${nodeNames.length})`,
+      )
     }
   }
 
@@ -858,7 +908,12 @@ function buildComponentPlan(
 function componentSteps(plan: ComponentPlan, deadline: number): PivotStep[] {
   const {component, kind, name} = plan
   const steps: PivotStep[] = []
-  const backupStep = (node: string): PivotStep => ({component, node, action: 'backup', description: `copy ${MANIFESTS_DIR}/${component}.yaml byte for byte into ${BACKUP_ROOT}/<timestamp>/ on ${node}`})
+  const backupStep = (node: string): PivotStep => ({
+    component,
+    node,
+    action: 'backup',
+    description: `copy ${MANIFESTS_DIR}/${component}.yaml byte for byte into ${BACKUP_ROOT}/<timestamp>/ on ${node}`,
+  })
   if (plan.handoff === 'port-sharing') {
     for (const node of plan.nodeOrder) {
       steps.push(backupStep(node), {
@@ -872,12 +927,26 @@ function componentSteps(plan: ComponentPlan, deadline: number): PivotStep[] {
     for (const node of plan.nodeOrder) steps.push(backupStep(node))
   }
 
-  steps.push({component, action: 'apply', description: `server-side apply ${kind} ${SYSTEM_NAMESPACE}/${name}${kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''} (field manager kubectl-selfhost)`})
+  steps.push({
+    component,
+    action: 'apply',
+    description: `server-side apply ${kind} ${SYSTEM_NAMESPACE}/${name}${kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''} (field manager kubectl-selfhost)`,
+  })
   for (const node of plan.nodeOrder) {
     steps.push(
       plan.handoff === 'port-sharing'
-        ? {component, node, action: 'wait-ready', description: `wait until the self-hosted pod on ${node} is Ready and its process has listened next to the static one for ${HANDOFF_SETTLE_SECONDS}s (checked on the node: the pod's probes may be answered by the static one)`}
-        : {component, node, action: 'wait-ready', description: `wait until the self-hosted pod is placed on ${node} (it cannot bind its port before the static one stops)`},
+        ? {
+            component,
+            node,
+            action: 'wait-ready',
+            description: `wait until the self-hosted pod on ${node} is Ready and its process has listened next to the static one for ${HANDOFF_SETTLE_SECONDS}s (checked on the node: the pod's probes may be answered by the static one)`,
+          }
+        : {
+            component,
+            node,
+            action: 'wait-ready',
+            description: `wait until the self-hosted pod is placed on ${node} (it cannot bind its port before the static one stops)`,
+          },
       {
         component,
         node,

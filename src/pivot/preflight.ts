@@ -37,7 +37,9 @@ export type ExtraVerb = [verb: string, resource: string, group: string]
 export async function preflight(cluster: PivotCluster, state: PivotState, extraVerbs: ExtraVerb[] = []): Promise<void> {
   const missing = await missingRights(cluster, state, extraVerbs)
   if (missing.length > 0) throw new PreflightError(`not allowed to ${missing}: pivot needs cluster-admin-like rights`, 'permissions')
-  const notReady = Object.entries(state.ready).filter(([, ready]) => !ready).map(([n]) => n)
+  const notReady = Object.entries(state.ready)
+    .filter(([, ready]) => !ready)
+    .map(([n]) => n)
   if (notReady.length > 0) throw new PreflightError(`control-plane node(s) ${notReady.join(', ')} not Ready: fix them before moving the control plane`, 'nodes')
   if (!(await cluster.apiHealthy())) throw new PreflightError('the API server is not healthy (/readyz): fix it before moving the control plane', 'api')
   await waitForReadyPods(cluster, state)
@@ -132,6 +134,9 @@ async function waitForLeader(cluster: PivotCluster, component: string): Promise<
   if (await fresh()) return
   cluster.log(`waiting for a ${component} leader (the lease was last renewed ${new Date(staleSince!).toISOString()})`)
   await cluster.waitFor(`a ${component} leader`, fresh, Math.min(cluster.timeoutMs, LEASE_WAIT_MS)).catch(() => {
-    throw new PreflightError(`the ${component} lease has not been renewed since ${new Date(staleSince!).toISOString()}: its leader is gone; fix it first`, 'leader')
+    throw new PreflightError(
+      `the ${component} lease has not been renewed since ${new Date(staleSince!).toISOString()}: its leader is gone; fix it first`,
+      'leader',
+    )
   })
 }

@@ -61,7 +61,9 @@ export function planRevert(state: {files: NodeFiles[]; existing: ExistingWorkloa
       const live = files.manifests[component]
       if (original === undefined) {
         if (workloads.length > 0 && live === undefined) {
-          throw new CliError(`no backup of ${component} on ${files.node} and no static manifest there: revert would leave it without ${component}; nothing changed`)
+          throw new CliError(
+            `no backup of ${component} on ${files.node} and no static manifest there: revert would leave it without ${component}; nothing changed`,
+          )
         }
 
         continue
@@ -73,7 +75,8 @@ export function planRevert(state: {files: NodeFiles[]; existing: ExistingWorkloa
       if (live !== restoredBytes(restore)) restores.push(restore)
     }
 
-    if (workloads.length > 0 || restores.length > 0) plans.push({component, workloads, restores, portSharing: restores.some((r) => portSharingVersion(restoredBytes(r), component))})
+    if (workloads.length > 0 || restores.length > 0)
+      plans.push({component, workloads, restores, portSharing: restores.some((r) => portSharingVersion(restoredBytes(r), component))})
   }
 
   const stamps = [...new Set(state.files.flatMap((f) => (activeBackup(f) ? [`${f.node}:${activeBackup(f)!.stamp}`] : [])))]
@@ -128,10 +131,16 @@ function componentImage(bytes: string, component: PivotedComponent, what: string
  * as it is; nothing when the backup already has that image. The change is textual (one
  * `image:` line) and checked by parsing: anything short of exactly that change is refused.
  */
-function withImage(original: string, image: string | undefined, component: PivotedComponent, node: string): Pick<RevertRestore, 'content' | 'imageFrom' | 'imageTo'> {
+function withImage(
+  original: string,
+  image: string | undefined,
+  component: PivotedComponent,
+  node: string,
+): Pick<RevertRestore, 'content' | 'imageFrom' | 'imageTo'> {
   const from = componentImage(original, component, `the backup on ${node}`)
   if (image === undefined || from === undefined || image === from) return {}
-  const refuse = (why: string) => new CliError(`cannot keep ${component} at ${image} on ${node}: in its backup ${why}, so revert cannot change the image alone; nothing changed`)
+  const refuse = (why: string) =>
+    new CliError(`cannot keep ${component} at ${image} on ${node}: in its backup ${why}, so revert cannot change the image alone; nothing changed`)
   const escaped = from.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
   // `image: X`, `- image: "X"`, `"image": "X",` (JSON), with an optional trailing comment or CR.
   const line = new RegExp(`^([ \\t]*(?:-[ \\t]+)?(["']?)image\\2[ \\t]*:[ \\t]*)(["']?)${escaped}\\3([ \\t]*,?[ \\t]*(?:#.*)?\\r?)$`, 'gm')

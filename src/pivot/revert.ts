@@ -29,7 +29,13 @@ export async function revertPivot(cluster: PivotCluster, opts: {dryRun?: boolean
   if (!opts.dryRun) await cluster.clearLeftovers()
   const state = await readState(cluster.api, cluster.readNodeFiles)
   const {components: plans, alreadyStatic} = planRevert(state)
-  if (alreadyStatic) return {components: [], dryRun: Boolean(opts.dryRun), summary: ['nothing to revert: the control plane already runs from static manifests'], exitCode: ExitCode.ok}
+  if (alreadyStatic)
+    return {
+      components: [],
+      dryRun: Boolean(opts.dryRun),
+      summary: ['nothing to revert: the control plane already runs from static manifests'],
+      exitCode: ExitCode.ok,
+    }
   if (opts.dryRun) return {components: plans, dryRun: true, summary: [], exitCode: ExitCode.ok}
   await preflight(cluster, state, [
     ['delete', 'daemonsets', 'apps'],
@@ -45,14 +51,21 @@ export async function revertPivot(cluster: PivotCluster, opts: {dryRun?: boolean
   // The checkpointer goes first: it must not start a copy while the static pods restart.
   const serving = servingFromCheckpoint(state.mirrorPods)
   if (serving.length > 0) {
-    throw new CliError(`${serving.join(', ')} runs from its checkpoint (a recovery in progress): wait until the self-hosted pods took over (kubectl selfhost status), then revert; nothing changed`)
+    throw new CliError(
+      `${serving.join(', ')} runs from its checkpoint (a recovery in progress): wait until the self-hosted pods took over (kubectl selfhost status), then revert; nothing changed`,
+    )
   }
 
-  await removeCheckpoints(cluster.checkpointDeps(), state.nodes.map((n) => n.name))
+  await removeCheckpoints(
+    cluster.checkpointDeps(),
+    state.nodes.map((n) => n.name),
+  )
   summary.push('checkpointer and checkpoints removed from every control-plane node')
   for (const plan of plans) {
     await revertComponent(cluster, plan)
-    summary.push(`${plan.component}: ${restoredSummary(plan.restores)}${plan.workloads.length > 0 ? `; ${plan.workloads.map((w) => `${w.kind} ${w.name}`).join(', ')} deleted` : ''}`)
+    summary.push(
+      `${plan.component}: ${restoredSummary(plan.restores)}${plan.workloads.length > 0 ? `; ${plan.workloads.map((w) => `${w.kind} ${w.name}`).join(', ')} deleted` : ''}`,
+    )
   }
 
   for (const files of state.files) {
@@ -71,7 +84,12 @@ async function revertComponent(cluster: PivotCluster, plan: RevertComponent): Pr
   const restore = (r: RevertRestore, content = r.content) =>
     cluster.taskOk(r.node, 'pivot-restore', RESTORE_SCRIPT, {COMPONENT: component, STAMP: r.stamp, ...(content === undefined ? {} : {CONTENT: content})})
   const mirrorReady = (node: string, sharing: boolean) =>
-    cluster.waitMirror(component, node, (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing') === sharing), `the static ${component} on ${node} to be Ready`)
+    cluster.waitMirror(
+      component,
+      node,
+      (p) => Boolean(p && isReady(p) && JSON.stringify(p.spec?.containers?.[0]?.command ?? []).includes('--permit-port-sharing') === sharing),
+      `the static ${component} on ${node} to be Ready`,
+    )
 
   if (plan.portSharing && plan.workloads.length > 0) {
     // The self-hosted instances hold their ports with SO_REUSEPORT: a static one can join only with it too.
@@ -95,8 +113,9 @@ async function revertComponent(cluster: PivotCluster, plan: RevertComponent): Pr
     log(undefined, `deleted ${w.kind} ${w.name}`)
   }
 
-  await cluster.waitFor(`the self-hosted ${component} pods to go away`, async () =>
-    (await cluster.api.listPods(SYSTEM_NAMESPACE, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${selfHostedName(component)}`})).items.length === 0,
+  await cluster.waitFor(
+    `the self-hosted ${component} pods to go away`,
+    async () => (await cluster.api.listPods(SYSTEM_NAMESPACE, {labelSelector: `${SELF_HOSTED_APP_LABEL}=${selfHostedName(component)}`})).items.length === 0,
   )
   for (const r of plan.restores) {
     if (plan.portSharing && plan.workloads.length > 0) {
@@ -112,7 +131,9 @@ async function revertComponent(cluster: PivotCluster, plan: RevertComponent): Pr
 
 /** policy/v1 from 1.21, v1beta1 before (gone in 1.25): the version that runs now, which an upgrade may have moved past 1.25. */
 function pdbGroupVersion(plan: RevertComponent): string {
-  const version = plan.restores[0] ? imageVersion(restoredBytes(plan.restores[0]), plan.component) : versionFromImage(plan.workloads.find((w) => w.image)?.image)
+  const version = plan.restores[0]
+    ? imageVersion(restoredBytes(plan.restores[0]), plan.component)
+    : versionFromImage(plan.workloads.find((w) => w.image)?.image)
   const parsed = version ? semver.coerce(version) : null
   return parsed && semver.lt(parsed, '1.21.0') ? 'policy/v1beta1' : 'policy/v1'
 }

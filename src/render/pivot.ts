@@ -12,7 +12,9 @@ export function renderObjectsYaml(objects: SelfHostedObject[]): string {
 /** The plan for a person: costs first, then the steps in order, per node, then the objects. */
 export function renderPivotPlan(plan: PivotPlan, alreadyDone: string[], withObjects: boolean): string {
   const out: string[] = []
-  out.push(chalk.bold(`Pivot plan: Kubernetes ${plan.version}, ${plan.nodes.length} control-plane node(s): ${plan.nodes.join(', ')} (role label: ${plan.role})`))
+  out.push(
+    chalk.bold(`Pivot plan: Kubernetes ${plan.version}, ${plan.nodes.length} control-plane node(s): ${plan.nodes.join(', ')} (role label: ${plan.role})`),
+  )
   out.push('', chalk.bold('What self-hosting costs:'))
   for (const cost of plan.costs) out.push(`  ! ${cost}`)
   out.push('', chalk.bold('Notes:'))
@@ -24,10 +26,14 @@ export function renderPivotPlan(plan: PivotPlan, alreadyDone: string[], withObje
   }
 
   for (const c of plan.components) {
-    out.push('', chalk.bold(`${c.component} ${c.version} -> ${c.kind} kube-system/${c.name}`) + ` (hand-off: ${c.handoff}; node order: ${c.nodeOrder.join(' -> ')})`)
+    out.push(
+      '',
+      chalk.bold(`${c.component} ${c.version} -> ${c.kind} kube-system/${c.name}`) + ` (hand-off: ${c.handoff}; node order: ${c.nodeOrder.join(' -> ')})`,
+    )
     for (const change of c.changes) out.push(`  * ${change}`)
     let n = 0
-    for (const step of plan.steps.filter((s) => s.component === c.component)) out.push(`  ${String(++n).padStart(2)}. ${step.node ? `[${step.node}] ` : ''}${step.description}`)
+    for (const step of plan.steps.filter((s) => s.component === c.component))
+      out.push(`  ${String(++n).padStart(2)}. ${step.node ? `[${step.node}] ` : ''}${step.description}`)
   }
 
   const checkpointSteps = plan.steps.filter((s) => s.action === 'checkpoint')
@@ -46,15 +52,20 @@ export function renderRevertPlan(result: RevertResult): string {
     out.push(`  ${c.component}:`)
     for (const r of c.restores) {
       const how = r.imageTo ? `with only its image changed: ${r.imageTo} kept (the version that runs now), not the backup's ${r.imageFrom}` : 'byte for byte'
-      out.push(`    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost/backup/${r.stamp}/ ${how}${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`)
+      out.push(
+        `    - [${r.node}] put back /etc/kubernetes/manifests/${c.component}.yaml from selfhost/backup/${r.stamp}/ ${how}${c.portSharing && c.workloads.length > 0 ? ' (first with --permit-port-sharing, so it can serve next to the self-hosted one)' : ''}`,
+      )
     }
 
     out.push(`    - wait until the static ${c.component} mirror pods are Ready`)
     for (const w of c.workloads) out.push(`    - delete ${w.kind} kube-system/${w.name}${w.kind === 'Deployment' ? ' and its PodDisruptionBudget' : ''}`)
     if (c.portSharing && c.workloads.length > 0 && c.restores.length > 0) {
       // Measured on a real single node: the API was away 47 s while the static apiserver restarted.
-      const alone = c.component === 'kube-apiserver' && c.restores.length === 1 ? ': with one control-plane node the API is away for that restart' : ', one node at a time'
-      out.push(`    - [${c.restores.map((r) => r.node).join(', ')}] the manifest as restored, without --permit-port-sharing: the static ${c.component} restarts once${alone}`)
+      const alone =
+        c.component === 'kube-apiserver' && c.restores.length === 1 ? ': with one control-plane node the API is away for that restart' : ', one node at a time'
+      out.push(
+        `    - [${c.restores.map((r) => r.node).join(', ')}] the manifest as restored, without --permit-port-sharing: the static ${c.component} restarts once${alone}`,
+      )
     }
   }
 

@@ -17,13 +17,17 @@ const field = (label: string, value: string) => `  ${`${label}:`.padEnd(21)}${va
 export function renderPlan(result: Pick<ScaleResult, 'plan' | 'dryRun'>): string {
   const {plan} = result
   const ref = `${plan.workload.kind} ${plan.workload.namespace}/${plan.workload.name}`
-  const head =
-    plan.change === 'none'
-      ? `${ref} already has ${plural(plan.to, 'replica')}`
-      : `scale ${ref} from ${plan.from} to ${plural(plan.to, 'replica')}`
+  const head = plan.change === 'none' ? `${ref} already has ${plural(plan.to, 'replica')}` : `scale ${ref} from ${plan.from} to ${plural(plan.to, 'replica')}`
   const lines = [result.dryRun ? `${head} (dry run: nothing changed)` : head]
-  lines.push(field('nodes it can run on', `${plan.placement.eligibleNodes.join(', ') || 'none'}${plan.placement.onePerNodeBecause ? ` (one per node: ${plan.placement.onePerNodeBecause})` : ''}`))
-  lines.push(field('leader election', `${plan.leaderElection.enabled ? 'on' : 'off'}, lock ${plan.leaderElection.lease.namespace}/${plan.leaderElection.lease.name}`))
+  lines.push(
+    field(
+      'nodes it can run on',
+      `${plan.placement.eligibleNodes.join(', ') || 'none'}${plan.placement.onePerNodeBecause ? ` (one per node: ${plan.placement.onePerNodeBecause})` : ''}`,
+    ),
+  )
+  lines.push(
+    field('leader election', `${plan.leaderElection.enabled ? 'on' : 'off'}, lock ${plan.leaderElection.lease.namespace}/${plan.leaderElection.lease.name}`),
+  )
   if (result.dryRun) {
     lines.push(field('leader now', describeLeader(result)))
     lines.push(field('standbys now', plan.leadership.standbys.join(', ') || 'none'))

@@ -7,7 +7,11 @@ import {renderTable} from './table.js'
 function checkLine(check: UpgradePlan['checks'][number]): string {
   if (check.passed) return `  ${chalk.green('ok')}    ${check.id}`
   const mark = check.blocking ? chalk.red('FAIL') : check.overridden ? chalk.yellow('FORCE') : chalk.yellow('WARN')
-  const override = check.overrideFlag ? (check.overridden ? ` (overridden by ${check.overrideFlag}; risk: ${check.risk})` : ` (${check.overrideFlag} overrides; risk: ${check.risk})`) : ''
+  const override = check.overrideFlag
+    ? check.overridden
+      ? ` (overridden by ${check.overrideFlag}; risk: ${check.risk})`
+      : ` (${check.overrideFlag} overrides; risk: ${check.risk})`
+    : ''
   return `  ${mark}  ${check.id}: ${check.message}${override}`
 }
 

@@ -141,7 +141,9 @@ async function patchReplicas(api: ScaleApi, plan: ScalePlan, replicas: number, p
     )
   } catch (error) {
     if (isConflict(error)) {
-      throw new CliError(`Deployment ${namespace}/${name} changed after it was read (someone else is editing it); run the command again to plan from its new state`)
+      throw new CliError(
+        `Deployment ${namespace}/${name} changed after it was read (someone else is editing it); run the command again to plan from its new state`,
+      )
     }
 
     throw error
@@ -185,12 +187,16 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
     await patchReplicas(api, plan, plan.to, plan.from, true)
   }
 
-  const rollout = await waitForRollout(api, ref, {timeoutMs: opts.timeoutMs, readyTarget: plan.placement.readyTarget, onProgress: progress, sleep: opts.sleep, now: opts.now}).catch(
-    (error: Error) => {
-      if (!patched) throw error
-      return rollBack(api, opts, plan, `the ${plan.to} replicas did not get Ready: ${error.message}`)
-    },
-  )
+  const rollout = await waitForRollout(api, ref, {
+    timeoutMs: opts.timeoutMs,
+    readyTarget: plan.placement.readyTarget,
+    onProgress: progress,
+    sleep: opts.sleep,
+    now: opts.now,
+  }).catch((error: Error) => {
+    if (!patched) throw error
+    return rollBack(api, opts, plan, `the ${plan.to} replicas did not get Ready: ${error.message}`)
+  })
 
   const {leadership, leader} = await observe(api, opts, plan)
   const caveats: string[] = []
@@ -202,7 +208,11 @@ export async function scaleComponent(api: ScaleApi, opts: ScaleOptions): Promise
       await rollBack(api, opts, plan, `nobody renewed lease ${renewal.lease} within ${renewal.windowMs / 1000}s after scaling to ${plan.to}`)
     }
 
-    if (!renewal.renewed) throw new CliError(`nobody renewed lease ${renewal.lease} within ${renewal.windowMs / 1000}s: ${opts.component} has no working leader`, ExitCode.unhealthy)
+    if (!renewal.renewed)
+      throw new CliError(
+        `nobody renewed lease ${renewal.lease} within ${renewal.windowMs / 1000}s: ${opts.component} has no working leader`,
+        ExitCode.unhealthy,
+      )
   } else if (plan.to === 0) {
     caveats.push('no replicas remain, so no lease renewal is expected; the lease goes stale')
   } else {

@@ -85,7 +85,9 @@ function antiAffinityOnHostname(spec: V1PodSpec, podLabels: Record<string, strin
     const selector = term.labelSelector
     if (!selector) return false
     const matchLabels = Object.entries(selector.matchLabels ?? {}).every(([k, v]) => podLabels[k] === v)
-    const matchExpressions = (selector.matchExpressions ?? []).every((req) => requirementHolds(podLabels, {key: req.key, operator: req.operator, values: req.values}))
+    const matchExpressions = (selector.matchExpressions ?? []).every((req) =>
+      requirementHolds(podLabels, {key: req.key, operator: req.operator, values: req.values}),
+    )
     return matchLabels && matchExpressions
   })
 }

@@ -1,13 +1,6 @@
 import type {V1DaemonSet, V1Deployment, V1Node, V1PodSpec} from '../kube/types.js'
 import {CliError} from '../errors.js'
-import {
-  type ComponentState,
-  type Instance,
-  type LeaderRecord,
-  type PivotedComponent,
-  SYSTEM_NAMESPACE,
-  selfHostedName,
-} from '../controlplane/model.js'
+import {type ComponentState, type Instance, type LeaderRecord, type PivotedComponent, SYSTEM_NAMESPACE, selfHostedName} from '../controlplane/model.js'
 import {boolFlag, containerArgv, flagValue} from '../controlplane/container.js'
 import {holderElsewhere, matchHolder} from '../controlplane/leader.js'
 import {placementOf} from './placement.js'
@@ -140,7 +133,7 @@ const CONSEQUENCE_OF_ZERO: Record<ScalableComponent, string> = {
   'kube-scheduler':
     'with 0 kube-scheduler replicas nothing schedules pods: every new pod, including the scheduler pod you would scale back up to, stays Pending until you bind it by hand or restore a static scheduler',
   'kube-controller-manager':
-    'with 0 kube-controller-manager replicas no controller runs (Deployments, ReplicaSets, nodes, garbage collection), and scaling back up creates no pod because creating it is the controller-manager\'s own job: you would need a static manifest again (`kubectl selfhost revert`)',
+    "with 0 kube-controller-manager replicas no controller runs (Deployments, ReplicaSets, nodes, garbage collection), and scaling back up creates no pod because creating it is the controller-manager's own job: you would need a static manifest again (`kubectl selfhost revert`)",
 }
 
 function workloadRef(state: ComponentState) {
@@ -263,7 +256,8 @@ function describeEffect(
     return `${holder.elsewhere}; the ${plural(to, 'replica')} of the workload stand by while it renews`
   }
 
-  if (to > from) return `${leaderPod} keeps leading; the ${plural(to - from, 'new replica')} join${to - from === 1 ? 's' : ''} as ${to - from === 1 ? 'a standby' : 'standbys'} and wait${to - from === 1 ? 's' : ''} for the lease`
+  if (to > from)
+    return `${leaderPod} keeps leading; the ${plural(to - from, 'new replica')} join${to - from === 1 ? 's' : ''} as ${to - from === 1 ? 'a standby' : 'standbys'} and wait${to - from === 1 ? 's' : ''} for the lease`
   if (to === from) return `${leaderPod} keeps leading; nothing changes`
   const takeover = `a standby takes the lease within about ${duration}s, during which no ${component} work happens`
   if (removals.certain.includes(leaderPod)) return `the leader's pod ${leaderPod} is expected to be removed: ${takeover}`
@@ -311,7 +305,9 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
 
   if (!leaderElection.enabled) notes.push('leader election is off (--leader-elect=false): fine for a single replica, required before running more')
   if (leaderElection.configFile && to > 1) {
-    notes.push(`leader election may also be set in ${leaderElection.configFile}, which the API cannot show; the flags say it is ${leaderElection.enabled ? 'on' : 'off'}`)
+    notes.push(
+      `leader election may also be set in ${leaderElection.configFile}, which the API cannot show; the flags say it is ${leaderElection.enabled ? 'on' : 'off'}`,
+    )
   }
 
   const placement = placementOf(spec, deployment.spec?.template?.metadata?.labels ?? {}, nodes)
@@ -335,14 +331,22 @@ export function planScale(request: ScaleRequest, inputs: ScaleInputs): ScalePlan
   const leaderPod = holder.pod
   const removals = predictRemovals(pods, to < from ? pods.length - to : 0, inputs.now)
   if (removals.certain.length > 0 || removals.tied) {
-    notes.push('which pods go is the ReplicaSet controller\'s choice: the removals shown follow its ranking (unscheduled, not Ready, crowded node, shortest up in powers of two, restarts)')
+    notes.push(
+      "which pods go is the ReplicaSet controller's choice: the removals shown follow its ranking (unscheduled, not Ready, crowded node, shortest up in powers of two, restarts)",
+    )
   }
   if (!ref.managedByUs) notes.push(`${ref.namespace}/${ref.name} was not created by kubectl-selfhost; scaling it all the same`)
   if (from === to) notes.push(`${ref.namespace}/${ref.name} already asks for ${plural(to, 'replica')}; this run only checks readiness and leadership`)
 
   return {
     component: scalable,
-    workload: {kind: 'Deployment', namespace: ref.namespace, name: ref.name, managedByUs: ref.managedByUs, resourceVersion: deployment.metadata?.resourceVersion},
+    workload: {
+      kind: 'Deployment',
+      namespace: ref.namespace,
+      name: ref.name,
+      managedByUs: ref.managedByUs,
+      resourceVersion: deployment.metadata?.resourceVersion,
+    },
     from,
     to,
     change: to > from ? 'up' : to < from ? 'down' : 'none',

@@ -12,7 +12,9 @@ function routing(result: TraceResult): Map<string, string> {
       // NodePort addresses name the node itself: compare them by port only.
       const key = `${portLabel(port.port)} ${f.kind === 'nodePort' ? `NodePort ${port.port.nodePort} from ${f.from}` : describeFrontend(f)}${f.assumptions.length > 0 ? ` if ${f.assumptions.join(' and ')}` : ''}`
       const parts = [
-        ...[...f.endpoints].sort((a, b) => a.ip.localeCompare(b.ip) || (a.port ?? 0) - (b.port ?? 0)).map((e) => `${formatHostPort(e.ip, e.port)} ${pct(e.share)}`),
+        ...[...f.endpoints]
+          .sort((a, b) => a.ip.localeCompare(b.ip) || (a.port ?? 0) - (b.port ?? 0))
+          .map((e) => `${formatHostPort(e.ip, e.port)} ${pct(e.share)}`),
         ...f.verdicts.map((v) => `${v.kind} ${pct(v.share)}`),
       ]
       routes.set(key, parts.join(', ') || 'nothing')

@@ -57,7 +57,12 @@ export function nftServicePortBase(namespace: string, name: string, portName: st
 }
 
 /** nftables mode: service-, external- and firewall- chains share one 8-character hash. */
-export function nftServiceChains(namespace: string, name: string, portName: string, protocol: string): {service: string; external: string; local: string; firewall: string} {
+export function nftServiceChains(
+  namespace: string,
+  name: string,
+  portName: string,
+  protocol: string,
+): {service: string; external: string; local: string; firewall: string} {
   const base = nftServicePortBase(namespace, name, portName, protocol)
   const hash = hashOf(base, 8)
   return {service: `service-${hash}-${base}`, external: `external-${hash}-${base}`, local: `local-${hash}-${base}`, firewall: `firewall-${hash}-${base}`}

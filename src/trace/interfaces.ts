@@ -69,7 +69,10 @@ export class InterfaceSpace {
   }
 
   full(): Where {
-    return this.product(() => true, () => true)
+    return this.product(
+      () => true,
+      () => true,
+    )
   }
 
   /** The pairs a `[!] -i/-o pattern` condition matches. */
@@ -179,7 +182,8 @@ export class InterfaceSpace {
       const narrower = atom.endsWith('+') && this.atoms.some((other, k) => k > OTHER && other !== atom && this.atomMatches(k, atom))
       return narrower ? `other ${atom}` : atom
     }
-    const list = (names: number[]) => (names.length <= 4 ? names.map(name).join('|') : `one of ${names.length} (${names.slice(0, 3).map(name).join(', ')}, ...)`)
+    const list = (names: number[]) =>
+      names.length <= 4 ? names.map(name).join('|') : `one of ${names.length} (${names.slice(0, 3).map(name).join(', ')}, ...)`
     const positive = atoms.filter((a) => a !== OTHER)
     if (atoms.includes(OTHER) || excluded.length < positive.length) return `${field} not via ${list(excluded)}`
     return `${field} via ${list(positive)}`

@@ -46,13 +46,13 @@ export function parseCidr(text: string): Cidr {
 export function cidrContains(cidr: Cidr, ip: string): boolean | undefined {
   const value = parseIPv4(ip)
   if (cidr.base === undefined || value === undefined) return cidr.text === ip ? true : undefined
-  return ((value & maskOf(cidr.bits)) >>> 0) === cidr.base
+  return (value & maskOf(cidr.bits)) >>> 0 === cidr.base
 }
 
 /** outer contains every address of inner. */
 export function cidrCovers(outer: Cidr, inner: Cidr): boolean | undefined {
   if (outer.base === undefined || inner.base === undefined) return undefined
-  return outer.bits <= inner.bits && ((inner.base & maskOf(outer.bits)) >>> 0) === outer.base
+  return outer.bits <= inner.bits && (inner.base & maskOf(outer.bits)) >>> 0 === outer.base
 }
 
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean | undefined {

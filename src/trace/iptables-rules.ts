@@ -45,7 +45,10 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   const filter = dump.chains('filter')
   const hasNatChain = (name: string) => dump.chain('nat', name) !== undefined
   const hasRules = (table: string, chain: string) => (dump.chain(table, chain)?.ruleCount ?? 0) > 0
-  const masqueradeRule = dump.chain('nat', 'KUBE-MARK-MASQ')?.rules().find((r) => r.action.kind === 'mark')
+  const masqueradeRule = dump
+    .chain('nat', 'KUBE-MARK-MASQ')
+    ?.rules()
+    .find((r) => r.action.kind === 'mark')
   const masqueradeMark = masqueradeRule?.action.kind === 'mark' ? masqueradeRule.action.xor : undefined
   if (notes.length === 0 && !hasRules('nat', 'PREROUTING') && !hasRules('nat', 'OUTPUT') && hasRules('nat', 'KUBE-SERVICES')) {
     notes.push('the dump has no PREROUTING/OUTPUT jumps (kube-proxy test data?): packets enter at KUBE-SERVICES as on a real node')
@@ -63,7 +66,15 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
         const ref = parseServiceComment(rule.comment)
         if (!ref || (only && (ref.namespace !== only.namespace || ref.name !== only.name))) continue
         const serviceKey = `${ref.namespace}/${ref.name}`
-        const service = found.get(serviceKey) ?? {namespace: ref.namespace, name: ref.name, clusterIPs: [], externalIPs: [], loadBalancerIPs: [], ports: [], source: 'rules' as const}
+        const service = found.get(serviceKey) ?? {
+          namespace: ref.namespace,
+          name: ref.name,
+          clusterIPs: [],
+          externalIPs: [],
+          loadBalancerIPs: [],
+          ports: [],
+          source: 'rules' as const,
+        }
         found.set(serviceKey, service)
         const protocol = firstOf(rule.conditions, 'protocol')?.protocol ?? 'tcp'
         const address = firstOf(rule.conditions, 'address')
@@ -113,7 +124,8 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   }
 
   const marksForMasquerade = (r: Rule) =>
-    (r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ') || (r.action.kind === 'mark' && masqueradeMark !== undefined && (r.action.xor & masqueradeMark) !== 0)
+    (r.action.kind === 'jump' && r.action.chain === 'KUBE-MARK-MASQ') ||
+    (r.action.kind === 'mark' && masqueradeMark !== undefined && (r.action.xor & masqueradeMark) !== 0)
   const detectClusterCidrs = (): Cidr[] => {
     // kube-proxy masquerades ClusterIP traffic from outside the pod network: "! -s <cidr> -j KUBE-MARK-MASQ".
     let examined = 0
@@ -144,7 +156,9 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
   const interfaces = (origin: Origin) => {
     interfaceModel ??= buildInterfaceModel(dump)
     if (interfaceModel.dockerNames.length > 0 && !notes.some((n) => n.startsWith('Docker'))) {
-      notes.push(`Docker's bridges (${interfaceModel.dockerNames.join(', ')}) are assumed to carry no traffic of pods or Services: their FORWARD rules are followed for other interfaces only`)
+      notes.push(
+        `Docker's bridges (${interfaceModel.dockerNames.join(', ')}) are assumed to carry no traffic of pods or Services: their FORWARD rules are followed for other interfaces only`,
+      )
     }
 
     return {space: interfaceModel.space, start: interfaceModel.start(origin)}
@@ -164,7 +178,9 @@ export function iptablesRuleSet(dump: IptablesDump): RuleSet {
         const hook = packet.origin === 'node' ? 'OUTPUT' : outcome.verdict.kind !== 'dnat' && packet.destinationLocal ? 'INPUT' : 'FORWARD'
         const entry = hookEntry('filter', hook, KUBE_FILTER_CHAINS[hook])
         // Only a filter verdict is worth showing; accepted packets keep the nat path.
-        return walker.walk('filter', entry, outcome).map((o) => (o.verdict.kind === 'dnat' || o.verdict.kind === 'unhandled' ? {...o, steps: outcome.steps} : o))
+        return walker
+          .walk('filter', entry, outcome)
+          .map((o) => (o.verdict.kind === 'dnat' || o.verdict.kind === 'unhandled' ? {...o, steps: outcome.steps} : o))
       })
     },
     findService(namespace, name) {

@@ -182,7 +182,8 @@ class TableChains {
     const text = this.text
     const space = text.indexOf(' ', lineStart)
     if (space <= lineStart + 1 || space + 4 > lineEnd || text.charCodeAt(space + 1) !== 45 /* - */ || text.charCodeAt(space + 2) !== 32) return false
-    if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0) return false
+    if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0)
+      return false
     const start = lineStart + 1
     const hash = hashOf(text, start, space)
     const slots = this.slots
@@ -214,7 +215,13 @@ class TableChains {
    */
   addGuessed(at: number, lineStart: number, lineEnd: number, line: number, follows: boolean): boolean {
     const last = this.lastIndex
-    const i = this.isNamedAt(last, at, lineEnd) ? last : this.isNamedAt(this.beforeLast, at, lineEnd) ? this.beforeLast : this.isNamedAt(this.successor, at, lineEnd) ? this.successor : -1
+    const i = this.isNamedAt(last, at, lineEnd)
+      ? last
+      : this.isNamedAt(this.beforeLast, at, lineEnd)
+        ? this.beforeLast
+        : this.isNamedAt(this.successor, at, lineEnd)
+          ? this.successor
+          : -1
     if (i < 0) return false
     this.addRule(i, lineStart, lineEnd, line, follows)
     return true
@@ -289,7 +296,9 @@ class TableChains {
     const text = this.text
     if ((this.flags[i] & OTHER_NAME) !== 0) {
       const name = this.otherNames.get(i)!
-      return (start + name.length === lineEnd || text.charCodeAt(start + name.length) === 32) && start + name.length <= lineEnd && startsWithAt(text, start, name)
+      return (
+        (start + name.length === lineEnd || text.charCodeAt(start + name.length) === 32) && start + name.length <= lineEnd && startsWithAt(text, start, name)
+      )
     }
 
     const from = this.nameStart[i]
@@ -541,7 +550,8 @@ export class IptablesChain implements Chain {
 
         const found = address < 0 ? -1 : region.indexOf(' ', address)
         const addressEnd = found < 0 || found > end ? end : found
-        const single = address >= 0 && addressEnd - address >= 3 && startsWithAt(region, addressEnd - 3, '/32') ? region.slice(address, addressEnd - 3) : undefined
+        const single =
+          address >= 0 && addressEnd - address >= 3 && startsWithAt(region, addressEnd - 3, '/32') ? region.slice(address, addressEnd - 3) : undefined
         needed.push(single)
         if (single === undefined) open.push(i)
         else {
@@ -582,7 +592,16 @@ function firstFrom(sorted: number[] | undefined, from: number): number {
 }
 
 /** kube-proxy's chains that live only in the filter table (for excerpts without table headers). */
-const EXCERPT_FILTER_CHAINS = new Set(['FORWARD', 'KUBE-FORWARD', 'KUBE-FIREWALL', 'KUBE-PROXY-FIREWALL', 'KUBE-EXTERNAL-SERVICES', 'KUBE-NODE-PORT', 'KUBE-PROXY-CANARY', 'KUBE-KUBELET-CANARY'])
+const EXCERPT_FILTER_CHAINS = new Set([
+  'FORWARD',
+  'KUBE-FORWARD',
+  'KUBE-FIREWALL',
+  'KUBE-PROXY-FIREWALL',
+  'KUBE-EXTERNAL-SERVICES',
+  'KUBE-NODE-PORT',
+  'KUBE-PROXY-CANARY',
+  'KUBE-KUBELET-CANARY',
+])
 
 /** The chains each table has in the kernel before any rule is loaded. */
 const BUILTIN_CHAINS: Record<string, string[]> = {
@@ -660,8 +679,10 @@ class IptablesParser {
     }
 
     const {excerptStart, current} = this
-    if (this.excerpt && !this.excerptRules && excerptStart) throw dumpError(excerptStart.line, `"${shorten(excerptStart.text)}" is outside any table (expected a "*table" line first)`)
-    if (current) throw dumpError(this.lastContentLine, `the dump ends inside table "${current.name}" (opened at line ${this.openedAt}) without COMMIT: it looks truncated`)
+    if (this.excerpt && !this.excerptRules && excerptStart)
+      throw dumpError(excerptStart.line, `"${shorten(excerptStart.text)}" is outside any table (expected a "*table" line first)`)
+    if (current)
+      throw dumpError(this.lastContentLine, `the dump ends inside table "${current.name}" (opened at line ${this.openedAt}) without COMMIT: it looks truncated`)
     if (this.tables.size === 0) throw new CliError('iptables dump: no "*table" line found; this is not iptables-save output')
   }
 
@@ -735,7 +756,12 @@ class IptablesParser {
       ruleStart = close + 2
     }
 
-    if ((first === 45 /* - */ || first === 91) && text.charCodeAt(ruleStart) === 45 && text.charCodeAt(ruleStart + 1) === 65 /* A */ && text.charCodeAt(ruleStart + 2) === 32) {
+    if (
+      (first === 45 /* - */ || first === 91) &&
+      text.charCodeAt(ruleStart) === 45 &&
+      text.charCodeAt(ruleStart + 1) === 65 /* A */ &&
+      text.charCodeAt(ruleStart + 2) === 32
+    ) {
       this.rule(lineStart, lineEnd, ruleStart + 3)
       this.previousWasRule = true
       return
@@ -770,7 +796,8 @@ class IptablesParser {
   private rule(lineStart: number, lineEnd: number, nameStart: number): void {
     const {text, current} = this
     if (!current && this.tables.size === 0) this.excerpt = true
-    if (!current && !this.excerpt) throw dumpError(this.lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
+    if (!current && !this.excerpt)
+      throw dumpError(this.lineNo, `"${shorten(text.slice(lineStart, lineEnd))}" is outside any table (expected a "*table" line first)`)
     this.lastContentLine = this.lineNo
     let chains: TableChains
     let i = -1
@@ -803,7 +830,8 @@ class IptablesParser {
     const policyEnd = space > lineStart + 1 ? indexWithin(text, 32, policyStart, lineEnd) : -1
     const policyStop = policyEnd < 0 ? lineEnd : policyEnd
     const hasPolicy = space > lineStart + 1 && policyStop > policyStart
-    const counters = policyEnd < 0 || (text.charCodeAt(policyEnd + 1) === 91 && text.charCodeAt(lineEnd - 1) === 93 && indexWithin(text, 58, policyEnd, lineEnd) >= 0)
+    const counters =
+      policyEnd < 0 || (text.charCodeAt(policyEnd + 1) === 91 && text.charCodeAt(lineEnd - 1) === 93 && indexWithin(text, 58, policyEnd, lineEnd) >= 0)
     if (!hasPolicy || !counters) throw dumpError(this.lineNo, `malformed chain declaration "${shorten(text.slice(lineStart, lineEnd))}"`)
     const policy = policyStop - policyStart === 1 && text.charCodeAt(policyStart) === 45 /* - */ ? undefined : text.slice(policyStart, policyStop)
     this.declare(chains, lineStart + 1, space, undefined, policy)
@@ -974,7 +1002,25 @@ function parseMarkSpec(text: string): {value: number; mask: number} {
 }
 
 /** Options (match or target) whose value is not another option; they take exactly one word. */
-const NO_VALUE_OPTIONS = new Set(['--rcheck', '--update', '--set', '--remove', '--reap', '--rsource', '--rdest', '--random', '--random-fully', '--persistent', '--limit-iface-in', '--limit-iface-out', '--physdev-is-in', '--physdev-is-out', '--physdev-is-bridged', '-f', '--fragment'])
+const NO_VALUE_OPTIONS = new Set([
+  '--rcheck',
+  '--update',
+  '--set',
+  '--remove',
+  '--reap',
+  '--rsource',
+  '--rdest',
+  '--random',
+  '--random-fully',
+  '--persistent',
+  '--limit-iface-in',
+  '--limit-iface-out',
+  '--physdev-is-in',
+  '--physdev-is-out',
+  '--physdev-is-bridged',
+  '-f',
+  '--fragment',
+])
 
 /** Compiles one rule's text (after "-A CHAIN ") into conditions and an action. */
 export function compileRule(text: string, lineNo: number): Rule {
@@ -1005,7 +1051,8 @@ export function compileRule(text: string, lineNo: number): Rule {
 
     if (target !== undefined) {
       // Everything after -j belongs to the target.
-      if (word.startsWith('-')) targetOptions[word] = NO_VALUE_OPTIONS.has(word) || words[i + 1]?.startsWith('--') || words[i + 1] === undefined ? '' : value(word)
+      if (word.startsWith('-'))
+        targetOptions[word] = NO_VALUE_OPTIONS.has(word) || words[i + 1]?.startsWith('--') || words[i + 1] === undefined ? '' : value(word)
       i++
       continue
     }
@@ -1127,7 +1174,10 @@ export function compileRule(text: string, lineNo: number): Rule {
         if (NO_VALUE_OPTIONS.has(word)) break
         if (!word.startsWith('-')) throw dumpError(lineNo, `unexpected word "${word}" in rule`)
         // An option of a match we do not model: keep it visible, never guess its meaning.
-        conditions.push({kind: 'opaque', text: `${negated ? '! ' : ''}${module ? `-m ${module} ` : ''}${word}${words[i + 1] && !words[i + 1].startsWith('-') ? ` ${value(word)}` : ''}`})
+        conditions.push({
+          kind: 'opaque',
+          text: `${negated ? '! ' : ''}${module ? `-m ${module} ` : ''}${word}${words[i + 1] && !words[i + 1].startsWith('-') ? ` ${value(word)}` : ''}`,
+        })
     }
 
     i++
@@ -1195,4 +1245,28 @@ function targetAction(target: string, options: Record<string, string>, lineNo: n
 }
 
 /** Targets provided by kernel modules rather than chains (verdicts we do not model). */
-const BUILTIN_TARGETS = new Set(['TPROXY', 'REDIRECT', 'TCPMSS', 'CLASSIFY', 'DSCP', 'TOS', 'TTL', 'HL', 'SET', 'AUDIT', 'CHECKSUM', 'TEE', 'SECMARK', 'CONNSECMARK', 'NETMAP', 'NFQUEUE', 'QUEUE', 'IDLETIMER', 'LED', 'RATEEST', 'SYNPROXY', 'TRACE', 'ULOG'])
+const BUILTIN_TARGETS = new Set([
+  'TPROXY',
+  'REDIRECT',
+  'TCPMSS',
+  'CLASSIFY',
+  'DSCP',
+  'TOS',
+  'TTL',
+  'HL',
+  'SET',
+  'AUDIT',
+  'CHECKSUM',
+  'TEE',
+  'SECMARK',
+  'CONNSECMARK',
+  'NETMAP',
+  'NFQUEUE',
+  'QUEUE',
+  'IDLETIMER',
+  'LED',
+  'RATEEST',
+  'SYNPROXY',
+  'TRACE',
+  'ULOG',
+])

@@ -69,7 +69,14 @@ export function parseIpvs(text: string): IpvsVirtualServer[] {
     const virtual = /^(TCP|UDP|SCTP)\s+(\S+)\s+(\S+)(.*)$/.exec(trimmed)
     if (virtual) {
       const persistent = /persistent (\d+)/.exec(virtual[4])
-      servers.push({protocol: virtual[1].toLowerCase(), ...parseEndpoint(virtual[2], line), scheduler: virtual[3], persistentSeconds: persistent ? Number(persistent[1]) : undefined, line, reals: []})
+      servers.push({
+        protocol: virtual[1].toLowerCase(),
+        ...parseEndpoint(virtual[2], line),
+        scheduler: virtual[3],
+        persistentSeconds: persistent ? Number(persistent[1]) : undefined,
+        line,
+        reals: [],
+      })
       continue
     }
 
@@ -85,7 +92,8 @@ export function parseIpvs(text: string): IpvsVirtualServer[] {
     throw ipvsError(line, `"${trimmed.slice(0, 60)}" is neither a virtual nor a real server line`)
   }
 
-  if (!sawHeader && servers.length === 0) throw new CliError('IPVS listing: no "IP Virtual Server" header and no virtual servers; this is not `ipvsadm -Ln` output')
+  if (!sawHeader && servers.length === 0)
+    throw new CliError('IPVS listing: no "IP Virtual Server" header and no virtual servers; this is not `ipvsadm -Ln` output')
   if (elidedBefore && servers.length > 0) servers[0].elided = true
   return servers
 }
@@ -102,7 +110,8 @@ export function ipvsRuleSet(servers: IpvsVirtualServer[], iptables?: IptablesDum
     notes,
     trace(packet: WalkPacket): Outcome[] {
       const matches = servers.filter(
-        (s) => s.protocol === packet.protocol && s.port === packet.destinationPort && (packet.destination === undefined ? true : s.address === packet.destination),
+        (s) =>
+          s.protocol === packet.protocol && s.port === packet.destinationPort && (packet.destination === undefined ? true : s.address === packet.destination),
       )
       const server = matches[0]
       const marks = companion?.trace(packet) ?? []
@@ -115,18 +124,36 @@ export function ipvsRuleSet(servers: IpvsVirtualServer[], iptables?: IptablesDum
       const total = serving.reduce((sum, r) => sum + r.weight, 0)
       const affinity = server.persistentSeconds ? [{list: chain, seconds: server.persistentSeconds}] : []
       if (serving.length === 0) {
-        return [{...base, probability: 1, affinity, steps: [{table: 'ipvs', chain, line: server.line, action: 'no real server with weight > 0'}], verdict: {kind: 'drop', chain, line: server.line, comment: 'the virtual server has no real servers (no endpoints)'}}]
+        return [
+          {
+            ...base,
+            probability: 1,
+            affinity,
+            steps: [{table: 'ipvs', chain, line: server.line, action: 'no real server with weight > 0'}],
+            verdict: {kind: 'drop', chain, line: server.line, comment: 'the virtual server has no real servers (no endpoints)'},
+          },
+        ]
       }
 
       if (server.elided && !notes.some((n) => n.includes(chain))) {
-        notes.push(`the listing leaves lines out ("...") after virtual server ${chain} (line ${server.line}): its shares count only the ${serving.length} real server(s) shown`)
+        notes.push(
+          `the listing leaves lines out ("...") after virtual server ${chain} (line ${server.line}): its shares count only the ${serving.length} real server(s) shown`,
+        )
       }
 
       return serving.map((real) => ({
         ...base,
         probability: real.weight / total,
         affinity,
-        steps: [{table: 'ipvs', chain, line: real.line, action: `-> ${formatHostPort(real.address, real.port)} (${real.forward}, weight ${real.weight})`, probability: real.weight / total}],
+        steps: [
+          {
+            table: 'ipvs',
+            chain,
+            line: real.line,
+            action: `-> ${formatHostPort(real.address, real.port)} (${real.forward}, weight ${real.weight})`,
+            probability: real.weight / total,
+          },
+        ],
         verdict: {kind: 'dnat', ip: real.address, port: real.port},
       }))
     },

@@ -227,7 +227,13 @@ export function serviceInfoOf(service: V1Service): ServiceInfo {
     clusterIPs: ips,
     externalIPs: spec.externalIPs ?? [],
     loadBalancerIPs: (service.status?.loadBalancer?.ingress ?? []).map((i) => i.ip).filter((ip): ip is string => Boolean(ip)),
-    ports: (spec.ports ?? []).map((p) => ({name: p.name ?? '', port: p.port, protocol: (p.protocol ?? 'TCP').toLowerCase(), nodePort: p.nodePort, targetPort: p.targetPort})),
+    ports: (spec.ports ?? []).map((p) => ({
+      name: p.name ?? '',
+      port: p.port,
+      protocol: (p.protocol ?? 'TCP').toLowerCase(),
+      nodePort: p.nodePort,
+      targetPort: p.targetPort,
+    })),
     externalTrafficPolicy: spec.externalTrafficPolicy,
     internalTrafficPolicy: spec.internalTrafficPolicy,
     sessionAffinity: spec.sessionAffinity,
@@ -279,7 +285,11 @@ export function proxyConfig(configConf: string | undefined): {mode?: ProxyMode; 
   const mode = (config.mode || 'iptables').toLowerCase()
   return {
     mode: mode === 'iptables' || mode === 'nftables' || mode === 'ipvs' ? mode : undefined,
-    clusterCidrs: (config.clusterCIDR ?? '').split(',').map((c) => c.trim()).filter(Boolean).map(parseCidr),
+    clusterCidrs: (config.clusterCIDR ?? '')
+      .split(',')
+      .map((c) => c.trim())
+      .filter(Boolean)
+      .map(parseCidr),
   }
 }
 
@@ -307,13 +317,16 @@ async function resolveService(api: TraceApi, namespace: string, name: string): P
     if (!isNotFound(error)) throw error
     const names = (await api.listServices(namespace)).items.map((s) => s.metadata?.name ?? '')
     const close = closeMatches(name, names)
-    throw new CliError(`service "${name}" not found in namespace "${namespace}"${close.length > 0 ? `; did you mean: ${close.join(', ')}?` : names.length === 0 ? ' (the namespace has no Services)' : ''}`)
+    throw new CliError(
+      `service "${name}" not found in namespace "${namespace}"${close.length > 0 ? `; did you mean: ${close.join(', ')}?` : names.length === 0 ? ' (the namespace has no Services)' : ''}`,
+    )
   }
 }
 
 async function kubeProxyImage(api: TraceApi): Promise<string | undefined> {
   const daemonSets = await api.listDaemonSets(SYSTEM_NAMESPACE)
-  const proxy = daemonSets.items.find((d) => d.metadata?.name === 'kube-proxy') ?? daemonSets.items.find((d) => d.metadata?.labels?.['k8s-app'] === 'kube-proxy')
+  const proxy =
+    daemonSets.items.find((d) => d.metadata?.name === 'kube-proxy') ?? daemonSets.items.find((d) => d.metadata?.labels?.['k8s-app'] === 'kube-proxy')
   const containers = proxy?.spec?.template?.spec?.containers ?? []
   return (containers.find((c) => c.name === 'kube-proxy') ?? containers[0])?.image
 }
@@ -375,28 +388,41 @@ async function readNodeRules(api: TraceApi, node: string, opts: LiveTraceOptions
   opts.onProgress?.(`reading kube-proxy rules on node ${node} (image ${image})`)
   const result = await runNodeTask(
     api,
-    {node, image, command: ['sh', '-c', serviceRulesScript(opts.namespace, opts.name, ipvs)], purpose: 'trace', namespace: opts.debugNamespace ?? SYSTEM_NAMESPACE, deadlineSeconds: opts.deadlineSeconds ?? 120},
+    {
+      node,
+      image,
+      command: ['sh', '-c', serviceRulesScript(opts.namespace, opts.name, ipvs)],
+      purpose: 'trace',
+      namespace: opts.debugNamespace ?? SYSTEM_NAMESPACE,
+      deadlineSeconds: opts.deadlineSeconds ?? 120,
+    },
     opts.task,
   )
   if (result.exitCode !== 0) {
     const tail = result.output.trim().split('\n').slice(-3).join(' | ')
     if (result.exitCode > 128) {
       const signal = result.exitCode - 128
-      const why = signal === 9 ? 'SIGKILL: out of memory, or the pod\'s deadline (--timeout)' : signal === 11 ? 'SIGSEGV: the tool crashed' : `signal ${signal}`
+      const why = signal === 9 ? "SIGKILL: out of memory, or the pod's deadline (--timeout)" : signal === 11 ? 'SIGSEGV: the tool crashed' : `signal ${signal}`
       throw new CliError(`reading rules on node ${node} failed: the task was killed (exit code ${result.exitCode}, ${why}): ${tail || 'no output'}`)
     }
 
-    throw new CliError(`reading rules on node ${node} failed (exit code ${result.exitCode}): ${tail || 'no output'}; does image ${image} have sh and iptables/nft? (--image)`)
+    throw new CliError(
+      `reading rules on node ${node} failed (exit code ${result.exitCode}): ${tail || 'no output'}; does image ${image} have sh and iptables/nft? (--image)`,
+    )
   }
 
   if (!result.output.trimStart().startsWith(SECTION_MARK)) {
-    throw new CliError(`the rules read on node ${node} arrived incomplete (the pod log does not start with the first section: over the kubelet's container log size limit?)`)
+    throw new CliError(
+      `the rules read on node ${node} arrived incomplete (the pod log does not start with the first section: over the kubelet's container log size limit?)`,
+    )
   }
 
   if (!result.output.includes(`${SECTION_MARK}end`)) throw new CliError(`the rules read on node ${node} arrived cut short (no end marker in the pod log)`)
   const sections = splitSections(result.output)
   for (const crash of sections.crashes ?? []) {
-    opts.onProgress?.(`note: ${crash.command} died on node ${node} (exit code ${crash.exitCode}${crash.exitCode === 139 ? ', a segfault' : ''}); ${sections.partial ? 'read the chains one by one instead' : 'trying the other readers'}`)
+    opts.onProgress?.(
+      `note: ${crash.command} died on node ${node} (exit code ${crash.exitCode}${crash.exitCode === 139 ? ', a segfault' : ''}); ${sections.partial ? 'read the chains one by one instead' : 'trying the other readers'}`,
+    )
   }
 
   return sections
@@ -412,12 +438,18 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
   const info = serviceInfoOf(service)
   const explanation = explainSpecialService(service, endpoints)
   if (explanation) {
-    return {nodes: [{service: {...info, clusterIPs: info.clusterIPs}, mode: opts.mode ?? 'iptables', explanation, ports: [], findings: [], notes: []}], differences: [], findings: []}
+    return {
+      nodes: [{service: {...info, clusterIPs: info.clusterIPs}, mode: opts.mode ?? 'iptables', explanation, ports: [], findings: [], notes: []}],
+      differences: [],
+      findings: [],
+    }
   }
 
   const notes: string[] = []
   if (!service.spec?.selector || Object.keys(service.spec.selector).length === 0) {
-    notes.push('the Service has no selector: its endpoints come from EndpointSlices (or Endpoints) someone manages by hand or by another controller; kube-proxy routes to them all the same')
+    notes.push(
+      'the Service has no selector: its endpoints come from EndpointSlices (or Endpoints) someone manages by hand or by another controller; kube-proxy routes to them all the same',
+    )
   }
 
   const ports = selectPorts(info, opts.port)
@@ -425,12 +457,15 @@ export async function traceLive(api: TraceApi, opts: LiveTraceOptions): Promise<
   const config = proxyConfig(configMap?.data?.['config.conf'])
   const image = opts.image ?? (await kubeProxyImage(api))
   if (!image) {
-    throw new CliError('no kube-proxy DaemonSet in kube-system to borrow an image from (is kube-proxy replaced, e.g. by Cilium, or run as static pods?); pass --image with an image that has sh and iptables/nft')
+    throw new CliError(
+      'no kube-proxy DaemonSet in kube-system to borrow an image from (is kube-proxy replaced, e.g. by Cilium, or run as static pods?); pass --image with an image that has sh and iptables/nft',
+    )
   }
 
   const allNodes = (await api.listNodes()).items
   const nodes = chooseNodes(allNodes, endpoints, opts)
-  if (!opts.node && !opts.allNodes) return traceFirstWithRules(api, nodesByPreference(allNodes.filter(isReady), endpoints), {opts, image, info: {...info, ports}, endpoints, config, notes})
+  if (!opts.node && !opts.allNodes)
+    return traceFirstWithRules(api, nodesByPreference(allNodes.filter(isReady), endpoints), {opts, image, info: {...info, ports}, endpoints, config, notes})
   const results: TraceResult[] = []
   const unreadable: Finding[] = []
   for (const node of nodes) {
@@ -506,22 +541,36 @@ async function traceNode(api: TraceApi, node: V1Node, {opts, image, info, endpoi
 
   if (!rules.hasKubeProxyRules()) throw noRules
 
-  const result = traceService(rules, info, {node: name, nodeAddress: internalAddress(node), slices: endpoints, clusterCidrs: config.clusterCidrs, backend: sections.iptablesCommand && mode !== 'nftables' ? sections.iptablesCommand : undefined})
+  const result = traceService(rules, info, {
+    node: name,
+    nodeAddress: internalAddress(node),
+    slices: endpoints,
+    clusterCidrs: config.clusterCidrs,
+    backend: sections.iptablesCommand && mode !== 'nftables' ? sections.iptablesCommand : undefined,
+  })
   result.notes.push(...notes)
   if (sections.partial && mode !== 'nftables') {
-    result.notes.push(`a big node: only the chains this Service reaches were read (${sections.iptablesCommand} -S, following jumps from the hooks), not the whole iptables-save`)
+    result.notes.push(
+      `a big node: only the chains this Service reaches were read (${sections.iptablesCommand} -S, following jumps from the hooks), not the whole iptables-save`,
+    )
   }
 
   if (sections.nftPartial && mode === 'nftables') {
-    result.notes.push("a big node: kube-proxy's nftables table was trimmed on the node to this Service's chains, set and map elements and kube-proxy's generic chains")
+    result.notes.push(
+      "a big node: kube-proxy's nftables table was trimmed on the node to this Service's chains, set and map elements and kube-proxy's generic chains",
+    )
   }
 
   if (sections.ipvsPartial && mode === 'ipvs') result.notes.push("a big node: only this Service's virtual servers were listed (ipvsadm -Ln -t/-u ADDRESS:PORT)")
 
-  for (const crash of sections.crashes ?? []) result.notes.push(`${crash.command} died on the node (exit code ${crash.exitCode}${crash.exitCode === 139 ? ': a segfault' : ''})`)
+  for (const crash of sections.crashes ?? [])
+    result.notes.push(`${crash.command} died on the node (exit code ${crash.exitCode}${crash.exitCode === 139 ? ': a segfault' : ''})`)
   result.modeSource = modeSource
   if (!opts.mode && config.mode && config.mode !== mode) {
-    result.findings.push({kind: 'mode-mismatch', message: `kube-proxy's ConfigMap says mode ${config.mode}, but kube-proxy on node ${name} runs in ${mode} mode`})
+    result.findings.push({
+      kind: 'mode-mismatch',
+      message: `kube-proxy's ConfigMap says mode ${config.mode}, but kube-proxy on node ${name} runs in ${mode} mode`,
+    })
   } else if (!opts.mode && detected && detected !== mode) {
     result.findings.push({kind: 'mode-mismatch', message: `kube-proxy on node ${name} should run in ${mode} mode, but its rules look like ${detected} mode`})
   }

@@ -48,8 +48,7 @@ export function splitSections(text: string): RuleSections {
       } else if (header[0] === 'ipvs') {
         sections.ipvs = body
         sections.ipvsPartial = header[1] === 'partial'
-      }
-      else if (header[0] === 'proxymode' && ['iptables', 'nftables', 'ipvs'].includes(header[1])) sections.proxyMode = header[1] as ProxyMode
+      } else if (header[0] === 'proxymode' && ['iptables', 'nftables', 'ipvs'].includes(header[1])) sections.proxyMode = header[1] as ProxyMode
     }
 
     return sections

@@ -27,7 +27,10 @@ export function nftRuleSet(table: NftTable): RuleSet {
   }
 
   const baseChains = (hook: string) =>
-    [...table.chains.values()].filter((c) => c.hook?.hook === hook).sort((a, b) => a.hook!.priority - b.hook!.priority).map((c) => c.name)
+    [...table.chains.values()]
+      .filter((c) => c.hook?.hook === hook)
+      .sort((a, b) => a.hook!.priority - b.hook!.priority)
+      .map((c) => c.name)
 
   let services: Map<string, ServiceInfo> | undefined
   const collect = () => {
@@ -102,7 +105,9 @@ export function nftRuleSet(table: NftTable): RuleSet {
       if (packet.origin === 'node') return afterFirst
       return afterFirst.flatMap((outcome) => {
         const hook = outcome.verdict.kind !== 'dnat' && packet.destinationLocal ? 'input' : 'forward'
-        return walker.walk(table.name, baseChains(hook), outcome).map((o) => (o.verdict.kind === 'dnat' || o.verdict.kind === 'unhandled' ? {...o, steps: outcome.steps} : o))
+        return walker
+          .walk(table.name, baseChains(hook), outcome)
+          .map((o) => (o.verdict.kind === 'dnat' || o.verdict.kind === 'unhandled' ? {...o, steps: outcome.steps} : o))
       })
     },
     findService(namespace, name) {
@@ -135,4 +140,3 @@ export function nftRuleSet(table: NftTable): RuleSet {
     },
   }
 }
-

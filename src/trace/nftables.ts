@@ -408,7 +408,9 @@ export function compileNftRule(text: string, line: number, table: NftTable): Rul
         const name = value.slice(1)
         if (name.startsWith('affinity-')) {
           // Session affinity: a client seen recently goes back to its endpoint.
-          conditions.push(negated ? {kind: 'opaque', text: `not in ${name}`} : {kind: 'recent-check', list: name, seconds: table.sets.get(name)?.timeoutSeconds})
+          conditions.push(
+            negated ? {kind: 'opaque', text: `not in ${name}`} : {kind: 'recent-check', list: name, seconds: table.sets.get(name)?.timeoutSeconds},
+          )
         } else conditions.push({kind: 'set', name, negated, test: setTest(table.sets.get(name), `${word} ${next}`)})
       } else if (value.startsWith('{')) conditions.push({kind: 'opaque', text: `${word} ${next} ${negated ? '!= ' : ''}${value}`})
       else conditions.push({kind: 'address', field, cidr: parseCidr(value), negated})
@@ -429,7 +431,11 @@ export function compileNftRule(text: string, line: number, table: NftTable): Rul
       const negated = negation()
       if (PROTOCOLS.has(word)) conditions.push({kind: 'protocol', protocol: word, negated: false})
       const [lo, hi] = w[i].split('-').map(Number)
-      conditions.push(Number.isNaN(lo) ? {kind: 'opaque', text: `${word} ${next} ${w[i]}`} : {kind: 'port', field: next === 'dport' ? 'destination' : 'source', ranges: [[lo, hi ?? lo]], negated})
+      conditions.push(
+        Number.isNaN(lo)
+          ? {kind: 'opaque', text: `${word} ${next} ${w[i]}`}
+          : {kind: 'port', field: next === 'dport' ? 'destination' : 'source', ranges: [[lo, hi ?? lo]], negated},
+      )
       i++
       continue
     }
@@ -445,7 +451,15 @@ export function compileNftRule(text: string, line: number, table: NftTable): Rul
     if (word === 'ct' && next === 'state') {
       i += 2
       const negated = negation()
-      conditions.push({kind: 'ctstate', states: w[i].replace(/[{}]/g, '').split(',').map((s) => s.trim().toUpperCase()).filter(Boolean), negated})
+      conditions.push({
+        kind: 'ctstate',
+        states: w[i]
+          .replace(/[{}]/g, '')
+          .split(',')
+          .map((s) => s.trim().toUpperCase())
+          .filter(Boolean),
+        negated,
+      })
       i++
       continue
     }
@@ -529,7 +543,13 @@ export function compileNftRule(text: string, line: number, table: NftTable): Rul
       continue
     }
 
-    const verdicts: Record<string, Action> = {drop: {kind: 'drop'}, accept: {kind: 'accept'}, return: {kind: 'return'}, reject: {kind: 'reject'}, masquerade: {kind: 'masquerade'}}
+    const verdicts: Record<string, Action> = {
+      drop: {kind: 'drop'},
+      accept: {kind: 'accept'},
+      return: {kind: 'return'},
+      reject: {kind: 'reject'},
+      masquerade: {kind: 'masquerade'},
+    }
     if (verdicts[word]) {
       action = verdicts[word]
       // Verdict options ("reject with icmp type ...", "masquerade fully-random") end the rule.

@@ -36,7 +36,9 @@ export function traceDump(text: string, target: TraceTarget, opts: OfflineOption
     }
 
     const close = closeMatches(`${namespace}/${target.name}`, known)
-    throw new CliError(`service ${namespace}/${target.name} is not in this ${mode} dump${close.length > 0 ? `; did you mean: ${close.map((c) => `svc/${c}`).join(', ')}?` : ''}`)
+    throw new CliError(
+      `service ${namespace}/${target.name} is not in this ${mode} dump${close.length > 0 ? `; did you mean: ${close.map((c) => `svc/${c}`).join(', ')}?` : ''}`,
+    )
   }
 
   return [{...traceService(rules, {...service, ports: selectPorts(service, opts.port)}), modeSource}]

@@ -7,7 +7,9 @@ import {formatHostPort} from './walk.js'
 const pct = (share: number) => `${(share * 100).toFixed(1)}%`
 
 function nodeLabel(node: TraceNode, parentShare: number): string {
-  const where = node.chain ? chalk.dim(`[${node.table && node.table !== 'kube-proxy' ? `${node.table}/` : ''}${node.chain}${node.line ? `:${node.line}` : ''}]`) : ''
+  const where = node.chain
+    ? chalk.dim(`[${node.table && node.table !== 'kube-proxy' ? `${node.table}/` : ''}${node.chain}${node.line ? `:${node.line}` : ''}]`)
+    : ''
   const share = node.share < parentShare - 1e-9 ? `${chalk.bold(pct(node.share).padStart(6))} ` : ''
   const probability = node.probability !== undefined && node.probability < 1 ? chalk.dim(` (p=${Number(node.probability.toFixed(5))})`) : ''
   const assumed = node.assumed ? chalk.yellow(` if ${node.assumed}`) : ''

@@ -53,7 +53,9 @@ export function parseTraceTarget(text: string): TraceTarget {
   else if (parts.length === 3 && KINDS.has(parts[0])) [, namespace, name] = parts
   else throw new CliError(`"${text}" is not a Service: use svc/NAME, NAME or svc/NAMESPACE/NAME`)
   if (name.length > LABEL_MAX || !SERVICE_NAME.test(name)) {
-    throw new CliError(`"${shorten(name)}" is not a valid Service name (a DNS-1035 label: lowercase letters, digits and "-", starting with a letter, at most ${LABEL_MAX} characters)`)
+    throw new CliError(
+      `"${shorten(name)}" is not a valid Service name (a DNS-1035 label: lowercase letters, digits and "-", starting with a letter, at most ${LABEL_MAX} characters)`,
+    )
   }
 
   if (namespace !== undefined && (namespace.length > LABEL_MAX || !NAMESPACE.test(namespace))) {

@@ -83,7 +83,8 @@ function planFrontends(service: ServiceInfo, port: ServicePortInfo, ctx: TraceCo
     clusterCidrs: cidrs,
   })
   for (const ip of service.clusterIPs.filter(family)) {
-    for (const origin of ['pod', 'node'] as const) plans.push({kind: 'clusterIP', address: formatHostPort(ip, port.port), packet: packet(ip, port.port, origin)})
+    for (const origin of ['pod', 'node'] as const)
+      plans.push({kind: 'clusterIP', address: formatHostPort(ip, port.port), packet: packet(ip, port.port, origin)})
   }
 
   const externals: Array<[FrontendKind, string[]]> = [
@@ -127,7 +128,17 @@ export function buildTree(outcomes: Outcome[], annotate: (ip: string, port?: num
     for (const [i, step] of outcome.steps.entries()) {
       let node = level.find((n) => n.chain === step.chain && n.line === step.line && n.action === step.action && n.assumed === step.assumed)
       if (!node) {
-        node = {action: step.action, table: step.table, chain: step.chain, line: step.line, comment: step.comment, share: 0, probability: step.probability, assumed: step.assumed, children: []}
+        node = {
+          action: step.action,
+          table: step.table,
+          chain: step.chain,
+          line: step.line,
+          comment: step.comment,
+          share: 0,
+          probability: step.probability,
+          assumed: step.assumed,
+          children: [],
+        }
         if (i === outcome.steps.length - 1 && outcome.verdict.kind === 'dnat') node.endpoint = annotate(outcome.verdict.ip, outcome.verdict.port)
         level.push(node)
       }
@@ -142,7 +153,13 @@ export function buildTree(outcomes: Outcome[], annotate: (ip: string, port?: num
   return roots
 }
 
-function frontendFromOutcomes(plan: FrontendPlan, assumptions: string[], outcomes: Outcome[], slices: Map<string, SliceEndpoint>, sliceKnown: boolean): FrontendTrace {
+function frontendFromOutcomes(
+  plan: FrontendPlan,
+  assumptions: string[],
+  outcomes: Outcome[],
+  slices: Map<string, SliceEndpoint>,
+  sliceKnown: boolean,
+): FrontendTrace {
   const endpoints = new Map<string, TracedEndpoint>()
   const verdicts = new Map<string, TracedVerdict>()
   const annotate = (ip: string, port?: number) => {
@@ -170,10 +187,10 @@ function frontendFromOutcomes(plan: FrontendPlan, assumptions: string[], outcome
         chain: outcome.steps.at(-1)?.chain,
         masquerade: outcome.masquerade,
         masqueradeWhen: outcome.masqueradeWhen,
-        affinitySeconds: outcome.affinity.length > 0 ? seconds ?? 10_800 : undefined,
+        affinitySeconds: outcome.affinity.length > 0 ? (seconds ?? 10_800) : undefined,
         pod: slice?.pod,
         node: slice?.nodeName,
-        ready: sliceKnown ? slice?.ready ?? false : undefined,
+        ready: sliceKnown ? (slice?.ready ?? false) : undefined,
         inSlice: sliceKnown ? slice !== undefined : undefined,
       })
       continue
@@ -182,7 +199,14 @@ function frontendFromOutcomes(plan: FrontendPlan, assumptions: string[], outcome
     const key = `${v.kind}|${v.kind === 'unhandled' ? '' : `${v.chain}|${v.line}`}`
     const existing = verdicts.get(key)
     if (existing) existing.share += outcome.probability
-    else verdicts.set(key, {kind: v.kind, share: outcome.probability, chain: v.kind === 'unhandled' ? undefined : v.chain, line: v.kind === 'unhandled' ? undefined : v.line, reason: verdictReason(outcome)})
+    else
+      verdicts.set(key, {
+        kind: v.kind,
+        share: outcome.probability,
+        chain: v.kind === 'unhandled' ? undefined : v.chain,
+        line: v.kind === 'unhandled' ? undefined : v.line,
+        reason: verdictReason(outcome),
+      })
   }
 
   return {
@@ -205,7 +229,10 @@ function routingKey(outcomes: Outcome[]): string {
     totals.set(key, (totals.get(key) ?? 0) + o.probability)
   }
 
-  return [...totals].map(([k, p]) => `${k}=${p.toFixed(9)}`).sort().join(';')
+  return [...totals]
+    .map(([k, p]) => `${k}=${p.toFixed(9)}`)
+    .sort()
+    .join(';')
 }
 
 /**
@@ -249,7 +276,11 @@ export function interfaceCells(outcomes: Outcome[], interfaces?: {space: Interfa
 }
 
 const sameRouting = (a: FrontendTrace, b: FrontendTrace) =>
-  JSON.stringify([a.assumptions, a.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), a.verdicts.map((v) => [v.kind, v.share.toFixed(9)])]) ===
+  JSON.stringify([
+    a.assumptions,
+    a.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]),
+    a.verdicts.map((v) => [v.kind, v.share.toFixed(9)]),
+  ]) ===
   JSON.stringify([b.assumptions, b.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), b.verdicts.map((v) => [v.kind, v.share.toFixed(9)])])
 
 /** Traces every port and frontend of a Service through one node's rules, with findings. */
@@ -321,7 +352,11 @@ function portFindings(port: ServicePortInfo, frontends: FrontendTrace[], slices:
     const lost = frontend.verdicts.filter((v) => v.kind === 'unhandled' || v.kind === 'missing').reduce((sum, v) => sum + v.share, 0)
     for (const v of frontend.verdicts) {
       if (v.kind === 'missing' && v.share > SHARE_TOLERANCE) {
-        findings.push({kind: 'missing-chain', port: label, message: `${describeFrontend(frontend)}: ${pct(v.share)} of connections jump to chain ${v.chain}${v.line ? ` (line ${v.line})` : ''}, which the rules do not hold`})
+        findings.push({
+          kind: 'missing-chain',
+          port: label,
+          message: `${describeFrontend(frontend)}: ${pct(v.share)} of connections jump to chain ${v.chain}${v.line ? ` (line ${v.line})` : ''}, which the rules do not hold`,
+        })
       }
     }
 
@@ -356,14 +391,22 @@ function portFindings(port: ServicePortInfo, frontends: FrontendTrace[], slices:
 
   for (const e of ready) {
     if (!programmed.has(endpointKey(e.ip, e.port))) {
-      findings.push({kind: 'not-programmed', port: label, message: `endpoint ${formatHostPort(e.ip, e.port)}${e.pod ? ` (pod ${e.pod})` : ''} is ready in an EndpointSlice but not in the rules`})
+      findings.push({
+        kind: 'not-programmed',
+        port: label,
+        message: `endpoint ${formatHostPort(e.ip, e.port)}${e.pod ? ` (pod ${e.pod})` : ''} is ready in an EndpointSlice but not in the rules`,
+      })
     }
   }
 
   const known = new Set(slices.map((e) => endpointKey(e.ip, e.port)))
   for (const e of programmed.values()) {
     if (!known.has(endpointKey(e.ip, e.port))) {
-      findings.push({kind: 'not-in-slice', port: label, message: `the rules still send traffic to ${formatHostPort(e.ip, e.port)}, which no EndpointSlice lists any more`})
+      findings.push({
+        kind: 'not-in-slice',
+        port: label,
+        message: `the rules still send traffic to ${formatHostPort(e.ip, e.port)}, which no EndpointSlice lists any more`,
+      })
     }
   }
 

@@ -191,7 +191,10 @@ export class Walker {
    * interfaces are merged first.
    */
   private run(chain: Chain, from: number, inputs: State[], stack: string[]): Result[] {
-    if (stack.includes(chain.name)) throw new CliError(`rules loop: chain ${chain.name} is entered again from itself (${[...stack, chain.name].join(' -> ')}); the kernel would refuse these rules`)
+    if (stack.includes(chain.name))
+      throw new CliError(
+        `rules loop: chain ${chain.name} is entered again from itself (${[...stack, chain.name].join(' -> ')}); the kernel would refuse these rules`,
+      )
     if (stack.length >= MAX_DEPTH) throw new CliError(`chain ${chain.name} is entered more than ${MAX_DEPTH} chains deep; trace does not follow deeper`)
     const inner = [...stack, chain.name]
     const results: Result[] = []
@@ -305,7 +308,10 @@ export class Walker {
   /** Jumps to kube-proxy's masquerade chain, or sets its mark bit directly (older kube-proxy). */
   private isMasquerade(rule: Rule): boolean {
     const a = rule.action
-    return (a.kind === 'jump' && MASQUERADE_CHAINS.has(a.chain)) || (a.kind === 'mark' && (a.xor & this.masqueradeMark) !== 0 && (a.clear & ~this.masqueradeMark) === 0)
+    return (
+      (a.kind === 'jump' && MASQUERADE_CHAINS.has(a.chain)) ||
+      (a.kind === 'mark' && (a.xor & this.masqueradeMark) !== 0 && (a.clear & ~this.masqueradeMark) === 0)
+    )
   }
 
   /** The interface pairs a rule's -i/-o conditions allow; null when it has none the space knows. */
@@ -382,7 +388,17 @@ export class Walker {
   }
 
   /** Applies a matched rule's action, then continues wherever the kernel would. */
-  private take(chain: Chain, index: number, rule: Rule, state: State, stack: string[], results: Result[], next: State[], probability?: number, assumed?: string): void {
+  private take(
+    chain: Chain,
+    index: number,
+    rule: Rule,
+    state: State,
+    stack: string[],
+    results: Result[],
+    next: State[],
+    probability?: number,
+    assumed?: string,
+  ): void {
     const action: Action = rule.action
     const recorded = (text: string) => [...state.steps, this.step(chain, rule, text, probability, assumed)]
     const continueAfter = (s: State) => {
@@ -405,15 +421,23 @@ export class Walker {
         }
 
         if (!target) {
-          results.push({state: {...state, steps: recorded(`-> ${action.chain} (not in the dump)`), verdict: {kind: 'missing', chain: action.chain, line: rule.line}}, returned: false})
+          results.push({
+            state: {...state, steps: recorded(`-> ${action.chain} (not in the dump)`), verdict: {kind: 'missing', chain: action.chain, line: rule.line}},
+            returned: false,
+          })
           return
         }
 
         const state0 = state
-        const entered = withSetAffinity(MASQUERADE_CHAINS.has(action.chain) ? state : {...state, steps: recorded(`${action.kind === 'goto' ? 'goto' : '->'} ${action.chain}`)})
+        const entered = withSetAffinity(
+          MASQUERADE_CHAINS.has(action.chain) ? state : {...state, steps: recorded(`${action.kind === 'goto' ? 'goto' : '->'} ${action.chain}`)},
+        )
         for (const r of this.run(target, 0, [entered], stack)) {
           // A detour that returned having done nothing (no step, no random choice) leaves no trace in the path.
-          const state = r.returned && r.state.steps.length === entered.steps.length && r.state.probability === entered.probability ? {...r.state, steps: state0.steps} : r.state
+          const state =
+            r.returned && r.state.steps.length === entered.steps.length && r.state.probability === entered.probability
+              ? {...r.state, steps: state0.steps}
+              : r.state
           if (!r.returned) results.push(r)
           else if (action.kind === 'goto') results.push({...r, state})
           else continueAfter(state)
@@ -425,7 +449,11 @@ export class Walker {
       case 'choose':
         for (const target of action.targets) {
           const chosen = this.graph.chain(chain.table, target.chain)
-          const s: State = {...state, probability: state.probability * target.weight, steps: [...state.steps, this.step(chain, rule, `${action.goto ? 'goto' : '->'} ${target.chain}`, target.weight, assumed)]}
+          const s: State = {
+            ...state,
+            probability: state.probability * target.weight,
+            steps: [...state.steps, this.step(chain, rule, `${action.goto ? 'goto' : '->'} ${target.chain}`, target.weight, assumed)],
+          }
           if (!chosen) {
             results.push({state: {...s, verdict: {kind: 'missing', chain: target.chain, line: rule.line}}, returned: false})
             continue
@@ -443,14 +471,25 @@ export class Walker {
         return
       case 'dnat': {
         const s = withSetAffinity(state)
-        results.push({state: {...s, steps: [...s.steps, this.step(chain, rule, `DNAT ${formatHostPort(action.ip, action.port)}`, probability, assumed)], dnat: {ip: action.ip, port: action.port}}, returned: false})
+        results.push({
+          state: {
+            ...s,
+            steps: [...s.steps, this.step(chain, rule, `DNAT ${formatHostPort(action.ip, action.port)}`, probability, assumed)],
+            dnat: {ip: action.ip, port: action.port},
+          },
+          returned: false,
+        })
         return
       }
 
       case 'reject':
       case 'drop':
         results.push({
-          state: {...state, steps: recorded(action.kind.toUpperCase()), verdict: {kind: action.kind, chain: chain.name, line: rule.line, comment: rule.comment ?? viaComment(action.kind, chain.name, state.steps)}},
+          state: {
+            ...state,
+            steps: recorded(action.kind.toUpperCase()),
+            verdict: {kind: action.kind, chain: chain.name, line: rule.line, comment: rule.comment ?? viaComment(action.kind, chain.name, state.steps)},
+          },
           returned: false,
         })
         return
@@ -512,7 +551,7 @@ export class Walker {
         if (c.type !== 'LOCAL') return {unknown: `${c.field} type ${c.negated ? 'not ' : ''}${c.type}`}
         return negate(c.field === 'source' ? p.origin === 'node' : state.dnat ? false : p.destinationLocal, c.negated)
       case 'mark':
-        return negate(((state.mark & c.mask) >>> 0) === c.value, c.negated)
+        return negate((state.mark & c.mask) >>> 0 === c.value, c.negated)
       case 'interface':
         // Names the interface space knows are decided by the rule's interface mask (see visit).
         if (this.space.knows(c.name)) return true

@@ -128,7 +128,11 @@ function backup(dir: string, workloads: Array<V1DaemonSet | V1Deployment>): stri
 
 export function defaultBackupDir(context: string, now: Date): string {
   const stamp = now.toISOString().replace(/[:.]/g, '-')
-  return join(process.env.KUBECTL_SELFHOST_STATE ?? join(homedir(), '.kube', 'selfhost'), 'backups', `upgrade-${context.replace(/[^A-Za-z0-9_.-]/g, '_')}-${stamp}`)
+  return join(
+    process.env.KUBECTL_SELFHOST_STATE ?? join(homedir(), '.kube', 'selfhost'),
+    'backups',
+    `upgrade-${context.replace(/[^A-Za-z0-9_.-]/g, '_')}-${stamp}`,
+  )
 }
 
 function instancesOf(pods: V1Pod[], container: string): Instance[] {
@@ -390,18 +394,14 @@ async function restoreStrategy(api: UpgradeApi, p: ComponentPlan): Promise<void>
 type VersionExpectation = {kind: 'target' | 'served-before'; version: string}
 
 /** The gates after a rollout: the apiserver ready and serving the version; a leader on the new pods. */
-async function healthGates(
-  api: UpgradeApi,
-  p: ComponentPlan,
-  expected: VersionExpectation,
-  opts: RunOptions,
-  warnings: string[],
-): Promise<void> {
+async function healthGates(api: UpgradeApi, p: ComponentPlan, expected: VersionExpectation, opts: RunOptions, warnings: string[]): Promise<void> {
   const wait = waitOptionsOf(opts)
   if (p.component === 'kube-apiserver') {
     await pollUntil(
       async () => {
-        const res = await api.raw('GET', '/readyz', {query: {verbose: true}, intent: {verb: 'get', resource: '/readyz'}}).catch((e: Error) => ({status: 0, body: e.message}))
+        const res = await api
+          .raw('GET', '/readyz', {query: {verbose: true}, intent: {verb: 'get', resource: '/readyz'}})
+          .catch((e: Error) => ({status: 0, body: e.message}))
         return {done: res.status === 200, value: undefined, progress: `/readyz ${res.status || 'unreachable'}`}
       },
       {...wait, what: '/readyz', onProgress: (line) => opts.onProgress(`  gate: ${line}`)},
@@ -413,7 +413,11 @@ async function healthGates(
         const got = parseReportedVersion(served)
         return {done: Boolean(want && got && sameVersion(want, got)), value: undefined, progress: `/version ${served}`}
       },
-      {...wait, what: `/version to report ${expected.version}${expected.kind === 'served-before' ? ' (as before the upgrade)' : ''}`, onProgress: (line) => opts.onProgress(`  gate: ${line}`)},
+      {
+        ...wait,
+        what: `/version to report ${expected.version}${expected.kind === 'served-before' ? ' (as before the upgrade)' : ''}`,
+        onProgress: (line) => opts.onProgress(`  gate: ${line}`),
+      },
     )
     return
   }
@@ -442,7 +446,11 @@ async function healthGates(
           progress: `leader ${record.holder}${holderPod ? ` (${holderPod.pod}, ${holderPod.image})` : ' (none of the pods)'}, ${renewed ? 'renewed' : 'not renewed yet'}`,
         }
       },
-      {...wait, what: `${p.component}'s leader lease to be renewed by a pod running ${imageNow(p, expected)}`, onProgress: (line) => opts.onProgress(`  gate: ${line}`)},
+      {
+        ...wait,
+        what: `${p.component}'s leader lease to be renewed by a pod running ${imageNow(p, expected)}`,
+        onProgress: (line) => opts.onProgress(`  gate: ${line}`),
+      },
     )
     if (!leader) warnings.push(`${p.component}: no leader record (Lease or Endpoints) to check; leader election may be off`)
     else if (leader.elsewhere) warnings.push(`${p.component}: ${leader.elsewhere}; it renewed the lease, but its version could not be checked`)

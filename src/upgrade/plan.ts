@@ -122,7 +122,10 @@ function hostingViolations(component: UpgradeComponent, state: ComponentState | 
 
 /** The workload's own rolling update starts a new pod before it stops an old one (maxSurge above 0). */
 function surges(workload: WorkloadObject): boolean {
-  const rolling = workload.kind === 'DaemonSet' ? (workload.object as V1DaemonSet).spec?.updateStrategy?.rollingUpdate : (workload.object as V1Deployment).spec?.strategy?.rollingUpdate
+  const rolling =
+    workload.kind === 'DaemonSet'
+      ? (workload.object as V1DaemonSet).spec?.updateStrategy?.rollingUpdate
+      : (workload.object as V1Deployment).spec?.strategy?.rollingUpdate
   const surge = rolling?.maxSurge
   // A Deployment without the field defaults to 25%; a DaemonSet to 0.
   if (surge === undefined) return workload.kind === 'Deployment' && (workload.object as V1Deployment).spec?.strategy?.type !== 'Recreate'
@@ -171,7 +174,8 @@ function strategyFor(
     const before = (workload.object as V1DaemonSet).spec?.updateStrategy ?? {type: 'RollingUpdate', rollingUpdate: {maxUnavailable: 1}}
     return {
       strategy: 'surge',
-      strategyNote: 'one control-plane node: the new apiserver starts beside the old one on the same port (--permit-port-sharing, DaemonSet maxSurge 1) and the old one stops only once the new one is Ready',
+      strategyNote:
+        'one control-plane node: the new apiserver starts beside the old one on the same port (--permit-port-sharing, DaemonSet maxSurge 1) and the old one stops only once the new one is Ready',
       updateStrategy: {during: {type: 'RollingUpdate', rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}, before},
     }
   }
@@ -215,7 +219,9 @@ export function planUpgrade(inputs: UpgradeInputs, options: UpgradeOptions): Upg
     return !(absent && c === 'kube-proxy' && !explicit)
   })
 
-  const unhealthy = inScope.flatMap((c) => (state(c)?.healthy === false ? [`${c} is unhealthy before any change (${state(c)!.problems[0] ?? 'see status'}): fix it first`] : []))
+  const unhealthy = inScope.flatMap((c) =>
+    state(c)?.healthy === false ? [`${c} is unhealthy before any change (${state(c)!.problems[0] ?? 'see status'}): fix it first`] : [],
+  )
 
   const workloadProblems: string[] = []
   const unknownVersions: string[] = []
@@ -246,7 +252,9 @@ export function planUpgrade(inputs: UpgradeInputs, options: UpgradeOptions): Upg
     const from = versions.sort(semver.compare)[0]
     const atTarget = versions.length > 0 && versions.every((v) => sameVersion(v, target)) && imageBefore === imageAfter
     if (splitImage(imageBefore).prefix === LEGACY_REGISTRY && options.imageRegistry === undefined && legacyRegistryLacks(target)) {
-      registryWarnings.push(`${c}: ${LEGACY_REGISTRY} was frozen in 2023 and has no ${formatVersion(target)} images; pass --image-registry registry.k8s.io (or your mirror)`)
+      registryWarnings.push(
+        `${c}: ${LEGACY_REGISTRY} was frozen in 2023 and has no ${formatVersion(target)} images; pass --image-registry registry.k8s.io (or your mirror)`,
+      )
     }
 
     if (splitImage(imageBefore).digest) notes.push(`${c}: the image was pinned by digest; the new one is referenced by tag ${formatVersion(target)}`)
@@ -269,7 +277,8 @@ export function planUpgrade(inputs: UpgradeInputs, options: UpgradeOptions): Upg
   // Down, the controllers go first so they are never newer than the apiserver they talk to.
   const order = (direction === 'downgrade' ? [...inScope].reverse() : inScope).filter((c) => components.some((p) => p.component === c))
   components.sort((a, b) => order.indexOf(a.component) - order.indexOf(b.component))
-  if (direction === 'downgrade') notes.push('a downgrade runs in reverse order (kube-proxy, scheduler, controller-manager, apiserver) so nothing is ever newer than the apiserver')
+  if (direction === 'downgrade')
+    notes.push('a downgrade runs in reverse order (kube-proxy, scheduler, controller-manager, apiserver) so nothing is ever newer than the apiserver')
   for (const p of components) if (p.action === 'skip') notes.push(`${p.component} already runs ${p.targetVersion}: skipped`)
 
   const checks = [

@@ -109,7 +109,9 @@ export const SKEW_RULES: readonly SkewRule[] = [
     severity: 'warning',
     violations: ({target}) =>
       target.minor > NEWEST_KNOWN_MINOR
-        ? [`${formatVersion(target)} is newer than the newest release this tool knows (1.${NEWEST_KNOWN_MINOR}); its flags and features are assumed as of 1.${NEWEST_KNOWN_MINOR}`]
+        ? [
+            `${formatVersion(target)} is newer than the newest release this tool knows (1.${NEWEST_KNOWN_MINOR}); its flags and features are assumed as of 1.${NEWEST_KNOWN_MINOR}`,
+          ]
         : [],
   },
   {
@@ -197,7 +199,9 @@ export const SKEW_RULES: readonly SkewRule[] = [
       return CONTROLLERS.flatMap((component) => {
         const low = oldest(after(inputs, component))
         return low && apiserverHigh.minor - low.minor > 1
-          ? [`${component} would stay at ${formatVersion(low)}, more than one minor behind kube-apiserver ${formatVersion(apiserverHigh)}: include it in --components`]
+          ? [
+              `${component} would stay at ${formatVersion(low)}, more than one minor behind kube-apiserver ${formatVersion(apiserverHigh)}: include it in --components`,
+            ]
           : []
       })
     },
@@ -210,7 +214,9 @@ export const SKEW_RULES: readonly SkewRule[] = [
       if (!apiserverLow) return []
       const ahead = inputs.kubelets.filter((k) => k.version.minor > apiserverLow.minor)
       return ahead.length > 0
-        ? [`kubelets on ${nodeList(ahead.map((k) => k.node))} run ${minorOf(newest(ahead.map((k) => k.version))!)}, newer than kube-apiserver would be (${formatVersion(apiserverLow)})`]
+        ? [
+            `kubelets on ${nodeList(ahead.map((k) => k.node))} run ${minorOf(newest(ahead.map((k) => k.version))!)}, newer than kube-apiserver would be (${formatVersion(apiserverLow)})`,
+          ]
         : []
     },
   },
@@ -224,7 +230,9 @@ export const SKEW_RULES: readonly SkewRule[] = [
       if (!apiserverHigh) return []
       const behind = inputs.kubelets.filter((k) => apiserverHigh.minor - k.version.minor > maxKubeletLag(k.version))
       return behind.length > 0
-        ? [`kubelets on ${nodeList(behind.map((k) => k.node))} (${minorOf(oldest(behind.map((k) => k.version))!)}) would be too far behind kube-apiserver ${formatVersion(apiserverHigh)} (at most 3 minors from 1.25, 2 before): upgrade them first`]
+        ? [
+            `kubelets on ${nodeList(behind.map((k) => k.node))} (${minorOf(oldest(behind.map((k) => k.version))!)}) would be too far behind kube-apiserver ${formatVersion(apiserverHigh)} (at most 3 minors from 1.25, 2 before): upgrade them first`,
+          ]
         : []
     },
   },
@@ -263,7 +271,9 @@ export const SKEW_RULES: readonly SkewRule[] = [
       const allowed = proxy.minor >= 25 ? 3 : 0
       const apart = inputs.kubelets.filter((k) => Math.abs(proxy.minor - k.version.minor) > allowed)
       return apart.length > 0
-        ? [`kube-proxy ${minorOf(proxy)} and the kubelets on ${nodeList(apart.map((k) => k.node))} (${minorOf(oldest(apart.map((k) => k.version))!)}) are further apart than the policy allows: upgrade those kubelets next`]
+        ? [
+            `kube-proxy ${minorOf(proxy)} and the kubelets on ${nodeList(apart.map((k) => k.node))} (${minorOf(oldest(apart.map((k) => k.version))!)}) are further apart than the policy allows: upgrade those kubelets next`,
+          ]
         : []
     },
   },
@@ -307,7 +317,10 @@ const COMPONENT_ALIASES: Record<string, UpgradeComponent> = {
 
 /** Parses --components: a comma list of full names or short ones (apiserver, controller-manager, scheduler, proxy). */
 export function parseComponents(text: string): UpgradeComponent[] {
-  const names = text.split(',').map((s) => s.trim()).filter(Boolean)
+  const names = text
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean)
   const resolved = names.map((name) => {
     const component = (UPGRADE_ORDER as readonly string[]).includes(name) ? (name as UpgradeComponent) : COMPONENT_ALIASES[name]
     if (!component) throw new CliError(`--components: "${name}" is not one of ${UPGRADE_ORDER.join(', ')} (or apiserver, controller-manager, scheduler, proxy)`)

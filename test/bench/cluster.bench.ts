@@ -42,7 +42,11 @@ const cluster: Benchmark = {
       const env = {KUBECONFIG: kubeconfig}
       const exeEnv = {...env, KUBECTL_SELFHOST_CACHE_DIR: cache}
       if (exe) spawnSync(exe, ['--version'], {env: {...process.env, ...exeEnv}, stdio: 'ignore'})
-      const apiserverPod = execFileSync(kubectl, ['get', 'pods', '-n', 'kube-system', '-l', 'component=kube-apiserver', '-o', 'jsonpath={.items[0].metadata.name}'], {env: {...process.env, ...env}, encoding: 'utf8'})
+      const apiserverPod = execFileSync(
+        kubectl,
+        ['get', 'pods', '-n', 'kube-system', '-l', 'component=kube-apiserver', '-o', 'jsonpath={.items[0].metadata.name}'],
+        {env: {...process.env, ...env}, encoding: 'utf8'},
+      )
       const groups: Array<{kubectl: Case; ours: Case[]}> = [
         {
           kubectl: {label: 'kubectl get pods -n kube-system -o wide', argv: [kubectl, 'get', 'pods', '-n', 'kube-system', '-o', 'wide'], env, expectExit: [0]},
@@ -52,10 +56,17 @@ const cluster: Benchmark = {
           ],
         },
         {
-          kubectl: {label: `kubectl logs -n kube-system ${apiserverPod} --tail 1`, argv: [kubectl, 'logs', '-n', 'kube-system', apiserverPod, '--tail', '1'], env, expectExit: [0]},
+          kubectl: {
+            label: `kubectl logs -n kube-system ${apiserverPod} --tail 1`,
+            argv: [kubectl, 'logs', '-n', 'kube-system', apiserverPod, '--tail', '1'],
+            env,
+            expectExit: [0],
+          },
           ours: [
             {label: 'kubectl-selfhost logs kube-apiserver --tail 1', argv: [node, run, 'logs', 'kube-apiserver', '--tail', '1'], env, expectExit: [0]},
-            ...(exe ? [{label: 'kubectl-selfhost logs ... (single executable)', argv: [exe, 'logs', 'kube-apiserver', '--tail', '1'], env: exeEnv, expectExit: [0]}] : []),
+            ...(exe
+              ? [{label: 'kubectl-selfhost logs ... (single executable)', argv: [exe, 'logs', 'kube-apiserver', '--tail', '1'], env: exeEnv, expectExit: [0]}]
+              : []),
           ],
         },
       ]

@@ -88,7 +88,9 @@ export function timeProcesses(cases: Case[], rounds: number, warmups = 2): Map<s
           throw new Error(`${c.label}: exit ${result.status}, expected ${c.expectExit.join(' or ')}: ${result.stderr.toString().trim()}`)
         }
 
-        const [rssKb, user, system] = wrap ? readFileSync(rssFile, 'utf8').trim().split('\n').at(-1)!.split(' ').map(Number) : [Number.NaN, Number.NaN, Number.NaN]
+        const [rssKb, user, system] = wrap
+          ? readFileSync(rssFile, 'utf8').trim().split('\n').at(-1)!.split(' ').map(Number)
+          : [Number.NaN, Number.NaN, Number.NaN]
         if (round >= warmups) samples.get(c.label)!.push({ms: elapsed, maxRssMb: rssKb / 1024, cpuMs: (user + system) * 1000})
       }
     }
@@ -119,7 +121,13 @@ export function pairedRatio(measured: Sample[], base: Sample[], value: (s: Sampl
  * A figure against its baseline, with a verdict when it has a target ratio. The verdict is on the
  * median of the per-round ratios (pairedRatio), printed with their interquartile range.
  */
-export function compare(label: string, width: number, measured: Sample[], base: Sample[], targets: {ms?: number; memory?: number} = {}): {line: string; met: boolean} {
+export function compare(
+  label: string,
+  width: number,
+  measured: Sample[],
+  base: Sample[],
+  targets: {ms?: number; memory?: number} = {},
+): {line: string; met: boolean} {
   const m = medians(measured)
   const b = medians(base)
   const ms = pairedRatio(measured, base)
@@ -147,7 +155,8 @@ export function baseline(label: string, width: number, samples: Sample[]): strin
 }
 
 /** How to read compare()'s lines; printed once under each table. */
-export const LEGEND = 'ms: median wall time; Nx [a-b]: median and interquartile range of the per-round ratios to the baseline (the verdict is on the median); MB: median peak RSS and its ratio; cpu: median user+system time and its per-round ratio'
+export const LEGEND =
+  'ms: median wall time; Nx [a-b]: median and interquartile range of the per-round ratios to the baseline (the verdict is on the median); MB: median peak RSS and its ratio; cpu: median user+system time and its per-round ratio'
 
 const SEA_ARCH = {x64: 'amd64', arm64: 'arm64'}[process.arch as string]
 /** Where `npm run package` leaves this machine's single executable. */

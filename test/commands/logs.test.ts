@@ -32,7 +32,7 @@ const podOf = (inputs: ReturnType<typeof cluster>, prefix: string, node: string)
 describe('logs command', () => {
   const kubeconfig = fakeApiServerSuite()
 
-  it('prints every static instance\'s log, each line prefixed [node/pod], 10 lines each by default', async () => {
+  it("prints every static instance's log, each line prefixed [node/pod], 10 lines each by default", async () => {
     const inputs = cluster()
     serveDiscovery(inputs)
     const logs = nock(FAKE_SERVER)
@@ -46,10 +46,7 @@ describe('logs command', () => {
     assert.equal(stderr, '')
     assert.equal(exitCode, 0)
     assert.ok(logs.isDone())
-    assert.equal(
-      stdout,
-      '[cp-1/kube-scheduler-cp-1] I0301 started\n[cp-1/kube-scheduler-cp-1] I0301 leading\n[cp-2/kube-scheduler-cp-2] I0301 standby\n',
-    )
+    assert.equal(stdout, '[cp-1/kube-scheduler-cp-1] I0301 started\n[cp-1/kube-scheduler-cp-1] I0301 leading\n[cp-2/kube-scheduler-cp-2] I0301 standby\n')
   })
 
   it('reads self-hosted instances the same way, and passes --previous/--since/--timestamps/--tail -1/-c', async () => {
@@ -66,14 +63,25 @@ describe('logs command', () => {
       .query(query)
       .reply(200, '2026-03-01T12:00:01Z fine\n')
     const {stdout, exitCode} = await runCommand([
-      'logs', 'controller-manager', '--kubeconfig', kubeconfig, '--previous', '--since', '5m', '--timestamps', '--tail', '-1', '-c', 'sidecar',
+      'logs',
+      'controller-manager',
+      '--kubeconfig',
+      kubeconfig,
+      '--previous',
+      '--since',
+      '5m',
+      '--timestamps',
+      '--tail',
+      '-1',
+      '-c',
+      'sidecar',
     ])
     assert.equal(exitCode, 0)
     assert.ok(logs.isDone(), `not requested: ${logs.pendingMocks().join(', ')}`)
     assert.equal(stdout, `[cp-1/${pod1}] 2026-03-01T12:00:00Z crashed\n[cp-2/${pod2}] 2026-03-01T12:00:01Z fine\n`)
   })
 
-  it('--leader reads only the leader\'s instance', async () => {
+  it("--leader reads only the leader's instance", async () => {
     serveDiscovery(cluster({leaderNode: 'cp-2'}))
     const logs = nock(FAKE_SERVER).get(logPath('kube-scheduler-cp-2')).query(true).reply(200, 'leading\n')
     const {stdout, exitCode} = await runCommand(['logs', 'kube-scheduler', '--leader', '--kubeconfig', kubeconfig])
@@ -104,10 +112,7 @@ describe('logs command', () => {
     const {stdout, stderr, exitCode} = await running
     assert.equal(exitCode, 0, stderr)
     assert.equal(stderr, '')
-    assert.equal(
-      stdout,
-      '[cp-2/kube-apiserver-cp-2] from two\n[cp-1/kube-apiserver-cp-1] from one, part two\n[cp-1/kube-apiserver-cp-1] and more\n',
-    )
+    assert.equal(stdout, '[cp-2/kube-apiserver-cp-2] from two\n[cp-1/kube-apiserver-cp-1] from one, part two\n[cp-1/kube-apiserver-cp-1] and more\n')
   })
 
   it('-f reports a stream the server ends and keeps the others', async () => {
@@ -136,14 +141,22 @@ describe('logs command', () => {
     nock(FAKE_SERVER)
       .get(logPath('kube-scheduler-cp-1'))
       .query(true)
-      .reply(400, {kind: 'Status', code: 400, reason: 'BadRequest', message: 'previous terminated container "kube-scheduler" in pod "kube-scheduler-cp-1" not found'})
+      .reply(400, {
+        kind: 'Status',
+        code: 400,
+        reason: 'BadRequest',
+        message: 'previous terminated container "kube-scheduler" in pod "kube-scheduler-cp-1" not found',
+      })
       .get(logPath('kube-scheduler-cp-2'))
       .query(true)
       .reply(200, 'panic: lost lease\n')
     const {stdout, stderr, exitCode} = await runCommand(['logs', 'kube-scheduler', '-p', '--kubeconfig', kubeconfig])
     assert.equal(exitCode, 0)
     assert.equal(stdout, '[cp-2/kube-scheduler-cp-2] panic: lost lease\n')
-    assert.match(stderr, /^\[cp-1\/kube-scheduler-cp-1\] get pods\/log "kube-scheduler-cp-1" in namespace "kube-system" failed \(400 BadRequest\): previous terminated container/)
+    assert.match(
+      stderr,
+      /^\[cp-1\/kube-scheduler-cp-1\] get pods\/log "kube-scheduler-cp-1" in namespace "kube-system" failed \(400 BadRequest\): previous terminated container/,
+    )
     assert.equal(stderr.trimEnd().split('\n').length, 1)
   })
 
@@ -152,7 +165,10 @@ describe('logs command', () => {
       const {stdout, stderr, exitCode} = await runCommand(['logs', 'kubelet', '--kubeconfig', kubeconfig])
       assert.equal(exitCode, 1)
       assert.equal(stdout, '')
-      assert.equal(stderr, 'error: unknown component "kubelet"; known components: kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kube-proxy, coredns\n')
+      assert.equal(
+        stderr,
+        'error: unknown component "kubelet"; known components: kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kube-proxy, coredns\n',
+      )
     })
 
     it('no component named at all', async () => {
@@ -203,7 +219,10 @@ describe('logs command', () => {
       try {
         const {stderr, exitCode} = await runCommand(['logs', 'etcd', '--kubeconfig', writeFakeKubeconfig('https://127.0.0.1:1')])
         assert.equal(exitCode, 1)
-        assert.equal(stderr, 'error: cannot reach the API server at https://127.0.0.1:1: connection refused; is the cluster running and is the context right?\n')
+        assert.equal(
+          stderr,
+          'error: cannot reach the API server at https://127.0.0.1:1: connection refused; is the cluster running and is the context right?\n',
+        )
       } finally {
         nock.disableNetConnect()
       }

@@ -31,7 +31,10 @@ describe('pivot --from-dir (no cluster)', () => {
 
   it('prints costs, steps per node and the objects without -o', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'pivot-from-dir-'))
-    for (const [node, ip] of [['cp-a', '10.0.0.10'], ['cp-b', '10.0.0.20']]) {
+    for (const [node, ip] of [
+      ['cp-a', '10.0.0.10'],
+      ['cp-b', '10.0.0.20'],
+    ]) {
       mkdirSync(join(dir, node))
       for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) {
         writeFileSync(join(dir, node, `${c}.yaml`), readFileSync(join(fixtures, 'v1.14.10', `${c}.yaml`), 'utf8').replaceAll('10.0.0.10', ip))
@@ -49,7 +52,10 @@ describe('pivot --from-dir (no cluster)', () => {
     assert.match(stdout, /blind hand-off/)
     assert.match(stdout, /etcd stays static/)
     assert.match(stdout, /node order: cp-a -> cp-b/)
-    assert.match(stdout, /\[cp-b\] take the static manifest out of the kubelet's sight on cp-b \(its original stays in the backup\); the node task puts it back unless the CLI confirms within 360s/)
+    assert.match(
+      stdout,
+      /\[cp-b\] take the static manifest out of the kubelet's sight on cp-b \(its original stays in the backup\); the node task puts it back unless the CLI confirms within 360s/,
+    )
     assert.match(stdout, /kind: DaemonSet/)
   })
 
@@ -61,7 +67,10 @@ describe('pivot --from-dir (no cluster)', () => {
     assert.equal(r.exitCode, 1)
     assert.equal(r.stderr.trim(), 'error: cannot read --from-dir /nonexistent/manifests: ENOENT')
     const dir = mkdtempSync(join(tmpdir(), 'pivot-differ-'))
-    for (const [node, image] of [['cp-a', 'v1.29.4'], ['cp-b', 'v1.29.5']]) {
+    for (const [node, image] of [
+      ['cp-a', 'v1.29.4'],
+      ['cp-b', 'v1.29.5'],
+    ]) {
       mkdirSync(join(dir, node))
       for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) {
         writeFileSync(join(dir, node, `${c}.yaml`), readFileSync(join(fixtures, 'v1.29.4', `${c}.yaml`), 'utf8').replaceAll('v1.29.4', image))
@@ -70,7 +79,10 @@ describe('pivot --from-dir (no cluster)', () => {
 
     r = await runCommand(['pivot', '--from-dir', dir, '--dry-run', '-o', 'yaml'])
     assert.equal(r.exitCode, 1)
-    assert.match(r.stderr, /^error: kube-apiserver differs between control-plane nodes cp-a and cp-b beyond node-specific values, at spec\.containers\[0\]\.image/)
+    assert.match(
+      r.stderr,
+      /^error: kube-apiserver differs between control-plane nodes cp-a and cp-b beyond node-specific values, at spec\.containers\[0\]\.image/,
+    )
     assert.equal(r.stderr.trim().split('\n').length, 1)
   })
 })

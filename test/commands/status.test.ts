@@ -125,7 +125,10 @@ describe('status command', () => {
       assert.match(stdout, /^kube-apiserver\s+self-hosted\s+3\/3\s+v1\.32\.4\s+-\s+ok/m)
       const warnings = stdout.slice(stdout.indexOf('\nWarnings:\n'))
       // Piped output keeps one line per warning, so scripts can grep it.
-      assert.match(warnings, /^ {2}kube-apiserver: self-hosted, no checkpointing: if every control-plane node restarts at once .* then `kubectl selfhost revert`; `kubectl selfhost pivot` installs checkpoints$/m)
+      assert.match(
+        warnings,
+        /^ {2}kube-apiserver: self-hosted, no checkpointing: if every control-plane node restarts at once .* then `kubectl selfhost revert`; `kubectl selfhost pivot` installs checkpoints$/m,
+      )
       assert.match(stdout, /Control plane healthy\.$/m)
     }
   })
@@ -137,7 +140,10 @@ describe('status command', () => {
     serveDiscovery(inputs)
     const {stdout, exitCode} = await runCommand(['status', '--kubeconfig', kubeconfig])
     assert.equal(exitCode, 2)
-    assert.match(stdout, /^kube-scheduler\s+static\s+3\/3\s+v1\.32\.4\s+cp-1 \(stale\)\s+UNHEALTHY\s+leader cp-1 is stale: last renewed 1[12]\ds ago \(lease 15s\)$/m)
+    assert.match(
+      stdout,
+      /^kube-scheduler\s+static\s+3\/3\s+v1\.32\.4\s+cp-1 \(stale\)\s+UNHEALTHY\s+leader cp-1 is stale: last renewed 1[12]\ds ago \(lease 15s\)$/m,
+    )
     assert.match(stdout, /Control plane UNHEALTHY: 1 problem\(s\)\.$/m)
   })
 
@@ -198,7 +204,8 @@ describe('status command', () => {
         kind: 'Status',
         reason: 'Forbidden',
         code: 403,
-        message: 'leases.coordination.k8s.io is forbidden: User "dev" cannot list resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system"',
+        message:
+          'leases.coordination.k8s.io is forbidden: User "dev" cannot list resource "leases" in API group "coordination.k8s.io" in the namespace "kube-system"',
       }
       nock(FAKE_SERVER)
         .get('/version')

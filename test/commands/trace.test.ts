@@ -70,10 +70,18 @@ describe('trace --from-file (no cluster)', () => {
   })
 
   const refusals: Array<[string, string[], RegExp]> = [
-    ['an unknown Service lists close matches', ['svc/default/webb'], /^error: service default\/webb is not in this iptables dump; did you mean: svc\/default\/web/],
+    [
+      'an unknown Service lists close matches',
+      ['svc/default/webb'],
+      /^error: service default\/webb is not in this iptables dump; did you mean: svc\/default\/web/,
+    ],
     ['a Service name in an IPVS listing asks for an address', ['--from-file', fixture('ipvs-v1.28-node.txt'), 'svc/x'], /IPVS listings carry no Service names/],
     ['a missing file', ['--from-file', '/nonexistent/dump.txt', 'svc/x'], /^error: cannot read \/nonexistent\/dump\.txt: ENOENT/],
-    ['a garbage dump names the line', ['--from-file', fixture('README.md'), 'svc/x'], /^error: iptables dump, line 3: "\| file \| what \|" is outside any table/],
+    [
+      'a garbage dump names the line',
+      ['--from-file', fixture('README.md'), 'svc/x'],
+      /^error: iptables dump, line 3: "\| file \| what \|" is outside any table/,
+    ],
     ['a bad target', ['svc/a/b/c'], /is not a Service: use svc\/NAME, NAME or svc\/NAMESPACE\/NAME/],
     ['an unknown port', ['svc/default/web', '--port', 'grpc'], /svc\/web has no port "grpc"; its ports: http \(80\)/],
   ]
@@ -95,10 +103,24 @@ describe('trace (live cluster, HTTP fake)', function () {
   const dumpLog = `### selfhost-trace iptables iptables-save\n${readFileSync(v129, 'utf8')}### selfhost-trace end\n`
   const service = {
     metadata: {name: 'web', namespace: 'shop'},
-    spec: {type: 'ClusterIP', clusterIP: '10.96.10.10', clusterIPs: ['10.96.10.10'], selector: {app: 'web'}, ports: [{name: 'http', port: 80, protocol: 'TCP', targetPort: 8080}]},
+    spec: {
+      type: 'ClusterIP',
+      clusterIP: '10.96.10.10',
+      clusterIPs: ['10.96.10.10'],
+      selector: {app: 'web'},
+      ports: [{name: 'http', port: 80, protocol: 'TCP', targetPort: 8080}],
+    },
   }
-  const endpoint = (ip: string, node: string, ready = true) => ({addresses: [ip], conditions: {ready}, nodeName: node, targetRef: {kind: 'Pod', name: `web-${ip.split('.')[2]}`}})
-  const node = (name: string) => ({metadata: {name}, status: {conditions: [{type: 'Ready', status: 'True'}], addresses: [{type: 'InternalIP', address: '192.168.0.2'}]}})
+  const endpoint = (ip: string, node: string, ready = true) => ({
+    addresses: [ip],
+    conditions: {ready},
+    nodeName: node,
+    targetRef: {kind: 'Pod', name: `web-${ip.split('.')[2]}`},
+  })
+  const node = (name: string) => ({
+    metadata: {name},
+    status: {conditions: [{type: 'Ready', status: 'True'}], addresses: [{type: 'InternalIP', address: '192.168.0.2'}]},
+  })
 
   // The dump was taken from namespace "default"; the fake Service lives in "shop": same rules, renamed.
   const rulesFor = (text: string) => text.replaceAll('default/web', 'shop/web')
@@ -117,7 +139,9 @@ describe('trace (live cluster, HTTP fake)', function () {
       .get('/api/v1/namespaces/kube-system/configmaps/kube-proxy')
       .reply(200, {data: {'config.conf': 'apiVersion: kubeproxy.config.k8s.io/v1alpha1\nkind: KubeProxyConfiguration\nmode: ""\nclusterCIDR: 10.244.0.0/16\n'}})
       .get('/apis/apps/v1/namespaces/kube-system/daemonsets')
-      .reply(200, {items: [{metadata: {name: 'kube-proxy'}, spec: {template: {spec: {containers: [{name: 'kube-proxy', image: 'registry.k8s.io/kube-proxy:v1.37.2'}]}}}}]})
+      .reply(200, {
+        items: [{metadata: {name: 'kube-proxy'}, spec: {template: {spec: {containers: [{name: 'kube-proxy', image: 'registry.k8s.io/kube-proxy:v1.37.2'}]}}}}],
+      })
       .get('/api/v1/nodes')
       .reply(200, {items: [node('cp-1'), node('worker-2')]})
       .post('/api/v1/namespaces/kube-system/pods', (body: V1Pod) => {
@@ -185,7 +209,8 @@ describe('trace (live cluster, HTTP fake)', function () {
     assert.match(script, /-t "\$table" -S "\$chain"/)
     assert.match(script, /--comment "\?shop\/web\(/)
     // Only the tools the kube-proxy image (distroless-iptables) has.
-    for (const tool of ['sed', 'awk', 'sort', 'base64', 'cut ', 'head ', 'tail ', 'mv ']) assert.ok(!script.includes(` ${tool}`) && !script.includes(`| ${tool}`), tool)
+    for (const tool of ['sed', 'awk', 'sort', 'base64', 'cut ', 'head ', 'tail ', 'mv '])
+      assert.ok(!script.includes(` ${tool}`) && !script.includes(`| ${tool}`), tool)
   })
 
   it('exits 2 when a ready endpoint is missing from the rules and a programmed one left the slices', async () => {
@@ -197,7 +222,10 @@ describe('trace (live cluster, HTTP fake)', function () {
   })
 
   it('says so when the node has no kube-proxy rules', async () => {
-    fakeCluster([endpoint('10.244.1.5', 'worker-2')], '### selfhost-trace iptables iptables-save\n*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n### selfhost-trace end\n')
+    fakeCluster(
+      [endpoint('10.244.1.5', 'worker-2')],
+      '### selfhost-trace iptables iptables-save\n*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n### selfhost-trace end\n',
+    )
     const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '--node', 'worker-2'])
     assert.equal(exitCode, 1)
     assert.match(stderr, /^error: node worker-2 has no kube-proxy rules in iptables mode; is kube-proxy running there\?$/m)
@@ -231,7 +259,11 @@ describe('trace (live cluster, HTTP fake)', function () {
       .get('/api/v1/nodes')
       .reply(200, {items: [node('worker-2')]})
       .post('/api/v1/namespaces/kube-system/pods')
-      .reply(403, {kind: 'Status', reason: 'Forbidden', message: 'pods is forbidden: User "dev" cannot create resource "pods" in API group "" in the namespace "kube-system"'})
+      .reply(403, {
+        kind: 'Status',
+        reason: 'Forbidden',
+        message: 'pods is forbidden: User "dev" cannot create resource "pods" in API group "" in the namespace "kube-system"',
+      })
     const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '--image', 'busybox:1.36'])
     assert.equal(exitCode, 1)
     assert.match(stderr, /^error: the trace task needs to create a privileged pod in namespace "kube-system": forbidden \(403\): you may not create pods/m)
@@ -250,11 +282,24 @@ describe('trace (live cluster, HTTP fake)', function () {
       .reply(200, {metadata: {name: 'db', namespace: 'shop'}, spec: {type: 'ClusterIP', clusterIP: 'None', selector: {app: 'db'}, ports: [{port: 5432}]}})
       .get('/apis/discovery.k8s.io/v1/namespaces/shop/endpointslices')
       .query(true)
-      .reply(200, {items: [{ports: [{port: 5432, protocol: 'TCP'}], endpoints: [{addresses: ['10.244.1.7'], conditions: {ready: true}}, {addresses: ['10.244.2.8'], conditions: {ready: false}}]}]})
+      .reply(200, {
+        items: [
+          {
+            ports: [{port: 5432, protocol: 'TCP'}],
+            endpoints: [
+              {addresses: ['10.244.1.7'], conditions: {ready: true}},
+              {addresses: ['10.244.2.8'], conditions: {ready: false}},
+            ],
+          },
+        ],
+      })
     const {stdout, exitCode} = await runCommand(['trace', 'svc/db', '--kubeconfig', kubeconfig, '-o', 'json'])
     assert.equal(exitCode, 0)
     const result = JSON.parse(stdout) as TraceResult
-    assert.match(result.explanation ?? '', /^headless Service \(clusterIP: None\): cluster DNS returns the ready endpoints' addresses directly \(10\.244\.1\.7\)/)
+    assert.match(
+      result.explanation ?? '',
+      /^headless Service \(clusterIP: None\): cluster DNS returns the ready endpoints' addresses directly \(10\.244\.1\.7\)/,
+    )
     assert.deepEqual(result.ports, [])
   })
 
@@ -263,7 +308,11 @@ describe('trace (live cluster, HTTP fake)', function () {
       .get('/api/v1/nodes')
       .reply(200, {items: [node('worker-2')]})
       .post('/api/v1/namespaces/apps/pods')
-      .reply(403, {kind: 'Status', reason: 'Forbidden', message: 'pods "x" is forbidden: violates PodSecurity "restricted:latest": host namespaces (hostNetwork=true)'})
+      .reply(403, {
+        kind: 'Status',
+        reason: 'Forbidden',
+        message: 'pods "x" is forbidden: violates PodSecurity "restricted:latest": host namespaces (hostNetwork=true)',
+      })
     const {stderr, exitCode} = await runCommand(['trace', 'svc/web', '--kubeconfig', kubeconfig, '--image', 'busybox:1.36', '--debug-namespace', 'apps'])
     assert.equal(exitCode, 1)
     assert.match(stderr, /^error: namespace "apps" refuses privileged pods \(PodSecurity "restricted:latest"\)/m)
@@ -282,7 +331,10 @@ describe('trace through a pipe (the built CLI, a child process)', function () {
     await ensureBuilt()
     // 2,000 endpoints, the last KUBE-SVC rule gone: 1/2000 of connections match nothing (a finding).
     const lines = iptablesSaveOf(generateServices(1, 2000)).split('\n')
-    lines.splice(lines.reduce((last, l, k) => (l.startsWith('-A KUBE-SVC-') ? k : last), -1), 1)
+    lines.splice(
+      lines.reduce((last, l, k) => (l.startsWith('-A KUBE-SVC-') ? k : last), -1),
+      1,
+    )
     const dir = mkdtempSync(join(tmpdir(), 'selfhost-trace-pipe-'))
     try {
       const file = join(dir, 'dump.txt')
@@ -308,7 +360,17 @@ describe('trace default view on a node with Docker and CNI rules', () => {
     const {join} = await import('node:path')
     const [base] = generateServices(1, 3)
     const services = [base, {...base, portName: 'https', port: 443, endpoints: base.endpoints.map((e) => ({...e, port: 8443}))}]
-    const filter = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':KUBE-FORWARD - [0:0]', '-A FORWARD -j KUBE-FORWARD', '-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT', 'COMMIT', ''].join('\n')
+    const filter = [
+      '*filter',
+      ':INPUT ACCEPT [0:0]',
+      ':FORWARD ACCEPT [0:0]',
+      ':OUTPUT ACCEPT [0:0]',
+      ':KUBE-FORWARD - [0:0]',
+      '-A FORWARD -j KUBE-FORWARD',
+      '-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT',
+      'COMMIT',
+      '',
+    ].join('\n')
     const dir = mkdtempSync(join(tmpdir(), 'selfhost-trace-view-'))
     try {
       for (const cni of [{flannel: {podCidr: '10.128.0.0/9'}}, {calico: {workloads: ['calia1b2c3d4e5f', 'cali0f9e8d7c6b5']}}]) {

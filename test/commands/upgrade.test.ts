@@ -62,33 +62,40 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   const scope = nock(FAKE_SERVER).persist()
   for (const [path, object] of objects) {
     scope.get(path).reply(() => [200, object])
-    scope.patch(path).query(true).reply((_uri, body) => {
-      // nock parses only application/json; a strategic merge patch arrives as text.
-      const patch = (typeof body === 'string' ? JSON.parse(body) : body) as Record<string, any>
-      patches.push({path, body: patch})
-      if ((object as {component?: string}).component === fake.changedBehindOurBack) object.metadata!.resourceVersion = '999'
-      if (patch.metadata?.resourceVersion && patch.metadata.resourceVersion !== object.metadata!.resourceVersion) {
-        return [409, {kind: 'Status', reason: 'Conflict', message: 'the object has been modified'}]
-      }
+    scope
+      .patch(path)
+      .query(true)
+      .reply((_uri, body) => {
+        // nock parses only application/json; a strategic merge patch arrives as text.
+        const patch = (typeof body === 'string' ? JSON.parse(body) : body) as Record<string, any>
+        patches.push({path, body: patch})
+        if ((object as {component?: string}).component === fake.changedBehindOurBack) object.metadata!.resourceVersion = '999'
+        if (patch.metadata?.resourceVersion && patch.metadata.resourceVersion !== object.metadata!.resourceVersion) {
+          return [409, {kind: 'Status', reason: 'Conflict', message: 'the object has been modified'}]
+        }
 
-      const image = patch.spec?.template?.spec?.containers?.[0]?.image
-      if (image && path.endsWith('/self-hosted-kube-apiserver')) apiserverPatchedAt ??= Date.now()
-      if (image) object.spec!.template.spec!.containers[0].image = image
-      if (patch.spec?.updateStrategy) (object as V1DaemonSet).spec!.updateStrategy = patch.spec.updateStrategy
-      object.metadata!.generation = (object.metadata!.generation ?? 1) + 1
-      object.metadata!.resourceVersion = String(Number(object.metadata!.resourceVersion) + 1)
-      const component = (object as {component?: UpgradeComponent}).component!
-      const ready = !([...(fake.neverReady ?? []), ...(fake.crashLoop ?? [])].includes(component) && image !== undefined && image !== original.get(path))
-      const status = object.status as Record<string, number>
-      status.observedGeneration = object.metadata!.generation
-      if ('desiredNumberScheduled' in status) {
-        Object.assign(status, {updatedNumberScheduled: status.desiredNumberScheduled, numberReady: ready ? status.desiredNumberScheduled : 0, numberAvailable: ready ? status.desiredNumberScheduled : 0})
-      } else {
-        Object.assign(status, {updatedReplicas: status.replicas, readyReplicas: ready ? status.replicas : 0, availableReplicas: ready ? status.replicas : 0})
-      }
+        const image = patch.spec?.template?.spec?.containers?.[0]?.image
+        if (image && path.endsWith('/self-hosted-kube-apiserver')) apiserverPatchedAt ??= Date.now()
+        if (image) object.spec!.template.spec!.containers[0].image = image
+        if (patch.spec?.updateStrategy) (object as V1DaemonSet).spec!.updateStrategy = patch.spec.updateStrategy
+        object.metadata!.generation = (object.metadata!.generation ?? 1) + 1
+        object.metadata!.resourceVersion = String(Number(object.metadata!.resourceVersion) + 1)
+        const component = (object as {component?: UpgradeComponent}).component!
+        const ready = !([...(fake.neverReady ?? []), ...(fake.crashLoop ?? [])].includes(component) && image !== undefined && image !== original.get(path))
+        const status = object.status as Record<string, number>
+        status.observedGeneration = object.metadata!.generation
+        if ('desiredNumberScheduled' in status) {
+          Object.assign(status, {
+            updatedNumberScheduled: status.desiredNumberScheduled,
+            numberReady: ready ? status.desiredNumberScheduled : 0,
+            numberAvailable: ready ? status.desiredNumberScheduled : 0,
+          })
+        } else {
+          Object.assign(status, {updatedReplicas: status.replicas, readyReplicas: ready ? status.replicas : 0, availableReplicas: ready ? status.replicas : 0})
+        }
 
-      return [200, object]
-    })
+        return [200, object]
+      })
   }
 
   // Clusters up to 1.19 also keep leader records on Endpoints; these have none there.
@@ -99,28 +106,63 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   let renewals = 0
   for (const name of ['kube-controller-manager', 'kube-scheduler']) {
     let released = fake.releasedReads ?? 0
-    scope.get(`/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/${name}`).reply(() => [
-      200,
-      released-- > 0
-        ? {metadata: {name}, spec: {holderIdentity: '', leaseDurationSeconds: 15}}
-        : {metadata: {name}, spec: {holderIdentity: 'cp-0_1234', leaseDurationSeconds: 15, renewTime: new Date(Date.now() + renewals++).toISOString()}},
-    ])
+    scope
+      .get(`/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/${name}`)
+      .reply(() => [
+        200,
+        released-- > 0
+          ? {metadata: {name}, spec: {holderIdentity: '', leaseDurationSeconds: 15}}
+          : {metadata: {name}, spec: {holderIdentity: 'cp-0_1234', leaseDurationSeconds: 15, renewTime: new Date(Date.now() + renewals++).toISOString()}},
+      ])
   }
 
-  scope.get(`${KS}/pods`).query(true).reply((uri) => {
-    // No checkpointers on this cluster: upgrade refreshes no checkpoints.
-    if (decodeURIComponent(uri).includes('selfhost.kubectl.io/role=checkpointer')) return [200, {items: []}]
-    const app = decodeURIComponent(uri).match(/k8s-app=([\w-]+)/)![1]
-    const object = [...objects.values()].find((o) => o.metadata!.name === app)!
-    const container = object.spec!.template.spec!.containers[0]
-    const component = (object as {component?: UpgradeComponent}).component!
-    if (fake.crashLoop?.includes(component) && container.image !== original.get([...objects].find(([, o]) => o === object)![0])) {
-      const crashing = {name: container.name, ready: false, restartCount: 3, image: container.image, imageID: '', state: {waiting: {reason: 'CrashLoopBackOff'}}, lastState: {terminated: {exitCode: 1, reason: 'Error'}}}
-      return [200, {items: [{metadata: {name: `${app}-new`, namespace: 'kube-system', labels: {'k8s-app': app}}, spec: {nodeName: 'cp-0', hostNetwork: true, containers: [container]}, status: {phase: 'Running', containerStatuses: [crashing]}}]}]
-    }
+  scope
+    .get(`${KS}/pods`)
+    .query(true)
+    .reply((uri) => {
+      // No checkpointers on this cluster: upgrade refreshes no checkpoints.
+      if (decodeURIComponent(uri).includes('selfhost.kubectl.io/role=checkpointer')) return [200, {items: []}]
+      const app = decodeURIComponent(uri).match(/k8s-app=([\w-]+)/)![1]
+      const object = [...objects.values()].find((o) => o.metadata!.name === app)!
+      const container = object.spec!.template.spec!.containers[0]
+      const component = (object as {component?: UpgradeComponent}).component!
+      if (fake.crashLoop?.includes(component) && container.image !== original.get([...objects].find(([, o]) => o === object)![0])) {
+        const crashing = {
+          name: container.name,
+          ready: false,
+          restartCount: 3,
+          image: container.image,
+          imageID: '',
+          state: {waiting: {reason: 'CrashLoopBackOff'}},
+          lastState: {terminated: {exitCode: 1, reason: 'Error'}},
+        }
+        return [
+          200,
+          {
+            items: [
+              {
+                metadata: {name: `${app}-new`, namespace: 'kube-system', labels: {'k8s-app': app}},
+                spec: {nodeName: 'cp-0', hostNetwork: true, containers: [container]},
+                status: {phase: 'Running', containerStatuses: [crashing]},
+              },
+            ],
+          },
+        ]
+      }
 
-    return [200, {items: [{metadata: {name: `${app}-abc`, namespace: 'kube-system', labels: {'k8s-app': app}}, spec: {nodeName: 'cp-0', hostNetwork: true, containers: [container]}, status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]}}]}]
-  })
+      return [
+        200,
+        {
+          items: [
+            {
+              metadata: {name: `${app}-abc`, namespace: 'kube-system', labels: {'k8s-app': app}},
+              spec: {nodeName: 'cp-0', hostNetwork: true, containers: [container]},
+              status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]},
+            },
+          ],
+        },
+      ]
+    })
   return {patches, objects}
 }
 
@@ -162,7 +204,10 @@ describe('upgrade command (HTTP fake)', function () {
     assert.equal(exitCode, 0, stderr)
     assert.equal(fake.patches.length, 0)
     assert.match(stdout, /^Upgrade plan: v1\.14\.10 -> v1\.15\.0 \(upgrade\)$/m)
-    assert.match(stdout, /^1\s+kube-apiserver\s+DaemonSet\/self-hosted-kube-apiserver\s+v1\.14\.10\s+v1\.15\.0\s+k8s\.gcr\.io\/kube-apiserver:v1\.14\.10\s+k8s\.gcr\.io\/kube-apiserver:v1\.15\.0\s+temporary-instance\s+upgrade$/m)
+    assert.match(
+      stdout,
+      /^1\s+kube-apiserver\s+DaemonSet\/self-hosted-kube-apiserver\s+v1\.14\.10\s+v1\.15\.0\s+k8s\.gcr\.io\/kube-apiserver:v1\.14\.10\s+k8s\.gcr\.io\/kube-apiserver:v1\.15\.0\s+temporary-instance\s+upgrade$/m,
+    )
     assert.match(stdout, /^4\s+kube-proxy\s+DaemonSet\/kube-proxy\s/m)
     assert.match(stdout, /kube-apiserver: one control-plane node and no surge \(--permit-port-sharing needs 1\.19/)
     assert.match(stdout, /WARN {2}kube-proxy-matches-kubelets/)
@@ -219,7 +264,10 @@ describe('upgrade command (HTTP fake)', function () {
     assert.match(stderr, /\[1\/4\] kube-apiserver: v1\.36\.4 -> v1\.37\.2 \(surge\)/)
     assert.match(stderr, /gate: \/version v1\.37\.2/)
     assert.match(stderr, /gate: leader cp-0 \(self-hosted-kube-scheduler-abc, registry\.k8s\.io\/kube-scheduler:v1\.37\.2\), renewed/)
-    assert.match(stdout, /^kube-apiserver\s+registry\.k8s\.io\/kube-apiserver:v1\.36\.4\s+registry\.k8s\.io\/kube-apiserver:v1\.37\.2\s+registry\.k8s\.io\/kube-apiserver:v1\.37\.2\s+upgraded\s+\d+s/m)
+    assert.match(
+      stdout,
+      /^kube-apiserver\s+registry\.k8s\.io\/kube-apiserver:v1\.36\.4\s+registry\.k8s\.io\/kube-apiserver:v1\.37\.2\s+registry\.k8s\.io\/kube-apiserver:v1\.37\.2\s+upgraded\s+\d+s/m,
+    )
     assert.match(stdout, /Upgraded to v1\.37\.2\.$/m)
     // The backup holds each workload as it was before the change.
     const saved = parseYaml(readFileSync(join(backupDir, 'self-hosted-kube-apiserver.yaml'), 'utf8'))
@@ -251,30 +299,48 @@ describe('upgrade command (HTTP fake)', function () {
     assert.equal(exitCode, 3, stderr)
     assert.ok(Date.now() - started < 30_000, 'long before the 60s timeout')
     const {result} = JSON.parse(stdout) as {result: UpgradeResult}
-    assert.deepEqual(result.components.map((c) => [c.component, c.result]), [
-      ['kube-apiserver', 'rolled-back'],
-      ['kube-controller-manager', 'not-started'],
-      ['kube-scheduler', 'not-started'],
-      ['kube-proxy', 'not-started'],
-    ])
-    assert.match(result.failure!, /^kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-new on cp-0: its kube-apiserver container keeps crashing \(3 restarts, last exit code 1 Error\); see kubectl -n kube-system logs self-hosted-kube-apiserver-new --previous$/)
+    assert.deepEqual(
+      result.components.map((c) => [c.component, c.result]),
+      [
+        ['kube-apiserver', 'rolled-back'],
+        ['kube-controller-manager', 'not-started'],
+        ['kube-scheduler', 'not-started'],
+        ['kube-proxy', 'not-started'],
+      ],
+    )
+    assert.match(
+      result.failure!,
+      /^kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-new on cp-0: its kube-apiserver container keeps crashing \(3 restarts, last exit code 1 Error\); see kubectl -n kube-system logs self-hosted-kube-apiserver-new --previous$/,
+    )
   })
 
   it('rolls a component back when its new pods never become Ready, stops, and exits 3', async () => {
-    const fake = serveUpgrade({version: 'v1.36.4', portSharing: true, versions: {'kube-apiserver': 'v1.37.2'}}, {neverReady: ['kube-scheduler'], served: 'v1.37.2'})
+    const fake = serveUpgrade(
+      {version: 'v1.36.4', portSharing: true, versions: {'kube-apiserver': 'v1.37.2'}},
+      {neverReady: ['kube-scheduler'], served: 'v1.37.2'},
+    )
     const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '2s', '-o', 'json')
     assert.equal(exitCode, 3, stderr)
     const {result} = JSON.parse(stdout) as {result: UpgradeResult}
     assert.equal(result.outcome, 'rolled-back')
-    assert.deepEqual(result.components.map((c) => [c.component, c.result]), [
-      ['kube-apiserver', 'skipped'],
-      ['kube-controller-manager', 'upgraded'],
-      ['kube-scheduler', 'rolled-back'],
-      ['kube-proxy', 'not-started'],
-    ])
-    assert.match(result.failure!, /^kube-scheduler: timed out after 2s waiting for Deployment kube-system\/self-hosted-kube-scheduler to roll out \(0\/1 ready, 1 updated, 1 existing\)$/)
+    assert.deepEqual(
+      result.components.map((c) => [c.component, c.result]),
+      [
+        ['kube-apiserver', 'skipped'],
+        ['kube-controller-manager', 'upgraded'],
+        ['kube-scheduler', 'rolled-back'],
+        ['kube-proxy', 'not-started'],
+      ],
+    )
+    assert.match(
+      result.failure!,
+      /^kube-scheduler: timed out after 2s waiting for Deployment kube-system\/self-hosted-kube-scheduler to roll out \(0\/1 ready, 1 updated, 1 existing\)$/,
+    )
     const scheduler = fake.patches.filter((p) => p.path.endsWith('self-hosted-kube-scheduler'))
-    assert.deepEqual(scheduler.map((p) => p.body.spec.template.spec.containers[0].image), ['registry.k8s.io/kube-scheduler:v1.37.2', 'registry.k8s.io/kube-scheduler:v1.36.4'])
+    assert.deepEqual(
+      scheduler.map((p) => p.body.spec.template.spec.containers[0].image),
+      ['registry.k8s.io/kube-scheduler:v1.37.2', 'registry.k8s.io/kube-scheduler:v1.36.4'],
+    )
     assert.equal(scheduler[1].body.metadata, undefined, 'a rollback is not guarded: it must apply')
     assert.ok(!fake.patches.some((p) => p.path.endsWith('/kube-proxy')), 'nothing after the failed component is touched')
     assert.match(stderr, /rolling kube-scheduler back to registry\.k8s\.io\/kube-scheduler:v1\.36\.4/)
@@ -285,7 +351,10 @@ describe('upgrade command (HTTP fake)', function () {
     const fake = serveUpgrade({version: 'v1.36.4', versions: {'kube-apiserver': 'v1.37.2'}}, {changedBehindOurBack: 'kube-scheduler', served: 'v1.37.2'})
     const {stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '5s')
     assert.equal(exitCode, 1)
-    assert.match(stderr.trimEnd().split('\n').at(-1)!, /^error: kube-scheduler: patch deployments "self-hosted-kube-scheduler" in namespace "kube-system" failed \(409 Conflict\): the object has been modified; nothing was changed on kube-scheduler \(kube-controller-manager already upgraded\)$/)
+    assert.match(
+      stderr.trimEnd().split('\n').at(-1)!,
+      /^error: kube-scheduler: patch deployments "self-hosted-kube-scheduler" in namespace "kube-system" failed \(409 Conflict\): the object has been modified; nothing was changed on kube-scheduler \(kube-controller-manager already upgraded\)$/,
+    )
     assert.equal(fake.patches.filter((p) => p.path.endsWith('self-hosted-kube-scheduler')).length, 1, 'no rollback patch over their change')
     assert.ok(!fake.patches.some((p) => p.path.endsWith('/kube-proxy')))
   })
@@ -295,7 +364,10 @@ describe('upgrade command (HTTP fake)', function () {
     const {stdout, exitCode} = await upgrade('--version', 'v1.37.2', '--components', 'apiserver', '--timeout', '2s')
     assert.equal(exitCode, 3)
     assert.match(stdout, /Stopped and rolled back: kube-apiserver: timed out after 2s waiting for \/version to report v1\.37\.2 \(\/version v1\.36\.4\)/)
-    assert.deepEqual(fake.patches.map((p) => p.body.spec.template.spec.containers[0].image), ['registry.k8s.io/kube-apiserver:v1.37.2', 'registry.k8s.io/kube-apiserver:v1.36.4'])
+    assert.deepEqual(
+      fake.patches.map((p) => p.body.spec.template.spec.containers[0].image),
+      ['registry.k8s.io/kube-apiserver:v1.37.2', 'registry.k8s.io/kube-apiserver:v1.36.4'],
+    )
   })
 
   it('one old single node: a temporary apiserver stands by and is removed afterwards', async () => {
@@ -322,9 +394,16 @@ describe('upgrade command (HTTP fake)', function () {
     assert.equal(applied.length, 1)
     assert.equal(applied[0].spec.template.spec.containers[0].image, 'k8s.gcr.io/kube-apiserver:v1.18.20', 'the stand-in runs the old, known-good image')
     assert.deepEqual(applied[0].spec.selector.matchLabels, {'k8s-app': 'selfhost-upgrade-temp-self-hosted-kube-apiserver'})
-    assert.equal(applied[0].spec.template.metadata.labels['k8s-app'], 'selfhost-upgrade-temp-self-hosted-kube-apiserver', 'the real DaemonSet must not adopt its pods')
+    assert.equal(
+      applied[0].spec.template.metadata.labels['k8s-app'],
+      'selfhost-upgrade-temp-self-hosted-kube-apiserver',
+      'the real DaemonSet must not adopt its pods',
+    )
     assert.ok(deleted)
-    assert.match(stderr, /started temporary DaemonSet .*\n(.*\n)*.*patched DaemonSet kube-system\/self-hosted-kube-apiserver(.*\n)*.*removed temporary DaemonSet/)
+    assert.match(
+      stderr,
+      /started temporary DaemonSet .*\n(.*\n)*.*patched DaemonSet kube-system\/self-hosted-kube-apiserver(.*\n)*.*removed temporary DaemonSet/,
+    )
     assert.equal(fake.patches[0].body.spec.template.spec.containers[0].image, 'k8s.gcr.io/kube-apiserver:v1.19.0')
   })
 })

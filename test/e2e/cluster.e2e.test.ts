@@ -79,12 +79,21 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     const controlPlane = nodes.filter((n) => n.metadata?.labels?.['node-role.kubernetes.io/control-plane'] === '')
     assert.deepEqual(controlPlane.map((n) => n.metadata!.name).sort(), ['control-plane-1', 'control-plane-2', 'control-plane-3'])
     for (const node of controlPlane) {
-      assert.deepEqual(node.spec?.taints?.map((t) => `${t.key}:${t.effect}`), ['node-role.kubernetes.io/control-plane:NoSchedule'])
+      assert.deepEqual(
+        node.spec?.taints?.map((t) => `${t.key}:${t.effect}`),
+        ['node-role.kubernetes.io/control-plane:NoSchedule'],
+      )
     }
 
-    assert.deepEqual(nodes.filter((n) => !controlPlane.includes(n)).map((n) => n.metadata!.name), ['worker-1'])
+    assert.deepEqual(
+      nodes.filter((n) => !controlPlane.includes(n)).map((n) => n.metadata!.name),
+      ['worker-1'],
+    )
     for (const node of nodes) {
-      assert.ok(node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'), `${node.metadata!.name} is Ready`)
+      assert.ok(
+        node.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+        `${node.metadata!.name} is Ready`,
+      )
       assert.equal(node.status?.nodeInfo?.kubeletVersion, BINARY_VERSION)
     }
 
@@ -94,7 +103,7 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     assert.ok(nodes.every((n) => n.spec?.podCIDR?.startsWith('10.244.')))
   })
 
-  it('mirrors each control-plane node\'s static manifests as kubeadm\'s mirror pods, served by real processes', async () => {
+  it("mirrors each control-plane node's static manifests as kubeadm's mirror pods, served by real processes", async () => {
     const pods = (await client.listPods('kube-system')).items
     for (const node of cluster!.nodes.filter((n) => n.role === 'control-plane')) {
       for (const component of ['etcd', 'kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) {
@@ -104,12 +113,15 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
         assert.match(annotations['kubernetes.io/config.mirror'], /^[0-9a-f]{32}$/)
         assert.equal(annotations['kubernetes.io/config.hash'], annotations['kubernetes.io/config.mirror'])
         assert.equal(annotations['kubernetes.io/config.source'], 'file')
-        assert.deepEqual(pod.metadata!.ownerReferences?.map((o) => `${o.kind}/${o.name}`), [`Node/${node.name}`])
+        assert.deepEqual(
+          pod.metadata!.ownerReferences?.map((o) => `${o.kind}/${o.name}`),
+          [`Node/${node.name}`],
+        )
         assert.equal(pod.spec!.nodeName, node.name)
         assert.equal(pod.metadata!.labels?.component, component)
         assert.ok(isReady(pod), `${pod.metadata!.name} is Ready`)
         const manifest = readFileSync(join(node.root, 'etc/kubernetes/manifests', `${component}.yaml`), 'utf8')
-        assert.ok(manifest.includes(`image: ${pod.spec!.containers[0].image}`), 'the mirror pod carries the manifest\'s image')
+        assert.ok(manifest.includes(`image: ${pod.spec!.containers[0].image}`), "the mirror pod carries the manifest's image")
         if (component === 'kube-apiserver') assert.ok(manifest.includes(`--advertise-address=${node.ip}`))
       }
     }
@@ -129,7 +141,7 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     assert.equal(renewed.length, 2)
   })
 
-  it('runs a node task for real: writes a static manifest into the node\'s manifests dir, which the kubelet loop mirrors', async () => {
+  it("runs a node task for real: writes a static manifest into the node's manifests dir, which the kubelet loop mirrors", async () => {
     const node = cluster!.nodes.find((n) => n.name === 'control-plane-2')!
     const script = [
       'set -e',
@@ -146,7 +158,7 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     assert.equal(written.pod.status?.phase, 'Succeeded')
     assert.equal(written.pod.status?.containerStatuses?.[0].state?.terminated?.exitCode, 0)
     assert.ok(written.log.includes(`wrote ${node.root}/etc/kubernetes/manifests/e2e-probe.yaml`), written.log)
-    assert.ok(written.log.includes('kube-apiserver.yaml'), 'the task listed the node\'s real manifests dir')
+    assert.ok(written.log.includes('kube-apiserver.yaml'), "the task listed the node's real manifests dir")
     assert.ok(existsSync(join(node.root, 'etc/kubernetes/manifests/e2e-probe.yaml')))
     const mirror = await eventually('the new static pod to be mirrored and Ready', 30_000, async () => {
       const pod = await client.getPod('kube-system', `e2e-probe-${node.name}`).catch(() => undefined)
@@ -179,7 +191,7 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     assert.equal(log.trim(), 'started')
   })
 
-  it('sets up a task\'s hostPath volumes as a kubelet does: DirectoryOrCreate made under the node\'s root before the task starts', async () => {
+  it("sets up a task's hostPath volumes as a kubelet does: DirectoryOrCreate made under the node's root before the task starts", async () => {
     const node = cluster!.nodes.find((n) => n.name === 'control-plane-2')!
     const made = join(node.root, 'etc/kubernetes/e2e-made/a/b')
     assert.equal(existsSync(made), false)
@@ -199,7 +211,7 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     }
   })
 
-  it('stops a deleted task as a kubelet does: SIGTERM, then SIGKILL once the pod\'s grace period is over', async () => {
+  it("stops a deleted task as a kubelet does: SIGTERM, then SIGKILL once the pod's grace period is over", async () => {
     const node = cluster!.nodes.find((n) => n.name === 'control-plane-3')!
     // The trap writes into the node's root: the pod's log is gone with the pod.
     const script = (name: string, cleanupSeconds: number) =>
@@ -213,7 +225,9 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
       pod.spec!.terminationGracePeriodSeconds = c.graceSeconds
       await client.createPod('kube-system', pod)
       await eventually(`${c.name} to run`, 60_000, async () => ((await client.getPod('kube-system', c.name)).status?.phase === 'Running' ? true : undefined))
-      await eventually(`${c.name} to print`, 10_000, async () => ((await client.readPodLog('kube-system', c.name, 'task').catch(() => '')).includes('waiting') ? true : undefined))
+      await eventually(`${c.name} to print`, 10_000, async () =>
+        (await client.readPodLog('kube-system', c.name, 'task').catch(() => '')).includes('waiting') ? true : undefined,
+      )
       await client.deletePod('kube-system', c.name, c.graceSeconds)
     }
 
@@ -232,7 +246,7 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     }
   })
 
-  it('answers at each control-plane node\'s apiserver address with the one real apiserver, which pods/proxy reaches; one node\'s can be switched off', async () => {
+  it("answers at each control-plane node's apiserver address with the one real apiserver, which pods/proxy reaches; one node's can be switched off", async () => {
     const node = cluster!.nodes.find((n) => n.name === 'control-plane-2')!
     assert.ok(node.netns && netnsExists(node.netns), 'control-plane nodes have a network namespace of their own too')
     await client.createPod('kube-system', {
@@ -246,25 +260,26 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
         const current = await client.getPod('kube-system', 'e2e-host-network')
         return isReady(current) ? current : undefined
       })
-      assert.equal(pod.status?.podIP, node.ip, 'a hostNetwork pod has its node\'s address')
-      const readyz = () => client.raw('GET', '/api/v1/namespaces/kube-system/pods/https:e2e-host-network:6443/proxy/readyz', {intent: {verb: 'get', resource: 'pods/proxy'}})
+      assert.equal(pod.status?.podIP, node.ip, "a hostNetwork pod has its node's address")
+      const readyz = () =>
+        client.raw('GET', '/api/v1/namespaces/kube-system/pods/https:e2e-host-network:6443/proxy/readyz', {intent: {verb: 'get', resource: 'pods/proxy'}})
       const served = await readyz()
       assert.deepEqual([served.status, served.body], [200, 'ok'])
       await cluster!.setNodeApiserverServing(node.name, false)
       try {
-        assert.notEqual((await readyz()).status, 200, 'nothing answers at the node\'s address')
+        assert.notEqual((await readyz()).status, 200, "nothing answers at the node's address")
         assert.equal((await client.raw('GET', '/readyz', {intent: {verb: 'get', resource: '/readyz'}})).status, 200, 'while the API itself serves')
       } finally {
         await cluster!.setNodeApiserverServing(node.name, true)
       }
 
-      await eventually('the node\'s address to answer again', 10_000, async () => ((await readyz()).status === 200 ? true : undefined))
+      await eventually("the node's address to answer again", 10_000, async () => ((await readyz()).status === 200 ? true : undefined))
     } finally {
       await client.deletePod('kube-system', 'e2e-host-network', 0)
     }
   })
 
-  it('programs a worker\'s own network namespace with the real kube-proxy\'s rules for the cluster\'s Services', async () => {
+  it("programs a worker's own network namespace with the real kube-proxy's rules for the cluster's Services", async () => {
     await client.apply('apps/v1', 'deployments', {
       apiVersion: 'apps/v1',
       kind: 'Deployment',
@@ -312,7 +327,9 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
     })
     await client.apply('apps/v1', 'deployments', deployment('healthy', 'registry.k8s.io/pause:3.10'))
     await client.apply('apps/v1', 'deployments', deployment('broken', 'registry.k8s.io/pause:3.10-broken'))
-    const healthy = await eventually('the healthy pod to be Ready', 30_000, async () => (await client.listPods('default', {labelSelector: 'app=healthy'})).items.find(isReady))
+    const healthy = await eventually('the healthy pod to be Ready', 30_000, async () =>
+      (await client.listPods('default', {labelSelector: 'app=healthy'})).items.find(isReady),
+    )
     assert.equal(healthy.status?.phase, 'Running')
     const broken = await eventually('the broken pod to run', 30_000, async () =>
       (await client.listPods('default', {labelSelector: 'app=broken'})).items.find((p) => p.status?.phase === 'Running'),
@@ -326,14 +343,21 @@ describe('test cluster (e2e: real etcd, kube-apiserver, kcm, scheduler, kube-pro
   it('tears down completely: no process, network namespace or directory left', async () => {
     const pids = cluster!.processIds()
     const namespaces = cluster!.nodes.map((n) => n.netns)
-    assert.ok(namespaces.every((ns) => ns && netnsExists(ns)), 'every node has its network namespace')
+    assert.ok(
+      namespaces.every((ns) => ns && netnsExists(ns)),
+      'every node has its network namespace',
+    )
     assert.ok(pids.length >= 8, `the cluster runs its processes (${pids.length})`)
     await cluster!.stop()
     for (const pid of pids) {
       assert.throws(() => process.kill(pid, 0), `process ${pid} is gone`)
     }
 
-    assert.deepEqual(namespaces.filter((ns) => netnsExists(ns!)), [], 'no network namespace left')
+    assert.deepEqual(
+      namespaces.filter((ns) => netnsExists(ns!)),
+      [],
+      'no network namespace left',
+    )
     assert.equal(existsSync(cluster!.workDir), false)
     cluster = undefined
   })

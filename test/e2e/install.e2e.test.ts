@@ -71,7 +71,11 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
     assert.equal(help.exitCode, 0, help.stderr)
     assert.match(help.stdout, /\$ kubectl-selfhost \[COMMAND\]/)
     const complete = await execa(kubectl, ['__complete', 'selfhost', 'st'], {env, reject: false})
-    assert.deepEqual(complete.stdout.split('\n').map((l) => l.split('\t')[0]), ['status', ':4'], 'kubectl_complete-selfhost installed beside it')
+    assert.deepEqual(
+      complete.stdout.split('\n').map((l) => l.split('\t')[0]),
+      ['status', ':4'],
+      'kubectl_complete-selfhost installed beside it',
+    )
   })
 
   describe('the single executable and krew', () => {
@@ -91,7 +95,10 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
       const manifest = parseYaml(readFileSync(join(repoRoot, 'manifests', 'krew', 'selfhost.yaml'), 'utf8'))
       assert.equal(manifest.spec.version, version)
       const platforms = manifest.spec.platforms as Array<{selector: {matchLabels: {os: string; arch: string}}; uri: string; sha256: string; bin: string}>
-      assert.deepEqual(platforms.map((p) => `${p.selector.matchLabels.os}/${p.selector.matchLabels.arch}`), ['linux/amd64', 'linux/arm64'])
+      assert.deepEqual(
+        platforms.map((p) => `${p.selector.matchLabels.os}/${p.selector.matchLabels.arch}`),
+        ['linux/amd64', 'linux/arm64'],
+      )
       for (const p of platforms) {
         const file = join(repoRoot, 'release', p.uri.split('/').at(-1)!)
         const {stdout} = await execa('sha256sum', [file])
@@ -110,7 +117,11 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
       }
 
       const status = await execa(exe, ['status', '--kubeconfig', '/nonexistent'], {env, extendEnv: false, reject: false})
-      assert.deepEqual([status.exitCode, status.stderr.trim()], [1, 'error: kubeconfig /nonexistent does not exist; check --kubeconfig'], 'the oclif path loads too')
+      assert.deepEqual(
+        [status.exitCode, status.stderr.trim()],
+        [1, 'error: kubeconfig /nonexistent does not exist; check --kubeconfig'],
+        'the oclif path loads too',
+      )
     })
 
     it('the linux/arm64 executable runs too (under qemu user emulation, with no Node.js on PATH)', async function () {
@@ -125,7 +136,11 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
 
       const cache = mkdtempSync(join(tmpdir(), 'selfhost-sea-arm64-'))
       const env = {PATH: pathOf({}), HOME: cache, KUBECTL_SELFHOST_CACHE_DIR: cache, NO_COLOR: '1'}
-      const help = await execa(qemu, ['-L', sysroot, join(repoRoot, 'release', 'linux-arm64', 'kubectl-selfhost'), '--help'], {env, extendEnv: false, reject: false})
+      const help = await execa(qemu, ['-L', sysroot, join(repoRoot, 'release', 'linux-arm64', 'kubectl-selfhost'), '--help'], {
+        env,
+        extendEnv: false,
+        reject: false,
+      })
       assert.equal(help.exitCode, 0, help.stderr)
       assert.match(help.stdout, /kubectl-selfhost\/\S+ linux-arm64 node-v/)
     })
@@ -146,7 +161,10 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
       const krewRoot = mkdtempSync(join(tmpdir(), 'selfhost-krew-root-'))
       const tools = pathOf({kubectl, 'kubectl-krew': krew})
       const installEnv = {...process.env, KREW_ROOT: krewRoot, PATH: `${tools}${delimiter}${process.env.PATH}`}
-      const install = await execa(kubectl, ['krew', 'install', `--manifest=${join(repoRoot, 'manifests', 'krew', 'selfhost.yaml')}`, `--archive=${archive}`], {env: installEnv, reject: false})
+      const install = await execa(kubectl, ['krew', 'install', `--manifest=${join(repoRoot, 'manifests', 'krew', 'selfhost.yaml')}`, `--archive=${archive}`], {
+        env: installEnv,
+        reject: false,
+      })
       assert.equal(install.exitCode, 0, install.stderr)
       assert.match(install.stderr + install.stdout, /Installed plugin: selfhost/)
 

@@ -94,11 +94,17 @@ async function checkAgainstKernel(ns: TestNamespace, rules: RuleSet, names: stri
     assert.ok(service, `${full} in the rules`)
     return clusterFrontend(traceService(rules, service))
   })
-  const listen = frontends.flatMap((f) => [...f.endpoints.map((e) => `${e.ip}:${e.port}`), ...(f.verdicts.some((v) => v.kind === 'unhandled') ? [f.address] : [])])
+  const listen = frontends.flatMap((f) => [
+    ...f.endpoints.map((e) => `${e.ip}:${e.port}`),
+    ...(f.verdicts.some((v) => v.kind === 'unhandled') ? [f.address] : []),
+  ])
   await ns.addAddresses(listen.map((a) => a.slice(0, a.lastIndexOf(':'))))
   // A target trace says reaches nothing needs few tries: each may wait out a 1 s timeout.
   const count = (f: FrontendTrace) => (f.endpoints.length === 0 && f.verdicts.every((v) => v.kind !== 'unhandled') ? 20 : CONNECTIONS)
-  const landed = await ns.probe(listen, frontends.map((f) => ({target: f.address, count: count(f)})))
+  const landed = await ns.probe(
+    listen,
+    frontends.map((f) => ({target: f.address, count: count(f)})),
+  )
   for (const f of frontends) assertKernelAgrees(f, landed[f.address], count(f))
 }
 
@@ -149,7 +155,10 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     const hops = Array.from({length: depth}, (_, i) => `HOP-${i}`)
     const dump = readFileSync(new URL('iptables-v1.29-counters.txt', fixtures), 'utf8')
       .replace(':KUBE-SVC-25DWG537JSJ6MPWM - [0:0]', `:KUBE-SVC-25DWG537JSJ6MPWM - [0:0]\n${hops.map((h) => `:${h} - [0:0]`).join('\n')}`)
-      .replace('-A KUBE-SERVICES -d 10.96.10.10/32', `-A KUBE-SERVICES -d 10.96.10.10/32 -p tcp -m tcp --dport 80 -j HOP-0\n${hops.map((h, i) => `-A ${h} -j ${hops[i + 1] ?? 'RETURN'}`).join('\n')}\n-A KUBE-SERVICES -d 10.96.10.10/32`)
+      .replace(
+        '-A KUBE-SERVICES -d 10.96.10.10/32',
+        `-A KUBE-SERVICES -d 10.96.10.10/32 -p tcp -m tcp --dport 80 -j HOP-0\n${hops.map((h, i) => `-A ${h} -j ${hops[i + 1] ?? 'RETURN'}`).join('\n')}\n-A KUBE-SERVICES -d 10.96.10.10/32`,
+      )
     await ns.exec(['iptables-legacy-restore'], dump)
     const rules = iptablesRuleSet(parseIptablesSave((await ns.exec(['iptables-legacy-save'])).stdout))
     await checkAgainstKernel(ns, rules, ['default/web'])
@@ -159,7 +168,11 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     const services = generateServices(3, 7)
     await ns.exec(['iptables-restore'], iptablesSaveOf(services))
     const rules = iptablesRuleSet(parseIptablesSave((await ns.exec(['iptables-save'])).stdout))
-    await checkAgainstKernel(ns, rules, services.map((s) => `${s.namespace}/${s.name}`))
+    await checkAgainstKernel(
+      ns,
+      rules,
+      services.map((s) => `${s.namespace}/${s.name}`),
+    )
   })
 
   it('nftables: the hand-written v1.33 table, re-listed by nft (numgen random mod 3, REJECT of a Service without endpoints)', async () => {
@@ -197,7 +210,17 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
 
   it("on a big node (2,500 Services x 10 endpoints, Docker's rules) the node task reads only the Service's chains, and the kernel agrees", async () => {
     const services = generateServices(2500, 10)
-    const filter = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':KUBE-FORWARD - [0:0]', '-A FORWARD -j KUBE-FORWARD', '-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT', 'COMMIT', ''].join('\n')
+    const filter = [
+      '*filter',
+      ':INPUT ACCEPT [0:0]',
+      ':FORWARD ACCEPT [0:0]',
+      ':OUTPUT ACCEPT [0:0]',
+      ':KUBE-FORWARD - [0:0]',
+      '-A FORWARD -j KUBE-FORWARD',
+      '-A KUBE-FORWARD -m mark --mark 0x4000/0x4000 -j ACCEPT',
+      'COMMIT',
+      '',
+    ].join('\n')
     await ns.exec(['iptables-restore'], withHostRules(filter + iptablesSaveOf(services), {dockerNetworks: 4, flannel: {podCidr: '10.128.0.0/9'}}))
     const last = services.at(-1)!
     let started = performance.now()
@@ -210,13 +233,24 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     assert.equal(sections.partial, true)
     const lines = sections.iptables!.split('\n').length
     assert.ok(lines < 200, `${lines} lines read`)
-    console.log(`      partial read: ${lines} lines in ${partialMs.toFixed(0)} ms; iptables-save: ${whole.split('\n').length} lines in ${wholeMs.toFixed(0)} ms`)
+    console.log(
+      `      partial read: ${lines} lines in ${partialMs.toFixed(0)} ms; iptables-save: ${whole.split('\n').length} lines in ${wholeMs.toFixed(0)} ms`,
+    )
     const partial = ruleSetFor(sections, 'iptables')
     const full = iptablesRuleSet(parseIptablesSave(whole))
     const fromPartial = traceService(partial, partial.findService(last.namespace, last.name)!)
     const fromWhole = traceService(full, full.findService(last.namespace, last.name)!)
     // The same routing from either read (line numbers differ: they are lines of different texts).
-    const routing = (r: TraceResult) => r.ports.flatMap((p) => p.frontends.map((f) => [f.kind, f.from, f.assumptions, f.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), f.verdicts.map((v) => [v.kind, v.share])]))
+    const routing = (r: TraceResult) =>
+      r.ports.flatMap((p) =>
+        p.frontends.map((f) => [
+          f.kind,
+          f.from,
+          f.assumptions,
+          f.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]),
+          f.verdicts.map((v) => [v.kind, v.share]),
+        ]),
+      )
     assert.deepEqual(routing(fromPartial), routing(fromWhole))
     assert.equal(fromPartial.ports[0].frontends[0].endpoints.length, 10)
     await checkAgainstKernel(ns, partial, [`${last.namespace}/${last.name}`])
@@ -240,19 +274,30 @@ describe('trace agrees with the kernel (network namespace, real iptables/nftable
     assert.equal(detectMode(sections), 'nftables')
     const lines = sections.nft!.split('\n').length
     assert.ok(lines < 150, `${lines} lines kept`)
-    console.log(`      nft, cut on the node: ${lines} lines in ${partialMs.toFixed(0)} ms; the whole listing: ${whole.split('\n').length} lines in ${wholeMs.toFixed(0)} ms`)
+    console.log(
+      `      nft, cut on the node: ${lines} lines in ${partialMs.toFixed(0)} ms; the whole listing: ${whole.split('\n').length} lines in ${wholeMs.toFixed(0)} ms`,
+    )
     const partial = ruleSetFor(sections, 'nftables')
     const full = nftRuleSet(parseNftTable(whole))
     // Another Service's chains are not there; this one's routes exactly as in the whole table.
     assert.equal(partial.findService(services[0].namespace, services[0].name), undefined)
     const fromPartial = traceService(partial, partial.findService(last.namespace, last.name)!)
     const fromWhole = traceService(full, full.findService(last.namespace, last.name)!)
-    const routing = (r: TraceResult) => r.ports.flatMap((p) => p.frontends.map((f) => [f.kind, f.from, f.assumptions, f.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]), f.verdicts.map((v) => [v.kind, v.share])]))
+    const routing = (r: TraceResult) =>
+      r.ports.flatMap((p) =>
+        p.frontends.map((f) => [
+          f.kind,
+          f.from,
+          f.assumptions,
+          f.endpoints.map((e) => [e.ip, e.port, e.share.toFixed(9), e.masquerade]),
+          f.verdicts.map((v) => [v.kind, v.share]),
+        ]),
+      )
     assert.deepEqual(routing(fromPartial), routing(fromWhole))
     assert.equal(fromPartial.ports[0].frontends[0].endpoints.length, 2)
     await checkAgainstKernel(ns, partial, [`${last.namespace}/${last.name}`])
     // An address of the cut's cluster-ips set is this Service's alone: a wrong port of it is still refused.
-    assert.ok(sections.nft!.includes(`elements = { ${last.clusterIP} }`), 'cluster-ips kept to the Service\'s address')
+    assert.ok(sections.nft!.includes(`elements = { ${last.clusterIP} }`), "cluster-ips kept to the Service's address")
   })
 
   it("the node task's script reads kube-proxy's nftables table", async () => {

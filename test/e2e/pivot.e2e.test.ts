@@ -37,7 +37,9 @@ const onNode = (node: {root: string}, path: string) => join(node.root, path)
 function backupsOn(node: {root: string}): Array<{stamp: string; reverted: boolean}> {
   const root = onNode(node, BACKUP_DIR)
   if (!existsSync(root)) return []
-  return readdirSync(root).sort().map((stamp) => ({stamp, reverted: existsSync(join(root, stamp, REVERTED_MARKER))}))
+  return readdirSync(root)
+    .sort()
+    .map((stamp) => ({stamp, reverted: existsSync(join(root, stamp, REVERTED_MARKER))}))
 }
 
 /** Files a hand-off holds on a node (a held manifest, a confirmation): none once every hand-off ended. */
@@ -123,7 +125,8 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     let tasks = 0
     const runTask = async (task: NodeTask, runOpts?: {signal?: AbortSignal}) => {
       const result = await runNodeTask(client, task, {pollIntervalMs: 250, signal: runOpts?.signal, onWarning: (m) => log.push(`warning: ${m}`)})
-      if (task.purpose !== 'pivot-read' && ++tasks === interruptAfterTask) throw new Interrupted(`interrupted after node task ${tasks} (${task.purpose} on ${task.node})`)
+      if (task.purpose !== 'pivot-read' && ++tasks === interruptAfterTask)
+        throw new Interrupted(`interrupted after node task ${tasks} (${task.purpose} on ${task.node})`)
       return result
     }
 
@@ -142,13 +145,27 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
   async function assertSelfHosted() {
     const now = manifestBytes(cluster!)
     for (const node of cluster!.nodes.filter((n) => n.role === 'control-plane')) {
-      assert.deepEqual(readdirSync(join(node.root, 'etc/kubernetes/manifests')), ['etcd.yaml', 'selfhost-checkpointer.yaml'], `only etcd and the checkpointer are static on ${node.name}`)
-      assert.deepEqual(readdirSync(onNode(node, CHECKPOINT_DIR)).filter((f) => f.endsWith('.yaml')).sort(), PIVOTED.map((c) => `${c}.yaml`).sort(), `checkpoints on ${node.name}`)
+      assert.deepEqual(
+        readdirSync(join(node.root, 'etc/kubernetes/manifests')),
+        ['etcd.yaml', 'selfhost-checkpointer.yaml'],
+        `only etcd and the checkpointer are static on ${node.name}`,
+      )
+      assert.deepEqual(
+        readdirSync(onNode(node, CHECKPOINT_DIR))
+          .filter((f) => f.endsWith('.yaml'))
+          .sort(),
+        PIVOTED.map((c) => `${c}.yaml`).sort(),
+        `checkpoints on ${node.name}`,
+      )
       assert.equal(now.get(`${node.name}/etcd.yaml`), originals.get(`${node.name}/etcd.yaml`))
       const active = backupsOn(node).filter((b) => !b.reverted)
       assert.equal(active.length, 1, `one active backup on ${node.name}: ${JSON.stringify(backupsOn(node))}`)
       for (const c of PIVOTED) {
-        assert.equal(readFileSync(join(onNode(node, BACKUP_DIR), active[0].stamp, `${c}.yaml`), 'utf8'), originals.get(`${node.name}/${c}.yaml`), `backup of ${c} on ${node.name}`)
+        assert.equal(
+          readFileSync(join(onNode(node, BACKUP_DIR), active[0].stamp, `${c}.yaml`), 'utf8'),
+          originals.get(`${node.name}/${c}.yaml`),
+          `backup of ${c} on ${node.name}`,
+        )
       }
 
       assert.deepEqual(heldOn(node), [], `no hand-off holds anything on ${node.name}`)
@@ -165,15 +182,26 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     // Every node holds current checkpoints (kwok: the checkpointer's mirror pod is simulated, its
     // script never runs here; the real-node suite runs it), so no manual-recovery warning.
     const apiserver = plane.components.find((s) => s.name === 'kube-apiserver')!
-    assert.deepEqual(plane.checkpoints.map((c) => [c.node, c.checkpointer, c.gap, c.checkpoints.length]), plane.checkpoints.map((c) => [c.node, 'ready', undefined, 3]))
+    assert.deepEqual(
+      plane.checkpoints.map((c) => [c.node, c.checkpointer, c.gap, c.checkpoints.length]),
+      plane.checkpoints.map((c) => [c.node, 'ready', undefined, 3]),
+    )
     assert.equal(plane.checkpoints.length, 3)
-    assert.deepEqual(apiserver.warnings.filter((w) => /no checkpointing|recover on one node/.test(w)), [], apiserver.warnings.join('\n'))
+    assert.deepEqual(
+      apiserver.warnings.filter((w) => /no checkpointing|recover on one node/.test(w)),
+      [],
+      apiserver.warnings.join('\n'),
+    )
   }
 
   async function assertStatic() {
     assert.deepEqual(manifestBytes(cluster!), originals, 'every manifest byte for byte as before the pivot')
     for (const node of cluster!.nodes.filter((n) => n.role === 'control-plane')) {
-      assert.deepEqual(backupsOn(node).filter((b) => !b.reverted), [], `every backup on ${node.name} kept and marked ${REVERTED_MARKER}`)
+      assert.deepEqual(
+        backupsOn(node).filter((b) => !b.reverted),
+        [],
+        `every backup on ${node.name} kept and marked ${REVERTED_MARKER}`,
+      )
       assert.deepEqual(heldOn(node), [], `no hand-off holds anything on ${node.name}`)
       assert.ok(!existsSync(onNode(node, CHECKPOINT_DIR)), `no checkpoints left on ${node.name}`)
     }
@@ -183,19 +211,27 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
       ['deployments', 'self-hosted-kube-controller-manager'],
       ['deployments', 'self-hosted-kube-scheduler'],
     ]) {
-      await assert.rejects(client.request('GET', `/apis/apps/v1/namespaces/kube-system/${resource}/${name}`, {intent: {verb: 'get', resource}}), (e) => isNotFound(e))
+      await assert.rejects(client.request('GET', `/apis/apps/v1/namespaces/kube-system/${resource}/${name}`, {intent: {verb: 'get', resource}}), (e) =>
+        isNotFound(e),
+      )
     }
 
     const plane = await discoverControlPlane(client)
     for (const c of PIVOTED) assert.equal(plane.components.find((s) => s.name === c)!.mode, 'static', `${c} is static again per status`)
-    assert.deepEqual(plane.components.flatMap((c) => c.warnings.filter((w) => /no checkpointing/.test(w))), [], 'static again: no self-hosting cost')
+    assert.deepEqual(
+      plane.components.flatMap((c) => c.warnings.filter((w) => /no checkpointing/.test(w))),
+      [],
+      'static again: no self-hosting cost',
+    )
   }
 
   afterEach(async function () {
     if (this.currentTest?.state !== 'failed') return
     console.log(log.slice(-30).join('\n'))
     for (const pod of (await client.listPods('kube-system')).items) {
-      console.log(`${pod.metadata!.name} ${pod.spec!.nodeName ?? '-'} ${pod.status?.phase} ready=${pod.status?.conditions?.find((c) => c.type === 'Ready')?.status}`)
+      console.log(
+        `${pod.metadata!.name} ${pod.spec!.nodeName ?? '-'} ${pod.status?.phase} ready=${pod.status?.conditions?.find((c) => c.type === 'Ready')?.status}`,
+      )
     }
   })
 
@@ -211,7 +247,10 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     const pivot = await runCommand(['pivot', '--kubeconfig', cluster!.kubeconfig, '--dry-run', '-o', 'yaml'])
     assert.equal(pivot.exitCode, 0, pivot.stderr)
     const docs = parseAllDocuments(pivot.stdout).map((d) => d.toJS())
-    assert.deepEqual(docs.map((d) => d.kind), ['DaemonSet', 'Deployment', 'PodDisruptionBudget', 'Deployment', 'PodDisruptionBudget'])
+    assert.deepEqual(
+      docs.map((d) => d.kind),
+      ['DaemonSet', 'Deployment', 'PodDisruptionBudget', 'Deployment', 'PodDisruptionBudget'],
+    )
     const mirrors = await runCommand(['pivot', '--kubeconfig', cluster!.kubeconfig, '--dry-run', '--from-mirror-pods', '-o', 'yaml'])
     assert.equal(mirrors.exitCode, 0, mirrors.stderr)
     const fromMirrors = parseAllDocuments(mirrors.stdout).map((d) => d.toJS())
@@ -233,7 +272,9 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     const started = Date.now()
     const result = await runner().pivot()
     const api = await stop()
-    console.log(`      (pivot took ${((Date.now() - started) / 1000).toFixed(1)}s; /readyz ${api.ok} ok, ${api.failed} failed, longest gap ${api.longestGapMs}ms)`)
+    console.log(
+      `      (pivot took ${((Date.now() - started) / 1000).toFixed(1)}s; /readyz ${api.ok} ok, ${api.failed} failed, longest gap ${api.longestGapMs}ms)`,
+    )
     assert.equal(result.outcome, 'completed', log.slice(-5).join('\n'))
     assert.equal(api.failed, 0)
     await assertSelfHosted()
@@ -245,7 +286,11 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     const again = await runner().pivot()
     assert.equal(again.outcome, 'completed', log.slice(-5).join('\n'))
     assert.equal((await client.getDeployment('kube-system', name)).spec!.replicas, 1, 'pivot left the scaled count alone')
-    assert.equal((await client.getDeployment('kube-system', 'self-hosted-kube-controller-manager')).spec!.replicas, 3, 'and kept the untouched one at one per node')
+    assert.equal(
+      (await client.getDeployment('kube-system', 'self-hosted-kube-controller-manager')).spec!.replicas,
+      3,
+      'and kept the untouched one at one per node',
+    )
   })
 
   it('revert restores every manifest byte for byte and removes the workloads', async () => {
@@ -254,7 +299,7 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     await assertStatic()
   })
 
-  it('a new apiserver that does not serve on its node: the node\'s watchdog puts the manifest back and pivot reverts everything (exit 3)', async () => {
+  it("a new apiserver that does not serve on its node: the node's watchdog puts the manifest back and pivot reverts everything (exit 3)", async () => {
     // The self-hosted pod on control-plane-2 gets Ready (kwok), but nothing answers at its address:
     // only the per-node check through pods/proxy can tell, the shared API stays healthy throughout.
     await cluster!.setNodeApiserverServing('control-plane-2', false)
@@ -267,10 +312,18 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
       await cluster!.setNodeApiserverServing('control-plane-2', true)
     }
 
-    assert.ok(log.some((l) => l.includes('[kube-apiserver] control-plane-1: hand-off confirmed')), 'control-plane-1, whose instance serves, was handed off first')
-    assert.ok(log.some((l) => /\[kube-apiserver\] control-plane-2: not confirmed/.test(l)), log.slice(-10).join('\n'))
+    assert.ok(
+      log.some((l) => l.includes('[kube-apiserver] control-plane-1: hand-off confirmed')),
+      'control-plane-1, whose instance serves, was handed off first',
+    )
+    assert.ok(
+      log.some((l) => /\[kube-apiserver\] control-plane-2: not confirmed/.test(l)),
+      log.slice(-10).join('\n'),
+    )
     await assertStatic()
-    await eventually('no node-task pod left', 20_000, async () => ((await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items.length === 0 ? true : undefined))
+    await eventually('no node-task pod left', 20_000, async () =>
+      (await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items.length === 0 ? true : undefined,
+    )
   })
 
   it('Ctrl-C on the CLI during an apiserver hand-off: the node puts the manifest back, no node pod is left, a re-run finishes', async () => {
@@ -299,13 +352,17 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     const manifest = join(node.root, 'etc/kubernetes/manifests/kube-apiserver.yaml')
     const expected = withPortSharing(originals.get('control-plane-1/kube-apiserver.yaml')!, 'kube-apiserver')
     await eventually('the manifest back on control-plane-1', 15_000, async () => (existsSync(manifest) ? true : undefined))
-    assert.equal(readFileSync(manifest, 'utf8'), expected, 'the watchdog, stopped by its pod\'s deletion, put the (port-sharing) manifest back')
+    assert.equal(readFileSync(manifest, 'utf8'), expected, "the watchdog, stopped by its pod's deletion, put the (port-sharing) manifest back")
     assert.deepEqual(heldOn(node), [], 'nothing held any more')
     const leftovers = await eventually('no node-task pod left', 15_000, async () => {
       const pods = (await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items
       return pods.length === 0 ? pods : undefined
     }).catch(async () => (await client.listPods('kube-system', {labelSelector: 'selfhost.kubectl.io/node-task'})).items)
-    assert.deepEqual(leftovers.map((p) => p.metadata!.name), [], 'no node-task pod left behind')
+    assert.deepEqual(
+      leftovers.map((p) => p.metadata!.name),
+      [],
+      'no node-task pod left behind',
+    )
 
     const resumed = await cli(['pivot', '--kubeconfig', kubeconfig])
     assert.equal(resumed.exitCode, 0, resumed.stderr)
@@ -321,7 +378,7 @@ describe('pivot and revert (e2e: real control plane, kwok nodes, node tasks run 
     // watchdog, then the same on control-plane-2: stop once that hand-off is done.
     await assert.rejects(runner({}, 7).pivot(), Interrupted)
     const halfway = readdirSync(join(cluster!.nodes.find((n) => n.name === 'control-plane-2')!.root, 'etc/kubernetes/manifests'))
-    assert.ok(!halfway.includes('kube-apiserver.yaml'), 'the interrupted run had moved control-plane-2\'s apiserver manifest')
+    assert.ok(!halfway.includes('kube-apiserver.yaml'), "the interrupted run had moved control-plane-2's apiserver manifest")
     const resumed = await runner().pivot()
     assert.equal(resumed.outcome, 'completed')
     await assertSelfHosted()

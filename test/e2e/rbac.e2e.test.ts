@@ -50,7 +50,13 @@ describe('RBAC roles (e2e): each command as a user bound only to its roles', fun
         await admin.apply(RBAC, 'clusterrolebindings', {apiVersion: RBAC, kind: 'ClusterRoleBinding', metadata: {name: bindingName}, roleRef, subjects})
       } else {
         // kube-system, and the node pods' namespace, which is kube-system by default.
-        await admin.apply(RBAC, 'rolebindings', {apiVersion: RBAC, kind: 'RoleBinding', metadata: {name: bindingName, namespace: 'kube-system'}, roleRef, subjects})
+        await admin.apply(RBAC, 'rolebindings', {
+          apiVersion: RBAC,
+          kind: 'RoleBinding',
+          metadata: {name: bindingName, namespace: 'kube-system'},
+          roleRef,
+          subjects,
+        })
       }
     }
 
@@ -118,7 +124,9 @@ describe('RBAC roles (e2e): each command as a user bound only to its roles', fun
     // Tokens and node pods need the service-account machinery up.
     await eventually('the default service accounts', 60_000, async () => {
       const [a, b] = await Promise.all(
-        [SUBJECT_NAMESPACE, 'kube-system'].map((ns) => admin.raw('GET', `/api/v1/namespaces/${ns}/serviceaccounts/default`, {intent: {verb: 'get', resource: 'serviceaccounts'}})),
+        [SUBJECT_NAMESPACE, 'kube-system'].map((ns) =>
+          admin.raw('GET', `/api/v1/namespaces/${ns}/serviceaccounts/default`, {intent: {verb: 'get', resource: 'serviceaccounts'}}),
+        ),
       )
       return a.status === 200 && b.status === 200 ? true : undefined
     })
@@ -150,11 +158,17 @@ describe('RBAC roles (e2e): each command as a user bound only to its roles', fun
     )
     // Both roles grant it in kube-system, where the node pods run by default.
     await withoutVerb(['kubectl-selfhost-reader-control-plane', 'kubectl-selfhost-node-tasks'], 'pods/log', 'get', () =>
-      refusedWith(() => selfhost('reader', 'logs', 'kube-apiserver'), /forbidden \(403\): you may not get pods\/log "kube-apiserver-control-plane-1" in namespace "kube-system"/),
+      refusedWith(
+        () => selfhost('reader', 'logs', 'kube-apiserver'),
+        /forbidden \(403\): you may not get pods\/log "kube-apiserver-control-plane-1" in namespace "kube-system"/,
+      ),
     )
     const worker = cluster!.nodes.find((n) => n.role === 'worker')!.name
     await withoutVerb(['kubectl-selfhost-node-tasks'], 'pods', 'create', () =>
-      refusedWith(() => selfhost('reader', 'trace', 'svc/kubernetes', '-n', 'default', '--node', worker), /forbidden \(403\): you may not create pods in namespace "kube-system"/),
+      refusedWith(
+        () => selfhost('reader', 'trace', 'svc/kubernetes', '-n', 'default', '--node', worker),
+        /forbidden \(403\): you may not create pods in namespace "kube-system"/,
+      ),
     )
   })
 
@@ -172,7 +186,10 @@ describe('RBAC roles (e2e): each command as a user bound only to its roles', fun
       refusedWith(() => selfhost('operator', 'pivot'), /not allowed to create daemonsets\.apps/),
     )
     await withoutVerb(['kubectl-selfhost-operator-control-plane'], 'pods', 'list', () =>
-      refusedWith(() => selfhost('operator', 'upgrade', '--version', 'v1.37.2', '--dry-run'), /^error: forbidden \(403\): you may not list pods in namespace "kube-system"/),
+      refusedWith(
+        () => selfhost('operator', 'upgrade', '--version', 'v1.37.2', '--dry-run'),
+        /^error: forbidden \(403\): you may not list pods in namespace "kube-system"/,
+      ),
     )
   })
 })

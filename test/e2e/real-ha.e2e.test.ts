@@ -24,7 +24,8 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
   let cluster: RealCluster
   const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T
   const systemPods = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items
-  const leftoverTasks = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
+  const leftoverTasks = async () =>
+    (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
   /** The pids of the processes listening on a TCP port of the node, by process name. */
   const listenerPids = async (node: RealNode, port: number) => {
     const listeners = (await node.exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
@@ -64,8 +65,15 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
 
     assert.ok(cluster.loadBalancer, 'three control-plane nodes come with a load balancer')
     // Resident memory of every process of each node (its own PID namespace): kubelet, containerd, shims, containers.
-    const rss = await Promise.all(cluster.nodes.map(async (node) => Number((await node.exec(['sh', '-c', "cat /proc/[0-9]*/status 2>/dev/null | awk '/^VmRSS:/ {s += $2} END {print s}'"])).stdout.trim()) / 1024))
-    note(`real 3-node ${REAL_VERSION} cluster behind haproxy up in ${(cluster.startupMs / 1000).toFixed(1)}s (kubeadm init + 2 joins, stacked etcd); resident memory per node ${rss.map((m) => `${m.toFixed(0)} MiB`).join(', ')}`)
+    const rss = await Promise.all(
+      cluster.nodes.map(
+        async (node) =>
+          Number((await node.exec(['sh', '-c', "cat /proc/[0-9]*/status 2>/dev/null | awk '/^VmRSS:/ {s += $2} END {print s}'"])).stdout.trim()) / 1024,
+      ),
+    )
+    note(
+      `real 3-node ${REAL_VERSION} cluster behind haproxy up in ${(cluster.startupMs / 1000).toFixed(1)}s (kubeadm init + 2 joins, stacked etcd); resident memory per node ${rss.map((m) => `${m.toFixed(0)} MiB`).join(', ')}`,
+    )
   })
 
   after(async () => {
@@ -92,12 +100,23 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
     }
 
     assert.ok(await onlySelfHostedListens(pods), 'on each node the only listener on :6443 is its self-hosted apiserver container')
-    assert.equal(pods.filter((p) => /^kube-(apiserver|controller-manager|scheduler)-cp-\d$/.test(p.metadata.name)).length, 0, 'no static control-plane mirror pods left')
+    assert.equal(
+      pods.filter((p) => /^kube-(apiserver|controller-manager|scheduler)-cp-\d$/.test(p.metadata.name)).length,
+      0,
+      'no static control-plane mirror pods left',
+    )
     const status = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
     assert.equal(status.exitCode, 0, status.stderr)
-    const model = JSON.parse(status.stdout) as {components: Array<{name: string; mode: string}>; checkpoints: Array<{node: string; checkpointer: string; checkpoints: Array<{component: string; current: boolean}>}>}
-    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
-    assert.deepEqual(model.checkpoints.map((c) => `${c.node} ${c.checkpointer} ${c.checkpoints.some((x) => x.component === 'kube-apiserver' && x.current)}`), ['cp-1 ready true', 'cp-2 ready true', 'cp-3 ready true'])
+    const model = JSON.parse(status.stdout) as {
+      components: Array<{name: string; mode: string}>
+      checkpoints: Array<{node: string; checkpointer: string; checkpoints: Array<{component: string; current: boolean}>}>
+    }
+    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'])
+      assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
+    assert.deepEqual(
+      model.checkpoints.map((c) => `${c.node} ${c.checkpointer} ${c.checkpoints.some((x) => x.component === 'kube-apiserver' && x.current)}`),
+      ['cp-1 ready true', 'cp-2 ready true', 'cp-3 ready true'],
+    )
     assert.deepEqual(await leftoverTasks(), [], 'no node-task pod left behind')
   })
 
@@ -112,7 +131,8 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
   })
 
   it('the kube-scheduler leader is killed: a replica on another node takes the lease', async () => {
-    const lease = async () => (await kubectlJson<{spec: {holderIdentity: string; acquireTime: string}}>(['get', 'lease', '-n', 'kube-system', 'kube-scheduler'])).spec
+    const lease = async () =>
+      (await kubectlJson<{spec: {holderIdentity: string; acquireTime: string}}>(['get', 'lease', '-n', 'kube-system', 'kube-scheduler'])).spec
     const before = await lease()
     const leaderNode = before.holderIdentity.split('_')[0]
     const replicas = (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-scheduler')
@@ -124,15 +144,27 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
     const pid = await containerPid(node, leaderPod)
     const killed = Date.now()
     await node.exec(['kill', '-9', pid!])
-    const after = await eventually('another node to take the kube-scheduler lease', 120_000, async () => {
-      const now = await lease()
-      return now.holderIdentity !== before.holderIdentity && !now.holderIdentity.startsWith(`${leaderNode}_`) ? now : undefined
-    }, 500)
-    note(`kube-scheduler leader on ${leaderNode} killed (kill -9): ${after.holderIdentity.split('_')[0]} took the lease ${((Date.now() - killed) / 1000).toFixed(1)}s later`)
-    await eventually('the kubelet to restart the killed replica', 120_000, async () => {
-      const pod = (await systemPods()).find((p) => p.metadata.uid === leaderPod.metadata.uid)
-      return pod && ready(pod) && pod.status.containerStatuses![0].restartCount >= 1 ? true : undefined
-    }, 1000)
+    const after = await eventually(
+      'another node to take the kube-scheduler lease',
+      120_000,
+      async () => {
+        const now = await lease()
+        return now.holderIdentity !== before.holderIdentity && !now.holderIdentity.startsWith(`${leaderNode}_`) ? now : undefined
+      },
+      500,
+    )
+    note(
+      `kube-scheduler leader on ${leaderNode} killed (kill -9): ${after.holderIdentity.split('_')[0]} took the lease ${((Date.now() - killed) / 1000).toFixed(1)}s later`,
+    )
+    await eventually(
+      'the kubelet to restart the killed replica',
+      120_000,
+      async () => {
+        const pod = (await systemPods()).find((p) => p.metadata.uid === leaderPod.metadata.uid)
+        return pod && ready(pod) && pod.status.containerStatuses![0].restartCount >= 1 ? true : undefined
+      },
+      1000,
+    )
   })
 
   it('all three nodes lose power at once: the checkpoints bring the API back through the balancer, the self-hosted pods take over on every node', async () => {
@@ -143,29 +175,53 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
     await Promise.all(cluster.nodes.map((node) => node.boot()))
     await eventually('the API back through the balancer with no human action', 300_000, async () => ((await poller.peek()).firstOkAt ? true : undefined), 500)
     const backAt = (await poller.peek()).firstOkAt!
-    note(`after all 3 nodes lost power, the first successful API request through haproxy came ${((backAt - powerCycled) / 1000).toFixed(1)}s after the hard stop`)
+    note(
+      `after all 3 nodes lost power, the first successful API request through haproxy came ${((backAt - powerCycled) / 1000).toFixed(1)}s after the hard stop`,
+    )
     let last = ''
-    await eventually('the self-hosted apiservers to take over on all three nodes and every copy to step aside', 420_000, async () => {
-      try {
-        const pods = await systemPods()
-        const copies = await Promise.all(cluster.nodes.map(async (n) => (await n.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()))
-        const selfHosted = pods.filter((p) => p.metadata.labels?.['k8s-app'] === SELF_HOSTED_APISERVER && ready(p))
-        const mirrors = pods.filter((p) => p.metadata.labels?.[CHECKPOINT_OF])
-        last = `copies ${copies.join('/')}, self-hosted Ready on ${selfHosted.map((p) => p.spec.nodeName).join(',')}, checkpoint pods ${mirrors.map((p) => p.metadata.name).join(',')}`
-        return copies.every((c) => c === '0') && selfHosted.length === 3 && mirrors.length === 0 && (await onlySelfHostedListens(pods)) ? true : undefined
-      } catch {
-        return undefined
-      }
-    }, 2000).catch(() => assert.fail(`take-over incomplete: ${last}`))
+    await eventually(
+      'the self-hosted apiservers to take over on all three nodes and every copy to step aside',
+      420_000,
+      async () => {
+        try {
+          const pods = await systemPods()
+          const copies = await Promise.all(
+            cluster.nodes.map(async (n) =>
+              (await n.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim(),
+            ),
+          )
+          const selfHosted = pods.filter((p) => p.metadata.labels?.['k8s-app'] === SELF_HOSTED_APISERVER && ready(p))
+          const mirrors = pods.filter((p) => p.metadata.labels?.[CHECKPOINT_OF])
+          last = `copies ${copies.join('/')}, self-hosted Ready on ${selfHosted.map((p) => p.spec.nodeName).join(',')}, checkpoint pods ${mirrors.map((p) => p.metadata.name).join(',')}`
+          return copies.every((c) => c === '0') && selfHosted.length === 3 && mirrors.length === 0 && (await onlySelfHostedListens(pods)) ? true : undefined
+        } catch {
+          return undefined
+        }
+      },
+      2000,
+    ).catch(() => assert.fail(`take-over incomplete: ${last}`))
     const tookOver = Date.now()
     await new Promise((r) => setTimeout(r, 5000))
     const report = await poller.stop()
     const afterBack = report.events.filter((e) => e.at > backAt)
-    note(`take-over on all 3 nodes complete ${((tookOver - powerCycled) / 1000).toFixed(0)}s after the hard stop; from the first success on, clients through haproxy saw ${afterBack.length} failed of ${report.requests} requests (${[...new Set(afterBack.map((e) => e.kind))].join(', ') || 'none'})`)
+    note(
+      `take-over on all 3 nodes complete ${((tookOver - powerCycled) / 1000).toFixed(0)}s after the hard stop; from the first success on, clients through haproxy saw ${afterBack.length} failed of ${report.requests} requests (${[...new Set(afterBack.map((e) => e.kind))].join(', ') || 'none'})`,
+    )
     for (const node of cluster.nodes) {
       // This boot's checkpointer log: what it started and what stepped aside, in order.
-      const log = (await node.exec(['sh', '-c', 'grep -h "checkpointer: " /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | cut -d" " -f4- | grep -E "started the|removed the" || true'])).stdout
-      const events = log.trim().split('\n').map((line) => /(started|removed) the checkpoint of (\S+?):? /.exec(line)).filter((m) => m !== null).map((m) => `${m[1]} ${m[2]}`)
+      const log = (
+        await node.exec([
+          'sh',
+          '-c',
+          'grep -h "checkpointer: " /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | cut -d" " -f4- | grep -E "started the|removed the" || true',
+        ])
+      ).stdout
+      const events = log
+        .trim()
+        .split('\n')
+        .map((line) => /(started|removed) the checkpoint of (\S+?):? /.exec(line))
+        .filter((m) => m !== null)
+        .map((m) => `${m[1]} ${m[2]}`)
       note(`${node.name} checkpointer after the power loss: ${events.join(', ')}`)
       assert.ok(events.includes('started kube-apiserver'), `${node.name}: ${log}`)
       assert.ok(events.includes('removed kube-apiserver'), `${node.name}: ${log}`)
@@ -174,6 +230,7 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
     const status = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
     assert.equal(status.exitCode, 0, status.stderr)
     const model = JSON.parse(status.stdout) as {components: Array<{name: string; mode: string}>}
-    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
+    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'])
+      assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
   })
 })

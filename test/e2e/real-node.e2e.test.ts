@@ -1,7 +1,15 @@
 import assert from 'node:assert/strict'
 
 import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {BROKEN_REGISTRY, BUSYBOX_IMAGE, HANGING_REGISTRY, PREVIOUS_REAL_VERSION, REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
+import {
+  BROKEN_REGISTRY,
+  BUSYBOX_IMAGE,
+  HANGING_REGISTRY,
+  PREVIOUS_REAL_VERSION,
+  REAL_VERSION,
+  type RealCluster,
+  startRealCluster,
+} from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
 import {type Pod, describeReport, figureLog, ready, selfhost} from './real/cli.js'
 import {inCI} from '../helpers/ci.js'
@@ -52,7 +60,8 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const status = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
     assert.equal(status.exitCode, 0, status.stderr)
     const model = JSON.parse(status.stdout) as {components: Array<{name: string; mode: string; instances: unknown[]}>}
-    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd']) assert.equal(model.components.find((x) => x.name === c)?.mode, 'static', c)
+    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'])
+      assert.equal(model.components.find((x) => x.name === c)?.mode, 'static', c)
     const logs = await selfhost(cluster.kubeconfig, ['logs', 'kube-apiserver', '--tail', '5'])
     assert.equal(logs.exitCode, 0, logs.stderr)
     assert.match(logs.stdout, /^\[cp-1\/kube-apiserver-cp-1\] /m)
@@ -60,32 +69,58 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
 
   it('trace follows the real kube-proxy rules on the node, and real connections land as it says', async () => {
     // Three web pods on the bridge network, a Service in front of them.
-    await cluster.kubectl(['apply', '-f', '-'], JSON.stringify({
-      apiVersion: 'apps/v1',
-      kind: 'Deployment',
-      metadata: {name: 'web', namespace: 'default'},
-      spec: {
-        replicas: 3,
-        selector: {matchLabels: {app: 'web'}},
-        template: {
-          metadata: {labels: {app: 'web'}},
-          spec: {
-            tolerations: [{operator: 'Exists'}],
-            containers: [{name: 'web', image: BUSYBOX_IMAGE, imagePullPolicy: 'Never', command: ['sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www'], readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1}}],
+    await cluster.kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'apps/v1',
+        kind: 'Deployment',
+        metadata: {name: 'web', namespace: 'default'},
+        spec: {
+          replicas: 3,
+          selector: {matchLabels: {app: 'web'}},
+          template: {
+            metadata: {labels: {app: 'web'}},
+            spec: {
+              tolerations: [{operator: 'Exists'}],
+              containers: [
+                {
+                  name: 'web',
+                  image: BUSYBOX_IMAGE,
+                  imagePullPolicy: 'Never',
+                  command: ['sh', '-c', 'mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 8080 -h /www'],
+                  readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 1},
+                },
+              ],
+            },
           },
         },
+      }),
+    )
+    await cluster.kubectl(
+      ['apply', '-f', '-'],
+      JSON.stringify({
+        apiVersion: 'v1',
+        kind: 'Service',
+        metadata: {name: 'web', namespace: 'default'},
+        spec: {selector: {app: 'web'}, ports: [{name: 'http', port: 80, targetPort: 8080}]},
+      }),
+    )
+    await eventually(
+      '3 Ready web pods',
+      120_000,
+      async () => {
+        const pods = (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'default', '-l', 'app=web'])).items
+        return pods.filter(ready).length === 3 ? true : undefined
       },
-    }))
-    await cluster.kubectl(['apply', '-f', '-'], JSON.stringify({apiVersion: 'v1', kind: 'Service', metadata: {name: 'web', namespace: 'default'}, spec: {selector: {app: 'web'}, ports: [{name: 'http', port: 80, targetPort: 8080}]}}))
-    await eventually('3 Ready web pods', 120_000, async () => {
-      const pods = (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'default', '-l', 'app=web'])).items
-      return pods.filter(ready).length === 3 ? true : undefined
-    }, 1000)
+      1000,
+    )
     const started = Date.now()
     const traced = await selfhost(cluster.kubeconfig, ['trace', 'svc/web', '-n', 'default', '-o', 'json'])
     note(`trace svc/web through a node task with the kube-proxy image: ${((Date.now() - started) / 1000).toFixed(1)}s`)
     assert.ok([0, 2].includes(traced.exitCode ?? -1), traced.stderr)
-    const endpointIps = (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'default', '-l', 'app=web'])).items.map((p) => (p.status as {podIP?: string}).podIP!)
+    const endpointIps = (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'default', '-l', 'app=web'])).items.map(
+      (p) => (p.status as {podIP?: string}).podIP!,
+    )
     for (const ip of endpointIps) assert.ok(traced.stdout.includes(`${ip}:8080`), `trace names endpoint ${ip}:8080`)
     // The kernel decides: 300 connections from the node to the ClusterIP.
     const clusterIp = (await kubectlJson<{spec: {clusterIP: string}}>(['get', 'svc', '-n', 'default', 'web'])).spec.clusterIP
@@ -99,7 +134,8 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.deepEqual(await leftoverTasks(), [])
   })
 
-  const leftoverTasks = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
+  const leftoverTasks = async () =>
+    (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
 
   it('pivot: the API keeps serving across the hand-off, and the new pods run the components for real', async () => {
     const poller = startApiPoller(cluster.kubeconfig)
@@ -114,13 +150,19 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.equal(result.exitCode, 0, result.stderr)
     note(`pivot on one real node: ${result.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`)
     const duringHandoff = report.events.filter((e) => e.at >= marks.handoff && e.at <= marks.handedOff)
-    note(`apiserver hand-off itself (${((marks.handedOff - marks.handoff) / 1000).toFixed(0)}s): ${duringHandoff.length} failed requests (${[...new Set(duringHandoff.map((e) => e.kind))].join(', ') || 'none'}); the rest come from the one restart that adds --permit-port-sharing`)
+    note(
+      `apiserver hand-off itself (${((marks.handedOff - marks.handoff) / 1000).toFixed(0)}s): ${duringHandoff.length} failed requests (${[...new Set(duringHandoff.map((e) => e.kind))].join(', ') || 'none'}); the rest come from the one restart that adds --permit-port-sharing`,
+    )
     assert.ok(duringHandoff.length <= 5, `the hand-off itself loses at most a handful of requests: ${JSON.stringify(duringHandoff)}`)
 
     const pods = await systemPods()
     const apiserver = pods.find((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')!
     assert.ok(apiserver && ready(apiserver))
-    assert.equal(pods.filter((p) => p.metadata.name.endsWith('-cp-1') && /kube-(apiserver|controller-manager|scheduler)/.test(p.metadata.name)).length, 0, 'no mirror pods left')
+    assert.equal(
+      pods.filter((p) => p.metadata.name.endsWith('-cp-1') && /kube-(apiserver|controller-manager|scheduler)/.test(p.metadata.name)).length,
+      0,
+      'no mirror pods left',
+    )
     const status = apiserver.status.containerStatuses![0]
     assert.equal(status.restartCount, 0)
     assert.match(status.containerID ?? '', /^containerd:\/\//)
@@ -136,23 +178,32 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     // The Leases are held by the new pods' processes: acquired after those pods started.
     for (const component of ['kube-controller-manager', 'kube-scheduler']) {
       const pod = pods.find((p) => p.metadata.labels?.['k8s-app'] === `self-hosted-${component}`)!
-      await eventually(`the ${component} lease held by the new pod`, 120_000, async () => {
-        const lease = await kubectlJson<{spec: {holderIdentity: string; acquireTime: string}}>(['get', 'lease', '-n', 'kube-system', component])
-        const startedAt = Date.parse(pod.status.containerStatuses![0].state!.running!.startedAt)
-        return lease.spec.holderIdentity.startsWith('cp-1_') && Date.parse(lease.spec.acquireTime) >= startedAt - 1000 ? true : undefined
-      }, 2000)
+      await eventually(
+        `the ${component} lease held by the new pod`,
+        120_000,
+        async () => {
+          const lease = await kubectlJson<{spec: {holderIdentity: string; acquireTime: string}}>(['get', 'lease', '-n', 'kube-system', component])
+          const startedAt = Date.parse(pod.status.containerStatuses![0].state!.running!.startedAt)
+          return lease.spec.holderIdentity.startsWith('cp-1_') && Date.parse(lease.spec.acquireTime) >= startedAt - 1000 ? true : undefined
+        },
+        2000,
+      )
     }
 
     const after = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
     assert.equal(after.exitCode, 0, after.stderr)
     const model = JSON.parse(after.stdout) as {components: Array<{name: string; mode: string}>}
-    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']) assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
+    for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'])
+      assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
     backupStamp = /backup\/(\d{8}T\d{6}Z)\//.exec(result.stdout)?.[1] ?? ''
     assert.ok(backupStamp, result.stdout)
     assert.deepEqual(await leftoverTasks(), [], 'no node-task pod left behind')
   })
 
-  for (const [component, short, port] of [['kube-scheduler', 'scheduler', 10259], ['kube-controller-manager', 'controller-manager', 10257]] as const) {
+  for (const [component, short, port] of [
+    ['kube-scheduler', 'scheduler', 10259],
+    ['kube-controller-manager', 'controller-manager', 10257],
+  ] as const) {
     it(`scale: a second ${component} on the one node shares the port as a real standby process; back to one, the leader keeps its lease`, async () => {
       const processes = async () => {
         const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
@@ -182,14 +233,19 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const poller = startApiPoller(cluster.kubeconfig)
     const before = (await systemPods()).find((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')!.metadata.name
     await cluster.kubectl(['rollout', 'restart', '-n', 'kube-system', 'daemonset/self-hosted-kube-apiserver'])
-    await eventually('a new apiserver pod Ready and the old one gone', 300_000, async () => {
-      try {
-        const pods = (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
-        return pods.length === 1 && pods[0].metadata.name !== before && ready(pods[0]) ? true : undefined
-      } catch {
-        return undefined
-      }
-    }, 1000)
+    await eventually(
+      'a new apiserver pod Ready and the old one gone',
+      300_000,
+      async () => {
+        try {
+          const pods = (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
+          return pods.length === 1 && pods[0].metadata.name !== before && ready(pods[0]) ? true : undefined
+        } catch {
+          return undefined
+        }
+      },
+      1000,
+    )
     await new Promise((r) => setTimeout(r, 3000))
     const report = await poller.stop()
     note(`kubectl rollout restart of the apiserver DaemonSet on one node: ${describeReport(report)}`)
@@ -210,40 +266,84 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
 
     // An apiserver image whose binary exits 1: the new pod crash-loops beside the old one.
     let poller = startApiPoller(cluster.kubeconfig)
-    const broken = await selfhost(cluster.kubeconfig, ['upgrade', '--version', REAL_VERSION, '--image-registry', BROKEN_REGISTRY, '--timeout', '4m', '-o', 'json'])
+    const broken = await selfhost(cluster.kubeconfig, [
+      'upgrade',
+      '--version',
+      REAL_VERSION,
+      '--image-registry',
+      BROKEN_REGISTRY,
+      '--timeout',
+      '4m',
+      '-o',
+      'json',
+    ])
     let report = await poller.stop()
-    note(`upgrade to a broken apiserver image on the real node: exit ${broken.exitCode} after ${broken.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`)
+    note(
+      `upgrade to a broken apiserver image on the real node: exit ${broken.exitCode} after ${broken.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`,
+    )
     assert.equal(broken.exitCode, 3, broken.stderr.split('\n').slice(-15).join('\n'))
     const failed = JSON.parse(broken.stdout) as {result: {failure: string; components: Array<{component: string; result: string}>}}
-    assert.match(failed.result.failure, /^kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-\S+ on cp-1: its kube-apiserver container keeps crashing \(\d+ restarts, last exit code 1 Error\)/, failed.result.failure)
-    assert.deepEqual(failed.result.components.map((c) => c.result), ['rolled-back', 'not-started', 'not-started', 'not-started'])
+    assert.match(
+      failed.result.failure,
+      /^kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-\S+ on cp-1: its kube-apiserver container keeps crashing \(\d+ restarts, last exit code 1 Error\)/,
+      failed.result.failure,
+    )
+    assert.deepEqual(
+      failed.result.components.map((c) => c.result),
+      ['rolled-back', 'not-started', 'not-started', 'not-started'],
+    )
     assert.equal(await servedVersion(), PREVIOUS_REAL_VERSION, 'the API is back at the original version')
     const [apiserverAfterRollback] = await selfHosted('kube-apiserver')
-    assert.equal(apiserverAfterRollback.status.containerStatuses![0].containerID, apiserverBefore.status.containerStatuses![0].containerID, 'the old apiserver served throughout: the same container')
+    assert.equal(
+      apiserverAfterRollback.status.containerStatuses![0].containerID,
+      apiserverBefore.status.containerStatuses![0].containerID,
+      'the old apiserver served throughout: the same container',
+    )
     assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
     // A rolled-back upgrade leaves the last good checkpoint: the node's file still holds the old version.
-    const checkpointVersion = async () => /^# version (\S+) /m.exec(await cluster.nodes[0].readFile('/etc/kubernetes/selfhost/checkpoint/kube-apiserver.yaml'))?.[1]
+    const checkpointVersion = async () =>
+      /^# version (\S+) /m.exec(await cluster.nodes[0].readFile('/etc/kubernetes/selfhost/checkpoint/kube-apiserver.yaml'))?.[1]
     assert.equal(await checkpointVersion(), PREVIOUS_REAL_VERSION, 'the checkpoint stays at the version that passed its gates')
 
     // An apiserver image whose binary runs and never listens: its pod looks Ready (the old process
     // answers the probes on the shared port), the DaemonSet removes the old pod, and the API is
     // gone until the node's checkpoint (still the pre-upgrade version) serves again.
     poller = startApiPoller(cluster.kubeconfig)
-    const hanging = await selfhost(cluster.kubeconfig, ['upgrade', '--version', REAL_VERSION, '--image-registry', HANGING_REGISTRY, '--timeout', '2m', '-o', 'json'])
+    const hanging = await selfhost(cluster.kubeconfig, [
+      'upgrade',
+      '--version',
+      REAL_VERSION,
+      '--image-registry',
+      HANGING_REGISTRY,
+      '--timeout',
+      '2m',
+      '-o',
+      'json',
+    ])
     report = await poller.stop()
-    note(`upgrade to an apiserver image that never listens on the real node: exit ${hanging.exitCode} after ${hanging.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`)
+    note(
+      `upgrade to an apiserver image that never listens on the real node: exit ${hanging.exitCode} after ${hanging.seconds.toFixed(0)}s; API clients saw ${describeReport(report)}`,
+    )
     assert.equal(hanging.exitCode, 3, hanging.stderr.split('\n').slice(-15).join('\n'))
     assert.match(hanging.stderr, /the API does not answer/, 'the API really went away')
-    assert.match((JSON.parse(hanging.stdout) as {result: {failure: string}}).result.failure, /^kube-apiserver: timed out after 120s waiting for \/version to report v1\.37\.2 \(\/version v1\.36\.3\)/)
+    assert.match(
+      (JSON.parse(hanging.stdout) as {result: {failure: string}}).result.failure,
+      /^kube-apiserver: timed out after 120s waiting for \/version to report v1\.37\.2 \(\/version v1\.36\.3\)/,
+    )
     assert.equal(await servedVersion(), PREVIOUS_REAL_VERSION, 'back at the original version')
     assert.equal(await checkpointVersion(), PREVIOUS_REAL_VERSION, 'the checkpoint that brought the API back is still the last good one')
-    await eventually('the checkpoint copy to step aside for the rolled-back pod', 180_000, async () => {
-      const copies = (await cluster.nodes[0].exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
-      const all = await systemPods().catch(() => [])
-      const pods = all.filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
-      const mirrors = all.filter((p) => p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'])
-      return copies === '0' && mirrors.length === 0 && pods.length === 1 && ready(pods[0]) ? true : undefined
-    }, 2000)
+    await eventually(
+      'the checkpoint copy to step aside for the rolled-back pod',
+      180_000,
+      async () => {
+        const copies = (await cluster.nodes[0].exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
+        const all = await systemPods().catch(() => [])
+        const pods = all.filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
+        const mirrors = all.filter((p) => p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'])
+        return copies === '0' && mirrors.length === 0 && pods.length === 1 && ready(pods[0]) ? true : undefined
+      },
+      2000,
+    )
 
     poller = startApiPoller(cluster.kubeconfig)
     const upgraded = await selfhost(cluster.kubeconfig, ['upgrade', '--version', REAL_VERSION])
@@ -272,45 +372,78 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.doesNotMatch(listeners.replace(new RegExp(`pid=${apiserverPid},`, 'g'), ''), /pid=/, `only the upgraded apiserver listens: ${listeners}`)
     const proxy = (await systemPods()).find((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy')!
     assert.match((proxy.spec as {containers?: Array<{image: string}>}).containers![0].image, new RegExp(`kube-proxy:${REAL_VERSION}$`))
-    await eventually('the kube-proxy pod Ready on the new image', 60_000, async () => ((await systemPods()).some((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy' && ready(p)) ? true : undefined), 1000)
+    await eventually(
+      'the kube-proxy pod Ready on the new image',
+      60_000,
+      async () => ((await systemPods()).some((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy' && ready(p)) ? true : undefined),
+      1000,
+    )
   })
 
   it('power loss of the self-hosted node: the checkpoint brings the API back with no human action, the self-hosted pods take over, the copy steps aside; revert leaves no checkpoint', async () => {
     const node = cluster.nodes[0]
     const statusBefore = await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])
-    const before = JSON.parse(statusBefore.stdout) as {checkpoints: Array<{node: string; checkpointer: string; gap?: string; checkpoints: Array<{component: string; version: string; current: boolean}>}>; components: Array<{name: string; warnings: string[]}>}
+    const before = JSON.parse(statusBefore.stdout) as {
+      checkpoints: Array<{node: string; checkpointer: string; gap?: string; checkpoints: Array<{component: string; version: string; current: boolean}>}>
+      components: Array<{name: string; warnings: string[]}>
+    }
     assert.equal(before.checkpoints.length, 1, statusBefore.stdout)
     assert.equal(before.checkpoints[0].checkpointer, 'ready', JSON.stringify(before.checkpoints))
     assert.equal(before.checkpoints[0].gap, undefined, JSON.stringify(before.checkpoints))
-    assert.deepEqual(before.checkpoints[0].checkpoints.map((c) => `${c.component} ${c.version} ${c.current}`), ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].map((c) => `${c} v1.37.2 true`))
-    assert.doesNotMatch(before.components.flatMap((c) => c.warnings).join('\n'), /no checkpointing|recover on one node/, 'no manual recovery where checkpoints exist')
+    assert.deepEqual(
+      before.checkpoints[0].checkpoints.map((c) => `${c.component} ${c.version} ${c.current}`),
+      ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].map((c) => `${c} v1.37.2 true`),
+    )
+    assert.doesNotMatch(
+      before.components.flatMap((c) => c.warnings).join('\n'),
+      /no checkpointing|recover on one node/,
+      'no manual recovery where checkpoints exist',
+    )
 
     const powerCycled = Date.now()
     await node.powerCycle()
     // Started once every process of the node is dead (the boot has begun): any success is the recovery's.
     const poller = startApiPoller(cluster.kubeconfig)
     note(`power-cycle of the node (kill -9 of everything, boot): containerd answered ${((Date.now() - powerCycled) / 1000).toFixed(1)}s after the hard stop`)
-    const apiserverPods = async () => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver' || p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'])
+    const apiserverPods = async () =>
+      (await systemPods()).filter(
+        (p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver' || p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'],
+      )
     await eventually('the API back with no human action', 300_000, async () => ((await poller.peek()).firstOkAt ? true : undefined), 500)
     const backAt = (await poller.peek()).firstOkAt!
-    note(`after the power cycle, the first successful API request came ${((backAt - powerCycled) / 1000).toFixed(1)}s after the hard stop, served by the checkpoint`)
+    note(
+      `after the power cycle, the first successful API request came ${((backAt - powerCycled) / 1000).toFixed(1)}s after the hard stop, served by the checkpoint`,
+    )
     // The take-over: the DaemonSet's pod Ready, every checkpoint copy gone from the node and the API.
-    await eventually('the self-hosted pods to take over and the copies to step aside', 300_000, async () => {
-      try {
-        const pods = await apiserverPods()
-        const copies = (await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
-        return copies === '0' && pods.length === 1 && pods[0].metadata.labels?.['k8s-app'] && ready(pods[0]) ? true : undefined
-      } catch {
-        return undefined
-      }
-    }, 1000)
+    await eventually(
+      'the self-hosted pods to take over and the copies to step aside',
+      300_000,
+      async () => {
+        try {
+          const pods = await apiserverPods()
+          const copies = (await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
+          return copies === '0' && pods.length === 1 && pods[0].metadata.labels?.['k8s-app'] && ready(pods[0]) ? true : undefined
+        } catch {
+          return undefined
+        }
+      },
+      1000,
+    )
     const tookOver = Date.now()
     await new Promise((r) => setTimeout(r, 5000))
     const report = await poller.stop()
     const afterBack = report.events.filter((e) => e.at > backAt)
-    note(`take-over by the self-hosted pods complete ${((tookOver - powerCycled) / 1000).toFixed(0)}s after the hard stop; from the first success on, API clients saw ${afterBack.length} failed requests of ${report.requests} (${[...new Set(afterBack.map((e) => e.kind))].join(', ') || 'none'})`)
+    note(
+      `take-over by the self-hosted pods complete ${((tookOver - powerCycled) / 1000).toFixed(0)}s after the hard stop; from the first success on, API clients saw ${afterBack.length} failed requests of ${report.requests} (${[...new Set(afterBack.map((e) => e.kind))].join(', ') || 'none'})`,
+    )
     // The checkpointer's own account, with the kubelet's timestamps (the log of this boot's container).
-    const log = (await node.exec(['sh', '-c', 'grep -h "checkpointer: " /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | cut -d" " -f1,4- | tail -8'])).stdout
+    const log = (
+      await node.exec([
+        'sh',
+        '-c',
+        'grep -h "checkpointer: " /var/log/pods/kube-system_selfhost-checkpointer-*/checkpointer/*.log | cut -d" " -f1,4- | tail -8',
+      ])
+    ).stdout
     for (const line of log.trim().split('\n')) note(`checkpointer log: ${line}`)
     assert.match(log, /started the checkpoint of kube-apiserver/, log)
     assert.match(log, /removed the checkpoint of kube-apiserver: the self-hosted kube-apiserver has listened beside it/, log)
@@ -318,13 +451,24 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const apiserver = (await apiserverPods())[0]
     const containerId = apiserver.status.containerStatuses![0].containerID!.replace('containerd://', '')
     const taskPid = new RegExp(`^${containerId}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await node.exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
-    await eventually('only the self-hosted apiserver listening on :6443', 60_000, async () => {
-      const listeners = (await node.exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
-      return taskPid && listeners.includes(`pid=${taskPid},`) && !listeners.replace(new RegExp(`pid=${taskPid},`, 'g'), '').includes('pid=') ? true : undefined
-    }, 1000)
+    await eventually(
+      'only the self-hosted apiserver listening on :6443',
+      60_000,
+      async () => {
+        const listeners = (await node.exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
+        return taskPid && listeners.includes(`pid=${taskPid},`) && !listeners.replace(new RegExp(`pid=${taskPid},`, 'g'), '').includes('pid=')
+          ? true
+          : undefined
+      },
+      1000,
+    )
 
     // A crashed checkpointer: the kubelet restarts it, and it comes back Ready with nothing to do.
-    const checkpointerPid = (await node.exec(['sh', '-c', 'for p in $(pgrep -x sh); do grep -qa APISERVER_PORT= /proc/$p/environ 2>/dev/null && echo $p; done; true'])).stdout.trim().split('\n')[0]
+    const checkpointerPid = (
+      await node.exec(['sh', '-c', 'for p in $(pgrep -x sh); do grep -qa APISERVER_PORT= /proc/$p/environ 2>/dev/null && echo $p; done; true'])
+    ).stdout
+      .trim()
+      .split('\n')[0]
     assert.ok(checkpointerPid, 'the checkpointer process runs on the node')
     // What it costs, watching: CPU of the loop and the tools it runs (children waited for), and its memory.
     const cpuTicks = async () => {
@@ -337,38 +481,60 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const rss = /VmRSS:\s+(\d+) kB/.exec(await node.readFile(`/proc/${checkpointerPid}/status`))?.[1]
     note(`the checkpointer watching: ${cpuShare} CPU ticks (1/100 s) in 20 s, ${(cpuShare / 20).toFixed(1)}% of a CPU; its shell's RSS ${rss} kB`)
     await node.exec(['kill', '-9', checkpointerPid])
-    await eventually('the kubelet to restart the checkpointer', 120_000, async () => {
-      const pod = (await systemPods()).find((p) => p.metadata.labels?.['selfhost.kubectl.io/role'] === 'checkpointer')
-      return pod && ready(pod) && (pod.status.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? true : undefined
-    }, 2000)
+    await eventually(
+      'the kubelet to restart the checkpointer',
+      120_000,
+      async () => {
+        const pod = (await systemPods()).find((p) => p.metadata.labels?.['selfhost.kubectl.io/role'] === 'checkpointer')
+        return pod && ready(pod) && (pod.status.containerStatuses?.[0]?.restartCount ?? 0) >= 1 ? true : undefined
+      },
+      2000,
+    )
     // A restarted container is NotReady until its first readiness probe: status follows the pod.
     let statusAfter = before
-    await eventually('status to show the node covered again', 60_000, async () => {
-      try {
-        statusAfter = JSON.parse((await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])).stdout) as typeof before
-      } catch {
-        return undefined
-      }
+    await eventually(
+      'status to show the node covered again',
+      60_000,
+      async () => {
+        try {
+          statusAfter = JSON.parse((await selfhost(cluster.kubeconfig, ['status', '-o', 'json'])).stdout) as typeof before
+        } catch {
+          return undefined
+        }
 
-      return statusAfter.checkpoints[0]?.gap === undefined ? true : undefined
-    }, 2000).catch(() => assert.fail(`status after the checkpointer's restart: ${JSON.stringify(statusAfter.checkpoints)}`))
+        return statusAfter.checkpoints[0]?.gap === undefined ? true : undefined
+      },
+      2000,
+    ).catch(() => assert.fail(`status after the checkpointer's restart: ${JSON.stringify(statusAfter.checkpoints)}`))
 
     const revertPoller = startApiPoller(cluster.kubeconfig)
     const revert = await selfhost(cluster.kubeconfig, ['revert'])
     const revertReport = await revertPoller.stop()
     assert.equal(revert.exitCode, 0, revert.stderr)
-    note(`revert on the real node after all that: ${revert.seconds.toFixed(0)}s; API clients saw ${describeReport(revertReport)} (one node: the static apiserver restarts once to drop --permit-port-sharing)`)
+    note(
+      `revert on the real node after all that: ${revert.seconds.toFixed(0)}s; API clients saw ${describeReport(revertReport)} (one node: the static apiserver restarts once to drop --permit-port-sharing)`,
+    )
     // The version the upgrade put in place stays: only the image line differs from kubeadm's manifest.
     for (const c of Object.keys(originals)) {
       const restored = await node.readFile(`/etc/kubernetes/manifests/${c}.yaml`)
-      assert.equal(restored, originals[c].replace(`/${c}:${PREVIOUS_REAL_VERSION}\n`, `/${c}:${REAL_VERSION}\n`), `${c}: kubeadm's manifest with the upgraded image`)
+      assert.equal(
+        restored,
+        originals[c].replace(`/${c}:${PREVIOUS_REAL_VERSION}\n`, `/${c}:${REAL_VERSION}\n`),
+        `${c}: kubeadm's manifest with the upgraded image`,
+      )
       assert.notEqual(restored, originals[c])
       originals[c] = restored
     }
 
     assert.match(revert.stdout, /kube-apiserver: static manifest restored \(image kept at v1\.37\.2, the backup had v1\.36\.3\) on cp-1/)
     assert.equal(await servedVersion(), REAL_VERSION)
-    const left = (await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests /etc/kubernetes/selfhost; test -e /etc/kubernetes/selfhost/checkpoint && echo CHECKPOINTS-LEFT; true'])).stdout
+    const left = (
+      await node.exec([
+        'sh',
+        '-c',
+        'ls /etc/kubernetes/manifests /etc/kubernetes/selfhost; test -e /etc/kubernetes/selfhost/checkpoint && echo CHECKPOINTS-LEFT; true',
+      ])
+    ).stdout
     assert.doesNotMatch(left, /selfhost-checkpoint|CHECKPOINTS-LEFT/, left)
     const pods = await systemPods()
     assert.equal(pods.filter((p) => p.metadata.labels?.['k8s-app']?.startsWith('self-hosted-') || p.metadata.labels?.['selfhost.kubectl.io/role']).length, 0)
@@ -401,10 +567,17 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.equal(result.exitCode, 3, result.stderr.split('\n').slice(-15).join('\n'))
     assert.ok(kills > 0, 'the fault was injected')
     for (const c of Object.keys(originals)) assert.equal(await node.readFile(`/etc/kubernetes/manifests/${c}.yaml`), originals[c], `${c} byte for byte`)
-    await eventually('the static control plane Ready', 120_000, async () => {
-      const pods = await systemPods()
-      return ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].every((c) => pods.some((p) => p.metadata.name === `${c}-cp-1` && ready(p))) ? true : undefined
-    }, 2000)
+    await eventually(
+      'the static control plane Ready',
+      120_000,
+      async () => {
+        const pods = await systemPods()
+        return ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'].every((c) => pods.some((p) => p.metadata.name === `${c}-cp-1` && ready(p)))
+          ? true
+          : undefined
+      },
+      2000,
+    )
     assert.deepEqual(await leftoverTasks(), [])
   })
 

@@ -27,11 +27,33 @@ describe('sandbox on a machine without its packages', function () {
       chmodSync(bin, 0o755)
       for (const tool of ['bash', 'node']) symlinkSync(spawnSync('sh', ['-c', `command -v ${tool}`], {encoding: 'utf8'}).stdout.trim(), join(bin, tool))
       const started = Date.now()
-      const run = spawnSync('setpriv', ['--reuid', '65534', '--regid', '65534', '--clear-groups', 'env', `PATH=${bin}`, 'HOME=/tmp', 'node', '--import', 'tsx', join(repoRoot, 'test/e2e/cluster/sandbox.ts'), ...mode, 'status'], {encoding: 'utf8', cwd: repoRoot})
+      const run = spawnSync(
+        'setpriv',
+        [
+          '--reuid',
+          '65534',
+          '--regid',
+          '65534',
+          '--clear-groups',
+          'env',
+          `PATH=${bin}`,
+          'HOME=/tmp',
+          'node',
+          '--import',
+          'tsx',
+          join(repoRoot, 'test/e2e/cluster/sandbox.ts'),
+          ...mode,
+          'status',
+        ],
+        {encoding: 'utf8', cwd: repoRoot},
+      )
       assert.equal(run.status, 1, run.stderr)
       const lines = run.stderr.trim().split('\n')
       assert.equal(lines.length, 1, run.stderr)
-      assert.match(lines[0], /^sandbox: needs these Debian packages first: .*\bsocat\b.*\bcontainerd\b.*; install them \(apt-get install .*\) or run the sandbox as root, which installs them itself$/)
+      assert.match(
+        lines[0],
+        /^sandbox: needs these Debian packages first: .*\bsocat\b.*\bcontainerd\b.*; install them \(apt-get install .*\) or run the sandbox as root, which installs them itself$/,
+      )
       assert.doesNotMatch(run.stderr, /at .*\.ts:\d+/, 'no stack trace')
       assert.ok(Date.now() - started < 30_000, 'refused before building anything')
     })

@@ -91,7 +91,9 @@ describe('scale (e2e, real control plane)', function () {
 
   async function workloadPods(component: ScaledComponent = 'kube-scheduler'): Promise<Array<{name: string; node: string; ready: boolean; startedAt: string}>> {
     const deployment = await client.getDeployment(SYSTEM_NAMESPACE, `self-hosted-${component}`)
-    const selector = Object.entries(deployment.spec!.selector.matchLabels!).map(([k, v]) => `${k}=${v}`).join(',')
+    const selector = Object.entries(deployment.spec!.selector.matchLabels!)
+      .map(([k, v]) => `${k}=${v}`)
+      .join(',')
     const pods = await client.listPods(SYSTEM_NAMESPACE, {labelSelector: selector})
     return pods.items
       .filter((p) => !p.metadata?.deletionTimestamp)
@@ -109,7 +111,10 @@ describe('scale (e2e, real control plane)', function () {
     assert.equal(pods.length, replicas, `pods: ${JSON.stringify(pods)}`)
     assert.ok(pods.every((p) => p.ready))
     const controlPlane = new Set(cluster!.nodes.filter((n) => n.role === 'control-plane').map((n) => n.name))
-    assert.ok(pods.every((p) => controlPlane.has(p.node)), `pods off the control plane: ${JSON.stringify(pods)}`)
+    assert.ok(
+      pods.every((p) => controlPlane.has(p.node)),
+      `pods off the control plane: ${JSON.stringify(pods)}`,
+    )
     // Spread one per node while there are nodes enough (pivot's topology spread constraint).
     assert.equal(new Set(pods.map((p) => p.node)).size, Math.min(replicas, controlPlane.size))
 
@@ -128,11 +133,17 @@ describe('scale (e2e, real control plane)', function () {
       // The harness's real process leads (since before any replica started); the tool must not
       // credit the replica that merely shares its node's name.
       assert.equal(leadership.leaderPod, undefined)
-      assert.match(leadership.holderElsewhere ?? '', podOnHolderNode ? /took the lease at .* before pod .* started .*another process on that node leads/ : /matches no pod of this workload/)
+      assert.match(
+        leadership.holderElsewhere ?? '',
+        podOnHolderNode ? /took the lease at .* before pod .* started .*another process on that node leads/ : /matches no pod of this workload/,
+      )
       assert.ok(result.caveats.some((c) => c.includes(`the renewals prove only that some ${component} leads`)))
     }
 
-    const standbys = pods.filter((p) => p.name !== leadership.leaderPod).map((p) => p.name).sort()
+    const standbys = pods
+      .filter((p) => p.name !== leadership.leaderPod)
+      .map((p) => p.name)
+      .sort()
     assert.deepEqual(leadership.standbys.map((s) => s.pod).sort(), standbys)
     assert.equal(standbys.length + (leadership.leaderPod ? 1 : 0), replicas, 'one leader (or none of the replicas) and the rest standbys')
 
@@ -184,7 +195,10 @@ describe('scale (e2e, real control plane)', function () {
 
   it('rolls back to the previous count when the new replicas cannot get Ready, and exits 3', async () => {
     // Two cordoned control-plane nodes: the real scheduler cannot place the new replicas.
-    const cordoned = cluster!.nodes.filter((n) => n.role === 'control-plane').slice(1).map((n) => n.name)
+    const cordoned = cluster!.nodes
+      .filter((n) => n.role === 'control-plane')
+      .slice(1)
+      .map((n) => n.name)
     const cordon = (unschedulable: boolean) =>
       Promise.all(cordoned.map((name) => client.patch('v1', 'nodes', undefined, name, {spec: {unschedulable}}, 'application/merge-patch+json')))
     await cordon(true)
@@ -196,7 +210,10 @@ describe('scale (e2e, real control plane)', function () {
       const deployment = await client.getDeployment(SYSTEM_NAMESPACE, DEPLOYMENT)
       assert.equal(deployment.spec?.replicas, 1)
       const pods = await workloadPods()
-      assert.deepEqual(pods.map((p) => p.ready), [true])
+      assert.deepEqual(
+        pods.map((p) => p.ready),
+        [true],
+      )
     } finally {
       await cordon(false)
     }
@@ -222,7 +239,10 @@ describe('scale (e2e, real control plane)', function () {
     try {
       const twoActive = await selfhost(cluster!.kubeconfig, 'scale', 'scheduler', '--replicas', '2')
       assert.equal(twoActive.exitCode, 1)
-      assert.match(twoActive.stderr, /^error: kube-scheduler runs with --leader-elect=false: 2 replicas would be 2 active schedulers racing to bind the same pods; turn leader election on in self-hosted-kube-scheduler before scaling above 1$/)
+      assert.match(
+        twoActive.stderr,
+        /^error: kube-scheduler runs with --leader-elect=false: 2 replicas would be 2 active schedulers racing to bind the same pods; turn leader election on in self-hosted-kube-scheduler before scaling above 1$/,
+      )
     } finally {
       await setCommand(container.command!)
     }

@@ -77,7 +77,11 @@ describe('status and logs (e2e, real control plane)', function () {
     for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
       const c = component(plane, name)
       assert.equal(c.mode, 'static', name)
-      assert.deepEqual(c.instances.map((i) => [i.node, i.source, i.ready]), controlPlaneNodes().map((n) => [n, 'static', true]), name)
+      assert.deepEqual(
+        c.instances.map((i) => [i.node, i.source, i.ready]),
+        controlPlaneNodes().map((n) => [n, 'static', true]),
+        name,
+      )
     }
 
     assert.deepEqual(component(plane, 'kube-apiserver').versions, [BINARY_VERSION])
@@ -93,7 +97,10 @@ describe('status and logs (e2e, real control plane)', function () {
 
     assert.equal(plane.apiserver.readyz.endpoint, '/readyz')
     assert.ok(plane.apiserver.readyz.ok && plane.apiserver.livez.ok)
-    assert.ok(plane.apiserver.readyz.checks.some((c) => c.name === 'etcd' && c.ok), 'the real /readyz?verbose lists its etcd check')
+    assert.ok(
+      plane.apiserver.readyz.checks.some((c) => c.name === 'etcd' && c.ok),
+      'the real /readyz?verbose lists its etcd check',
+    )
     assert.equal(plane.healthy, true, JSON.stringify(plane.components.flatMap((c) => c.problems)))
 
     const table = await selfhost(cluster!.kubeconfig, 'health')
@@ -120,7 +127,12 @@ describe('status and logs (e2e, real control plane)', function () {
     const leader = (await client.getLease('kube-system', 'kube-scheduler'))!.spec!.holderIdentity!.split('_')[0]
     const onlyLeader = await selfhost(cluster!.kubeconfig, 'logs', 'scheduler', '--leader', '--tail', '5')
     assert.equal(onlyLeader.exitCode, 0, onlyLeader.stderr)
-    const prefixes = new Set(onlyLeader.stdout.trimEnd().split('\n').map((l) => l.split(' ')[0]))
+    const prefixes = new Set(
+      onlyLeader.stdout
+        .trimEnd()
+        .split('\n')
+        .map((l) => l.split(' ')[0]),
+    )
     assert.deepEqual([...prefixes], [`[${leader}/kube-scheduler-${leader}]`])
 
     const follow = selfhost(cluster!.kubeconfig, 'logs', 'kube-apiserver', '-f', '--tail', '1')
@@ -135,7 +147,7 @@ describe('status and logs (e2e, real control plane)', function () {
     assert.equal(ended.stderr, '')
   })
 
-  it('logs kube-proxy: the worker\'s pod serves the real kube-proxy log from its network namespace', async function () {
+  it("logs kube-proxy: the worker's pod serves the real kube-proxy log from its network namespace", async function () {
     const worker = cluster!.nodes.find((n) => n.role === 'worker')!
     if (!worker.netns) {
       // The harness runs kube-proxy only where it can make network namespaces (root); CI must.
@@ -165,7 +177,10 @@ describe('status and logs (e2e, real control plane)', function () {
 
       const run = await selfhost(cluster!.kubeconfig, 'status')
       assert.equal(run.exitCode, 2, run.stdout)
-      assert.match(run.stdout, /^kube-scheduler\s+mixed\s+2\/4\s+\S+\s+control-plane-\d\s+UNHEALTHY\s+self-hosted-kube-scheduler-\S+ on control-plane-\d is not ready/m)
+      assert.match(
+        run.stdout,
+        /^kube-scheduler\s+mixed\s+2\/4\s+\S+\s+control-plane-\d\s+UNHEALTHY\s+self-hosted-kube-scheduler-\S+ on control-plane-\d is not ready/m,
+      )
       assert.match(run.stdout, /Control plane UNHEALTHY: 2 problem\(s\)\./)
     })
 
@@ -187,7 +202,10 @@ describe('status and logs (e2e, real control plane)', function () {
         const scheduler = component(p, 'kube-scheduler')
         return kcm.mode === 'self-hosted' && kcm.instances.every((i) => i.ready) && kcm.instances.length === 2 && scheduler.mode === 'static' ? p : undefined
       })
-      assert.deepEqual(component(plane, 'kube-controller-manager').workloads.map((w) => `${w.kind}/${w.name}`), ['DaemonSet/self-hosted-kube-controller-manager'])
+      assert.deepEqual(
+        component(plane, 'kube-controller-manager').workloads.map((w) => `${w.kind}/${w.name}`),
+        ['DaemonSet/self-hosted-kube-controller-manager'],
+      )
 
       const run = await selfhost(cluster!.kubeconfig, 'status', '-o', 'wide')
       assert.equal(run.exitCode, 0, run.stdout)

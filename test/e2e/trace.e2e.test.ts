@@ -61,27 +61,51 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
 
   /** The ready endpoints the real EndpointSlice controller wrote, once there are three. */
   const readyEndpoints = () =>
-    eventually('3 ready endpoints in the EndpointSlices of shop/web', 120_000, async () => {
-      const slices = await client.listEndpointSlices(namespace, 'kubernetes.io/service-name=web')
-      const ips = slices.items.flatMap((s) => (s.endpoints ?? []).filter((e) => e.conditions?.ready !== false).flatMap((e) => e.addresses))
-      return ips.length === 3 ? ips.sort() : undefined
-    }, 500)
+    eventually(
+      '3 ready endpoints in the EndpointSlices of shop/web',
+      120_000,
+      async () => {
+        const slices = await client.listEndpointSlices(namespace, 'kubernetes.io/service-name=web')
+        const ips = slices.items.flatMap((s) => (s.endpoints ?? []).filter((e) => e.conditions?.ready !== false).flatMap((e) => e.addresses))
+        return ips.length === 3 ? ips.sort() : undefined
+      },
+      500,
+    )
 
   it("traces svc/web on a worker through the real kube-proxy's rules: every ready endpoint, a third each, pods named, node pod gone", async () => {
     const ips = await readyEndpoints()
     const worker = cluster!.nodes.find((n) => n.role === 'worker')!
-    await eventually(`kube-proxy on ${worker.name} to program shop/web's 3 endpoints`, 60_000, async () => {
-      const {stdout} = await run('ip', ['netns', 'exec', worker.netns!, 'iptables-save', '-t', 'nat'])
-      return ips.every((ip) => stdout.includes(`shop/web:http -> ${ip}:8080`)) ? true : undefined
-    }, 500)
+    await eventually(
+      `kube-proxy on ${worker.name} to program shop/web's 3 endpoints`,
+      60_000,
+      async () => {
+        const {stdout} = await run('ip', ['netns', 'exec', worker.netns!, 'iptables-save', '-t', 'nat'])
+        return ips.every((ip) => stdout.includes(`shop/web:http -> ${ip}:8080`)) ? true : undefined
+      },
+      500,
+    )
 
-    const {stdout, stderr, exitCode} = await runCommand(['trace', 'svc/web', '-n', namespace, '--kubeconfig', cluster!.kubeconfig, '--node', worker.name, '-o', 'json'])
+    const {stdout, stderr, exitCode} = await runCommand([
+      'trace',
+      'svc/web',
+      '-n',
+      namespace,
+      '--kubeconfig',
+      cluster!.kubeconfig,
+      '--node',
+      worker.name,
+      '-o',
+      'json',
+    ])
     assert.equal(exitCode, 0, stderr)
     const result = JSON.parse(stdout) as TraceResult
     assert.equal(result.node, worker.name)
     assert.equal(result.mode, 'iptables')
     // The script asks kube-proxy itself with curl (install-deps.sh installs it for CI).
-    const hasCurl = (await run('sh', ['-c', 'command -v curl']).then(() => true, () => false))
+    const hasCurl = await run('sh', ['-c', 'command -v curl']).then(
+      () => true,
+      () => false,
+    )
     if (hasCurl || inCI()) assert.equal(result.modeSource, 'kube-proxy')
     assert.deepEqual(result.findings, [])
     const clusterIP = result.ports[0].frontends.find((f) => f.kind === 'clusterIP')!
@@ -96,11 +120,19 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
     // The kernel agrees: endpoint addresses become local in the worker's namespace, listeners
     // answer there, and 300 connections to the ClusterIP split as trace said.
     for (const ip of ips) await run('ip', ['netns', 'exec', worker.netns!, 'ip', 'addr', 'add', `${ip}/32`, 'dev', 'lo'])
-    const landed = await probeInNamespace(worker.netns!, clusterIP.endpoints.map((e) => `${e.ip}:${e.port}`), [{target: clusterIP.address, count: 300}])
+    const landed = await probeInNamespace(
+      worker.netns!,
+      clusterIP.endpoints.map((e) => `${e.ip}:${e.port}`),
+      [{target: clusterIP.address, count: 300}],
+    )
     assertKernelAgrees(clusterIP, landed[clusterIP.address], 300)
 
     const left = await client.listPods('kube-system', {labelSelector: 'app.kubernetes.io/managed-by=kubectl-selfhost,selfhost.kubectl.io/node-task=trace'})
-    assert.deepEqual(left.items.filter((p) => !p.metadata?.deletionTimestamp).map((p) => p.metadata?.name), [], 'no node pod left running')
+    assert.deepEqual(
+      left.items.filter((p) => !p.metadata?.deletionTimestamp).map((p) => p.metadata?.name),
+      [],
+      'no node pod left running',
+    )
   })
 
   it('`trace svc/kubernetes -n default` with no other flag (KUBECONFIG from the environment): traced on a node with kube-proxy, the API servers as endpoints', async () => {
@@ -135,7 +167,10 @@ describe('trace (e2e: real kube-proxy on the test cluster workers)', function ()
     await readyEndpoints()
     const {stdout, exitCode} = await runCommand(['trace', 'svc/web', '-n', namespace, '--kubeconfig', cluster!.kubeconfig, '--all-nodes', '-o', 'json'])
     const trace = JSON.parse(stdout) as MultiNodeTrace
-    const workers = cluster!.nodes.filter((n) => n.role === 'worker').map((n) => n.name).sort()
+    const workers = cluster!.nodes
+      .filter((n) => n.role === 'worker')
+      .map((n) => n.name)
+      .sort()
     assert.deepEqual(trace.nodes.map((n) => n.node).sort(), workers)
     assert.deepEqual(trace.differences, [])
     const controlPlane = cluster!.nodes.find((n) => n.role === 'control-plane')!.name

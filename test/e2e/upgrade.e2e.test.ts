@@ -47,12 +47,22 @@ const APISERVER_DS = 'self-hosted-kube-apiserver'
  */
 function assertLeaderIsHarnessProcess(stderr: string, warnings: string[], component: string): void {
   assert.match(stderr, /gate: leader control-plane-1 \(none of the pods\), renewed/)
-  const said = new RegExp(`^${component}: the lease holder control-plane-1 runs on control-plane-1 but took the lease at \\S+, before pod self-hosted-${component}-\\S+ started \\(\\S+\\): another process on that node leads; it renewed the lease, but its version could not be checked$`)
-  assert.ok(warnings.some((w) => said.test(w)), `${component}: no warning about the holder in\n${warnings.join('\n')}`)
+  const said = new RegExp(
+    `^${component}: the lease holder control-plane-1 runs on control-plane-1 but took the lease at \\S+, before pod self-hosted-${component}-\\S+ started \\(\\S+\\): another process on that node leads; it renewed the lease, but its version could not be checked$`,
+  )
+  assert.ok(
+    warnings.some((w) => said.test(w)),
+    `${component}: no warning about the holder in\n${warnings.join('\n')}`,
+  )
 }
 
 async function selfhost(kubeconfig: string, ...args: string[]) {
-  return runCommand([...args, '--kubeconfig', kubeconfig, ...(args[0] === 'upgrade' ? ['--backup-dir', mkdtempSync(join(tmpdir(), 'selfhost-upgrade-e2e-'))] : [])])
+  return runCommand([
+    ...args,
+    '--kubeconfig',
+    kubeconfig,
+    ...(args[0] === 'upgrade' ? ['--backup-dir', mkdtempSync(join(tmpdir(), 'selfhost-upgrade-e2e-'))] : []),
+  ])
 }
 
 /**
@@ -166,7 +176,10 @@ describe('upgrade (e2e, real control plane)', function () {
       assert.equal(component.mode, 'self-hosted', name)
       assert.ok(component.healthy, `${name}: ${component.problems.join('; ')}`)
       assert.deepEqual(component.versions, [version], name)
-      assert.ok(component.instances.every((i) => i.ready), name)
+      assert.ok(
+        component.instances.every((i) => i.ready),
+        name,
+      )
     }
   }
 
@@ -194,7 +207,10 @@ describe('upgrade (e2e, real control plane)', function () {
   it('refuses in one line: a skipped minor, a bad version', async () => {
     const skip = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', 'v1.38.0')
     assert.equal(skip.exitCode, 1)
-    assert.match(skip.stderr, /^error: refused by no-skipped-minor: .*at v1\.36\.4: v1\.38\.0 would skip 1 minor release\(s\); upgrade to the newest 1\.37\.x first\n$/)
+    assert.match(
+      skip.stderr,
+      /^error: refused by no-skipped-minor: .*at v1\.36\.4: v1\.38\.0 would skip 1 minor release\(s\); upgrade to the newest 1\.37\.x first\n$/,
+    )
     const bad = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', '1.37')
     assert.equal(bad.exitCode, 1)
     assert.equal(bad.stderr, 'error: --version "1.37" is not a Kubernetes version; use the form v1.15.0 (or 1.15.0, v1.16.0-rc.1)\n')
@@ -212,12 +228,15 @@ describe('upgrade (e2e, real control plane)', function () {
     assert.equal(run.exitCode, 0, `${run.stderr}\n${run.stdout}`)
     const {result} = JSON.parse(run.stdout) as {result: UpgradeResult}
     assert.equal(result.outcome, 'upgraded')
-    assert.deepEqual(result.components.map((c) => [c.component, c.result]), [
-      ['kube-apiserver', 'upgraded'],
-      ['kube-controller-manager', 'upgraded'],
-      ['kube-scheduler', 'upgraded'],
-      ['kube-proxy', 'upgraded'],
-    ])
+    assert.deepEqual(
+      result.components.map((c) => [c.component, c.result]),
+      [
+        ['kube-apiserver', 'upgraded'],
+        ['kube-controller-manager', 'upgraded'],
+        ['kube-scheduler', 'upgraded'],
+        ['kube-proxy', 'upgraded'],
+      ],
+    )
     // Progress came in order, each gate passed before the next component started.
     const at = (pattern: RegExp) => run.stderr.search(pattern)
     const marks = [
@@ -231,7 +250,10 @@ describe('upgrade (e2e, real control plane)', function () {
       at(/\[4\/4\] kube-proxy/),
       at(/kube-proxy upgraded in/),
     ]
-    assert.ok(marks.every((m, i) => m >= 0 && (i === 0 || m > marks[i - 1])), `progress out of order:\n${run.stderr}`)
+    assert.ok(
+      marks.every((m, i) => m >= 0 && (i === 0 || m > marks[i - 1])),
+      `progress out of order:\n${run.stderr}`,
+    )
     // The harness runs kcm and scheduler itself under the node's hostname and they hold the
     // leases since the cluster started: the new pods on that node started later, so the gate
     // credits none of them and says the renewals could not show the leader's version.
@@ -253,7 +275,9 @@ describe('upgrade (e2e, real control plane)', function () {
     assert.deepEqual(new Set(Object.values(checkpointVersions(cluster!))), new Set([BINARY_VERSION]), JSON.stringify(checkpointVersions(cluster!)))
     assert.equal((run.stderr.match(/checkpoints refreshed on control-plane-1/g) ?? []).length, 4, run.stderr)
     assert.ok(at(/kube-apiserver upgraded in/) < at(/checkpoints refreshed/), 'refreshed only after the gates')
-    console.log(`      one-minor upgrade of 4 components took ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} (${apiservers.samples} samples)`)
+    console.log(
+      `      one-minor upgrade of 4 components took ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} (${apiservers.samples} samples)`,
+    )
 
     const again = await selfhost(cluster!.kubeconfig, 'upgrade', '--version', BINARY_VERSION, '-o', 'json')
     assert.equal(again.exitCode, 0, again.stderr)
@@ -270,21 +294,32 @@ describe('upgrade (e2e, real control plane)', function () {
     assert.ok(apiservers.samples > 5 && apiservers.fewest >= 1, `apiserver pods Ready: at least ${apiservers.fewest} over ${apiservers.samples} samples`)
     assert.equal(run.exitCode, 3, `${run.stderr}\n${run.stdout}`)
     // kwok's -broken stage is a CrashLoopBackOff: the rollout wait ends on it, well before --timeout.
-    assert.match(run.stderr, /FAILED kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-\S+ on control-plane-1: its kube-apiserver container keeps crashing \(\d+ restarts, last exit code 1 Error\)/)
+    assert.match(
+      run.stderr,
+      /FAILED kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out: pod self-hosted-kube-apiserver-\S+ on control-plane-1: its kube-apiserver container keeps crashing \(\d+ restarts, last exit code 1 Error\)/,
+    )
     assert.match(run.stderr, /rolling kube-apiserver back to registry\.k8s\.io\/kube-apiserver:v1\.37\.2/)
     assert.match(run.stdout, /^kube-apiserver\s+\S+:v1\.37\.2\s+\S+:v1\.38\.0-broken\s+\S+:v1\.37\.2\s+rolled-back/m)
     assert.match(run.stdout, /^kube-controller-manager\s.*not-started/m)
     assert.match(run.stdout, /Stopped and rolled back: kube-apiserver: DaemonSet kube-system\/self-hosted-kube-apiserver cannot roll out/)
     assert.doesNotMatch(run.stderr, /checkpoints refreshed/)
     assert.deepEqual(new Set(Object.values(checkpointVersions(cluster!))), new Set([BINARY_VERSION]), 'a rolled-back upgrade leaves the last good checkpoints')
-    assert.deepEqual(Object.values(await workloadImages()), ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-proxy'].map((c) => `registry.k8s.io/${c}:${BINARY_VERSION}`))
+    assert.deepEqual(
+      Object.values(await workloadImages()),
+      ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'kube-proxy'].map((c) => `registry.k8s.io/${c}:${BINARY_VERSION}`),
+    )
     const ds = await client.getDaemonSet(SYSTEM_NAMESPACE, APISERVER_DS)
     assert.deepEqual([ds.spec?.updateStrategy?.rollingUpdate?.maxSurge, ds.spec?.updateStrategy?.rollingUpdate?.maxUnavailable], [1, 0], 'as pivot made it')
     await assertHealthyAt(BINARY_VERSION)
     // No broken pod is left behind.
     const pods = await client.listPods(SYSTEM_NAMESPACE)
-    assert.deepEqual(pods.items.filter((p) => !p.metadata?.deletionTimestamp && p.spec?.containers.some((c) => c.image?.endsWith('-broken'))).map((p) => p.metadata?.name), [])
-    console.log(`      broken target detected and rolled back in ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} (${apiservers.samples} samples)`)
+    assert.deepEqual(
+      pods.items.filter((p) => !p.metadata?.deletionTimestamp && p.spec?.containers.some((c) => c.image?.endsWith('-broken'))).map((p) => p.metadata?.name),
+      [],
+    )
+    console.log(
+      `      broken target detected and rolled back in ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} (${apiservers.samples} samples)`,
+    )
   })
 
   it('the /version gate rolls back an apiserver that comes up Ready but serves another version', async () => {
@@ -328,7 +363,10 @@ describe('upgrade on three control-plane nodes (e2e, real control plane)', funct
     // the node its predecessor freed: every node keeps exactly one.
     const plane = await discoverControlPlane(client)
     for (const name of ['kube-controller-manager', 'kube-scheduler']) {
-      const nodes = plane.components.find((c) => c.name === name)!.instances.map((i) => i.node).sort()
+      const nodes = plane.components
+        .find((c) => c.name === name)!
+        .instances.map((i) => i.node)
+        .sort()
       assert.deepEqual(nodes, ['control-plane-1', 'control-plane-2', 'control-plane-3'], `${name}: one pod per control-plane node`)
       assertLeaderIsHarnessProcess(run.stderr, result.warnings, name)
     }
@@ -338,10 +376,19 @@ describe('upgrade on three control-plane nodes (e2e, real control plane)', funct
       assert.ok(component.healthy, `${name}: ${component.problems.join('; ')}`)
       assert.deepEqual(component.versions, [BINARY_VERSION], name)
       assert.equal(component.instances.length, 3, name)
-      assert.ok(component.instances.every((i) => i.node.startsWith('control-plane-')), name)
+      assert.ok(
+        component.instances.every((i) => i.node.startsWith('control-plane-')),
+        name,
+      )
     }
 
-    assert.deepEqual(plane.components.find((c) => c.name === 'kube-apiserver')!.instances.map((i) => i.node).sort(), ['control-plane-1', 'control-plane-2', 'control-plane-3'])
+    assert.deepEqual(
+      plane.components
+        .find((c) => c.name === 'kube-apiserver')!
+        .instances.map((i) => i.node)
+        .sort(),
+      ['control-plane-1', 'control-plane-2', 'control-plane-3'],
+    )
 
     console.log(`      HA upgrade took ${seconds}s; Ready apiserver pods never below ${apiservers.fewest} of 3 (${apiservers.samples} samples)`)
   })

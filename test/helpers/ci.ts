@@ -29,7 +29,9 @@ export function sharedFixturesDir(kind: 'kubeadm' | 'kube-proxy'): string | unde
   if (inCI()) throw new Error(`${dir} is missing: CI runs with the project's shared fixtures beside the checkout`)
   if (!warned.has(kind)) {
     warned.add(kind)
-    console.warn(`note: tests over real-world ${kind} fixtures are skipped: ../shared/fixtures/${kind} is not beside this checkout (it comes with the project's workspace, not the repository)`)
+    console.warn(
+      `note: tests over real-world ${kind} fixtures are skipped: ../shared/fixtures/${kind} is not beside this checkout (it comes with the project's workspace, not the repository)`,
+    )
   }
 
   return undefined

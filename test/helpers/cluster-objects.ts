@@ -21,7 +21,9 @@ const shortHash = (text: string) => createHash('sha256').update(text).digest('he
 /** Reads every `*.yaml` static pod manifest in a kubeadm manifests folder, keyed by pod name. */
 export function loadManifests(dir: string): Map<string, V1Pod> {
   const manifests = new Map<string, V1Pod>()
-  for (const file of readdirSync(dir).filter((f) => f.endsWith('.yaml')).sort()) {
+  for (const file of readdirSync(dir)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort()) {
     const pod = parseYaml(readFileSync(join(dir, file), 'utf8')) as V1Pod
     manifests.set(pod.metadata!.name!, pod)
   }
@@ -219,7 +221,9 @@ export function selfHosted(manifest: V1Pod, opts: WorkloadPodsOptions & {kind?: 
   const component = manifest.metadata!.name!
   const name = `self-hosted-${component}`
   const labels = {'k8s-app': name, component, tier: 'control-plane'}
-  const template: V1Pod = {spec: {...structuredClone(manifest.spec!), dnsPolicy: 'ClusterFirstWithHostNet', nodeSelector: {'node-role.kubernetes.io/control-plane': ''}}}
+  const template: V1Pod = {
+    spec: {...structuredClone(manifest.spec!), dnsPolicy: 'ClusterFirstWithHostNet', nodeSelector: {'node-role.kubernetes.io/control-plane': ''}},
+  }
   if (opts.kind === 'Deployment') {
     const made = deployment(name, template, labels, opts)
     return {workload: made.deployment, kind: 'Deployment' as const, pods: made.pods}
@@ -233,7 +237,14 @@ export function selfHosted(manifest: V1Pod, opts: WorkloadPodsOptions & {kind?: 
 export function kubeProxy(version: string, registry: string, opts: WorkloadPodsOptions) {
   return daemonSet(
     'kube-proxy',
-    {spec: {hostNetwork: true, containers: [{name: 'kube-proxy', image: `${registry}/kube-proxy:${version}`, command: ['/usr/local/bin/kube-proxy', '--config=/var/lib/kube-proxy/config.conf']}]}},
+    {
+      spec: {
+        hostNetwork: true,
+        containers: [
+          {name: 'kube-proxy', image: `${registry}/kube-proxy:${version}`, command: ['/usr/local/bin/kube-proxy', '--config=/var/lib/kube-proxy/config.conf']},
+        ],
+      },
+    },
     {'k8s-app': 'kube-proxy'},
     opts,
   )

@@ -30,7 +30,12 @@ export function distrolessPath(without: string[] = []): string {
  * Runs a script as a node task would in the kube-proxy image: dash and its few tools only.
  * onStart gets a function that sends the script SIGTERM (a pod's deletion).
  */
-export function runWithImageTools(script: string, env: Record<string, string>, onStart?: (kill: () => void) => void, tools = distrolessPath()): Promise<{code: number; out: string}> {
+export function runWithImageTools(
+  script: string,
+  env: Record<string, string>,
+  onStart?: (kill: () => void) => void,
+  tools = distrolessPath(),
+): Promise<{code: number; out: string}> {
   return new Promise((resolve) => {
     const child = spawn(join(tools, 'sh'), ['-c', script], {env: {PATH: tools, ...env}})
     let out = ''

@@ -45,8 +45,12 @@ export function iptablesSaveOf(services: GeneratedService[], clusterCidr = '10.1
     const spn = `${s.namespace}/${s.name}${s.portName ? `:${s.portName}` : ''}`
     const svc = servicePortChains(s.namespace, s.name, s.portName, s.protocol).svc
     declarations.push(`:${svc} - [0:0]`)
-    serviceRules.push(`-A KUBE-SERVICES -d ${s.clusterIP}/32 -p ${s.protocol} -m comment --comment "${spn} cluster IP" -m ${s.protocol} --dport ${s.port} -j ${svc}`)
-    rules.push(`-A ${svc} ! -s ${clusterCidr} -d ${s.clusterIP}/32 -p ${s.protocol} -m comment --comment "${spn} cluster IP" -m ${s.protocol} --dport ${s.port} -j KUBE-MARK-MASQ`)
+    serviceRules.push(
+      `-A KUBE-SERVICES -d ${s.clusterIP}/32 -p ${s.protocol} -m comment --comment "${spn} cluster IP" -m ${s.protocol} --dport ${s.port} -j ${svc}`,
+    )
+    rules.push(
+      `-A ${svc} ! -s ${clusterCidr} -d ${s.clusterIP}/32 -p ${s.protocol} -m comment --comment "${spn} cluster IP" -m ${s.protocol} --dport ${s.port} -j KUBE-MARK-MASQ`,
+    )
     const n = s.endpoints.length
     for (const [i, e] of s.endpoints.entries()) {
       const sep = endpointChainName(s.namespace, s.name, s.portName, s.protocol, `${e.ip}:${e.port}`)
@@ -204,5 +208,7 @@ export function nftTableOf(services: GeneratedService[], clusterCidr = '10.128.0
     ...chains,
     '}',
     '',
-  ].filter((l) => l !== '').join('\n')
+  ]
+    .filter((l) => l !== '')
+    .join('\n')
 }

@@ -25,7 +25,12 @@ export interface FakeCluster {
  */
 export function serveCluster(startReplicas: number, opts: {leaseName?: string} = {}): FakeCluster {
   const leaseName = opts.leaseName ?? 'kube-scheduler'
-  const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: join(here, '../fixtures/kubeadm/v1.32.4'), controlPlaneNodes: CONTROL_PLANE, workers: ['worker-1']})
+  const inputs = kubeadmCluster({
+    version: 'v1.32.4',
+    manifestsDir: join(here, '../fixtures/kubeadm/v1.32.4'),
+    controlPlaneNodes: CONTROL_PLANE,
+    workers: ['worker-1'],
+  })
   const schedulerManifest = inputs.pods.find((p) => p.metadata?.labels?.component === 'kube-scheduler')!
   const template: V1Pod = {
     spec: {
@@ -50,13 +55,15 @@ export function serveCluster(startReplicas: number, opts: {leaseName?: string} =
   lockLease.spec!.renewTime = new Date().toISOString()
   lockLease.spec!.acquireTime = new Date(Date.now() - 4 * 3_600_000 + 30_000).toISOString()
   // With --leader-elect-resource-name, the default lock is a stale leftover held by cp-3.
-  const leases = [...inputs.leases!.map((l) => (l.metadata?.name === 'kube-scheduler' && leaseName === 'kube-scheduler' ? lockLease : l)), ...(leaseName === 'kube-scheduler' ? [] : [lockLease])]
+  const leases = [
+    ...inputs.leases!.map((l) => (l.metadata?.name === 'kube-scheduler' && leaseName === 'kube-scheduler' ? lockLease : l)),
+    ...(leaseName === 'kube-scheduler' ? [] : [lockLease]),
+  ]
   if (leaseName !== 'kube-scheduler') {
     const leftover = leases.find((l) => l.metadata?.name === 'kube-scheduler')!
     Object.assign(leftover, lease('kube-scheduler', {holderNode: 'cp-3', renewedAgo: 3600}))
     template.spec!.containers[0].command = [...template.spec!.containers[0].command!, `--leader-elect-resource-name=${leaseName}`]
   }
-
 
   const current = (): {deployment: V1Deployment; pods: V1Pod[]} => {
     // The controller acts on the read after the write, as a real one lags a little.
@@ -79,7 +86,7 @@ export function serveCluster(startReplicas: number, opts: {leaseName?: string} =
     made.deployment.status!.observedGeneration = stale ? generation - 1 : generation
     // Up 4h, 2h, 1h: each a power of two apart, so the ReplicaSet ranking tells them apart.
     made.pods.forEach((p, i) => {
-      p.status!.startTime = new Date(Date.now() - 4 * 3_600_000 / 2 ** i).toISOString().replace(/\.\d+Z$/, 'Z')
+      p.status!.startTime = new Date(Date.now() - (4 * 3_600_000) / 2 ** i).toISOString().replace(/\.\d+Z$/, 'Z')
     })
     return made
   }
@@ -131,4 +138,3 @@ export function serveCluster(startReplicas: number, opts: {leaseName?: string} =
     })
   return fake
 }
-

@@ -37,7 +37,9 @@ export function simulatedProcNetTcp(pods: V1Pod[], node: string): string {
     const component = selfHostedComponentOf(pod) ?? pod.metadata?.labels?.component
     const container = pod.spec?.containers?.[0]
     if (!component || !container || !(PIVOTED_COMPONENTS as readonly string[]).includes(component)) continue
-    lines.push(`${String(lines.length - 1).padStart(4)}: 00000000:${hexPort(securePort(component, container))} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${1000 + lines.length} 1`)
+    lines.push(
+      `${String(lines.length - 1).padStart(4)}: 00000000:${hexPort(securePort(component, container))} 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 ${1000 + lines.length} 1`,
+    )
   }
 
   return `${lines.join('\n')}\n`

@@ -70,7 +70,10 @@ describe('kubectl runs the plugin', function () {
 
   it('completes through kubectl_complete-selfhost (kubectl >= 1.26)', async () => {
     const commands = await execa(kubectl, ['__complete', 'selfhost', 'st'], {env, reject: false})
-    assert.deepEqual(commands.stdout.split('\n').map((l) => l.split('\t')[0]), ['status', ':4'])
+    assert.deepEqual(
+      commands.stdout.split('\n').map((l) => l.split('\t')[0]),
+      ['status', ':4'],
+    )
     const components = await execa(kubectl, ['__complete', 'selfhost', 'logs', 'kube-c'], {env, reject: false})
     assert.deepEqual(components.stdout.split('\n'), ['kube-controller-manager', ':4'])
   })
@@ -104,7 +107,7 @@ describe('the completion scripts, in a real bash', function () {
     assert.deepEqual(await bashComplete(['kubectl-selfhost', 'status', '-o', ''], path), ['table', 'wide', 'json', 'yaml'])
   })
 
-  it('falls back to this install\'s bin/complete.js when the completer is not on PATH', async () => {
+  it("falls back to this install's bin/complete.js when the completer is not on PATH", async () => {
     // PATH is one empty directory, so no completer is on it wherever npm put this machine's
     // global binaries (after `npm link` on Debian's Node that is /usr/bin, beside bash itself).
     const empty = mkdtempSync(join(tmpdir(), 'selfhost-empty-path-'))
@@ -148,7 +151,10 @@ describe('the completion scripts, in a real zsh', function () {
 
   it('hands zsh candidates with descriptions, component names, and file or directory completion where a flag takes a path', async () => {
     const status = await zshComplete(['kubectl-selfhost', 'st'])
-    assert.deepEqual(status.map((c) => c.split(':')[0]), ['status'])
+    assert.deepEqual(
+      status.map((c) => c.split(':')[0]),
+      ['status'],
+    )
     assert.match(status[0], /^status:Show every control-plane component/)
     assert.deepEqual(await zshComplete(['kubectl-selfhost', 'logs', 'kube-s']), ['kube-scheduler'])
     assert.deepEqual(await zshComplete(['kubectl-selfhost', 'status', '--kubeconfig', '']), ['FILES'])

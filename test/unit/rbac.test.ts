@@ -24,7 +24,8 @@ const SYSTEM_NAMESPACE = 'kube-system'
  * test reaches one, this test fails until it is taken off the list.
  */
 const NOT_YET_EXERCISED: Record<string, string> = {
-  'kubectl-selfhost-reader-control-plane list configmaps': 'status on clusters whose leader lock is a ConfigMap (--leader-elect-resource-lock=configmaps), which no command test builds',
+  'kubectl-selfhost-reader-control-plane list configmaps':
+    'status on clusters whose leader lock is a ConfigMap (--leader-elect-resource-lock=configmaps), which no command test builds',
 }
 
 interface Rule {
@@ -60,7 +61,9 @@ function loadRoles(): Role[] {
       const annotations = doc.metadata.annotations ?? {}
       return {
         name: doc.metadata.name,
-        commands: String(annotations['selfhost.kubectl.io/commands'] ?? '').split(/\s+/).filter(Boolean),
+        commands: String(annotations['selfhost.kubectl.io/commands'] ?? '')
+          .split(/\s+/)
+          .filter(Boolean),
         bind: annotations['selfhost.kubectl.io/bind'],
         rules: doc.rules,
       }
@@ -116,12 +119,16 @@ async function recordCommandTests(): Promise<RecordedRequest[]> {
   const files = readdirSync(join(repoRoot, 'test/commands'))
     .filter((f) => f.endsWith('.test.ts'))
     .map((f) => `test/commands/${f}`)
-  const run = await execa(join(repoRoot, 'node_modules/.bin/mocha'), ['--reporter', 'dot', '--require', 'test/helpers/request-recorder.ts', ...files, 'test/unit/node/runner.test.ts'], {
-    cwd: repoRoot,
-    env: {SELFHOST_RECORD_REQUESTS: out},
-    reject: false,
-    all: true,
-  })
+  const run = await execa(
+    join(repoRoot, 'node_modules/.bin/mocha'),
+    ['--reporter', 'dot', '--require', 'test/helpers/request-recorder.ts', ...files, 'test/unit/node/runner.test.ts'],
+    {
+      cwd: repoRoot,
+      env: {SELFHOST_RECORD_REQUESTS: out},
+      reject: false,
+      all: true,
+    },
+  )
   assert.equal(run.exitCode, 0, `the command tests must pass to be recorded:\n${run.all?.slice(-3000)}`)
   return readFileSync(out, 'utf8')
     .split('\n')
@@ -154,7 +161,9 @@ async function recordPivotAndRevert(): Promise<{requests: RecordedRequest[]; nod
         if (typeof call !== 'function') return call
         return async (...args: unknown[]) => {
           const result = await (call as (...a: unknown[]) => Promise<unknown>).apply(target, args)
-          await ((client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[property] as (...a: unknown[]) => Promise<unknown>).apply(client, args).catch(() => undefined)
+          await ((client as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>)[property] as (...a: unknown[]) => Promise<unknown>)
+            .apply(client, args)
+            .catch(() => undefined)
           return result
         }
       },
@@ -200,7 +209,10 @@ describe('RBAC roles (manifests/rbac/) against the requests each command makes',
     for (const r of [...recorded, ...pivot.requests]) if (!r.source.startsWith('file:')) add(r.source === 'health' ? 'status' : r.source, attributesOf(r))
     for (const command of pivot.nodeTasks) add(command, runnerRequests.flatMap(attributesOf))
     nodeTaskNamespaces = new Set(
-      [...needs.values()].flat().filter((a) => a.verb === 'create' && a.resource === 'pods').map((a) => a.namespace!),
+      [...needs.values()]
+        .flat()
+        .filter((a) => a.verb === 'create' && a.resource === 'pods')
+        .map((a) => a.namespace!),
     )
   })
 
@@ -226,7 +238,8 @@ describe('RBAC roles (manifests/rbac/) against the requests each command makes',
       const mine = roles.filter((r) => r.commands.includes(command))
       assert.ok(mine.length > 0, `no role names the command ${command}`)
       for (const a of attributes) {
-        if (!mine.some((role) => inScope(role, a, nodeTaskNamespaces) && role.rules.some((rule) => ruleAllows(rule, a)))) refused.push(`${command}: ${describeAttributes(a)}`)
+        if (!mine.some((role) => inScope(role, a, nodeTaskNamespaces) && role.rules.some((rule) => ruleAllows(rule, a))))
+          refused.push(`${command}: ${describeAttributes(a)}`)
       }
     }
 
@@ -244,7 +257,9 @@ describe('RBAC roles (manifests/rbac/) against the requests each command makes',
           : rule.apiGroups!.flatMap((group) => rule.resources!.flatMap((resource) => rule.verbs.map((verb) => ({verb, group, resource}))))
         for (const grant of grants) {
           const key = `${role.name} ${grant.verb} ${grant.url ?? (grant.group ? `${grant.resource}.${grant.group}` : grant.resource)}`
-          const used = attributes.some((a) => a.verb === grant.verb && (grant.url ? a.url === grant.url : a.group === grant.group && a.resource === grant.resource))
+          const used = attributes.some(
+            (a) => a.verb === grant.verb && (grant.url ? a.url === grant.url : a.group === grant.group && a.resource === grant.resource),
+          )
           if (used && key in NOT_YET_EXERCISED) exercised.push(key)
           if (!used && !(key in NOT_YET_EXERCISED)) unused.push(key)
         }
@@ -256,14 +271,19 @@ describe('RBAC roles (manifests/rbac/) against the requests each command makes',
   })
 
   it('derives RBAC verbs from requests as the API server does', () => {
-    assert.deepEqual(attributesOf({method: 'GET', path: '/api/v1/namespaces/kube-system/pods/p1/log'}), [{verb: 'get', group: '', resource: 'pods/log', namespace: 'kube-system'}])
-    assert.deepEqual(attributesOf({method: 'GET', path: '/apis/apps/v1/namespaces/kube-system/daemonsets'}), [{verb: 'list', group: 'apps', resource: 'daemonsets', namespace: 'kube-system'}])
+    assert.deepEqual(attributesOf({method: 'GET', path: '/api/v1/namespaces/kube-system/pods/p1/log'}), [
+      {verb: 'get', group: '', resource: 'pods/log', namespace: 'kube-system'},
+    ])
+    assert.deepEqual(attributesOf({method: 'GET', path: '/apis/apps/v1/namespaces/kube-system/daemonsets'}), [
+      {verb: 'list', group: 'apps', resource: 'daemonsets', namespace: 'kube-system'},
+    ])
     assert.deepEqual(
-      attributesOf({method: 'PATCH', path: '/apis/apps/v1/namespaces/kube-system/daemonsets/x', contentType: 'application/apply-patch+yaml'}).map((a) => a.verb),
+      attributesOf({method: 'PATCH', path: '/apis/apps/v1/namespaces/kube-system/daemonsets/x', contentType: 'application/apply-patch+yaml'}).map(
+        (a) => a.verb,
+      ),
       ['patch', 'create'],
     )
     assert.deepEqual(attributesOf({method: 'GET', path: '/api/v1/nodes'}), [{verb: 'list', group: '', resource: 'nodes', namespace: undefined}])
     assert.deepEqual(attributesOf({method: 'GET', path: '/readyz'}), [{verb: 'get', url: '/readyz'}])
   })
 })
-

@@ -53,7 +53,12 @@ export function addonObjects(input: AddonInput): Array<{groupVersion: string; re
     {
       groupVersion: 'v1',
       resource: 'configmaps',
-      object: {apiVersion: 'v1', kind: 'ConfigMap', metadata: {name: 'kubeadm-config', namespace: ns}, data: {ClusterConfiguration: stringify(clusterConfiguration)}},
+      object: {
+        apiVersion: 'v1',
+        kind: 'ConfigMap',
+        metadata: {name: 'kubeadm-config', namespace: ns},
+        data: {ClusterConfiguration: stringify(clusterConfiguration)},
+      },
     },
     {
       groupVersion: 'v1',
@@ -67,7 +72,12 @@ export function addonObjects(input: AddonInput): Array<{groupVersion: string; re
           'kubeconfig.conf': stringify({
             apiVersion: 'v1',
             kind: 'Config',
-            clusters: [{name: 'default', cluster: {'certificate-authority': '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt', server: `https://${input.controlPlaneEndpoint}`}}],
+            clusters: [
+              {
+                name: 'default',
+                cluster: {'certificate-authority': '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt', server: `https://${input.controlPlaneEndpoint}`},
+              },
+            ],
             contexts: [{name: 'default', context: {cluster: 'default', namespace: 'default', user: 'default'}}],
             'current-context': 'default',
             users: [{name: 'default', user: {tokenFile: '/var/run/secrets/kubernetes.io/serviceaccount/token'}}],
@@ -149,7 +159,10 @@ export function addonObjects(input: AddonInput): Array<{groupVersion: string; re
               nodeSelector: {'kubernetes.io/os': 'linux'},
               priorityClassName: 'system-cluster-critical',
               serviceAccountName: 'coredns',
-              tolerations: [{key: 'CriticalAddonsOnly', operator: 'Exists'}, {key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule'}],
+              tolerations: [
+                {key: 'CriticalAddonsOnly', operator: 'Exists'},
+                {key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule'},
+              ],
             },
           },
         },

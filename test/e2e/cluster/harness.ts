@@ -102,11 +102,15 @@ function reapAbandonedClusters(): void {
 
 async function freePorts(count: number): Promise<number[]> {
   const servers = await Promise.all(
-    Array.from({length: count}, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const server = createServer()
-      server.once('error', reject)
-      server.listen(0, '127.0.0.1', () => resolve(server))
-    })),
+    Array.from(
+      {length: count},
+      () =>
+        new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+          const server = createServer()
+          server.once('error', reject)
+          server.listen(0, '127.0.0.1', () => resolve(server))
+        }),
+    ),
   )
   const ports = servers.map((s) => (s.address() as {port: number}).port)
   await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))))
@@ -127,7 +131,9 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
     }
 
     if (Date.now() > deadline) {
-      throw new Error(`test cluster: timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}${explain ? `\n${explain()}` : ''}`)
+      throw new Error(
+        `test cluster: timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}${explain ? `\n${explain()}` : ''}`,
+      )
     }
 
     await sleep(250)
@@ -197,7 +203,10 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
   mkdirSync(STATE_ROOT, {recursive: true})
   const workDir = await mkdtemp(join(STATE_ROOT, 'cluster-'))
-  const id = workDir.slice(-6).toLowerCase().replace(/[^a-z0-9]/g, 'x')
+  const id = workDir
+    .slice(-6)
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, 'x')
   const logDir = join(workDir, 'logs')
   const pkiDir = join(workDir, 'pki')
   for (const dir of [logDir, pkiDir, join(workDir, 'tasks'), join(workDir, 'etcd')]) mkdirSync(dir, {recursive: true})
@@ -275,7 +284,13 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     const block = netns ? await pickAddressBlock() : undefined
     if (block) {
       for (const [index, node] of nodes.entries()) {
-        node.network = await createNodeNetwork({netns: `selfhost-${id}-${node.name}`, interfacePrefix: `sh${id.slice(-4)}`, block, index, serviceCidr: SERVICE_CIDR})
+        node.network = await createNodeNetwork({
+          netns: `selfhost-${id}-${node.name}`,
+          interfacePrefix: `sh${id.slice(-4)}`,
+          block,
+          index,
+          serviceCidr: SERVICE_CIDR,
+        })
         state.networks.push(node.network)
         saveState()
         node.ip = node.network.nodeIp
@@ -284,7 +299,10 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     }
 
     const hostEnds = nodes.flatMap((n) => (n.network ? [n.network.hostIp] : []))
-    const pki = await makeClusterPki({dir: pkiDir, apiserverIps: [SERVICE_IP, ...nodes.filter((n) => n.role === 'control-plane').map((n) => n.ip), ...hostEnds]})
+    const pki = await makeClusterPki({
+      dir: pkiDir,
+      apiserverIps: [SERVICE_IP, ...nodes.filter((n) => n.role === 'control-plane').map((n) => n.ip), ...hostEnds],
+    })
     const apiUrl = `https://127.0.0.1:${apiPort}`
     const kubeconfigs = await writeKubeconfigs(workDir, pki, apiUrl)
 
@@ -298,7 +316,8 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       const binary = join(binDir, component.startsWith('kube-proxy') ? 'kube-proxy' : component)
       // Leader-election identities are "<hostname>_<uuid>": run under the node's hostname so
       // a Lease's holder names a node, as on a real cluster.
-      const [command, ...rest] = hostname && hostnameWrap ? ['unshare', '--uts', '--', 'sh', '-c', 'hostname "$0" && exec "$@"', hostname, binary, ...args] : [binary, ...args]
+      const [command, ...rest] =
+        hostname && hostnameWrap ? ['unshare', '--uts', '--', 'sh', '-c', 'hostname "$0" && exec "$@"', hostname, binary, ...args] : [binary, ...args]
       const member = processes.spawn(component, command, rest, {logFile, cwd: workDir})
       saveState()
       return member
@@ -306,52 +325,61 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
     const watchExit = (member: Supervised) =>
       member.exited.then(({code, signal}) => {
-        if (!stopping && !stopped) process.stderr.write(`test cluster: ${member.name} exited unexpectedly (code ${code}, signal ${signal}); log: ${member.logFile}\n`)
+        if (!stopping && !stopped)
+          process.stderr.write(`test cluster: ${member.name} exited unexpectedly (code ${code}, signal ${signal}); log: ${member.logFile}\n`)
       })
 
-    const etcd = start('etcd', [
-      '--name=default',
-      `--data-dir=${join(workDir, 'etcd')}`,
-      `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
-      `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
-      `--listen-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
-      `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
-      `--initial-cluster=default=http://127.0.0.1:${etcdPeerPort}`,
-      // A throwaway cluster: durability is not worth the fsync cost on a shared 2-core machine.
-      '--unsafe-no-fsync',
-    ], firstControlPlane)
+    const etcd = start(
+      'etcd',
+      [
+        '--name=default',
+        `--data-dir=${join(workDir, 'etcd')}`,
+        `--listen-client-urls=http://127.0.0.1:${etcdPort}`,
+        `--advertise-client-urls=http://127.0.0.1:${etcdPort}`,
+        `--listen-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-advertise-peer-urls=http://127.0.0.1:${etcdPeerPort}`,
+        `--initial-cluster=default=http://127.0.0.1:${etcdPeerPort}`,
+        // A throwaway cluster: durability is not worth the fsync cost on a shared 2-core machine.
+        '--unsafe-no-fsync',
+      ],
+      firstControlPlane,
+    )
     void watchExit(etcd)
 
     // The "kubernetes" Service needs a non-loopback endpoint; the host end of the first
     // worker's link is one, and kube-proxy in that worker's namespace really reaches it.
     const advertise = nodes.find((n) => n.role === 'worker' && n.network)?.network?.hostIp
-    const apiserver = start('kube-apiserver', [
-      `--etcd-servers=http://127.0.0.1:${etcdPort}`,
-      '--bind-address=127.0.0.1',
-      `--secure-port=${apiPort}`,
-      ...(advertise ? [`--advertise-address=${advertise}`] : ['--advertise-address=127.0.0.1', '--endpoint-reconciler-type=none']),
-      '--allow-privileged=true',
-      '--authorization-mode=Node,RBAC',
-      '--enable-admission-plugins=NodeRestriction',
-      `--client-ca-file=${pki.ca.cert}`,
-      `--tls-cert-file=${pki.apiserver.cert}`,
-      `--tls-private-key-file=${pki.apiserver.key}`,
-      `--requestheader-client-ca-file=${pki.frontProxyCa.cert}`,
-      '--requestheader-allowed-names=front-proxy-client',
-      '--requestheader-extra-headers-prefix=X-Remote-Extra-',
-      '--requestheader-group-headers=X-Remote-Group',
-      '--requestheader-username-headers=X-Remote-User',
-      `--proxy-client-cert-file=${pki.frontProxyClient.cert}`,
-      `--proxy-client-key-file=${pki.frontProxyClient.key}`,
-      `--kubelet-client-certificate=${pki.kubelet.cert}`,
-      `--kubelet-client-key=${pki.kubelet.key}`,
-      '--kubelet-preferred-address-types=InternalIP',
-      '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
-      `--service-account-key-file=${pki.serviceAccountPub}`,
-      `--service-account-signing-key-file=${pki.serviceAccountKey}`,
-      `--service-cluster-ip-range=${SERVICE_CIDR}`,
-      '--profiling=false',
-    ], firstControlPlane)
+    const apiserver = start(
+      'kube-apiserver',
+      [
+        `--etcd-servers=http://127.0.0.1:${etcdPort}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${apiPort}`,
+        ...(advertise ? [`--advertise-address=${advertise}`] : ['--advertise-address=127.0.0.1', '--endpoint-reconciler-type=none']),
+        '--allow-privileged=true',
+        '--authorization-mode=Node,RBAC',
+        '--enable-admission-plugins=NodeRestriction',
+        `--client-ca-file=${pki.ca.cert}`,
+        `--tls-cert-file=${pki.apiserver.cert}`,
+        `--tls-private-key-file=${pki.apiserver.key}`,
+        `--requestheader-client-ca-file=${pki.frontProxyCa.cert}`,
+        '--requestheader-allowed-names=front-proxy-client',
+        '--requestheader-extra-headers-prefix=X-Remote-Extra-',
+        '--requestheader-group-headers=X-Remote-Group',
+        '--requestheader-username-headers=X-Remote-User',
+        `--proxy-client-cert-file=${pki.frontProxyClient.cert}`,
+        `--proxy-client-key-file=${pki.frontProxyClient.key}`,
+        `--kubelet-client-certificate=${pki.kubelet.cert}`,
+        `--kubelet-client-key=${pki.kubelet.key}`,
+        '--kubelet-preferred-address-types=InternalIP',
+        '--service-account-issuer=https://kubernetes.default.svc.cluster.local',
+        `--service-account-key-file=${pki.serviceAccountPub}`,
+        `--service-account-signing-key-file=${pki.serviceAccountKey}`,
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        '--profiling=false',
+      ],
+      firstControlPlane,
+    )
     void watchExit(apiserver)
 
     const client = await KubeClient.connect({kubeconfig: kubeconfigs.admin, requestTimeoutMs: 10_000})
@@ -361,34 +389,42 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       return res.status === 200 ? true : undefined
     })
 
-    const controllerManager = start('kube-controller-manager', [
-      `--kubeconfig=${kubeconfigs.controllerManager}`,
-      `--authentication-kubeconfig=${kubeconfigs.controllerManager}`,
-      `--authorization-kubeconfig=${kubeconfigs.controllerManager}`,
-      '--bind-address=127.0.0.1',
-      `--secure-port=${kcmPort}`,
-      '--leader-elect=true',
-      '--allocate-node-cidrs=true',
-      `--cluster-cidr=${POD_CIDR}`,
-      `--service-cluster-ip-range=${SERVICE_CIDR}`,
-      `--cluster-signing-cert-file=${pki.ca.cert}`,
-      `--cluster-signing-key-file=${pki.ca.key}`,
-      `--root-ca-file=${pki.ca.cert}`,
-      `--service-account-private-key-file=${pki.serviceAccountKey}`,
-      '--use-service-account-credentials=true',
-      '--controllers=*,bootstrapsigner,tokencleaner',
-      '--profiling=false',
-    ], firstControlPlane)
+    const controllerManager = start(
+      'kube-controller-manager',
+      [
+        `--kubeconfig=${kubeconfigs.controllerManager}`,
+        `--authentication-kubeconfig=${kubeconfigs.controllerManager}`,
+        `--authorization-kubeconfig=${kubeconfigs.controllerManager}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${kcmPort}`,
+        '--leader-elect=true',
+        '--allocate-node-cidrs=true',
+        `--cluster-cidr=${POD_CIDR}`,
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        `--cluster-signing-cert-file=${pki.ca.cert}`,
+        `--cluster-signing-key-file=${pki.ca.key}`,
+        `--root-ca-file=${pki.ca.cert}`,
+        `--service-account-private-key-file=${pki.serviceAccountKey}`,
+        '--use-service-account-credentials=true',
+        '--controllers=*,bootstrapsigner,tokencleaner',
+        '--profiling=false',
+      ],
+      firstControlPlane,
+    )
     void watchExit(controllerManager)
-    const scheduler = start('kube-scheduler', [
-      `--kubeconfig=${kubeconfigs.scheduler}`,
-      `--authentication-kubeconfig=${kubeconfigs.scheduler}`,
-      `--authorization-kubeconfig=${kubeconfigs.scheduler}`,
-      '--bind-address=127.0.0.1',
-      `--secure-port=${schedulerPort}`,
-      '--leader-elect=true',
-      '--profiling=false',
-    ], firstControlPlane)
+    const scheduler = start(
+      'kube-scheduler',
+      [
+        `--kubeconfig=${kubeconfigs.scheduler}`,
+        `--authentication-kubeconfig=${kubeconfigs.scheduler}`,
+        `--authorization-kubeconfig=${kubeconfigs.scheduler}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${schedulerPort}`,
+        '--leader-elect=true',
+        '--profiling=false',
+      ],
+      firstControlPlane,
+    )
     void watchExit(scheduler)
 
     // --- kwok and the nodes ---------------------------------------------------------------
@@ -402,7 +438,16 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     })
 
     const kwokConfig = join(workDir, 'kwok.yaml')
-    await writeFile(kwokConfig, kwokConfigYaml({nodePort: kwokPort, serverAddress: `127.0.0.1:${kwokPort}`, tlsCertFile: pki.kubelet.cert, tlsPrivateKeyFile: pki.kubelet.key, podCidr: POD_CIDR}))
+    await writeFile(
+      kwokConfig,
+      kwokConfigYaml({
+        nodePort: kwokPort,
+        serverAddress: `127.0.0.1:${kwokPort}`,
+        tlsCertFile: pki.kubelet.cert,
+        tlsPrivateKeyFile: pki.kubelet.key,
+        podCidr: POD_CIDR,
+      }),
+    )
     const kwok = start('kwok', [`--kubeconfig=${kubeconfigs.admin}`, `--config=${kwokConfig}`])
     void watchExit(kwok)
 
@@ -410,12 +455,23 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     for (const node of nodes) {
       if (node.network) {
         const {hostIp, nodeIp, netns: ns} = node.network
-        processes.spawn(`forward ${hostIp}:${kwokPort}`, 'socat', [`TCP-LISTEN:${kwokPort},bind=${hostIp},reuseaddr,fork`, `TCP:127.0.0.1:${kwokPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
-        processes.spawn(`forward ${nodeIp}:${kwokPort}`, 'ip', ['netns', 'exec', ns, 'socat', `TCP-LISTEN:${kwokPort},bind=${nodeIp},reuseaddr,fork`, `TCP:${hostIp}:${kwokPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
+        processes.spawn(`forward ${hostIp}:${kwokPort}`, 'socat', [`TCP-LISTEN:${kwokPort},bind=${hostIp},reuseaddr,fork`, `TCP:127.0.0.1:${kwokPort}`], {
+          logFile: join(logDir, `forward-${node.name}.log`),
+        })
+        processes.spawn(
+          `forward ${nodeIp}:${kwokPort}`,
+          'ip',
+          ['netns', 'exec', ns, 'socat', `TCP-LISTEN:${kwokPort},bind=${nodeIp},reuseaddr,fork`, `TCP:${hostIp}:${kwokPort}`],
+          {logFile: join(logDir, `forward-${node.name}.log`)},
+        )
         // And the node's kube-proxy (a worker's) or apiserver port (a control-plane node's) reaches the API server at the host end of its link.
-        processes.spawn(`forward ${hostIp}:${apiPort}`, 'socat', [`TCP-LISTEN:${apiPort},bind=${hostIp},reuseaddr,fork`, `TCP:127.0.0.1:${apiPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
+        processes.spawn(`forward ${hostIp}:${apiPort}`, 'socat', [`TCP-LISTEN:${apiPort},bind=${hostIp},reuseaddr,fork`, `TCP:127.0.0.1:${apiPort}`], {
+          logFile: join(logDir, `forward-${node.name}.log`),
+        })
       } else {
-        processes.spawn(`forward ${node.ip}:${kwokPort}`, 'socat', [`TCP-LISTEN:${kwokPort},bind=${node.ip},reuseaddr,fork`, `TCP:127.0.0.1:${kwokPort}`], {logFile: join(logDir, `forward-${node.name}.log`)})
+        processes.spawn(`forward ${node.ip}:${kwokPort}`, 'socat', [`TCP-LISTEN:${kwokPort},bind=${node.ip},reuseaddr,fork`, `TCP:127.0.0.1:${kwokPort}`], {
+          logFile: join(logDir, `forward-${node.name}.log`),
+        })
       }
 
       saveState()
@@ -425,14 +481,17 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     const nodeApiservers = new Map<string, Supervised>()
     const controlPlaneMembers = nodes.filter((n) => n.role === 'control-plane').map((n) => ({name: n.name, ip: n.ip}))
     for (const node of nodes) {
-      const manifests = node.role === 'control-plane' ? staticManifests({
-        kubeadmVersion,
-        nodeName: node.name,
-        nodeIp: node.ip,
-        etcdMembers: controlPlaneMembers,
-        serviceCidr: SERVICE_CIDR,
-        podCidr: POD_CIDR,
-      }) : {}
+      const manifests =
+        node.role === 'control-plane'
+          ? staticManifests({
+              kubeadmVersion,
+              nodeName: node.name,
+              nodeIp: node.ip,
+              etcdMembers: controlPlaneMembers,
+              serviceCidr: SERVICE_CIDR,
+              podCidr: POD_CIDR,
+            })
+          : {}
       writeNodeRoot(node, pki, kubeconfigs, manifests)
       if (node.role === 'control-plane') {
         // "The apiserver on this node": its address and secure port lead to the one real
@@ -443,7 +502,12 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
           const {hostIp, nodeIp, netns: ns} = node.network
           const logFile = join(logDir, `forward-${node.name}.log`)
           nodeApiserverStarters.set(node.name, () =>
-            processes.spawn(`forward ${nodeIp}:${securePort}`, 'ip', ['netns', 'exec', ns, 'socat', `TCP-LISTEN:${securePort},bind=${nodeIp},reuseaddr,fork`, `TCP:${hostIp}:${apiPort}`], {logFile}),
+            processes.spawn(
+              `forward ${nodeIp}:${securePort}`,
+              'ip',
+              ['netns', 'exec', ns, 'socat', `TCP-LISTEN:${securePort},bind=${nodeIp},reuseaddr,fork`, `TCP:${hostIp}:${apiPort}`],
+              {logFile},
+            ),
           )
           nodeApiservers.set(node.name, nodeApiserverStarters.get(node.name)!())
           saveState()
@@ -461,18 +525,35 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     for (const node of nodes) {
       if (!node.network || node.role !== 'worker') continue
       const kubeconfig = join(workDir, `kube-proxy-${node.name}.conf`)
-      await writeFile(kubeconfig, kubeconfigYaml({server: `https://${node.network.hostIp}:${apiPort}`, ca: pki.ca.cert, client: pki.kubeProxy, user: 'system:kube-proxy', tlsServerName: 'localhost'}))
+      await writeFile(
+        kubeconfig,
+        kubeconfigYaml({
+          server: `https://${node.network.hostIp}:${apiPort}`,
+          ca: pki.ca.cert,
+          client: pki.kubeProxy,
+          user: 'system:kube-proxy',
+          tlsServerName: 'localhost',
+        }),
+      )
       const config = join(workDir, `kube-proxy-${node.name}.yaml`)
       await writeFile(config, stringify(kubeProxyConfiguration({podCidr: POD_CIDR, kubeconfig, hostnameOverride: node.name})))
       const logFile = join(logDir, `kube-proxy-${node.name}.log`)
       logs[`kube-proxy-${node.name}`] = logFile
-      const proxy = processes.spawn(`kube-proxy ${node.name}`, 'ip', ['netns', 'exec', node.network.netns, join(binDir, 'kube-proxy'), `--config=${config}`], {logFile})
+      const proxy = processes.spawn(`kube-proxy ${node.name}`, 'ip', ['netns', 'exec', node.network.netns, join(binDir, 'kube-proxy'), `--config=${config}`], {
+        logFile,
+      })
       void watchExit(proxy)
       saveState()
     }
 
     // --- cluster objects kubeadm creates ---------------------------------------------------------
-    for (const addon of addonObjects({kubeadmVersion, serviceCidr: SERVICE_CIDR, podCidr: POD_CIDR, dnsServiceIp: DNS_SERVICE_IP, controlPlaneEndpoint: `${nodes[0].ip}:6443`})) {
+    for (const addon of addonObjects({
+      kubeadmVersion,
+      serviceCidr: SERVICE_CIDR,
+      podCidr: POD_CIDR,
+      dnsServiceIp: DNS_SERVICE_IP,
+      controlPlaneEndpoint: `${nodes[0].ip}:6443`,
+    })) {
       const {metadata} = addon.object as {metadata: {namespace?: string; name: string}}
       await client.request('POST', resourcePath(addon.groupVersion, addon.resource, metadata.namespace), {
         body: addon.object,
@@ -569,7 +650,8 @@ function writeNodeRoot(node: TestNode, pki: ClusterPki, kubeconfigs: Kubeconfigs
       [kubeconfigs.admin, 'admin.conf'],
       [kubeconfigs.controllerManager, 'controller-manager.conf'],
       [kubeconfigs.scheduler, 'scheduler.conf'],
-    ]) copyFileSync(from, join(etc, to))
+    ])
+      copyFileSync(from, join(etc, to))
     mkdirSync(join(node.root, 'var/lib/etcd'), {recursive: true})
   }
 
@@ -624,13 +706,19 @@ function nodeObject(node: TestNode, kubeadmVersion: string): Record<string, unkn
 
 /** Nodes Ready, every static pod mirrored and Ready, both leader Leases held, kube-proxy synced. */
 async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Record<string, string>): Promise<void> {
-  await waitFor('every node to be Ready and untainted by the node lifecycle controller', 60_000, async () => {
-    const list = await client.listNodes()
-    const settled = list.items.filter(
-      (n) => n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && !n.spec?.taints?.some((t) => t.key.startsWith('node.kubernetes.io/')),
-    )
-    return settled.length === nodes.length ? true : undefined
-  }, () => `kwok log: ${logs.kwok}`)
+  await waitFor(
+    'every node to be Ready and untainted by the node lifecycle controller',
+    60_000,
+    async () => {
+      const list = await client.listNodes()
+      const settled = list.items.filter(
+        (n) =>
+          n.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') && !n.spec?.taints?.some((t) => t.key.startsWith('node.kubernetes.io/')),
+      )
+      return settled.length === nodes.length ? true : undefined
+    },
+    () => `kwok log: ${logs.kwok}`,
+  )
   // Pods cannot be created in a namespace before its "default" ServiceAccount exists.
   await waitFor('the default ServiceAccounts', 60_000, async () => {
     for (const namespace of ['default', 'kube-system']) {
@@ -643,10 +731,15 @@ async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Rec
   const expectedMirrors = nodes.filter((n) => n.role === 'control-plane').length * 4
   await waitFor('mirror pods of every static pod to be Ready, with their logs served', 60_000, async () => {
     const pods = await client.listPods('kube-system')
-    const mirrors = pods.items.filter((p) => p.metadata?.annotations?.[MIRROR_ANNOTATION] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'))
+    const mirrors = pods.items.filter(
+      (p) => p.metadata?.annotations?.[MIRROR_ANNOTATION] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+    )
     if (mirrors.length !== expectedMirrors) return undefined
     for (const pod of mirrors) {
-      const res = await client.raw('GET', resourcePath('v1', 'pods', 'kube-system', pod.metadata!.name!, 'log'), {query: {limitBytes: 1}, intent: {verb: 'get', resource: 'pods/log'}})
+      const res = await client.raw('GET', resourcePath('v1', 'pods', 'kube-system', pod.metadata!.name!, 'log'), {
+        query: {limitBytes: 1},
+        intent: {verb: 'get', resource: 'pods/log'},
+      })
       if (res.status !== 200) return undefined
     }
 
@@ -658,13 +751,18 @@ async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Rec
   })
   const withProxy = nodes.filter((n) => n.network && n.role === 'worker')
   if (withProxy.length > 0) {
-    await waitFor('kube-proxy to program the kubernetes Service on every worker', 60_000, async () => {
-      for (const node of withProxy) {
-        const {stdout} = await run('ip', ['netns', 'exec', node.network!.netns, 'iptables-save', '-t', 'nat'])
-        if (!stdout.includes('default/kubernetes:https')) return undefined
-      }
+    await waitFor(
+      'kube-proxy to program the kubernetes Service on every worker',
+      60_000,
+      async () => {
+        for (const node of withProxy) {
+          const {stdout} = await run('ip', ['netns', 'exec', node.network!.netns, 'iptables-save', '-t', 'nat'])
+          if (!stdout.includes('default/kubernetes:https')) return undefined
+        }
 
-      return true
-    }, () => withProxy.map((n) => `kube-proxy log: ${logs[`kube-proxy-${n.name}`]}`).join('\n'))
+        return true
+      },
+      () => withProxy.map((n) => `kube-proxy log: ${logs[`kube-proxy-${n.name}`]}`).join('\n'),
+    )
   }
 }

@@ -73,7 +73,9 @@ export function readStaticPods(dir: string, nodeName: string, onError: (message:
   const pods = new Map<string, {pod: V1Pod; hash: string; file: string}>()
   let files: string[]
   try {
-    files = readdirSync(dir).filter((f) => !f.startsWith('.')).sort()
+    files = readdirSync(dir)
+      .filter((f) => !f.startsWith('.'))
+      .sort()
   } catch {
     return pods
   }

@@ -74,7 +74,12 @@ function podReady() {
   return stage(
     'selfhost-pod-ready',
     'Pod',
-    [NOT_DELETING, NODE_TASK_SELECTOR, {key: '.status.phase', operator: 'NotIn', values: ['Running']}, {key: HAS_BROKEN_IMAGE, operator: 'NotIn', values: ['true']}],
+    [
+      NOT_DELETING,
+      NODE_TASK_SELECTOR,
+      {key: '.status.phase', operator: 'NotIn', values: ['Running']},
+      {key: HAS_BROKEN_IMAGE, operator: 'NotIn', values: ['true']},
+    ],
     {
       statusTemplate: `
 {{ $now := Now }}
@@ -106,7 +111,12 @@ function podBroken() {
   return stage(
     'selfhost-pod-broken',
     'Pod',
-    [NOT_DELETING, NODE_TASK_SELECTOR, {key: '.status.phase', operator: 'NotIn', values: ['Running']}, {key: HAS_BROKEN_IMAGE, operator: 'In', values: ['true']}],
+    [
+      NOT_DELETING,
+      NODE_TASK_SELECTOR,
+      {key: '.status.phase', operator: 'NotIn', values: ['Running']},
+      {key: HAS_BROKEN_IMAGE, operator: 'In', values: ['true']},
+    ],
     {
       statusTemplate: `
 {{ $now := Now }}
@@ -151,13 +161,7 @@ ${POD_ADDRESSES}`,
 }
 
 function podDelete() {
-  return stage(
-    'selfhost-pod-delete',
-    'Pod',
-    [{key: '.metadata.deletionTimestamp', operator: 'Exists'}, NODE_TASK_SELECTOR],
-    {delete: true},
-    200,
-  )
+  return stage('selfhost-pod-delete', 'Pod', [{key: '.metadata.deletionTimestamp', operator: 'Exists'}, NODE_TASK_SELECTOR], {delete: true}, 200)
 }
 
 export interface KwokConfigInput {

@@ -58,7 +58,13 @@ function probe(host: string, port: number, path: string, failureThreshold: numbe
 }
 
 /** The pod skeleton kubeadm shares between its static pods. */
-function staticPod(component: StaticComponent, kubeadmVersion: string, container: Record<string, unknown>, volumes: unknown[], annotations: Record<string, string> = {}) {
+function staticPod(
+  component: StaticComponent,
+  kubeadmVersion: string,
+  container: Record<string, unknown>,
+  volumes: unknown[],
+  annotations: Record<string, string> = {},
+) {
   const modern = semver.gte(kubeadmVersion, '1.19.0')
   return {
     apiVersion: 'v1',

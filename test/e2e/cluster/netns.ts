@@ -51,7 +51,13 @@ export function nodeAddresses(block: AddressBlock, index: number): {hostIp: stri
   return {hostIp: `${block.prefix}.${index * 4 + 1}`, nodeIp: `${block.prefix}.${index * 4 + 2}`}
 }
 
-export async function createNodeNetwork(opts: {netns: string; interfacePrefix: string; block: AddressBlock; index: number; serviceCidr: string}): Promise<NodeNetwork> {
+export async function createNodeNetwork(opts: {
+  netns: string
+  interfacePrefix: string
+  block: AddressBlock
+  index: number
+  serviceCidr: string
+}): Promise<NodeNetwork> {
   const {hostIp, nodeIp} = nodeAddresses(opts.block, opts.index)
   const hostInterface = `${opts.interfacePrefix}h${opts.index}`
   const nodeInterface = `${opts.interfacePrefix}n${opts.index}`

@@ -44,8 +44,23 @@ async function openssl(args: string[]): Promise<void> {
 
 async function makeCa(dir: string, name: string, commonName: string): Promise<KeyPair> {
   const pair = {cert: join(dir, `${name}.crt`), key: join(dir, `${name}.key`)}
-  await openssl(['req', '-x509', ...EC_KEY, '-keyout', pair.key, '-out', pair.cert, '-days', '3650', '-subj', `/CN=${commonName}`,
-    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign,digitalSignature'])
+  await openssl([
+    'req',
+    '-x509',
+    ...EC_KEY,
+    '-keyout',
+    pair.key,
+    '-out',
+    pair.cert,
+    '-days',
+    '3650',
+    '-subj',
+    `/CN=${commonName}`,
+    '-addext',
+    'basicConstraints=critical,CA:TRUE',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign,digitalSignature',
+  ])
   return pair
 }
 
@@ -59,7 +74,24 @@ async function makeLeaf(dir: string, name: string, ca: KeyPair, subject: string,
   if (sans.length > 0) ext.push(`subjectAltName=${sans.join(',')}`)
   await writeFile(extFile, ext.join('\n') + '\n')
   await openssl(['req', '-new', ...EC_KEY, '-keyout', pair.key, '-out', csr, '-subj', subject])
-  await openssl(['x509', '-req', '-in', csr, '-CA', ca.cert, '-CAkey', ca.key, '-set_serial', `0x${randomBytes(12).toString('hex')}`, '-out', pair.cert, '-days', '825', '-extfile', extFile])
+  await openssl([
+    'x509',
+    '-req',
+    '-in',
+    csr,
+    '-CA',
+    ca.cert,
+    '-CAkey',
+    ca.key,
+    '-set_serial',
+    `0x${randomBytes(12).toString('hex')}`,
+    '-out',
+    pair.cert,
+    '-days',
+    '825',
+    '-extfile',
+    extFile,
+  ])
   return pair
 }
 

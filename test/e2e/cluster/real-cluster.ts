@@ -163,7 +163,14 @@ state = "/run/containerd"
 }
 
 /** kubeadm's configuration for a node: what a careful operator would write, plus this machine's needs. */
-export function kubeadmConfig(opts: {node: string; ip: string; cgroupRoot: string; version: string; controlPlaneEndpoint: string; join?: {token: string; caCertHash: string; certificateKey: string}}): string {
+export function kubeadmConfig(opts: {
+  node: string
+  ip: string
+  cgroupRoot: string
+  version: string
+  controlPlaneEndpoint: string
+  join?: {token: string; caCertHash: string; certificateKey: string}
+}): string {
   const nodeRegistration = {
     name: opts.node,
     criSocket: 'unix:///run/containerd/containerd.sock',
@@ -181,7 +188,9 @@ export function kubeadmConfig(opts: {node: string; ip: string; cgroupRoot: strin
       kind: 'JoinConfiguration',
       nodeRegistration,
       discovery: {bootstrapToken: {apiServerEndpoint: opts.controlPlaneEndpoint, token: opts.join.token, caCertHashes: [opts.join.caCertHash]}},
-      ...(opts.join.certificateKey ? {controlPlane: {localAPIEndpoint: {advertiseAddress: opts.ip, bindPort: 6443}, certificateKey: opts.join.certificateKey}} : {}),
+      ...(opts.join.certificateKey
+        ? {controlPlane: {localAPIEndpoint: {advertiseAddress: opts.ip, bindPort: 6443}, certificateKey: opts.join.certificateKey}}
+        : {}),
     })
   } else {
     docs.push(
@@ -351,7 +360,9 @@ async function kubeadmWithRetry(node: RealNode, args: string[]): Promise<string>
   try {
     return (await node.exec(['kubeadm', ...args])).stdout
   } catch (error) {
-    process.stderr.write(`real cluster: kubeadm ${args[0]} on ${node.name} failed once, resetting and retrying: ${(error as Error).message.split('\n').slice(-3).join(' | ')}\n`)
+    process.stderr.write(
+      `real cluster: kubeadm ${args[0]} on ${node.name} failed once, resetting and retrying: ${(error as Error).message.split('\n').slice(-3).join(' | ')}\n`,
+    )
     await node.exec(['kubeadm', 'reset', '--force', '--cri-socket', 'unix:///run/containerd/containerd.sock'])
     return (await node.exec(['kubeadm', ...args])).stdout
   }
@@ -367,7 +378,8 @@ async function waitFor<T>(what: string, timeoutMs: number, probe: () => Promise<
     } catch (error) {
       lastError = (error as Error).message
     }
-    if (Date.now() > deadline) throw new Error(`real cluster: timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? ` (last error: ${lastError.slice(0, 500)})` : ''}`)
+    if (Date.now() > deadline)
+      throw new Error(`real cluster: timed out after ${timeoutMs / 1000}s waiting for ${what}${lastError ? ` (last error: ${lastError.slice(0, 500)})` : ''}`)
     await sleep(1000)
   }
 }
@@ -377,7 +389,14 @@ function bridgeConflist(podCidr: string): string {
     cniVersion: '0.4.0',
     name: 'selfhost-bridge',
     plugins: [
-      {type: 'bridge', bridge: 'cni0', isGateway: true, ipMasq: false, hairpinMode: true, ipam: {type: 'host-local', ranges: [[{subnet: podCidr}]], routes: [{dst: '0.0.0.0/0'}]}},
+      {
+        type: 'bridge',
+        bridge: 'cni0',
+        isGateway: true,
+        ipMasq: false,
+        hairpinMode: true,
+        ipam: {type: 'host-local', ranges: [[{subnet: podCidr}]], routes: [{dst: '0.0.0.0/0'}]},
+      },
       {type: 'portmap', capabilities: {portMappings: true}},
     ],
   })
@@ -397,12 +416,16 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
   const binDir = await ensureBinaries(opts.buildProgress, version)
   for (const b of ['kubelet', 'kubeadm']) if (!existsSync(join(binDir, b))) throw new MissingPrerequisiteError([`${b} is missing from ${binDir}`])
   const imageSets = [await ensureImages(binDir, version)]
-  for (const target of opts.upgradeTargets ?? []) imageSets.push(await ensureImages(await ensureBinaries(opts.buildProgress, target), target, upgradeImageRefs(target)))
+  for (const target of opts.upgradeTargets ?? [])
+    imageSets.push(await ensureImages(await ensureBinaries(opts.buildProgress, target), target, upgradeImageRefs(target)))
   reapAbandonedRealClusters()
 
   mkdirSync(STATE_ROOT, {recursive: true})
   const workDir = await mkdtemp(join(STATE_ROOT, 'c-'))
-  const id = workDir.slice(-6).toLowerCase().replace(/[^a-z0-9]/g, 'x')
+  const id = workDir
+    .slice(-6)
+    .toLowerCase()
+    .replace(/[^a-z0-9]/g, 'x')
   const block = await pickAddressBlock()
   const state: RealClusterState = {harnessPid: process.pid, nodeDirs: [], hostInterface: `shr${id.slice(-5)}`}
   const saveState = () => writeFileSync(join(workDir, 'state.json'), JSON.stringify(state))
@@ -431,7 +454,13 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     if (opts.loadBalancer ?? controlPlanes > 1) {
       const lbIp = `${block.prefix}.2`
       const config = join(workDir, 'haproxy.cfg')
-      writeFileSync(config, haproxyConfig(lbIp, specs.filter((s) => s.role === 'control-plane').map((s, i) => ({name: s.name, ip: nodeIp(i)}))))
+      writeFileSync(
+        config,
+        haproxyConfig(
+          lbIp,
+          specs.filter((s) => s.role === 'control-plane').map((s, i) => ({name: s.name, ip: nodeIp(i)})),
+        ),
+      )
       await sh(['bash', NODE_SH, 'lb-up', workDir, lbIp, config])
       loadBalancer = {ip: lbIp, log: join(workDir, 'haproxy.log')}
     }
@@ -447,7 +476,11 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
       await sh(['bash', NODE_SH, 'create', dir, spec.name, ip, join(workDir, 'switch.netns'), `shr${id.slice(-4)}${i}`])
       const node = makeNode(spec.name, spec.role, ip, dir, binDir)
       // For people and suites rehearsing a power loss.
-      writeFileSync(join(dir, 'power-cycle'), `#!/usr/bin/env bash\n# A hard stop of node ${spec.name} (kill -9 of its kubelet, containerd and every container), then a boot.\nexec bash ${NODE_SH} power-cycle ${dir}\n`, {mode: 0o755})
+      writeFileSync(
+        join(dir, 'power-cycle'),
+        `#!/usr/bin/env bash\n# A hard stop of node ${spec.name} (kill -9 of its kubelet, containerd and every container), then a boot.\nexec bash ${NODE_SH} power-cycle ${dir}\n`,
+        {mode: 0o755},
+      )
       await node.boot()
       for (const images of imageSets) {
         for (const [kind, ref] of Object.entries(images.refs)) {
@@ -474,7 +507,10 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
       const caCertHash = /--discovery-token-ca-cert-hash (\S+)/.exec(joinLine)![1]
       for (const node of nodes.slice(1)) {
         const join = node.role === 'control-plane' ? {token, caCertHash, certificateKey} : {token, caCertHash, certificateKey: ''}
-        writeFileSync(configFile(node), kubeadmConfig({node: node.name, ip: node.ip, cgroupRoot: cgroupRootOf(node), version, controlPlaneEndpoint: endpoint, join}))
+        writeFileSync(
+          configFile(node),
+          kubeadmConfig({node: node.name, ip: node.ip, cgroupRoot: cgroupRootOf(node), version, controlPlaneEndpoint: endpoint, join}),
+        )
         await kubeadmWithRetry(node, ['join', '--config', configFile(node)])
       }
     }
@@ -494,11 +530,20 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     }
 
     await waitFor('every node Ready and every kube-system pod Ready', 300_000, async () => {
-      const nodeList = JSON.parse(await kubectl(['get', 'nodes', '-o', 'json'])) as {items: Array<{status: {conditions: Array<{type: string; status: string}>}}>}
-      const podList = JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-o', 'json'])) as {items: Array<{status: {conditions?: Array<{type: string; status: string}>}}>}
+      const nodeList = JSON.parse(await kubectl(['get', 'nodes', '-o', 'json'])) as {
+        items: Array<{status: {conditions: Array<{type: string; status: string}>}}>
+      }
+      const podList = JSON.parse(await kubectl(['get', 'pods', '-n', 'kube-system', '-o', 'json'])) as {
+        items: Array<{status: {conditions?: Array<{type: string; status: string}>}}>
+      }
       const ready = (c?: Array<{type: string; status: string}>) => c?.some((x) => x.type === 'Ready' && x.status === 'True')
       const expectedPods = controlPlanes * 4 + nodes.length
-      return nodeList.items.length === nodes.length && nodeList.items.every((n) => ready(n.status.conditions)) && podList.items.length >= expectedPods && podList.items.every((p) => ready(p.status.conditions)) ? true : undefined
+      return nodeList.items.length === nodes.length &&
+        nodeList.items.every((n) => ready(n.status.conditions)) &&
+        podList.items.length >= expectedPods &&
+        podList.items.every((p) => ready(p.status.conditions))
+        ? true
+        : undefined
     })
 
     return {kubeconfig, binDir, nodes, workDir, apiUrl: `https://${endpoint}`, loadBalancer, startupMs: Date.now() - started, version, kubectl, stop}

@@ -97,7 +97,13 @@ async function mainReal(args: string[]): Promise<void> {
   say('building or finding the binaries and images (a first build takes several minutes), then kubeadm init')
   let cluster: Awaited<ReturnType<typeof startRealCluster>>
   try {
-    cluster = await startRealCluster({controlPlanes, workers, version, upgradeTargets: version === REAL_VERSION ? [] : [REAL_VERSION], buildProgress: 'inherit'})
+    cluster = await startRealCluster({
+      controlPlanes,
+      workers,
+      version,
+      upgradeTargets: version === REAL_VERSION ? [] : [REAL_VERSION],
+      buildProgress: 'inherit',
+    })
   } catch (error) {
     say(error instanceof MissingPrerequisiteError ? error.message : (error as Error).message)
     process.exit(1)
@@ -105,7 +111,8 @@ async function mainReal(args: string[]): Promise<void> {
 
   say(`real cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s: ${cluster.nodes.map((n) => `${n.name} (${n.ip})`).join(', ')}`)
   const lines = cluster.nodes.map((node) => `${node.name}: power loss and boot with ${join(node.dir, 'power-cycle')}; its logs in ${join(node.dir, 'log')}`)
-  if (cluster.loadBalancer) lines.unshift(`the API address ${cluster.apiUrl} is haproxy in front of the control-plane nodes; its log: ${cluster.loadBalancer.log}`)
+  if (cluster.loadBalancer)
+    lines.unshift(`the API address ${cluster.apiUrl} is haproxy in front of the control-plane nodes; its log: ${cluster.loadBalancer.log}`)
   await serve(cluster, args, lines)
 }
 
@@ -119,7 +126,9 @@ function ensurePackages(): void {
   if (check.status === 0) return
   const missing = check.stdout.trim()
   if (process.getuid?.() !== 0) {
-    say(`needs these Debian packages first: ${missing}; install them (apt-get install ${missing.replace(/\bgolang-go\b/, '').trim()}${/golang-go/.test(missing) ? ', and Go 1.26' : ''}) or run the sandbox as root, which installs them itself`)
+    say(
+      `needs these Debian packages first: ${missing}; install them (apt-get install ${missing.replace(/\bgolang-go\b/, '').trim()}${/golang-go/.test(missing) ? ', and Go 1.26' : ''}) or run the sandbox as root, which installs them itself`,
+    )
     process.exit(1)
   }
 
@@ -155,7 +164,7 @@ async function main(): Promise<void> {
     cluster = await startTestCluster({controlPlaneNodes, workers, kubeadmVersion, buildProgress: 'inherit', handleSignals: false})
   } catch (error) {
     // One line for an expected failure; the stack only when asked for.
-    say(error instanceof MissingPrerequisiteError || !process.env.DEBUG ? (error as Error).message : (error as Error).stack ?? String(error))
+    say(error instanceof MissingPrerequisiteError || !process.env.DEBUG ? (error as Error).message : ((error as Error).stack ?? String(error)))
     process.exit(1)
   }
 

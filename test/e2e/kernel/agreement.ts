@@ -8,7 +8,11 @@ import type {FrontendTrace} from '../../../src/trace/model.js'
 const probe = fileURLToPath(new URL('probe.mjs', import.meta.url))
 
 /** Listens on `listen` inside network namespace `netns`, connects to each target; where each landed. */
-export async function probeInNamespace(netns: string, listen: string[], targets: Array<{target: string; count: number}>): Promise<Record<string, Record<string, number>>> {
+export async function probeInNamespace(
+  netns: string,
+  listen: string[],
+  targets: Array<{target: string; count: number}>,
+): Promise<Record<string, Record<string, number>>> {
   const plan = {listen: [...new Set(listen)], connect: targets}
   const {stdout} = await execa('ip', ['netns', 'exec', netns, process.execPath, probe, JSON.stringify(plan)])
   return JSON.parse(stdout)
@@ -38,13 +42,19 @@ export function assertKernelAgrees(frontend: FrontendTrace, landed: Record<strin
   const total = Object.values(landed).reduce((a, b) => a + b, 0)
   assert.equal(total, connections)
   for (const [where, count] of Object.entries(landed)) {
-    assert.ok((predicted.get(where) ?? 0) > 0, `${count} connection(s) to ${frontend.address} landed on ${where}, which trace did not list (trace: ${JSON.stringify([...predicted])})`)
+    assert.ok(
+      (predicted.get(where) ?? 0) > 0,
+      `${count} connection(s) to ${frontend.address} landed on ${where}, which trace did not list (trace: ${JSON.stringify([...predicted])})`,
+    )
   }
 
   for (const [where, share] of predicted) {
     const expected = connections * share
     const bound = 5 * Math.sqrt(connections * share * (1 - share)) + 1
     const observed = landed[where] ?? 0
-    assert.ok(Math.abs(observed - expected) <= bound, `${where}: kernel ${observed}/${connections}, trace ${(share * 100).toFixed(1)}% (expected ${expected.toFixed(1)} ± ${bound.toFixed(1)}); all: ${JSON.stringify(landed)}`)
+    assert.ok(
+      Math.abs(observed - expected) <= bound,
+      `${where}: kernel ${observed}/${connections}, trace ${(share * 100).toFixed(1)}% (expected ${expected.toFixed(1)} ± ${bound.toFixed(1)}); all: ${JSON.stringify(landed)}`,
+    )
   }
 }

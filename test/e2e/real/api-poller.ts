@@ -24,7 +24,10 @@ export interface PollerReport {
   firstOkAt?: number
 }
 
-export function startApiPoller(kubeconfigPath: string, opts: {intervalMs?: number; configMap?: string} = {}): {stop: () => Promise<PollerReport>; peek: () => Promise<PollerReport>} {
+export function startApiPoller(
+  kubeconfigPath: string,
+  opts: {intervalMs?: number; configMap?: string} = {},
+): {stop: () => Promise<PollerReport>; peek: () => Promise<PollerReport>} {
   const kc = parseYaml(readFileSync(kubeconfigPath, 'utf8')) as {
     clusters: Array<{cluster: {server: string; 'certificate-authority-data': string}}>
     users: Array<{user: {'client-certificate-data': string; 'client-key-data': string}}>

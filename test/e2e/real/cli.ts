@@ -9,7 +9,13 @@ import type {PollerReport} from './api-poller.js'
 export interface Pod {
   metadata: {name: string; labels?: Record<string, string>; uid: string}
   spec: {nodeName?: string}
-  status: {phase?: string; startTime?: string; podIP?: string; conditions?: Array<{type: string; status: string}>; containerStatuses?: Array<{containerID?: string; restartCount: number; ready: boolean; state?: {running?: {startedAt: string}}}>}
+  status: {
+    phase?: string
+    startTime?: string
+    podIP?: string
+    conditions?: Array<{type: string; status: string}>
+    containerStatuses?: Array<{containerID?: string; restartCount: number; ready: boolean; state?: {running?: {startedAt: string}}}>
+  }
 }
 
 export const ready = (p: Pod) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
@@ -17,7 +23,10 @@ export const ready = (p: Pod) => p.status.conditions?.some((c) => c.type === 'Re
 /** Runs the built CLI; stderr lines are stamped with the time they arrived. */
 export async function selfhost(kubeconfig: string, args: string[], opts: {onLine?: (line: string) => void} = {}) {
   const started = Date.now()
-  const child = execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), ...args], {env: {...process.env, KUBECONFIG: kubeconfig, NO_COLOR: '1'}, reject: false})
+  const child = execa(process.execPath, [join(repoRoot, 'bin', 'run.js'), ...args], {
+    env: {...process.env, KUBECONFIG: kubeconfig, NO_COLOR: '1'},
+    reject: false,
+  })
   const lines: Array<{atMs: number; line: string}> = []
   child.stderr?.on('data', (chunk: Buffer) => {
     for (const line of chunk.toString().split('\n').filter(Boolean)) {
@@ -30,7 +39,11 @@ export async function selfhost(kubeconfig: string, args: string[], opts: {onLine
 }
 
 export function describeReport(r: PollerReport): string {
-  return `${r.failures} failed of ${r.requests} requests (${Object.entries(r.byKind).map(([k, n]) => `${n} ${k}`).join(', ') || 'none'}), longest gap ${(r.longestGapMs / 1000).toFixed(1)}s`
+  return `${r.failures} failed of ${r.requests} requests (${
+    Object.entries(r.byKind)
+      .map(([k, n]) => `${n} ${k}`)
+      .join(', ') || 'none'
+  }), longest gap ${(r.longestGapMs / 1000).toFixed(1)}s`
 }
 
 /** Figures a suite prints as it goes and once more at the end, for README and the notes. */

@@ -56,7 +56,13 @@ function apiserverTemplate(port: number, version = 'v1.37.2') {
         {
           name: 'kube-apiserver',
           image: `registry.k8s.io/kube-apiserver:${version}`,
-          command: ['kube-apiserver', '--advertise-address=$(HOST_IP)', '--etcd-servers=https://$(HOST_IP):2379', `--secure-port=${port}`, '--permit-port-sharing=true'],
+          command: [
+            'kube-apiserver',
+            '--advertise-address=$(HOST_IP)',
+            '--etcd-servers=https://$(HOST_IP):2379',
+            `--secure-port=${port}`,
+            '--permit-port-sharing=true',
+          ],
           env: [{name: 'HOST_IP', valueFrom: {fieldRef: {fieldPath: 'status.hostIP'}}}],
           volumeMounts: [{name: 'k8s-certs', mountPath: '/etc/kubernetes/pki'}],
         },
@@ -89,13 +95,17 @@ async function nodeWith(checkpoints: RenderedCheckpoint[], floor = versionNumber
   mkdirSync(join(root, 'etc/kubernetes/manifests'), {recursive: true})
   mkdirSync(join(root, 'etc/kubernetes/selfhost/checkpoint'), {recursive: true})
   mkdirSync(join(root, 'run/kubectl-selfhost'), {recursive: true})
-  const env: Record<string, string> = {HOST_ROOT: root, COMPONENTS: checkpoints.map((c) => c.component).join(' '), FLOOR: String(floor), CHECKPOINTER: 'checkpointer manifest'}
+  const env: Record<string, string> = {
+    HOST_ROOT: root,
+    COMPONENTS: checkpoints.map((c) => c.component).join(' '),
+    FLOOR: String(floor),
+    CHECKPOINTER: 'checkpointer manifest',
+  }
   for (const [i, c] of checkpoints.entries()) env[`CHECKPOINT_${i + 1}`] = c.text
   const written = await sh(WRITE_CHECKPOINTS_SCRIPT, env)
   assert.equal(written.code, 0, written.out)
   return {root, k8s: join(root, 'etc/kubernetes'), run: join(root, 'run/kubectl-selfhost')}
 }
-
 
 function loopEnv(node: {k8s: string; run: string; root: string}, apiPort: number, others: string, sharing = true): Record<string, string> {
   return {
@@ -117,11 +127,21 @@ function loopEnv(node: {k8s: string; run: string; root: string}, apiPort: number
 
 describe('checkpoints: rendering', () => {
   it('writes out $(HOST_IP), drops what ties the pod to the API or the scheduler, and keeps its own name and labels', () => {
-    const c = renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(6443), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at})
+    const c = renderCheckpoint({
+      component: 'kube-apiserver',
+      template: apiserverTemplate(6443),
+      node: 'cp-1',
+      nodeIP: '10.0.0.11',
+      clusterId: CLUSTER,
+      writtenAt: at,
+    })
     assert.ok(c.text.endsWith(`${CHECKPOINT_END}\n`))
     assert.match(c.text, new RegExp(`^# cluster ${CLUSTER}$`, 'm'))
     assert.match(c.text, /^# version v1\.37\.2 1037002$/m)
-    const pod = parseYaml(c.text) as {metadata: {name: string; labels: Record<string, string>}; spec: Record<string, unknown> & {containers: Array<{command: string[]; env?: unknown}>}}
+    const pod = parseYaml(c.text) as {
+      metadata: {name: string; labels: Record<string, string>}
+      spec: Record<string, unknown> & {containers: Array<{command: string[]; env?: unknown}>}
+    }
     assert.equal(pod.metadata.name, 'kube-apiserver-checkpoint')
     assert.equal(pod.metadata.labels['k8s-app'], undefined, 'the DaemonSet selector must never match the copy')
     assert.deepEqual(pod.spec.containers[0].command.slice(1, 3), ['--advertise-address=10.0.0.11', '--etcd-servers=https://10.0.0.11:2379'])
@@ -135,14 +155,20 @@ describe('checkpoints: rendering', () => {
   it('refuses what needs the API to start, in one line', () => {
     const t = apiserverTemplate(6443)
     ;(t.spec.volumes as unknown[]).push({name: 'token', secret: {secretName: 'x'}})
-    assert.throws(() => renderCheckpoint({component: 'kube-apiserver', template: t, node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}), /token need the API/)
+    assert.throws(
+      () => renderCheckpoint({component: 'kube-apiserver', template: t, node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}),
+      /token need the API/,
+    )
   })
 
   it('a scheduler copy without port sharing serves nothing (1.14): no port for its self-hosted pod to fight over', () => {
     const c = renderCheckpoint({component: 'kube-scheduler', template: schedulerTemplate(10259, false), node: 'cp-1', clusterId: CLUSTER, writtenAt: at})
     const pod = parseYaml(c.text) as {spec: {containers: Array<{command: string[]; livenessProbe?: unknown}>}}
     assert.equal(c.port, 0)
-    assert.deepEqual(pod.spec.containers[0].command.filter((a) => /port=/.test(a)), ['--secure-port=0', '--port=0'])
+    assert.deepEqual(
+      pod.spec.containers[0].command.filter((a) => /port=/.test(a)),
+      ['--secure-port=0', '--port=0'],
+    )
     assert.equal(pod.spec.containers[0].livenessProbe, undefined)
   })
 
@@ -152,7 +178,14 @@ describe('checkpoints: rendering', () => {
       const plan = planPivot({manifests, nodes: liveNodes(ips, 'control-plane')})
       const checkpoints = plan.components.map((component) => {
         const object = component.objects.find((o) => o.kind === component.kind) as V1DaemonSet | V1Deployment
-        return renderCheckpoint({component: component.component, template: object.spec!.template, node: 'cp-1', nodeIP: ips[0], clusterId: CLUSTER, writtenAt: at})
+        return renderCheckpoint({
+          component: component.component,
+          template: object.spec!.template,
+          node: 'cp-1',
+          nodeIP: ips[0],
+          clusterId: CLUSTER,
+          writtenAt: at,
+        })
       })
       for (const c of checkpoints) {
         assert.doesNotMatch(c.text, /\$\(HOST_IP\)/, `${c.component}: $(HOST_IP) left`)
@@ -209,7 +242,9 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
 
   it('never starts a copy while a kube-apiserver listens, and after a restart (not a boot) waits the long grace', async () => {
     const api = await freePort()
-    const node = await nodeWith([renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at})])
+    const node = await nodeWith([
+      renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}),
+    ])
     const copy = join(node.k8s, 'manifests/selfhost-checkpoint-kube-apiserver.yaml')
     servers.push(await listen(api, '127.0.0.1'))
     let run = startCheckpointer(loopEnv(node, api, ''))
@@ -232,11 +267,18 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
   for (const [what, mutate, reason] of [
     ['of another cluster', (t: string) => t.replace(`# cluster ${CLUSTER}`, '# cluster 00000000-0000-0000-0000-000000000000'), /belongs to another cluster/],
     ['cut short', (t: string) => t.slice(0, Math.floor(t.length / 2)), /cut short or unreadable/],
-    ['older than the cluster\'s data', (t: string) => t, /older than the version/],
+    ["older than the cluster's data", (t: string) => t, /older than the version/],
   ] as Array<[string, (t: string) => string, RegExp]>) {
     it(`a checkpoint ${what} is never started, and the problem is reported`, async () => {
       const api = await freePort()
-      const good = renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at})
+      const good = renderCheckpoint({
+        component: 'kube-apiserver',
+        template: apiserverTemplate(api),
+        node: 'cp-1',
+        nodeIP: '10.0.0.11',
+        clusterId: CLUSTER,
+        writtenAt: at,
+      })
       const floor = what.startsWith('older') ? versionNumber('v1.38.0') : versionNumber('v1.37.2')
       const node = await nodeWith([good], floor)
       writeFileSync(join(node.k8s, 'selfhost/checkpoint/kube-apiserver.yaml'), mutate(good.text))
@@ -302,7 +344,14 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
   it('a write that fails (a full disk) leaves the last good checkpoint whole', async function () {
     if (process.getuid?.() !== 0) this.skip()
     const api = await freePort()
-    const good = renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at})
+    const good = renderCheckpoint({
+      component: 'kube-apiserver',
+      template: apiserverTemplate(api),
+      node: 'cp-1',
+      nodeIP: '10.0.0.11',
+      clusterId: CLUSTER,
+      writtenAt: at,
+    })
     const node = await nodeWith([good])
     const dir = join(node.k8s, 'selfhost/checkpoint')
     // A tiny filesystem holding the checkpoint directory, then filled up.
@@ -318,7 +367,13 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
         // ENOSPC: the disk is full now.
       }
 
-      const failed = await sh(WRITE_CHECKPOINTS_SCRIPT, {HOST_ROOT: node.root, COMPONENTS: 'kube-apiserver', CHECKPOINT_1: good.text.replace('v1.37.2', 'v1.37.3').repeat(3), FLOOR: '1037003', CHECKPOINTER: 'x'})
+      const failed = await sh(WRITE_CHECKPOINTS_SCRIPT, {
+        HOST_ROOT: node.root,
+        COMPONENTS: 'kube-apiserver',
+        CHECKPOINT_1: good.text.replace('v1.37.2', 'v1.37.3').repeat(3),
+        FLOOR: '1037003',
+        CHECKPOINTER: 'x',
+      })
       assert.notEqual(failed.code, 0, failed.out)
       assert.equal(readFileSync(join(dir, 'kube-apiserver.yaml'), 'utf8'), before)
       assert.equal(readFileSync(join(dir, 'floor'), 'utf8'), '1037002')

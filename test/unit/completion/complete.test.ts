@@ -56,7 +56,7 @@ describe('shell completion', () => {
     assert.deepEqual(await run('status', '--kubeconfig', ''), {candidates: [], directive: 0})
   })
 
-  it('offers nothing for an unknown command, and prints the protocol\'s last line', async () => {
+  it("offers nothing for an unknown command, and prints the protocol's last line", async () => {
     const none = await run('frobnicate', '')
     assert.deepEqual(none, {candidates: [], directive: 4})
     assert.equal(formatCompletion({candidates: ['a', 'b'], directive: 4}), 'a\nb\n:4\n')

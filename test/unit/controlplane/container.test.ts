@@ -13,7 +13,12 @@ const ownFixtures = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..',
 
 /** Every container image of every kubeadm manifest in the fixtures, ours and the shared ones. */
 function fixtureImages(): string[] {
-  const dirs = [...readdirSync(ownFixtures).filter((d) => /^v\d/.test(d)).map((d) => join(ownFixtures, d)), ...sharedKubeadmFixtures().map((f) => f.dir)]
+  const dirs = [
+    ...readdirSync(ownFixtures)
+      .filter((d) => /^v\d/.test(d))
+      .map((d) => join(ownFixtures, d)),
+    ...sharedKubeadmFixtures().map((f) => f.dir),
+  ]
   const images = dirs.flatMap((dir) =>
     readdirSync(dir)
       .filter((f) => f.endsWith('.yaml'))
@@ -30,7 +35,14 @@ describe('container images and flags', () => {
       ['k8s.gcr.io/kube-apiserver:v1.14.10', 'k8s.gcr.io', 'kube-apiserver', 'v1.14.10', undefined, 'v1.14.10'],
       ['k8s.gcr.io/etcd:3.3.10', 'k8s.gcr.io', 'etcd', '3.3.10', undefined, '3.3.10'],
       ['registry.k8s.io/etcd:3.5.16-0', 'registry.k8s.io', 'etcd', '3.5.16-0', undefined, '3.5.16-0'],
-      ['registry.aliyuncs.com/google_containers/kube-apiserver:v1.16.2', 'registry.aliyuncs.com/google_containers', 'kube-apiserver', 'v1.16.2', undefined, 'v1.16.2'],
+      [
+        'registry.aliyuncs.com/google_containers/kube-apiserver:v1.16.2',
+        'registry.aliyuncs.com/google_containers',
+        'kube-apiserver',
+        'v1.16.2',
+        undefined,
+        'v1.16.2',
+      ],
       ['registry.k8s.io/coredns/coredns:v1.11.3', 'registry.k8s.io/coredns', 'coredns', 'v1.11.3', undefined, 'v1.11.3'],
       ['localhost:5000/kube-apiserver:v1.30.0', 'localhost:5000', 'kube-apiserver', 'v1.30.0', undefined, 'v1.30.0'],
       ['localhost:5000/kube-apiserver', 'localhost:5000', 'kube-apiserver', undefined, undefined, undefined],
@@ -64,8 +76,12 @@ describe('container images and flags', () => {
   })
 
   describe('flags', () => {
-    it('reads a container\'s command, then its args', () => {
-      assert.deepEqual(containerArgv({command: ['kube-scheduler', '--v=2'], args: ['--leader-elect=false']}), ['kube-scheduler', '--v=2', '--leader-elect=false'])
+    it("reads a container's command, then its args", () => {
+      assert.deepEqual(containerArgv({command: ['kube-scheduler', '--v=2'], args: ['--leader-elect=false']}), [
+        'kube-scheduler',
+        '--v=2',
+        '--leader-elect=false',
+      ])
       assert.deepEqual(containerArgv({args: ['--port=0']}), ['--port=0'])
     })
 

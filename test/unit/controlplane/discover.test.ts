@@ -5,13 +5,7 @@ import {fileURLToPath} from 'node:url'
 
 import {parse as parseYaml} from 'yaml'
 
-import {
-  DiscoveryApi,
-  DiscoveryInputs,
-  buildControlPlane,
-  discoverControlPlane,
-  parseHealthChecks,
-} from '../../../src/controlplane/discover.js'
+import {DiscoveryApi, DiscoveryInputs, buildControlPlane, discoverControlPlane, parseHealthChecks} from '../../../src/controlplane/discover.js'
 import type {V1Pod} from '../../../src/kube/types.js'
 import {versionFromImage} from '../../../src/controlplane/container.js'
 import type {ComponentName, ControlPlane} from '../../../src/controlplane/model.js'
@@ -60,12 +54,21 @@ describe('control-plane discovery', () => {
     it('sees kube-proxy and CoreDNS as workloads', () => {
       const proxy = component(plane, 'kube-proxy')
       assert.equal(proxy.mode, 'self-hosted')
-      assert.deepEqual(proxy.instances.map((i) => i.node), ['master-1', 'node-1'])
-      assert.deepEqual(proxy.workloads.map((w) => [w.kind, w.name, w.desired, w.ready]), [['DaemonSet', 'kube-proxy', 2, 2]])
+      assert.deepEqual(
+        proxy.instances.map((i) => i.node),
+        ['master-1', 'node-1'],
+      )
+      assert.deepEqual(
+        proxy.workloads.map((w) => [w.kind, w.name, w.desired, w.ready]),
+        [['DaemonSet', 'kube-proxy', 2, 2]],
+      )
       const dns = component(plane, 'coredns')
       assert.equal(dns.mode, 'self-hosted')
       assert.deepEqual(dns.versions, ['1.3.1'])
-      assert.deepEqual(dns.workloads.map((w) => [w.kind, w.name]), [['Deployment', 'coredns']])
+      assert.deepEqual(
+        dns.workloads.map((w) => [w.kind, w.name]),
+        [['Deployment', 'coredns']],
+      )
     })
 
     it('reads leaders from the Endpoints annotation and matches them to the mirror pod', () => {
@@ -104,7 +107,10 @@ describe('control-plane discovery', () => {
     it('finds three static instances per component and one kube-proxy per node', () => {
       for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
         assert.equal(component(plane, name).mode, 'static')
-        assert.deepEqual(component(plane, name).instances.map((i) => i.node), ['cp-1', 'cp-2', 'cp-3'])
+        assert.deepEqual(
+          component(plane, name).instances.map((i) => i.node),
+          ['cp-1', 'cp-2', 'cp-3'],
+        )
       }
 
       assert.equal(component(plane, 'kube-proxy').instances.length, 5)
@@ -121,7 +127,10 @@ describe('control-plane discovery', () => {
     })
 
     it('labels nodes control-plane and is healthy', () => {
-      assert.deepEqual(plane.nodes.filter((n) => n.controlPlane).map((n) => n.role), ['control-plane', 'control-plane', 'control-plane'])
+      assert.deepEqual(
+        plane.nodes.filter((n) => n.controlPlane).map((n) => n.role),
+        ['control-plane', 'control-plane', 'control-plane'],
+      )
       assert.equal(plane.apiserver.readyz.endpoint, '/readyz')
       assert.equal(plane.healthy, true, JSON.stringify(plane.components.flatMap((c) => c.problems)))
     })
@@ -237,7 +246,10 @@ describe('control-plane discovery', () => {
       evicted.status = {phase: 'Failed', reason: 'Evicted'}
       inputs.pods.push(evicted)
       const proxy = component(buildControlPlane(inputs, NOW), 'kube-proxy')
-      assert.equal(proxy.instances.some((i) => i.pod === 'kube-proxy-evict'), false)
+      assert.equal(
+        proxy.instances.some((i) => i.pod === 'kube-proxy-evict'),
+        false,
+      )
       assert.equal(proxy.healthy, true)
       assert.deepEqual(proxy.warnings, ['1 finished or evicted pod(s) left over'])
     })
@@ -252,7 +264,10 @@ describe('control-plane discovery', () => {
       leaving.status!.conditions = [{type: 'Ready', status: 'False'}] as never
       inputs.pods.push(leaving)
       const dns = component(buildControlPlane(inputs, NOW), 'coredns')
-      assert.equal(dns.instances.some((i) => i.pod === 'coredns-old-abcde'), false)
+      assert.equal(
+        dns.instances.some((i) => i.pod === 'coredns-old-abcde'),
+        false,
+      )
       assert.equal(dns.healthy, true)
       assert.deepEqual(dns.warnings, ['1 pod(s) terminating'])
     })
@@ -293,7 +308,10 @@ describe('control-plane discovery', () => {
           ['cp-2', 'workload'],
         ],
       )
-      assert.deepEqual(apiserver.workloads.map((w) => [w.kind, w.name]), [['DaemonSet', 'self-hosted-kube-apiserver']])
+      assert.deepEqual(
+        apiserver.workloads.map((w) => [w.kind, w.name]),
+        [['DaemonSet', 'self-hosted-kube-apiserver']],
+      )
       assert.equal(component(plane, 'kube-controller-manager').mode, 'static')
       // Two pods on the leader's node: the ready (static) one is taken as the holder.
       const leader = component(plane, 'kube-scheduler').leader!
@@ -328,7 +346,12 @@ describe('control-plane discovery', () => {
 
       it('self-hosted on several nodes: a full control-plane restart cannot bring it back; how to recover', () => {
         const plane = buildControlPlane(
-          kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'], selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']}),
+          kubeadmCluster({
+            version: 'v1.32.4',
+            manifestsDir: NEW,
+            controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
+            selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+          }),
           NOW,
         )
         assert.deepEqual(costOf(plane), [
@@ -338,7 +361,11 @@ describe('control-plane discovery', () => {
         assert.deepEqual(component(plane, 'kube-apiserver').problems, [])
         assert.equal(plane.healthy, true)
         for (const name of ['kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
-          assert.deepEqual(component(plane, name).warnings.filter((w) => /checkpointing/.test(w)), [], `${name}: they restart through the API once it is back`)
+          assert.deepEqual(
+            component(plane, name).warnings.filter((w) => /checkpointing/.test(w)),
+            [],
+            `${name}: they restart through the API once it is back`,
+          )
         }
       })
 
@@ -351,7 +378,9 @@ describe('control-plane discovery', () => {
             labels: {'selfhost.kubectl.io/role': 'checkpointer'},
             annotations: {
               'kubernetes.io/config.mirror': 'x',
-              'selfhost.kubectl.io/checkpoints': JSON.stringify(Object.fromEntries(Object.entries(versions).map(([c, v]) => [c, {version: v, written: new Date(NOW.getTime() - 3_600_000).toISOString()}]))),
+              'selfhost.kubectl.io/checkpoints': JSON.stringify(
+                Object.fromEntries(Object.entries(versions).map(([c, v]) => [c, {version: v, written: new Date(NOW.getTime() - 3_600_000).toISOString()}])),
+              ),
             },
           },
           spec: {nodeName: node, containers: []},
@@ -359,7 +388,12 @@ describe('control-plane discovery', () => {
         })
         const all = {'kube-apiserver': 'v1.32.4', 'kube-controller-manager': 'v1.32.4', 'kube-scheduler': 'v1.32.4'}
         const cluster = (extra: object[]) => {
-          const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: nodes, selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']})
+          const inputs = kubeadmCluster({
+            version: 'v1.32.4',
+            manifestsDir: NEW,
+            controlPlaneNodes: nodes,
+            selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+          })
           inputs.pods = [...inputs.pods, ...(extra as typeof inputs.pods)]
           return buildControlPlane(inputs, NOW)
         }
@@ -369,7 +403,17 @@ describe('control-plane discovery', () => {
         it('every node holds a current checkpoint: no warning; status lists each node with version and age', () => {
           const plane = cluster(nodes.map((n) => checkpointer(n, all)))
           assert.deepEqual(costs(plane), [])
-          assert.deepEqual(plane.checkpoints.map((c) => [c.node, c.checkpointer, c.gap, c.checkpoints.map((k) => `${k.component} ${k.version} ${k.current}`).join(',')]), nodes.map((n) => [n, 'ready', undefined, Object.keys(all).map((c) => `${c} v1.32.4 true`).join(',')]))
+          assert.deepEqual(
+            plane.checkpoints.map((c) => [c.node, c.checkpointer, c.gap, c.checkpoints.map((k) => `${k.component} ${k.version} ${k.current}`).join(',')]),
+            nodes.map((n) => [
+              n,
+              'ready',
+              undefined,
+              Object.keys(all)
+                .map((c) => `${c} v1.32.4 true`)
+                .join(','),
+            ]),
+          )
           assert.equal(plane.checkpoints[0].checkpoints[0].ageSeconds, 3600)
           assert.equal(plane.healthy, true)
         })
@@ -377,7 +421,10 @@ describe('control-plane discovery', () => {
         it('one node stale, one with a problem: the warning names both, and how to rewrite them', () => {
           const plane = cluster([checkpointer('cp-1', all), checkpointer('cp-2', {...all, 'kube-apiserver': 'v1.32.3'}), checkpointer('cp-3', all, false)])
           assert.equal(costs(plane).length, 1)
-          assert.match(costs(plane)[0], /^checkpoints incomplete \(cp-2: kube-apiserver checkpoint is v1\.32\.3, the node runs v1\.32\.4; cp-3: the checkpointer reports a problem \(kubectl logs -n kube-system selfhost-checkpointer-cp-3\)\)/)
+          assert.match(
+            costs(plane)[0],
+            /^checkpoints incomplete \(cp-2: kube-apiserver checkpoint is v1\.32\.3, the node runs v1\.32\.4; cp-3: the checkpointer reports a problem \(kubectl logs -n kube-system selfhost-checkpointer-cp-3\)\)/,
+          )
         })
 
         it('no node covered: the manual recovery, with what is wrong', () => {
@@ -388,24 +435,42 @@ describe('control-plane discovery', () => {
 
         it('a node running from its checkpoint says so', () => {
           const copy = {
-            metadata: {name: 'kube-apiserver-checkpoint-cp-2', namespace: 'kube-system', labels: {'selfhost.kubectl.io/checkpoint-of': 'kube-apiserver'}, annotations: {'kubernetes.io/config.mirror': 'x'}},
+            metadata: {
+              name: 'kube-apiserver-checkpoint-cp-2',
+              namespace: 'kube-system',
+              labels: {'selfhost.kubectl.io/checkpoint-of': 'kube-apiserver'},
+              annotations: {'kubernetes.io/config.mirror': 'x'},
+            },
             spec: {nodeName: 'cp-2', containers: [{name: 'kube-apiserver', image: 'registry.k8s.io/kube-apiserver:v1.32.4'}]},
             status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]},
           }
           const plane = cluster([...nodes.map((n) => checkpointer(n, all)), copy])
           assert.deepEqual(plane.checkpoints.find((c) => c.node === 'cp-2')!.serving, ['kube-apiserver'])
           assert.match(costs(plane).join('\n'), /cp-2 runs kube-apiserver from its checkpoint/)
-          assert.equal(component(plane, 'kube-apiserver').instances.some((i) => i.pod === copy.metadata.name), false, 'a copy is not an instance of the workload')
+          assert.equal(
+            component(plane, 'kube-apiserver').instances.some((i) => i.pod === copy.metadata.name),
+            false,
+            'a copy is not an instance of the workload',
+          )
         })
       })
 
       it('one control-plane node: any reboot of it is that restart', () => {
-        const plane = buildControlPlane(kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1'], selfHosted: ['kube-apiserver']}), NOW)
+        const plane = buildControlPlane(
+          kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1'], selfHosted: ['kube-apiserver']}),
+          NOW,
+        )
         assert.match(costOf(plane)[0], /^self-hosted, no checkpointing: if the only control-plane node reboots, no kubelet can start kube-apiserver again/)
       })
 
       it('mixed (mid-pivot): names the nodes whose static manifest can still start it', () => {
-        const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'], selfHosted: ['kube-apiserver'], alsoStatic: ['kube-apiserver']})
+        const inputs = kubeadmCluster({
+          version: 'v1.32.4',
+          manifestsDir: NEW,
+          controlPlaneNodes: ['cp-1', 'cp-2', 'cp-3'],
+          selfHosted: ['kube-apiserver'],
+          alsoStatic: ['kube-apiserver'],
+        })
         // cp-1 already handed off: its mirror pod is gone.
         inputs.pods = inputs.pods.filter((p) => p.metadata?.name !== 'kube-apiserver-cp-1')
         const plane = buildControlPlane(inputs, NOW)
@@ -419,7 +484,11 @@ describe('control-plane discovery', () => {
       it('static, or self-hosted components other than the apiserver: no such warning', () => {
         for (const selfHosted of [[], ['kube-controller-manager', 'kube-scheduler']]) {
           const plane = buildControlPlane(kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2'], selfHosted}), NOW)
-          assert.deepEqual(plane.components.flatMap((c) => c.warnings.filter((w) => /checkpointing/.test(w))), [], selfHosted.join(','))
+          assert.deepEqual(
+            plane.components.flatMap((c) => c.warnings.filter((w) => /checkpointing/.test(w))),
+            [],
+            selfHosted.join(','),
+          )
         }
       })
     })
@@ -466,7 +535,10 @@ describe('control-plane discovery', () => {
 
       assert.match(component(plane, 'etcd').warnings[0], /external etcd or a managed control plane/)
       assert.deepEqual(component(plane, 'kube-proxy').versions, ['v1.31.5-gke.100'])
-      assert.equal(plane.nodes.some((n) => n.controlPlane), false)
+      assert.equal(
+        plane.nodes.some((n) => n.controlPlane),
+        false,
+      )
       assert.equal(plane.healthy, true)
     })
   })
@@ -485,14 +557,17 @@ describe('control-plane discovery', () => {
       assert.equal(component(buildControlPlane(inputs, NOW), 'kube-scheduler').leader?.pod, 'kube-scheduler-cp-1')
     })
 
-    it('does not credit a pod on the holder\'s node that started after the lease was taken', () => {
+    it("does not credit a pod on the holder's node that started after the lease was taken", () => {
       const inputs = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
       const held = lease('kube-scheduler', {holderNode: 'cp-1'})
       held.spec!.acquireTime = new Date(Date.parse(inputs.pods[0].status!.startTime!) - 3_600_000).toISOString()
       inputs.leases = [held]
       const c = component(buildControlPlane(inputs, NOW), 'kube-scheduler')
       assert.equal(c.leader?.pod, undefined)
-      assert.match(c.warnings[0], /^the lease holder cp-1 runs on cp-1 but took the lease at \S+, before pod kube-scheduler-cp-1 started \(\S+\): another process on that node leads$/)
+      assert.match(
+        c.warnings[0],
+        /^the lease holder cp-1 runs on cp-1 but took the lease at \S+, before pod kube-scheduler-cp-1 started \(\S+\): another process on that node leads$/,
+      )
     })
 
     it('warns when the holder is none of the instances', () => {
@@ -530,7 +605,10 @@ describe('control-plane discovery', () => {
         for (const name of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler', 'etcd'] as const) {
           const c = component(plane, name)
           assert.equal(c.mode, 'static', name)
-          assert.deepEqual(c.instances.map((i) => i.pod), [`${name}-cp-a`, `${name}-cp-b`])
+          assert.deepEqual(
+            c.instances.map((i) => i.pod),
+            [`${name}-cp-a`, `${name}-cp-b`],
+          )
         }
 
         assert.deepEqual(component(plane, 'kube-apiserver').versions, [version])

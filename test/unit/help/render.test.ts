@@ -3,7 +3,13 @@ import assert from 'node:assert/strict'
 import {HelpContext, HelpManifest, helpRequest, renderCommandHelp, renderRootHelp, unknownCommandLine} from '../../../src/help/render.js'
 import {loadSourcePlugin} from '../../helpers/run-command.js'
 
-const ctx: HelpContext = {bin: 'kubectl-selfhost', version: '0.1.0', description: 'Run a control plane', userAgent: 'kubectl-selfhost/0.1.0 linux-x64 node-v20', width: 80}
+const ctx: HelpContext = {
+  bin: 'kubectl-selfhost',
+  version: '0.1.0',
+  description: 'Run a control plane',
+  userAgent: 'kubectl-selfhost/0.1.0 linux-x64 node-v20',
+  width: 80,
+}
 
 describe('help from the manifest (no oclif at startup)', () => {
   let manifest: HelpManifest
@@ -44,7 +50,7 @@ describe('help from the manifest (no oclif at startup)', () => {
     assert.equal(line.includes('\n'), false)
   })
 
-  it('every command\'s help shows its usage, every visible flag and argument, aliases and examples', () => {
+  it("every command's help shows its usage, every visible flag and argument, aliases and examples", () => {
     for (const command of Object.values(manifest.commands)) {
       const text = renderCommandHelp(ctx, command)
       assert.match(text, new RegExp(`^USAGE\\n  \\$ kubectl-selfhost ${command.id}`, 'm'), command.id)

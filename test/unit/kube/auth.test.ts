@@ -57,7 +57,10 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
   })
 
   before(async function () {
-    kubectl = await ensureBinaries().then((dir) => join(dir, 'kubectl'), () => onPath('kubectl'))
+    kubectl = await ensureBinaries().then(
+      (dir) => join(dir, 'kubectl'),
+      () => onPath('kubectl'),
+    )
     if (!kubectl) {
       if (inCI()) throw new Error('no kubectl (test/e2e/cluster/build.sh builds one): these tests compare with it')
       this.skip()
@@ -123,12 +126,20 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
   async function sameAsKubectl(file: string): Promise<{kubectl: Outcome; ours: Outcome}> {
     const theirs = await viaKubectl(file)
     const ours = await viaClient(file)
-    assert.equal(ours.ok, theirs.ok, `kubectl ${theirs.ok ? 'succeeded' : `failed: ${theirs.message}`}; we ${ours.ok ? 'succeeded' : `failed: ${ours.message}`}`)
+    assert.equal(
+      ours.ok,
+      theirs.ok,
+      `kubectl ${theirs.ok ? 'succeeded' : `failed: ${theirs.message}`}; we ${ours.ok ? 'succeeded' : `failed: ${ours.message}`}`,
+    )
     if (theirs.ok) assert.deepEqual(ours.seen, theirs.seen)
     return {kubectl: theirs, ours}
   }
 
-  const pluginRuns = () => readFileSync(pluginLog, 'utf8').trim().split('\n').map((line) => JSON.parse(line) as {info: unknown; extra?: string})
+  const pluginRuns = () =>
+    readFileSync(pluginLog, 'utf8')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as {info: unknown; extra?: string})
 
   describe('credentials that work', () => {
     it('token', async () => {
@@ -327,7 +338,12 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
     })
 
     it('an exec plugin that is not installed, with its install hint', async () => {
-      const exec = {apiVersion: 'client.authentication.k8s.io/v1', command: 'no-such-plugin', interactiveMode: 'Never', installHint: 'brew install no-such-plugin'}
+      const exec = {
+        apiVersion: 'client.authentication.k8s.io/v1',
+        command: 'no-such-plugin',
+        interactiveMode: 'Never',
+        installHint: 'brew install no-such-plugin',
+      }
       await refused(kubeconfig(trusted(), {exec}), /"no-such-plugin" is not installed.*brew install no-such-plugin/)
     })
 
@@ -337,14 +353,20 @@ describe('cluster credentials, compared with kubectl against one TLS server', fu
   })
 
   describe('connections', () => {
-    it('sends all of a command\'s requests, even concurrent ones, over at most REQUEST_CONNECTIONS kept-alive TLS connections, running an exec plugin once', async () => {
+    it("sends all of a command's requests, even concurrent ones, over at most REQUEST_CONNECTIONS kept-alive TLS connections, running an exec plugin once", async () => {
       writeFileSync(pluginLog, '')
       const args = [join(dir, 'plugin.mjs'), pluginLog, 'client.authentication.k8s.io/v1', 'token']
       const file = kubeconfig(trusted(), {exec: {apiVersion: 'client.authentication.k8s.io/v1', command: process.execPath, args, interactiveMode: 'Never'}})
       server.reset()
       const client = await KubeClient.connect({kubeconfig: file})
       // The very first requests go out together, as status sends them: no connection (and no plugin run) exists yet.
-      await Promise.all([client.version(), client.listPods('kube-system'), client.listNodes(), client.listDaemonSets('kube-system'), client.listDeployments('kube-system')])
+      await Promise.all([
+        client.version(),
+        client.listPods('kube-system'),
+        client.listNodes(),
+        client.listDaemonSets('kube-system'),
+        client.listDeployments('kube-system'),
+      ])
       await Promise.all([client.listLeases('kube-system'), client.raw('GET', '/readyz', {intent: {verb: 'get', resource: '/readyz'}})])
       assert.equal(client.requestCount, 7)
       assert.equal(server.requests.length, 7)

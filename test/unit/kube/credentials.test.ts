@@ -35,7 +35,7 @@ describe('kubeconfig credentials (read as client-go reads them)', () => {
     assert.equal(a.namespace, 'ops')
   })
 
-  it('reads relative files and an exec command given as a path against the kubeconfig\'s folder, a bare command from PATH', () => {
+  it("reads relative files and an exec command given as a path against the kubeconfig's folder, a bare command from PATH", () => {
     const folder = mkdtempSync(join(dir, 'kc-'))
     writeFileSync(join(folder, 'ca.crt'), 'ca')
     const exec = {apiVersion: 'client.authentication.k8s.io/v1', interactiveMode: 'Never'}
@@ -43,7 +43,7 @@ describe('kubeconfig credentials (read as client-go reads them)', () => {
     assert.equal(access({}, {exec: {...exec, command: 'aws'}}).exec?.command, 'aws')
   })
 
-  it('hands an exec plugin the cluster (provideClusterInfo) in client-go\'s field names, with the extension config', () => {
+  it("hands an exec plugin the cluster (provideClusterInfo) in client-go's field names, with the extension config", () => {
     const a = access(
       {'certificate-authority-data': b64('CA'), 'tls-server-name': 'api', extensions: [{name: 'client.authentication.k8s.io/exec', extension: {k: 'v'}}]},
       {exec: {apiVersion: 'client.authentication.k8s.io/v1', command: 'p', interactiveMode: 'Never', provideClusterInfo: true}},
@@ -62,7 +62,11 @@ describe('kubeconfig credentials (read as client-go reads them)', () => {
       [{'certificate-authority': '/ca.crt', 'certificate-authority-data': b64('CA')}, {}, /both certificate-authority-data and certificate-authority/],
     ]
     for (const [cluster, user, pattern] of cases) {
-      assert.throws(() => access(cluster, user), (error: Error) => pattern.test(error.message) && !error.message.includes('\n'), `${JSON.stringify(user)}`)
+      assert.throws(
+        () => access(cluster, user),
+        (error: Error) => pattern.test(error.message) && !error.message.includes('\n'),
+        `${JSON.stringify(user)}`,
+      )
     }
   })
 })

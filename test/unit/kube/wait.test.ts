@@ -12,12 +12,42 @@ function deployment(replicas: number, generation: number, status: V1Deployment['
 
 describe('kube/wait: rollout status', () => {
   const cases: Array<[string, V1Deployment, number | undefined, boolean, RegExp]> = [
-    ['controller has not seen the change', deployment(3, 2, {observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1}), undefined, false, /waiting for the controller to see generation 2/],
-    ['new replicas not ready yet', deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 1}), undefined, false, /1\/3 ready, 3 updated, 3 existing/],
-    ['all ready', deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 3, availableReplicas: 3}), undefined, true, /3\/3 ready/],
-    ['scale-down still has extra pods', deployment(1, 3, {observedGeneration: 3, replicas: 3, updatedReplicas: 3, readyReplicas: 3}), undefined, false, /3\/1 ready, 3 updated, 3 existing/],
+    [
+      'controller has not seen the change',
+      deployment(3, 2, {observedGeneration: 1, replicas: 1, updatedReplicas: 1, readyReplicas: 1}),
+      undefined,
+      false,
+      /waiting for the controller to see generation 2/,
+    ],
+    [
+      'new replicas not ready yet',
+      deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 1}),
+      undefined,
+      false,
+      /1\/3 ready, 3 updated, 3 existing/,
+    ],
+    [
+      'all ready',
+      deployment(3, 2, {observedGeneration: 2, replicas: 3, updatedReplicas: 3, readyReplicas: 3, availableReplicas: 3}),
+      undefined,
+      true,
+      /3\/3 ready/,
+    ],
+    [
+      'scale-down still has extra pods',
+      deployment(1, 3, {observedGeneration: 3, replicas: 3, updatedReplicas: 3, readyReplicas: 3}),
+      undefined,
+      false,
+      /3\/1 ready, 3 updated, 3 existing/,
+    ],
     ['scaled to zero', deployment(0, 4, {observedGeneration: 4}), undefined, true, /0\/0 ready/],
-    ['fewer can be ready than asked: target reached', deployment(5, 2, {observedGeneration: 2, replicas: 5, updatedReplicas: 5, readyReplicas: 3}), 3, true, /3\/5 ready.*\(3 can be ready\)/],
+    [
+      'fewer can be ready than asked: target reached',
+      deployment(5, 2, {observedGeneration: 2, replicas: 5, updatedReplicas: 5, readyReplicas: 3}),
+      3,
+      true,
+      /3\/5 ready.*\(3 can be ready\)/,
+    ],
   ]
   for (const [name, d, target, done, progress] of cases) {
     it(name, () => {
@@ -28,12 +58,26 @@ describe('kube/wait: rollout status', () => {
   }
 
   it('fails fast when the Deployment exceeded its progress deadline', () => {
-    const d = deployment(3, 2, {observedGeneration: 2, conditions: [{type: 'Progressing', status: 'False', reason: 'ProgressDeadlineExceeded', message: 'ReplicaSet "x" has timed out progressing.'}]})
+    const d = deployment(3, 2, {
+      observedGeneration: 2,
+      conditions: [{type: 'Progressing', status: 'False', reason: 'ProgressDeadlineExceeded', message: 'ReplicaSet "x" has timed out progressing.'}],
+    })
     assert.throws(() => deploymentRollout(d), /stopped progressing: ReplicaSet "x" has timed out progressing/)
   })
 
   it('reads DaemonSet status', () => {
-    const ds = {metadata: {generation: 2}, status: {observedGeneration: 2, desiredNumberScheduled: 3, currentNumberScheduled: 3, numberMisscheduled: 0, updatedNumberScheduled: 3, numberReady: 2, numberAvailable: 2}}
+    const ds = {
+      metadata: {generation: 2},
+      status: {
+        observedGeneration: 2,
+        desiredNumberScheduled: 3,
+        currentNumberScheduled: 3,
+        numberMisscheduled: 0,
+        updatedNumberScheduled: 3,
+        numberReady: 2,
+        numberAvailable: 2,
+      },
+    }
     assert.equal(daemonSetRollout(ds).done, false)
     assert.equal(daemonSetRollout({...ds, status: {...ds.status, numberReady: 3, numberAvailable: 3}}).done, true)
   })
@@ -51,22 +95,28 @@ describe('kube/wait: polling', () => {
     ]
     let calls = 0
     const api = {getDeployment: async () => answers[calls++], getDaemonSet: async () => assert.fail('not a DaemonSet')}
-    const status = await waitForRollout(api, {kind: 'Deployment', namespace: 'kube-system', name: 'x'}, {
-      timeoutMs: 60_000,
-      onProgress: (line) => seen.push(line),
-      now: () => clock,
-      sleep: async (ms) => {
-        clock += ms
+    const status = await waitForRollout(
+      api,
+      {kind: 'Deployment', namespace: 'kube-system', name: 'x'},
+      {
+        timeoutMs: 60_000,
+        onProgress: (line) => seen.push(line),
+        now: () => clock,
+        sleep: async (ms) => {
+          clock += ms
+        },
       },
-    })
+    )
     assert.equal(status.ready, 3)
     assert.equal(calls, 4)
     assert.equal(clock, 3000)
     assert.deepEqual(seen, ['waiting for the controller to see generation 2', '1/3 ready, 3 updated, 3 existing', '3/3 ready, 3 updated, 3 existing'])
   })
 
-  it('waits through an API that does not answer only when asked to, and through a starting apiserver\'s 403/5xx only after an outage', async () => {
-    const unreachable = new ApiUnreachableError('cannot reach the API server at https://cp-1:6443: connection refused; is the cluster running and is the context right?')
+  it("waits through an API that does not answer only when asked to, and through a starting apiserver's 403/5xx only after an outage", async () => {
+    const unreachable = new ApiUnreachableError(
+      'cannot reach the API server at https://cp-1:6443: connection refused; is the cluster running and is the context right?',
+    )
     const forbidden = new ApiStatusError('get daemonsets failed (403 Forbidden)', 403)
     const answers = (...errors: Error[]) => {
       let calls = 0
@@ -77,23 +127,54 @@ describe('kube/wait: polling', () => {
     }
     const seen: string[] = []
     // Refused, then the 403 of an apiserver still starting, then served: one wait, one memory.
-    assert.equal(await pollUntil(answers(unreachable, unreachable, forbidden), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, onProgress: (l) => seen.push(l)}), 'served')
+    assert.equal(
+      await pollUntil(answers(unreachable, unreachable, forbidden), {
+        timeoutMs: 60_000,
+        intervalMs: 1,
+        what: 'x',
+        throughApiOutage: {},
+        onProgress: (l) => seen.push(l),
+      }),
+      'served',
+    )
     assert.match(seen[0], /^the API does not answer \(cannot reach the API server at https:\/\/cp-1:6443: connection refused/)
     assert.equal(seen[1], 'the API answers 403 after an outage (a starting apiserver); waiting for it')
     // Not asked: the outage ends the wait. A 403 with no outage before it is a real refusal.
     await assert.rejects(pollUntil(answers(unreachable), {timeoutMs: 60_000, intervalMs: 1, what: 'x'}), ApiUnreachableError)
     await assert.rejects(pollUntil(answers(forbidden), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}}), /403 Forbidden/)
-    await assert.rejects(pollUntil(answers(new CliError('something else')), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}}), /something else/)
+    await assert.rejects(
+      pollUntil(answers(new CliError('something else')), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}}),
+      /something else/,
+    )
     // Waits that share the memory share the outage; two minutes later a 403 is real again.
     let clock = 0
     const memory = {}
-    const clocked = {intervalMs: 1, now: () => clock, sleep: async (ms: number) => { clock += ms }}
+    const clocked = {
+      intervalMs: 1,
+      now: () => clock,
+      sleep: async (ms: number) => {
+        clock += ms
+      },
+    }
     assert.equal(await pollUntil(answers(unreachable), {...clocked, timeoutMs: 60_000, what: 'x', throughApiOutage: memory}), 'served')
     assert.equal(await pollUntil(answers(forbidden), {...clocked, timeoutMs: 60_000, what: 'y', throughApiOutage: memory}), 'served')
     clock += 120_000
     await assert.rejects(pollUntil(answers(forbidden), {...clocked, timeoutMs: 60_000, what: 'z', throughApiOutage: memory}), /403 Forbidden/)
     await assert.rejects(
-      pollUntil(async () => { throw unreachable }, {timeoutMs: 3000, what: 'the gate', throughApiOutage: {}, now: () => clock, sleep: async (ms) => { clock += ms }}),
+      pollUntil(
+        async () => {
+          throw unreachable
+        },
+        {
+          timeoutMs: 3000,
+          what: 'the gate',
+          throughApiOutage: {},
+          now: () => clock,
+          sleep: async (ms) => {
+            clock += ms
+          },
+        },
+      ),
       /^TimeoutError: timed out after 3s waiting for the gate \(the API does not answer/,
     )
   })
@@ -107,11 +188,34 @@ describe('kube/wait: polling', () => {
     }
     assert.equal(await pollUntil(recovers, {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, everyFailureIsOutage: true}), 'served')
     const notFound = new ApiStatusError('not found (404): pods "x"', 404)
-    await assert.rejects(pollUntil(async () => { throw notFound }, {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, everyFailureIsOutage: true}), /not found/)
+    await assert.rejects(
+      pollUntil(
+        async () => {
+          throw notFound
+        },
+        {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, everyFailureIsOutage: true},
+      ),
+      /not found/,
+    )
     let clock = 0
     await assert.rejects(
-      pollUntil(async () => { throw failing }, {timeoutMs: 3000, what: 'the task', throughApiOutage: {}, everyFailureIsOutage: true, now: () => clock, sleep: async (ms) => { clock += ms }}),
-      (err: unknown) => err instanceof TimeoutError && err.lastFailure === failing && /the API fails \(get pods failed \(500\): etcd is sad\)/.test(err.message),
+      pollUntil(
+        async () => {
+          throw failing
+        },
+        {
+          timeoutMs: 3000,
+          what: 'the task',
+          throughApiOutage: {},
+          everyFailureIsOutage: true,
+          now: () => clock,
+          sleep: async (ms) => {
+            clock += ms
+          },
+        },
+      ),
+      (err: unknown) =>
+        err instanceof TimeoutError && err.lastFailure === failing && /the API fails \(get pods failed \(500\): etcd is sad\)/.test(err.message),
     )
   })
 
@@ -129,7 +233,12 @@ describe('kube/wait: polling', () => {
   it('a long wait on a signal leaves no abort listener behind per poll (node warned past 10 on a real upgrade)', async () => {
     const controller = new AbortController()
     let polls = 0
-    await pollUntil(async () => ({done: ++polls === 15, value: 0, progress: `poll ${polls}`}), {timeoutMs: 60_000, intervalMs: 1, signal: controller.signal, what: 'x'})
+    await pollUntil(async () => ({done: ++polls === 15, value: 0, progress: `poll ${polls}`}), {
+      timeoutMs: 60_000,
+      intervalMs: 1,
+      signal: controller.signal,
+      what: 'x',
+    })
     assert.equal(polls, 15)
     assert.equal(getEventListeners(controller.signal, 'abort').length, 0)
   })

@@ -65,9 +65,12 @@ describe('logs planning', () => {
       assert.match(targets[1].pod, /^self-hosted-kube-scheduler-/)
     })
 
-    it('--leader keeps only the leader\'s instance', () => {
+    it("--leader keeps only the leader's instance", () => {
       const targets = planLogTargets(midPivot(), {component: 'kube-controller-manager', leader: true})
-      assert.deepEqual(targets.map((t) => t.pod), ['kube-controller-manager-cp-2'])
+      assert.deepEqual(
+        targets.map((t) => t.pod),
+        ['kube-controller-manager-cp-2'],
+      )
     })
 
     it('-c replaces the container', () => {
@@ -83,7 +86,10 @@ describe('logs planning', () => {
       assert.throws(() => planLogTargets(buildControlPlane(noLeases, NOW), {component: 'kube-scheduler', leader: true}), /has no leader record/)
       const stranger = kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1']})
       stranger.leases = [lease('kube-scheduler', {holderNode: 'elsewhere'})]
-      assert.throws(() => planLogTargets(buildControlPlane(stranger, NOW), {component: 'kube-scheduler', leader: true}), /the leader elsewhere is none of the kube-scheduler pods/)
+      assert.throws(
+        () => planLogTargets(buildControlPlane(stranger, NOW), {component: 'kube-scheduler', leader: true}),
+        /the leader elsewhere is none of the kube-scheduler pods/,
+      )
     })
 
     it('says there is nothing to read for a component with no pods', () => {

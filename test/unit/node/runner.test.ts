@@ -127,7 +127,7 @@ describe('node task runner', function () {
     assert.match(progress.at(-1)!, /the API answers again after \d+s/)
   })
 
-  it('gives up on an API that stays away past the task\'s deadline, and still deletes the pod', async () => {
+  it("gives up on an API that stays away past the task's deadline, and still deletes the pod", async () => {
     nock(FAKE_SERVER).post(podsPath).reply(201, {}).get(podPathRe).times(1000).reply(500, {message: 'etcd is sad'})
     const deletion = nock(FAKE_SERVER).delete(podPathRe).reply(200, {})
     await assert.rejects(runNodeTask(client, {...task, deadlineSeconds: 0}, {...opts, graceMs: 100}), /the API did not answer within 0s .*etcd is sad/)
@@ -141,7 +141,12 @@ describe('node task runner', function () {
       .reply(201, {})
       .get(podPathRe)
       .times(2)
-      .reply(200, withPhase('Pending', {waiting: {reason: 'CreateContainerConfigError', message: 'services have not yet been read at least once, cannot construct envvars'}}))
+      .reply(
+        200,
+        withPhase('Pending', {
+          waiting: {reason: 'CreateContainerConfigError', message: 'services have not yet been read at least once, cannot construct envvars'},
+        }),
+      )
       .get(podPathRe)
       .reply(200, withPhase('Succeeded', {terminated: {exitCode: 0}}))
       .get(logPathRe)
@@ -153,21 +158,23 @@ describe('node task runner', function () {
   })
 
   it('deletes the pod when the create answer is lost (the pod may exist)', async () => {
-    const scope = nock(FAKE_SERVER).post(podsPath).replyWithError(Object.assign(new Error('socket hang up'), {code: 'ECONNRESET'})).delete(podPathRe).reply(404, {})
+    const scope = nock(FAKE_SERVER)
+      .post(podsPath)
+      .replyWithError(Object.assign(new Error('socket hang up'), {code: 'ECONNRESET'}))
+      .delete(podPathRe)
+      .reply(404, {})
     await assert.rejects(runNodeTask(client, task, opts), /closed the connection/)
     assert.ok(scope.isDone(), `pending: ${scope.pendingMocks().join(', ')}`)
   })
 
   it('explains a PodSecurity refusal and deletes nothing', async () => {
-    nock(FAKE_SERVER)
-      .post('/api/v1/namespaces/apps/pods')
-      .reply(403, {
-        kind: 'Status',
-        status: 'Failure',
-        reason: 'Forbidden',
-        message:
-          'pods "selfhost-trace-worker-1-abc" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), privileged (container "task" must not set securityContext.privileged=true)',
-      })
+    nock(FAKE_SERVER).post('/api/v1/namespaces/apps/pods').reply(403, {
+      kind: 'Status',
+      status: 'Failure',
+      reason: 'Forbidden',
+      message:
+        'pods "selfhost-trace-worker-1-abc" is forbidden: violates PodSecurity "baseline:latest": host namespaces (hostNetwork=true), privileged (container "task" must not set securityContext.privileged=true)',
+    })
     const error = await runNodeTask(client, {...task, namespace: 'apps'}, opts).then(
       () => assert.fail('expected a refusal'),
       (e: unknown) => e,
@@ -230,7 +237,13 @@ describe('node task runner', function () {
   })
 
   it('keeps trying to delete the pod while the API is away, within bounds (no pod left behind)', async () => {
-    nock(FAKE_SERVER).post(podsPath).reply(201, {}).get(podPathRe).reply(200, withPhase('Succeeded', {terminated: {exitCode: 0}})).get(logPathRe).reply(200, 'ok')
+    nock(FAKE_SERVER)
+      .post(podsPath)
+      .reply(201, {})
+      .get(podPathRe)
+      .reply(200, withPhase('Succeeded', {terminated: {exitCode: 0}}))
+      .get(logPathRe)
+      .reply(200, 'ok')
     const deletion = nock(FAKE_SERVER)
       .delete(podPathRe)
       .replyWithError(Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'}))

@@ -39,11 +39,17 @@ function interrupting(fake: FakeControlPlane, at: number, when: 'before' | 'afte
     apply: (gv, resource, object) => step(() => fake.api.apply(gv, resource, object)),
     delete: (gv, resource, ns, name) => step(() => fake.api.delete(gv, resource, ns, name)),
   }
-  const runTask = (task: NodeTask, opts?: {signal?: AbortSignal}) => (task.purpose === 'pivot-read' ? fake.runTask(task, opts) : step(() => fake.runTask(task, opts)))
+  const runTask = (task: NodeTask, opts?: {signal?: AbortSignal}) =>
+    task.purpose === 'pivot-read' ? fake.runTask(task, opts) : step(() => fake.runTask(task, opts))
   return {api, runTask, steps: () => count}
 }
 
-function runner(fake: FakeControlPlane, overrides: Partial<{api: PivotClusterApi; runTask: FakeControlPlane['runTask']}> = {}, opts: Partial<PivotOptions> = {}, log: string[] = []) {
+function runner(
+  fake: FakeControlPlane,
+  overrides: Partial<{api: PivotClusterApi; runTask: FakeControlPlane['runTask']}> = {},
+  opts: Partial<PivotOptions> = {},
+  log: string[] = [],
+) {
   return new PivotRunner(
     {api: overrides.api ?? fake.api, runTask: overrides.runTask ?? fake.runTask, log: (l) => log.push(l), sleep: () => new Promise((r) => setImmediate(r))},
     {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, handoffSettleSeconds: 0, ...opts},
@@ -108,7 +114,11 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         assert.equal(result.exitCode, ExitCode.ok)
         assertSelfHosted(fake, originals)
         const handoffs = fake.calls.filter((c) => c.startsWith('task pivot-handoff'))
-        assert.deepEqual(handoffs, ['cp-1', 'cp-2', 'cp-3', 'cp-2', 'cp-3', 'cp-1', 'cp-2', 'cp-3', 'cp-1'].map((n) => `task pivot-handoff ${n}`), 'apiserver by name, kcm/scheduler with the leader (cp-1) last')
+        assert.deepEqual(
+          handoffs,
+          ['cp-1', 'cp-2', 'cp-3', 'cp-2', 'cp-3', 'cp-1', 'cp-2', 'cp-3', 'cp-1'].map((n) => `task pivot-handoff ${n}`),
+          'apiserver by name, kcm/scheduler with the leader (cp-1) last',
+        )
         assert.ok(log.some((l) => l.includes('node-side watchdog')))
         const prepared = fake.calls.filter((c) => c.startsWith('task pivot-backup')).length
         assert.equal(prepared, 9)
@@ -123,39 +133,70 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         assert.equal((await runner(fake).pivot()).outcome, 'completed')
         const [registry, newer] = version === 'v1.14.10' ? ['k8s.gcr.io', 'v1.15.12'] : ['registry.k8s.io', 'v1.30.2']
         // What `kubectl selfhost upgrade --version` leaves: each workload's template runs the newer image.
-        for (const name of ['daemonsets/self-hosted-kube-apiserver', 'deployments/self-hosted-kube-controller-manager', 'deployments/self-hosted-kube-scheduler']) {
+        for (const name of [
+          'daemonsets/self-hosted-kube-apiserver',
+          'deployments/self-hosted-kube-controller-manager',
+          'deployments/self-hosted-kube-scheduler',
+        ]) {
           const container = (fake.workloads.get(name)!.object as V1Deployment).spec!.template.spec!.containers[0]
           container.image = container.image!.replace(`:${version}`, `:${newer}`)
         }
 
         const planned = await runner(fake, {}, {dryRun: true}).revert()
         const restores = planned.components.flatMap((c) => c.restores.map((r) => [c.component, r.node, r.imageFrom, r.imageTo]))
-        assert.match(renderRevertPlan(planned), new RegExp(`\\[cp-2\\] put back /etc/kubernetes/manifests/kube-apiserver\\.yaml from selfhost/backup/\\S+/ with only its image changed: ${registry}/kube-apiserver:${newer} kept \\(the version that runs now\\), not the backup's ${registry}/kube-apiserver:${version}`))
-        if (version !== 'v1.14.10') assert.match(renderRevertPlan(planned), /\[cp-1, cp-2, cp-3\] the manifest as restored, without --permit-port-sharing: the static kube-apiserver restarts once, one node at a time/)
+        assert.match(
+          renderRevertPlan(planned),
+          new RegExp(
+            `\\[cp-2\\] put back /etc/kubernetes/manifests/kube-apiserver\\.yaml from selfhost/backup/\\S+/ with only its image changed: ${registry}/kube-apiserver:${newer} kept \\(the version that runs now\\), not the backup's ${registry}/kube-apiserver:${version}`,
+          ),
+        )
+        if (version !== 'v1.14.10')
+          assert.match(
+            renderRevertPlan(planned),
+            /\[cp-1, cp-2, cp-3\] the manifest as restored, without --permit-port-sharing: the static kube-apiserver restarts once, one node at a time/,
+          )
         assert.equal(restores.length, 9)
-        for (const [component, , from, to] of restores) assert.deepEqual([from, to], [`${registry}/${component}:${version}`, `${registry}/${component}:${newer}`])
+        for (const [component, , from, to] of restores)
+          assert.deepEqual([from, to], [`${registry}/${component}:${version}`, `${registry}/${component}:${newer}`])
 
         const reverted = await runner(fake).revert()
         assert.equal(reverted.exitCode, ExitCode.ok)
         for (const component of ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver']) {
-          assert.ok(reverted.summary.includes(`${component}: static manifest restored (image kept at ${newer}, the backup had ${version}) on cp-1, cp-2, cp-3; ${component === 'kube-apiserver' ? 'DaemonSet' : 'Deployment'} self-hosted-${component} deleted`), reverted.summary.join('\n'))
+          assert.ok(
+            reverted.summary.includes(
+              `${component}: static manifest restored (image kept at ${newer}, the backup had ${version}) on cp-1, cp-2, cp-3; ${component === 'kube-apiserver' ? 'DaemonSet' : 'Deployment'} self-hosted-${component} deleted`,
+            ),
+            reverted.summary.join('\n'),
+          )
         }
 
         for (const node of fake.nodes) {
           const files = fake.manifestFiles(node)
           for (const [name, bytes] of originals.get(node)!) {
             const component = name.replace('.yaml', '')
-            const expected = PIVOTED.includes(name) ? bytes.replace(`image: ${registry}/${component}:${version}`, `image: ${registry}/${component}:${newer}`) : bytes
+            const expected = PIVOTED.includes(name)
+              ? bytes.replace(`image: ${registry}/${component}:${version}`, `image: ${registry}/${component}:${newer}`)
+              : bytes
             if (PIVOTED.includes(name)) assert.notEqual(expected, bytes)
             assert.equal(files.get(name), expected, `${node}: ${name}`)
           }
 
           assert.deepEqual([...files.keys()].sort(), [...originals.get(node)!.keys()].sort())
-          for (const name of PIVOTED) assert.equal(fake.backupFile(node, fake.backupDirs(node)[0], name), originals.get(node)!.get(name), `${node}: the backup of ${name} stays as it was`)
+          for (const name of PIVOTED)
+            assert.equal(
+              fake.backupFile(node, fake.backupDirs(node)[0], name),
+              originals.get(node)!.get(name),
+              `${node}: the backup of ${name} stays as it was`,
+            )
         }
 
         assert.deepEqual([...fake.workloads.keys()], [])
-        assert.deepEqual(await runner(fake).revert().then((r) => r.summary), ['nothing to revert: the control plane already runs from static manifests'])
+        assert.deepEqual(
+          await runner(fake)
+            .revert()
+            .then((r) => r.summary),
+          ['nothing to revert: the control plane already runs from static manifests'],
+        )
       })
 
       it('--dry-run --from-mirror-pods plans from the API alone: no node pod at all', async () => {
@@ -190,7 +231,10 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       assertStatic(fake, originals)
       assert.ok(log.some((l) => l.includes('hand-off failed')))
       // Only the first node was tried: the watchdog restored it, nothing else was moved.
-      assert.deepEqual(fake.calls.filter((c) => c.startsWith('task pivot-handoff')), ['task pivot-handoff cp-1'])
+      assert.deepEqual(
+        fake.calls.filter((c) => c.startsWith('task pivot-handoff')),
+        ['task pivot-handoff cp-1'],
+      )
     })
 
     it('never takes the static apiserver away while its self-hosted pod is Ready but no second process listens on the port (probes answered by the static one)', async () => {
@@ -199,27 +243,45 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       const result = await runner(fake, {}, {}, log).pivot()
       assert.equal(result.outcome, 'rolled-back', log.join('\n'))
       assertStatic(fake, originals)
-      assert.ok(log.some((l) => /cp-1: the watchdog's last word: waiting for a second process to listen on port 6443 beside the static kube-apiserver/.test(l)), log.join('\n'))
-      assert.deepEqual(fake.calls.filter((c) => c.startsWith('task pivot-handoff')), ['task pivot-handoff cp-1'])
+      assert.ok(
+        log.some((l) => /cp-1: the watchdog's last word: waiting for a second process to listen on port 6443 beside the static kube-apiserver/.test(l)),
+        log.join('\n'),
+      )
+      assert.deepEqual(
+        fake.calls.filter((c) => c.startsWith('task pivot-handoff')),
+        ['task pivot-handoff cp-1'],
+      )
     })
 
     it('refuses before changing anything when the node-task image lacks a tool the scripts use', async () => {
       fake.missingTools = ['ln']
-      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /pivot-read task on cp-1 failed .*the node-task image has no ln/.test(e.message))
-      assert.deepEqual(fake.calls.filter((c) => !/task pivot-read/.test(c)), [])
+      await assert.rejects(
+        runner(fake).pivot(),
+        (e: Error) => e instanceof CliError && /pivot-read task on cp-1 failed .*the node-task image has no ln/.test(e.message),
+      )
+      assert.deepEqual(
+        fake.calls.filter((c) => !/task pivot-read/.test(c)),
+        [],
+      )
       assertStatic(fake, originals)
     })
 
     it('refuses before changing anything without the permissions it needs', async () => {
       fake.denied.add('patch daemonsets')
       await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /not allowed to patch daemonsets\.apps in kube-system/.test(e.message))
-      assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
+      assert.deepEqual(
+        fake.calls.filter((c) => !c.startsWith('task pivot-read')),
+        [],
+      )
     })
 
     it('refuses before changing anything when it could create node pods but not read their logs (pods/log)', async () => {
       fake.denied.add('get pods/log')
       await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /^not allowed to get pods\/log in kube-system:/.test(e.message))
-      assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
+      assert.deepEqual(
+        fake.calls.filter((c) => !c.startsWith('task pivot-read')),
+        [],
+      )
     })
 
     it('asks for the node-task rights in --namespace, the rest in kube-system, and names the namespace of what is missing', async () => {
@@ -231,9 +293,22 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
           return !(namespace === 'node-tasks' && verb === 'create')
         },
       }
-      await assert.rejects(runner(fake, {api}, {namespace: 'node-tasks'}).pivot(), (e: Error) => e instanceof CliError && /^not allowed to create pods in node-tasks: /.test(e.message))
-      for (const line of ['create pods node-tasks', 'delete pods node-tasks', 'get pods/log node-tasks', 'get pods/proxy kube-system', 'patch daemonsets kube-system']) assert.ok(asked.includes(line), `${line} in ${asked.join(', ')}`)
-      assert.deepEqual(fake.calls.filter((c) => !c.startsWith('task pivot-read')), [])
+      await assert.rejects(
+        runner(fake, {api}, {namespace: 'node-tasks'}).pivot(),
+        (e: Error) => e instanceof CliError && /^not allowed to create pods in node-tasks: /.test(e.message),
+      )
+      for (const line of [
+        'create pods node-tasks',
+        'delete pods node-tasks',
+        'get pods/log node-tasks',
+        'get pods/proxy kube-system',
+        'patch daemonsets kube-system',
+      ])
+        assert.ok(asked.includes(line), `${line} in ${asked.join(', ')}`)
+      assert.deepEqual(
+        fake.calls.filter((c) => !c.startsWith('task pivot-read')),
+        [],
+      )
     })
 
     it('waits for a control-plane pod that is getting Ready (a static pod just put back), then pivots', async () => {
@@ -247,8 +322,14 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
 
     it('refuses before changing anything when a control-plane pod stays unready', async () => {
       fake.mirrorUnreadyFor.set('kube-scheduler-cp-2', Number.POSITIVE_INFINITY)
-      await assert.rejects(runner(fake).pivot(), (e: Error) => e instanceof CliError && /^control-plane pod\(s\) kube-scheduler-cp-2 not Ready: fix them first$/.test(e.message))
-      assert.deepEqual(fake.calls.filter((c) => !/task pivot-(read|check)/.test(c)), [])
+      await assert.rejects(
+        runner(fake).pivot(),
+        (e: Error) => e instanceof CliError && /^control-plane pod\(s\) kube-scheduler-cp-2 not Ready: fix them first$/.test(e.message),
+      )
+      assert.deepEqual(
+        fake.calls.filter((c) => !/task pivot-(read|check)/.test(c)),
+        [],
+      )
       assertStatic(fake, originals)
     })
 
@@ -260,7 +341,11 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       const before = fake.calls.length
       const again = await runner(fake).pivot()
       assert.equal(again.outcome, 'completed')
-      assert.deepEqual(fake.calls.slice(before).filter((c) => c.startsWith('task') && !c.startsWith('task pivot-read')), [], 'no node changes on a re-run')
+      assert.deepEqual(
+        fake.calls.slice(before).filter((c) => c.startsWith('task') && !c.startsWith('task pivot-read')),
+        [],
+        'no node changes on a re-run',
+      )
     })
 
     it('refuses to resume over a manifest edited by hand since the backup', async () => {
@@ -281,13 +366,23 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
 
       await assert.rejects(runner(fake, {runTask: dying}, {handoffDeadlineSeconds: 120}).pivot(), Interrupted)
       try {
-        assert.deepEqual([...fake.running.values()].map((r) => `${r.task.purpose} ${r.task.node}`), ['pivot-handoff cp-1'], 'the watchdog outlived its CLI')
+        assert.deepEqual(
+          [...fake.running.values()].map((r) => `${r.task.purpose} ${r.task.node}`),
+          ['pivot-handoff cp-1'],
+          'the watchdog outlived its CLI',
+        )
         assert.ok(!fake.manifestFiles('cp-1').has('kube-apiserver.yaml'), 'it holds the static manifest')
 
         const log: string[] = []
         const resumed = await runner(fake, {}, {}, log).pivot()
-        assert.ok(log.some((l) => /^stopping the hand-off watchdog fake-pivot-handoff-cp-1-\d+ of an earlier run on cp-1/.test(l)), log.join('\n'))
-        assert.ok(!resumed.alreadyDone.some((l) => l.includes('manifest held')), `the stopped watchdog put the manifest back before the nodes were read: ${resumed.alreadyDone.join('; ')}`)
+        assert.ok(
+          log.some((l) => /^stopping the hand-off watchdog fake-pivot-handoff-cp-1-\d+ of an earlier run on cp-1/.test(l)),
+          log.join('\n'),
+        )
+        assert.ok(
+          !resumed.alreadyDone.some((l) => l.includes('manifest held')),
+          `the stopped watchdog put the manifest back before the nodes were read: ${resumed.alreadyDone.join('; ')}`,
+        )
         assert.equal(resumed.outcome, 'completed', log.join('\n'))
         assert.deepEqual([...fake.running.keys()], [], 'no watchdog left running')
       } finally {
@@ -303,7 +398,10 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       rmSync(join(fake.roots.get('cp-2')!, 'etc/kubernetes/selfhost/backup'), {recursive: true})
       const before = fake.calls.length
       await assert.rejects(runner(fake).revert(), /no backup of kube-scheduler on cp-2 .* nothing changed/)
-      assert.deepEqual(fake.calls.slice(before).filter((c) => !c.startsWith('task pivot-read')), [])
+      assert.deepEqual(
+        fake.calls.slice(before).filter((c) => !c.startsWith('task pivot-read')),
+        [],
+      )
     })
   })
 
@@ -331,10 +429,13 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       assert.ok(fake.calls.slice(before).includes('apply deployments/self-hosted-kube-scheduler'), 'the re-run did apply the Deployment again')
       assert.equal(deployment('kube-scheduler').spec!.replicas, 1)
       assert.equal(deployment('kube-controller-manager').spec!.replicas, 5)
-      assert.deepEqual(again.plan.warnings.filter((w) => /keeps its/.test(w)), [
-        'kube-controller-manager: Deployment kube-system/self-hosted-kube-controller-manager keeps its 5 replica(s), scaled since it was applied, rather than one per node (3)',
-        'kube-scheduler: Deployment kube-system/self-hosted-kube-scheduler keeps its 1 replica(s), scaled since it was applied, rather than one per node (3)',
-      ])
+      assert.deepEqual(
+        again.plan.warnings.filter((w) => /keeps its/.test(w)),
+        [
+          'kube-controller-manager: Deployment kube-system/self-hosted-kube-controller-manager keeps its 5 replica(s), scaled since it was applied, rather than one per node (3)',
+          'kube-scheduler: Deployment kube-system/self-hosted-kube-scheduler keeps its 1 replica(s), scaled since it was applied, rather than one per node (3)',
+        ],
+      )
       assert.ok(log.includes('[kube-scheduler] 1 replica(s) Ready (scaled below one per node), mirror pods gone, API healthy'), log.join('\n'))
       assertSelfHosted(fake, originals)
     })
@@ -353,7 +454,11 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
             'Deployment kube-system/self-hosted-kube-scheduler was scaled to 1 replica(s), but cp-2, cp-3, cp-1 still hand kube-scheduler over and each needs a pod of its own: ' +
               'run `kubectl scale deployment -n kube-system self-hosted-kube-scheduler --replicas=3` and re-run pivot, or `kubectl selfhost revert`',
       )
-      assert.deepEqual(fake.calls.slice(before).filter((c) => c.includes('kube-scheduler') || c.startsWith('task pivot-handoff')), [], 'the scheduler untouched')
+      assert.deepEqual(
+        fake.calls.slice(before).filter((c) => c.includes('kube-scheduler') || c.startsWith('task pivot-handoff')),
+        [],
+        'the scheduler untouched',
+      )
       assert.equal(deployment('kube-scheduler').spec!.replicas, 1)
       scaleTo('kube-scheduler', 3)
       assert.equal((await runner(fake).pivot()).outcome, 'completed')
@@ -372,7 +477,10 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       const log: string[] = []
       const result = await runner(fake, {}, {blindHandoffMinSeconds: 1}, log).pivot()
       assert.equal(result.exitCode, ExitCode.rolledBack)
-      assert.ok(log.includes('[kube-controller-manager] cp-2: the API serves, so the watchdog is stopped now (it puts the static manifest back if it took it away)'), log.join('\n'))
+      assert.ok(
+        log.includes('[kube-controller-manager] cp-2: the API serves, so the watchdog is stopped now (it puts the static manifest back if it took it away)'),
+        log.join('\n'),
+      )
       assertStatic(fake, originals)
     })
   })
@@ -423,7 +531,12 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
             interrupted = true
           }
 
-          if (interrupted) await runner(fake2).revert().catch((e) => { throw new Error(`revert resume after step ${at}: ${e.message}`) })
+          if (interrupted)
+            await runner(fake2)
+              .revert()
+              .catch((e) => {
+                throw new Error(`revert resume after step ${at}: ${e.message}`)
+              })
           assertStatic(fake2, originals2)
           if (!interrupted) break
         }
@@ -431,7 +544,8 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
     }
 
     it('revert after `upgrade`, interrupted after any change, finishes on re-run with the newer version on every node', async () => {
-      const newer = (bytes: string, name: string) => (PIVOTED.includes(name) ? bytes.replace(`${name.replace('.yaml', '')}:v1.29.4`, `${name.replace('.yaml', '')}:v1.30.2`) : bytes)
+      const newer = (bytes: string, name: string) =>
+        PIVOTED.includes(name) ? bytes.replace(`${name.replace('.yaml', '')}:v1.29.4`, `${name.replace('.yaml', '')}:v1.30.2`) : bytes
       for (let at = 1; ; at++) {
         fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
         const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
@@ -449,9 +563,18 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
           interrupted = true
         }
 
-        if (interrupted) await runner(fake2).revert().catch((e) => { throw new Error(`revert resume after step ${at}: ${e.message}`) })
+        if (interrupted)
+          await runner(fake2)
+            .revert()
+            .catch((e) => {
+              throw new Error(`revert resume after step ${at}: ${e.message}`)
+            })
         for (const node of fake2.nodes) {
-          assert.deepEqual(fake2.manifestFiles(node), new Map([...originals2.get(node)!].map(([name, bytes]) => [name, newer(bytes, name)])), `${node} after an interruption at step ${at}`)
+          assert.deepEqual(
+            fake2.manifestFiles(node),
+            new Map([...originals2.get(node)!].map(([name, bytes]) => [name, newer(bytes, name)])),
+            `${node} after an interruption at step ${at}`,
+          )
         }
 
         assert.deepEqual([...fake2.workloads.keys()], [])

@@ -95,10 +95,13 @@ export class FakeControlPlane {
     const images = [...this.workloads.values()].flatMap((w) => ((w.object as V1DaemonSet).spec?.template?.spec?.containers ?? []).map((c) => c.image ?? ''))
     for (const node of this.nodes) {
       const bytes = this.manifestFiles(node).get('kube-apiserver.yaml')
-      if (bytes) images.push(((parseYaml(bytes) as V1Pod).spec!.containers[0].image) ?? '')
+      if (bytes) images.push((parseYaml(bytes) as V1Pod).spec!.containers[0].image ?? '')
     }
 
-    const tag = images.find((i) => i.includes('kube-apiserver:'))?.split(':').pop()
+    const tag = images
+      .find((i) => i.includes('kube-apiserver:'))
+      ?.split(':')
+      .pop()
     return tag ?? 'v0.0.0'
   }
 
@@ -161,7 +164,8 @@ export class FakeControlPlane {
       if (kind !== 'DaemonSet' && kind !== 'Deployment') continue
       const w = object as V1DaemonSet
       const labels = w.spec!.template.metadata!.labels!
-      const placements = kind === 'DaemonSet' ? this.nodes : Array.from({length: (object as V1Deployment).spec!.replicas ?? 1}, (_, i) => this.nodes[i % this.nodes.length])
+      const placements =
+        kind === 'DaemonSet' ? this.nodes : Array.from({length: (object as V1Deployment).spec!.replicas ?? 1}, (_, i) => this.nodes[i % this.nodes.length])
       const ready = !this.brokenComponents.has(labels.component)
       placements.forEach((node, i) =>
         pods.push({
@@ -200,7 +204,9 @@ export class FakeControlPlane {
     canI: async (verb, resource, _namespace, _group, subresource) => !this.denied.has(`${verb} ${resource}${subresource ? `/${subresource}` : ''}`),
     raw: async (_method, path) => {
       const status = this.apiHealthy && !(this.newApiserverBroken && this.apiserverHandedOff()) ? 200 : 503
-      return path === '/api/v1/namespaces/kube-system' && status === 200 ? {status, body: JSON.stringify({metadata: {name: 'kube-system', uid: FAKE_CLUSTER_UID}})} : {status, body: ''}
+      return path === '/api/v1/namespaces/kube-system' && status === 200
+        ? {status, body: JSON.stringify({metadata: {name: 'kube-system', uid: FAKE_CLUSTER_UID}})}
+        : {status, body: ''}
     },
     version: async () => ({gitVersion: this.servedVersion()}) as Awaited<ReturnType<PivotClusterApi['version']>>,
     deletePod: async (_namespace, name) => {
@@ -225,13 +231,24 @@ export class FakeControlPlane {
     const pod = `fake-${task.purpose}-${task.node}-${++this.taskCount}`
     // Sockets as at the task's start: its pods are Ready at once and stay so while it runs.
     const netFile = join(root, 'proc-net-tcp')
-    writeFileSync(netFile, simulatedProcNetTcp([...this.mirrorPods(), ...this.workloadPods()].filter((p) => isMirrorPod(p) || !this.silentComponents.has(selfHostedComponentOf(p) ?? '')), task.node))
+    writeFileSync(
+      netFile,
+      simulatedProcNetTcp(
+        [...this.mirrorPods(), ...this.workloadPods()].filter((p) => isMirrorPod(p) || !this.silentComponents.has(selfHostedComponentOf(p) ?? '')),
+        task.node,
+      ),
+    )
     return new Promise((resolve) => {
-      const child = execFile(join(path, task.command[0]), task.command.slice(1), {env: {PATH: path, ...task.env, HOST_ROOT: root, NET_FILES: netFile}}, (error, stdout, stderr) => {
-        this.running.delete(pod)
-        const exitCode = error ? (typeof error.code === 'number' ? error.code : 1) : 0
-        resolve({exitCode, output: stdout + stderr, pod})
-      })
+      const child = execFile(
+        join(path, task.command[0]),
+        task.command.slice(1),
+        {env: {PATH: path, ...task.env, HOST_ROOT: root, NET_FILES: netFile}},
+        (error, stdout, stderr) => {
+          this.running.delete(pod)
+          const exitCode = error ? (typeof error.code === 'number' ? error.code : 1) : 0
+          resolve({exitCode, output: stdout + stderr, pod})
+        },
+      )
       // A pod while it runs: listed by node-task label, stopped (SIGTERM) by its deletion.
       this.running.set(pod, {task, kill: () => child.kill('SIGTERM')})
       opts.signal?.addEventListener('abort', () => child.kill('SIGTERM'), {once: true})

@@ -14,7 +14,10 @@ export const ownFixtures = join(repo, 'test/fixtures/kubeadm')
 const sharedFixtures = sharedFixturesDir('kubeadm')
 
 export const NODES = ['cp-1', 'cp-2', 'cp-3']
-export const versionDirs = (root: string) => readdirSync(root, {withFileTypes: true}).filter((e) => e.isDirectory()).map((e) => e.name)
+export const versionDirs = (root: string) =>
+  readdirSync(root, {withFileTypes: true})
+    .filter((e) => e.isDirectory())
+    .map((e) => e.name)
 
 /** Every kubeadm manifest set: the repo's own and, next to this checkout, the shared real-world ones. */
 export const fixtureSets = [

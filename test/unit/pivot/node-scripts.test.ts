@@ -84,7 +84,7 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
     await sh(PREPARE_SCRIPT, env(root))
     const watchdog = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '20', TOKEN: 'right'})
     await new Promise((r) => setTimeout(r, 500))
-    assert.ok(!existsSync(live(root)), 'out of the kubelet\'s sight while waiting')
+    assert.ok(!existsSync(live(root)), "out of the kubelet's sight while waiting")
     const held = parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out)
     assert.equal(held.held['kube-apiserver'], MANIFEST, 'the state read reports the held manifest')
     assert.equal((await sh(CONFIRM_SCRIPT, {...env(root), TOKEN: 'wrong'})).code, 0)
@@ -98,7 +98,7 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
     assert.deepEqual(parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out).held, {})
   })
 
-  describe('with port sharing (PORT, SETTLE): real sockets in the kernel\'s /proc/net/tcp', () => {
+  describe("with port sharing (PORT, SETTLE): real sockets in the kernel's /proc/net/tcp", () => {
     const servers: Server[] = []
     afterEach(async () => {
       for (const server of servers.splice(0)) await close(server)
@@ -153,7 +153,7 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
     await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '0', TOKEN: 'x'}) // restores at once
     // A watchdog killed outright leaves the manifest held and none live:
     writeFileSync(join(root, HANDOFF_DIR, 'kube-apiserver.yaml'), MANIFEST)
-    const { rmSync } = await import('node:fs')
+    const {rmSync} = await import('node:fs')
     rmSync(live(root))
     const r = await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '1', TOKEN: 'y'})
     assert.equal(r.code, HANDOFF_RESTORED_EXIT, r.out)

@@ -28,7 +28,9 @@ const probes = (c: V1Container): Array<[string, V1Probe]> =>
 /** Adds a flag right after the binary in each node's manifest of one component. */
 function withFlag(manifests: StaticManifest[], component: string, flag: (node: string, i: number) => string): StaticManifest[] {
   const nodes = [...new Set(manifests.map((m) => m.node))].sort()
-  return manifests.map((m) => (m.component === component ? {...m, bytes: m.bytes.replace(`- ${component}\n`, `- ${component}\n    - ${flag(m.node, nodes.indexOf(m.node))}\n`)} : m))
+  return manifests.map((m) =>
+    m.component === component ? {...m, bytes: m.bytes.replace(`- ${component}\n`, `- ${component}\n    - ${flag(m.node, nodes.indexOf(m.node))}\n`)} : m,
+  )
 }
 
 /** Every taint a control-plane node may carry while the control plane must stay on it. */
@@ -81,10 +83,19 @@ for (const set of fixtureSets) {
           for (const component of PIVOTED_COMPONENTS) {
             const tolerations = podSpec(workload(plan, component)).tolerations!
             assert.deepEqual(tolerations[0], {key: `node-role.kubernetes.io/${role}`, operator: 'Exists', effect: 'NoSchedule'})
-            assert.ok(tolerations.some((t) => !t.key && t.operator === 'Exists' && t.effect === 'NoExecute' && t.tolerationSeconds === undefined), `${component}: catch-all NoExecute`)
-            assert.ok(tolerations.every((t) => t.tolerationSeconds === undefined), `${component}: no time limit anywhere`)
+            assert.ok(
+              tolerations.some((t) => !t.key && t.operator === 'Exists' && t.effect === 'NoExecute' && t.tolerationSeconds === undefined),
+              `${component}: catch-all NoExecute`,
+            )
+            assert.ok(
+              tolerations.every((t) => t.tolerationSeconds === undefined),
+              `${component}: no time limit anywhere`,
+            )
             for (const taint of NODE_TAINTS) assert.ok(tolerates(tolerations, taint), `${component} tolerates ${taint.key}:${taint.effect}`)
-            assert.ok(!tolerates(tolerations, {key: 'node.kubernetes.io/unschedulable', effect: 'NoSchedule'}), `${component}: a cordoned node takes no replacement`)
+            assert.ok(
+              !tolerates(tolerations, {key: 'node.kubernetes.io/unschedulable', effect: 'NoSchedule'}),
+              `${component}: a cordoned node takes no replacement`,
+            )
             assert.equal(new Set(tolerations.map((t) => JSON.stringify(t))).size, tolerations.length, `${component}: no duplicates`)
           }
         })
@@ -95,14 +106,22 @@ for (const set of fixtureSets) {
           if (daemonSetSurge) {
             assert.deepEqual(ds.spec!.updateStrategy, {type: 'RollingUpdate', rollingUpdate: {maxSurge: 1, maxUnavailable: 0}})
           } else {
-            assert.deepEqual(ds.spec!.updateStrategy, {type: 'RollingUpdate', rollingUpdate: {maxUnavailable: 1}}, 'no maxSurge field for a server that may not know it')
+            assert.deepEqual(
+              ds.spec!.updateStrategy,
+              {type: 'RollingUpdate', rollingUpdate: {maxUnavailable: 1}},
+              'no maxSurge field for a server that may not know it',
+            )
           }
 
           assert.equal(apiserver.rollout.outsideRollouts, daemonSetSurge || count > 1 ? 'safe' : 'unsafe')
           for (const component of ['kube-controller-manager', 'kube-scheduler']) {
             const d = workload(plan, component) as V1Deployment
             const surge = count === 1 && portSharing
-            assert.deepEqual(d.spec!.strategy, {type: 'RollingUpdate', rollingUpdate: surge ? {maxSurge: 1, maxUnavailable: 0} : {maxSurge: 0, maxUnavailable: 1}}, component)
+            assert.deepEqual(
+              d.spec!.strategy,
+              {type: 'RollingUpdate', rollingUpdate: surge ? {maxSurge: 1, maxUnavailable: 0} : {maxSurge: 0, maxUnavailable: 1}},
+              component,
+            )
             const c = plan.components.find((x) => x.component === component)!
             assert.equal(c.rollout.outsideRollouts, count > 1 || portSharing ? 'safe' : 'unsafe', component)
           }
@@ -116,7 +135,10 @@ for (const set of fixtureSets) {
               `${c.component}: an unsafe verdict is a plan warning`,
             )
             assert.ok(plan.notes.some((n) => n.startsWith(`${c.component}: rollouts started outside kubectl selfhost are ${c.rollout.outsideRollouts}`)))
-            assert.ok(!(OUTSIDE_ROLLOUTS_ANNOTATION in (workload(plan, c.component).spec!.template.metadata!.annotations ?? {})), 'not on the pods: changing it must not roll them')
+            assert.ok(
+              !(OUTSIDE_ROLLOUTS_ANNOTATION in (workload(plan, c.component).spec!.template.metadata!.annotations ?? {})),
+              'not on the pods: changing it must not roll them',
+            )
           }
         })
 
@@ -124,7 +146,15 @@ for (const set of fixtureSets) {
           assert.deepEqual(Object.keys(plan.perNode), nodes)
           for (const [i, node] of nodes.entries()) {
             assert.deepEqual(plan.perNode[node], {ip: ips[i]})
-            assert.ok(plan.steps.some((s) => s.node === node && s.action === 'handoff' && s.component === 'kube-apiserver' && /puts it back unless the CLI confirms within \d+s/.test(s.description)))
+            assert.ok(
+              plan.steps.some(
+                (s) =>
+                  s.node === node &&
+                  s.action === 'handoff' &&
+                  s.component === 'kube-apiserver' &&
+                  /puts it back unless the CLI confirms within \d+s/.test(s.description),
+              ),
+            )
           }
         })
 
@@ -158,7 +188,7 @@ for (const set of fixtureSets) {
         assert.ok(!args.some((a) => a.startsWith('--etcd-servers=') && a.includes('$(HOST_IP)')))
       })
 
-      it('7: turns an --etcd-servers that names only the node\'s own IP (its local etcd) into $(HOST_IP)', () => {
+      it("7: turns an --etcd-servers that names only the node's own IP (its local etcd) into $(HOST_IP)", () => {
         const local = withFlag(manifests, 'kube-apiserver', (_, i) => `--etcd-servers=https://${ips[i]}:2379`)
         const plan = planPivot({manifests: local, nodes: cluster})
         assert.ok(argv(podSpec(workload(plan, 'kube-apiserver')).containers[0]).includes('--etcd-servers=https://$(HOST_IP):2379'))
@@ -173,31 +203,52 @@ for (const set of fixtureSets) {
 
       it('7: other flags that name a node IP are not guessed at: a real per-node difference is refused', () => {
         const differing = withFlag(manifests, 'kube-apiserver', (_, i) => `--external-hostname=${ips[i]}`)
-        assert.throws(() => planPivot({manifests: differing, nodes: cluster}), (e: unknown) => e instanceof CliError && /differs between control-plane nodes cp-1 and cp-2/.test(e.message))
+        assert.throws(
+          () => planPivot({manifests: differing, nodes: cluster}),
+          (e: unknown) => e instanceof CliError && /differs between control-plane nodes cp-1 and cp-2/.test(e.message),
+        )
       })
 
       it('1: tolerates any other NoSchedule taint the control-plane nodes carry', () => {
         const tainted = liveNodes(ips, role, [{key: 'dedicated', value: 'control-plane', effect: 'NoSchedule'}])
         const plan = planPivot({manifests, nodes: tainted})
-        for (const component of PIVOTED_COMPONENTS) assert.ok(tolerates(podSpec(workload(plan, component)).tolerations!, {key: 'dedicated', value: 'control-plane', effect: 'NoSchedule'}), component)
+        for (const component of PIVOTED_COMPONENTS)
+          assert.ok(tolerates(podSpec(workload(plan, component)).tolerations!, {key: 'dedicated', value: 'control-plane', effect: 'NoSchedule'}), component)
       })
 
       it('2: a Deployment scaled to one replica surges (the new pod starts on another node); more replicas keep maxSurge 0', () => {
-        const scaled = (component: 'kube-controller-manager' | 'kube-scheduler', replicas: number): ExistingWorkload => ({component, kind: 'Deployment', name: `self-hosted-${component}`, managedByUs: true, replicas})
+        const scaled = (component: 'kube-controller-manager' | 'kube-scheduler', replicas: number): ExistingWorkload => ({
+          component,
+          kind: 'Deployment',
+          name: `self-hosted-${component}`,
+          managedByUs: true,
+          replicas,
+        })
         const plan = planPivot({manifests, nodes: cluster, existingWorkloads: [scaled('kube-scheduler', 1), scaled('kube-controller-manager', 2)]})
         assert.deepEqual((workload(plan, 'kube-scheduler') as V1Deployment).spec!.strategy!.rollingUpdate, {maxSurge: 1, maxUnavailable: 0})
         assert.deepEqual((workload(plan, 'kube-controller-manager') as V1Deployment).spec!.strategy!.rollingUpdate, {maxSurge: 0, maxUnavailable: 1})
         assert.ok(plan.components.every((c) => c.rollout.outsideRollouts === 'safe'))
       })
 
-      it('1 and 8: a plan from the mirror pods keeps the kubelet\'s NoExecute toleration once and gets the same DNS', () => {
+      it("1 and 8: a plan from the mirror pods keeps the kubelet's NoExecute toleration once and gets the same DNS", () => {
         const mirrors = manifests.map((m) => {
           const pod = parseStaticPod(m.bytes, 'fixture')
           const spec = {...pod.spec!, nodeName: m.node, dnsPolicy: 'ClusterFirst', tolerations: [{operator: 'Exists', effect: 'NoExecute'}]}
-          return {metadata: {name: `${pod.metadata!.name}-${m.node}`, namespace: 'kube-system', labels: pod.metadata!.labels, annotations: {'kubernetes.io/config.mirror': 'x'}}, spec}
+          return {
+            metadata: {
+              name: `${pod.metadata!.name}-${m.node}`,
+              namespace: 'kube-system',
+              labels: pod.metadata!.labels,
+              annotations: {'kubernetes.io/config.mirror': 'x'},
+            },
+            spec,
+          }
         })
         const fromMirrors = mirrors.map((p) => manifestFromMirrorPod(p as never)!)
-        assert.ok(fromMirrors.every((m) => m.bytes.includes('NoExecute')), 'the static pod\'s catch-all is not stripped')
+        assert.ok(
+          fromMirrors.every((m) => m.bytes.includes('NoExecute')),
+          "the static pod's catch-all is not stripped",
+        )
         const viaMirrors = planPivot({manifests: fromMirrors, nodes: cluster})
         const viaFiles = planPivot({manifests, nodes: cluster})
         for (const component of PIVOTED_COMPONENTS) {
@@ -207,7 +258,10 @@ for (const set of fixtureSets) {
       })
 
       it('8: a manifest that chose cluster DNS keeps it', () => {
-        const chosen = manifests.map((m) => ({...m, bytes: m.bytes.replace('  hostNetwork: true\n', '  dnsPolicy: ClusterFirstWithHostNet\n  hostNetwork: true\n')}))
+        const chosen = manifests.map((m) => ({
+          ...m,
+          bytes: m.bytes.replace('  hostNetwork: true\n', '  dnsPolicy: ClusterFirstWithHostNet\n  hostNetwork: true\n'),
+        }))
         const plan = planPivot({manifests: chosen, nodes: cluster})
         for (const component of PIVOTED_COMPONENTS) assert.equal(podSpec(workload(plan, component)).dnsPolicy, 'ClusterFirstWithHostNet', component)
       })
@@ -219,9 +273,12 @@ describe('planPivot rendering: refusals and parsing', () => {
   it('refuses a probe whose named port no container port names', () => {
     const set = fixtureSets.find((s) => s.name === 'own v1.37.2')!
     const {manifests, ips} = clusterOf(set.dir, 1)
-    const broken = manifests.map((m) => (m.component === 'kube-scheduler' ? {...m, bytes: m.bytes.replace('      name: probe-port\n', '      name: other-port\n')} : m))
-    assert.throws(() => planPivot({manifests: broken, nodes: liveNodes(ips, 'control-plane')}), /kube-scheduler container kube-scheduler: livenessProbe uses port "probe-port", which no port of the container names/)
+    const broken = manifests.map((m) =>
+      m.component === 'kube-scheduler' ? {...m, bytes: m.bytes.replace('      name: probe-port\n', '      name: other-port\n')} : m,
+    )
+    assert.throws(
+      () => planPivot({manifests: broken, nodes: liveNodes(ips, 'control-plane')}),
+      /kube-scheduler container kube-scheduler: livenessProbe uses port "probe-port", which no port of the container names/,
+    )
   })
-
-
 })

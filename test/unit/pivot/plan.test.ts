@@ -23,8 +23,14 @@ function workload(plan: PivotPlan, component: string): V1DaemonSet | V1Deploymen
 describe('planPivot over kubeadm manifest sets', () => {
   it('has own fixtures of old and new kubeadm versions', () => {
     const versions = versionDirs(ownFixtures)
-    assert.ok(versions.some((v) => semver.lt(semver.coerce(v)!, '1.19.0')), 'an old (pre-port-sharing) set')
-    assert.ok(versions.some((v) => semver.gte(semver.coerce(v)!, '1.25.0')), 'a new (registry.k8s.io) set')
+    assert.ok(
+      versions.some((v) => semver.lt(semver.coerce(v)!, '1.19.0')),
+      'an old (pre-port-sharing) set',
+    )
+    assert.ok(
+      versions.some((v) => semver.gte(semver.coerce(v)!, '1.25.0')),
+      'a new (registry.k8s.io) set',
+    )
   })
 
   for (const set of fixtureSets) {
@@ -90,7 +96,7 @@ describe('planPivot over kubeadm manifest sets', () => {
         }
       })
 
-      it('records the sha256 of every node\'s manifest bytes', () => {
+      it("records the sha256 of every node's manifest bytes", () => {
         for (const component of PIVOTED_COMPONENTS) {
           const annotations = workload(plan, component).metadata!.annotations!
           const bytes = (node: string) => manifests.find((m) => m.node === node && m.component === component)!.bytes
@@ -139,7 +145,8 @@ describe('planPivot over kubeadm manifest sets', () => {
 
         assert.match(plan.costs[0], /checkpoint/i)
         assert.ok(plan.notes.some((n) => /etcd stays static/.test(n)))
-        if (!portSharing) assert.ok(plan.costs.some((c) => /blind hand-off/.test(c) && /node-side task puts the static manifest back unless the CLI confirms/.test(c)))
+        if (!portSharing)
+          assert.ok(plan.costs.some((c) => /blind hand-off/.test(c) && /node-side task puts the static manifest back unless the CLI confirms/.test(c)))
       })
     })
   }
@@ -162,72 +169,131 @@ describe('planPivot decisions and refusals', () => {
   }
 
   it('refuses a cluster with no static control plane', () => {
-    assert.match(refusal(() => planPivot({manifests: []})), /no static control plane/)
+    assert.match(
+      refusal(() => planPivot({manifests: []})),
+      /no static control plane/,
+    )
   })
 
   it('refuses a control plane that is already self-hosted, by us or by someone else', () => {
     const ours = {component: 'kube-apiserver' as const, kind: 'DaemonSet' as const, name: 'self-hosted-kube-apiserver', managedByUs: true}
-    assert.match(refusal(() => planPivot({manifests: [], existingWorkloads: [ours]})), /already self-hosted/)
+    assert.match(
+      refusal(() => planPivot({manifests: [], existingWorkloads: [ours]})),
+      /already self-hosted/,
+    )
     const {manifests} = threeNodes(v129)
-    assert.match(refusal(() => planPivot({manifests, existingWorkloads: [{...ours, name: 'apiserver', managedByUs: false}]})), /already self-hosted/)
+    assert.match(
+      refusal(() => planPivot({manifests, existingWorkloads: [{...ours, name: 'apiserver', managedByUs: false}]})),
+      /already self-hosted/,
+    )
   })
 
   it('--force-blind-handoff plans a 1.19+ cluster as one before 1.19: no port sharing in the steps or the objects, every hand-off blind', () => {
     const {manifests, ips} = threeNodes(v129)
     const plan = planPivot({manifests, nodes: liveNodes(ips, 'control-plane'), forceBlindHandoff: true})
-    assert.deepEqual(plan.components.map((c) => c.handoff), ['blind', 'blind', 'blind'])
-    assert.deepEqual(plan.steps.filter((s) => s.action === 'enable-port-sharing'), [])
+    assert.deepEqual(
+      plan.components.map((c) => c.handoff),
+      ['blind', 'blind', 'blind'],
+    )
+    assert.deepEqual(
+      plan.steps.filter((s) => s.action === 'enable-port-sharing'),
+      [],
+    )
     for (const c of plan.components) assert.ok(!argv(container(workload(plan, c.component))).some((a) => a.startsWith('--permit-port-sharing')), c.component)
     assert.ok(plan.costs.some((c) => /blind hand-off/.test(c)))
     const normal = planPivot({manifests, nodes: liveNodes(ips, 'control-plane')})
-    assert.deepEqual(normal.components.map((c) => c.handoff), ['port-sharing', 'port-sharing', 'port-sharing'], 'without the flag the same cluster shares ports')
+    assert.deepEqual(
+      normal.components.map((c) => c.handoff),
+      ['port-sharing', 'port-sharing', 'port-sharing'],
+      'without the flag the same cluster shares ports',
+    )
   })
 
-  it('a re-run keeps a Deployment\'s live replica count (set by `scale`), not one per node', () => {
+  it("a re-run keeps a Deployment's live replica count (set by `scale`), not one per node", () => {
     const {manifests, ips} = threeNodes(v129)
-    const scaled = (component: 'kube-controller-manager' | 'kube-scheduler', replicas: number) =>
-      ({component, kind: 'Deployment' as const, name: `self-hosted-${component}`, managedByUs: true, replicas})
-    const plan = planPivot({manifests, nodes: liveNodes(ips, 'control-plane'), existingWorkloads: [scaled('kube-scheduler', 1), scaled('kube-controller-manager', 3)]})
+    const scaled = (component: 'kube-controller-manager' | 'kube-scheduler', replicas: number) => ({
+      component,
+      kind: 'Deployment' as const,
+      name: `self-hosted-${component}`,
+      managedByUs: true,
+      replicas,
+    })
+    const plan = planPivot({
+      manifests,
+      nodes: liveNodes(ips, 'control-plane'),
+      existingWorkloads: [scaled('kube-scheduler', 1), scaled('kube-controller-manager', 3)],
+    })
     assert.equal((workload(plan, 'kube-scheduler') as V1Deployment).spec!.replicas, 1)
     assert.equal((workload(plan, 'kube-controller-manager') as V1Deployment).spec!.replicas, 3)
-    assert.deepEqual(plan.warnings.filter((w) => /keeps its/.test(w)), [
-      'kube-scheduler: Deployment kube-system/self-hosted-kube-scheduler keeps its 1 replica(s), scaled since it was applied, rather than one per node (3)',
-    ])
+    assert.deepEqual(
+      plan.warnings.filter((w) => /keeps its/.test(w)),
+      ['kube-scheduler: Deployment kube-system/self-hosted-kube-scheduler keeps its 1 replica(s), scaled since it was applied, rather than one per node (3)'],
+    )
   })
 
   it('a re-run after an upgrade keeps the image the workloads run, never the older one of the backups', () => {
     const {manifests, ips} = threeNodes(v129)
     const upgraded = [
-      {component: 'kube-apiserver' as const, kind: 'DaemonSet' as const, name: 'self-hosted-kube-apiserver', managedByUs: true, image: 'registry.k8s.io/kube-apiserver:v1.30.1'},
-      {component: 'kube-scheduler' as const, kind: 'Deployment' as const, name: 'self-hosted-kube-scheduler', managedByUs: true, replicas: 3, image: 'registry.k8s.io/kube-scheduler:v1.30.1'},
+      {
+        component: 'kube-apiserver' as const,
+        kind: 'DaemonSet' as const,
+        name: 'self-hosted-kube-apiserver',
+        managedByUs: true,
+        image: 'registry.k8s.io/kube-apiserver:v1.30.1',
+      },
+      {
+        component: 'kube-scheduler' as const,
+        kind: 'Deployment' as const,
+        name: 'self-hosted-kube-scheduler',
+        managedByUs: true,
+        replicas: 3,
+        image: 'registry.k8s.io/kube-scheduler:v1.30.1',
+      },
     ]
     const plan = planPivot({manifests, nodes: liveNodes(ips, 'control-plane'), existingWorkloads: upgraded})
     const imageOf = (component: PivotedComponent) => workload(plan, component).spec!.template!.spec!.containers.find((c) => c.name === component)!.image
     assert.equal(imageOf('kube-apiserver'), 'registry.k8s.io/kube-apiserver:v1.30.1')
     assert.equal(imageOf('kube-scheduler'), 'registry.k8s.io/kube-scheduler:v1.30.1')
-    assert.equal(imageOf('kube-controller-manager'), 'registry.k8s.io/kube-controller-manager:v1.29.4', 'no live workload: the backup\'s image')
+    assert.equal(imageOf('kube-controller-manager'), 'registry.k8s.io/kube-controller-manager:v1.29.4', "no live workload: the backup's image")
     const apiserver = plan.components.find((c) => c.component === 'kube-apiserver')!
-    assert.ok(apiserver.changes.includes('image kept at registry.k8s.io/kube-apiserver:v1.30.1, which the DaemonSet runs now (the backup has registry.k8s.io/kube-apiserver:v1.29.4, from before an upgrade)'), apiserver.changes.join('\n'))
+    assert.ok(
+      apiserver.changes.includes(
+        'image kept at registry.k8s.io/kube-apiserver:v1.30.1, which the DaemonSet runs now (the backup has registry.k8s.io/kube-apiserver:v1.29.4, from before an upgrade)',
+      ),
+      apiserver.changes.join('\n'),
+    )
   })
 
   it('refuses components that differ between nodes beyond node-specific values, naming where', () => {
     const {manifests} = threeNodes(v129)
     const changed = manifests.map((m) => (m.node === 'cp-2' && m.component === 'kube-scheduler' ? {...m, bytes: m.bytes.replace('v1.29.4', 'v1.29.5')} : m))
-    assert.match(refusal(() => planPivot({manifests: changed})), /kube-scheduler differs between control-plane nodes cp-1 and cp-2 .*image/)
+    assert.match(
+      refusal(() => planPivot({manifests: changed})),
+      /kube-scheduler differs between control-plane nodes cp-1 and cp-2 .*image/,
+    )
   })
 
   it('refuses versions older than 1.14', () => {
     const {manifests} = threeNodes(v114)
     const old = manifests.map((m) => ({...m, bytes: m.bytes.replaceAll('v1.14.10', 'v1.13.12')}))
-    assert.match(refusal(() => planPivot({manifests: old})), /v1\.13\.12; pivot supports Kubernetes 1\.14 and newer/)
+    assert.match(
+      refusal(() => planPivot({manifests: old})),
+      /v1\.13\.12; pivot supports Kubernetes 1\.14 and newer/,
+    )
   })
 
   it('refuses a node missing a component and an advertise address that is not the node IP', () => {
     const {manifests, ips} = threeNodes(v129)
     const missing = manifests.filter((m) => !(m.node === 'cp-3' && m.component === 'kube-scheduler'))
-    assert.match(refusal(() => planPivot({manifests: missing})), /kube-scheduler has no static manifest on cp-3/)
+    assert.match(
+      refusal(() => planPivot({manifests: missing})),
+      /kube-scheduler has no static manifest on cp-3/,
+    )
     const nodes = liveNodes(ips, 'control-plane').map((n) => (n.name === 'cp-2' ? {...n, internalIP: '192.168.9.9'} : n))
-    assert.match(refusal(() => planPivot({manifests, nodes})), /advertises .* but the node's IP is 192\.168\.9\.9/)
+    assert.match(
+      refusal(() => planPivot({manifests, nodes})),
+      /advertises .* but the node's IP is 192\.168\.9\.9/,
+    )
   })
 
   it('uses the master role label and taint an old cluster really has', () => {
@@ -241,7 +307,10 @@ describe('planPivot decisions and refusals', () => {
   it('falls back to a blind hand-off before 1.19 and says so', () => {
     const {manifests} = threeNodes(v114)
     const plan = planPivot({manifests})
-    assert.deepEqual(plan.components.map((c) => c.handoff), ['blind', 'blind', 'blind'])
+    assert.deepEqual(
+      plan.components.map((c) => c.handoff),
+      ['blind', 'blind', 'blind'],
+    )
     assert.ok(plan.costs.some((c) => c.includes('blind hand-off')))
     // With no cluster to ask, 1.14 means the master label and both taints tolerated.
     assert.equal(plan.role, 'master')
@@ -257,14 +326,17 @@ describe('planPivot decisions and refusals', () => {
     assert.ok(argv(container(sched.objects[0] as V1Deployment)).includes('--leader-elect=true'))
     assert.ok(sched.changes.some((c) => c.startsWith('--leader-elect=false changed to true')))
     // Given twice, the last occurrence is the one the component takes (pflag): that one is set.
-    const twice = withFlag.map((m) => ({...m, bytes: m.bytes.replace('    - --leader-elect=true\n', '    - --leader-elect=true\n    - --leader-elect=false\n')}))
+    const twice = withFlag.map((m) => ({
+      ...m,
+      bytes: m.bytes.replace('    - --leader-elect=true\n', '    - --leader-elect=true\n    - --leader-elect=false\n'),
+    }))
     const twiceSched = planPivot({manifests: twice}).components.find((c) => c.component === 'kube-scheduler')!
     const flags = argv(container(twiceSched.objects[0] as V1Deployment)).filter((a) => a.startsWith('--leader-elect'))
     assert.deepEqual(flags, ['--leader-elect=true', '--leader-elect=true'])
     assert.ok(twiceSched.changes.some((c) => c.startsWith('--leader-elect=false changed to true')))
   })
 
-  it('hands a leader-elected component off on its leader\'s node last', () => {
+  it("hands a leader-elected component off on its leader's node last", () => {
     const {manifests} = threeNodes(v129)
     const plan = planPivot({manifests, leaders: {'kube-scheduler': 'cp-1'}})
     assert.deepEqual(plan.components.find((c) => c.component === 'kube-scheduler')!.nodeOrder, ['cp-2', 'cp-3', 'cp-1'])
@@ -290,7 +362,7 @@ describe('manifest helpers', () => {
     assert.equal(withPortSharing(shared, 'kube-apiserver'), shared)
   })
 
-  it('reads one node\'s directory or one subdirectory per node, skipping etcd', () => {
+  it("reads one node's directory or one subdirectory per node, skipping etcd", () => {
     const flat = readManifestDir(join(ownFixtures, 'v1.29.4'), 'cp-9')
     assert.deepEqual(flat.map((m) => `${m.node}/${m.component}`).sort(), ['cp-9/kube-apiserver', 'cp-9/kube-controller-manager', 'cp-9/kube-scheduler'])
     const perNode = readManifestDir(ownFixtures)
@@ -299,19 +371,31 @@ describe('manifest helpers', () => {
 })
 
 describe('planning from mirror pods', () => {
-  it('plans the same workloads as the files, without the kubelet\'s and API server\'s per-pod additions', () => {
+  it("plans the same workloads as the files, without the kubelet's and API server's per-pod additions", () => {
     const {manifests, ips} = threeNodes(join(ownFixtures, 'v1.29.4'))
     // What the API shows for each static pod: kubelet additions plus a few API server defaults.
     const mirrors = manifests.map((m) => {
       const pod = parseStaticPod(m.bytes, 'fixture')
-      const spec = {...pod.spec!, nodeName: m.node, schedulerName: 'default-scheduler', restartPolicy: 'Always', tolerations: [{operator: 'Exists', effect: 'NoExecute'}]}
+      const spec = {
+        ...pod.spec!,
+        nodeName: m.node,
+        schedulerName: 'default-scheduler',
+        restartPolicy: 'Always',
+        tolerations: [{operator: 'Exists', effect: 'NoExecute'}],
+      }
       return {
         metadata: {
           name: `${pod.metadata!.name}-${m.node}`,
           namespace: 'kube-system',
           uid: `uid-${m.node}`,
           labels: pod.metadata!.labels,
-          annotations: {...pod.metadata!.annotations, 'kubernetes.io/config.mirror': 'abc', 'kubernetes.io/config.hash': 'abc', 'kubernetes.io/config.source': 'file', 'kubernetes.io/config.seen': 'now'},
+          annotations: {
+            ...pod.metadata!.annotations,
+            'kubernetes.io/config.mirror': 'abc',
+            'kubernetes.io/config.hash': 'abc',
+            'kubernetes.io/config.source': 'file',
+            'kubernetes.io/config.seen': 'now',
+          },
           ownerReferences: [{apiVersion: 'v1', kind: 'Node', name: m.node, uid: 'n'}],
         },
         spec,
@@ -328,7 +412,7 @@ describe('planning from mirror pods', () => {
       const b = workload(viaMirrors, component).spec!.template
       assert.deepEqual(b.metadata, a.metadata)
       assert.deepEqual(b.spec!.containers, a.spec!.containers)
-      assert.deepEqual(b.spec!.tolerations, a.spec!.tolerations, 'the kubelet\'s catch-all NoExecute toleration is kept once, where the files get it too')
+      assert.deepEqual(b.spec!.tolerations, a.spec!.tolerations, "the kubelet's catch-all NoExecute toleration is kept once, where the files get it too")
       assert.equal(b.spec!.nodeName, undefined)
     }
 

@@ -12,7 +12,13 @@ import {planRevert, restoredBytes} from '../../../src/pivot/revert-plan.js'
 const fixtures = resolve(dirname(fileURLToPath(import.meta.url)), '../../fixtures/kubeadm')
 const manifest = (version: string, component: string) => readFileSync(join(fixtures, version, `${component}.yaml`), 'utf8')
 const COMPONENTS = ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'] as const
-const ours = (component: (typeof COMPONENTS)[number], kind: 'DaemonSet' | 'Deployment', image?: string): ExistingWorkload => ({component, kind, name: `self-hosted-${component}`, managedByUs: true, ...(image ? {image} : {})})
+const ours = (component: (typeof COMPONENTS)[number], kind: 'DaemonSet' | 'Deployment', image?: string): ExistingWorkload => ({
+  component,
+  kind,
+  name: `self-hosted-${component}`,
+  managedByUs: true,
+  ...(image ? {image} : {}),
+})
 const workloads = [ours('kube-apiserver', 'DaemonSet'), ours('kube-controller-manager', 'Deployment'), ours('kube-scheduler', 'Deployment')]
 /** The workloads after `kubectl selfhost upgrade`: each runs `registry/component:version`. */
 const upgraded = (registry: string, version: string) => [
@@ -37,17 +43,31 @@ const workloadPod = (component: string, image: string, node: string): V1Pod => (
 function node(name: string, version: string, opts: {live?: string[]; backedUp?: string[]; reverted?: boolean} = {}): NodeFiles {
   const files: NodeFiles = {node: name, manifests: {}, held: {}, backups: []}
   for (const c of opts.live ?? []) files.manifests[c as (typeof COMPONENTS)[number]] = manifest(version, c)
-  if (opts.backedUp) files.backups.push({stamp: '20260101T000000Z', reverted: Boolean(opts.reverted), files: Object.fromEntries(opts.backedUp.map((c) => [c, manifest(version, c)]))})
+  if (opts.backedUp)
+    files.backups.push({
+      stamp: '20260101T000000Z',
+      reverted: Boolean(opts.reverted),
+      files: Object.fromEntries(opts.backedUp.map((c) => [c, manifest(version, c)])),
+    })
   return files
 }
 
 describe('planRevert (pure: what revert does, from what the nodes and the cluster show)', () => {
   it('a finished pivot: every component restored on every node, port sharing first from 1.19, scheduler first and apiserver last', () => {
-    const plan = planRevert({files: [node('cp-1', 'v1.29.4', {backedUp: [...COMPONENTS]}), node('cp-2', 'v1.29.4', {backedUp: [...COMPONENTS]})], existing: workloads})
+    const plan = planRevert({
+      files: [node('cp-1', 'v1.29.4', {backedUp: [...COMPONENTS]}), node('cp-2', 'v1.29.4', {backedUp: [...COMPONENTS]})],
+      existing: workloads,
+    })
     assert.equal(plan.alreadyStatic, false)
-    assert.deepEqual(plan.components.map((c) => c.component), ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver'])
+    assert.deepEqual(
+      plan.components.map((c) => c.component),
+      ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver'],
+    )
     for (const c of plan.components) {
-      assert.deepEqual(c.restores.map((r) => r.node), ['cp-1', 'cp-2'])
+      assert.deepEqual(
+        c.restores.map((r) => r.node),
+        ['cp-1', 'cp-2'],
+      )
       assert.equal(c.portSharing, true)
       assert.equal(c.workloads.length, 1)
     }
@@ -59,17 +79,29 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
   })
 
   it('a half-done pivot: only what differs is restored, and the workloads still go', () => {
-    const plan = planRevert({files: [node('cp-1', 'v1.29.4', {live: ['kube-scheduler', 'kube-controller-manager'], backedUp: [...COMPONENTS]})], existing: [workloads[0]]})
-    assert.deepEqual(plan.components.map((c) => [c.component, c.restores.length, c.workloads.length]), [['kube-apiserver', 1, 1]])
+    const plan = planRevert({
+      files: [node('cp-1', 'v1.29.4', {live: ['kube-scheduler', 'kube-controller-manager'], backedUp: [...COMPONENTS]})],
+      existing: [workloads[0]],
+    })
+    assert.deepEqual(
+      plan.components.map((c) => [c.component, c.restores.length, c.workloads.length]),
+      [['kube-apiserver', 1, 1]],
+    )
   })
 
   it('a re-run after a finished revert has nothing to do; no control plane at all is refused', () => {
-    assert.deepEqual(planRevert({files: [node('cp-1', 'v1.29.4', {live: [...COMPONENTS], backedUp: [...COMPONENTS], reverted: true})], existing: []}), {components: [], alreadyStatic: true})
+    assert.deepEqual(planRevert({files: [node('cp-1', 'v1.29.4', {live: [...COMPONENTS], backedUp: [...COMPONENTS], reverted: true})], existing: []}), {
+      components: [],
+      alreadyStatic: true,
+    })
     assert.throws(() => planRevert({files: [node('cp-1', 'v1.29.4')], existing: []}), /nothing to revert/)
   })
 
   it('refuses, changing nothing, a component left with neither a backup nor a static manifest', () => {
-    assert.throws(() => planRevert({files: [node('cp-1', 'v1.29.4', {backedUp: ['kube-apiserver', 'kube-controller-manager']})], existing: workloads}), /no backup of kube-scheduler on cp-1 .*nothing changed/)
+    assert.throws(
+      () => planRevert({files: [node('cp-1', 'v1.29.4', {backedUp: ['kube-apiserver', 'kube-controller-manager']})], existing: workloads}),
+      /no backup of kube-scheduler on cp-1 .*nothing changed/,
+    )
   })
 
   describe('after `upgrade`: the version that runs now stays', () => {
@@ -80,9 +112,15 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
       it(`${version} backups, workloads upgraded to ${registry} ${newer}: each restore writes the backup with only its image line changed`, () => {
         const files = [node('cp-1', version, {backedUp: [...COMPONENTS]}), node('cp-2', version, {backedUp: [...COMPONENTS]})]
         const plan = planRevert({files, existing: upgraded(registry, newer)})
-        assert.deepEqual(plan.components.map((c) => c.component), ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver'])
+        assert.deepEqual(
+          plan.components.map((c) => c.component),
+          ['kube-scheduler', 'kube-controller-manager', 'kube-apiserver'],
+        )
         for (const c of plan.components) {
-          assert.deepEqual(c.restores.map((r) => r.node), ['cp-1', 'cp-2'])
+          assert.deepEqual(
+            c.restores.map((r) => r.node),
+            ['cp-1', 'cp-2'],
+          )
           for (const r of c.restores) {
             assert.equal(r.original, manifest(version, c.component), 'the backup itself is untouched')
             assert.equal(r.imageFrom, `${registry}/${c.component}:${version}`)
@@ -97,7 +135,7 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
       })
     }
 
-    it('workloads that run the backup\'s image: the backup goes back byte for byte', () => {
+    it("workloads that run the backup's image: the backup goes back byte for byte", () => {
       const plan = planRevert({files: [node('cp-1', 'v1.29.4', {backedUp: [...COMPONENTS]})], existing: upgraded('registry.k8s.io', 'v1.29.4')})
       for (const c of plan.components) {
         for (const r of c.restores) {
@@ -118,14 +156,29 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
 
     it('refuses, changing nothing, while the workloads or their pods disagree on the image (a rollout in progress)', () => {
       const files = [node('cp-1', 'v1.29.4', {backedUp: [...COMPONENTS]}), node('cp-2', 'v1.29.4', {backedUp: [...COMPONENTS]})]
-      const two = [ours('kube-scheduler', 'Deployment', 'registry.k8s.io/kube-scheduler:v1.30.2'), {...ours('kube-scheduler', 'DaemonSet', 'registry.k8s.io/kube-scheduler:v1.29.4'), name: 'other'}]
-      assert.throws(() => planRevert({files, existing: two}), (error: Error) => {
-        assert.match(error.message, /^kube-scheduler: the self-hosted pods run different images \(registry\.k8s\.io\/kube-scheduler:v1\.30\.2, registry\.k8s\.io\/kube-scheduler:v1\.29\.4\).*let it finish \(kubectl -n kube-system rollout status deployment\/self-hosted-kube-scheduler daemonset\/other\) or run kubectl selfhost upgrade again.*nothing changed$/)
-        assert.doesNotMatch(error.message, /\n/)
-        return true
-      })
-      const pods = [workloadPod('kube-apiserver', 'registry.k8s.io/kube-apiserver:v1.30.2', 'cp-1'), workloadPod('kube-apiserver', 'registry.k8s.io/kube-apiserver:v1.29.4', 'cp-2')]
-      assert.throws(() => planRevert({files, existing: upgraded('registry.k8s.io', 'v1.30.2'), workloadPods: pods}), /kube-apiserver: the self-hosted pods run different images .*rollout status daemonset\/self-hosted-kube-apiserver\).*nothing changed$/)
+      const two = [
+        ours('kube-scheduler', 'Deployment', 'registry.k8s.io/kube-scheduler:v1.30.2'),
+        {...ours('kube-scheduler', 'DaemonSet', 'registry.k8s.io/kube-scheduler:v1.29.4'), name: 'other'},
+      ]
+      assert.throws(
+        () => planRevert({files, existing: two}),
+        (error: Error) => {
+          assert.match(
+            error.message,
+            /^kube-scheduler: the self-hosted pods run different images \(registry\.k8s\.io\/kube-scheduler:v1\.30\.2, registry\.k8s\.io\/kube-scheduler:v1\.29\.4\).*let it finish \(kubectl -n kube-system rollout status deployment\/self-hosted-kube-scheduler daemonset\/other\) or run kubectl selfhost upgrade again.*nothing changed$/,
+          )
+          assert.doesNotMatch(error.message, /\n/)
+          return true
+        },
+      )
+      const pods = [
+        workloadPod('kube-apiserver', 'registry.k8s.io/kube-apiserver:v1.30.2', 'cp-1'),
+        workloadPod('kube-apiserver', 'registry.k8s.io/kube-apiserver:v1.29.4', 'cp-2'),
+      ]
+      assert.throws(
+        () => planRevert({files, existing: upgraded('registry.k8s.io', 'v1.30.2'), workloadPods: pods}),
+        /kube-apiserver: the self-hosted pods run different images .*rollout status daemonset\/self-hosted-kube-apiserver\).*nothing changed$/,
+      )
       // Pods that agree with their workload change nothing.
       const agreeing = [workloadPod('kube-apiserver', 'registry.k8s.io/kube-apiserver:v1.30.2', 'cp-1')]
       assert.equal(planRevert({files, existing: upgraded('registry.k8s.io', 'v1.30.2'), workloadPods: agreeing}).components.length, 3)
@@ -145,7 +198,10 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
     })
 
     it('refuses, changing nothing, a backup whose image line cannot be changed alone', () => {
-      const backup = manifest('v1.29.4', 'kube-scheduler').replace('  containers:\n', '  initContainers:\n  - name: copy\n    image: registry.k8s.io/kube-scheduler:v1.29.4\n  containers:\n')
+      const backup = manifest('v1.29.4', 'kube-scheduler').replace(
+        '  containers:\n',
+        '  initContainers:\n  - name: copy\n    image: registry.k8s.io/kube-scheduler:v1.29.4\n  containers:\n',
+      )
       const files: NodeFiles = {node: 'cp-1', manifests: {}, held: {}, backups: [{stamp: 's', reverted: false, files: {'kube-scheduler': backup}}]}
       assert.throws(
         () => planRevert({files: [files], existing: [ours('kube-scheduler', 'Deployment', 'registry.k8s.io/kube-scheduler:v1.30.2')]}),
@@ -159,7 +215,10 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
       const scheduler = first.components.find((c) => c.component === 'kube-scheduler')!
       files[0].manifests['kube-scheduler'] = scheduler.restores[0].content
       const again = planRevert({files, existing: upgraded('registry.k8s.io', 'v1.30.2')}).components.find((c) => c.component === 'kube-scheduler')!
-      assert.deepEqual(again.restores.map((r) => r.node), ['cp-2'])
+      assert.deepEqual(
+        again.restores.map((r) => r.node),
+        ['cp-2'],
+      )
       assert.equal(again.workloads.length, 1, 'the workload still goes')
     })
 
@@ -172,7 +231,11 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
       const plan = planRevert({files, existing: []})
       assert.equal(plan.alreadyStatic, false)
       for (const c of plan.components) {
-        assert.deepEqual(c.restores.map((r) => r.node), ['cp-2'], `${c.component}: cp-1 is done`)
+        assert.deepEqual(
+          c.restores.map((r) => r.node),
+          ['cp-2'],
+          `${c.component}: cp-1 is done`,
+        )
         assert.equal(c.restores[0].content, newer(c.component), `${c.component}: cp-2 keeps 1.30.2`)
         assert.equal(c.workloads.length, 0)
       }

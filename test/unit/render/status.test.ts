@@ -10,7 +10,12 @@ const NEW = join(resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'f
 
 describe('status rendering of problems and warnings', () => {
   const plane = buildControlPlane(
-    kubeadmCluster({version: 'v1.32.4', manifestsDir: NEW, controlPlaneNodes: ['cp-1', 'cp-2'], selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']}),
+    kubeadmCluster({
+      version: 'v1.32.4',
+      manifestsDir: NEW,
+      controlPlaneNodes: ['cp-1', 'cp-2'],
+      selfHosted: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'],
+    }),
     NOW,
   )
   const cost = plane.components.find((c) => c.name === 'kube-apiserver')!.warnings.find((w) => /no checkpointing/.test(w))!

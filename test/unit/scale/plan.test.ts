@@ -8,15 +8,7 @@ import {parse as parseYaml} from 'yaml'
 import type {V1DaemonSet, V1Deployment, V1Node, V1Pod} from '../../../src/kube/types.js'
 import type {ComponentState, Instance, LeaderRecord} from '../../../src/controlplane/model.js'
 import {CliError} from '../../../src/errors.js'
-import {
-  ScaleRequest,
-  componentArgv,
-  leaderElectionFromArgs,
-  parseReplicas,
-  planScale,
-  predictRemovals,
-  resolveComponent,
-} from '../../../src/scale/plan.js'
+import {ScaleRequest, componentArgv, leaderElectionFromArgs, parseReplicas, planScale, predictRemovals, resolveComponent} from '../../../src/scale/plan.js'
 import {placementOf, tolerates} from '../../../src/scale/placement.js'
 import {sharedFixturesDir} from '../../helpers/ci.js'
 
@@ -26,7 +18,10 @@ const schedulerDeployment = (): V1Deployment => parseYaml(fixture('self-hosted-k
 
 const CP_TAINT = {key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule'}
 
-function node(name: string, opts: {controlPlane?: boolean; ready?: boolean; cordoned?: boolean; taints?: Array<{key: string; effect: string; value?: string}>} = {}): V1Node {
+function node(
+  name: string,
+  opts: {controlPlane?: boolean; ready?: boolean; cordoned?: boolean; taints?: Array<{key: string; effect: string; value?: string}>} = {},
+): V1Node {
   const controlPlane = opts.controlPlane ?? true
   return {
     metadata: {name, labels: {'kubernetes.io/hostname': name, ...(controlPlane ? {'node-role.kubernetes.io/control-plane': ''} : {})}},
@@ -40,19 +35,59 @@ const NOW = new Date('2026-11-23T13:00:00Z')
 const threeMasters = [node('cp-1'), node('cp-2'), node('cp-3'), node('worker-1', {controlPlane: false})]
 
 function pod(name: string, nodeName: string, startedAt: string, ready = true): Instance {
-  return {pod: name, namespace: 'kube-system', node: nodeName, source: 'workload', phase: 'Running', ready, restarts: 0, image: 'registry.k8s.io/kube-scheduler:v1.33.1', version: 'v1.33.1', startedAt, hostname: nodeName}
+  return {
+    pod: name,
+    namespace: 'kube-system',
+    node: nodeName,
+    source: 'workload',
+    phase: 'Running',
+    ready,
+    restarts: 0,
+    image: 'registry.k8s.io/kube-scheduler:v1.33.1',
+    version: 'v1.33.1',
+    startedAt,
+    hostname: nodeName,
+  }
 }
 
 function lease(holderNode: string, pod?: string, stale = false): LeaderRecord {
-  return {source: 'Lease', holderIdentity: `${holderNode}_0b6c0e52-2f2a-4a55-9b0a-5b7d1c8f4e11`, holder: holderNode, leaseDurationSeconds: 15, renewTime: '2026-11-23T18:00:00.000000Z', stale, pod, node: pod ? holderNode : undefined}
+  return {
+    source: 'Lease',
+    holderIdentity: `${holderNode}_0b6c0e52-2f2a-4a55-9b0a-5b7d1c8f4e11`,
+    holder: holderNode,
+    leaseDurationSeconds: 15,
+    renewTime: '2026-11-23T18:00:00.000000Z',
+    stale,
+    pod,
+    node: pod ? holderNode : undefined,
+  }
 }
 
-function selfHosted(component: ComponentState['name'], instances: Instance[], leader?: LeaderRecord, kind: 'Deployment' | 'DaemonSet' = 'Deployment'): ComponentState {
+function selfHosted(
+  component: ComponentState['name'],
+  instances: Instance[],
+  leader?: LeaderRecord,
+  kind: 'Deployment' | 'DaemonSet' = 'Deployment',
+): ComponentState {
   return {
     name: component,
     mode: 'self-hosted',
     instances,
-    workloads: [{kind, namespace: 'kube-system', name: `self-hosted-${component}`, desired: instances.length, ready: instances.length, updated: instances.length, available: instances.length, image: 'registry.k8s.io/x:v1.33.1', generation: 1, observedGeneration: 1, managedByUs: true}],
+    workloads: [
+      {
+        kind,
+        namespace: 'kube-system',
+        name: `self-hosted-${component}`,
+        desired: instances.length,
+        ready: instances.length,
+        updated: instances.length,
+        available: instances.length,
+        image: 'registry.k8s.io/x:v1.33.1',
+        generation: 1,
+        observedGeneration: 1,
+        managedByUs: true,
+      },
+    ],
     versions: ['v1.33.1'],
     leader,
     healthy: true,
@@ -99,7 +134,10 @@ describe('scale: component names and replica counts', () => {
   }
 
   it('lists the known names for an unknown component', () => {
-    expectRefusal(() => resolveComponent('kube-shceduler'), /unknown component "kube-shceduler"; known: kube-scheduler, scheduler, kube-controller-manager, controller-manager, kube-apiserver, apiserver/)
+    expectRefusal(
+      () => resolveComponent('kube-shceduler'),
+      /unknown component "kube-shceduler"; known: kube-scheduler, scheduler, kube-controller-manager, controller-manager, kube-apiserver, apiserver/,
+    )
   })
 
   it('says where etcd, kube-proxy and CoreDNS are scaled instead', () => {
@@ -148,9 +186,13 @@ describe('scale: leader election from the command line', () => {
   }
 
   it('finds the lease named by --leader-elect-resource-name/-namespace, else the default', () => {
-    assert.deepEqual(leaderElectionFromArgs('kube-controller-manager', ['kube-controller-manager']).lease, {namespace: 'kube-system', name: 'kube-controller-manager'})
+    assert.deepEqual(leaderElectionFromArgs('kube-controller-manager', ['kube-controller-manager']).lease, {
+      namespace: 'kube-system',
+      name: 'kube-controller-manager',
+    })
     assert.deepEqual(
-      leaderElectionFromArgs('kube-scheduler', ['kube-scheduler', '--leader-elect-resource-name=my-scheduler', '--leader-elect-resource-namespace', 'ops']).lease,
+      leaderElectionFromArgs('kube-scheduler', ['kube-scheduler', '--leader-elect-resource-name=my-scheduler', '--leader-elect-resource-namespace', 'ops'])
+        .lease,
       {namespace: 'ops', name: 'my-scheduler'},
     )
   })
@@ -160,7 +202,12 @@ describe('scale: leader election from the command line', () => {
   })
 
   it('reads command and args of the container named after the component', () => {
-    const spec = {containers: [{name: 'sidecar', command: ['sleep']}, {name: 'kube-scheduler', command: ['kube-scheduler'], args: ['--leader-elect=false']}]}
+    const spec = {
+      containers: [
+        {name: 'sidecar', command: ['sleep']},
+        {name: 'kube-scheduler', command: ['kube-scheduler'], args: ['--leader-elect=false']},
+      ],
+    }
     assert.deepEqual(componentArgv('kube-scheduler', spec), ['kube-scheduler', '--leader-elect=false'])
   })
 
@@ -207,8 +254,14 @@ describe('scale: placement', () => {
     const spec = structuredClone(schedulerDeployment().spec!.template.spec!)
     spec.nodeSelector = undefined
     spec.affinity = {
-      nodeAffinity: {requiredDuringSchedulingIgnoredDuringExecution: {nodeSelectorTerms: [{matchExpressions: [{key: 'kubernetes.io/hostname', operator: 'In', values: ['cp-2', 'cp-3']}]}]}},
-      podAntiAffinity: {requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: 'kubernetes.io/hostname', labelSelector: {matchLabels: {component: 'kube-scheduler'}}}]},
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: {
+          nodeSelectorTerms: [{matchExpressions: [{key: 'kubernetes.io/hostname', operator: 'In', values: ['cp-2', 'cp-3']}]}],
+        },
+      },
+      podAntiAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: [{topologyKey: 'kubernetes.io/hostname', labelSelector: {matchLabels: {component: 'kube-scheduler'}}}],
+      },
     }
     const placement = placementOf(spec, {component: 'kube-scheduler'}, threeMasters)
     assert.deepEqual(placement.eligibleNodes, ['cp-2', 'cp-3'])
@@ -224,11 +277,22 @@ describe('scale: the rules', () => {
   const request = (replicas: number, component: ScaleRequest['component'] = 'kube-scheduler', force = false): ScaleRequest => ({component, replicas, force})
 
   it('scales a self-hosted scheduler 1 -> 3: the leader keeps leading, two standbys join, no throughput gain', () => {
-    const plan = planScale(request(3), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
+    const plan = planScale(request(3), {
+      state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)),
+      workload: schedulerDeployment(),
+      nodes: threeMasters,
+      now: NOW,
+    })
     assert.equal(plan.from, 1)
     assert.equal(plan.to, 3)
     assert.equal(plan.change, 'up')
-    assert.deepEqual(plan.workload, {kind: 'Deployment', namespace: 'kube-system', name: 'self-hosted-kube-scheduler', managedByUs: true, resourceVersion: '4711'})
+    assert.deepEqual(plan.workload, {
+      kind: 'Deployment',
+      namespace: 'kube-system',
+      name: 'self-hosted-kube-scheduler',
+      managedByUs: true,
+      resourceVersion: '4711',
+    })
     assert.equal(plan.leadership.leaderPod, 'self-hosted-kube-scheduler-aaa')
     assert.equal(plan.leadership.added, 2)
     assert.match(plan.leadership.effect, /self-hosted-kube-scheduler-aaa keeps leading; the 2 new replicas join as standbys/)
@@ -239,7 +303,12 @@ describe('scale: the rules', () => {
 
   it('scales 3 -> 1: the youngest standbys go, the leader on the oldest pod stays', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => a, 3)
-    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', three, lease('cp-1', three[0].pod)), workload: deployment, nodes: threeMasters, now: NOW})
+    const plan = planScale(request(1), {
+      state: selfHosted('kube-scheduler', three, lease('cp-1', three[0].pod)),
+      workload: deployment,
+      nodes: threeMasters,
+      now: NOW,
+    })
     assert.equal(plan.change, 'down')
     assert.deepEqual(plan.leadership.standbys, ['self-hosted-kube-scheduler-bbb', 'self-hosted-kube-scheduler-ccc'])
     assert.deepEqual(plan.leadership.expectedRemovals, ['self-hosted-kube-scheduler-ccc', 'self-hosted-kube-scheduler-bbb'])
@@ -247,13 +316,23 @@ describe('scale: the rules', () => {
   })
 
   it('scales 1 -> 2: one new standby', () => {
-    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
+    const plan = planScale(request(2), {
+      state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)),
+      workload: schedulerDeployment(),
+      nodes: threeMasters,
+      now: NOW,
+    })
     assert.equal(plan.leadership.effect, 'self-hosted-kube-scheduler-aaa keeps leading; the 1 new replica joins as a standby and waits for the lease')
   })
 
   it('scales 3 -> 2 when the leader is the youngest pod: says leadership moves and for how long', () => {
     const deployment = withArgs(schedulerDeployment(), (a) => a, 3)
-    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', three, lease('cp-3', three[2].pod)), workload: deployment, nodes: threeMasters, now: NOW})
+    const plan = planScale(request(2), {
+      state: selfHosted('kube-scheduler', three, lease('cp-3', three[2].pod)),
+      workload: deployment,
+      nodes: threeMasters,
+      now: NOW,
+    })
     assert.deepEqual(plan.leadership.expectedRemovals, ['self-hosted-kube-scheduler-ccc'])
     assert.match(plan.leadership.effect, /leader's pod self-hosted-kube-scheduler-ccc is expected to be removed: a standby takes the lease within about 15s/)
   })
@@ -282,7 +361,10 @@ describe('scale: the rules', () => {
       now: NOW,
     })
     assert.deepEqual(plan.leadership.possibleRemovals, {count: 1, among: ['old', 'young']})
-    assert.match(plan.leadership.effect, /^the leader's pod old may be removed \(the controller removes 1 of old, young, which its ranking cannot tell apart\); if it is, a standby takes the lease within about 15s/)
+    assert.match(
+      plan.leadership.effect,
+      /^the leader's pod old may be removed \(the controller removes 1 of old, young, which its ranking cannot tell apart\); if it is, a standby takes the lease within about 15s/,
+    )
   })
 
   it('refuses N > 1 with --leader-elect=false and names the danger', () => {
@@ -310,12 +392,19 @@ describe('scale: the rules', () => {
     it(`refuses ${component} at 0 without --force, spelling out the consequence`, () => {
       expectRefusal(
         () => planScale(request(0, component), {state: selfHosted(component, one), workload: schedulerDeployment(), nodes: threeMasters, now: NOW}),
-        component === 'kube-scheduler' ? /refusing to scale kube-scheduler to 0: .*nothing schedules pods.*add --force/ : /refusing to scale kube-controller-manager to 0: .*no controller runs.*creates no pod.*add --force/,
+        component === 'kube-scheduler'
+          ? /refusing to scale kube-scheduler to 0: .*nothing schedules pods.*add --force/
+          : /refusing to scale kube-controller-manager to 0: .*no controller runs.*creates no pod.*add --force/,
       )
     })
 
     it(`scales ${component} to 0 with --force, keeping the consequence as a warning`, () => {
-      const plan = planScale(request(0, component, true), {state: selfHosted(component, one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
+      const plan = planScale(request(0, component, true), {
+        state: selfHosted(component, one, lease('cp-1', one[0].pod)),
+        workload: schedulerDeployment(),
+        nodes: threeMasters,
+        now: NOW,
+      })
       assert.equal(plan.to, 0)
       assert.equal(plan.warnings.length, 1)
       assert.match(plan.leadership.effect, /no instance remains: nobody renews the lease, it goes stale 15s after/)
@@ -325,9 +414,16 @@ describe('scale: the rules', () => {
   it('warns when replicas exceed the control-plane nodes and one fits per node', () => {
     const deployment = schedulerDeployment()
     deployment.spec!.template.spec!.containers[0].ports = [{containerPort: 10259, name: 'https'}]
-    const plan = planScale(request(5), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: deployment, nodes: threeMasters, now: NOW})
+    const plan = planScale(request(5), {
+      state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)),
+      workload: deployment,
+      nodes: threeMasters,
+      now: NOW,
+    })
     assert.equal(plan.placement.readyTarget, 3)
-    assert.deepEqual(plan.warnings, ['5 replicas but only 3 nodes they can run on (cp-1, cp-2, cp-3): each replica takes host port 10259, so 2 will stay Pending'])
+    assert.deepEqual(plan.warnings, [
+      '5 replicas but only 3 nodes they can run on (cp-1, cp-2, cp-3): each replica takes host port 10259, so 2 will stay Pending',
+    ])
   })
 
   it('warns about port clashes when hostNetwork pods would share a node without --permit-port-sharing', () => {
@@ -343,13 +439,18 @@ describe('scale: the rules', () => {
     assert.match(plan.warnings[0], /fight for the same port/)
   })
 
-  it('warns that doubled-up replicas share a node\'s fate when ports are shared', () => {
+  it("warns that doubled-up replicas share a node's fate when ports are shared", () => {
     const plan = planScale(request(4), {state: selfHosted('kube-scheduler', one), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
     assert.match(plan.warnings[0], /losing one node takes out more than one replica/)
   })
 
   it('warns when no node can take a replica', () => {
-    const plan = planScale(request(2), {state: selfHosted('kube-scheduler', one), workload: schedulerDeployment(), nodes: [node('worker-1', {controlPlane: false})], now: NOW})
+    const plan = planScale(request(2), {
+      state: selfHosted('kube-scheduler', one),
+      workload: schedulerDeployment(),
+      nodes: [node('worker-1', {controlPlane: false})],
+      now: NOW,
+    })
     assert.match(plan.warnings[0], /no node can take a kube-scheduler pod now/)
     assert.equal(plan.placement.readyTarget, 2)
   })
@@ -359,16 +460,25 @@ describe('scale: the rules', () => {
       metadata: {name: 'self-hosted-kube-apiserver', namespace: 'kube-system'},
       spec: {
         selector: {matchLabels: {'k8s-app': 'self-hosted-kube-apiserver'}},
-        template: {metadata: {labels: {'k8s-app': 'self-hosted-kube-apiserver'}}, spec: {...schedulerDeployment().spec!.template.spec!, containers: [{name: 'kube-apiserver', image: 'x'}]}},
+        template: {
+          metadata: {labels: {'k8s-app': 'self-hosted-kube-apiserver'}},
+          spec: {...schedulerDeployment().spec!.template.spec!, containers: [{name: 'kube-apiserver', image: 'x'}]},
+        },
       },
     }
     expectRefusal(
-      () => planScale(request(5, 'kube-apiserver'), {state: selfHosted('kube-apiserver', one, undefined, 'DaemonSet'), workload: daemonSet, nodes: threeMasters, now: NOW}),
+      () =>
+        planScale(request(5, 'kube-apiserver'), {
+          state: selfHosted('kube-apiserver', one, undefined, 'DaemonSet'),
+          workload: daemonSet,
+          nodes: threeMasters,
+          now: NOW,
+        }),
       /kube-apiserver is not scaled by a replica count: its instances all serve at once \(active-active\), and DaemonSet kube-system\/self-hosted-kube-apiserver runs one instance on every node labelled node-role.kubernetes.io\/control-plane \(3 now: cp-1, cp-2, cp-3\); to add one, join another control-plane node/,
     )
   })
 
-  it('explains a scheduler run as a DaemonSet (kubeadm\'s old pivot) the same way', () => {
+  it("explains a scheduler run as a DaemonSet (kubeadm's old pivot) the same way", () => {
     expectRefusal(
       () => planScale(request(2), {state: selfHosted('kube-scheduler', one, undefined, 'DaemonSet'), workload: undefined, nodes: threeMasters, now: NOW}),
       /kube-scheduler is not scaled by a replica count: DaemonSet kube-system\/self-hosted-kube-scheduler runs one instance/,
@@ -376,15 +486,33 @@ describe('scale: the rules', () => {
   })
 
   it('refuses static components with the hint to pivot first', () => {
-    const state: ComponentState = {...selfHosted('kube-scheduler', []), mode: 'static', workloads: [], instances: [{...one[0], pod: 'kube-scheduler-cp-1', source: 'static'}]}
-    expectRefusal(() => planScale(request(3), {state, nodes: threeMasters, now: NOW}), /kube-scheduler runs as static pods on cp-1 from \/etc\/kubernetes\/manifests, which have no replica count; run `kubectl selfhost pivot` first/)
+    const state: ComponentState = {
+      ...selfHosted('kube-scheduler', []),
+      mode: 'static',
+      workloads: [],
+      instances: [{...one[0], pod: 'kube-scheduler-cp-1', source: 'static'}],
+    }
+    expectRefusal(
+      () => planScale(request(3), {state, nodes: threeMasters, now: NOW}),
+      /kube-scheduler runs as static pods on cp-1 from \/etc\/kubernetes\/manifests, which have no replica count; run `kubectl selfhost pivot` first/,
+    )
     const apiserver: ComponentState = {...state, name: 'kube-apiserver'}
-    expectRefusal(() => planScale(request(3, 'kube-apiserver'), {state: apiserver, nodes: threeMasters, now: NOW}), /kube-apiserver runs as static pods .*pivot/)
+    expectRefusal(
+      () => planScale(request(3, 'kube-apiserver'), {state: apiserver, nodes: threeMasters, now: NOW}),
+      /kube-apiserver runs as static pods .*pivot/,
+    )
   })
 
   it('refuses mid-pivot and absent components', () => {
-    expectRefusal(() => planScale(request(2), {state: {...selfHosted('kube-scheduler', one), mode: 'mixed'}, workload: schedulerDeployment(), nodes: threeMasters, now: NOW}), /a pivot is under way/)
-    expectRefusal(() => planScale(request(2), {state: {...selfHosted('kube-scheduler', []), mode: 'absent', workloads: []}, nodes: threeMasters, now: NOW}), /was not found in the cluster/)
+    expectRefusal(
+      () =>
+        planScale(request(2), {state: {...selfHosted('kube-scheduler', one), mode: 'mixed'}, workload: schedulerDeployment(), nodes: threeMasters, now: NOW}),
+      /a pivot is under way/,
+    )
+    expectRefusal(
+      () => planScale(request(2), {state: {...selfHosted('kube-scheduler', []), mode: 'absent', workloads: []}, nodes: threeMasters, now: NOW}),
+      /was not found in the cluster/,
+    )
   })
 
   it('refuses when several Deployments claim the component', () => {
@@ -397,7 +525,10 @@ describe('scale: the rules', () => {
     const base = {workload: schedulerDeployment(), nodes: threeMasters, now: NOW}
     const outside = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one, lease('build-host'))})
     assert.equal(outside.leadership.leaderPod, undefined)
-    assert.equal(outside.leadership.holderElsewhere, 'the lease holder build-host matches no pod of this workload (a static pod still running, or another process leads)')
+    assert.equal(
+      outside.leadership.holderElsewhere,
+      'the lease holder build-host matches no pod of this workload (a static pod still running, or another process leads)',
+    )
     assert.equal(outside.leadership.effect, `${outside.leadership.holderElsewhere}; the 3 replicas of the workload stand by while it renews`)
     const stale = planScale(request(3), {...base, state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod, true))})
     assert.match(stale.leadership.effect, /is stale/)
@@ -416,12 +547,22 @@ describe('scale: the rules', () => {
     )
     assert.deepEqual(plan.leadership.standbys, ['self-hosted-kube-scheduler-aaa'])
     // Taken after the pod started (within the second of its start time): that pod is the holder.
-    const own = planScale(request(3), {state: selfHosted('kube-scheduler', one, {...holder, acquireTime: '2026-11-23T09:59:59.500000Z'}), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
+    const own = planScale(request(3), {
+      state: selfHosted('kube-scheduler', one, {...holder, acquireTime: '2026-11-23T09:59:59.500000Z'}),
+      workload: schedulerDeployment(),
+      nodes: threeMasters,
+      now: NOW,
+    })
     assert.equal(own.leadership.leaderPod, 'self-hosted-kube-scheduler-aaa')
   })
 
   it('re-running at the same count plans no change but still checks', () => {
-    const plan = planScale(request(1), {state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)), workload: schedulerDeployment(), nodes: threeMasters, now: NOW})
+    const plan = planScale(request(1), {
+      state: selfHosted('kube-scheduler', one, lease('cp-1', one[0].pod)),
+      workload: schedulerDeployment(),
+      nodes: threeMasters,
+      now: NOW,
+    })
     assert.equal(plan.change, 'none')
     assert.ok(plan.notes.some((n) => /already asks for 1 replica; this run only checks/.test(n)))
   })

@@ -17,9 +17,16 @@ const members = [
 ]
 const manifestsFor = (kubeadmVersion: string, nodeName = 'cp-2') =>
   Object.fromEntries(
-    Object.entries(staticManifests({kubeadmVersion, nodeName, nodeIp: members.find((m) => m.name === nodeName)!.ip, etcdMembers: members, serviceCidr: '10.96.0.0/12', podCidr: '10.244.0.0/16'})).map(
-      ([file, text]) => [file, parse(text) as V1Pod],
-    ),
+    Object.entries(
+      staticManifests({
+        kubeadmVersion,
+        nodeName,
+        nodeIp: members.find((m) => m.name === nodeName)!.ip,
+        etcdMembers: members,
+        serviceCidr: '10.96.0.0/12',
+        podCidr: '10.244.0.0/16',
+      }),
+    ).map(([file, text]) => [file, parse(text) as V1Pod]),
   )
 
 describe('test cluster: kubeadm-style static manifests', () => {
@@ -36,7 +43,7 @@ describe('test cluster: kubeadm-style static manifests', () => {
     }
   })
 
-  it('puts the node\'s own IP where kubeadm does (advertise address, probes, etcd URLs)', () => {
+  it("puts the node's own IP where kubeadm does (advertise address, probes, etcd URLs)", () => {
     const pods = manifestsFor('v1.37.2')
     const apiserver = pods['kube-apiserver.yaml']
     assert.ok(apiserver.spec!.containers[0].command!.includes('--advertise-address=127.1.0.12'))
@@ -66,24 +73,40 @@ describe('test cluster: kubeadm-style static manifests', () => {
   })
 
   it('marks control-plane nodes as kubeadm of each era did', () => {
-    assert.deepEqual(controlPlaneMarks('v1.15.0'), {labels: {'node-role.kubernetes.io/master': ''}, taints: [{key: 'node-role.kubernetes.io/master', effect: 'NoSchedule'}]})
+    assert.deepEqual(controlPlaneMarks('v1.15.0'), {
+      labels: {'node-role.kubernetes.io/master': ''},
+      taints: [{key: 'node-role.kubernetes.io/master', effect: 'NoSchedule'}],
+    })
     const v122 = controlPlaneMarks('v1.22.0')
-    assert.deepEqual(Object.keys(v122.labels).sort(), ['node-role.kubernetes.io/control-plane', 'node-role.kubernetes.io/master', 'node.kubernetes.io/exclude-from-external-load-balancers'])
-    assert.deepEqual(v122.taints.map((t) => t.key), ['node-role.kubernetes.io/master'])
-    assert.deepEqual(controlPlaneMarks('v1.24.3').taints.map((t) => t.key), ['node-role.kubernetes.io/master', 'node-role.kubernetes.io/control-plane'])
+    assert.deepEqual(Object.keys(v122.labels).sort(), [
+      'node-role.kubernetes.io/control-plane',
+      'node-role.kubernetes.io/master',
+      'node.kubernetes.io/exclude-from-external-load-balancers',
+    ])
+    assert.deepEqual(
+      v122.taints.map((t) => t.key),
+      ['node-role.kubernetes.io/master'],
+    )
+    assert.deepEqual(
+      controlPlaneMarks('v1.24.3').taints.map((t) => t.key),
+      ['node-role.kubernetes.io/master', 'node-role.kubernetes.io/control-plane'],
+    )
     const v137 = controlPlaneMarks('v1.37.2')
     assert.deepEqual(v137.taints, [{key: 'node-role.kubernetes.io/control-plane', effect: 'NoSchedule'}])
     assert.equal(v137.labels['node-role.kubernetes.io/master'], undefined)
   })
 })
 
-describe('test cluster: the kubelet loop\'s pure parts', () => {
+describe("test cluster: the kubelet loop's pure parts", () => {
   const node = {name: 'cp-1', uid: 'uid-1', ip: '127.1.0.11', root: '/nowhere'}
 
   it('reads a manifests dir as the kubelet does: hidden files and non-pods skipped, hash follows the content', () => {
     const dir = mkdtempSync(join(tmpdir(), 'static-pods-'))
     try {
-      writeFileSync(join(dir, 'a.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: kube-system}\nspec: {containers: [{name: a, image: x:1}]}\n')
+      writeFileSync(
+        join(dir, 'a.yaml'),
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: kube-system}\nspec: {containers: [{name: a, image: x:1}]}\n',
+      )
       writeFileSync(join(dir, '.a.yaml.swp'), 'garbage')
       writeFileSync(join(dir, 'b.yaml'), 'kind: ConfigMap\nmetadata: {name: b}\n')
       writeFileSync(join(dir, 'c.yaml'), ': not yaml: [')
@@ -93,7 +116,10 @@ describe('test cluster: the kubelet loop\'s pure parts', () => {
       assert.equal(errors.length, 2)
       const before = pods.get('kube-system/a-cp-1')!.hash
       assert.match(before, /^[0-9a-f]{32}$/)
-      writeFileSync(join(dir, 'a.yaml'), 'apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: kube-system}\nspec: {containers: [{name: a, image: x:2}]}\n')
+      writeFileSync(
+        join(dir, 'a.yaml'),
+        'apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: kube-system}\nspec: {containers: [{name: a, image: x:2}]}\n',
+      )
       assert.notEqual(readStaticPods(dir, 'cp-1', () => undefined).get('kube-system/a-cp-1')!.hash, before)
       assert.notEqual(readStaticPods(dir, 'cp-2', () => undefined).get('kube-system/a-cp-2')!.hash, before)
     } finally {
@@ -128,15 +154,29 @@ describe('test cluster: the kubelet loop\'s pure parts', () => {
   it('configures kwok with stages that skip node tasks and never ready a -broken image', () => {
     const docs = kwokConfigYaml({nodePort: 1, serverAddress: '127.0.0.1:1', tlsCertFile: 'c', tlsPrivateKeyFile: 'k', podCidr: '10.244.0.0/16'})
       .split('---\n')
-      .map((d) => parse(d) as {kind: string; metadata?: {name: string}; spec?: {resourceRef: {kind: string}; selector: {matchExpressions: Array<{key: string; operator: string; values?: string[]}>}}})
+      .map(
+        (d) =>
+          parse(d) as {
+            kind: string
+            metadata?: {name: string}
+            spec?: {resourceRef: {kind: string}; selector: {matchExpressions: Array<{key: string; operator: string; values?: string[]}>}}
+          },
+      )
     assert.equal(docs[0].kind, 'KwokConfiguration')
     const podStages = docs.filter((d) => d.kind === 'Stage' && d.spec!.resourceRef.kind === 'Pod')
-    assert.deepEqual(podStages.map((s) => s.metadata!.name), ['selfhost-pod-ready', 'selfhost-pod-broken', 'selfhost-pod-delete'])
+    assert.deepEqual(
+      podStages.map((s) => s.metadata!.name),
+      ['selfhost-pod-ready', 'selfhost-pod-broken', 'selfhost-pod-delete'],
+    )
     for (const stage of podStages) {
-      assert.ok(stage.spec!.selector.matchExpressions.some((e) => e.key.includes('selfhost.kubectl.io/node-task') && e.operator === 'DoesNotExist'), stage.metadata!.name)
+      assert.ok(
+        stage.spec!.selector.matchExpressions.some((e) => e.key.includes('selfhost.kubectl.io/node-task') && e.operator === 'DoesNotExist'),
+        stage.metadata!.name,
+      )
     }
 
-    const brokenRule = (name: string) => podStages.find((s) => s.metadata!.name === name)!.spec!.selector.matchExpressions.find((e) => e.key.includes('-broken'))!
+    const brokenRule = (name: string) =>
+      podStages.find((s) => s.metadata!.name === name)!.spec!.selector.matchExpressions.find((e) => e.key.includes('-broken'))!
     assert.deepEqual([brokenRule('selfhost-pod-ready').operator, brokenRule('selfhost-pod-broken').operator], ['NotIn', 'In'])
   })
 })

@@ -16,7 +16,11 @@ function trace(dump: string, namespace = 'default', name = 'web'): TraceResult {
 }
 
 const fromPods = (r: TraceResult) => r.ports[0].frontends.filter((f) => f.kind === 'clusterIP' && f.from === 'pod')
-const shares = (f: FrontendTrace) => Object.fromEntries([...f.endpoints.map((e) => [`${e.ip}:${e.port}`, Number(e.share.toFixed(6))]), ...f.verdicts.map((v) => [v.kind, Number(v.share.toFixed(6))])])
+const shares = (f: FrontendTrace) =>
+  Object.fromEntries([
+    ...f.endpoints.map((e) => [`${e.ip}:${e.port}`, Number(e.share.toFixed(6))]),
+    ...f.verdicts.map((v) => [v.kind, Number(v.share.toFixed(6))]),
+  ])
 const total = (f: FrontendTrace) => [...f.endpoints, ...f.verdicts].reduce((sum, x) => sum + x.share, 0)
 
 /** "in via X ... in not via X" or "out via X ... out not via X" in one conjunction. */
@@ -38,7 +42,10 @@ describe('trace with Docker and CNI filter rules (interface conditions)', () => 
     assert.equal(pods.length, 1, JSON.stringify(pods.map((f) => f.assumptions)))
     assert.deepEqual(shares(pods[0]), {'10.244.1.5:8080': 0.333333, '10.244.2.6:8080': 0.333333, '10.244.3.7:8080': 0.333333})
     assert.ok(JSON.stringify(result).length < 50_000)
-    assert.ok(result.notes.some((n) => n.includes('docker0')), 'the Docker assumption is a note')
+    assert.ok(
+      result.notes.some((n) => n.includes('docker0')),
+      'the Docker assumption is a note',
+    )
   })
 
   it('-i docker0 is not read as "comes from a pod"', () => {

@@ -46,7 +46,10 @@ describe('kube-proxy chain names', () => {
 
   it('name nftables chains as kube-proxy does', () => {
     assert.equal(nftServiceChains('home', 'http-server', 'mainhttp', 'tcp').service, 'service-MJTK4JPM-home/http-server/tcp/mainhttp')
-    assert.equal(nftEndpointChain('home', 'http-server', 'mainhttp', 'tcp', '10.244.1.71', 8000), 'endpoint-ZRZOUO6E-home/http-server/tcp/mainhttp__10.244.1.71/8000')
+    assert.equal(
+      nftEndpointChain('home', 'http-server', 'mainhttp', 'tcp', '10.244.1.71', 8000),
+      'endpoint-ZRZOUO6E-home/http-server/tcp/mainhttp__10.244.1.71/8000',
+    )
   })
 })
 
@@ -121,7 +124,9 @@ describe('iptables-save parser', () => {
             for (const destination of addresses) {
               if (chain.mayMatchDestination(i, destination)) continue
               skipped++
-              const excluding = chain.rule(i).conditions.some((c) => c.kind === 'address' && c.field === 'destination' && !c.negated && c.cidr.text !== `${destination}/32`)
+              const excluding = chain
+                .rule(i)
+                .conditions.some((c) => c.kind === 'address' && c.field === 'destination' && !c.negated && c.cidr.text !== `${destination}/32`)
               assert.ok(excluding, `rule at line ${chain.line(i)} skipped for ${destination}: ${chain.text(i)}`)
             }
           }
@@ -174,7 +179,10 @@ describe('iptables trace (hand-written v1.29 node dump)', () => {
   it('shows the REJECT of a Service without endpoints', () => {
     const f = frontend(traceOffline(v129, 'default', 'empty'), 'clusterIP')
     assert.equal(f.endpoints.length, 0)
-    assert.deepEqual(f.verdicts.map((v) => [v.kind, v.share, v.chain, v.reason]), [['reject', 1, 'KUBE-SERVICES', 'default/empty:http has no endpoints']])
+    assert.deepEqual(
+      f.verdicts.map((v) => [v.kind, v.share, v.chain, v.reason]),
+      [['reject', 1, 'KUBE-SERVICES', 'default/empty:http has no endpoints']],
+    )
   })
 
   it('masquerades NodePort traffic from outside (externalTrafficPolicy Cluster)', () => {
@@ -204,14 +212,26 @@ describe('iptables trace (hand-written v1.29 node dump)', () => {
     const result = traceOffline(v129, 'default', 'broken')
     const f = frontend(result, 'clusterIP')
     assert.deepEqual(sharesOf(f), {'10.244.1.30:80': 0.5, '10.244.2.31:80': 0.25})
-    assert.deepEqual(result.findings.map((x) => x.kind), ['share-sum'])
+    assert.deepEqual(
+      result.findings.map((x) => x.kind),
+      ['share-sum'],
+    )
     assert.match(result.findings[0].message, /add up to 75\.0%; 25\.0% of connections match no rule/)
   })
 
   it('compares the rules with EndpointSlices: not programmed, no longer in a slice, no rules at all', () => {
     const rules = iptablesRuleSet(parseIptablesSave(v129))
     const web = rules.findService('default', 'web')!
-    const ep = (ip: string, ready = true): SliceEndpoint => ({ip, port: 8080, portName: 'http', protocol: 'TCP', ready, serving: ready, terminating: false, pod: `web-${ip.split('.')[3]}`})
+    const ep = (ip: string, ready = true): SliceEndpoint => ({
+      ip,
+      port: 8080,
+      portName: 'http',
+      protocol: 'TCP',
+      ready,
+      serving: ready,
+      terminating: false,
+      pod: `web-${ip.split('.')[3]}`,
+    })
     const slices = [ep('10.244.1.5'), ep('10.244.2.6'), ep('10.244.9.9'), ep('10.244.8.8', false)]
     const result = traceService(rules, web, {slices, node: 'n1'})
     assert.deepEqual(
@@ -227,7 +247,10 @@ describe('iptables trace (hand-written v1.29 node dump)', () => {
 
     const empty = rules.findService('default', 'empty')!
     const noRules = traceService(rules, empty, {slices: [{...ep('10.244.1.1'), portName: 'http', port: 80}], node: 'n1'})
-    assert.deepEqual(noRules.findings.map((f) => f.kind), ['no-rules'])
+    assert.deepEqual(
+      noRules.findings.map((f) => f.kind),
+      ['no-rules'],
+    )
   })
 
   it('rebuilds Services offline from the rule comments', () => {
@@ -238,7 +261,10 @@ describe('iptables trace (hand-written v1.29 node dump)', () => {
     assert.deepEqual(edge.externalIPs, ['198.51.100.7'])
     assert.deepEqual(edge.ports, [{name: 'https', protocol: 'tcp', port: 443, nodePort: 31443}])
     assert.equal(edge.type, 'LoadBalancer')
-    assert.deepEqual(rules.clusterCidrs().map((c) => c.text), ['10.244.0.0/16'])
+    assert.deepEqual(
+      rules.clusterCidrs().map((c) => c.text),
+      ['10.244.0.0/16'],
+    )
     assert.equal(rules.findService('default', 'nope'), undefined)
   })
 })
@@ -251,7 +277,10 @@ describe('iptables trace: pre-1.24 XLB chains, goto and RETURN', () => {
     assert.equal(result.ports[0].expectedChains?.xlb, 'KUBE-XLB-MEUOTAWK75ANQP6F')
     const outside = frontend(result, 'nodePort', 'external')
     assert.deepEqual(outside.endpoints, [])
-    assert.deepEqual(outside.verdicts.map((v) => [v.kind, v.chain]), [['drop', 'KUBE-FIREWALL']])
+    assert.deepEqual(
+      outside.verdicts.map((v) => [v.kind, v.chain]),
+      [['drop', 'KUBE-FIREWALL']],
+    )
     assert.deepEqual(sharesOf(frontend(result, 'nodePort', 'pod')), {'10.244.2.9:80': 1})
   })
 
@@ -279,7 +308,14 @@ describe('walker semantics', () => {
         '',
       ].join('\n'),
     )
-    const [outcome] = new Walker(dump, {protocol: 'tcp', destination: '10.96.0.1', destinationPort: 80, destinationLocal: false, origin: 'pod', clusterCidrs: []}).walk('nat', ['PREROUTING'])
+    const [outcome] = new Walker(dump, {
+      protocol: 'tcp',
+      destination: '10.96.0.1',
+      destinationPort: 80,
+      destinationLocal: false,
+      origin: 'pod',
+      clusterCidrs: [],
+    }).walk('nat', ['PREROUTING'])
     return outcome.verdict
   }
 

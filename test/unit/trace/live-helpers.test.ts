@@ -32,7 +32,10 @@ describe('trace helpers', () => {
   it("reads kube-proxy's mode and pod network from its ConfigMap ('' means iptables)", () => {
     assert.equal(proxyConfig('mode: ""\n').mode, 'iptables')
     assert.equal(proxyConfig('mode: ipvs\nclusterCIDR: 10.244.0.0/16,fd00::/48\n').mode, 'ipvs')
-    assert.deepEqual(proxyConfig('mode: nftables\nclusterCIDR: 10.244.0.0/16\n').clusterCidrs.map((c) => c.text), ['10.244.0.0/16'])
+    assert.deepEqual(
+      proxyConfig('mode: nftables\nclusterCIDR: 10.244.0.0/16\n').clusterCidrs.map((c) => c.text),
+      ['10.244.0.0/16'],
+    )
     assert.deepEqual(proxyConfig(undefined), {clusterCidrs: []})
     assert.equal(proxyConfig('mode: kernelspace\n').mode, undefined)
   })
@@ -40,13 +43,28 @@ describe('trace helpers', () => {
   it('turns a Service and its EndpointSlices into what trace compares', () => {
     const info = serviceInfoOf({
       metadata: {name: 'edge', namespace: 'shop'},
-      spec: {type: 'LoadBalancer', clusterIP: '10.96.0.5', externalIPs: ['198.51.100.7'], ports: [{port: 443, protocol: 'TCP', nodePort: 31443}], externalTrafficPolicy: 'Local'},
+      spec: {
+        type: 'LoadBalancer',
+        clusterIP: '10.96.0.5',
+        externalIPs: ['198.51.100.7'],
+        ports: [{port: 443, protocol: 'TCP', nodePort: 31443}],
+        externalTrafficPolicy: 'Local',
+      },
       status: {loadBalancer: {ingress: [{ip: '192.0.2.50'}, {hostname: 'lb.example.com'}]}},
     })
     assert.deepEqual([info.clusterIPs, info.externalIPs, info.loadBalancerIPs], [['10.96.0.5'], ['198.51.100.7'], ['192.0.2.50']])
     assert.deepEqual(info.ports, [{name: '', port: 443, protocol: 'tcp', nodePort: 31443, targetPort: undefined}])
     const endpoints = sliceEndpoints(
-      [{addressType: 'IPv4', endpoints: [{addresses: ['10.244.1.5'], nodeName: 'n1', targetRef: {kind: 'Pod', name: 'p1'}}, {addresses: ['10.244.1.6'], conditions: {ready: false, terminating: true}}], ports: [{name: '', port: 8443, protocol: 'TCP'}]}],
+      [
+        {
+          addressType: 'IPv4',
+          endpoints: [
+            {addresses: ['10.244.1.5'], nodeName: 'n1', targetRef: {kind: 'Pod', name: 'p1'}},
+            {addresses: ['10.244.1.6'], conditions: {ready: false, terminating: true}},
+          ],
+          ports: [{name: '', port: 8443, protocol: 'TCP'}],
+        },
+      ],
       [{metadata: {name: 'p1'}, status: {phase: 'Running', conditions: [{type: 'Ready', status: 'True'}]}}],
     )
     assert.deepEqual(
@@ -62,20 +80,52 @@ describe('trace helpers', () => {
     const node = (name: string, ready = true): V1Node => ({metadata: {name}, status: {conditions: [{type: 'Ready', status: ready ? 'True' : 'False'}]}})
     const nodes = [node('a'), node('b'), node('c', false)]
     const ep = (ip: string, nodeName: string) => ({ip, port: 80, portName: '', protocol: 'TCP', ready: true, serving: true, terminating: false, nodeName})
-    assert.deepEqual(chooseNodes(nodes, [ep('1.1.1.1', 'a'), ep('1.1.1.2', 'b'), ep('1.1.1.3', 'b'), ep('1.1.1.4', 'c'), ep('1.1.1.5', 'c'), ep('1.1.1.6', 'c')], {}).map((n) => n.metadata?.name), ['b'])
-    assert.deepEqual(chooseNodes(nodes, [], {allNodes: true}).map((n) => n.metadata?.name), ['a', 'b'])
-    assert.deepEqual(chooseNodes(nodes, [], {node: 'c'}).map((n) => n.metadata?.name), ['c'])
+    assert.deepEqual(
+      chooseNodes(nodes, [ep('1.1.1.1', 'a'), ep('1.1.1.2', 'b'), ep('1.1.1.3', 'b'), ep('1.1.1.4', 'c'), ep('1.1.1.5', 'c'), ep('1.1.1.6', 'c')], {}).map(
+        (n) => n.metadata?.name,
+      ),
+      ['b'],
+    )
+    assert.deepEqual(
+      chooseNodes(nodes, [], {allNodes: true}).map((n) => n.metadata?.name),
+      ['a', 'b'],
+    )
+    assert.deepEqual(
+      chooseNodes(nodes, [], {node: 'c'}).map((n) => n.metadata?.name),
+      ['c'],
+    )
     assert.throws(() => chooseNodes(nodes, [], {node: 'zz'}), /node "zz" not found; nodes: a, b, c/)
   })
 
   it('without --node prefers the node hosting most endpoints, then workers over control-plane nodes', () => {
-    const node = (name: string, role?: string): V1Node => ({metadata: {name, labels: role ? {[`node-role.kubernetes.io/${role}`]: ''} : {}}, status: {conditions: [{type: 'Ready', status: 'True'}]}})
+    const node = (name: string, role?: string): V1Node => ({
+      metadata: {name, labels: role ? {[`node-role.kubernetes.io/${role}`]: ''} : {}},
+      status: {conditions: [{type: 'Ready', status: 'True'}]},
+    })
     const nodes = [node('cp-1', 'control-plane'), node('cp-2', 'master'), node('w-1'), node('w-2')]
-    const ep = (ip: string, nodeName?: string) => ({ip, port: 6443, portName: 'https', protocol: 'TCP', ready: true, serving: true, terminating: false, nodeName})
+    const ep = (ip: string, nodeName?: string) => ({
+      ip,
+      port: 6443,
+      portName: 'https',
+      protocol: 'TCP',
+      ready: true,
+      serving: true,
+      terminating: false,
+      nodeName,
+    })
     // svc/kubernetes: its endpoints are API servers, on no node as far as the slice says.
-    assert.deepEqual(nodesByPreference(nodes, [ep('10.0.0.1'), ep('10.0.0.2')]).map((n) => n.metadata?.name), ['w-1', 'w-2', 'cp-1', 'cp-2'])
-    assert.deepEqual(chooseNodes(nodes, [ep('10.0.0.1')], {}).map((n) => n.metadata?.name), ['w-1'])
-    assert.deepEqual(nodesByPreference(nodes, [ep('10.0.0.1', 'cp-2'), ep('10.0.0.2', 'w-2')]).map((n) => n.metadata?.name), ['w-2', 'cp-2', 'w-1', 'cp-1'])
+    assert.deepEqual(
+      nodesByPreference(nodes, [ep('10.0.0.1'), ep('10.0.0.2')]).map((n) => n.metadata?.name),
+      ['w-1', 'w-2', 'cp-1', 'cp-2'],
+    )
+    assert.deepEqual(
+      chooseNodes(nodes, [ep('10.0.0.1')], {}).map((n) => n.metadata?.name),
+      ['w-1'],
+    )
+    assert.deepEqual(
+      nodesByPreference(nodes, [ep('10.0.0.1', 'cp-2'), ep('10.0.0.2', 'w-2')]).map((n) => n.metadata?.name),
+      ['w-2', 'cp-2', 'w-1', 'cp-1'],
+    )
   })
 
   it('takes the mode from --mode, then kube-proxy itself, then its ConfigMap, then the rules', () => {
@@ -91,10 +141,14 @@ describe('trace helpers', () => {
   it("the node script's sections are what the loader splits", () => {
     assert.match(serviceRulesScript('default', 'web'), /for cmd in iptables iptables-nft iptables-legacy; do/)
     assert.match(serviceRulesScript('default', 'web'), /--comment "\?default\/web\(\[: "\]\|\$\)/)
-    const partial = splitSections('### selfhost-trace iptables iptables-nft partial\n*nat\n-P PREROUTING ACCEPT\n-N KUBE-SERVICES\nCOMMIT\n### selfhost-trace crash iptables-save 139\n### selfhost-trace end\n')
+    const partial = splitSections(
+      '### selfhost-trace iptables iptables-nft partial\n*nat\n-P PREROUTING ACCEPT\n-N KUBE-SERVICES\nCOMMIT\n### selfhost-trace crash iptables-save 139\n### selfhost-trace end\n',
+    )
     assert.equal(partial.partial, true)
     assert.deepEqual(partial.crashes, [{command: 'iptables-save', exitCode: 139}])
-    const sections = splitSections('### selfhost-trace iptables iptables-legacy-save\n*nat\nCOMMIT\n### selfhost-trace nft\ntable ip kube-proxy {\n}\n### selfhost-trace end\n')
+    const sections = splitSections(
+      '### selfhost-trace iptables iptables-legacy-save\n*nat\nCOMMIT\n### selfhost-trace nft\ntable ip kube-proxy {\n}\n### selfhost-trace end\n',
+    )
     assert.equal(sections.iptablesCommand, 'iptables-legacy-save')
     assert.equal(sections.iptables, '*nat\nCOMMIT\n')
     assert.equal(sections.nft, 'table ip kube-proxy {\n}\n')
@@ -102,18 +156,40 @@ describe('trace helpers', () => {
 
   it("IPVS on a big node: the script asks ipvsadm only for the Service's virtual servers (a fake ipvsadm: this kernel has no ip_vs)", function () {
     if (process.platform !== 'linux') this.skip()
-    const service = {namespace: 'shop', name: 'web', clusterIPs: ['10.96.30.1'], externalIPs: ['203.0.113.7'], loadBalancerIPs: [], ports: [{name: 'http', port: 80, protocol: 'tcp', nodePort: 30080}, {name: 'dns', port: 53, protocol: 'udp'}], source: 'api' as const}
+    const service = {
+      namespace: 'shop',
+      name: 'web',
+      clusterIPs: ['10.96.30.1'],
+      externalIPs: ['203.0.113.7'],
+      loadBalancerIPs: [],
+      ports: [
+        {name: 'http', port: 80, protocol: 'tcp', nodePort: 30080},
+        {name: 'dns', port: 53, protocol: 'udp'},
+      ],
+      source: 'api' as const,
+    }
     const queries = ipvsQueries(service, '192.168.0.2')
     assert.deepEqual(queries, ['-t 10.96.30.1:80', '-t 203.0.113.7:80', '-t 192.168.0.2:30080', '-u 10.96.30.1:53', '-u 203.0.113.7:53'])
     assert.deepEqual(ipvsQueries({...service, clusterIPs: ['fd00::1'], externalIPs: [], ports: [service.ports[0]]}), ['-t [fd00::1]:80'])
     // A listing of 4,000 virtual servers (12,000 lines) with the Service's among them.
     const dir = mkdtempSync(join(tmpdir(), 'fake-ipvsadm-'))
-    const blocks = Array.from({length: 4000}, (_, i) => `TCP  10.97.${i >> 8}.${i & 255}:80 rr\n  -> 10.244.${i >> 8}.${i & 255}:8080              Masq    1      0          0\n  -> 10.245.${i >> 8}.${i & 255}:8080              Masq    1      0          0`)
-    blocks.splice(1234, 0, 'TCP  10.96.30.1:80 wrr\n  -> 10.244.1.5:8080              Masq    3      0          0\n  -> 10.244.2.6:8080              Masq    1      0          0')
-    const header = 'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn'
+    const blocks = Array.from(
+      {length: 4000},
+      (_, i) =>
+        `TCP  10.97.${i >> 8}.${i & 255}:80 rr\n  -> 10.244.${i >> 8}.${i & 255}:8080              Masq    1      0          0\n  -> 10.245.${i >> 8}.${i & 255}:8080              Masq    1      0          0`,
+    )
+    blocks.splice(
+      1234,
+      0,
+      'TCP  10.96.30.1:80 wrr\n  -> 10.244.1.5:8080              Masq    3      0          0\n  -> 10.244.2.6:8080              Masq    1      0          0',
+    )
+    const header =
+      'IP Virtual Server version 1.2.1 (size=4096)\nProt LocalAddress:Port Scheduler Flags\n  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn'
     writeFileSync(join(dir, 'listing'), `${header}\n${blocks.join('\n')}\n`)
     // The fake answers -Ln with the whole listing, -Ln -t/-u ADDRESS:PORT with that block or exit 1, as ipvsadm does.
-    writeFileSync(join(dir, 'ipvsadm'), `#!/bin/sh
+    writeFileSync(
+      join(dir, 'ipvsadm'),
+      `#!/bin/sh
 echo "$*" >> ${dir}/calls
 [ "$#" -eq 1 ] && exec cat ${dir}/listing
 found=""; out=""
@@ -127,7 +203,8 @@ $line" ;;
 done < ${dir}/listing
 [ -n "$out" ] || exit 1
 printf '%s\\n%s\\n' "${header.replaceAll('\n', '\\n')}" "$out"
-`)
+`,
+    )
     chmodSync(join(dir, 'ipvsadm'), 0o755)
     const path = distrolessPath()
     symlinkSync(join(dir, 'ipvsadm'), join(path, 'ipvsadm'))
@@ -138,11 +215,20 @@ printf '%s\\n%s\\n' "${header.replaceAll('\n', '\\n')}" "$out"
       assert.equal(sections.ipvsPartial, true)
       assert.ok(sections.ipvs!.split('\n').length < 20, sections.ipvs)
       const calls = readFileSync(join(dir, 'calls'), 'utf8').trim().split('\n')
-      assert.deepEqual(calls.slice(1), queries.map((q) => `-Ln ${q}`))
+      assert.deepEqual(
+        calls.slice(1),
+        queries.map((q) => `-Ln ${q}`),
+      )
       const rules = ruleSetFor(sections, 'ipvs')
       const result = traceService(rules, {...service, ports: [service.ports[0]]})
       const frontend = result.ports[0].frontends.find((f) => f.kind === 'clusterIP')!
-      assert.deepEqual(frontend.endpoints.map((e) => [e.ip, e.share]), [['10.244.1.5', 0.75], ['10.244.2.6', 0.25]])
+      assert.deepEqual(
+        frontend.endpoints.map((e) => [e.ip, e.share]),
+        [
+          ['10.244.1.5', 0.75],
+          ['10.244.2.6', 0.25],
+        ],
+      )
     } finally {
       rmSync(dir, {recursive: true, force: true})
       rmSync(path, {recursive: true, force: true})

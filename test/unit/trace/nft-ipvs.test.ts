@@ -32,7 +32,10 @@ describe('nftables trace (hand-written v1.33 table)', () => {
     assert.equal(rules.mode, 'nftables')
     assert.deepEqual(rules.serviceNames().sort(), ['default/empty', 'default/sticky', 'default/web', 'kube-system/kube-dns'])
     assert.deepEqual(rules.findService('default', 'web')?.ports, [{name: 'http', protocol: 'tcp', port: 80, nodePort: 30080}])
-    assert.deepEqual(rules.clusterCidrs().map((c) => c.text), ['10.244.0.0/16'])
+    assert.deepEqual(
+      rules.clusterCidrs().map((c) => c.text),
+      ['10.244.0.0/16'],
+    )
     assert.deepEqual(rules.notes, [])
   })
 
@@ -52,7 +55,10 @@ describe('nftables trace (hand-written v1.33 table)', () => {
   it('reports affinity sets and UDP', () => {
     const sticky = only(traceService(rules, rules.findService('default', 'sticky')!), 'clusterIP', 'pod')
     assert.deepEqual(shares(sticky), {'10.244.1.8:8443': 0.5, '10.244.2.9:8443': 0.5})
-    assert.ok(sticky.endpoints.every((e) => e.affinitySeconds === 10_800), 'timeout 3h of the affinity sets')
+    assert.ok(
+      sticky.endpoints.every((e) => e.affinitySeconds === 10_800),
+      'timeout 3h of the affinity sets',
+    )
     const dns = only(traceService(rules, rules.findService('kube-system', 'kube-dns')!), 'clusterIP', 'pod')
     assert.deepEqual(shares(dns), {'10.244.1.2:53': 0.5, '10.244.2.3:53': 0.5})
   })
@@ -66,7 +72,10 @@ describe('nftables trace (hand-written v1.33 table)', () => {
   })
 
   it('fails on a listing that is not nft output, naming the line', () => {
-    assert.throws(() => parseNftTable('hello\n'), (e: unknown) => e instanceof CliError && /line 1: expected "table <family> <name> \{"/.test(e.message))
+    assert.throws(
+      () => parseNftTable('hello\n'),
+      (e: unknown) => e instanceof CliError && /line 1: expected "table <family> <name> \{"/.test(e.message),
+    )
     assert.throws(() => parseNftTable('table ip kube-proxy {\n\tbogus thing\n}\n'), /line 2: unexpected "bogus thing"/)
     assert.throws(() => parseNftTable('table ip kube-proxy {\n\tmap m {\n\t\telements = { 1 : goto a,\n'), /line 3: the elements of m never end/)
   })
@@ -82,7 +91,10 @@ describe('IPVS trace', () => {
 
   it('is recognised as IPVS with the iptables rules it keeps', () => {
     assert.equal(rules.mode, 'ipvs')
-    assert.deepEqual(rules.clusterCidrs().map((c) => c.text), ['10.244.0.0/16'])
+    assert.deepEqual(
+      rules.clusterCidrs().map((c) => c.text),
+      ['10.244.0.0/16'],
+    )
   })
 
   it('shares by weight and leaves out weight-0 (quiesced) real servers', () => {
@@ -98,7 +110,10 @@ describe('IPVS trace', () => {
 
   it('drops at a virtual server without real servers', () => {
     const empty = only(at('10.96.30.3', 80), 'clusterIP', 'pod')
-    assert.deepEqual(empty.verdicts.map((v) => v.kind), ['drop'])
+    assert.deepEqual(
+      empty.verdicts.map((v) => v.kind),
+      ['drop'],
+    )
     assert.match(empty.verdicts[0].reason, /no real servers/)
   })
 
@@ -121,12 +136,24 @@ describe('listings captured from the kernel (iptables-save v1.8.9, nft v1.0.6)',
     return names.map((full) => {
       const [namespace, name] = full.split('/')
       const result = traceService(rules, rules.findService(namespace, name)!)
-      return result.ports.map((p) => p.frontends.map((f) => [f.kind, f.from, f.assumptions, shares(f), f.verdicts.map((v) => [v.kind, Number(v.share.toFixed(9))])]))
+      return result.ports.map((p) =>
+        p.frontends.map((f) => [f.kind, f.from, f.assumptions, shares(f), f.verdicts.map((v) => [v.kind, Number(v.share.toFixed(9))])]),
+      )
     })
   }
 
   it('trace the kernel rendering of the iptables fixture exactly as the fixture itself', () => {
-    const names = ['default/web', 'default/sticky', 'kube-system/kube-dns', 'default/node-local', 'default/empty', 'default/shop', 'default/edge', 'default/broken', 'default/cafe']
+    const names = [
+      'default/web',
+      'default/sticky',
+      'kube-system/kube-dns',
+      'default/node-local',
+      'default/empty',
+      'default/shop',
+      'default/edge',
+      'default/broken',
+      'default/cafe',
+    ]
     assert.deepEqual(summary('captured-iptables-save-v1.8.9-nft.txt', names), summary('iptables-v1.29-counters.txt', names))
   })
 
@@ -150,7 +177,10 @@ describe('a real kube-proxy v1.37.2 dump (captured on the test cluster)', () => 
   })
 
   it('shop/empty is rejected; default/kubernetes reaches the apiserver', () => {
-    assert.deepEqual(only(traced('shop', 'empty'), 'clusterIP', 'pod').verdicts.map((v) => [v.kind, v.reason]), [['reject', 'shop/empty:http has no endpoints']])
+    assert.deepEqual(
+      only(traced('shop', 'empty'), 'clusterIP', 'pod').verdicts.map((v) => [v.kind, v.reason]),
+      [['reject', 'shop/empty:http has no endpoints']],
+    )
     assert.deepEqual(shares(only(traced('default', 'kubernetes'), 'clusterIP', 'pod')), {'198.19.215.1:34379': 1})
   })
 })

@@ -45,7 +45,11 @@ const shares = (f: FrontendTrace) => Object.fromEntries(f.endpoints.map((e) => [
       for (const kind of ['externalIP', 'loadBalancer', 'nodePort']) {
         const [outside] = frontends(r, kind, 'external')
         assert.deepEqual(outside.endpoints, [], kind)
-        assert.deepEqual(outside.verdicts.map((v) => [v.kind, v.reason]), [['drop', 'ns2/svc2:p80 has no local endpoints']], kind)
+        assert.deepEqual(
+          outside.verdicts.map((v) => [v.kind, v.reason]),
+          [['drop', 'ns2/svc2:p80 has no local endpoints']],
+          kind,
+        )
       }
 
       assert.deepEqual(shares(frontends(r, 'clusterIP', 'pod')[0]), {'10.180.0.2:80': 1})
@@ -72,12 +76,18 @@ const shares = (f: FrontendTrace) => Object.fromEntries(f.endpoints.map((e) => [
       const admitted = lb.find((f) => f.assumptions[0] === 'source in 203.0.113.0/25')!
       assert.deepEqual(shares(admitted), {'10.180.0.3:80': 1})
       const refused = lb.find((f) => f.assumptions[0] === 'not (source in 203.0.113.0/25)')!
-      assert.deepEqual(refused.verdicts.map((v) => [v.kind, v.chain]), [['drop', 'KUBE-PROXY-FIREWALL']])
+      assert.deepEqual(
+        refused.verdicts.map((v) => [v.kind, v.chain]),
+        [['drop', 'KUBE-PROXY-FIREWALL']],
+      )
     })
 
     it('ns6/svc6: no endpoints -> REJECT in the filter table', () => {
       const [f] = frontends(trace(file, 'ns6', 'svc6'), 'clusterIP', 'pod')
-      assert.deepEqual(f.verdicts.map((v) => [v.kind, v.reason]), [['reject', 'ns6/svc6:p80 has no endpoints']])
+      assert.deepEqual(
+        f.verdicts.map((v) => [v.kind, v.reason]),
+        [['reject', 'ns6/svc6:p80 has no endpoints']],
+      )
     })
   })
 
@@ -101,7 +111,12 @@ const shares = (f: FrontendTrace) => Object.fromEntries(f.endpoints.map((e) => [
 
     it('default/kubernetes reaches the apiserver 172.18.0.5:6443, and the pod CIDR is read from the masquerade rules', () => {
       assert.deepEqual(shares(frontends(trace(file, 'default', 'kubernetes'), 'clusterIP', 'pod')[0]), {'172.18.0.5:6443': 1})
-      assert.deepEqual(load(file).clusterCidrs().map((c) => c.text), ['10.244.0.0/16'])
+      assert.deepEqual(
+        load(file)
+          .clusterCidrs()
+          .map((c) => c.text),
+        ['10.244.0.0/16'],
+      )
     })
   })
 
@@ -125,7 +140,10 @@ const shares = (f: FrontendTrace) => Object.fromEntries(f.endpoints.map((e) => [
 
     it('says the chains of ingress-nginx fall after the cut instead of inventing a verdict', () => {
       const [f] = frontends(trace(file, 'ingress-nginx', 'ingress-nginx-controller'), 'clusterIP', 'pod')
-      assert.deepEqual(f.verdicts.map((v) => v.kind), ['missing'])
+      assert.deepEqual(
+        f.verdicts.map((v) => v.kind),
+        ['missing'],
+      )
       assert.match(f.verdicts[0].reason, /not in the dump/)
     })
   })
@@ -145,7 +163,10 @@ const shares = (f: FrontendTrace) => Object.fromEntries(f.endpoints.map((e) => [
       const rules = load(file)
       const [service] = servicesAtAddress(rules, '10.0.0.10', 53)
       const r = traceService(rules, service)
-      assert.deepEqual(r.ports.map((p) => p.port.protocol), ['tcp', 'udp'])
+      assert.deepEqual(
+        r.ports.map((p) => p.port.protocol),
+        ['tcp', 'udp'],
+      )
       for (const p of r.ports) assert.deepEqual(shares(p.frontends[0]), {'172.17.0.2:53': 1})
     })
   })
@@ -161,7 +182,10 @@ describe('older kube-proxy layouts (1.14: "ns/name: what" comments for unnamed p
     assert.deepEqual(service.clusterIPs, ['10.96.0.20'])
     assert.deepEqual(service.externalIPs, ['192.0.2.50'])
     assert.equal(service.ports[0].nodePort, 30376)
-    assert.deepEqual(servicesAtAddress(rules, '10.96.0.20', 80).map((s) => s.name), ['hostnames'])
+    assert.deepEqual(
+      servicesAtAddress(rules, '10.96.0.20', 80).map((s) => s.name),
+      ['hostnames'],
+    )
     const result = traceService(rules, service)
     // The chain names of that time hashed "default/hostnames:" with the colon.
     assert.equal(result.ports[0].expectedChains?.svc, 'KUBE-SVC-NWV5X2332I4OT4T3')
@@ -175,8 +199,14 @@ describe('older kube-proxy layouts (1.14: "ns/name: what" comments for unnamed p
     const result = traceService(rules, rules.findService('default', 'direct')!)
     const frontends = result.ports[0].frontends.filter((f) => f.from === 'pod')
     assert.equal(frontends.length, 1, JSON.stringify(frontends.map((f) => f.assumptions)))
-    assert.deepEqual(frontends[0].endpoints.map((e) => e.share), [0.5, 0.5])
+    assert.deepEqual(
+      frontends[0].endpoints.map((e) => e.share),
+      [0.5, 0.5],
+    )
     assert.equal(result.findings.length, 0)
-    assert.deepEqual(rules.clusterCidrs().map((c) => c.text), ['10.244.0.0/16'])
+    assert.deepEqual(
+      rules.clusterCidrs().map((c) => c.text),
+      ['10.244.0.0/16'],
+    )
   })
 })

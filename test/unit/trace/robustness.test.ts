@@ -31,7 +31,10 @@ describe('trace input: what iptables-restore accepts, trace accepts', () => {
   })
 
   it('tables without declarations of their built-in chains', () => {
-    const bare = v129.split('\n').filter((l) => !/^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) /.test(l)).join('\n')
+    const bare = v129
+      .split('\n')
+      .filter((l) => !/^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) /.test(l))
+      .join('\n')
     const rules = iptablesRuleSet(parseIptablesSave(bare))
     const web = traceService(rules, rules.findService('default', 'web')!)
     assert.equal(web.ports[0].frontends[0].endpoints.length, 3)
@@ -41,10 +44,12 @@ describe('trace input: what iptables-restore accepts, trace accepts', () => {
     const depth = 70
     const chains = Array.from({length: depth}, (_, i) => `HOP-${i}`)
     const deep = (last: string) =>
-      v129.replace(
-        '-A KUBE-SERVICES -d 10.96.10.10/32',
-        `-A KUBE-SERVICES -d 10.96.10.10/32 -p tcp -m tcp --dport 80 -j HOP-0\n${chains.map((c, i) => `-A ${c} -j ${i + 1 < depth ? chains[i + 1] : last}`).join('\n')}\n-A KUBE-SERVICES -d 10.96.10.10/32`,
-      ).replace(':KUBE-SVC-25DWG537JSJ6MPWM - [0:0]', `:KUBE-SVC-25DWG537JSJ6MPWM - [0:0]\n${chains.map((c) => `:${c} - [0:0]`).join('\n')}`)
+      v129
+        .replace(
+          '-A KUBE-SERVICES -d 10.96.10.10/32',
+          `-A KUBE-SERVICES -d 10.96.10.10/32 -p tcp -m tcp --dport 80 -j HOP-0\n${chains.map((c, i) => `-A ${c} -j ${i + 1 < depth ? chains[i + 1] : last}`).join('\n')}\n-A KUBE-SERVICES -d 10.96.10.10/32`,
+        )
+        .replace(':KUBE-SVC-25DWG537JSJ6MPWM - [0:0]', `:KUBE-SVC-25DWG537JSJ6MPWM - [0:0]\n${chains.map((c) => `:${c} - [0:0]`).join('\n')}`)
     const acyclic = iptablesRuleSet(parseIptablesSave(deep('RETURN')))
     const web = traceService(acyclic, acyclic.findService('default', 'web')!)
     assert.equal(web.ports[0].frontends[0].endpoints.length, 3)
@@ -64,10 +69,16 @@ describe('trace input: what iptables-restore refuses, trace refuses with the lin
   }
 
   it('traffic reaching a chain that is not there is a finding', () => {
-    const cut = v129.split('\n').filter((l) => !l.includes('-A KUBE-SVC-CDGGSHYLG3RE2FKL') && !l.includes(':KUBE-SVC-CDGGSHYLG3RE2FKL')).join('\n')
+    const cut = v129
+      .split('\n')
+      .filter((l) => !l.includes('-A KUBE-SVC-CDGGSHYLG3RE2FKL') && !l.includes(':KUBE-SVC-CDGGSHYLG3RE2FKL'))
+      .join('\n')
     const rules = iptablesRuleSet(parseIptablesSave(cut))
     const result = traceService(rules, rules.findService('default', 'web')!)
-    assert.ok(result.findings.some((f) => f.kind === 'missing-chain' && f.message.includes('KUBE-SVC-CDGGSHYLG3RE2FKL')), JSON.stringify(result.findings))
+    assert.ok(
+      result.findings.some((f) => f.kind === 'missing-chain' && f.message.includes('KUBE-SVC-CDGGSHYLG3RE2FKL')),
+      JSON.stringify(result.findings),
+    )
   })
 })
 
@@ -177,7 +188,11 @@ describe('fuzz: mutated fixture dumps end in a result or a line-numbered error, 
             JSON.stringify(results)
           } catch (error) {
             if (!(error instanceof CliError)) throw new Error(`round ${round}: not a CliError: ${(error as Error).stack}`)
-            assert.match(error.message, /line \d+|not in this|no Service at|holds no|no iptables-save|no `|not a table|no "\*table"|rules loop|IPVS listings/, error.message)
+            assert.match(
+              error.message,
+              /line \d+|not in this|no Service at|holds no|no iptables-save|no `|not a table|no "\*table"|rules loop|IPVS listings/,
+              error.message,
+            )
           }
 
           const ms = performance.now() - started
@@ -196,8 +211,14 @@ describe('pasted excerpts are traced with a note on what was assumed', () => {
       .join('\n')
     const results = traceDump(excerpt, {kind: 'service', namespace: 'default', name: 'web'}, {namespace: 'default'})
     const pod = results[0].ports[0].frontends.find((f) => f.from === 'pod')!
-    assert.deepEqual(pod.endpoints.map((e) => `${e.ip} ${e.share.toFixed(3)}`), ['10.244.1.5 0.333', '10.244.2.6 0.333', '10.244.3.7 0.333'])
-    assert.ok(results[0].notes.some((n) => n.includes('no "*table" line')), results[0].notes.join('\n'))
+    assert.deepEqual(
+      pod.endpoints.map((e) => `${e.ip} ${e.share.toFixed(3)}`),
+      ['10.244.1.5 0.333', '10.244.2.6 0.333', '10.244.3.7 0.333'],
+    )
+    assert.ok(
+      results[0].notes.some((n) => n.includes('no "*table" line')),
+      results[0].notes.join('\n'),
+    )
     assert.equal(results[0].findings.length, 0)
   })
 
@@ -211,10 +232,22 @@ describe('pasted excerpts are traced with a note on what was assumed', () => {
   })
 
   it('an `ipvsadm -Ln` listing with elided "..." lines and no header', () => {
-    const ipvs = ['TCP  10.96.30.1:80 wrr', '  -> 10.244.1.5:8080              Masq    3      0          0', '  ...', 'TCP  10.96.0.10:53 rr', '  -> 10.244.1.2:53                Masq    1      0          0'].join('\n')
+    const ipvs = [
+      'TCP  10.96.30.1:80 wrr',
+      '  -> 10.244.1.5:8080              Masq    3      0          0',
+      '  ...',
+      'TCP  10.96.0.10:53 rr',
+      '  -> 10.244.1.2:53                Masq    1      0          0',
+    ].join('\n')
     const [result] = traceDump(ipvs, {kind: 'address', ip: '10.96.30.1', port: 80}, {namespace: 'default'})
     assert.equal(result.mode, 'ipvs')
-    assert.deepEqual(result.ports[0].frontends[0].endpoints.map((e) => e.share), [1])
-    assert.ok(result.notes.some((n) => n.includes('leaves lines out')), result.notes.join('\n'))
+    assert.deepEqual(
+      result.ports[0].frontends[0].endpoints.map((e) => e.share),
+      [1],
+    )
+    assert.ok(
+      result.notes.some((n) => n.includes('leaves lines out')),
+      result.notes.join('\n'),
+    )
   })
 })

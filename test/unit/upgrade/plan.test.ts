@@ -33,7 +33,11 @@ describe('upgrade plan', () => {
     assert.equal(apiserver.strategy, 'temporary-instance')
     assert.match(apiserver.strategyNote, /--permit-port-sharing needs 1.19/)
     assert.match(apiserver.strategyNote, /DaemonSet maxSurge needs 1.22/)
-    assert.deepEqual(apiserver.gates, ['rollout complete: observedGeneration current, every pod updated and Ready', '/readyz answers 200', '/version reports v1.15.0'])
+    assert.deepEqual(apiserver.gates, [
+      'rollout complete: observedGeneration current, every pod updated and Ready',
+      '/readyz answers 200',
+      '/version reports v1.15.0',
+    ])
     assert.deepEqual(byName(p, 'kube-scheduler').gates.at(-1), 'leader lease renewed by a pod running v1.15.0')
     // kube-proxy 1.15 beside 1.14 kubelets is worth saying, not worth refusing.
     assert.deepEqual(failed(p), ['kube-proxy-matches-kubelets'])
@@ -76,22 +80,35 @@ describe('upgrade plan', () => {
     const withStrategies = (shape: ClusterShape, deploymentSurge: number, daemonSetSurge: number) => {
       const {plane, workloads} = clusterInputs(shape)
       for (const c of ['kube-controller-manager', 'kube-scheduler'] as const) {
-        ;(workloads[c]!.object as V1Deployment).spec!.strategy = {type: 'RollingUpdate', rollingUpdate: {maxSurge: deploymentSurge, maxUnavailable: 1 - deploymentSurge}}
+        ;(workloads[c]!.object as V1Deployment).spec!.strategy = {
+          type: 'RollingUpdate',
+          rollingUpdate: {maxSurge: deploymentSurge, maxUnavailable: 1 - deploymentSurge},
+        }
       }
 
-      ;(workloads['kube-apiserver']!.object as V1DaemonSet).spec!.updateStrategy = {type: 'RollingUpdate', rollingUpdate: {maxSurge: daemonSetSurge, maxUnavailable: 1 - daemonSetSurge}}
+      ;(workloads['kube-apiserver']!.object as V1DaemonSet).spec!.updateStrategy = {
+        type: 'RollingUpdate',
+        rollingUpdate: {maxSurge: daemonSetSurge, maxUnavailable: 1 - daemonSetSurge},
+      }
       return planUpgrade({plane, workloads}, {target: parseTargetVersion('v1.37.2'), force: false, allowDowngrade: false})
     }
 
     const single = withStrategies({version: 'v1.36.4', portSharing: true}, 1, 1)
     assert.match(byName(single, 'kube-scheduler').strategyNote, /^one instance: the new kube-scheduler starts before the old one stops/)
     assert.equal(byName(single, 'kube-apiserver').strategy, 'surge')
-    assert.deepEqual(byName(single, 'kube-apiserver').updateStrategy?.before, {type: 'RollingUpdate', rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}, 'pivot\'s own surge is what is put back')
+    assert.deepEqual(
+      byName(single, 'kube-apiserver').updateStrategy?.before,
+      {type: 'RollingUpdate', rollingUpdate: {maxSurge: 1, maxUnavailable: 0}},
+      "pivot's own surge is what is put back",
+    )
     const stuck = withStrategies({version: 'v1.36.4', portSharing: true}, 0, 0)
     assert.match(byName(stuck, 'kube-scheduler').strategyNote, /^one instance and no surge: .*needs a scheduler to place it/)
     assert.match(byName(stuck, 'kube-controller-manager').strategyNote, /needs a controller-manager to create it/)
     const three = withStrategies({version: 'v1.36.4', portSharing: true, controlPlaneNodes: 3}, 0, 1)
-    assert.match(byName(three, 'kube-apiserver').strategyNote, /^3 apiservers: one is replaced at a time while the others serve, its new pod starting beside the old one/)
+    assert.match(
+      byName(three, 'kube-apiserver').strategyNote,
+      /^3 apiservers: one is replaced at a time while the others serve, its new pod starting beside the old one/,
+    )
     assert.equal(byName(three, 'kube-scheduler').strategyNote, "the Deployment's own rolling update")
   })
 
@@ -105,7 +122,10 @@ describe('upgrade plan', () => {
     const p = plan({version: 'v1.30.2', staticComponents: ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler']}, 'v1.31.0')
     assert.equal(p.allowed, false)
     assert.match(p.refusal!, /^refused by self-hosted: kube-apiserver runs as static pods: run "kubectl selfhost pivot" first/)
-    assert.deepEqual(p.components.map((c) => c.component), ['kube-proxy'])
+    assert.deepEqual(
+      p.components.map((c) => c.component),
+      ['kube-proxy'],
+    )
   })
 
   it('refuses an unfinished pivot', () => {
@@ -140,7 +160,10 @@ describe('upgrade plan', () => {
     const p = plan({version: 'v1.31.0'}, 'v1.31.0')
     assert.equal(p.allowed, true)
     assert.equal(p.direction, 'none')
-    assert.deepEqual(p.components.map((c) => c.action), ['skip', 'skip', 'skip', 'skip'])
+    assert.deepEqual(
+      p.components.map((c) => c.action),
+      ['skip', 'skip', 'skip', 'skip'],
+    )
   })
 
   it('a run interrupted after the patch resumes: instances still old, template already new', () => {
@@ -175,7 +198,12 @@ describe('upgrade plan', () => {
       ['k8s.gcr.io/kube-apiserver:v1.14.10', 'v1.15.0', undefined, 'k8s.gcr.io/kube-apiserver:v1.15.0'],
       ['registry.k8s.io/kube-proxy:v1.36.4', 'v1.37.2', undefined, 'registry.k8s.io/kube-proxy:v1.37.2'],
       ['myregistry.local:5000/k8s/kube-scheduler:v1.16.2', 'v1.17.0', undefined, 'myregistry.local:5000/k8s/kube-scheduler:v1.17.0'],
-      ['registry.aliyuncs.com/google_containers/kube-apiserver:v1.20.0', 'v1.21.0', undefined, 'registry.aliyuncs.com/google_containers/kube-apiserver:v1.21.0'],
+      [
+        'registry.aliyuncs.com/google_containers/kube-apiserver:v1.20.0',
+        'v1.21.0',
+        undefined,
+        'registry.aliyuncs.com/google_containers/kube-apiserver:v1.21.0',
+      ],
       ['kube-apiserver:v1.20.0', 'v1.21.0', undefined, 'kube-apiserver:v1.21.0'],
       ['k8s.gcr.io/kube-apiserver:v1.24.0', 'v1.25.0', 'registry.k8s.io', 'registry.k8s.io/kube-apiserver:v1.25.0'],
       ['k8s.gcr.io/kube-apiserver:v1.15.0', 'v1.16.0-rc.1', undefined, 'k8s.gcr.io/kube-apiserver:v1.16.0-rc.1'],
