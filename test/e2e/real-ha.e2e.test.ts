@@ -148,8 +148,9 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
       'a standby on another node to take the kube-scheduler lease',
       120_000,
       async () => {
+        // A released lease has an empty holder first: wait for the one who takes it.
         const now = await lease()
-        return now.holderIdentity !== before.holderIdentity ? now : undefined
+        return now.holderIdentity && now.holderIdentity !== before.holderIdentity ? now : undefined
       },
       250,
     )
