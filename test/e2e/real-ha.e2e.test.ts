@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {REAL_VERSION, type RealCluster, type RealNode, startRealCluster} from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
-import {type Pod, describeReport, figureLog, ready, selfhost} from './real/cli.js'
+import {type Pod, containerPid, describeReport, figureLog, ready, selfhost} from './real/cli.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
 
@@ -30,12 +30,6 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
   const listenerPids = async (node: RealNode, port: number) => {
     const listeners = (await node.exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
     return new Set([...listeners.matchAll(/"([^"]+)",pid=(\d+)/g)].map((m) => `${m[1]}:${m[2]}`))
-  }
-
-  /** The pid containerd reports for the container of the pod's first container. */
-  const containerPid = async (node: RealNode, pod: Pod) => {
-    const id = pod.status.containerStatuses![0].containerID!.replace('containerd://', '')
-    return new RegExp(`^${id}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await node.exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
   }
 
   /** True when each node's one listener on :6443 is the container of its self-hosted apiserver pod. */

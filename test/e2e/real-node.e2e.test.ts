@@ -11,7 +11,7 @@ import {
   startRealCluster,
 } from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
-import {type Pod, describeReport, figureLog, ready, selfhost} from './real/cli.js'
+import {type Pod, containerPid, describeReport, figureLog, ready, selfhost} from './real/cli.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
 
@@ -252,11 +252,8 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.ok(report.longestGapMs < 10_000, `the API stays (gap ${report.longestGapMs}ms)`)
   })
 
-  /** The pid of the container the pod's first container runs in, as containerd reports it. */
-  const containerPid = async (pod: Pod) => {
-    const id = pod.status.containerStatuses![0].containerID!.replace('containerd://', '')
-    return new RegExp(`^${id}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await cluster.nodes[0].exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
-  }
+  /** containerPid on the suite's one node. */
+  const nodePid = (pod: Pod) => containerPid(cluster.nodes[0], pod)
   const servedVersion = async () => (JSON.parse(await cluster.kubectl(['get', '--raw', '/version'])) as {gitVersion: string}).gitVersion
   const selfHosted = async (component: string) => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === `self-hosted-${component}`)
 
@@ -360,13 +357,13 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       const pods = await selfHosted(component)
       assert.equal(pods.length, 1, component)
       assert.match((pods[0].spec as {containers?: Array<{image: string}>}).containers![0].image, new RegExp(`:${REAL_VERSION}$`))
-      const pid = await containerPid(pods[0])
+      const pid = await nodePid(pods[0])
       assert.ok(pid, `${component}'s container runs`)
       const reported = (await cluster.nodes[0].exec([`/proc/${pid}/exe`, '--version'])).stdout.trim()
       assert.equal(reported, `Kubernetes ${REAL_VERSION}`, `${component}'s running binary`)
     }
 
-    const apiserverPid = await containerPid((await selfHosted('kube-apiserver'))[0])
+    const apiserverPid = await nodePid((await selfHosted('kube-apiserver'))[0])
     const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
     assert.match(listeners, new RegExp(`"kube-apiserver",pid=${apiserverPid},`), listeners)
     assert.doesNotMatch(listeners.replace(new RegExp(`pid=${apiserverPid},`, 'g'), ''), /pid=/, `only the upgraded apiserver listens: ${listeners}`)
@@ -449,8 +446,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.match(log, /removed the checkpoint of kube-apiserver: the self-hosted kube-apiserver has listened beside it/, log)
     // The one listener on :6443 is the DaemonSet pod's container again.
     const apiserver = (await apiserverPods())[0]
-    const containerId = apiserver.status.containerStatuses![0].containerID!.replace('containerd://', '')
-    const taskPid = new RegExp(`^${containerId}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await node.exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
+    const taskPid = await containerPid(node, apiserver)
     await eventually(
       'only the self-hosted apiserver listening on :6443',
       60_000,
@@ -595,7 +591,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const pods = await systemPods()
     const apiserver = pods.find((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
     assert.ok(apiserver && ready(apiserver), 'the self-hosted apiserver serves')
-    const pid = await containerPid(apiserver)
+    const pid = await nodePid(apiserver)
     const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
     assert.match(listeners, new RegExp(`"kube-apiserver",pid=${pid},`), listeners)
     assert.doesNotMatch(listeners.replace(new RegExp(`pid=${pid},`, 'g'), ''), /pid=/, `only the self-hosted apiserver listens: ${listeners}`)

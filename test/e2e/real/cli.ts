@@ -3,6 +3,7 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import {repoRoot} from '../../helpers/build.js'
+import type {RealNode} from '../cluster/real-cluster.js'
 import type {PollerReport} from './api-poller.js'
 
 /** What the real-node suites read of a pod (kubectl's JSON). */
@@ -19,6 +20,12 @@ export interface Pod {
 }
 
 export const ready = (p: Pod) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
+
+/** The pid containerd reports for the container of the pod's first container on its node, if it runs. */
+export async function containerPid(node: RealNode, pod: Pod): Promise<string | undefined> {
+  const id = pod.status.containerStatuses![0].containerID!.replace('containerd://', '')
+  return new RegExp(`^${id}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await node.exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
+}
 
 /** Runs the built CLI; stderr lines are stamped with the time they arrived. */
 export async function selfhost(kubeconfig: string, args: string[], opts: {onLine?: (line: string) => void} = {}) {
