@@ -93,11 +93,6 @@ export class PivotRunner {
       checkpoint,
       forceBlindHandoff: this.opts.forceBlindHandoff,
     })
-    if (this.opts.forceBlindHandoff) {
-      plan.notes.push(
-        '--force-blind-handoff: planned as on clusters before 1.19, with no port sharing: every hand-off stops the static instance before the self-hosted one can bind its port.',
-      )
-    }
 
     if (this.opts.fromMirrorPods) {
       plan.notes.push(

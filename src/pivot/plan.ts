@@ -751,6 +751,11 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
       "etcd stays static: a self-hosted etcd needs the API it stores to schedule itself (bootkube and kubeadm both abandoned it); each kube-apiserver keeps using its node's static etcd.",
       `${role.note}.`,
       `Backups: each node's original manifests are moved, byte for byte, into ${BACKUP_ROOT}/<timestamp>/ on that node; \`kubectl selfhost revert\` puts them back.`,
+      ...(inputs.forceBlindHandoff
+        ? [
+            '--force-blind-handoff: planned as on clusters before 1.19, with no port sharing: every hand-off stops the static instance before the self-hosted one can bind its port.',
+          ]
+        : []),
       "The hand-off is a dead man's switch: a node task (needing no API, and no HTTP client in its image) takes the static manifest away and puts it back unless the CLI confirms, through a second node task on that node, that the self-hosted instance serves on its own; a Ctrl-C or a CLI that dies leaves the confirmation unwritten, so the static pod comes back.",
       ...components.map((c) => `${c.component}: rollouts started outside kubectl selfhost are ${c.rollout.outsideRollouts}: ${c.rollout.why}.`),
     ],

@@ -201,6 +201,7 @@ describe('planPivot decisions and refusals', () => {
     )
     for (const c of plan.components) assert.ok(!argv(container(workload(plan, c.component))).some((a) => a.startsWith('--permit-port-sharing')), c.component)
     assert.ok(plan.costs.some((c) => /blind hand-off/.test(c)))
+    assert.ok(plan.notes.some((n) => n.startsWith('--force-blind-handoff: planned as on clusters before 1.19')))
     const normal = planPivot({manifests, nodes: liveNodes(ips, 'control-plane')})
     assert.deepEqual(
       normal.components.map((c) => c.handoff),
