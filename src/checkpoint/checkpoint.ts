@@ -29,15 +29,23 @@ export interface CheckpointTimings {
   grace: number
   /** The same on the checkpointer's first start since the node booted. */
   bootGrace: number
-  /** The self-hosted instance listened beside the copy this long: the copy steps aside. */
+  /** The self-hosted scheduler or controller-manager listened beside the copy this long: the copy steps aside. */
   settle: number
+  /**
+   * The same for the kube-apiserver. A starting kube-apiserver exits if its post-start hooks do
+   * not finish within a minute (the service IP repair check), and beside other listeners on a
+   * shared port its loopback requests can reach another process, whose loopback certificate it
+   * refuses: seen after a power loss mid-upgrade, where it died 64 s after it bound the port.
+   * Listening for longer than that is the proof of life a shell can get.
+   */
+  apiserverSettle: number
   /** Without port sharing: the copy serves this long, then steps aside. */
   noSharingHold: number
   /** The scheduler's and controller-manager's copies go this long after the apiserver's. */
   linger: number
 }
 
-export const DEFAULT_TIMINGS: CheckpointTimings = {grace: 60, bootGrace: 10, settle: 10, noSharingHold: 90, linger: 120}
+export const DEFAULT_TIMINGS: CheckpointTimings = {grace: 60, bootGrace: 10, settle: 10, apiserverSettle: 90, noSharingHold: 90, linger: 120}
 
 /**
  * The checkpointer's requests. Measured on a real node while watching: 1.7% of a CPU (a grep
@@ -179,6 +187,7 @@ export function renderCheckpointer(input: CheckpointerInput): string {
     GRACE: String(t.grace),
     BOOT_GRACE: String(t.bootGrace),
     SETTLE: String(t.settle),
+    APISERVER_SETTLE: String(t.apiserverSettle),
     NO_SHARING_HOLD: String(t.noSharingHold),
     LINGER: String(t.linger),
   }

@@ -8,7 +8,8 @@
  *   booted: /run is new each boot) → it copies each checkpoint into the kubelet's manifest
  *   directory under its own file and pod name (never the self-hosted pod's, never the original
  *   static manifest's), so the kubelet starts the last control plane that ran Ready here;
- * - a checkpoint copy running and a second listener on its port for SETTLE seconds (the
+ * - a checkpoint copy running and a second listener on its port for APISERVER_SETTLE seconds
+ *   (SETTLE for the scheduler and controller-manager) with none leaving meanwhile (the
  *   self-hosted pod, which the kubelet starts once the API is back, sharing the port with
  *   SO_REUSEPORT) → it removes the copy: the kubelet stops it while the other keeps serving;
  * - a version without port sharing (before 1.19): the copy serves for NO_SHARING_HOLD seconds,
@@ -37,7 +38,8 @@ export const PROBLEMS_FILE = '/tmp/problems'
  * The checkpointer's loop. Env: CLUSTER (the kube-system namespace uid), APISERVER_PORT (hex, as
  * /proc/net/tcp writes it), OTHERS ("component:hexport" for the scheduler and controller-manager,
  * hexport 0 when the checkpoint does not serve), SHARING (1 or 0), GRACE, BOOT_GRACE, SETTLE,
- * NO_SHARING_HOLD, LINGER (seconds); for tests also K8S_DIR, RUN_DIR, NET_FILES and TICK.
+ * APISERVER_SETTLE, NO_SHARING_HOLD, LINGER (seconds); for tests also K8S_DIR, RUN_DIR, NET_FILES
+ * and TICK.
  */
 export const CHECKPOINTER_SCRIPT = `set -u
 k=\${K8S_DIR:-/host/etc/kubernetes}
@@ -81,17 +83,18 @@ if [ ! -e "$run/booted" ]; then
   : > "$run/booted"
   say "first start since the node booted: a checkpoint starts after \${BOOT_GRACE}s without a kube-apiserver on this node"
 fi
-say "watching: kube-apiserver on port 0x$APISERVER_PORT, port sharing $SHARING, grace \${GRACE}s, settle \${SETTLE}s"
-down=0; shared=0; served=0; since_back=0; tick=0
+say "watching: kube-apiserver on port 0x$APISERVER_PORT, port sharing $SHARING, grace \${GRACE}s, settle \${APISERVER_SETTLE}s (\${SETTLE}s for the others)"
+down=0; shared=0; served=0; since_back=0; tick=0; last_a=0
 while :; do
   if [ $((tick % 10)) -eq 0 ]; then check_all; fi
   a=$(listeners "$APISERVER_PORT")
   if active kube-apiserver; then
     since_back=0
-    if [ "$a" -ge 2 ]; then shared=$((shared + 1)); else shared=0; fi
+    # A listener that goes (a new instance that crashed, an old pod deleted) starts the count again.
+    if [ "$a" -ge 2 ] && [ "$a" -ge "$last_a" ]; then shared=$((shared + 1)); else shared=0; fi
     if [ "$a" -ge 1 ]; then served=$((served + 1)); fi
-    if [ "$SHARING" = 1 ] && [ "$shared" -ge "$SETTLE" ]; then
-      step_aside kube-apiserver "the self-hosted kube-apiserver has listened beside it for \${SETTLE}s"
+    if [ "$SHARING" = 1 ] && [ "$shared" -ge "$APISERVER_SETTLE" ]; then
+      step_aside kube-apiserver "the self-hosted kube-apiserver has listened beside it for \${APISERVER_SETTLE}s"
     elif [ "$SHARING" = 0 ] && [ "$served" -ge "$NO_SHARING_HOLD" ]; then
       step_aside kube-apiserver "it served \${NO_SHARING_HOLD}s; without port sharing the self-hosted kube-apiserver binds at its next restart"
     fi
@@ -111,12 +114,14 @@ while :; do
   for e in $OTHERS; do
     i=$((i + 1)); c=\${e%%:*}; p=\${e#*:}
     if ! active "$c"; then eval "beside_$i=0"; continue; fi
-    eval "n=\\\${beside_$i:-0}"
-    if [ "$p" != 0 ] && [ "$(listeners "$p")" -ge 2 ]; then n=$((n + 1)); else n=0; fi
-    eval "beside_$i=$n"
+    eval "n=\\\${beside_$i:-0} was=\\\${count_$i:-0}"
+    l=0; if [ "$p" != 0 ]; then l=$(listeners "$p"); fi
+    if [ "$l" -ge 2 ] && [ "$l" -ge "$was" ]; then n=$((n + 1)); else n=0; fi
+    eval "beside_$i=$n count_$i=$l"
     if [ "$n" -ge "$SETTLE" ]; then step_aside "$c" "its self-hosted pod has listened beside it for \${SETTLE}s"
     elif ! active kube-apiserver && [ "$since_back" -ge "$LINGER" ]; then step_aside "$c" "kube-apiserver's checkpoint stepped aside \${LINGER}s ago"; fi
   done
+  last_a=$a
   tick=$((tick + 1))
   sleep "\${TICK:-1}" &
   wait $! || true

@@ -718,7 +718,7 @@ export function planPivot(inputs: PivotInputs): PivotPlan {
     checkpoint
       ? `Checkpoints: each control-plane node keeps its self-hosted pods' last Ready spec on its disk (${CHECKPOINT_DIR}/), and a static pod, the checkpointer, starts them as static pods when no kube-apiserver listens there for ${DEFAULT_TIMINGS.grace}s (${DEFAULT_TIMINGS.bootGrace}s after a boot), so a full control-plane restart recovers with no human action; ` +
         (sharingCheckpoint
-          ? `once the self-hosted kube-apiserver listens beside its copy for ${DEFAULT_TIMINGS.settle}s (port sharing), the copy steps aside.`
+          ? `once the self-hosted kube-apiserver listens beside its copy for ${DEFAULT_TIMINGS.apiserverSettle}s (port sharing), the copy steps aside.`
           : `without port sharing (${version} < 1.19) the copy serves ${DEFAULT_TIMINGS.noSharingHold}s and then steps aside: the API is away until the self-hosted kube-apiserver binds at its next restart (up to the kubelet's 5-minute back-off).`)
       : 'No checkpointing (--no-checkpoint): if every control-plane node restarts at once (power loss, a full reboot), no kubelet can start the self-hosted kube-apiserver again, because its DaemonSet lives in the API it serves. ' +
         `Recovery by hand on one node: cp ${BACKUP_ROOT}/<timestamp>/*.yaml ${MANIFESTS_DIR}/ (the backups pivot keeps), then \`kubectl selfhost revert\`.`,

@@ -1,5 +1,5 @@
 import {spawn} from 'node:child_process'
-import {existsSync, mkdtempSync, symlinkSync} from 'node:fs'
+import {existsSync, mkdtempSync, rmSync, symlinkSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
 
@@ -11,9 +11,19 @@ import {join} from 'node:path'
  */
 export const DISTROLESS_TOOLS = ['cat', 'chmod', 'grep', 'ln', 'rm', 'sleep', 'wc'] as const
 
+const made = new Map<string, string>()
+// One directory per tool set and process, removed when the process exits (fakes call this per task).
+process.on('exit', () => {
+  for (const dir of made.values()) rmSync(dir, {recursive: true, force: true})
+})
+
 /** A directory of symlinks to this machine's copies of those tools (and dash as sh); pass it as PATH. */
 export function distrolessPath(without: string[] = []): string {
+  const key = [...without].sort().join(' ')
+  const known = made.get(key)
+  if (known) return known
   const dir = mkdtempSync(join(tmpdir(), 'distroless-path-'))
+  made.set(key, dir)
   const find = (tool: string) => ['/bin', '/usr/bin', '/usr/sbin', '/sbin'].map((d) => join(d, tool)).find((p) => existsSync(p))
   symlinkSync(find('dash') ?? '/bin/sh', join(dir, 'sh'))
   for (const tool of DISTROLESS_TOOLS) {

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {spawn} from 'node:child_process'
-import {existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
 import type {Server} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -89,9 +89,15 @@ function schedulerTemplate(port: number, sharing: boolean) {
 
 const at = new Date('2026-11-29T12:00:00Z')
 
+const nodeRoots: string[] = []
+after(() => {
+  for (const root of nodeRoots.splice(0)) rmSync(root, {recursive: true, force: true})
+})
+
 /** A node's /etc/kubernetes with checkpoints written by the real write script. */
 async function nodeWith(checkpoints: RenderedCheckpoint[], floor = versionNumber('v1.37.2')): Promise<{root: string; k8s: string; run: string}> {
   const root = mkdtempSync(join(tmpdir(), 'checkpoint-node-'))
+  nodeRoots.push(root)
   mkdirSync(join(root, 'etc/kubernetes/manifests'), {recursive: true})
   mkdirSync(join(root, 'etc/kubernetes/selfhost/checkpoint'), {recursive: true})
   mkdirSync(join(root, 'run/kubectl-selfhost'), {recursive: true})
@@ -119,6 +125,7 @@ function loopEnv(node: {k8s: string; run: string; root: string}, apiPort: number
     GRACE: '40',
     BOOT_GRACE: '4',
     SETTLE: '4',
+    APISERVER_SETTLE: '4',
     NO_SHARING_HOLD: '6',
     LINGER: '6',
     TICK: '0.05',
@@ -235,6 +242,34 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
       // Still serving: nothing starts again.
       await new Promise((r) => setTimeout(r, 600))
       assert.ok(!existsSync(copy('kube-apiserver')))
+    } finally {
+      await run.stop()
+    }
+  })
+
+  it('a listener that leaves beside the copy (a new apiserver that crashed) starts the count again: the copy stays until the rest listened steadily', async () => {
+    const api = await freePort()
+    const node = await nodeWith([
+      renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}),
+    ])
+    const copy = join(node.k8s, 'manifests/selfhost-checkpoint-kube-apiserver.yaml')
+    // 20 ticks of at least 50 ms: no steady second second.
+    const run = startCheckpointer({...loopEnv(node, api, ''), APISERVER_SETTLE: '20'})
+    try {
+      await until('the apiserver copy', () => existsSync(copy))
+      // The copy and the old self-hosted pod listen; a new instance binds and dies, again and again.
+      servers.push(await listen(api, '127.0.0.1'), await listen(api, '127.0.0.2'))
+      for (let i = 0; i < 6; i++) {
+        const crashing = await listen(api, '127.0.0.3')
+        await new Promise((r) => setTimeout(r, 250))
+        await close(crashing)
+        await new Promise((r) => setTimeout(r, 250))
+        assert.ok(existsSync(copy), `the copy stays while a listener keeps leaving (round ${i + 1}): ${run.out()}`)
+      }
+
+      // Two steady listeners for APISERVER_SETTLE ticks: the copy steps aside.
+      await until('the apiserver copy to step aside', () => !existsSync(copy))
+      assert.match(run.out(), /removed the checkpoint of kube-apiserver: the self-hosted kube-apiserver has listened beside it for 20s/)
     } finally {
       await run.stop()
     }
