@@ -5,6 +5,7 @@ import {join} from 'node:path'
 import {stringify as toYaml} from 'yaml'
 
 import type {V1DaemonSet, V1Deployment, V1Pod} from '../kube/types.js'
+import {CHECKPOINT_OF_LABEL} from '../checkpoint/status.js'
 import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
 import {holderElsewhere, matchHolder, readLeaderLock} from '../controlplane/leader.js'
 import {Instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
@@ -210,7 +211,11 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: 
           warnings.push(`${p.component} upgraded, but its checkpoints were not refreshed (${error.message}); run \`kubectl selfhost pivot\` to rewrite them`)
           return undefined
         })
-        if (refreshed) say(`  ${refreshed}`)
+        if (refreshed) {
+          say(`  ${refreshed}`)
+          // A refresh rewrites every component's checkpoint: an earlier one that failed is made good.
+          warnings.splice(0, warnings.length, ...warnings.filter((w) => !/ upgraded, but its checkpoints were not refreshed /.test(w)))
+        }
       }
     } catch (error) {
       const failure = `${p.component}: ${(error as Error).message}`
@@ -396,6 +401,19 @@ type VersionExpectation = {kind: 'target' | 'served-before'; version: string}
 /** The gates after a rollout: the apiserver ready and serving the version; a leader on the new pods. */
 async function healthGates(api: UpgradeApi, p: ComponentPlan, expected: VersionExpectation, opts: RunOptions, warnings: string[]): Promise<void> {
   const wait = waitOptionsOf(opts)
+  if (expected.kind === 'target') {
+    // After a power loss a node runs from its checkpoint for a while: the copy (the version the
+    // checkpoint holds) serves or leads beside the new pod, and no gate below could tell them apart.
+    await pollUntil(
+      async () => {
+        const copies = (await api.listPods(SYSTEM_NAMESPACE, {labelSelector: `${CHECKPOINT_OF_LABEL}=${p.component}`})).items
+        const nodes = copies.map((c) => c.spec?.nodeName ?? '?').join(', ')
+        return {done: copies.length === 0, value: undefined, progress: copies.length ? `the checkpoint copy of ${p.component} still runs on ${nodes}` : ''}
+      },
+      {...wait, what: `the checkpoint copies of ${p.component} to step aside`, onProgress: (line) => line && opts.onProgress(`  gate: ${line}`)},
+    )
+  }
+
   if (p.component === 'kube-apiserver') {
     await pollUntil(
       async () => {

@@ -40,6 +40,8 @@ interface FakeOptions {
   versionOutageMs?: number
   /** Leases read this many times with no holder first, as a leader that released its lock on shutdown leaves them. */
   releasedReads?: number
+  /** A checkpoint copy of each component runs on cp-0 (a node back from a power loss) for this many reads of the copies. */
+  checkpointCopyReads?: number
 }
 
 function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
@@ -58,6 +60,7 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   }
 
   let apiserverPatchedAt: number | undefined
+  let copyReads = 0
   const inOutage = () => fake.versionOutageMs !== undefined && apiserverPatchedAt !== undefined && Date.now() - apiserverPatchedAt < fake.versionOutageMs
   const scope = nock(FAKE_SERVER).persist()
   for (const [path, object] of objects) {
@@ -122,6 +125,12 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
     .reply((uri) => {
       // No checkpointers on this cluster: upgrade refreshes no checkpoints.
       if (decodeURIComponent(uri).includes('selfhost.kubectl.io/role=checkpointer')) return [200, {items: []}]
+      const copyOf = /selfhost\.kubectl\.io\/checkpoint-of=([\w-]+)/.exec(decodeURIComponent(uri))?.[1]
+      if (copyOf) {
+        const copy = {metadata: {name: `${copyOf}-checkpoint-cp-0`, namespace: 'kube-system'}, spec: {nodeName: 'cp-0'}, status: {phase: 'Running'}}
+        return [200, {items: copyReads++ < (fake.checkpointCopyReads ?? 0) ? [copy] : []}]
+      }
+
       const app = decodeURIComponent(uri).match(/k8s-app=([\w-]+)/)![1]
       const object = [...objects.values()].find((o) => o.metadata!.name === app)!
       const container = object.spec!.template.spec!.containers[0]
@@ -281,6 +290,17 @@ describe('upgrade command (HTTP fake)', function () {
     assert.match(stderr, /gate: lock released by the previous leader, no holder yet/)
     assert.match(stderr, /gate: leader cp-0 \(self-hosted-kube-scheduler-abc, registry\.k8s\.io\/kube-scheduler:v1\.37\.2\), renewed/)
     assert.doesNotMatch(stdout + stderr, /no leader record/)
+  })
+
+  it('a node back from a power loss runs its checkpoint copy: the gate waits for the copy to step aside before it judges the new version', async () => {
+    serveUpgrade({version: 'v1.36.4', portSharing: true}, {served: 'v1.37.2', checkpointCopyReads: 2})
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '20s')
+    assert.equal(exitCode, 0, stderr)
+    const lines = stderr.split('\n')
+    const copyLine = lines.findIndex((l) => /gate: the checkpoint copy of kube-apiserver still runs on cp-0/.test(l))
+    assert.ok(copyLine >= 0, stderr)
+    assert.ok(copyLine < lines.findIndex((l) => /gate: \/version v1\.37\.2/.test(l)), 'the copy is waited for first')
+    assert.match(stdout, /Upgraded to v1\.37\.2\./)
   })
 
   it('an API that stops answering during the gates (the apiserver it replaces going away) is waited for within --timeout, not taken as a failure', async () => {

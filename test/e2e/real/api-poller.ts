@@ -4,8 +4,9 @@ import {readFileSync} from 'node:fs'
 import {parse as parseYaml} from 'yaml'
 
 /**
- * A client that asks the API every 100 ms, as cluster-admin, for /readyz and for a ConfigMap
- * (an authenticated, authorized read that reaches etcd), through the cluster's API address.
+ * A client that asks the API every 100 ms, as cluster-admin, for /readyz, for a ConfigMap (an
+ * authenticated, authorized read that reaches etcd) and for /version (which instance answered),
+ * in turn, through the cluster's API address.
  * Every answer other than 200, and every connection failure, counts; so does the longest time
  * between two successful answers. New connections every time, so each request may meet a
  * different apiserver instance (SO_REUSEPORT spreads connections over them).
@@ -22,6 +23,15 @@ export interface PollerReport {
   events: Array<{at: number; kind: string; path: string; failed?: string}>
   /** When the first request succeeded (epoch milliseconds), if one did. */
   firstOkAt?: number
+  /** Every time over a second passed between two successful answers: from the last success before to the next (epoch ms). */
+  gaps: Array<{from: number; to: number}>
+  /** Each successful /version answer: when, and the gitVersion served. */
+  versions: Array<{at: number; version: string}>
+}
+
+/** The longest time between two successful answers among those that began at or after `since` (epoch ms). */
+export function longestGapSince(report: PollerReport, since: number): number {
+  return Math.max(0, ...report.gaps.filter((g) => g.from >= since).map((g) => g.to - g.from))
 }
 
 export function startApiPoller(
@@ -36,8 +46,8 @@ export function startApiPoller(
   const ca = Buffer.from(kc.clusters[0].cluster['certificate-authority-data'], 'base64')
   const cert = Buffer.from(kc.users[0].user['client-certificate-data'], 'base64')
   const key = Buffer.from(kc.users[0].user['client-key-data'], 'base64')
-  const paths = ['/readyz?verbose', `/api/v1/namespaces/kube-system/configmaps/${opts.configMap ?? 'kubeadm-config'}`]
-  const report: PollerReport = {requests: 0, failures: 0, byKind: {}, longestGapMs: 0, firstAtMs: {}, events: []}
+  const paths = ['/readyz?verbose', `/api/v1/namespaces/kube-system/configmaps/${opts.configMap ?? 'kubeadm-config'}`, '/version']
+  const report: PollerReport = {requests: 0, failures: 0, byKind: {}, longestGapMs: 0, firstAtMs: {}, events: [], gaps: [], versions: []}
   const started = Date.now()
   let lastOk = Date.now()
   let stopped = false
@@ -59,9 +69,13 @@ export function startApiPoller(
         res.on('data', (chunk: string) => (body += chunk))
         res.on('end', () => {
           if (res.statusCode === 200) {
-            report.firstOkAt ??= Date.now()
-            report.longestGapMs = Math.max(report.longestGapMs, Date.now() - lastOk)
-            lastOk = Date.now()
+            const now = Date.now()
+            report.firstOkAt ??= now
+            report.longestGapMs = Math.max(report.longestGapMs, now - lastOk)
+            if (now - lastOk > 1000) report.gaps.push({from: lastOk, to: now})
+            lastOk = now
+            const version = path === '/version' ? /"gitVersion":\s*"([^"]+)"/.exec(body)?.[1] : undefined
+            if (version) report.versions.push({at: now, version})
           } else fail(`status ${res.statusCode}`, path, body)
           resolve()
         })
