@@ -14,6 +14,10 @@ import {longestGapSince, startApiPoller} from './real/api-poller.js'
 import {type Pod, containerPid, describeReport, figureLog, ready, selfhost} from './real/cli.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
+import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
+
+/** A node label no node has: a DaemonSet selecting it runs nowhere. */
+const NOWHERE = 'kubectl-selfhost.test/nowhere'
 
 /**
  * One real control-plane node made by `kubeadm init` v1.36.3 (kubeadm and kubelet of that
@@ -132,6 +136,74 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.equal(counts.size, 3)
     for (const n of counts.values()) assert.ok(n > 60 && n < 140, `each endpoint gets about a third: ${[...counts.values()]}`)
     assert.deepEqual(await leftoverTasks(), [])
+  })
+
+  it('trace on a big node: 10,000 Services x 10 endpoints in the nat table; the node task reads only what svc/web reaches', async () => {
+    const node = cluster.nodes[0]
+    const kubeProxyPods = async () => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy')
+    // Only new chains are declared (a declared KUBE-SERVICES would be flushed) and the Services' jumps
+    // are appended to kube-proxy's own KUBE-SERVICES; their ClusterIPs are moved off the cluster's range.
+    const lines = iptablesSaveOf(generateServices(10_000, 10))
+      .split('\n')
+      .filter((l) => /^:KUBE-(SVC|SEP)-/.test(l) || /^-A KUBE-(SVC|SEP)-/.test(l) || (/^-A KUBE-SERVICES /.test(l) && !/nodeports/.test(l)))
+      .map((l) => l.replace(' -d 10.96.', ' -d 10.250.'))
+    const backend = /KUBE-SERVICES/.test((await node.exec(['sh', '-c', 'iptables-legacy-save -t nat 2>/dev/null || true'])).stdout) ? 'legacy' : 'nft'
+    const restore = (rules: string[]) => node.exec([`iptables-${backend}-restore`, '--noflush'], ['*nat', ...rules, 'COMMIT', ''].join('\n'))
+    const kubeServicesLines = async () => Number((await node.exec(['sh', '-c', `iptables-${backend} -t nat -S KUBE-SERVICES | wc -l`])).stdout.trim())
+    // kube-proxy would rewrite KUBE-SERVICES at its next sync: it stops while the big table is read.
+    await cluster.kubectl([
+      '-n',
+      'kube-system',
+      'patch',
+      'ds',
+      'kube-proxy',
+      '-p',
+      JSON.stringify({spec: {template: {spec: {nodeSelector: {[NOWHERE]: 'true'}}}}}),
+    ])
+    try {
+      await eventually('kube-proxy to stop', 120_000, async () => ((await kubeProxyPods()).length === 0 ? true : undefined), 1000)
+      const loadStarted = Date.now()
+      await restore(lines)
+      note(
+        `big node: ${lines.length} nat lines (10,000 Services x 10 endpoints, iptables ${backend}) loaded in ${((Date.now() - loadStarted) / 1000).toFixed(1)}s`,
+      )
+      const services = await kubeServicesLines()
+      assert.ok(services > 10_000, `KUBE-SERVICES holds the 10,000 Services: ${services} lines`)
+
+      const started = Date.now()
+      const traced = await selfhost(cluster.kubeconfig, ['trace', 'svc/web', '-n', 'default', '-o', 'json'])
+      const seconds = (Date.now() - started) / 1000
+      note(`live trace of svc/web on the big real node, end to end (CLI start, node task pod, read, trace): ${seconds.toFixed(1)}s (goal 5 s)`)
+      assert.ok([0, 2].includes(traced.exitCode ?? -1), traced.stderr)
+      const endpointIps = (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'default', '-l', 'app=web'])).items.map((p) => p.status.podIP!)
+      for (const ip of endpointIps) assert.ok(traced.stdout.includes(`${ip}:8080`), `trace names endpoint ${ip}:8080`)
+      assert.ok(!traced.stdout.includes('svc-9999'), 'only the traced Service travels from the node')
+      // The whole-table path took 77 s here (and crashed libnftnl without an unlimited stack).
+      assert.ok(seconds < 20, `the node reads only what the Service reaches: ${seconds}s`)
+      assert.deepEqual(await leftoverTasks(), [])
+    } finally {
+      // In one transaction: the jumps out of KUBE-SERVICES, then the chains (a declared chain is flushed).
+      const chains = lines.filter((l) => l.startsWith(':')).map((l) => l.slice(1).split(' ')[0])
+      await restore([
+        ...lines.filter((l) => l.startsWith(':')),
+        ...lines.filter((l) => l.startsWith('-A KUBE-SERVICES ')).map((l) => l.replace('-A', '-D')),
+        ...chains.map((c) => `-X ${c}`),
+      ])
+      await cluster.kubectl([
+        '-n',
+        'kube-system',
+        'patch',
+        'ds',
+        'kube-proxy',
+        '--type',
+        'json',
+        '-p',
+        JSON.stringify([{op: 'remove', path: `/spec/template/spec/nodeSelector/${NOWHERE.replace('/', '~1')}`}]),
+      ])
+    }
+
+    assert.ok((await kubeServicesLines()) < 100, 'the big table is gone')
+    await eventually('kube-proxy back', 120_000, async () => ((await kubeProxyPods()).some(ready) ? true : undefined), 1000)
   })
 
   const leftoverTasks = async () =>
