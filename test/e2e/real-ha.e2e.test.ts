@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict'
 
 import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {REAL_VERSION, type RealCluster, type RealNode, startRealCluster} from './cluster/real-cluster.js'
+import {REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
-import {type Pod, containerPid, describeReport, figureLog, ready, selfhost} from './real/cli.js'
+import {type Pod, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
 
@@ -26,12 +26,6 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
   const systemPods = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items
   const leftoverTasks = async () =>
     (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
-  /** The pids of the processes listening on a TCP port of the node, by process name. */
-  const listenerPids = async (node: RealNode, port: number) => {
-    const listeners = (await node.exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
-    return new Set([...listeners.matchAll(/"([^"]+)",pid=(\d+)/g)].map((m) => `${m[1]}:${m[2]}`))
-  }
-
   /** True when each node's one listener on :6443 is the container of its self-hosted apiserver pod. */
   const onlySelfHostedListens = async (pods: Pod[]) => {
     for (const node of cluster.nodes) {

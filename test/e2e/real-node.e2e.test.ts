@@ -11,7 +11,7 @@ import {
   startRealCluster,
 } from './cluster/real-cluster.js'
 import {longestGapSince, startApiPoller} from './real/api-poller.js'
-import {type Pod, containerPid, describeReport, figureLog, ready, selfhost} from './real/cli.js'
+import {type Pod, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
 import {inCI} from '../helpers/ci.js'
 import {eventually} from './support.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
@@ -243,9 +243,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const tasks = (await cluster.nodes[0].exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout
     const taskPid = new RegExp(`^${containerId}\\s+(\\d+)\\s+RUNNING`, 'm').exec(tasks)?.[1]
     assert.ok(taskPid, `containerd runs the pod's container: ${tasks}`)
-    const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
-    assert.match(listeners, new RegExp(`"kube-apiserver",pid=${taskPid},`), listeners)
-    assert.doesNotMatch(listeners.replace(new RegExp(`pid=${taskPid},`, 'g'), ''), /pid=/, `only the new instance listens: ${listeners}`)
+    assert.deepEqual([...(await listenerPids(cluster.nodes[0], 6443))], [`kube-apiserver:${taskPid}`], 'only the new instance listens on :6443')
 
     // The Leases are held by the new pods' processes: acquired after those pods started.
     for (const component of ['kube-controller-manager', 'kube-scheduler']) {
@@ -277,11 +275,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     ['kube-controller-manager', 'controller-manager', 10257],
   ] as const) {
     it(`scale: a second ${component} on the one node shares the port as a real standby process; back to one, the leader keeps its lease`, async () => {
-      const processes = async () => {
-        const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
-        // ss names a process by its comm, which the kernel cuts to 15 characters ("kube-controller").
-        return new Set([...listeners.matchAll(new RegExp(`"${component.slice(0, 15)}",pid=(\\d+)`, 'g'))].map((m) => m[1])).size
-      }
+      const processes = async () => [...(await listenerPids(cluster.nodes[0], port))].filter((p) => p.startsWith(`${component.slice(0, 15)}:`)).length
       const holder = async () => (await kubectlJson<{spec: {holderIdentity: string}}>(['get', 'lease', '-n', 'kube-system', component])).spec.holderIdentity
       const leader = await holder()
       const up = await selfhost(cluster.kubeconfig, ['scale', short, '--replicas', '2'])
@@ -469,9 +463,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     }
 
     const apiserverPid = await nodePid((await selfHosted('kube-apiserver'))[0])
-    const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
-    assert.match(listeners, new RegExp(`"kube-apiserver",pid=${apiserverPid},`), listeners)
-    assert.doesNotMatch(listeners.replace(new RegExp(`pid=${apiserverPid},`, 'g'), ''), /pid=/, `only the upgraded apiserver listens: ${listeners}`)
+    assert.deepEqual([...(await listenerPids(cluster.nodes[0], 6443))], [`kube-apiserver:${apiserverPid}`], 'only the upgraded apiserver listens on :6443')
     const proxy = (await systemPods()).find((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy')!
     assert.match((proxy.spec as {containers?: Array<{image: string}>}).containers![0].image, new RegExp(`kube-proxy:${REAL_VERSION}$`))
     await eventually(
@@ -556,10 +548,8 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       'only the self-hosted apiserver listening on :6443',
       60_000,
       async () => {
-        const listeners = (await node.exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
-        return taskPid && listeners.includes(`pid=${taskPid},`) && !listeners.replace(new RegExp(`pid=${taskPid},`, 'g'), '').includes('pid=')
-          ? true
-          : undefined
+        const listeners = [...(await listenerPids(node, 6443))]
+        return taskPid && listeners.length === 1 && listeners[0] === `kube-apiserver:${taskPid}` ? true : undefined
       },
       1000,
     )
@@ -697,9 +687,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const apiserver = pods.find((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
     assert.ok(apiserver && ready(apiserver), 'the self-hosted apiserver serves')
     const pid = await nodePid(apiserver)
-    const listeners = (await cluster.nodes[0].exec(['ss', '-Hltnp', 'sport = :6443'])).stdout
-    assert.match(listeners, new RegExp(`"kube-apiserver",pid=${pid},`), listeners)
-    assert.doesNotMatch(listeners.replace(new RegExp(`pid=${pid},`, 'g'), ''), /pid=/, `only the self-hosted apiserver listens: ${listeners}`)
+    assert.deepEqual([...(await listenerPids(cluster.nodes[0], 6443))], [`kube-apiserver:${pid}`], 'only the self-hosted apiserver listens on :6443')
     assert.deepEqual(await leftoverTasks(), [])
   })
 })

@@ -27,6 +27,12 @@ export async function containerPid(node: RealNode, pod: Pod): Promise<string | u
   return new RegExp(`^${id}\\s+(\\d+)\\s+RUNNING`, 'm').exec((await node.exec(['ctr', '-n', 'k8s.io', 'tasks', 'ls'])).stdout)?.[1]
 }
 
+/** The processes listening on a TCP port of the node, as "comm:pid" (the kernel cuts comm to 15 characters: "kube-controller"). */
+export async function listenerPids(node: RealNode, port: number): Promise<Set<string>> {
+  const listeners = (await node.exec(['ss', '-Hltnp', `sport = :${port}`])).stdout
+  return new Set([...listeners.matchAll(/"([^"]+)",pid=(\d+)/g)].map((m) => `${m[1]}:${m[2]}`))
+}
+
 /** Runs the built CLI; stderr lines are stamped with the time they arrived. */
 export async function selfhost(kubeconfig: string, args: string[], opts: {onLine?: (line: string) => void} = {}) {
   const started = Date.now()
