@@ -141,14 +141,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
   it('trace on a big node: 10,000 Services x 10 endpoints in the nat table; the node task reads only what svc/web reaches', async () => {
     const node = cluster.nodes[0]
     const kubeProxyPods = async () => (await systemPods()).filter((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy')
-    // Only new chains are declared (a declared KUBE-SERVICES would be flushed) and the Services' jumps
-    // are appended to kube-proxy's own KUBE-SERVICES; their ClusterIPs are moved off the cluster's range.
-    const lines = iptablesSaveOf(generateServices(10_000, 10))
-      .split('\n')
-      .filter((l) => /^:KUBE-(SVC|SEP)-/.test(l) || /^-A KUBE-(SVC|SEP)-/.test(l) || (/^-A KUBE-SERVICES /.test(l) && !/nodeports/.test(l)))
-      .map((l) => l.replace(' -d 10.96.', ' -d 10.250.'))
     const backend = /KUBE-SERVICES/.test((await node.exec(['sh', '-c', 'iptables-legacy-save -t nat 2>/dev/null || true'])).stdout) ? 'legacy' : 'nft'
-    const restore = (rules: string[]) => node.exec([`iptables-${backend}-restore`, '--noflush'], ['*nat', ...rules, 'COMMIT', ''].join('\n'))
     const kubeServicesLines = async () => Number((await node.exec(['sh', '-c', `iptables-${backend} -t nat -S KUBE-SERVICES | wc -l`])).stdout.trim())
     // kube-proxy would rewrite KUBE-SERVICES at its next sync: it stops while the big table is read.
     await cluster.kubectl([
@@ -160,12 +153,31 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       '-p',
       JSON.stringify({spec: {template: {spec: {nodeSelector: {[NOWHERE]: 'true'}}}}}),
     ])
+    let original: string | undefined
     try {
       await eventually('kube-proxy to stop', 120_000, async () => ((await kubeProxyPods()).length === 0 ? true : undefined), 1000)
+      // The node's nat table as kube-proxy and the CNI left it, with the generated Services' chains
+      // added and their jumps before kube-proxy's last KUBE-SERVICES rule (the NodePorts jump),
+      // replaces the table in one restore (appending with --noflush took minutes with nft).
+      original = (await node.exec([`iptables-${backend}-save`, '-t', 'nat'])).stdout
+      const generated = iptablesSaveOf(generateServices(10_000, 10))
+        .split('\n')
+        .map((l) => l.replace(' -d 10.96.', ' -d 10.250.'))
+      const chains = generated.filter((l) => /^:KUBE-(SVC|SEP)-/.test(l))
+      const rules = generated.filter((l) => /^-A KUBE-(SVC|SEP)-/.test(l))
+      const jumps = generated.filter((l) => /^-A KUBE-SERVICES /.test(l) && !/nodeports/.test(l))
+      const lines = original.split('\n')
+      const nodePortsJump = lines.findIndex((l) => /^-A KUBE-SERVICES .*-j KUBE-NODEPORTS/.test(l))
+      assert.ok(nodePortsJump > 0, `kube-proxy's KUBE-SERVICES ends with its NodePorts jump: ${original}`)
+      const firstRule = lines.findIndex((l) => l.startsWith('-A '))
+      const big = [...lines.slice(0, firstRule), ...chains, ...lines.slice(firstRule, nodePortsJump), ...jumps, ...lines.slice(nodePortsJump), ...rules]
+      // COMMIT must stay last.
+      const commit = big.indexOf('COMMIT')
+      big.splice(commit, 1)
       const loadStarted = Date.now()
-      await restore(lines)
+      await node.exec([`iptables-${backend}-restore`, '-T', 'nat'], [...big.filter(Boolean), 'COMMIT', ''].join('\n'))
       note(
-        `big node: ${lines.length} nat lines (10,000 Services x 10 endpoints, iptables ${backend}) loaded in ${((Date.now() - loadStarted) / 1000).toFixed(1)}s`,
+        `big node: ${chains.length + rules.length + jumps.length} nat lines added (10,000 Services x 10 endpoints, iptables ${backend}), restored in ${((Date.now() - loadStarted) / 1000).toFixed(1)}s`,
       )
       const services = await kubeServicesLines()
       assert.ok(services > 10_000, `KUBE-SERVICES holds the 10,000 Services: ${services} lines`)
@@ -182,13 +194,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       assert.ok(seconds < 20, `the node reads only what the Service reaches: ${seconds}s`)
       assert.deepEqual(await leftoverTasks(), [])
     } finally {
-      // In one transaction: the jumps out of KUBE-SERVICES, then the chains (a declared chain is flushed).
-      const chains = lines.filter((l) => l.startsWith(':')).map((l) => l.slice(1).split(' ')[0])
-      await restore([
-        ...lines.filter((l) => l.startsWith(':')),
-        ...lines.filter((l) => l.startsWith('-A KUBE-SERVICES ')).map((l) => l.replace('-A', '-D')),
-        ...chains.map((c) => `-X ${c}`),
-      ])
+      if (original) await node.exec([`iptables-${backend}-restore`, '-T', 'nat'], original)
       await cluster.kubectl([
         '-n',
         'kube-system',
@@ -202,7 +208,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       ])
     }
 
-    assert.ok((await kubeServicesLines()) < 100, 'the big table is gone')
+    assert.ok((await kubeServicesLines()) < 100, 'the node is back to its own nat table')
     await eventually('kube-proxy back', 120_000, async () => ((await kubeProxyPods()).some(ready) ? true : undefined), 1000)
   })
 
