@@ -10,7 +10,7 @@ import {ensureBuilt, repoRoot} from '../helpers/build.js'
 import {inCI} from '../helpers/ci.js'
 import {MissingPrerequisiteError, ensureBinaries, hasCommand} from './cluster/binaries.js'
 import type {TestCluster} from './cluster/harness.js'
-import {startTestClusterOrSkip} from './support.js'
+import {orSkip, startTestClusterOrSkip} from './support.js'
 
 /**
  * The three ways README installs the plugin, done for real: npm (pack, install -g into a clean
@@ -46,16 +46,7 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
   let kubectl: string
 
   before(async function () {
-    try {
-      kubectl = join(await ensureBinaries(), 'kubectl')
-    } catch (error) {
-      if (error instanceof MissingPrerequisiteError && !inCI()) {
-        console.warn(`skipping install e2e: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
+    kubectl = join(await orSkip(this, 'install e2e', ensureBinaries), 'kubectl')
 
     await ensureBuilt()
   })
@@ -146,17 +137,7 @@ describe('installing the plugin (e2e: npm, single executable, krew)', function (
     })
 
     it('krew installs it from manifests/krew/selfhost.yaml and --archive; kubectl runs it against a real cluster', async function () {
-      let krew: string
-      try {
-        krew = await ensureKrew()
-      } catch (error) {
-        if (error instanceof MissingPrerequisiteError && !inCI()) {
-          console.warn(`    skipped: ${error.message}`)
-          this.skip()
-        }
-
-        throw error
-      }
+      const krew = await orSkip(this, 'the krew test', ensureKrew)
 
       const krewRoot = mkdtempSync(join(tmpdir(), 'selfhost-krew-root-'))
       const tools = pathOf({kubectl, 'kubectl-krew': krew})

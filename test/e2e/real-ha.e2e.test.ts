@@ -1,11 +1,9 @@
 import assert from 'node:assert/strict'
 
-import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
 import {type Pod, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
-import {inCI} from '../helpers/ci.js'
-import {eventually} from './support.js'
+import {eventually, orSkip} from './support.js'
 
 /**
  * Three real control-plane nodes made by `kubeadm init` and `kubeadm join --control-plane`
@@ -40,16 +38,7 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
   }
 
   before(async function () {
-    try {
-      cluster = await startRealCluster({controlPlanes: 3})
-    } catch (error) {
-      if (error instanceof MissingPrerequisiteError && !inCI()) {
-        console.warn(`skipping the real HA suite: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
+    cluster = await orSkip(this, 'the real HA suite', () => startRealCluster({controlPlanes: 3}))
 
     assert.ok(cluster.loadBalancer, 'three control-plane nodes come with a load balancer')
     // Resident memory of every process of each node (its own PID namespace): kubelet, containerd, shims, containers.

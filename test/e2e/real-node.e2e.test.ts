@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict'
 
-import {MissingPrerequisiteError} from './cluster/binaries.js'
 import {
   BROKEN_REGISTRY,
   BUSYBOX_IMAGE,
@@ -12,8 +11,7 @@ import {
 } from './cluster/real-cluster.js'
 import {longestGapSince, startApiPoller} from './real/api-poller.js'
 import {type Pod, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
-import {inCI} from '../helpers/ci.js'
-import {eventually} from './support.js'
+import {eventually, orSkip} from './support.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
 
 /** A node label no node has: a DaemonSet selecting it runs nowhere. */
@@ -39,16 +37,9 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
   const originals: Record<string, string> = {}
 
   before(async function () {
-    try {
-      cluster = await startRealCluster({controlPlanes: 1, version: PREVIOUS_REAL_VERSION, upgradeTargets: [REAL_VERSION]})
-    } catch (error) {
-      if (error instanceof MissingPrerequisiteError && !inCI()) {
-        console.warn(`skipping the real-node suite: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
+    cluster = await orSkip(this, 'the real-node suite', () =>
+      startRealCluster({controlPlanes: 1, version: PREVIOUS_REAL_VERSION, upgradeTargets: [REAL_VERSION]}),
+    )
 
     note(`real single-node ${PREVIOUS_REAL_VERSION} cluster up in ${(cluster.startupMs / 1000).toFixed(1)}s (kubeadm init, kube-proxy Ready)`)
     const node = cluster.nodes[0]

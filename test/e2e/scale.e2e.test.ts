@@ -13,9 +13,8 @@ import {pollUntil, waitForRollout} from '../../src/kube/wait.js'
 import {manifestFileName} from '../../src/pivot/manifest.js'
 import {type SelfHostedObject, planPivot} from '../../src/pivot/plan.js'
 import type {ScaleResult} from '../../src/scale/execute.js'
-import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {type TestCluster, startTestCluster} from './cluster/harness.js'
-import {inCI} from '../helpers/ci.js'
+import type {TestCluster} from './cluster/harness.js'
+import {startTestClusterOrSkip} from './support.js'
 
 /**
  * `scale` against the real control plane of the test cluster: real kube-apiserver, etcd,
@@ -60,17 +59,7 @@ describe('scale (e2e, real control plane)', function () {
   const movedManifests: Array<{from: string; to: string}> = []
 
   before(async function () {
-    try {
-      cluster = await startTestCluster({controlPlaneNodes: 3, workers: 1})
-    } catch (error) {
-      // On a laptop without root or Go the suite says why and skips; in CI it must fail.
-      if (error instanceof MissingPrerequisiteError && !inCI()) {
-        console.warn(`skipping scale e2e: ${error.message}`)
-        this.skip()
-      }
-
-      throw error
-    }
+    cluster = await startTestClusterOrSkip(this, 'scale', {controlPlaneNodes: 3, workers: 1})
 
     client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
     pivotObjects = await planSelfHosting(cluster, client)

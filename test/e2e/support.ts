@@ -3,21 +3,25 @@ import {type TestCluster, type TestClusterOptions, startTestCluster} from './clu
 import {inCI} from '../helpers/ci.js'
 
 /**
- * Starts the test cluster for a suite. A laptop without root or Go skips the suite, saying
- * why; CI must fail instead.
+ * Runs what a suite needs first (a cluster, binaries, a tool). What this machine lacks (no root,
+ * no Go) makes a laptop skip the suite or test, saying why; CI must fail instead.
  */
-export async function startTestClusterOrSkip(context: Mocha.Context, suite: string, options: TestClusterOptions): Promise<TestCluster> {
+export async function orSkip<T>(context: Mocha.Context, what: string, start: () => Promise<T>): Promise<T> {
   try {
-    return await startTestCluster(options)
+    return await start()
   } catch (error) {
     if (error instanceof MissingPrerequisiteError && !inCI()) {
-      console.warn(`skipping ${suite} e2e: ${error.message}`)
+      console.warn(`skipping ${what}: ${error.message}`)
       context.skip()
     }
 
     throw error
   }
 }
+
+/** Starts the kwok test cluster for a suite, or skips it (see orSkip). */
+export const startTestClusterOrSkip = (context: Mocha.Context, suite: string, options: TestClusterOptions): Promise<TestCluster> =>
+  orSkip(context, `${suite} e2e`, () => startTestCluster(options))
 
 // The tests' one poll loop and one way to run the built CLI, shared with the unit and command tests.
 export {eventually} from '../helpers/eventually.js'

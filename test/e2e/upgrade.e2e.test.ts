@@ -12,10 +12,9 @@ import {KubeClient} from '../../src/kube/client.js'
 import {pollUntil} from '../../src/kube/wait.js'
 import type {UpgradeResult} from '../../src/upgrade/execute.js'
 import type {UpgradePlan} from '../../src/upgrade/plan.js'
-import {MissingPrerequisiteError} from './cluster/binaries.js'
-import {BINARY_VERSION, type TestCluster, startTestCluster} from './cluster/harness.js'
+import {BINARY_VERSION, type TestCluster} from './cluster/harness.js'
 import {runCommand} from '../helpers/run-command.js'
-import {inCI} from '../helpers/ci.js'
+import {startTestClusterOrSkip} from './support.js'
 
 /**
  * `upgrade` against the real control plane of the test cluster: real kube-apiserver, etcd,
@@ -70,17 +69,7 @@ async function selfhost(kubeconfig: string, ...args: string[]) {
  * without root or Go the suite says why and skips; in CI it must fail.
  */
 async function selfHostedCluster(context: Mocha.Context, controlPlaneNodes: number, workers: number): Promise<{cluster: TestCluster; client: KubeClient}> {
-  let cluster: TestCluster
-  try {
-    cluster = await startTestCluster({controlPlaneNodes, workers, kubeadmVersion: FROM})
-  } catch (error) {
-    if (error instanceof MissingPrerequisiteError && !inCI()) {
-      console.warn(`skipping upgrade e2e: ${error.message}`)
-      context.skip()
-    }
-
-    throw error
-  }
+  const cluster = await startTestClusterOrSkip(context, 'upgrade', {controlPlaneNodes, workers, kubeadmVersion: FROM})
 
   const client = await KubeClient.connect({kubeconfig: cluster.kubeconfig})
   // Pods (pivot's node tasks and workloads) are refused until kube-system's default service account exists.
