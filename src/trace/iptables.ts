@@ -64,11 +64,24 @@ function sameText(a: string, aStart: number, aEnd: number, b: string, bStart: nu
   return true
 }
 
+/**
+ * Is the word at `at` of a rule line that ends at lineEnd the name of chain i (one of `size`),
+ * named text[nameStart[i], nameEnd[i])? False for a chain whose name stands nowhere in the
+ * dump (nameStart -1): TableChains.isNamedAt, on the general path, knows those.
+ */
+function namedAt(text: string, nameStart: Int32Array, nameEnd: Int32Array, size: number, i: number, at: number, lineEnd: number): boolean {
+  if (i < 0 || i >= size) return false
+  const from = nameStart[i]
+  const length = nameEnd[i] - from
+  const end = at + length
+  if (from < 0 || length === 0 || end > lineEnd || (end < lineEnd && text.charCodeAt(end) !== 32)) return false
+  return sameFromEnd(text, from, at, length)
+}
+
 /** TableChains' flags. */
 const IMPLICIT = 1
 const OTHER_NAME = 2
 const POLICY = 4
-const MORE_RUNS = 8
 
 const grown = (column: Int32Array, size: number) => {
   const copy = new Int32Array(size)
@@ -90,15 +103,23 @@ class TableChains {
   private nameEnd = new Int32Array(16)
   private hashes = new Int32Array(16)
   private ruleCounts = new Int32Array(16)
-  /** The first run of consecutive rule lines of each chain: start, end, first line, count. */
-  private runStart = new Int32Array(16)
-  private runEnd = new Int32Array(16)
-  private runLine = new Int32Array(16)
-  private runCount = new Int32Array(16)
-  /** What else a chain has (IMPLICIT, OTHER_NAME, POLICY, MORE_RUNS): the Maps below are read only then. */
+  /** Each chain's first and last run of consecutive rule lines (numbers in the run columns below; meaningful once it has a rule). */
+  private firstRun = new Int32Array(16)
+  private lastRun = new Int32Array(16)
+  /** What else a chain has (IMPLICIT, OTHER_NAME, POLICY): the Maps below are read only then. */
   private flags = new Uint8Array(16)
-  /** Further runs, [start, end, first line, count] each, of chains whose rules are not all together. */
-  private readonly moreRuns = new Map<number, number[]>()
+  /**
+   * Runs of consecutive rule lines of one chain, of every chain of the table: where each starts
+   * and ends in the dump, its first line, how many lines, and the chain's next run (-1 for none).
+   * Restore input that interleaves a Service's chain with its endpoints' makes a run of nearly
+   * every rule; one set of columns for all keeps that to a few numbers each, no array per chain.
+   */
+  private runCount = 0
+  private runStart = new Int32Array(64)
+  private runEnd = new Int32Array(64)
+  private runLine = new Int32Array(64)
+  private runLines = new Int32Array(64)
+  private runNext = new Int32Array(64)
   private readonly otherNames = new Map<number, string>()
   private readonly policies = new Map<number, string>()
   private readonly views = new Map<number, IptablesChain>()
@@ -147,7 +168,6 @@ class TableChains {
       // Replaced: what the first declaration left goes.
       this.ruleCounts[i] = 0
       this.flags[i] = 0
-      this.moreRuns.delete(i)
       this.otherNames.delete(i)
       this.policies.delete(i)
       this.views.delete(i)
@@ -172,40 +192,129 @@ class TableChains {
     return i
   }
 
+  /** How many lines the last declareRun or addGuessedRun took. */
+  taken = 0
+
   /**
-   * ":NAME - [packets:bytes]" at text[lineStart, lineEnd) for a name not declared before, the
-   * usual declaration, in one call without the helpers of declare (a big dump has 100,000 of
-   * them, mostly run before V8 has optimized anything). False, with nothing done, for anything
-   * else: the general path (the parser's declaration) takes it then.
+   * Declarations ":NAME - [packets:bytes]" of names not declared before, the usual kind, from
+   * `start` on, in one loop over local variables: a big dump declares 100,000 chains together,
+   * mostly before V8 has optimized anything, and the general path's calls cost more than the
+   * work. Returns where the first line it does not take starts (the general path, the parser's
+   * declaration, takes that one); `taken` says how many it took.
    */
-  declareLine(lineStart: number, lineEnd: number): boolean {
-    const text = this.text
-    const space = text.indexOf(' ', lineStart)
-    if (space <= lineStart + 1 || space + 4 > lineEnd || text.charCodeAt(space + 1) !== 45 /* - */ || text.charCodeAt(space + 2) !== 32) return false
-    if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0)
-      return false
-    const start = lineStart + 1
-    const hash = hashOf(text, start, space)
-    const slots = this.slots
+  declareRun(start: number): number {
+    if (this.size === this.nameStart.length) this.grow()
+    if ((this.size + 1) * 2 > this.slots.length) this.rehash()
+    const {text, slots, hashes, nameStart, nameEnd, flags, unsampled, samples} = this
+    const length = text.length
     const mask = slots.length - 1
-    let slot = hash & mask
-    for (let index = slots[slot]; index !== 0; index = slots[slot]) {
-      if (this.hashes[index - 1] === hash && this.nameIs(index - 1, text, start, space)) return false
-      slot = (slot + 1) & mask
+    // Stops before the columns would grow or the slots be more than half full: the general path makes room.
+    const room = Math.min(nameStart.length, slots.length >> 1)
+    let size = this.size
+    let taken = 0
+    lines: while (start <= length && text.charCodeAt(start) === 58 /* : */ && size < room) {
+      let end = text.indexOf('\n', start)
+      if (end < 0) end = length
+      const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+      const space = text.indexOf(' ', start)
+      if (space <= start + 1 || space + 4 > lineEnd || text.charCodeAt(space + 1) !== 45 /* - */ || text.charCodeAt(space + 2) !== 32) break
+      if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0)
+        break
+      const name = start + 1
+      const hash = hashOf(text, name, space)
+      let slot = hash & mask
+      for (let index = slots[slot]; index !== 0; index = slots[slot]) {
+        // Declared before: the general path decides what a second declaration does.
+        if (hashes[index - 1] === hash && this.nameIs(index - 1, text, name, space)) break lines
+        slot = (slot + 1) & mask
+      }
+
+      const i = size++
+      slots[slot] = i + 1
+      nameStart[i] = name
+      nameEnd[i] = space
+      hashes[i] = hash
+      flags[i] = 0
+      const kind = sampledKind(text, name, space)
+      if (kind < 0) unsampled.push(i)
+      else if (samples[kind].length < SAMPLES) samples[kind].push(i)
+      taken++
+      start = end + 1
     }
 
-    if (this.size === this.nameStart.length) return false
-    const i = this.size++
-    slots[slot] = i + 1
-    this.nameStart[i] = start
-    this.nameEnd[i] = space
-    this.hashes[i] = hash
-    this.flags[i] = 0
-    const kind = sampledKind(text, start, space)
-    if (kind < 0) this.unsampled.push(i)
-    else if (this.samples[kind].length < SAMPLES) this.samples[kind].push(i)
-    if (this.size * 2 > slots.length) this.rehash()
-    return true
+    this.size = size
+    this.taken = taken
+    return start
+  }
+
+  /**
+   * Rule lines ("-A NAME ...", without counters) from `start` on, each of one of the guessed
+   * chains, in one loop over local variables: nearly every line of a big dump. Returns where the
+   * first line it does not take starts (the general path, the parser's rule, takes that one);
+   * `taken` says how many it took. `line`: the number of the first line; `follows`: the line
+   * before it was a rule of this table. Does what addRule and add do (keep them in step), without
+   * their calls.
+   */
+  addGuessedRun(start: number, line: number, follows: boolean): number {
+    if (this.runCount === this.runStart.length) this.growRuns()
+    const {text, nameStart, nameEnd, ruleCounts, firstRun, lastRun, runStart, runEnd, runLine, runLines, runNext} = this
+    const length = text.length
+    const size = this.size
+    let runCount = this.runCount
+    let last = this.lastIndex
+    let beforeLast = this.beforeLast
+    let successor = this.successor
+    let continues = follows
+    let taken = 0
+    while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
+      let end = text.indexOf('\n', start)
+      if (end < 0) end = length
+      const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+      const at = start + 3
+      const i = namedAt(text, nameStart, nameEnd, size, last, at, lineEnd)
+        ? last
+        : namedAt(text, nameStart, nameEnd, size, beforeLast, at, lineEnd)
+          ? beforeLast
+          : namedAt(text, nameStart, nameEnd, size, successor, at, lineEnd)
+            ? successor
+            : -1
+      if (i < 0) break
+      if (continues && i === last && ruleCounts[i] > 0) {
+        const run = lastRun[i]
+        runEnd[run] = lineEnd
+        runLines[run]++
+      } else {
+        // Out of room for another run: the general path makes it.
+        if (runCount === runStart.length) break
+        const run = runCount++
+        runStart[run] = start
+        runEnd[run] = lineEnd
+        runLine[run] = line + taken
+        runLines[run] = 1
+        runNext[run] = -1
+        if (ruleCounts[i] === 0) firstRun[i] = run
+        else runNext[lastRun[i]] = run
+        lastRun[i] = run
+      }
+
+      ruleCounts[i]++
+      if (i !== last) {
+        beforeLast = last
+        last = i
+      }
+
+      if (i >= successor) successor = i + 1
+      continues = true
+      taken++
+      start = end + 1
+    }
+
+    this.runCount = runCount
+    this.lastIndex = last
+    this.beforeLast = beforeLast
+    this.successor = successor
+    this.taken = taken
+    return start
   }
 
   /**
@@ -246,33 +355,29 @@ class TableChains {
 
   /** Adds the rule at [start, end) of the dump to chain i; `continues` when it directly follows the chain's previous rule. */
   private add(i: number, start: number, end: number, line: number, continues: boolean): void {
-    const count = this.ruleCounts[i]++
-    if (count === 0) {
-      this.runStart[i] = start
-      this.runEnd[i] = end
-      this.runLine[i] = line
-      this.runCount[i] = 1
-      return
+    if (continues && this.ruleCounts[i] > 0) {
+      const run = this.lastRun[i]
+      this.runEnd[run] = end
+      this.runLines[run]++
+    } else {
+      const run = this.newRun(start, end, line)
+      if (this.ruleCounts[i] === 0) this.firstRun[i] = run
+      else this.runNext[this.lastRun[i]] = run
+      this.lastRun[i] = run
     }
 
-    const more = (this.flags[i] & MORE_RUNS) !== 0
-    if (continues && !more) {
-      this.runEnd[i] = end
-      this.runCount[i]++
-      return
-    }
+    this.ruleCounts[i]++
+  }
 
-    if (!more) {
-      this.moreRuns.set(i, [start, end, line, 1])
-      this.flags[i] |= MORE_RUNS
-      return
-    }
-
-    const runs = this.moreRuns.get(i)!
-    if (continues) {
-      runs[runs.length - 3] = end
-      runs[runs.length - 1]++
-    } else runs.push(start, end, line, 1)
+  private newRun(start: number, end: number, line: number): number {
+    if (this.runCount === this.runStart.length) this.growRuns()
+    const run = this.runCount++
+    this.runStart[run] = start
+    this.runEnd[run] = end
+    this.runLine[run] = line
+    this.runLines[run] = 1
+    this.runNext[run] = -1
+    return run
   }
 
   ruleCount(i: number): number {
@@ -281,9 +386,10 @@ class TableChains {
 
   /** Chain i's runs of rule lines: [start, end, first line, count] each. */
   runs(i: number): number[] {
-    if (this.ruleCounts[i] === 0) return []
-    const first = [this.runStart[i], this.runEnd[i], this.runLine[i], this.runCount[i]]
-    return (this.flags[i] & MORE_RUNS) === 0 ? first : [...first, ...this.moreRuns.get(i)!]
+    const runs: number[] = []
+    if (this.ruleCounts[i] === 0) return runs
+    for (let run = this.firstRun[i]; run >= 0; run = this.runNext[run]) runs.push(this.runStart[run], this.runEnd[run], this.runLine[run], this.runLines[run])
+    return runs
   }
 
   /**
@@ -361,13 +467,20 @@ class TableChains {
     this.nameEnd = grown(this.nameEnd, size)
     this.hashes = grown(this.hashes, size)
     this.ruleCounts = grown(this.ruleCounts, size)
-    this.runStart = grown(this.runStart, size)
-    this.runEnd = grown(this.runEnd, size)
-    this.runLine = grown(this.runLine, size)
-    this.runCount = grown(this.runCount, size)
+    this.firstRun = grown(this.firstRun, size)
+    this.lastRun = grown(this.lastRun, size)
     const flags = new Uint8Array(size)
     flags.set(this.flags)
     this.flags = flags
+  }
+
+  private growRuns(): void {
+    const size = this.runStart.length * 4
+    this.runStart = grown(this.runStart, size)
+    this.runEnd = grown(this.runEnd, size)
+    this.runLine = grown(this.runLine, size)
+    this.runLines = grown(this.runLines, size)
+    this.runNext = grown(this.runNext, size)
   }
 
   private rehash(): void {
@@ -703,10 +816,15 @@ class IptablesParser {
     const {text, current} = this
     const length = text.length
     while (start <= length && text.charCodeAt(start) === 58 /* : */) {
-      const next = this.nextLine(start)
+      start = current!.declareRun(start)
+      this.lineNo += current!.taken
       this.previousWasRule = false
       this.lastContentLine = this.lineNo
-      if (!current!.declareLine(start, this.lineEnd)) this.declaration(current!, start, this.lineEnd)
+      if (start > length || text.charCodeAt(start) !== 58) break
+      // One the loop did not take: a policy, a name declared before, a malformed line, or one that needs room.
+      const next = this.nextLine(start)
+      this.lastContentLine = this.lineNo
+      this.declaration(current!, start, this.lineEnd)
       start = next
     }
 
@@ -718,13 +836,18 @@ class IptablesParser {
     const {text, current} = this
     const length = text.length
     while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
-      const next = this.nextLine(start)
-      const lineEnd = this.lineEnd
-      // Nearly always one of the guessed chains; the general path looks the name up.
-      if (current!.addGuessed(start + 3, start, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
+      start = current!.addGuessedRun(start, this.lineNo + 1, this.previousWasRule && this.lastTable === current)
+      if (current!.taken > 0) {
+        this.lineNo += current!.taken
         this.lastTable = current
         this.lastContentLine = this.lineNo
-      } else this.rule(start, lineEnd, start + 3)
+        this.previousWasRule = true
+      }
+
+      if (start > length || text.charCodeAt(start) !== 45 || text.charCodeAt(start + 1) !== 65 || text.charCodeAt(start + 2) !== 32) break
+      // A rule of a chain not guessed: the general path looks the name up.
+      const next = this.nextLine(start)
+      this.rule(start, this.lineEnd, start + 3)
       this.previousWasRule = true
       start = next
     }
@@ -770,7 +893,7 @@ class IptablesParser {
     this.previousWasRule = false
     if (first === 58 /* : */ && this.current) {
       this.lastContentLine = this.lineNo
-      if (!this.current.declareLine(lineStart, lineEnd)) this.declaration(this.current, lineStart, lineEnd)
+      this.declaration(this.current, lineStart, lineEnd)
       return
     }
 
