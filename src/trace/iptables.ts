@@ -89,6 +89,19 @@ const grown = (column: Int32Array, size: number) => {
   return copy
 }
 
+/** Where the word at `start` of a line that ends at lineEnd ends: at a space or the line's end. */
+function wordEnd(text: string, start: number, lineEnd: number): number {
+  const space = indexWithin(text, 32, start, lineEnd)
+  return space < 0 ? lineEnd : space
+}
+
+/** Where the line that starts at `start` ends: before its \n (or the text's end), and before a \r there. */
+function lineEndAt(text: string, start: number): number {
+  let end = text.indexOf('\n', start)
+  if (end < 0) end = text.length
+  return end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+}
+
 /**
  * The chains of one table, as columns of numbers over the dump's text. A big dump declares
  * 100,000 chains and has 400,000 rule lines: an object and a name string per chain, and a
@@ -103,26 +116,24 @@ class TableChains {
   private nameEnd = new Int32Array(16)
   private hashes = new Int32Array(16)
   private ruleCounts = new Int32Array(16)
-  /** Each chain's first and last run of consecutive rule lines (numbers in the run columns below; meaningful once it has a rule). */
-  private firstRun = new Int32Array(16)
-  private lastRun = new Int32Array(16)
+  /** Each chain's first and last rule (numbers in the rule columns below); lastRule is -1 before its first. */
+  private firstRule = new Int32Array(16)
+  private lastRule = new Int32Array(16)
   /** What else a chain has (IMPLICIT, OTHER_NAME, POLICY): the Maps below are read only then. */
   private flags = new Uint8Array(16)
   /**
-   * Runs of consecutive rule lines of one chain, of every chain of the table: where each starts
-   * and ends in the dump, its first line, how many lines, and the chain's next run (-1 for none).
-   * Restore input that interleaves a Service's chain with its endpoints' makes a run of nearly
-   * every rule; one set of columns for all keeps that to a few numbers each, no array per chain.
+   * Every rule line of the table, in the dump's order: where it starts, its line number, and
+   * the rule of the same chain before it (-1 for none). One set of columns for all chains keeps
+   * a rule to three numbers, and adding one is the same few stores whatever came before.
    */
-  private runCount = 0
-  private runStart = new Int32Array(64)
-  private runEnd = new Int32Array(64)
-  private runLine = new Int32Array(64)
-  private runLines = new Int32Array(64)
-  private runNext = new Int32Array(64)
+  private rules = 0
+  private ruleStart = new Int32Array(64)
+  private ruleLine = new Int32Array(64)
+  private ruleBefore = new Int32Array(64)
   private readonly otherNames = new Map<number, string>()
   private readonly policies = new Map<number, string>()
   private readonly views = new Map<number, IptablesChain>()
+  private readonly runsOf = new Map<number, number[]>()
   /** Chains of no sampled kind, and the first few of each kind (see interfaceNamesOf): the chains whose rules name interfaces. */
   readonly unsampled: number[] = []
   readonly samples: number[][] = SAMPLED_PREFIXES.map(() => [])
@@ -135,6 +146,8 @@ class TableChains {
   private lastIndex = -1
   private beforeLast = -1
   private successor = 0
+  /** How many lines the last addGuessedRun took. */
+  taken = 0
 
   constructor(
     readonly name: string,
@@ -176,6 +189,7 @@ class TableChains {
     this.nameStart[i] = name === undefined ? start : -1
     this.nameEnd[i] = name === undefined ? end : -1
     this.hashes[i] = hash
+    this.lastRule[i] = -1
     if (this.size * 2 > this.slots.length) this.rehash()
     let flags = implicit ? IMPLICIT : 0
     if (name !== undefined) {
@@ -192,27 +206,29 @@ class TableChains {
     return i
   }
 
-  /** How many lines the last declareRun or addGuessedRun took. */
-  taken = 0
-
   /**
    * Declarations ":NAME - [packets:bytes]" of names not declared before, the usual kind, from
    * `start` on, in one loop over local variables: a big dump declares 100,000 chains together,
    * mostly before V8 has optimized anything, and the general path's calls cost more than the
    * work. Returns where the first line it does not take starts (the general path, the parser's
-   * declaration, takes that one); `taken` says how many it took.
+   * declaration, takes that one); each line it takes declares a chain.
+   *
+   * It makes room for more chains itself rather than return for it, so that one call takes the
+   * whole run: V8 compiles the loop while it runs, and compiles a function that has run long
+   * again when it is called again.
    */
   declareRun(start: number): number {
-    if (this.size === this.nameStart.length) this.grow()
-    if ((this.size + 1) * 2 > this.slots.length) this.rehash()
-    const {text, slots, hashes, nameStart, nameEnd, flags, unsampled, samples} = this
+    const {text, unsampled, samples} = this
+    let {slots, hashes, nameStart, nameEnd, lastRule, flags} = this
     const length = text.length
-    const mask = slots.length - 1
-    // Stops before the columns would grow or the slots be more than half full: the general path makes room.
-    const room = Math.min(nameStart.length, slots.length >> 1)
-    let size = this.size
-    let taken = 0
-    lines: while (start <= length && text.charCodeAt(start) === 58 /* : */ && size < room) {
+    lines: while (start <= length && text.charCodeAt(start) === 58 /* : */) {
+      const size = this.size
+      if (size === nameStart.length || (size + 1) * 2 > slots.length) {
+        if (size === nameStart.length) this.grow()
+        if ((size + 1) * 2 > slots.length) this.rehash()
+        ;({slots, hashes, nameStart, nameEnd, lastRule, flags} = this)
+      }
+
       let end = text.indexOf('\n', start)
       if (end < 0) end = length
       const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
@@ -222,94 +238,86 @@ class TableChains {
         break
       const name = start + 1
       const hash = hashOf(text, name, space)
+      const mask = slots.length - 1
       let slot = hash & mask
       for (let index = slots[slot]; index !== 0; index = slots[slot]) {
-        // Declared before: the general path decides what a second declaration does.
-        if (hashes[index - 1] === hash && this.nameIs(index - 1, text, name, space)) break lines
+        // Declared before, or another name of the same hash (rare): the general path decides.
+        if (hashes[index - 1] === hash) break lines
         slot = (slot + 1) & mask
       }
 
-      const i = size++
+      // The count goes to its field at once, not after the loop: V8 optimizes this loop early on,
+      // and code after it that it had not seen run by then would be thrown away at a mid-run exit.
+      const i = this.size++
       slots[slot] = i + 1
       nameStart[i] = name
       nameEnd[i] = space
       hashes[i] = hash
+      lastRule[i] = -1
       flags[i] = 0
       const kind = sampledKind(text, name, space)
       if (kind < 0) unsampled.push(i)
       else if (samples[kind].length < SAMPLES) samples[kind].push(i)
-      taken++
       start = end + 1
     }
 
-    this.size = size
-    this.taken = taken
     return start
   }
 
   /**
-   * Rule lines ("-A NAME ...", without counters) from `start` on, each of one of the guessed
-   * chains, in one loop over local variables: nearly every line of a big dump. Returns where the
-   * first line it does not take starts (the general path, the parser's rule, takes that one);
-   * `taken` says how many it took. `line`: the number of the first line; `follows`: the line
-   * before it was a rule of this table. Does what addRule and add do (keep them in step), without
-   * their calls.
+   * Rule lines ("-A NAME ...", without counters) from `start` on, in one loop over local
+   * variables: nearly every line of a big dump. A rule's chain is nearly always one of the
+   * guessed ones, else it is looked up by name. Returns where the first line it does not take
+   * starts (the general path, the parser's rule, takes that one: another kind of line, or a rule
+   * of a chain the table does not declare); `taken` says how many it took; `line` is the number
+   * of the first. Does what addRule does (keep them in step), without its calls, and makes room
+   * itself (see declareRun).
+   *
+   * Every line runs the same code, whichever guess it matches: V8 optimizes this loop while the
+   * dump's first chains take rule after rule (KUBE-SERVICES takes thousands), and a call or a
+   * comparison it has not seen run by then would make it throw that code away and start over.
    */
-  addGuessedRun(start: number, line: number, follows: boolean): number {
-    if (this.runCount === this.runStart.length) this.growRuns()
-    const {text, nameStart, nameEnd, ruleCounts, firstRun, lastRun, runStart, runEnd, runLine, runLines, runNext} = this
+  addGuessedRun(start: number, line: number): number {
+    const {text, nameStart, nameEnd, ruleCounts, firstRule, lastRule} = this
+    let {ruleStart, ruleLine, ruleBefore} = this
     const length = text.length
     const size = this.size
-    let runCount = this.runCount
+    let rules = this.rules
     let last = this.lastIndex
     let beforeLast = this.beforeLast
     let successor = this.successor
-    let continues = follows
     let taken = 0
     while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
       let end = text.indexOf('\n', start)
       if (end < 0) end = length
       const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
-      const at = start + 3
-      const i = namedAt(text, nameStart, nameEnd, size, last, at, lineEnd)
-        ? last
-        : namedAt(text, nameStart, nameEnd, size, beforeLast, at, lineEnd)
-          ? beforeLast
-          : namedAt(text, nameStart, nameEnd, size, successor, at, lineEnd)
-            ? successor
-            : -1
+      const isLast = namedAt(text, nameStart, nameEnd, size, last, start + 3, lineEnd)
+      const isBeforeLast = namedAt(text, nameStart, nameEnd, size, beforeLast, start + 3, lineEnd)
+      const isSuccessor = namedAt(text, nameStart, nameEnd, size, successor, start + 3, lineEnd)
+      let i = isLast ? last : isBeforeLast ? beforeLast : isSuccessor ? successor : -1
+      // Not guessed: looked up by name. Not declared: the general path says so.
+      if (i < 0) i = this.find(text, start + 3, wordEnd(text, start + 3, lineEnd))
       if (i < 0) break
-      if (continues && i === last && ruleCounts[i] > 0) {
-        const run = lastRun[i]
-        runEnd[run] = lineEnd
-        runLines[run]++
-      } else {
-        // Out of room for another run: the general path makes it.
-        if (runCount === runStart.length) break
-        const run = runCount++
-        runStart[run] = start
-        runEnd[run] = lineEnd
-        runLine[run] = line + taken
-        runLines[run] = 1
-        runNext[run] = -1
-        if (ruleCounts[i] === 0) firstRun[i] = run
-        else runNext[lastRun[i]] = run
-        lastRun[i] = run
+      if (rules === ruleStart.length) {
+        this.growRules()
+        ;({ruleStart, ruleLine, ruleBefore} = this)
       }
 
+      const before = lastRule[i]
+      ruleStart[rules] = start
+      ruleLine[rules] = line + taken
+      ruleBefore[rules] = before
+      firstRule[i] = before < 0 ? rules : firstRule[i]
+      lastRule[i] = rules++
       ruleCounts[i]++
-      if (i !== last) {
-        beforeLast = last
-        last = i
-      }
-
-      if (i >= successor) successor = i + 1
-      continues = true
+      beforeLast = i === last ? beforeLast : last
+      last = i
+      successor = Math.max(successor, i + 1)
       taken++
       start = end + 1
     }
 
-    this.runCount = runCount
+    this.rules = rules
     this.lastIndex = last
     this.beforeLast = beforeLast
     this.successor = successor
@@ -320,9 +328,9 @@ class TableChains {
   /**
    * "-A NAME ..." at text[lineStart, lineEnd) with NAME at `at`: when NAME is one of the guessed
    * chains, adds the rule and returns true; false, with nothing done, otherwise (then the general
-   * path looks the name up). `follows`: the previous line was a rule of this table.
+   * path looks the name up).
    */
-  addGuessed(at: number, lineStart: number, lineEnd: number, line: number, follows: boolean): boolean {
+  addGuessed(at: number, lineStart: number, lineEnd: number, line: number): boolean {
     const last = this.lastIndex
     const i = this.isNamedAt(last, at, lineEnd)
       ? last
@@ -332,20 +340,26 @@ class TableChains {
           ? this.successor
           : -1
     if (i < 0) return false
-    this.addRule(i, lineStart, lineEnd, line, follows)
+    this.addRule(i, lineStart, line)
     return true
   }
 
-  /** Adds the rule at [start, end) of the dump to chain i, and moves the guesses on. */
-  addRule(i: number, start: number, end: number, line: number, follows: boolean): void {
-    const continues = follows && i === this.lastIndex
+  /** Adds the rule whose line starts at `start` of the dump to chain i, and moves the guesses on. */
+  addRule(i: number, start: number, line: number): void {
+    if (this.rules === this.ruleStart.length) this.growRules()
+    const rule = this.rules++
+    this.ruleStart[rule] = start
+    this.ruleLine[rule] = line
+    this.ruleBefore[rule] = this.lastRule[i]
+    if (this.lastRule[i] < 0) this.firstRule[i] = rule
+    this.lastRule[i] = rule
+    this.ruleCounts[i]++
     if (i !== this.lastIndex) {
       this.beforeLast = this.lastIndex
       this.lastIndex = i
     }
 
     if (i >= this.successor) this.successor = i + 1
-    this.add(i, start, end, line, continues)
   }
 
   /** A chain that may be declared again: a built-in one the input has not declared and given no rule yet. */
@@ -353,43 +367,39 @@ class TableChains {
     return (this.flags[i] & IMPLICIT) !== 0 && this.ruleCounts[i] === 0
   }
 
-  /** Adds the rule at [start, end) of the dump to chain i; `continues` when it directly follows the chain's previous rule. */
-  private add(i: number, start: number, end: number, line: number, continues: boolean): void {
-    if (continues && this.ruleCounts[i] > 0) {
-      const run = this.lastRun[i]
-      this.runEnd[run] = end
-      this.runLines[run]++
-    } else {
-      const run = this.newRun(start, end, line)
-      if (this.ruleCounts[i] === 0) this.firstRun[i] = run
-      else this.runNext[this.lastRun[i]] = run
-      this.lastRun[i] = run
-    }
-
-    this.ruleCounts[i]++
-  }
-
-  private newRun(start: number, end: number, line: number): number {
-    if (this.runCount === this.runStart.length) this.growRuns()
-    const run = this.runCount++
-    this.runStart[run] = start
-    this.runEnd[run] = end
-    this.runLine[run] = line
-    this.runLines[run] = 1
-    this.runNext[run] = -1
-    return run
-  }
-
   ruleCount(i: number): number {
     return this.ruleCounts[i]
   }
 
-  /** Chain i's runs of rule lines: [start, end, first line, count] each. */
+  /** Chain i's runs of consecutive rule lines: [start, end, first line, count] each (asked for once the parse is done). */
   runs(i: number): number[] {
-    const runs: number[] = []
-    if (this.ruleCounts[i] === 0) return runs
-    for (let run = this.firstRun[i]; run >= 0; run = this.runNext[run]) runs.push(this.runStart[run], this.runEnd[run], this.runLine[run], this.runLines[run])
+    let runs = this.runsOf.get(i)
+    if (!runs) {
+      runs = this.runsFromRules(i)
+      this.runsOf.set(i, runs)
+    }
+
     return runs
+  }
+
+  private runsFromRules(i: number): number[] {
+    const count = this.ruleCounts[i]
+    if (count === 0) return []
+    const {text, ruleStart, ruleLine, ruleBefore} = this
+    const last = this.lastRule[i]
+    const first = this.firstRule[i]
+    // Every line from the first rule's to the last's is one of them: one run, told without visiting each.
+    if (ruleLine[last] - ruleLine[first] + 1 === count) return [ruleStart[first], lineEndAt(text, ruleStart[last]), ruleLine[first], count]
+    const runs: number[][] = []
+    for (let rule = last; rule >= 0;) {
+      // The run that ends at `rule`: back over the rules on the lines just before it.
+      let start = rule
+      while (ruleBefore[start] >= 0 && ruleLine[ruleBefore[start]] === ruleLine[start] - 1) start = ruleBefore[start]
+      runs.push([ruleStart[start], lineEndAt(text, ruleStart[rule]), ruleLine[start], ruleLine[rule] - ruleLine[start] + 1])
+      rule = ruleBefore[start]
+    }
+
+    return runs.reverse().flat()
   }
 
   /**
@@ -467,20 +477,19 @@ class TableChains {
     this.nameEnd = grown(this.nameEnd, size)
     this.hashes = grown(this.hashes, size)
     this.ruleCounts = grown(this.ruleCounts, size)
-    this.firstRun = grown(this.firstRun, size)
-    this.lastRun = grown(this.lastRun, size)
+    this.firstRule = grown(this.firstRule, size)
+    this.lastRule = grown(this.lastRule, size)
     const flags = new Uint8Array(size)
     flags.set(this.flags)
     this.flags = flags
   }
 
-  private growRuns(): void {
-    const size = this.runStart.length * 4
-    this.runStart = grown(this.runStart, size)
-    this.runEnd = grown(this.runEnd, size)
-    this.runLine = grown(this.runLine, size)
-    this.runLines = grown(this.runLines, size)
-    this.runNext = grown(this.runNext, size)
+  private growRules(): void {
+    // Twofold: a big dump has 400,000 rules, and room for four times as many would cost more memory than the copies.
+    const size = this.ruleStart.length * 2
+    this.ruleStart = grown(this.ruleStart, size)
+    this.ruleLine = grown(this.ruleLine, size)
+    this.ruleBefore = grown(this.ruleBefore, size)
   }
 
   private rehash(): void {
@@ -768,9 +777,6 @@ class IptablesParser {
   private openedAt = 0
   private lineNo = 0
   private lastContentLine = 0
-  private previousWasRule = false
-  /** The table of the previous rule line. */
-  private lastTable: TableChains | undefined
   /** hashOf the name nameEnd() has just found the end of. */
   private nameHash = 0
 
@@ -816,9 +822,9 @@ class IptablesParser {
     const {text, current} = this
     const length = text.length
     while (start <= length && text.charCodeAt(start) === 58 /* : */) {
+      const declared = current!.size
       start = current!.declareRun(start)
-      this.lineNo += current!.taken
-      this.previousWasRule = false
+      this.lineNo += current!.size - declared
       this.lastContentLine = this.lineNo
       if (start > length || text.charCodeAt(start) !== 58) break
       // One the loop did not take: a policy, a name declared before, a malformed line, or one that needs room.
@@ -836,19 +842,16 @@ class IptablesParser {
     const {text, current} = this
     const length = text.length
     while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
-      start = current!.addGuessedRun(start, this.lineNo + 1, this.previousWasRule && this.lastTable === current)
+      start = current!.addGuessedRun(start, this.lineNo + 1)
       if (current!.taken > 0) {
         this.lineNo += current!.taken
-        this.lastTable = current
         this.lastContentLine = this.lineNo
-        this.previousWasRule = true
       }
 
       if (start > length || text.charCodeAt(start) !== 45 || text.charCodeAt(start + 1) !== 65 || text.charCodeAt(start + 2) !== 32) break
       // A rule of a chain not guessed: the general path looks the name up.
       const next = this.nextLine(start)
       this.rule(start, this.lineEnd, start + 3)
-      this.previousWasRule = true
       start = next
     }
 
@@ -863,10 +866,7 @@ class IptablesParser {
   }
 
   private line(lineStart: number, lineEnd: number): void {
-    if (lineEnd === lineStart) {
-      this.previousWasRule = false
-      return
-    }
+    if (lineEnd === lineStart) return
 
     const text = this.text
     const first = text.charCodeAt(lineStart)
@@ -886,11 +886,9 @@ class IptablesParser {
       text.charCodeAt(ruleStart + 2) === 32
     ) {
       this.rule(lineStart, lineEnd, ruleStart + 3)
-      this.previousWasRule = true
       return
     }
 
-    this.previousWasRule = false
     if (first === 58 /* : */ && this.current) {
       this.lastContentLine = this.lineNo
       this.declaration(this.current, lineStart, lineEnd)
@@ -924,10 +922,7 @@ class IptablesParser {
     this.lastContentLine = this.lineNo
     let chains: TableChains
     let i = -1
-    if (current && current.addGuessed(nameStart, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
-      this.lastTable = current
-      return
-    }
+    if (current && current.addGuessed(nameStart, lineStart, lineEnd, this.lineNo)) return
 
     const nameEnd = this.nameEnd(nameStart, lineEnd)
     if (current) {
@@ -939,8 +934,7 @@ class IptablesParser {
       this.excerptRules = true
     }
 
-    chains.addRule(i, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === chains)
-    this.lastTable = chains
+    chains.addRule(i, lineStart, this.lineNo)
   }
 
   /** ":NAME POLICY [packets:bytes]" at text[lineStart, lineEnd), read on offsets: a big dump declares 100,000 chains. */
@@ -1007,7 +1001,6 @@ class IptablesParser {
       }
 
       this.current = chains
-      this.lastTable = undefined
       this.openedAt = lineNo
       return
     }
@@ -1015,7 +1008,6 @@ class IptablesParser {
     if (line === 'COMMIT') {
       if (!current) throw dumpError(lineNo, 'COMMIT outside a table')
       this.current = undefined
-      this.lastTable = undefined
       return
     }
 
