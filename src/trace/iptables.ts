@@ -136,6 +136,7 @@ class TableChains {
   private readonly otherNames = new Map<number, string>()
   private readonly policies = new Map<number, string>()
   private readonly views = new Map<number, IptablesChain>()
+  /** Each chain's runs of rule lines, told once (see runs). */
   private readonly runsOf = new Map<number, number[]>()
   /** Chains of no sampled kind, and the first few of each kind (see interfaceNamesOf): the chains whose rules name interfaces. */
   readonly unsampled: number[] = []
@@ -217,8 +218,8 @@ class TableChains {
    * declaration, takes that one); each line it takes declares a chain.
    *
    * It makes room for more chains itself rather than return for it, so that one call takes the
-   * whole run: V8 compiles the loop while it runs, and compiles a function that has run long
-   * again when it is called again.
+   * whole run: V8 optimizes the loop while it runs, and would compile the function anew if it
+   * were called again after running that long.
    */
   declareRun(start: number): number {
     const {text, unsampled, samples} = this
