@@ -64,16 +64,45 @@ function sameText(a: string, aStart: number, aEnd: number, b: string, bStart: nu
   return true
 }
 
+/**
+ * Is the word at `at` of a rule line that ends at lineEnd the name of chain i (one of `size`),
+ * named text[nameStart[i], nameEnd[i])? False for a chain whose name stands nowhere in the
+ * dump (nameStart -1): TableChains.isNamedAt, on the general path, knows those. The names are
+ * compared as two slices of the dump, which V8 compares natively: faster than a loop over their
+ * characters, even with the two small strings made per rule. Their last characters first, where
+ * kube-proxy's names differ, so a wrong guess seldom makes a slice.
+ */
+function namedAt(text: string, nameStart: Int32Array, nameEnd: Int32Array, size: number, i: number, at: number, lineEnd: number): boolean {
+  if (i < 0 || i >= size) return false
+  const from = nameStart[i]
+  const length = nameEnd[i] - from
+  const end = at + length
+  if (from < 0 || length === 0 || end > lineEnd || (end < lineEnd && text.charCodeAt(end) !== 32)) return false
+  return text.charCodeAt(end - 1) === text.charCodeAt(from + length - 1) && text.slice(from, from + length) === text.slice(at, end)
+}
+
 /** TableChains' flags. */
 const IMPLICIT = 1
 const OTHER_NAME = 2
 const POLICY = 4
-const MORE_RUNS = 8
 
 const grown = (column: Int32Array, size: number) => {
   const copy = new Int32Array(size)
   copy.set(column)
   return copy
+}
+
+/** Where the word at `start` of a line that ends at lineEnd ends: at a space or the line's end. */
+function wordEnd(text: string, start: number, lineEnd: number): number {
+  const space = indexWithin(text, 32, start, lineEnd)
+  return space < 0 ? lineEnd : space
+}
+
+/** Where the line that starts at `start` ends: before its \n (or the text's end), and before a \r there. */
+function lineEndAt(text: string, start: number): number {
+  let end = text.indexOf('\n', start)
+  if (end < 0) end = text.length
+  return end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
 }
 
 /**
@@ -90,18 +119,25 @@ class TableChains {
   private nameEnd = new Int32Array(16)
   private hashes = new Int32Array(16)
   private ruleCounts = new Int32Array(16)
-  /** The first run of consecutive rule lines of each chain: start, end, first line, count. */
-  private runStart = new Int32Array(16)
-  private runEnd = new Int32Array(16)
-  private runLine = new Int32Array(16)
-  private runCount = new Int32Array(16)
-  /** What else a chain has (IMPLICIT, OTHER_NAME, POLICY, MORE_RUNS): the Maps below are read only then. */
+  /** Each chain's first and last rule (numbers in the rule columns below); lastRule is -1 before its first. */
+  private firstRule = new Int32Array(16)
+  private lastRule = new Int32Array(16)
+  /** What else a chain has (IMPLICIT, OTHER_NAME, POLICY): the Maps below are read only then. */
   private flags = new Uint8Array(16)
-  /** Further runs, [start, end, first line, count] each, of chains whose rules are not all together. */
-  private readonly moreRuns = new Map<number, number[]>()
+  /**
+   * Every rule line of the table, in the dump's order: where it starts, its line number, and
+   * the rule of the same chain before it (-1 for none). One set of columns for all chains keeps
+   * a rule to three numbers, and adding one is the same few stores whatever came before.
+   */
+  private rules = 0
+  private ruleStart = new Int32Array(64)
+  private ruleLine = new Int32Array(64)
+  private ruleBefore = new Int32Array(64)
   private readonly otherNames = new Map<number, string>()
   private readonly policies = new Map<number, string>()
   private readonly views = new Map<number, IptablesChain>()
+  /** Each chain's runs of rule lines, told once (see runs). */
+  private readonly runsOf = new Map<number, number[]>()
   /** Chains of no sampled kind, and the first few of each kind (see interfaceNamesOf): the chains whose rules name interfaces. */
   readonly unsampled: number[] = []
   readonly samples: number[][] = SAMPLED_PREFIXES.map(() => [])
@@ -114,6 +150,8 @@ class TableChains {
   private lastIndex = -1
   private beforeLast = -1
   private successor = 0
+  /** How many lines the last addGuessedRun took. */
+  taken = 0
 
   constructor(
     readonly name: string,
@@ -147,7 +185,6 @@ class TableChains {
       // Replaced: what the first declaration left goes.
       this.ruleCounts[i] = 0
       this.flags[i] = 0
-      this.moreRuns.delete(i)
       this.otherNames.delete(i)
       this.policies.delete(i)
       this.views.delete(i)
@@ -156,6 +193,7 @@ class TableChains {
     this.nameStart[i] = name === undefined ? start : -1
     this.nameEnd[i] = name === undefined ? end : -1
     this.hashes[i] = hash
+    this.lastRule[i] = -1
     if (this.size * 2 > this.slots.length) this.rehash()
     let flags = implicit ? IMPLICIT : 0
     if (name !== undefined) {
@@ -173,47 +211,130 @@ class TableChains {
   }
 
   /**
-   * ":NAME - [packets:bytes]" at text[lineStart, lineEnd) for a name not declared before, the
-   * usual declaration, in one call without the helpers of declare (a big dump has 100,000 of
-   * them, mostly run before V8 has optimized anything). False, with nothing done, for anything
-   * else: the general path (the parser's declaration) takes it then.
+   * Declarations ":NAME - [packets:bytes]" of names not declared before, the usual kind, from
+   * `start` on, in one loop over local variables: a big dump declares 100,000 chains together,
+   * mostly before V8 has optimized anything, and the general path's calls cost more than the
+   * work. Returns where the first line it does not take starts (the general path, the parser's
+   * declaration, takes that one); each line it takes declares a chain.
+   *
+   * It makes room for more chains itself rather than return for it, so that one call takes the
+   * whole run: V8 optimizes the loop while it runs, and would compile the function anew if it
+   * were called again after running that long.
    */
-  declareLine(lineStart: number, lineEnd: number): boolean {
-    const text = this.text
-    const space = text.indexOf(' ', lineStart)
-    if (space <= lineStart + 1 || space + 4 > lineEnd || text.charCodeAt(space + 1) !== 45 /* - */ || text.charCodeAt(space + 2) !== 32) return false
-    if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0)
-      return false
-    const start = lineStart + 1
-    const hash = hashOf(text, start, space)
-    const slots = this.slots
-    const mask = slots.length - 1
-    let slot = hash & mask
-    for (let index = slots[slot]; index !== 0; index = slots[slot]) {
-      if (this.hashes[index - 1] === hash && this.nameIs(index - 1, text, start, space)) return false
-      slot = (slot + 1) & mask
+  declareRun(start: number): number {
+    const {text, unsampled, samples} = this
+    let {slots, hashes, nameStart, nameEnd, lastRule, flags} = this
+    const length = text.length
+    lines: while (start <= length && text.charCodeAt(start) === 58 /* : */) {
+      const size = this.size
+      if (size === nameStart.length || (size + 1) * 2 > slots.length) {
+        if (size === nameStart.length) this.grow()
+        if ((size + 1) * 2 > slots.length) this.rehash()
+        ;({slots, hashes, nameStart, nameEnd, lastRule, flags} = this)
+      }
+
+      let end = text.indexOf('\n', start)
+      if (end < 0) end = length
+      const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+      const space = text.indexOf(' ', start)
+      if (space <= start + 1 || space + 4 > lineEnd || text.charCodeAt(space + 1) !== 45 /* - */ || text.charCodeAt(space + 2) !== 32) break
+      if (text.charCodeAt(space + 3) !== 91 /* [ */ || text.charCodeAt(lineEnd - 1) !== 93 /* ] */ || indexWithin(text, 58 /* : */, space + 3, lineEnd) < 0)
+        break
+      const name = start + 1
+      const hash = hashOf(text, name, space)
+      const mask = slots.length - 1
+      let slot = hash & mask
+      for (let index = slots[slot]; index !== 0; index = slots[slot]) {
+        // Declared before, or another name of the same hash (rare): the general path decides.
+        if (hashes[index - 1] === hash) break lines
+        slot = (slot + 1) & mask
+      }
+
+      // The count goes to its field at once, not after the loop: V8 optimizes this loop early on,
+      // and code after it that it had not seen run by then would be thrown away at a mid-run exit.
+      const i = this.size++
+      slots[slot] = i + 1
+      nameStart[i] = name
+      nameEnd[i] = space
+      hashes[i] = hash
+      lastRule[i] = -1
+      flags[i] = 0
+      const kind = sampledKind(text, name, space)
+      if (kind < 0) unsampled.push(i)
+      else if (samples[kind].length < SAMPLES) samples[kind].push(i)
+      start = end + 1
     }
 
-    if (this.size === this.nameStart.length) return false
-    const i = this.size++
-    slots[slot] = i + 1
-    this.nameStart[i] = start
-    this.nameEnd[i] = space
-    this.hashes[i] = hash
-    this.flags[i] = 0
-    const kind = sampledKind(text, start, space)
-    if (kind < 0) this.unsampled.push(i)
-    else if (this.samples[kind].length < SAMPLES) this.samples[kind].push(i)
-    if (this.size * 2 > slots.length) this.rehash()
-    return true
+    return start
+  }
+
+  /**
+   * Rule lines ("-A NAME ...", without counters) from `start` on, in one loop over local
+   * variables: nearly every line of a big dump. A rule's chain is nearly always one of the
+   * guessed ones, else it is looked up by name. Returns where the first line it does not take
+   * starts (the general path, the parser's rule, takes that one: another kind of line, or a rule
+   * of a chain the table does not declare); `taken` says how many it took; `line` is the number
+   * of the first. Does what addRule does (keep them in step), without its calls, and makes room
+   * itself (see declareRun).
+   *
+   * Every line runs the same code, whichever guess it matches: V8 optimizes this loop while the
+   * dump's first chains take rule after rule (KUBE-SERVICES takes thousands), and a call or a
+   * comparison it has not seen run by then would make it throw that code away and start over.
+   */
+  addGuessedRun(start: number, line: number): number {
+    const {text, nameStart, nameEnd, ruleCounts, firstRule, lastRule} = this
+    let {ruleStart, ruleLine, ruleBefore} = this
+    const length = text.length
+    const size = this.size
+    let rules = this.rules
+    let last = this.lastIndex
+    let beforeLast = this.beforeLast
+    let successor = this.successor
+    let taken = 0
+    while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
+      let end = text.indexOf('\n', start)
+      if (end < 0) end = length
+      const lineEnd = end > start && text.charCodeAt(end - 1) === 13 /* \r */ ? end - 1 : end
+      const isLast = namedAt(text, nameStart, nameEnd, size, last, start + 3, lineEnd)
+      const isBeforeLast = namedAt(text, nameStart, nameEnd, size, beforeLast, start + 3, lineEnd)
+      const isSuccessor = namedAt(text, nameStart, nameEnd, size, successor, start + 3, lineEnd)
+      let i = isLast ? last : isBeforeLast ? beforeLast : isSuccessor ? successor : -1
+      // Not guessed: looked up by name. Not declared: the general path says so.
+      if (i < 0) i = this.find(text, start + 3, wordEnd(text, start + 3, lineEnd))
+      if (i < 0) break
+      if (rules === ruleStart.length) {
+        this.growRules()
+        ;({ruleStart, ruleLine, ruleBefore} = this)
+      }
+
+      const before = lastRule[i]
+      ruleStart[rules] = start
+      ruleLine[rules] = line + taken
+      ruleBefore[rules] = before
+      firstRule[i] = before < 0 ? rules : firstRule[i]
+      lastRule[i] = rules++
+      ruleCounts[i]++
+      beforeLast = i === last ? beforeLast : last
+      last = i
+      successor = Math.max(successor, i + 1)
+      taken++
+      start = end + 1
+    }
+
+    this.rules = rules
+    this.lastIndex = last
+    this.beforeLast = beforeLast
+    this.successor = successor
+    this.taken = taken
+    return start
   }
 
   /**
    * "-A NAME ..." at text[lineStart, lineEnd) with NAME at `at`: when NAME is one of the guessed
    * chains, adds the rule and returns true; false, with nothing done, otherwise (then the general
-   * path looks the name up). `follows`: the previous line was a rule of this table.
+   * path looks the name up).
    */
-  addGuessed(at: number, lineStart: number, lineEnd: number, line: number, follows: boolean): boolean {
+  addGuessed(at: number, lineStart: number, lineEnd: number, line: number): boolean {
     const last = this.lastIndex
     const i = this.isNamedAt(last, at, lineEnd)
       ? last
@@ -223,20 +344,26 @@ class TableChains {
           ? this.successor
           : -1
     if (i < 0) return false
-    this.addRule(i, lineStart, lineEnd, line, follows)
+    this.addRule(i, lineStart, line)
     return true
   }
 
-  /** Adds the rule at [start, end) of the dump to chain i, and moves the guesses on. */
-  addRule(i: number, start: number, end: number, line: number, follows: boolean): void {
-    const continues = follows && i === this.lastIndex
+  /** Adds the rule whose line starts at `start` of the dump to chain i, and moves the guesses on. */
+  addRule(i: number, start: number, line: number): void {
+    if (this.rules === this.ruleStart.length) this.growRules()
+    const rule = this.rules++
+    this.ruleStart[rule] = start
+    this.ruleLine[rule] = line
+    this.ruleBefore[rule] = this.lastRule[i]
+    if (this.lastRule[i] < 0) this.firstRule[i] = rule
+    this.lastRule[i] = rule
+    this.ruleCounts[i]++
     if (i !== this.lastIndex) {
       this.beforeLast = this.lastIndex
       this.lastIndex = i
     }
 
     if (i >= this.successor) this.successor = i + 1
-    this.add(i, start, end, line, continues)
   }
 
   /** A chain that may be declared again: a built-in one the input has not declared and given no rule yet. */
@@ -244,46 +371,39 @@ class TableChains {
     return (this.flags[i] & IMPLICIT) !== 0 && this.ruleCounts[i] === 0
   }
 
-  /** Adds the rule at [start, end) of the dump to chain i; `continues` when it directly follows the chain's previous rule. */
-  private add(i: number, start: number, end: number, line: number, continues: boolean): void {
-    const count = this.ruleCounts[i]++
-    if (count === 0) {
-      this.runStart[i] = start
-      this.runEnd[i] = end
-      this.runLine[i] = line
-      this.runCount[i] = 1
-      return
-    }
-
-    const more = (this.flags[i] & MORE_RUNS) !== 0
-    if (continues && !more) {
-      this.runEnd[i] = end
-      this.runCount[i]++
-      return
-    }
-
-    if (!more) {
-      this.moreRuns.set(i, [start, end, line, 1])
-      this.flags[i] |= MORE_RUNS
-      return
-    }
-
-    const runs = this.moreRuns.get(i)!
-    if (continues) {
-      runs[runs.length - 3] = end
-      runs[runs.length - 1]++
-    } else runs.push(start, end, line, 1)
-  }
-
   ruleCount(i: number): number {
     return this.ruleCounts[i]
   }
 
-  /** Chain i's runs of rule lines: [start, end, first line, count] each. */
+  /** Chain i's runs of consecutive rule lines: [start, end, first line, count] each (asked for once the parse is done). */
   runs(i: number): number[] {
-    if (this.ruleCounts[i] === 0) return []
-    const first = [this.runStart[i], this.runEnd[i], this.runLine[i], this.runCount[i]]
-    return (this.flags[i] & MORE_RUNS) === 0 ? first : [...first, ...this.moreRuns.get(i)!]
+    let runs = this.runsOf.get(i)
+    if (!runs) {
+      runs = this.runsFromRules(i)
+      this.runsOf.set(i, runs)
+    }
+
+    return runs
+  }
+
+  private runsFromRules(i: number): number[] {
+    const count = this.ruleCounts[i]
+    if (count === 0) return []
+    const {text, ruleStart, ruleLine, ruleBefore} = this
+    const last = this.lastRule[i]
+    const first = this.firstRule[i]
+    // Every line from the first rule's to the last's is one of them: one run, told without visiting each.
+    if (ruleLine[last] - ruleLine[first] + 1 === count) return [ruleStart[first], lineEndAt(text, ruleStart[last]), ruleLine[first], count]
+    const runs: number[][] = []
+    for (let rule = last; rule >= 0;) {
+      // The run that ends at `rule`: back over the rules on the lines just before it.
+      let start = rule
+      while (ruleBefore[start] >= 0 && ruleLine[ruleBefore[start]] === ruleLine[start] - 1) start = ruleBefore[start]
+      runs.push([ruleStart[start], lineEndAt(text, ruleStart[rule]), ruleLine[start], ruleLine[rule] - ruleLine[start] + 1])
+      rule = ruleBefore[start]
+    }
+
+    return runs.reverse().flat()
   }
 
   /**
@@ -361,13 +481,19 @@ class TableChains {
     this.nameEnd = grown(this.nameEnd, size)
     this.hashes = grown(this.hashes, size)
     this.ruleCounts = grown(this.ruleCounts, size)
-    this.runStart = grown(this.runStart, size)
-    this.runEnd = grown(this.runEnd, size)
-    this.runLine = grown(this.runLine, size)
-    this.runCount = grown(this.runCount, size)
+    this.firstRule = grown(this.firstRule, size)
+    this.lastRule = grown(this.lastRule, size)
     const flags = new Uint8Array(size)
     flags.set(this.flags)
     this.flags = flags
+  }
+
+  private growRules(): void {
+    // Twofold: a big dump has 400,000 rules, and room for four times as many would cost more memory than the copies.
+    const size = this.ruleStart.length * 2
+    this.ruleStart = grown(this.ruleStart, size)
+    this.ruleLine = grown(this.ruleLine, size)
+    this.ruleBefore = grown(this.ruleBefore, size)
   }
 
   private rehash(): void {
@@ -655,9 +781,6 @@ class IptablesParser {
   private openedAt = 0
   private lineNo = 0
   private lastContentLine = 0
-  private previousWasRule = false
-  /** The table of the previous rule line. */
-  private lastTable: TableChains | undefined
   /** hashOf the name nameEnd() has just found the end of. */
   private nameHash = 0
 
@@ -703,10 +826,15 @@ class IptablesParser {
     const {text, current} = this
     const length = text.length
     while (start <= length && text.charCodeAt(start) === 58 /* : */) {
-      const next = this.nextLine(start)
-      this.previousWasRule = false
+      const declared = current!.size
+      start = current!.declareRun(start)
+      this.lineNo += current!.size - declared
       this.lastContentLine = this.lineNo
-      if (!current!.declareLine(start, this.lineEnd)) this.declaration(current!, start, this.lineEnd)
+      if (start > length || text.charCodeAt(start) !== 58) break
+      // One the loop did not take: a policy, a name declared before, a malformed line, or one that needs room.
+      const next = this.nextLine(start)
+      this.lastContentLine = this.lineNo
+      this.declaration(current!, start, this.lineEnd)
       start = next
     }
 
@@ -718,14 +846,16 @@ class IptablesParser {
     const {text, current} = this
     const length = text.length
     while (start <= length && text.charCodeAt(start) === 45 /* - */ && text.charCodeAt(start + 1) === 65 /* A */ && text.charCodeAt(start + 2) === 32) {
-      const next = this.nextLine(start)
-      const lineEnd = this.lineEnd
-      // Nearly always one of the guessed chains; the general path looks the name up.
-      if (current!.addGuessed(start + 3, start, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
-        this.lastTable = current
+      start = current!.addGuessedRun(start, this.lineNo + 1)
+      if (current!.taken > 0) {
+        this.lineNo += current!.taken
         this.lastContentLine = this.lineNo
-      } else this.rule(start, lineEnd, start + 3)
-      this.previousWasRule = true
+      }
+
+      if (start > length || text.charCodeAt(start) !== 45 || text.charCodeAt(start + 1) !== 65 || text.charCodeAt(start + 2) !== 32) break
+      // A rule of a chain not guessed: the general path looks the name up.
+      const next = this.nextLine(start)
+      this.rule(start, this.lineEnd, start + 3)
       start = next
     }
 
@@ -740,10 +870,7 @@ class IptablesParser {
   }
 
   private line(lineStart: number, lineEnd: number): void {
-    if (lineEnd === lineStart) {
-      this.previousWasRule = false
-      return
-    }
+    if (lineEnd === lineStart) return
 
     const text = this.text
     const first = text.charCodeAt(lineStart)
@@ -763,14 +890,12 @@ class IptablesParser {
       text.charCodeAt(ruleStart + 2) === 32
     ) {
       this.rule(lineStart, lineEnd, ruleStart + 3)
-      this.previousWasRule = true
       return
     }
 
-    this.previousWasRule = false
     if (first === 58 /* : */ && this.current) {
       this.lastContentLine = this.lineNo
-      if (!this.current.declareLine(lineStart, lineEnd)) this.declaration(this.current, lineStart, lineEnd)
+      this.declaration(this.current, lineStart, lineEnd)
       return
     }
 
@@ -801,10 +926,7 @@ class IptablesParser {
     this.lastContentLine = this.lineNo
     let chains: TableChains
     let i = -1
-    if (current && current.addGuessed(nameStart, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === current)) {
-      this.lastTable = current
-      return
-    }
+    if (current && current.addGuessed(nameStart, lineStart, lineEnd, this.lineNo)) return
 
     const nameEnd = this.nameEnd(nameStart, lineEnd)
     if (current) {
@@ -816,8 +938,7 @@ class IptablesParser {
       this.excerptRules = true
     }
 
-    chains.addRule(i, lineStart, lineEnd, this.lineNo, this.previousWasRule && this.lastTable === chains)
-    this.lastTable = chains
+    chains.addRule(i, lineStart, this.lineNo)
   }
 
   /** ":NAME POLICY [packets:bytes]" at text[lineStart, lineEnd), read on offsets: a big dump declares 100,000 chains. */
@@ -884,7 +1005,6 @@ class IptablesParser {
       }
 
       this.current = chains
-      this.lastTable = undefined
       this.openedAt = lineNo
       return
     }
@@ -892,7 +1012,6 @@ class IptablesParser {
     if (line === 'COMMIT') {
       if (!current) throw dumpError(lineNo, 'COMMIT outside a table')
       this.current = undefined
-      this.lastTable = undefined
       return
     }
 
