@@ -6,12 +6,29 @@ import {LISTENERS_FN} from '../node/listeners.js'
  * The shell run on control-plane nodes (through src/node's task pods, HOST_ROOT = the node's
  * "/"). They use only what the cluster's own kube-proxy image has, so they work air-gapped on
  * every kubeadm node: dash's builtins and cat, grep, ln, rm, sleep, wc (the distroless-iptables
- * image has no mkdir, mv, cp, base64, date, curl or wget). Directories are made by the kubelet
- * (hostPath DirectoryOrCreate volumes of the task pod, see NODE_DIRS); a rename is `ln -f`
- * (link to a temporary name, then rename(2)); a backup is a second name of the original file,
- * whose bytes are on disk already. No script writes into that file afterwards (rewrites are new
- * files), so there is no new data to fsync before a manifest moves, and nothing here could: the
- * image has no sync. Every script is safe to run twice.
+ * image has no mkdir, mv, cp, sync, base64, date, curl or wget). Directories are made by the
+ * kubelet (hostPath DirectoryOrCreate volumes of the task pod, see NODE_DIRS); a rename is
+ * `ln -f` (link to a temporary name, then rename(2)). Every script is safe to run twice.
+ *
+ * What a power loss can take, with no sync in the image:
+ * - Moves that carry no new data: the backup is a second name of the original manifest; a
+ *   hand-off holds the manifest's file under another name and put_back gives that same file its
+ *   name again; restoring the original gives the manifest's name to the backup file (link_as).
+ *   Only names change, never bytes (the original's were on disk before pivot began): a crash
+ *   can at most undo a recent link or rename.
+ * - Writes of new data: PREPARE's NEW_CONTENT and RESTORE's CONTENT (the --permit-port-sharing
+ *   variant) and the hand-off's confirmation, through put: a new dot-file linked over the name,
+ *   so the kubelet never reads half a file. Unflushed, the new bytes rely on the filesystem:
+ *   ext4 (auto_da_alloc, on by default) writes a file's data out before a rename over an
+ *   existing file commits; a file given a name that did not exist (CONTENT where a hand-off had
+ *   removed the manifest) is not covered, and until the kernel writes it back on its own a
+ *   crash can leave it empty, as on filesystems without that rule. The REVERTED marker is new
+ *   data too; only its existence counts.
+ * - Nothing is ever written into an existing file, so a backup keeps its bytes while the restored
+ *   manifest shares its file: every write makes a new file, and put and link_as first remove a
+ *   dot-file a killed task may have left as another name of a manifest or a backup. A tool that
+ *   rewrites a restored manifest in place (instead of a new file renamed over it) changes the
+ *   backup's bytes too.
  */
 
 const COMPONENT_LIST = PIVOTED_COMPONENTS.join(' ')
@@ -39,9 +56,12 @@ d="$HOST_ROOT${BACKUP_DIR}/\${STAMP:-none}"
 b="$d/$COMPONENT.yaml"
 w="$HOST_ROOT${HANDOFF_DIR}"
 held="$w/$COMPONENT.yaml"
-# Writes stdin to $1 atomically: a dot-file beside it (the kubelet ignores those), then ln -f.
-put() { t="$(dirname_of "$1")/.$COMPONENT.selfhost-tmp"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
-dirname_of() { printf '%s' "\${1%/*}"; }`
+# Writes stdin to $1 atomically: a new dot-file beside it (the kubelet ignores those), then ln -f.
+# The dot-file is removed first: one a killed task left is another name of a manifest or backup.
+put() { t="$(temp_for "$1")"; rm -f "$t"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
+# Makes $2 another name of the file $1, as atomically as put: no new data, so nothing to flush.
+link_as() { t="$(temp_for "$2")"; rm -f "$t"; ln "$1" "$t"; ln -f "$t" "$2"; rm -f "$t"; }
+temp_for() { printf '%s/.%s.selfhost-tmp' "\${1%/*}" "\${1##*/}"; }`
 
 /** Prints every pivoted manifest, every backup and every held hand-off, each framed by its byte count. */
 export const READ_STATE_SCRIPT = `set -eu
@@ -95,6 +115,7 @@ ${PATHS}
 ${LISTENERS_FN}
 ok="$w/$COMPONENT.confirmed"
 rm -f "$ok"
+# The held file gets its name back: no new data, nothing a crash could leave half written.
 put_back() { ln -f "$held" "$m"; rm -f "$held"; echo "$1: put $m back"; }
 # The trap comes first: as a container's PID 1 this shell ignores a TERM it has no trap for, so
 # a deletion during the move would otherwise be lost.
@@ -149,11 +170,14 @@ printf '%s' "$TOKEN" | put "$w/$COMPONENT.confirmed"
 echo "confirmed the $COMPONENT hand-off"
 `
 
-/** Puts a manifest back: the backup's bytes, or CONTENT when set (a port-sharing step on the way). */
+/**
+ * Puts a manifest back: the backup file itself under the manifest's name (the original bytes,
+ * on disk since before the pivot), or CONTENT when set (a port-sharing step on the way).
+ */
 export const RESTORE_SCRIPT = `set -eu
 ${PATHS}
 [ -f "$b" ] || { echo "no backup of $COMPONENT in $d"; exit 2; }
-if [ -n "\${CONTENT+set}" ]; then printf '%s' "$CONTENT" | put "$m"; else put "$m" < "$b"; fi
+if [ -n "\${CONTENT+set}" ]; then printf '%s' "$CONTENT" | put "$m"; else link_as "$b" "$m"; fi
 rm -f "$held"
 echo "restored $m"
 `
