@@ -17,13 +17,13 @@ import {LISTENERS_FN} from '../node/listeners.js'
  *   Only names change, never bytes (the original's were on disk before pivot began): a crash
  *   can at most undo a recent link or rename.
  * - Writes of new data: PREPARE's NEW_CONTENT and RESTORE's CONTENT (the --permit-port-sharing
- *   variant) and the hand-off's confirmation, through put: a new dot-file linked over the name,
- *   so the kubelet never reads half a file. Unflushed, the new bytes rely on the filesystem:
- *   ext4 (auto_da_alloc, on by default) writes a file's data out before a rename over an
- *   existing file commits; a file given a name that did not exist (CONTENT where a hand-off had
- *   removed the manifest) is not covered, and until the kernel writes it back on its own a
- *   crash can leave it empty, as on filesystems without that rule. The REVERTED marker is new
- *   data too; only its existence counts.
+ *   variant), the hand-off's confirmation and its watchdog record, through put: a new dot-file
+ *   linked over the name, so the kubelet never reads half a file. Unflushed, the new bytes rely
+ *   on the filesystem: ext4 (auto_da_alloc, on by default) writes a file's data out before a
+ *   rename over an existing file commits; a file given a name that did not exist (CONTENT where
+ *   a hand-off had removed the manifest) is not covered, and until the kernel writes it back on
+ *   its own a crash can leave it empty, as on filesystems without that rule. The REVERTED
+ *   marker is new data too; only its existence counts.
  * - Nothing is ever written into an existing file, so a backup keeps its bytes while the restored
  *   manifest shares its file: every write makes a new file, and put and link_as first remove a
  *   dot-file a killed task may have left as another name of a manifest or a backup. A tool that
@@ -36,7 +36,7 @@ const COMPONENT_LIST = PIVOTED_COMPONENTS.join(' ')
 export const SELFHOST_DIR = '/etc/kubernetes/selfhost'
 /** The original manifests, one directory per pivot: nothing else is ever written there. */
 export const BACKUP_DIR = `${SELFHOST_DIR}/backup`
-/** The hand-off's working files: the manifest held while a watchdog waits, and its confirmation. */
+/** The hand-off's working files: the manifest held while a watchdog waits, its confirmation, and which pod the watchdog is. */
 export const HANDOFF_DIR = `${SELFHOST_DIR}/handoff`
 /** The file that marks a backup directory as put back by `revert` (kept on disk, no longer active). */
 export const REVERTED_MARKER = 'REVERTED'
@@ -63,7 +63,7 @@ put() { t="$(temp_for "$1")"; rm -f "$t"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t
 link_as() { t="$(temp_for "$2")"; rm -f "$t"; ln "$1" "$t"; ln -f "$t" "$2"; rm -f "$t"; }
 temp_for() { printf '%s/.%s.selfhost-tmp' "\${1%/*}" "\${1##*/}"; }`
 
-/** Prints every pivoted manifest, every backup and every held hand-off, each framed by its byte count. */
+/** Prints every pivoted manifest, every backup, every held hand-off and its watchdog's pod, each framed by its byte count. */
 export const READ_STATE_SCRIPT = `set -eu
 for tool in cat wc ln rm sleep; do command -v "$tool" >/dev/null 2>&1 || { echo "the node-task image has no $tool"; exit 1; }; done
 k="$HOST_ROOT/etc/kubernetes"
@@ -71,6 +71,7 @@ emit() { printf 'begin %s %s\\n' "$1" "$(wc -c < "$2")"; cat "$2"; printf '\\nen
 for c in ${COMPONENT_LIST}; do
   if [ -f "$k/manifests/$c.yaml" ]; then emit "manifest $c" "$k/manifests/$c.yaml"; fi
   if [ -f "$HOST_ROOT${HANDOFF_DIR}/$c.yaml" ]; then emit "held $c" "$HOST_ROOT${HANDOFF_DIR}/$c.yaml"; fi
+  if [ -f "$HOST_ROOT${HANDOFF_DIR}/$c.watchdog" ]; then emit "watchdog $c" "$HOST_ROOT${HANDOFF_DIR}/$c.watchdog"; fi
 done
 for dir in "$HOST_ROOT${BACKUP_DIR}"/*/; do
   if [ ! -d "$dir" ]; then continue; fi
@@ -109,17 +110,25 @@ fi
  * CLI's Ctrl-C deletes the pod: SIGTERM first), it puts the manifest back too. With PORT (hex)
  * and SETTLE set (port sharing), it first waits, within the same DEADLINE, until a second process
  * has listened on that port for SETTLE seconds; it never moves the manifest otherwise.
+ * While it runs, HANDOFF_DIR/<component>.watchdog names its pod (NODE_TASK_POD, "namespace/name"),
+ * so a later run finds it whatever namespace it was started in.
  */
 export const HANDOFF_SCRIPT = `set -eu
 ${PATHS}
 ${LISTENERS_FN}
 ok="$w/$COMPONENT.confirmed"
+rec="$w/$COMPONENT.watchdog"
 rm -f "$ok"
 # The held file gets its name back: no new data, nothing a crash could leave half written.
 put_back() { ln -f "$held" "$m"; rm -f "$held"; echo "$1: put $m back"; }
+# The record goes last, whatever the way out, and only while it still names this pod.
+forget() { if [ "$(cat "$rec" 2>/dev/null)" = "\${NODE_TASK_POD:-}" ]; then rm -f "$rec"; fi; }
+trap forget EXIT
 # The trap comes first: as a container's PID 1 this shell ignores a TERM it has no trap for, so
 # a deletion during the move would otherwise be lost.
 trap 'if [ -f "$held" ] && [ ! -f "$m" ]; then put_back "interrupted before the hand-off was confirmed"; fi; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
+# Who watches, before anything moves: a later run with another --namespace lists pods only in that one.
+if [ -n "\${NODE_TASK_POD:-}" ]; then printf '%s' "$NODE_TASK_POD" | put "$rec"; fi
 # Five checks a second (no date command: time is counted in ticks), one count for the whole deadline.
 tick=0
 nap() { sleep 0.2 & wait $! || true; tick=$((tick + 1)); }
@@ -200,12 +209,14 @@ export interface NodeFiles {
   manifests: Partial<Record<PivotedComponent, string>>
   /** Manifests a hand-off holds out of the kubelet's sight while its watchdog waits (or after it died). */
   held: Partial<Record<PivotedComponent, string>>
+  /** The pod ("namespace/name") of each hand-off watchdog that started here and has not ended (or was killed outright). */
+  watchdogs: Partial<Record<PivotedComponent, string>>
   backups: NodeBackup[]
 }
 
 /** Parses READ_STATE_SCRIPT's output; an output cut short or garbled is refused rather than half-read. */
 export function parseNodeState(node: string, output: string): NodeFiles {
-  const files: NodeFiles = {node, manifests: {}, held: {}, backups: []}
+  const files: NodeFiles = {node, manifests: {}, held: {}, watchdogs: {}, backups: []}
   const incomplete = (why: string) =>
     new CliError(`reading the manifests on ${node} gave an incomplete answer (${why}): ${output.trim().split('\n').pop() ?? ''}`)
   const bytes = Buffer.from(output, 'utf8')
@@ -234,6 +245,8 @@ export function parseNodeState(node: string, output: string): NodeFiles {
     const [what, a, b] = rest
     if (what === 'manifest' && isComponent(a)) files.manifests[a] = content
     if (what === 'held' && isComponent(a)) files.held[a] = content
+    // A record a crash cut short names no pod: nothing to stop.
+    if (what === 'watchdog' && isComponent(a) && /^[a-z0-9-]+\/[a-z0-9.-]+$/.test(content)) files.watchdogs[a] = content
     if (what === 'backup' && isComponent(b)) {
       const backup = files.backups.find((x) => x.stamp === a)
       if (backup) backup.files[b] = content

@@ -148,6 +148,45 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
     assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
   })
 
+  it('while a hand-off runs, the node names its pod for any later run to find; the name goes when it ends, however it ends', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, env(root))
+    const watchdogs = async () => parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out).watchdogs
+    const pod = 'other-ns/selfhost-pivot-handoff-cp-1-abc123'
+    // Stopped: its pod deleted.
+    let stop = () => {}
+    const stopped = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '60', TOKEN: 't', NODE_TASK_POD: pod}, (kill) => (stop = kill))
+    await eventually('the hand-off to hold the manifest', 5000, () => !existsSync(live(root)), 50)
+    assert.deepEqual(await watchdogs(), {'kube-apiserver': pod})
+    stop()
+    assert.equal((await stopped).code, HANDOFF_INTERRUPTED_EXIT)
+    assert.deepEqual(await watchdogs(), {})
+    assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
+    // Confirmed.
+    const confirmed = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '20', TOKEN: 'ok', NODE_TASK_POD: pod})
+    await eventually('the hand-off to hold the manifest', 5000, () => !existsSync(live(root)), 50)
+    assert.equal((await sh(CONFIRM_SCRIPT, {...env(root), TOKEN: 'ok'})).code, 0)
+    assert.equal((await confirmed).code, 0)
+    assert.deepEqual(await watchdogs(), {})
+    // Not confirmed in time.
+    writeFileSync(live(root), MANIFEST)
+    assert.equal((await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '1', TOKEN: 'never', NODE_TASK_POD: pod})).code, HANDOFF_RESTORED_EXIT)
+    assert.deepEqual(await watchdogs(), {})
+  })
+
+  it('a watchdog that ends leaves the name of a newer one alone, and a name cut short is no pod', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, env(root))
+    const record = join(root, HANDOFF_DIR, 'kube-apiserver.watchdog')
+    const older = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '1', TOKEN: 't', NODE_TASK_POD: 'kube-system/older'})
+    await eventually('the older watchdog to name itself', 5000, () => existsSync(record), 20)
+    writeFileSync(record, 'kube-system/newer')
+    assert.equal((await older).code, HANDOFF_RESTORED_EXIT)
+    assert.equal(readFileSync(record, 'utf8'), 'kube-system/newer')
+    writeFileSync(record, 'kube-sys')
+    assert.deepEqual(parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out).watchdogs, {})
+  })
+
   it('a re-run finds a held manifest (its watchdog died) and waits for confirmation again', async () => {
     const root = nodeRoot()
     await sh(PREPARE_SCRIPT, env(root))
