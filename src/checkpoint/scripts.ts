@@ -5,8 +5,8 @@
  * the node's own) and nothing else:
  *
  * - no kube-apiserver listening for GRACE seconds (BOOT_GRACE on its first start since the node
- *   booted: /run is new each boot) → it copies each checkpoint into the kubelet's manifest
- *   directory under its own file and pod name (never the self-hosted pod's, never the original
+ *   booted: /run is new each boot) → it gives each checkpoint a second name in the kubelet's
+ *   manifest directory, with its own pod name (never the self-hosted pod's, never the original
  *   static manifest's), so the kubelet starts the last control plane that ran Ready here;
  * - a checkpoint copy running and a second listener on its port for APISERVER_SETTLE seconds
  *   (SETTLE for the scheduler and controller-manager) with none leaving meanwhile (the
@@ -19,6 +19,15 @@
  * A checkpoint that is missing, cut short, of another cluster or older than the floor (the
  * apiserver version the cluster's data was last written by) is never started; the reason is in
  * /tmp/problems, which the pod's readiness probe turns into NotReady for `status`.
+ *
+ * What a power loss can take (the image has no sync): the checkpoints, the floor and the
+ * checkpointer's manifest are new data, each written to a new dot-file linked over its name
+ * (put); ext4 (auto_da_alloc, on by default) writes a file's data out before a rename over an
+ * existing file commits, a first write under a new name is not covered, and a checkpoint a crash
+ * cut short lacks its end line and is never started. A copy the checkpointer starts is the
+ * checkpoint file under a second name (link_as): no new data, so a crash right after it cannot
+ * leave the kubelet an empty manifest. Nothing is written into an existing file: put and link_as
+ * first remove a dot-file a killed task may have left as another name of one.
  */
 
 import {LISTENERS_FN} from '../node/listeners.js'
@@ -48,7 +57,7 @@ man="$k/manifests"
 run=\${RUN_DIR:-${CHECKPOINT_RUN_DIR}}
 ${LISTENERS_FN}
 say() { echo "checkpointer: $*"; }
-put() { t="\${1%/*}/.selfhost-checkpoint-tmp"; cat > "$t" && ln -f "$t" "$1"; rm -f "$t"; }
+link_as() { t="\${2%/*}/.\${2##*/}.selfhost-tmp"; rm -f "$t"; ln "$1" "$t" && ln -f "$t" "$2"; rm -f "$t"; }
 active() { [ -f "$man/selfhost-checkpoint-$1.yaml" ]; }
 # Why the checkpoint of $1 must not start, or nothing.
 verdict() {
@@ -70,7 +79,7 @@ check_all() {
 }
 start_copy() {
   if [ -n "$(verdict "$1")" ]; then return; fi
-  put "$man/selfhost-checkpoint-$1.yaml" < "$dir/$1.yaml" && say "started the checkpoint of $1 ($2)"
+  link_as "$dir/$1.yaml" "$man/selfhost-checkpoint-$1.yaml" && say "started the checkpoint of $1 ($2)"
 }
 step_aside() { rm -f "$man/selfhost-checkpoint-$1.yaml"; say "removed the checkpoint of $1: $2"; }
 
@@ -137,7 +146,7 @@ done
 export const WRITE_CHECKPOINTS_SCRIPT = `set -eu
 dir="$HOST_ROOT${CHECKPOINT_DIR}"
 man="$HOST_ROOT/etc/kubernetes/manifests"
-put() { t="\${1%/*}/.selfhost-checkpoint-tmp"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
+put() { t="\${1%/*}/.\${1##*/}.selfhost-tmp"; rm -f "$t"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
 i=0
 for c in $COMPONENTS; do
   i=$((i + 1))

@@ -11,6 +11,8 @@ export const NODE_TASK_LABEL = 'selfhost.kubectl.io/node-task'
 export const NODE_TASK_CONTAINER = 'task'
 /** Where the node's "/" is mounted inside the pod when mountHostRoot is set. */
 export const HOST_ROOT_MOUNT = '/host'
+/** The env var that tells a task its own pod ("namespace/name"), so it can leave on the node who is at work there. */
+export const NODE_TASK_POD_ENV = 'NODE_TASK_POD'
 
 /** A command to run to completion on one node, in a short-lived privileged pod. */
 export interface NodeTask {
@@ -131,7 +133,9 @@ export function nodeTaskPodName(purpose: string, node: string, suffix = randomBy
 
 /** The pod that runs a node task. Pure, so its safety properties are tested directly. */
 export function buildNodeTaskPod(task: NodeTask, name: string): V1Pod {
+  const namespace = task.namespace ?? SYSTEM_NAMESPACE
   const env = Object.entries(task.env ?? {}).map(([key, value]) => ({name: key, value}))
+  env.push({name: NODE_TASK_POD_ENV, value: `${namespace}/${name}`})
   if (task.mountHostRoot) env.push({name: 'HOST_ROOT', value: HOST_ROOT_MOUNT})
   const volumes: Array<{name: string; hostPath: {path: string; type: string}}> = []
   const mounts: Array<{name: string; mountPath: string}> = []
@@ -150,7 +154,7 @@ export function buildNodeTaskPod(task: NodeTask, name: string): V1Pod {
     kind: 'Pod',
     metadata: {
       name,
-      namespace: task.namespace ?? SYSTEM_NAMESPACE,
+      namespace,
       labels: {[MANAGED_BY_LABEL]: MANAGED_BY_VALUE, [NODE_TASK_LABEL]: task.purpose},
     },
     spec: {

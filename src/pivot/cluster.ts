@@ -5,14 +5,15 @@ import type {CheckpointDeps} from '../checkpoint/install.js'
 import {type PivotedComponent, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE, isMirrorPod, selfHostedName} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
+import {ApiStatusError, isNotFound} from '../kube/errors.js'
 import {pollUntil} from '../kube/wait.js'
 import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../node/runner.js'
-import {READ_STATE_SCRIPT, nodeDirs} from './node-scripts.js'
+import {type NodeFiles, READ_STATE_SCRIPT, nodeDirs} from './node-scripts.js'
 
 /** The API calls pivot and revert make; KubeClient satisfies it, tests pass a fake. */
 export type PivotClusterApi = Pick<
   KubeClient,
-  'listNodes' | 'listPods' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'deletePod' | 'canI' | 'raw' | 'getLease' | 'version'
+  'listNodes' | 'listPods' | 'getPod' | 'listDaemonSets' | 'listDeployments' | 'apply' | 'delete' | 'deletePod' | 'canI' | 'raw' | 'getLease' | 'version'
 >
 
 export interface PivotDeps {
@@ -20,8 +21,8 @@ export interface PivotDeps {
   /** Runs a command on a node to completion (src/node's runNodeTask in real use); aborting deletes its pod. */
   runTask: (task: NodeTask, opts?: {signal?: AbortSignal}) => Promise<NodeTaskResult>
   log: (line: string) => void
-  /** Deletes node-task pods that earlier runs left behind finished (src/node's deleteFinishedNodeTasks). */
-  cleanupTasks?: () => Promise<string[]>
+  /** Deletes the node-task pods that earlier runs left behind finished in a namespace (src/node's deleteFinishedNodeTasks). */
+  cleanupTasks?: (namespace: string) => Promise<string[]>
   now?: () => Date
   sleep?: (ms: number) => Promise<void>
 }
@@ -162,27 +163,86 @@ export class PivotCluster {
   // ---- what earlier runs left --------------------------------------------------------------
 
   /**
-   * What earlier runs left: finished node-task pods (deleted), and hand-off watchdogs still
-   * waiting for a confirmation that will never come (their CLI died). Deleting a watchdog puts
-   * its manifest back (its TERM trap), so this run starts from files that say what is true.
+   * What earlier runs left in this run's task namespace: finished node-task pods (deleted), and
+   * hand-off watchdogs still waiting for a confirmation that will never come (their CLI died).
+   * Deleting a watchdog puts its manifest back (its TERM trap), so this run starts from files
+   * that say what is true. Watchdogs started with another --namespace are named on their node:
+   * see stopRecordedWatchdogs.
    */
   async clearLeftovers(): Promise<void> {
-    const removed = (await this.deps.cleanupTasks?.()) ?? []
-    if (removed.length > 0) this.log(`removed ${removed.length} finished node-task pod(s) left by earlier runs: ${removed.join(', ')}`)
     const namespace = this.taskNamespace
+    const removed = (await this.deps.cleanupTasks?.(namespace)) ?? []
+    if (removed.length > 0) this.log(`removed ${removed.length} finished node-task pod(s) left by earlier runs: ${removed.join(', ')}`)
     const waiting = (await this.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.filter(
       (p) => !p.metadata?.deletionTimestamp,
     )
-    for (const pod of waiting) {
-      this.log(`stopping the hand-off watchdog ${pod.metadata!.name} of an earlier run on ${pod.spec?.nodeName} (it puts its manifest back)`)
-      await this.api.deletePod(namespace, pod.metadata!.name!, 5).catch(() => undefined)
+    for (const pod of waiting) await this.stopWatchdog(namespace, pod.metadata!.name!, pod.spec?.nodeName ?? 'its node')
+  }
+
+  /**
+   * Stops the hand-off watchdogs the nodes name (HANDOFF_DIR/<component>.watchdog) that are still
+   * running, wherever they run: a run with another --namespace cannot list them, and one may yet
+   * take a manifest away or put it back. Needs only get and delete on those pods, in their own
+   * namespace. Returns whether it stopped any: the nodes' files have changed, read them again.
+   */
+  async stopRecordedWatchdogs(files: NodeFiles[]): Promise<boolean> {
+    const stoppedIn = new Set<string>()
+    for (const {node, watchdogs} of files) {
+      for (const pod of Object.values(watchdogs)) {
+        const [namespace, name] = pod.split('/')
+        if (await this.stopWatchdog(namespace, name, node)) stoppedIn.add(namespace)
+      }
     }
 
-    if (waiting.length > 0) {
-      await this.waitFor(
-        'the earlier hand-off watchdogs to finish',
-        async () => (await this.api.listPods(namespace, {labelSelector: `${NODE_TASK_LABEL}=pivot-handoff`})).items.length === 0,
-      )
+    for (const namespace of stoppedIn) {
+      if (namespace === this.taskNamespace) continue
+      // Its run may have left finished pods there too; this run's own cleanup never looks there.
+      try {
+        const removed = (await this.deps.cleanupTasks?.(namespace)) ?? []
+        if (removed.length > 0)
+          this.log(`removed ${removed.length} finished node-task pod(s) left by earlier runs in namespace ${namespace}: ${removed.join(', ')}`)
+      } catch (error) {
+        this.log(
+          `warning: finished node-task pods of earlier runs may be left in namespace ${namespace} (${(error as Error).message}); ` +
+            `see kubectl get pods -n ${namespace} -l ${NODE_TASK_LABEL}`,
+        )
+      }
     }
+
+    return stoppedIn.size > 0
+  }
+
+  /**
+   * Deletes one watchdog's pod (its TERM trap puts the manifest back) and waits until the pod is
+   * gone, so its manifest is back by then. False when the pod was gone already (a record left by
+   * a watchdog killed outright).
+   */
+  private async stopWatchdog(namespace: string, name: string, node: string): Promise<boolean> {
+    const elsewhere = namespace === this.taskNamespace ? '' : ` in namespace ${namespace}`
+    const refused = (error: unknown) =>
+      error instanceof ApiStatusError && error.status === 403
+        ? new CliError(
+            `an earlier run's hand-off watchdog on ${node}, pod ${name}${elsewhere}, may still move a static manifest there, and this run may not stop it (${error.message}): ` +
+              `${elsewhere ? `re-run with --namespace ${namespace}, or ` : ''}delete that pod (it puts the manifest back first), then re-run`,
+          )
+        : error
+    try {
+      await this.api.getPod(namespace, name)
+    } catch (error) {
+      if (isNotFound(error)) return false
+      throw refused(error)
+    }
+
+    this.log(`stopping the hand-off watchdog ${name}${elsewhere} of an earlier run on ${node} (it puts its manifest back)`)
+    await this.api.deletePod(namespace, name, 5).catch((error: unknown) => {
+      throw refused(error)
+    })
+    await this.waitFor(`the hand-off watchdog ${namespace}/${name} to finish`, () =>
+      this.api.getPod(namespace, name).then(
+        () => false,
+        (error: unknown) => isNotFound(error),
+      ),
+    )
+    return true
   }
 }

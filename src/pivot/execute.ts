@@ -17,7 +17,7 @@ import {BACKUP_DIR, CONFIRM_SCRIPT, HANDOFF_RESTORED_EXIT, HANDOFF_SCRIPT, PREPA
 import {BLIND_HANDOFF_MIN_SECONDS, ComponentPlan, HANDOFF_SETTLE_SECONDS, PivotPlan, SelfHostedObject, planPivot} from './plan.js'
 import {preflight} from './preflight.js'
 import {type RevertResult, revertPivot} from './revert.js'
-import {type PivotState, describeProgress, originalManifests, readLeaders, readState} from './state.js'
+import {type PivotState, describeProgress, originalManifests, readLeaders, readSettledState, readState} from './state.js'
 
 export interface PivotOptions extends ClusterOptions {
   dryRun?: boolean
@@ -76,8 +76,9 @@ export class PivotRunner {
       throw new CliError('--from-mirror-pods only plans: add --dry-run (pivot itself reads the files on the nodes, to back them up byte for byte)')
     }
 
-    if (!this.opts.dryRun) await this.cluster.clearLeftovers()
-    const state = await readState(this.cluster.api, this.opts.fromMirrorPods ? undefined : this.cluster.readNodeFiles)
+    const state = this.opts.dryRun
+      ? await readState(this.cluster.api, this.opts.fromMirrorPods ? undefined : this.cluster.readNodeFiles)
+      : await readSettledState(this.cluster)
     const checkpoint = this.opts.checkpoint ?? true
     const leaders = await readLeaders(this.cluster.api, state.nodes)
 
@@ -370,13 +371,12 @@ export async function connectPivotRunner(
   const {deleteFinishedNodeTasks, runNodeTask} = await import('../node/runner.js')
   const {nodeTaskImage} = await import('../node/image.js')
   const image = opts.image ?? (await nodeTaskImage(client))
-  const namespace = opts.namespace ?? SYSTEM_NAMESPACE
   return new PivotRunner(
     {
       api: client,
       runTask: (task, runOpts) =>
         runNodeTask(client, task, {signal: runOpts?.signal, onWarning: (m) => log(`warning: ${m}`), onProgress: (m) => log(`${task.node}: ${m}`)}),
-      cleanupTasks: () => deleteFinishedNodeTasks(client, namespace),
+      cleanupTasks: (namespace) => deleteFinishedNodeTasks(client, namespace),
       log,
     },
     {...opts, image},

@@ -6,12 +6,29 @@ import {LISTENERS_FN} from '../node/listeners.js'
  * The shell run on control-plane nodes (through src/node's task pods, HOST_ROOT = the node's
  * "/"). They use only what the cluster's own kube-proxy image has, so they work air-gapped on
  * every kubeadm node: dash's builtins and cat, grep, ln, rm, sleep, wc (the distroless-iptables
- * image has no mkdir, mv, cp, base64, date, curl or wget). Directories are made by the kubelet
- * (hostPath DirectoryOrCreate volumes of the task pod, see NODE_DIRS); a rename is `ln -f`
- * (link to a temporary name, then rename(2)); a backup is a second name of the original file,
- * whose bytes are on disk already. No script writes into that file afterwards (rewrites are new
- * files), so there is no new data to fsync before a manifest moves, and nothing here could: the
- * image has no sync. Every script is safe to run twice.
+ * image has no mkdir, mv, cp, sync, base64, date, curl or wget). Directories are made by the
+ * kubelet (hostPath DirectoryOrCreate volumes of the task pod, see NODE_DIRS); a rename is
+ * `ln -f` (link to a temporary name, then rename(2)). Every script is safe to run twice.
+ *
+ * What a power loss can take, with no sync in the image:
+ * - Moves that carry no new data: the backup is a second name of the original manifest; a
+ *   hand-off holds the manifest's file under another name and put_back gives that same file its
+ *   name again; restoring the original gives the manifest's name to the backup file (link_as).
+ *   Only names change, never bytes (the original's were on disk before pivot began): a crash
+ *   can at most undo a recent link or rename.
+ * - Writes of new data: PREPARE's NEW_CONTENT and RESTORE's CONTENT (the --permit-port-sharing
+ *   variant), the hand-off's confirmation and its watchdog record, through put: a new dot-file
+ *   linked over the name, so the kubelet never reads half a file. Unflushed, the new bytes rely
+ *   on the filesystem: ext4 (auto_da_alloc, on by default) writes a file's data out before a
+ *   rename over an existing file commits; a file given a name that did not exist (CONTENT where
+ *   a hand-off had removed the manifest) is not covered, and until the kernel writes it back on
+ *   its own a crash can leave it empty, as on filesystems without that rule. The REVERTED
+ *   marker is new data too; only its existence counts.
+ * - Nothing is ever written into an existing file, so a backup keeps its bytes while the restored
+ *   manifest shares its file: every write makes a new file, and put and link_as first remove a
+ *   dot-file a killed task may have left as another name of a manifest or a backup. A tool that
+ *   rewrites a restored manifest in place (instead of a new file renamed over it) changes the
+ *   backup's bytes too.
  */
 
 const COMPONENT_LIST = PIVOTED_COMPONENTS.join(' ')
@@ -19,7 +36,7 @@ const COMPONENT_LIST = PIVOTED_COMPONENTS.join(' ')
 export const SELFHOST_DIR = '/etc/kubernetes/selfhost'
 /** The original manifests, one directory per pivot: nothing else is ever written there. */
 export const BACKUP_DIR = `${SELFHOST_DIR}/backup`
-/** The hand-off's working files: the manifest held while a watchdog waits, and its confirmation. */
+/** The hand-off's working files: the manifest held while a watchdog waits, its confirmation, and which pod the watchdog is. */
 export const HANDOFF_DIR = `${SELFHOST_DIR}/handoff`
 /** The file that marks a backup directory as put back by `revert` (kept on disk, no longer active). */
 export const REVERTED_MARKER = 'REVERTED'
@@ -39,11 +56,14 @@ d="$HOST_ROOT${BACKUP_DIR}/\${STAMP:-none}"
 b="$d/$COMPONENT.yaml"
 w="$HOST_ROOT${HANDOFF_DIR}"
 held="$w/$COMPONENT.yaml"
-# Writes stdin to $1 atomically: a dot-file beside it (the kubelet ignores those), then ln -f.
-put() { t="$(dirname_of "$1")/.$COMPONENT.selfhost-tmp"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
-dirname_of() { printf '%s' "\${1%/*}"; }`
+# Writes stdin to $1 atomically: a new dot-file beside it (the kubelet ignores those), then ln -f.
+# The dot-file is removed first: one a killed task left is another name of a manifest or backup.
+put() { t="$(temp_for "$1")"; rm -f "$t"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
+# Makes $2 another name of the file $1, as atomically as put: no new data, so nothing to flush.
+link_as() { t="$(temp_for "$2")"; rm -f "$t"; ln "$1" "$t"; ln -f "$t" "$2"; rm -f "$t"; }
+temp_for() { printf '%s/.%s.selfhost-tmp' "\${1%/*}" "\${1##*/}"; }`
 
-/** Prints every pivoted manifest, every backup and every held hand-off, each framed by its byte count. */
+/** Prints every pivoted manifest, every backup, every held hand-off and its watchdog's pod, each framed by its byte count. */
 export const READ_STATE_SCRIPT = `set -eu
 for tool in cat wc ln rm sleep; do command -v "$tool" >/dev/null 2>&1 || { echo "the node-task image has no $tool"; exit 1; }; done
 k="$HOST_ROOT/etc/kubernetes"
@@ -51,6 +71,7 @@ emit() { printf 'begin %s %s\\n' "$1" "$(wc -c < "$2")"; cat "$2"; printf '\\nen
 for c in ${COMPONENT_LIST}; do
   if [ -f "$k/manifests/$c.yaml" ]; then emit "manifest $c" "$k/manifests/$c.yaml"; fi
   if [ -f "$HOST_ROOT${HANDOFF_DIR}/$c.yaml" ]; then emit "held $c" "$HOST_ROOT${HANDOFF_DIR}/$c.yaml"; fi
+  if [ -f "$HOST_ROOT${HANDOFF_DIR}/$c.watchdog" ]; then emit "watchdog $c" "$HOST_ROOT${HANDOFF_DIR}/$c.watchdog"; fi
 done
 for dir in "$HOST_ROOT${BACKUP_DIR}"/*/; do
   if [ ! -d "$dir" ]; then continue; fi
@@ -89,16 +110,25 @@ fi
  * CLI's Ctrl-C deletes the pod: SIGTERM first), it puts the manifest back too. With PORT (hex)
  * and SETTLE set (port sharing), it first waits, within the same DEADLINE, until a second process
  * has listened on that port for SETTLE seconds; it never moves the manifest otherwise.
+ * While it runs, HANDOFF_DIR/<component>.watchdog names its pod (NODE_TASK_POD, "namespace/name"),
+ * so a later run finds it whatever namespace it was started in.
  */
 export const HANDOFF_SCRIPT = `set -eu
 ${PATHS}
 ${LISTENERS_FN}
 ok="$w/$COMPONENT.confirmed"
+rec="$w/$COMPONENT.watchdog"
 rm -f "$ok"
+# The held file gets its name back: no new data, nothing a crash could leave half written.
 put_back() { ln -f "$held" "$m"; rm -f "$held"; echo "$1: put $m back"; }
+# The record goes last, whatever the way out, and only while it still names this pod.
+forget() { if [ "$(cat "$rec" 2>/dev/null)" = "\${NODE_TASK_POD:-}" ]; then rm -f "$rec"; fi; }
+trap forget EXIT
 # The trap comes first: as a container's PID 1 this shell ignores a TERM it has no trap for, so
 # a deletion during the move would otherwise be lost.
 trap 'if [ -f "$held" ] && [ ! -f "$m" ]; then put_back "interrupted before the hand-off was confirmed"; fi; exit ${HANDOFF_INTERRUPTED_EXIT}' TERM INT HUP
+# Who watches, before anything moves: a later run with another --namespace lists pods only in that one.
+if [ -n "\${NODE_TASK_POD:-}" ]; then printf '%s' "$NODE_TASK_POD" | put "$rec"; fi
 # Five checks a second (no date command: time is counted in ticks), one count for the whole deadline.
 tick=0
 nap() { sleep 0.2 & wait $! || true; tick=$((tick + 1)); }
@@ -149,11 +179,14 @@ printf '%s' "$TOKEN" | put "$w/$COMPONENT.confirmed"
 echo "confirmed the $COMPONENT hand-off"
 `
 
-/** Puts a manifest back: the backup's bytes, or CONTENT when set (a port-sharing step on the way). */
+/**
+ * Puts a manifest back: the backup file itself under the manifest's name (the original bytes,
+ * on disk since before the pivot), or CONTENT when set (a port-sharing step on the way).
+ */
 export const RESTORE_SCRIPT = `set -eu
 ${PATHS}
 [ -f "$b" ] || { echo "no backup of $COMPONENT in $d"; exit 2; }
-if [ -n "\${CONTENT+set}" ]; then printf '%s' "$CONTENT" | put "$m"; else put "$m" < "$b"; fi
+if [ -n "\${CONTENT+set}" ]; then printf '%s' "$CONTENT" | put "$m"; else link_as "$b" "$m"; fi
 rm -f "$held"
 echo "restored $m"
 `
@@ -176,12 +209,14 @@ export interface NodeFiles {
   manifests: Partial<Record<PivotedComponent, string>>
   /** Manifests a hand-off holds out of the kubelet's sight while its watchdog waits (or after it died). */
   held: Partial<Record<PivotedComponent, string>>
+  /** The pod ("namespace/name") of each hand-off watchdog that started here and has not ended (or was killed outright). */
+  watchdogs: Partial<Record<PivotedComponent, string>>
   backups: NodeBackup[]
 }
 
 /** Parses READ_STATE_SCRIPT's output; an output cut short or garbled is refused rather than half-read. */
 export function parseNodeState(node: string, output: string): NodeFiles {
-  const files: NodeFiles = {node, manifests: {}, held: {}, backups: []}
+  const files: NodeFiles = {node, manifests: {}, held: {}, watchdogs: {}, backups: []}
   const incomplete = (why: string) =>
     new CliError(`reading the manifests on ${node} gave an incomplete answer (${why}): ${output.trim().split('\n').pop() ?? ''}`)
   const bytes = Buffer.from(output, 'utf8')
@@ -210,6 +245,8 @@ export function parseNodeState(node: string, output: string): NodeFiles {
     const [what, a, b] = rest
     if (what === 'manifest' && isComponent(a)) files.manifests[a] = content
     if (what === 'held' && isComponent(a)) files.held[a] = content
+    // A record a crash cut short names no pod: nothing to stop.
+    if (what === 'watchdog' && isComponent(a) && /^[a-z0-9-]+\/[a-z0-9.-]+$/.test(content)) files.watchdogs[a] = content
     if (what === 'backup' && isComponent(b)) {
       const backup = files.backups.find((x) => x.stamp === a)
       if (backup) backup.files[b] = content

@@ -10,7 +10,7 @@ import {withPortSharing} from './manifest.js'
 import {RESTORE_SCRIPT, RETIRE_BACKUP_SCRIPT, activeBackup} from './node-scripts.js'
 import {PreflightError, preflight} from './preflight.js'
 import {type RevertComponent, type RevertRestore, imageVersion, planRevert, portSharingIn, restoredBytes} from './revert-plan.js'
-import {readState} from './state.js'
+import {readSettledState, readState} from './state.js'
 
 export interface RevertResult {
   components: RevertComponent[]
@@ -26,8 +26,7 @@ export interface RevertResult {
  * What to do comes from planRevert; this only carries it out.
  */
 export async function revertPivot(cluster: PivotCluster, opts: {dryRun?: boolean}): Promise<RevertResult> {
-  if (!opts.dryRun) await cluster.clearLeftovers()
-  const state = await readState(cluster.api, cluster.readNodeFiles)
+  const state = opts.dryRun ? await readState(cluster.api, cluster.readNodeFiles) : await readSettledState(cluster)
   const {components: plans, alreadyStatic} = planRevert(state)
   if (alreadyStatic)
     return {

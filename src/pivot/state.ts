@@ -15,7 +15,7 @@ import {
 } from '../controlplane/model.js'
 import {CliError} from '../errors.js'
 import {isReady} from '../kube/objects.js'
-import type {PivotClusterApi} from './cluster.js'
+import type {PivotCluster, PivotClusterApi} from './cluster.js'
 import type {StaticManifest} from './manifest.js'
 import {type NodeFiles, activeBackup, parseNodeState} from './node-scripts.js'
 import type {ExistingWorkload, PivotPlan, PlanNodeInfo} from './plan.js'
@@ -62,6 +62,18 @@ export async function readState(api: StateApi, readNodeFiles?: (node: string) =>
     workloadPods: pods.filter((p) => !isMirrorPod(p) && selfHostedComponentOf(p) !== undefined),
     existing: await existingWorkloads(api),
   }
+}
+
+/**
+ * The state a run that changes things starts from, read once no hand-off watchdog of an earlier
+ * run can still move a manifest behind its back. Those in this run's task namespace are found by
+ * their label before reading; those started with another --namespace only by the nodes naming
+ * them, so the nodes are read again after stopping those (each puts its manifest back).
+ */
+export async function readSettledState(cluster: PivotCluster): Promise<PivotState> {
+  await cluster.clearLeftovers()
+  const state = await readState(cluster.api, cluster.readNodeFiles)
+  return (await cluster.stopRecordedWatchdogs(state.files)) ? readState(cluster.api, cluster.readNodeFiles) : state
 }
 
 /** The DaemonSets and Deployments in kube-system that run a pivoted component, ours or not. */

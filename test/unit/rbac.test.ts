@@ -8,7 +8,7 @@ import {execa} from 'execa'
 import nock from 'nock'
 import {parseAllDocuments} from 'yaml'
 
-import type {NodeTask} from '../../src/node/runner.js'
+import {type NodeTask, deleteFinishedNodeTasks} from '../../src/node/runner.js'
 import type {PivotClusterApi} from '../../src/pivot/cluster.js'
 import {PivotRunner} from '../../src/pivot/execute.js'
 import {FAKE_SERVER, fakeClient} from '../helpers/fake-cluster.js'
@@ -136,10 +136,14 @@ async function recordCommandTests(): Promise<RecordedRequest[]> {
     .map((line) => JSON.parse(line) as RecordedRequest)
 }
 
+/** Where the recorded pivot and revert run their node pods: not kube-system, whose other roles would hide what the node-task role lacks. */
+const PIVOT_TASK_NAMESPACE = 'node-tasks'
+
 /**
  * pivot and revert have no HTTP-level command test: their executor runs against a fake control
  * plane. Each call it makes on that fake is made again on a real KubeClient (answered by nock) so
- * the request it becomes is recorded; a node task stands for the node runner's requests.
+ * the request it becomes is recorded; a node task stands for the node runner's requests, made in
+ * PIVOT_TASK_NAMESPACE.
  */
 async function recordPivotAndRevert(): Promise<{requests: RecordedRequest[]; nodeTasks: Set<string>}> {
   const requests: RecordedRequest[] = []
@@ -176,10 +180,11 @@ async function recordPivotAndRevert(): Promise<{requests: RecordedRequest[]; nod
             nodeTasks.add(source)
             return fake.runTask(task, opts)
           },
+          cleanupTasks: (namespace) => deleteFinishedNodeTasks(api, namespace),
           log: () => undefined,
           sleep: () => new Promise((r) => setImmediate(r)),
         },
-        {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, handoffSettleSeconds: 0},
+        {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, handoffSettleSeconds: 0, namespace: PIVOT_TASK_NAMESPACE},
       )
     source = 'pivot'
     assert.equal((await runner().pivot()).outcome, 'completed')
@@ -207,7 +212,8 @@ describe('RBAC roles (manifests/rbac/) against the requests each command makes',
     const runnerRequests = recorded.filter((r) => r.source === 'file:runner.test.ts')
     const add = (command: string, attributes: Attributes[]) => needs.set(command, [...(needs.get(command) ?? []), ...attributes])
     for (const r of [...recorded, ...pivot.requests]) if (!r.source.startsWith('file:')) add(r.source === 'health' ? 'status' : r.source, attributesOf(r))
-    for (const command of pivot.nodeTasks) add(command, runnerRequests.flatMap(attributesOf))
+    const inTaskNamespace = (a: Attributes) => (a.namespace === SYSTEM_NAMESPACE ? {...a, namespace: PIVOT_TASK_NAMESPACE} : a)
+    for (const command of pivot.nodeTasks) add(command, runnerRequests.flatMap(attributesOf).map(inTaskNamespace))
     nodeTaskNamespaces = new Set(
       [...needs.values()]
         .flat()

@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict'
 import {spawn} from 'node:child_process'
-import {existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync} from 'node:fs'
 import type {Server} from 'node:net'
 import {tmpdir} from 'node:os'
 import {join} from 'node:path'
@@ -227,8 +227,12 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
     const run = startCheckpointer(loopEnv(node, api, `kube-scheduler:${hexPort(sched)}`))
     try {
       await until('the apiserver copy', () => existsSync(copy('kube-apiserver')))
-      assert.equal(readFileSync(copy('kube-apiserver'), 'utf8'), readFileSync(join(node.k8s, 'selfhost/checkpoint/kube-apiserver.yaml'), 'utf8'))
+      const checkpoint = join(node.k8s, 'selfhost/checkpoint/kube-apiserver.yaml')
+      assert.equal(readFileSync(copy('kube-apiserver'), 'utf8'), readFileSync(checkpoint, 'utf8'))
+      assert.equal(statSync(copy('kube-apiserver')).ino, statSync(checkpoint).ino, 'the checkpoint under a second name: no new data a crash could cut short')
       await until('the scheduler copy', () => existsSync(copy('kube-scheduler')))
+      // Each link's dot-name goes right after it: none is left once both copies are in place.
+      await until('no temporary name left', () => readdirSync(join(node.k8s, 'manifests')).every((f) => !f.startsWith('.')))
       assert.ok(existsSync(join(node.run, 'booted')), 'the boot marker')
       // The copy serves alone: it stays.
       servers.push(await listen(api, '127.0.0.1'), await listen(sched, '127.0.0.1'))
@@ -374,6 +378,38 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
     assert.ok(!existsSync(join(node.k8s, 'manifests/selfhost-checkpoint-kube-apiserver.yaml')))
     assert.ok(existsSync(join(node.k8s, 'manifests/kube-etcd.yaml')))
     assert.equal((await sh(REMOVE_CHECKPOINTS_SCRIPT, {HOST_ROOT: node.root})).code, 0, 'safe to run twice')
+  })
+
+  it('a rewrite never writes into a dot-file a killed write left (another name of the checkpoint a running copy shares)', async () => {
+    const api = await freePort()
+    const old = renderCheckpoint({
+      component: 'kube-apiserver',
+      template: apiserverTemplate(api),
+      node: 'cp-1',
+      nodeIP: '10.0.0.11',
+      clusterId: CLUSTER,
+      writtenAt: at,
+    })
+    const node = await nodeWith([old])
+    const checkpoint = join(node.k8s, 'selfhost/checkpoint/kube-apiserver.yaml')
+    const copy = join(node.k8s, 'manifests/selfhost-checkpoint-kube-apiserver.yaml')
+    linkSync(checkpoint, copy) // a copy the checkpointer started
+    linkSync(checkpoint, join(node.k8s, 'selfhost/checkpoint/.kube-apiserver.yaml.selfhost-tmp')) // killed between its two links
+    const newer = old.text.replace('v1.37.2', 'v1.37.3')
+    const written = await sh(WRITE_CHECKPOINTS_SCRIPT, {
+      HOST_ROOT: node.root,
+      COMPONENTS: 'kube-apiserver',
+      CHECKPOINT_1: newer,
+      FLOOR: '1037002',
+      CHECKPOINTER: 'x',
+    })
+    assert.equal(written.code, 0, written.out)
+    assert.equal(readFileSync(checkpoint, 'utf8'), newer)
+    assert.equal(readFileSync(copy, 'utf8'), old.text, 'the running copy keeps its bytes: the new checkpoint is a new file')
+    assert.deepEqual(
+      readdirSync(join(node.k8s, 'selfhost/checkpoint')).filter((f) => f.startsWith('.')),
+      [],
+    )
   })
 
   it('a write that fails (a full disk) leaves the last good checkpoint whole', async function () {

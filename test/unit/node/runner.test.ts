@@ -41,7 +41,7 @@ describe('node task runner', function () {
   after(() => nock.enableNetConnect())
 
   describe('the pod', () => {
-    it('is pinned, privileged, host-network, run-once, deadline-bound, tolerant of every taint and labelled', () => {
+    it('is pinned, privileged, host-network, run-once, deadline-bound, tolerant of every taint, labelled, and knows its own name', () => {
       const pod = buildNodeTaskPod({...task, env: {A: '1'}}, 'selfhost-trace-worker-1-abcdef')
       assert.equal(pod.metadata?.namespace, 'kube-system')
       assert.deepEqual(pod.metadata?.labels, {'app.kubernetes.io/managed-by': 'kubectl-selfhost', [NODE_TASK_LABEL]: 'trace'})
@@ -56,7 +56,10 @@ describe('node task runner', function () {
       assert.equal(container.securityContext?.privileged, true)
       assert.deepEqual(container.command, ['sh', '-c', 'iptables-save'])
       assert.equal(container.image, task.image)
-      assert.deepEqual(container.env, [{name: 'A', value: '1'}])
+      assert.deepEqual(container.env, [
+        {name: 'A', value: '1'},
+        {name: 'NODE_TASK_POD', value: 'kube-system/selfhost-trace-worker-1-abcdef'},
+      ])
       assert.equal(spec.volumes, undefined, 'no host mount unless asked')
     })
 
@@ -65,7 +68,10 @@ describe('node task runner', function () {
       assert.equal(pod.metadata?.namespace, 'ops')
       assert.deepEqual(pod.spec?.volumes, [{name: 'host-root', hostPath: {path: '/', type: 'Directory'}}])
       assert.deepEqual(pod.spec?.containers[0].volumeMounts, [{name: 'host-root', mountPath: '/host'}])
-      assert.deepEqual(pod.spec?.containers[0].env, [{name: 'HOST_ROOT', value: '/host'}])
+      assert.deepEqual(pod.spec?.containers[0].env, [
+        {name: 'NODE_TASK_POD', value: 'ops/p'},
+        {name: 'HOST_ROOT', value: '/host'},
+      ])
     })
 
     it('has a valid, bounded name even for long node names', () => {

@@ -46,12 +46,18 @@ function interrupting(fake: FakeControlPlane, at: number, when: 'before' | 'afte
 
 function runner(
   fake: FakeControlPlane,
-  overrides: Partial<{api: PivotClusterApi; runTask: FakeControlPlane['runTask']}> = {},
+  overrides: Partial<{api: PivotClusterApi; runTask: FakeControlPlane['runTask']; cleanupTasks: (namespace: string) => Promise<string[]>}> = {},
   opts: Partial<PivotOptions> = {},
   log: string[] = [],
 ) {
   return new PivotRunner(
-    {api: overrides.api ?? fake.api, runTask: overrides.runTask ?? fake.runTask, log: (l) => log.push(l), sleep: () => new Promise((r) => setImmediate(r))},
+    {
+      api: overrides.api ?? fake.api,
+      runTask: overrides.runTask ?? fake.runTask,
+      cleanupTasks: overrides.cleanupTasks,
+      log: (l) => log.push(l),
+      sleep: () => new Promise((r) => setImmediate(r)),
+    },
     {image: 'alpine', pollMs: 1, timeoutMs: 1500, handoffDeadlineSeconds: 3, handoffSettleSeconds: 0, ...opts},
   )
 }
@@ -355,15 +361,15 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
       await assert.rejects(runner(fake).pivot(), /kube-apiserver\.yaml on cp-1 changed since pivot backed it up/)
     })
 
-    it('10: a re-run finds the hand-off watchdog of a CLI that died, stops it (the manifest comes back) before reading the nodes, and finishes', async () => {
-      // The CLI dies (kill -9) as it would confirm the first hand-off: nothing reaches the watchdog's pod, which keeps waiting.
-      const dying = (task: NodeTask, opts?: {signal?: AbortSignal}) => {
-        if (task.purpose === 'pivot-confirm') return Promise.reject(new Interrupted('the CLI died before confirming'))
-        if (task.purpose !== 'pivot-handoff') return fake.runTask(task, opts)
-        void fake.runTask(task)
-        return new Promise<never>((_, reject) => opts?.signal?.addEventListener('abort', () => reject(new Interrupted('the CLI is gone')), {once: true}))
-      }
+    // The CLI dies (kill -9) as it would confirm the first hand-off: nothing reaches the watchdog's pod, which keeps waiting.
+    const dying = (task: NodeTask, opts?: {signal?: AbortSignal}) => {
+      if (task.purpose === 'pivot-confirm') return Promise.reject(new Interrupted('the CLI died before confirming'))
+      if (task.purpose !== 'pivot-handoff') return fake.runTask(task, opts)
+      void fake.runTask(task)
+      return new Promise<never>((_, reject) => opts?.signal?.addEventListener('abort', () => reject(new Interrupted('the CLI is gone')), {once: true}))
+    }
 
+    it('10: a re-run finds the hand-off watchdog of a CLI that died, stops it (the manifest comes back) before reading the nodes, and finishes', async () => {
       await assert.rejects(runner(fake, {runTask: dying}, {handoffDeadlineSeconds: 120}).pivot(), Interrupted)
       try {
         assert.deepEqual(
@@ -385,6 +391,94 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         )
         assert.equal(resumed.outcome, 'completed', log.join('\n'))
         assert.deepEqual([...fake.running.keys()], [], 'no watchdog left running')
+      } finally {
+        for (const {kill} of fake.running.values()) kill()
+      }
+
+      assertSelfHosted(fake, originals)
+    })
+
+    it('10: a re-run finds, through the node, a watchdog an earlier run started with another --namespace, stops it there before planning, and finishes', async () => {
+      await assert.rejects(runner(fake, {runTask: dying}, {handoffDeadlineSeconds: 120, namespace: 'other-tasks'}).pivot(), Interrupted)
+      try {
+        assert.deepEqual(
+          [...fake.running.values()].map((r) => `${r.task.purpose} ${r.task.namespace} ${r.task.node}`),
+          ['pivot-handoff other-tasks cp-1'],
+        )
+        assert.ok(!fake.manifestFiles('cp-1').has('kube-apiserver.yaml'), 'it holds the static manifest')
+
+        const log: string[] = []
+        const cleaned: string[] = []
+        const cleanupTasks = async (namespace: string) => {
+          cleaned.push(namespace)
+          return namespace === 'other-tasks' ? ['selfhost-pivot-backup-cp-2-left'] : []
+        }
+
+        const resumed = await runner(fake, {cleanupTasks}, {}, log).pivot()
+        assert.ok(
+          log.some((l) => /^stopping the hand-off watchdog fake-pivot-handoff-cp-1-\d+ in namespace other-tasks of an earlier run on cp-1/.test(l)),
+          log.join('\n'),
+        )
+        assert.ok(
+          !resumed.alreadyDone.some((l) => l.includes('manifest held')),
+          `the stopped watchdog put the manifest back before the plan was made: ${resumed.alreadyDone.join('; ')}`,
+        )
+        assert.deepEqual(cleaned, ['kube-system', 'other-tasks'], "the earlier run's namespace is cleaned of finished node-task pods too")
+        assert.ok(
+          log.includes('removed 1 finished node-task pod(s) left by earlier runs in namespace other-tasks: selfhost-pivot-backup-cp-2-left'),
+          log.join('\n'),
+        )
+        assert.equal(resumed.outcome, 'completed', log.join('\n'))
+        assert.deepEqual([...fake.running.keys()], [], 'no watchdog left running')
+      } finally {
+        for (const {kill} of fake.running.values()) kill()
+      }
+
+      assertSelfHosted(fake, originals)
+    })
+
+    it('10: revert too stops a watchdog an earlier pivot started with another --namespace before it reads the nodes', async () => {
+      await assert.rejects(runner(fake, {runTask: dying}, {handoffDeadlineSeconds: 120, namespace: 'other-tasks'}).pivot(), Interrupted)
+      try {
+        const log: string[] = []
+        const reverted = await runner(fake, {}, {}, log).revert()
+        assert.equal(reverted.exitCode, ExitCode.ok, log.join('\n'))
+        assert.ok(
+          log.some((l) => /^stopping the hand-off watchdog fake-pivot-handoff-cp-1-\d+ in namespace other-tasks/.test(l)),
+          log.join('\n'),
+        )
+        assert.deepEqual([...fake.running.keys()], [], 'no watchdog left running')
+      } finally {
+        for (const {kill} of fake.running.values()) kill()
+      }
+
+      assertStatic(fake, originals)
+    })
+
+    it("10: without rights in the namespace of an earlier run's watchdog, a re-run stops before changing anything, in one line that says what to do", async () => {
+      await assert.rejects(runner(fake, {runTask: dying}, {handoffDeadlineSeconds: 120, namespace: 'other-tasks'}).pivot(), Interrupted)
+      try {
+        fake.podsForbiddenIn.add('other-tasks')
+        const before = fake.calls.length
+        await assert.rejects(
+          runner(fake).pivot(),
+          (e: Error) =>
+            e instanceof CliError &&
+            !e.message.includes('\n') &&
+            /^an earlier run's hand-off watchdog on cp-1, pod fake-pivot-handoff-cp-1-\d+ in namespace other-tasks, may still move a static manifest there, and this run may not stop it \(forbidden \(403\): .*\): re-run with --namespace other-tasks, or delete that pod \(it puts the manifest back first\), then re-run$/.test(
+              e.message,
+            ),
+        )
+        assert.deepEqual(
+          fake.calls.slice(before).filter((c) => !c.startsWith('task pivot-read')),
+          [],
+        )
+        assert.equal(fake.running.size, 1, 'the watchdog runs on; nothing was changed behind its back')
+
+        // With the rights it needs (the earlier run's --namespace), the re-run finishes.
+        fake.podsForbiddenIn.clear()
+        const log: string[] = []
+        assert.equal((await runner(fake, {}, {namespace: 'other-tasks'}, log).pivot()).outcome, 'completed', log.join('\n'))
       } finally {
         for (const {kill} of fake.running.values()) kill()
       }

@@ -7,7 +7,8 @@ import {parse as parseYaml} from 'yaml'
 
 import type {V1DaemonSet, V1Deployment, V1Lease, V1Node, V1Pod} from '../../../src/kube/types.js'
 import {isMirrorPod, selfHostedComponentOf} from '../../../src/controlplane/model.js'
-import {NODE_TASK_LABEL, type NodeTask, type NodeTaskResult} from '../../../src/node/runner.js'
+import {ApiStatusError} from '../../../src/kube/errors.js'
+import {NODE_TASK_LABEL, NODE_TASK_POD_ENV, type NodeTask, type NodeTaskResult} from '../../../src/node/runner.js'
 import type {PivotClusterApi} from '../../../src/pivot/cluster.js'
 import {distrolessPath} from '../../helpers/distroless-tools.js'
 import {simulatedProcNetTcp} from '../../helpers/sockets.js'
@@ -31,6 +32,8 @@ export class FakeControlPlane {
   readonly calls: string[] = []
   apiHealthy = true
   denied = new Set<string>()
+  /** Namespaces where this CLI may not get, list or delete pods (403), as with RBAC bound elsewhere. */
+  readonly podsForbiddenIn = new Set<string>()
   /** The self-hosted apiserver never serves: the API stops answering while a node's static one is gone. */
   newApiserverBroken = false
   private taskCount = 0
@@ -152,7 +155,7 @@ export class FakeControlPlane {
 
   private taskPods(): V1Pod[] {
     return [...this.running].map(([name, {task}]) => ({
-      metadata: {name, namespace: 'kube-system', labels: {[NODE_TASK_LABEL]: task.purpose}},
+      metadata: {name, namespace: task.namespace ?? 'kube-system', labels: {[NODE_TASK_LABEL]: task.purpose}},
       spec: {nodeName: task.node, containers: []},
       status: {phase: 'Running'},
     }))
@@ -182,8 +185,9 @@ export class FakeControlPlane {
   /** The API calls pivot makes, answered from the files and the applied objects. */
   readonly api: PivotClusterApi = {
     listNodes: async () => ({items: this.nodes.map((n, i) => this.nodeObject(n, i))}),
-    listPods: async (_namespace, selectors = {}) => {
-      let pods = [...this.mirrorPods(), ...this.workloadPods(), ...this.taskPods()]
+    listPods: async (namespace, selectors = {}) => {
+      this.mayTouchPodsIn(namespace)
+      let pods = [...this.mirrorPods(), ...this.workloadPods(), ...this.taskPods()].filter((p) => !namespace || p.metadata?.namespace === namespace)
       const node = /^spec\.nodeName=(.+)$/.exec(selectors.fieldSelector ?? '')?.[1]
       if (node) pods = pods.filter((p) => p.spec?.nodeName === node)
       const [key, value] = (selectors.labelSelector ?? '').split('=')
@@ -209,12 +213,27 @@ export class FakeControlPlane {
         : {status, body: ''}
     },
     version: async () => ({gitVersion: this.servedVersion()}) as Awaited<ReturnType<PivotClusterApi['version']>>,
-    deletePod: async (_namespace, name) => {
+    getPod: async (namespace, name) => {
+      this.mayTouchPodsIn(namespace)
+      const pod = [...this.mirrorPods(), ...this.workloadPods(), ...this.taskPods()].find(
+        (p) => p.metadata?.namespace === namespace && p.metadata?.name === name,
+      )
+      if (!pod) throw new ApiStatusError(`pods "${name}" not found`, 404)
+      return pod
+    },
+    deletePod: async (namespace, name) => {
+      this.mayTouchPodsIn(namespace)
       this.calls.push(`deletePod ${name}`)
-      this.running.get(name)?.kill()
+      const task = this.running.get(name)
+      if (task && (task.task.namespace ?? 'kube-system') === namespace) task.kill()
     },
     getLease: async (_namespace, name) =>
       ({spec: {holderIdentity: `${this.nodes[0]}_0a1b`, leaseDurationSeconds: 15, renewTime: new Date().toISOString()}, metadata: {name}}) as V1Lease,
+  }
+
+  private mayTouchPodsIn(namespace: string | undefined): void {
+    if (namespace && this.podsForbiddenIn.has(namespace))
+      throw new ApiStatusError(`forbidden (403): you may not touch pods in namespace "${namespace}"`, 403, 'Forbidden')
   }
 
   /**
@@ -242,7 +261,8 @@ export class FakeControlPlane {
       const child = execFile(
         join(path, task.command[0]),
         task.command.slice(1),
-        {env: {PATH: path, ...task.env, HOST_ROOT: root, NET_FILES: netFile}},
+        // As src/node's runner tells every task its own pod.
+        {env: {PATH: path, ...task.env, [NODE_TASK_POD_ENV]: `${task.namespace ?? 'kube-system'}/${pod}`, HOST_ROOT: root, NET_FILES: netFile}},
         (error, stdout, stderr) => {
           this.running.delete(pod)
           const exitCode = error ? (typeof error.code === 'number' ? error.code : 1) : 0

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict'
-import {existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, statSync, writeFileSync} from 'node:fs'
 import {tmpdir} from 'node:os'
 import type {Server} from 'node:net'
 import {join} from 'node:path'
@@ -46,6 +46,7 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
   const live = (root: string) => join(root, 'etc/kubernetes/manifests/kube-apiserver.yaml')
   const backup = (root: string) => join(root, `etc/kubernetes/selfhost/backup/${STAMP}/kube-apiserver.yaml`)
   const env = (root: string) => ({HOST_ROOT: root, COMPONENT: 'kube-apiserver', STAMP})
+  const dotFiles = (root: string) => readdirSync(join(root, 'etc/kubernetes/manifests')).filter((f) => f.startsWith('.'))
 
   it('backs up byte for byte (a second name of the original), never over an existing backup, and the state read finds both', async () => {
     const root = nodeRoot()
@@ -147,6 +148,45 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
     assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
   })
 
+  it('while a hand-off runs, the node names its pod for any later run to find; the name goes when it ends, however it ends', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, env(root))
+    const watchdogs = async () => parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out).watchdogs
+    const pod = 'other-ns/selfhost-pivot-handoff-cp-1-abc123'
+    // Stopped: its pod deleted.
+    let stop = () => {}
+    const stopped = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '60', TOKEN: 't', NODE_TASK_POD: pod}, (kill) => (stop = kill))
+    await eventually('the hand-off to hold the manifest', 5000, () => !existsSync(live(root)), 50)
+    assert.deepEqual(await watchdogs(), {'kube-apiserver': pod})
+    stop()
+    assert.equal((await stopped).code, HANDOFF_INTERRUPTED_EXIT)
+    assert.deepEqual(await watchdogs(), {})
+    assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
+    // Confirmed.
+    const confirmed = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '20', TOKEN: 'ok', NODE_TASK_POD: pod})
+    await eventually('the hand-off to hold the manifest', 5000, () => !existsSync(live(root)), 50)
+    assert.equal((await sh(CONFIRM_SCRIPT, {...env(root), TOKEN: 'ok'})).code, 0)
+    assert.equal((await confirmed).code, 0)
+    assert.deepEqual(await watchdogs(), {})
+    // Not confirmed in time.
+    writeFileSync(live(root), MANIFEST)
+    assert.equal((await sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '1', TOKEN: 'never', NODE_TASK_POD: pod})).code, HANDOFF_RESTORED_EXIT)
+    assert.deepEqual(await watchdogs(), {})
+  })
+
+  it('a watchdog that ends leaves the name of a newer one alone, and a name cut short is no pod', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, env(root))
+    const record = join(root, HANDOFF_DIR, 'kube-apiserver.watchdog')
+    const older = sh(HANDOFF_SCRIPT, {...env(root), DEADLINE: '1', TOKEN: 't', NODE_TASK_POD: 'kube-system/older'})
+    await eventually('the older watchdog to name itself', 5000, () => existsSync(record), 20)
+    writeFileSync(record, 'kube-system/newer')
+    assert.equal((await older).code, HANDOFF_RESTORED_EXIT)
+    assert.equal(readFileSync(record, 'utf8'), 'kube-system/newer')
+    writeFileSync(record, 'kube-sys')
+    assert.deepEqual(parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out).watchdogs, {})
+  })
+
   it('a re-run finds a held manifest (its watchdog died) and waits for confirmation again', async () => {
     const root = nodeRoot()
     await sh(PREPARE_SCRIPT, env(root))
@@ -161,18 +201,52 @@ describe('pivot node scripts (dash with only the kube-proxy image tools, on a di
     assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
   })
 
-  it('restore writes the backup (or given content) back as a new file and drops a held copy; retire marks the directory', async () => {
+  it('restore writes given content as a new file, drops a held copy; retire marks the directory', async () => {
     const root = nodeRoot()
     await sh(PREPARE_SCRIPT, {...env(root), NEW_CONTENT: 'variant'})
+    writeFileSync(join(root, HANDOFF_DIR, 'kube-apiserver.yaml'), MANIFEST)
     assert.equal((await sh(RESTORE_SCRIPT, {...env(root), CONTENT: 'with sharing'})).code, 0)
     assert.equal(readFileSync(live(root), 'utf8'), 'with sharing')
-    assert.equal((await sh(RESTORE_SCRIPT, env(root))).code, 0)
-    assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
-    assert.notEqual(statSync(live(root)).ino, statSync(backup(root)).ino, 'a copy, so later edits of the live file never touch the backup')
+    assert.notEqual(statSync(live(root)).ino, statSync(backup(root)).ino, 'new content is a new file: the backup is never written into')
+    assert.equal(readFileSync(backup(root), 'utf8'), MANIFEST)
+    assert.ok(!existsSync(join(root, HANDOFF_DIR, 'kube-apiserver.yaml')), 'nothing held any more')
     assert.equal((await sh(RETIRE_BACKUP_SCRIPT, {HOST_ROOT: root, STAMP})).code, 0)
     const state = parseNodeState('cp-1', (await sh(READ_STATE_SCRIPT, {HOST_ROOT: root})).out)
     assert.equal(activeBackup(state), undefined)
     assert.equal(state.backups[0].reverted, true)
+  })
+
+  it('restoring the original writes no new data: the manifest becomes the backup file itself again, twice over, and a later rewrite leaves the backup alone', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, {...env(root), NEW_CONTENT: 'variant'})
+    const original = statSync(backup(root)).ino
+    for (const run of [1, 2]) {
+      const r = await sh(RESTORE_SCRIPT, env(root))
+      assert.equal(r.code, 0, r.out)
+      assert.equal(statSync(live(root)).ino, original, `run ${run}: the manifest is a second name of the backup (bytes on disk already, nothing to flush)`)
+      assert.equal(readFileSync(live(root), 'utf8'), MANIFEST)
+      assert.deepEqual(dotFiles(root), [], `run ${run}: no temporary name left`)
+    }
+
+    const again = await sh(PREPARE_SCRIPT, {...env(root), NEW_CONTENT: 'rewritten after revert'})
+    assert.equal(again.code, 0, again.out)
+    assert.equal(readFileSync(live(root), 'utf8'), 'rewritten after revert')
+    assert.notEqual(statSync(live(root)).ino, original, 'the rewrite is a new file renamed over the manifest')
+    assert.equal(statSync(backup(root)).ino, original)
+    assert.equal(readFileSync(backup(root), 'utf8'), MANIFEST, 'the backup keeps its bytes')
+  })
+
+  it('never writes into a temporary name a killed task left behind (it may be a second name of the backup or the manifest)', async () => {
+    const root = nodeRoot()
+    await sh(PREPARE_SCRIPT, env(root))
+    // A restore or rewrite killed between its two links leaves its dot-file as another name of the file it placed.
+    const {linkSync} = await import('node:fs')
+    linkSync(backup(root), join(root, 'etc/kubernetes/manifests/.kube-apiserver.yaml.selfhost-tmp'))
+    const r = await sh(PREPARE_SCRIPT, {...env(root), NEW_CONTENT: 'port sharing'})
+    assert.equal(r.code, 0, r.out)
+    assert.equal(readFileSync(live(root), 'utf8'), 'port sharing')
+    assert.equal(readFileSync(backup(root), 'utf8'), MANIFEST, 'the backup keeps its bytes')
+    assert.deepEqual(dotFiles(root), [])
   })
 
   it('refuses to hand off what is neither live nor held, and to restore without a backup', async () => {
