@@ -466,8 +466,20 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       assert.equal(reported, `Kubernetes ${REAL_VERSION}`, `${component}'s running binary`)
     }
 
+    // The copy the second power loss started steps aside once the self-hosted apiserver has listened
+    // beside it for 90 s; then the one listener is the upgraded pod's container.
     const apiserverPid = await nodePid((await selfHosted('kube-apiserver'))[0])
-    assert.deepEqual([...(await listenerPids(cluster.nodes[0], 6443))], [`kube-apiserver:${apiserverPid}`], 'only the upgraded apiserver listens on :6443')
+    let listening: string[] = []
+    await eventually(
+      'the checkpoint copy to step aside, leaving the upgraded apiserver the one listener on :6443',
+      240_000,
+      async () => {
+        listening = [...(await listenerPids(cluster.nodes[0], 6443))]
+        const copies = (await cluster.nodes[0].exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
+        return copies === '0' && listening.join() === `kube-apiserver:${apiserverPid}` ? true : undefined
+      },
+      2000,
+    ).catch(() => assert.fail(`listening on :6443: ${listening.join(', ')}; the upgraded apiserver is pid ${apiserverPid}`))
     const proxy = (await systemPods()).find((p) => p.metadata.labels?.['k8s-app'] === 'kube-proxy')!
     assert.match((proxy.spec as {containers?: Array<{image: string}>}).containers![0].image, new RegExp(`kube-proxy:${REAL_VERSION}$`))
     await eventually(
