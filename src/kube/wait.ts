@@ -90,6 +90,13 @@ function apiStillComing(error: unknown, at: number, memory: OutageMemory, everyF
     return `the API does not answer (${error.message}); waiting for it`
   }
 
+  // An apiserver on its way out answers 503 "apiserver is shutting down" before it stops listening
+  // (seen on a real node, when a DaemonSet rollout deleted the old pod): the outage begins.
+  if (error instanceof ApiStatusError && error.status === 503 && /shutting down/i.test(error.message)) {
+    memory.lastOutageAt = at
+    return `the API answers 503 (an apiserver shutting down); waiting for it`
+  }
+
   const starting =
     error instanceof ApiStatusError &&
     (error.status === 403 || error.status >= 500) &&

@@ -139,6 +139,26 @@ describe('kube/wait: polling', () => {
     )
     assert.match(seen[0], /^the API does not answer \(cannot reach the API server at https:\/\/cp-1:6443: connection refused/)
     assert.equal(seen[1], 'the API answers 403 after an outage (a starting apiserver); waiting for it')
+    // An apiserver shutting down answers 503 before it stops listening: the outage has begun.
+    const shuttingDown = new ApiStatusError('list pods in namespace "kube-system" failed (503 ServiceUnavailable): apiserver is shutting down', 503)
+    seen.length = 0
+    assert.equal(
+      await pollUntil(answers(shuttingDown, forbidden), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}, onProgress: (l) => seen.push(l)}),
+      'served',
+    )
+    assert.deepEqual(seen.slice(0, 2), [
+      'the API answers 503 (an apiserver shutting down); waiting for it',
+      'the API answers 403 after an outage (a starting apiserver); waiting for it',
+    ])
+    await assert.rejects(
+      pollUntil(answers(new ApiStatusError('get pods failed (503 ServiceUnavailable): the server is busy', 503)), {
+        timeoutMs: 60_000,
+        intervalMs: 1,
+        what: 'x',
+        throughApiOutage: {},
+      }),
+      /server is busy/,
+    )
     // Not asked: the outage ends the wait. A 403 with no outage before it is a real refusal.
     await assert.rejects(pollUntil(answers(unreachable), {timeoutMs: 60_000, intervalMs: 1, what: 'x'}), ApiUnreachableError)
     await assert.rejects(pollUntil(answers(forbidden), {timeoutMs: 60_000, intervalMs: 1, what: 'x', throughApiOutage: {}}), /403 Forbidden/)
