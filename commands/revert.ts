@@ -37,7 +37,7 @@ half-done pivot too, and can be re-run. Backups stay on the nodes, marked with a
         ...c,
         restores: c.restores.map(({node, stamp, imageFrom, imageTo}) => ({node, stamp, ...(imageTo ? {imageFrom, imageTo} : {})})),
       }))
-      this.log(renderData({...result, components}, format))
+      this.log(await renderData({...result, components}, format))
       return
     }
 

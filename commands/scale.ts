@@ -57,7 +57,7 @@ the lease keeps being renewed; if either fails it scales back to the previous co
         onProgress: step,
       }),
     )
-    if (isMachineFormat(format)) this.log(renderData(result, format))
+    if (isMachineFormat(format)) this.log(await renderData(result, format))
     else if (!result.dryRun) this.log(`\n${renderOutcome(result)}`)
   }
 }
