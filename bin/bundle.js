@@ -16,9 +16,14 @@ const commands = Object.values(manifest.commands)
 const entry = [
   "import {readFileSync} from 'node:fs'",
   "import {join} from 'node:path'",
-  "import {Errors, flush, handle, run as runOclif} from '@oclif/core'",
-  ...commands.map((c, i) => `import C${i} from './${c.relativePath.join('/')}'`),
-  `export const COMMANDS = {${commands.map((c, i) => `${JSON.stringify(c.id)}: C${i}`).join(', ')}}`,
+  // oclif's modules one by one: its index also loads what a command does not need (semver, for a node version check).
+  "import {ExitError} from '@oclif/core/errors'",
+  "import {flush} from '@oclif/core/flush'",
+  "import {handle} from '@oclif/core/handle'",
+  "import {run as runOclif} from '@oclif/core/run'",
+  // A command's module (and what it imports) is evaluated only when oclif asks for its class:
+  // esbuild makes a module required rather than imported a function run on its first require.
+  `export const COMMANDS = {${commands.map((c) => `get ${JSON.stringify(c.id)}() { return require('./${c.relativePath.join('/')}').default }`).join(', ')}}`,
   'export async function run(args) {',
   "  const root = join(__dirname, '..', '..')",
   "  const pjson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))",
@@ -33,7 +38,7 @@ const entry = [
   '    await flush()',
   '  } catch (error) {',
   "    await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', () => resolve()))))",
-  '    if (error instanceof Errors.ExitError) process.exit(error.oclif.exit)',
+  '    if (error instanceof ExitError) process.exit(error.oclif.exit)',
   '    await handle(error)',
   '  }',
   '}',

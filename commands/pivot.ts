@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {CliError} from '../src/errors.js'
 import {parseDuration} from '../src/duration.js'
