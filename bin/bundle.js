@@ -12,7 +12,17 @@ import {build} from 'esbuild'
 
 const root = new URL('..', import.meta.url)
 const manifest = JSON.parse(readFileSync(new URL('oclif.manifest.json', root), 'utf8'))
+const pjson = JSON.parse(readFileSync(new URL('package.json', root), 'utf8'))
 const commands = Object.values(manifest.commands)
+// oclif's Plugin would load these from package.json; src/oclif/manifest-plugin.ts, which stands in for it, does not.
+const unsupported = ['hooks', 'topics', 'plugins', 'devPlugins', 'jitPlugins'].filter((key) => pjson.oclif[key] !== undefined)
+if (unsupported.length > 0) {
+  throw new Error(`bundle: src/oclif/manifest-plugin.ts does not load oclif.${unsupported.join(', oclif.')} from package.json: teach it first`)
+}
+
+// The order oclif's Plugin.load sorts the commands in (localeCompare), computed here so that a
+// command's start does not pay for ICU (see src/oclif/manifest-plugin.ts).
+const order = commands.map((c) => c.id).sort((a, b) => a.localeCompare(b))
 const entry = [
   "import {readFileSync} from 'node:fs'",
   "import {join} from 'node:path'",
@@ -20,21 +30,27 @@ const entry = [
   "import {ExitError} from '@oclif/core/errors'",
   "import {flush} from '@oclif/core/flush'",
   "import {handle} from '@oclif/core/handle'",
+  "import {version as oclifVersion} from '@oclif/core/package.json'",
   "import {run as runOclif} from '@oclif/core/run'",
+  "import {ManifestPlugin} from './dist/src/oclif/manifest-plugin.js'",
   // A command's module (and what it imports) is evaluated only when oclif asks for its class:
   // esbuild makes a module required rather than imported a function run on its first require.
   `export const COMMANDS = {${commands.map((c) => `get ${JSON.stringify(c.id)}() { return require('./${c.relativePath.join('/')}').default }`).join(', ')}}`,
-  'export async function run(args) {',
+  `const ORDER = ${JSON.stringify(order)}`,
+  '/** `built`: oclif.manifest.json and package.json as bin/run.js has read them (read here when not given). */',
+  'export async function run(args, built = {}) {',
   "  const root = join(__dirname, '..', '..')",
-  "  const pjson = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))",
+  "  const pjson = built.pjson ?? JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'))",
   "  // oclif's explicit strategy: the command classes are the ones in this bundle (bin/run.js",
   '  // registers it in require.cache), not the files in dist/commands.',
   "  pjson.oclif.commands = {strategy: 'explicit', target: './dist/bundle/cli.cjs', identifier: 'COMMANDS'}",
+  // oclif itself ignores a manifest of another version (it warns, then asks the classes): so does this.
+  '  const plugin = built.manifest?.version === pjson.version && new ManifestPlugin(root, pjson, built.manifest, ORDER, COMMANDS, oclifVersion)',
   // oclif's execute() ends a non-zero exit with process.exit() at once, dropping output a pipe
   // has not taken yet (a large `-o json | wc -c` with exit code 2 lost all but 64 KiB): the same
   // steps, but the exit waits until stdout and stderr are handed to the OS.
   '  try {',
-  '    await runOclif(args, {root, pjson})',
+  '    await runOclif(args, {root, pjson, plugins: plugin ? new Map([[plugin.name, plugin]]) : undefined})',
   '    await flush()',
   '  } catch (error) {',
   "    await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => s.write('', () => resolve()))))",

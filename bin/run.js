@@ -21,9 +21,9 @@ function readJson(relative) {
 
 // Without a manifest (a fresh checkout before the build) oclif finds the commands itself.
 const manifest = readJson('../oclif.manifest.json')
+const pjson = readJson('../package.json')
 
 async function answeredWithoutOclif() {
-  const pjson = readJson('../package.json')
   if (!manifest || !pjson) return false
   const bin = pjson.oclif?.bin ?? pjson.name
   const userAgent = `${bin}/${pjson.version} ${process.platform}-${process.arch} node-${process.version}`
@@ -58,7 +58,7 @@ async function answeredWithoutOclif() {
 if (!(await answeredWithoutOclif())) {
   const bundle = fileURLToPath(new URL('../dist/bundle/cli.cjs', import.meta.url))
   if (existsSync(bundle)) {
-    await loadBundle(bundle, cacheName()).run(argv)
+    await loadBundle(bundle, cacheName()).run(argv, {manifest, pjson})
   } else {
     process.stderr.write('error: kubectl-selfhost is not built; run `npm run build` in its folder\n')
     process.exitCode = 1
