@@ -84,4 +84,23 @@ const code = outputFiles[0].text
 const imports = code.split(EXTERNAL_IMPORT).length - 1
 if (imports === 0) throw new Error(`bundle: expected ${EXTERNAL_IMPORT} in the bundle (src/kube loads client-node on demand)`)
 mkdirSync(new URL('.', outfile), {recursive: true})
-writeFileSync(outfile, code.replaceAll(EXTERNAL_IMPORT, '__selfhostImport("@kubernetes/client-node")'))
+writeFileSync(outfile, ascii(code.replaceAll(EXTERNAL_IMPORT, '__selfhostImport("@kubernetes/client-node")')))
+
+/**
+ * The bundle with every character outside ASCII written as \u escapes (UTF-16 code units, as
+ * JavaScript escapes them), so that bin/run.js can read it as latin1: a plain copy, where UTF-8
+ * costs a decoding pass, and one character above U+00FF would make the whole megabyte a
+ * two-byte string. esbuild escapes such characters itself except in regular expression literals
+ * (and comments and the raw text of tagged templates): in a regular expression \uXXXX means the
+ * character itself, and one escaped as itself (a backslash before it) becomes the one escape.
+ * The raw text of a tagged template would change (String.raw would see the escape): none in
+ * the bundle has such a character.
+ */
+function ascii(text) {
+  const escaped = text.replace(/(\\*)(\P{ASCII})/gu, (_, backslashes, character) => {
+    const units = Array.from({length: character.length}, (_, i) => `\\u${character.charCodeAt(i).toString(16).padStart(4, '0')}`).join('')
+    return `${backslashes.length % 2 === 1 ? backslashes.slice(1) : backslashes}${units}`
+  })
+  if (!/^\p{ASCII}*$/u.test(escaped)) throw new Error('bundle: not ASCII after escaping')
+  return escaped
+}

@@ -93,7 +93,8 @@ function loadBundle(file, name) {
     // no cache yet
   }
 
-  const wrapped = `(function (exports, require, module, __filename, __dirname, __selfhostImport) {${readFileSync(file, 'utf8')}\n})`
+  // latin1: bin/bundle.js writes the bundle in ASCII, and a latin1 read is a copy where UTF-8 is decoded.
+  const wrapped = `(function (exports, require, module, __filename, __dirname, __selfhostImport) {${readFileSync(file, 'latin1')}\n})`
   const script = new Script(wrapped, {filename: file, cachedData})
   const module = new Module(file)
   module.filename = file
