@@ -1,6 +1,6 @@
 /**
  * The CLI as oclif's root plugin, made from what the build produced: oclif.manifest.json and the
- * command classes bundled with it (bin/bundle.js). bin/run.js has read and parsed the manifest
+ * command classes bundled with it (bin/bundle.mjs). bin/run.js has read and parsed the manifest
  * already; this hands it to oclif through Config.load's `plugins` option, so oclif does not read
  * it again nor look for core, dev or user plugins (this CLI has none, nor a `plugins` command to
  * install any), and commands still run only through oclif: its Config finds the command, parses
@@ -11,7 +11,7 @@
  * on every command's start, more than anything else oclif does there. The commands here come in
  * the order that sort gave when the bundle was built (`order`), so oclif lists them as before.
  *
- * Only what this package's oclif configuration uses is supported: bin/bundle.js refuses to build
+ * Only what this package's oclif configuration uses is supported: bin/bundle.mjs refuses to build
  * when package.json gives oclif hooks, topics or plugins, which oclif's Plugin would have loaded.
  */
 

@@ -22,7 +22,7 @@ describe('the root plugin made from the manifest', () => {
     this.timeout(60_000)
     source = await loadSourcePlugin()
     classes = Object.fromEntries(await Promise.all(source.commandIDs.map(async (id) => [id, await source.findCommand(id, {must: true})])))
-    // As bin/bundle.js orders them at build time.
+    // As bin/bundle.mjs orders them at build time.
     const order = Object.keys(source.manifest.commands).sort((a, b) => a.localeCompare(b))
     plugin = new ManifestPlugin(repoRoot, source.pjson, source.manifest, order, classes, oclifVersion)
   })
