@@ -34,6 +34,12 @@ export default tseslint.config(
     extends: [tseslint.configs.disableTypeChecked],
   },
   {
+    // bin/*.js are CommonJS (bin/package.json; bin/run.js says why).
+    files: ['bin/*.js'],
+    languageOptions: {sourceType: 'commonjs'},
+    rules: {'@typescript-eslint/no-require-imports': 'off'},
+  },
+  {
     files: ['test/**/*.ts'],
     languageOptions: {globals: globals.mocha},
     rules: {

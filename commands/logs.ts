@@ -1,4 +1,5 @@
-import {Args, Flags} from '@oclif/core'
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 import chalk from 'chalk'
 
 import {CONTROL_PLANE_COMPONENTS} from '../src/controlplane/model.js'

@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {CliError} from '../src/errors.js'
 import {parseDuration} from '../src/duration.js'
@@ -63,16 +63,16 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
     if (flags['from-dir'] && !flags['dry-run']) throw new CliError('--from-dir only plans: add --dry-run (pivot itself reads the manifests from the nodes)')
     if (isMachineFormat(format) && !flags['dry-run']) throw new CliError(`-o ${format} prints the planned objects: add --dry-run`)
     const {renderObjectsYaml, renderPivotPlan} = await import('../src/render/pivot.js')
-    const print = (plan: import('../src/pivot/plan.js').PivotPlan, alreadyDone: string[]) => {
+    const print = async (plan: import('../src/pivot/plan.js').PivotPlan, alreadyDone: string[]) => {
       if (format === 'yaml') this.log(renderObjectsYaml(plan.objects))
-      else if (format === 'json') this.log(renderData({apiVersion: 'v1', kind: 'List', items: plan.objects}, 'json'))
+      else if (format === 'json') this.log(await renderData({apiVersion: 'v1', kind: 'List', items: plan.objects}, 'json'))
       else this.log(renderPivotPlan(plan, alreadyDone, true))
     }
 
     if (flags['from-dir']) {
       const {readManifestDir} = await import('../src/pivot/from-dir.js')
       const {planPivot} = await import('../src/pivot/plan.js')
-      print(planPivot({manifests: readManifestDir(flags['from-dir'], flags.node), handoffDeadlineSeconds, checkpoint: !flags['no-checkpoint']}), [])
+      await print(planPivot({manifests: readManifestDir(flags['from-dir'], flags.node), handoffDeadlineSeconds, checkpoint: !flags['no-checkpoint']}), [])
       return
     }
 
@@ -96,7 +96,7 @@ plans from the mirror pods instead, starting no pod); -o yaml prints only the ob
       return runner.pivot()
     })
     if (result.dryRun) {
-      print(result.plan, result.alreadyDone)
+      await print(result.plan, result.alreadyDone)
       return
     }
 

@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {parseDuration} from '../src/duration.js'
 import {isMachineFormat, renderData} from '../src/render/output.js'
@@ -37,7 +37,7 @@ half-done pivot too, and can be re-run. Backups stay on the nodes, marked with a
         ...c,
         restores: c.restores.map(({node, stamp, imageFrom, imageTo}) => ({node, stamp, ...(imageTo ? {imageFrom, imageTo} : {})})),
       }))
-      this.log(renderData({...result, components}, format))
+      this.log(await renderData({...result, components}, format))
       return
     }
 

@@ -1,4 +1,5 @@
-import {Args, Flags} from '@oclif/core'
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 
 import {parseDuration} from '../src/duration.js'
 import {isMachineFormat, renderData} from '../src/render/output.js'
@@ -57,7 +58,7 @@ the lease keeps being renewed; if either fails it scales back to the previous co
         onProgress: step,
       }),
     )
-    if (isMachineFormat(format)) this.log(renderData(result, format))
+    if (isMachineFormat(format)) this.log(await renderData(result, format))
     else if (!result.dryRun) this.log(`\n${renderOutcome(result)}`)
   }
 }

@@ -18,7 +18,7 @@ Exits 0 when healthy, 2 when a component is unhealthy or a leader is stale, 1 wh
     const {discoverControlPlane} = await import('../src/controlplane/discover.js')
     const plane = await discoverControlPlane(client)
     if (isMachineFormat(format)) {
-      this.log(renderData(plane, format))
+      this.log(await renderData(plane, format))
     } else {
       const {renderStatus} = await import('../src/render/status.js')
       // On a terminal, long problems and warnings wrap to its width; piped output keeps one line each for grep.

@@ -1,4 +1,5 @@
-import {Args, Flags} from '@oclif/core'
+import * as Args from '@oclif/core/args'
+import * as Flags from '@oclif/core/flags'
 
 import {ExitCode} from '../src/errors.js'
 import {isMachineFormat, renderData} from '../src/render/output.js'
@@ -60,7 +61,7 @@ the rules, stale endpoints, shares not adding up to 100%, a Service with endpoin
       const {traceDumpFile} = await import('../src/trace/offline.js')
       const results = traceDumpFile(flags['from-file'], target, {mode, port: flags.port, namespace: flags.namespace ?? 'default'})
       const result = results.length === 1 ? results[0] : results
-      this.log(isMachineFormat(format) ? renderData(result, format) : results.map((r) => renderTrace(r, view)).join('\n\n'))
+      this.log(isMachineFormat(format) ? await renderData(result, format) : results.map((r) => renderTrace(r, view)).join('\n\n'))
       if (results.some((r) => r.findings.length > 0)) this.exit(ExitCode.unhealthy)
       return
     }
@@ -81,7 +82,7 @@ the rules, stale endpoints, shares not adding up to 100%, a Service with endpoin
       onProgress: !isMachineFormat(format) ? (m) => process.stderr.write(`${m}\n`) : undefined,
     })
     const single = trace.nodes.length === 1 && !flags['all-nodes']
-    if (isMachineFormat(format)) this.log(renderData(single ? trace.nodes[0] : trace, format))
+    if (isMachineFormat(format)) this.log(await renderData(single ? trace.nodes[0] : trace, format))
     else this.log(single ? renderTrace(trace.nodes[0], view) : renderMultiNode(trace, view))
     if (trace.findings.length > 0 || trace.nodes.some((n) => n.findings.length > 0)) this.exit(ExitCode.unhealthy)
   }

@@ -1,4 +1,4 @@
-import {Flags} from '@oclif/core'
+import * as Flags from '@oclif/core/flags'
 
 import {parseDuration} from '../src/duration.js'
 import {CliError} from '../src/errors.js'
@@ -68,7 +68,7 @@ Exit codes: 0 upgraded (or nothing to do), 3 a component was rolled back and is 
         }),
       ),
     )
-    if (isMachineFormat(format)) this.log(renderData(result ? {plan, result} : {plan}, format))
+    if (isMachineFormat(format)) this.log(await renderData(result ? {plan, result} : {plan}, format))
     else this.log(result ? renderUpgradeResult(result) : renderUpgradePlan(plan))
     if (dryRun && !plan.allowed) throw new CliError(plan.refusal ?? 'refused')
     if (result) {

@@ -1,5 +1,4 @@
 import chalk from 'chalk'
-import {stringify as toYaml} from 'yaml'
 
 import {CliError} from '../errors.js'
 
@@ -22,10 +21,14 @@ export function parseOutputFormat(value: string | undefined, allowed: readonly O
 
 /**
  * Machine output prints the very result object the human view is drawn from, so the two
- * never drift apart.
+ * never drift apart. The YAML library is loaded only for YAML: every command imports this
+ * module, and evaluating the library's 70-odd modules on each start cost more than the commands
+ * that never print YAML should pay (trace --from-file never reads YAML either).
  */
-export function renderData(result: unknown, format: 'json' | 'yaml'): string {
-  return format === 'json' ? JSON.stringify(result, null, 2) : toYaml(result, {aliasDuplicateObjects: false}).trimEnd()
+export async function renderData(result: unknown, format: 'json' | 'yaml'): Promise<string> {
+  if (format === 'json') return JSON.stringify(result, null, 2)
+  const {stringify} = await import('yaml')
+  return stringify(result, {aliasDuplicateObjects: false}).trimEnd()
 }
 
 export function isMachineFormat(format: OutputFormat): format is 'json' | 'yaml' {

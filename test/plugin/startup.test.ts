@@ -17,7 +17,7 @@ describe('startup', function () {
   before(async () => {
     await ensureBuilt()
     probe = join(mkdtempSync(join(tmpdir(), 'selfhost-probe-')), 'probe.cjs')
-    // @oclif/core sets globalThis.oclif when it loads, from node_modules or from the bundle (bin/bundle.js).
+    // @oclif/core sets globalThis.oclif when it loads, from node_modules or from the bundle (bin/bundle.mjs).
     writeFileSync(probe, "process.on('exit', () => process.stderr.write(`oclif-loaded=${globalThis.oclif !== undefined}\\n`))\n")
   })
 
