@@ -89,6 +89,10 @@ function schedulerTemplate(port: number, sharing: boolean) {
 
 const at = new Date('2026-11-29T12:00:00Z')
 
+/** The checkpoint of a kube-apiserver on cp-1 serving on this port (port sharing, v1.37.2). */
+const apiserverCheckpoint = (port: number) =>
+  renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(port), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at})
+
 const nodeRoots: string[] = []
 after(() => {
   for (const root of nodeRoots.splice(0)) rmSync(root, {recursive: true, force: true})
@@ -134,14 +138,7 @@ function loopEnv(node: {k8s: string; run: string; root: string}, apiPort: number
 
 describe('checkpoints: rendering', () => {
   it('writes out $(HOST_IP), drops what ties the pod to the API or the scheduler, and keeps its own name and labels', () => {
-    const c = renderCheckpoint({
-      component: 'kube-apiserver',
-      template: apiserverTemplate(6443),
-      node: 'cp-1',
-      nodeIP: '10.0.0.11',
-      clusterId: CLUSTER,
-      writtenAt: at,
-    })
+    const c = apiserverCheckpoint(6443)
     assert.ok(c.text.endsWith(`${CHECKPOINT_END}\n`))
     assert.match(c.text, new RegExp(`^# cluster ${CLUSTER}$`, 'm'))
     assert.match(c.text, /^# version v1\.37\.2 1037002$/m)
@@ -220,7 +217,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
   it('after a boot with no kube-apiserver, starts the copies; steps each aside once its self-hosted instance listens beside it', async () => {
     const [api, sched] = [await freePort(), await freePort()]
     const node = await nodeWith([
-      renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}),
+      apiserverCheckpoint(api),
       renderCheckpoint({component: 'kube-scheduler', template: schedulerTemplate(sched, true), node: 'cp-1', clusterId: CLUSTER, writtenAt: at}),
     ])
     const copy = (c: string) => join(node.k8s, `manifests/selfhost-checkpoint-${c}.yaml`)
@@ -253,9 +250,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
 
   it('a listener that leaves beside the copy (a new apiserver that crashed) starts the count again: the copy stays until the rest listened steadily', async () => {
     const api = await freePort()
-    const node = await nodeWith([
-      renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}),
-    ])
+    const node = await nodeWith([apiserverCheckpoint(api)])
     const copy = join(node.k8s, 'manifests/selfhost-checkpoint-kube-apiserver.yaml')
     // 20 ticks of at least 50 ms: no steady second second.
     const run = startCheckpointer({...loopEnv(node, api, ''), APISERVER_SETTLE: '20'})
@@ -283,9 +278,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
 
   it('never starts a copy while a kube-apiserver listens, and after a restart (not a boot) waits the long grace', async () => {
     const api = await freePort()
-    const node = await nodeWith([
-      renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}),
-    ])
+    const node = await nodeWith([apiserverCheckpoint(api)])
     const copy = join(node.k8s, 'manifests/selfhost-checkpoint-kube-apiserver.yaml')
     servers.push(await listen(api, '127.0.0.1'))
     let run = startCheckpointer(loopEnv(node, api, ''))
@@ -312,14 +305,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
   ] as Array<[string, (t: string) => string, RegExp]>) {
     it(`a checkpoint ${what} is never started, and the problem is reported`, async () => {
       const api = await freePort()
-      const good = renderCheckpoint({
-        component: 'kube-apiserver',
-        template: apiserverTemplate(api),
-        node: 'cp-1',
-        nodeIP: '10.0.0.11',
-        clusterId: CLUSTER,
-        writtenAt: at,
-      })
+      const good = apiserverCheckpoint(api)
       const floor = what.startsWith('older') ? versionNumber('v1.38.0') : versionNumber('v1.37.2')
       const node = await nodeWith([good], floor)
       writeFileSync(join(node.k8s, 'selfhost/checkpoint/kube-apiserver.yaml'), mutate(good.text))
@@ -358,7 +344,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
   it('the write task drops checkpoints of components that left the node; the remove task leaves nothing', async () => {
     const api = await freePort()
     const node = await nodeWith([
-      renderCheckpoint({component: 'kube-apiserver', template: apiserverTemplate(api), node: 'cp-1', nodeIP: '10.0.0.11', clusterId: CLUSTER, writtenAt: at}),
+      apiserverCheckpoint(api),
       renderCheckpoint({component: 'kube-scheduler', template: schedulerTemplate(10259, true), node: 'cp-1', clusterId: CLUSTER, writtenAt: at}),
     ])
     assert.ok(existsSync(join(node.k8s, 'selfhost/checkpoint/kube-scheduler.yaml')))
@@ -384,14 +370,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
 
   it('a rewrite never writes into a dot-file a killed write left (another name of the checkpoint a running copy shares)', async () => {
     const api = await freePort()
-    const old = renderCheckpoint({
-      component: 'kube-apiserver',
-      template: apiserverTemplate(api),
-      node: 'cp-1',
-      nodeIP: '10.0.0.11',
-      clusterId: CLUSTER,
-      writtenAt: at,
-    })
+    const old = apiserverCheckpoint(api)
     const node = await nodeWith([old])
     const checkpoint = join(node.k8s, 'selfhost/checkpoint/kube-apiserver.yaml')
     const copy = join(node.k8s, 'manifests/selfhost-checkpoint-kube-apiserver.yaml')
@@ -417,14 +396,7 @@ describe('checkpoints: the checkpointer loop (dash and the kube-proxy image tool
   it('a write that fails (a full disk) leaves the last good checkpoint whole', async function () {
     if (process.getuid?.() !== 0) this.skip()
     const api = await freePort()
-    const good = renderCheckpoint({
-      component: 'kube-apiserver',
-      template: apiserverTemplate(api),
-      node: 'cp-1',
-      nodeIP: '10.0.0.11',
-      clusterId: CLUSTER,
-      writtenAt: at,
-    })
+    const good = apiserverCheckpoint(api)
     const node = await nodeWith([good])
     const dir = join(node.k8s, 'selfhost/checkpoint')
     // A tiny filesystem holding the checkpoint directory, then filled up.
