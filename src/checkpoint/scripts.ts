@@ -30,6 +30,7 @@
  * first remove a dot-file a killed task may have left as another name of one.
  */
 
+import {FILE_FNS} from '../node/files.js'
 import {LISTENERS_FN} from '../node/listeners.js'
 
 /** Where the checkpoints live on the node (written only by kubectl-selfhost's node tasks). */
@@ -57,7 +58,7 @@ man="$k/manifests"
 run=\${RUN_DIR:-${CHECKPOINT_RUN_DIR}}
 ${LISTENERS_FN}
 say() { echo "checkpointer: $*"; }
-link_as() { t="\${2%/*}/.\${2##*/}.selfhost-tmp"; rm -f "$t"; ln "$1" "$t" && ln -f "$t" "$2"; rm -f "$t"; }
+${FILE_FNS}
 active() { [ -f "$man/selfhost-checkpoint-$1.yaml" ]; }
 # Why the checkpoint of $1 must not start, or nothing.
 verdict() {
@@ -146,7 +147,7 @@ done
 export const WRITE_CHECKPOINTS_SCRIPT = `set -eu
 dir="$HOST_ROOT${CHECKPOINT_DIR}"
 man="$HOST_ROOT/etc/kubernetes/manifests"
-put() { t="\${1%/*}/.\${1##*/}.selfhost-tmp"; rm -f "$t"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
+${FILE_FNS}
 i=0
 for c in $COMPONENTS; do
   i=$((i + 1))

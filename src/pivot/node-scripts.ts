@@ -1,5 +1,6 @@
 import {PIVOTED_COMPONENTS, PivotedComponent} from '../controlplane/model.js'
 import {CliError} from '../errors.js'
+import {FILE_FNS} from '../node/files.js'
 import {LISTENERS_FN} from '../node/listeners.js'
 
 /**
@@ -56,12 +57,7 @@ d="$HOST_ROOT${BACKUP_DIR}/\${STAMP:-none}"
 b="$d/$COMPONENT.yaml"
 w="$HOST_ROOT${HANDOFF_DIR}"
 held="$w/$COMPONENT.yaml"
-# Writes stdin to $1 atomically: a new dot-file beside it (the kubelet ignores those), then ln -f.
-# The dot-file is removed first: one a killed task left is another name of a manifest or backup.
-put() { t="$(temp_for "$1")"; rm -f "$t"; cat > "$t"; ln -f "$t" "$1"; rm -f "$t"; }
-# Makes $2 another name of the file $1, as atomically as put: no new data, so nothing to flush.
-link_as() { t="$(temp_for "$2")"; rm -f "$t"; ln "$1" "$t"; ln -f "$t" "$2"; rm -f "$t"; }
-temp_for() { printf '%s/.%s.selfhost-tmp' "\${1%/*}" "\${1##*/}"; }`
+${FILE_FNS}`
 
 /** Prints every pivoted manifest, every backup, every held hand-off and its watchdog's pod, each framed by its byte count. */
 export const READ_STATE_SCRIPT = `set -eu
