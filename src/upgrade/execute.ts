@@ -182,6 +182,9 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: 
   say(`backed up ${originals.length} workload(s) to ${backupDir}`)
   // What the apiserver reported before any change: a rollback must bring that back.
   const servedBefore = (await api.version()).gitVersion
+  // Checkpoint refreshes that failed since the last one that worked: warnings in every result.
+  const unrefreshed: string[] = []
+  const warningsNow = () => [...warnings, ...unrefreshed]
 
   for (const [i, p] of work.entries()) {
     const outcome = outcomes.find((o) => o.component === p.component)!
@@ -208,13 +211,13 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: 
       if (opts.refreshCheckpoints) {
         // The upgrade stands either way; a checkpoint left behind is what `status` then reports.
         const refreshed = await opts.refreshCheckpoints(p.component).catch((error: Error) => {
-          warnings.push(`${p.component} upgraded, but its checkpoints were not refreshed (${error.message}); run \`kubectl selfhost pivot\` to rewrite them`)
+          unrefreshed.push(`${p.component} upgraded, but its checkpoints were not refreshed (${error.message}); run \`kubectl selfhost pivot\` to rewrite them`)
           return undefined
         })
         if (refreshed) {
           say(`  ${refreshed}`)
           // A refresh rewrites every component's checkpoint: an earlier one that failed is made good.
-          warnings.splice(0, warnings.length, ...warnings.filter((w) => !/ upgraded, but its checkpoints were not refreshed /.test(w)))
+          unrefreshed.length = 0
         }
       }
     } catch (error) {
@@ -233,7 +236,7 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: 
         outcome.detail = (error as Error).message
         outcome.seconds = Math.round((now() - started) / 1000)
         say(`  ${p.component} is back on ${p.imageBefore} and healthy`)
-        return {outcome: 'rolled-back', target: plan.target, components: outcomes, failure, backup: backupDir, warnings}
+        return {outcome: 'rolled-back', target: plan.target, components: outcomes, failure, backup: backupDir, warnings: warningsNow()}
       } catch (rollbackError) {
         outcome.result = 'rollback-failed'
         outcome.detail = `${(error as Error).message}; rollback: ${(rollbackError as Error).message}`
@@ -243,13 +246,13 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: 
           components: outcomes,
           failure: `${failure}; the rollback failed too (${(rollbackError as Error).message}); restore it with: kubectl -n ${p.workload.namespace} set image ${p.workload.kind.toLowerCase()}/${p.workload.name} ${p.container}=${p.imageBefore} (backup in ${backupDir})`,
           backup: backupDir,
-          warnings,
+          warnings: warningsNow(),
         }
       }
     }
   }
 
-  return {outcome: 'upgraded', target: plan.target, components: outcomes, backup: backupDir, warnings}
+  return {outcome: 'upgraded', target: plan.target, components: outcomes, backup: backupDir, warnings: warningsNow()}
 }
 
 /** Sets the image and follows the rollout, by the component's strategy. */
