@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 
 import {REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
-import {type Pod, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
+import {type Pod, checkpointCopies, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
 import {eventually, orSkip} from './support.js'
 
 /**
@@ -163,15 +163,11 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
       async () => {
         try {
           const pods = await systemPods()
-          const copies = await Promise.all(
-            cluster.nodes.map(async (n) =>
-              (await n.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim(),
-            ),
-          )
+          const copies = await Promise.all(cluster.nodes.map(checkpointCopies))
           const selfHosted = pods.filter((p) => p.metadata.labels?.['k8s-app'] === SELF_HOSTED_APISERVER && ready(p))
           const mirrors = pods.filter((p) => p.metadata.labels?.[CHECKPOINT_OF])
           last = `copies ${copies.join('/')}, self-hosted Ready on ${selfHosted.map((p) => p.spec.nodeName).join(',')}, checkpoint pods ${mirrors.map((p) => p.metadata.name).join(',')}`
-          return copies.every((c) => c === '0') && selfHosted.length === 3 && mirrors.length === 0 && (await onlySelfHostedListens(pods)) ? true : undefined
+          return copies.every((c) => c === 0) && selfHosted.length === 3 && mirrors.length === 0 && (await onlySelfHostedListens(pods)) ? true : undefined
         } catch {
           return undefined
         }

@@ -10,7 +10,7 @@ import {
   startRealCluster,
 } from './cluster/real-cluster.js'
 import {longestGapSince, startApiPoller} from './real/api-poller.js'
-import {type Pod, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
+import {type Pod, checkpointCopies, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
 import {eventually, orSkip} from './support.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
 
@@ -135,15 +135,8 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     const backend = /KUBE-SERVICES/.test((await node.exec(['sh', '-c', 'iptables-legacy-save -t nat 2>/dev/null || true'])).stdout) ? 'legacy' : 'nft'
     const kubeServicesLines = async () => Number((await node.exec(['sh', '-c', `iptables-${backend} -t nat -S KUBE-SERVICES | wc -l`])).stdout.trim())
     // kube-proxy would rewrite KUBE-SERVICES at its next sync: it stops while the big table is read.
-    await cluster.kubectl([
-      '-n',
-      'kube-system',
-      'patch',
-      'ds',
-      'kube-proxy',
-      '-p',
-      JSON.stringify({spec: {template: {spec: {nodeSelector: {[NOWHERE]: 'true'}}}}}),
-    ])
+    const patchKubeProxy = (...args: string[]) => cluster.kubectl(['-n', 'kube-system', 'patch', 'ds', 'kube-proxy', ...args])
+    await patchKubeProxy('-p', JSON.stringify({spec: {template: {spec: {nodeSelector: {[NOWHERE]: 'true'}}}}}))
     let original: string | undefined
     try {
       await eventually('kube-proxy to stop', 120_000, async () => ((await kubeProxyPods()).length === 0 ? true : undefined), 1000)
@@ -186,17 +179,7 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       assert.deepEqual(await leftoverTasks(), [])
     } finally {
       if (original) await node.exec([`iptables-${backend}-restore`, '-T', 'nat'], original)
-      await cluster.kubectl([
-        '-n',
-        'kube-system',
-        'patch',
-        'ds',
-        'kube-proxy',
-        '--type',
-        'json',
-        '-p',
-        JSON.stringify([{op: 'remove', path: `/spec/template/spec/nodeSelector/${NOWHERE.replace('/', '~1')}`}]),
-      ])
+      await patchKubeProxy('--type', 'json', '-p', JSON.stringify([{op: 'remove', path: `/spec/template/spec/nodeSelector/${NOWHERE.replace('/', '~1')}`}]))
     }
 
     assert.ok((await kubeServicesLines()) < 100, 'the node is back to its own nat table')
@@ -397,11 +380,11 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       'the checkpoint copy to step aside for the rolled-back pod',
       180_000,
       async () => {
-        const copies = (await cluster.nodes[0].exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
+        const copies = await checkpointCopies(cluster.nodes[0])
         const all = await systemPods().catch(() => [])
         const pods = all.filter((p) => p.metadata.labels?.['k8s-app'] === 'self-hosted-kube-apiserver')
         const mirrors = all.filter((p) => p.metadata.labels?.['selfhost.kubectl.io/checkpoint-of'])
-        return copies === '0' && mirrors.length === 0 && pods.length === 1 && ready(pods[0]) ? true : undefined
+        return copies === 0 && mirrors.length === 0 && pods.length === 1 && ready(pods[0]) ? true : undefined
       },
       2000,
     )
@@ -497,8 +480,8 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       240_000,
       async () => {
         listening = [...(await listenerPids(cluster.nodes[0], 6443))]
-        const copies = (await cluster.nodes[0].exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
-        return copies === '0' && listening.join() === `kube-apiserver:${apiserverPid}` ? true : undefined
+        const copies = await checkpointCopies(cluster.nodes[0])
+        return copies === 0 && listening.join() === `kube-apiserver:${apiserverPid}` ? true : undefined
       },
       2000,
     ).catch(() => assert.fail(`listening on :6443: ${listening.join(', ')}; the upgraded apiserver is pid ${apiserverPid}`))
@@ -553,8 +536,8 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
       async () => {
         try {
           const pods = await apiserverPods()
-          const copies = (await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim()
-          return copies === '0' && pods.length === 1 && pods[0].metadata.labels?.['k8s-app'] && ready(pods[0]) ? true : undefined
+          const copies = await checkpointCopies(node)
+          return copies === 0 && pods.length === 1 && pods[0].metadata.labels?.['k8s-app'] && ready(pods[0]) ? true : undefined
         } catch {
           return undefined
         }

@@ -33,6 +33,11 @@ export async function listenerPids(node: RealNode, port: number): Promise<Set<st
   return new Set([...listeners.matchAll(/"([^"]+)",pid=(\d+)/g)].map((m) => `${m[1]}:${m[2]}`))
 }
 
+/** How many checkpoint copies the node's kubelet has in its manifest directory (the checkpointer started them). */
+export async function checkpointCopies(node: RealNode): Promise<number> {
+  return Number((await node.exec(['sh', '-c', 'ls /etc/kubernetes/manifests/ | grep -c "^selfhost-checkpoint-" || true'])).stdout.trim())
+}
+
 /** Runs the built CLI; stderr lines are stamped with the time they arrived. */
 export async function selfhost(kubeconfig: string, args: string[], opts: {onLine?: (line: string) => void} = {}) {
   const started = Date.now()
