@@ -40,6 +40,15 @@ const workloadPod = (component: string, image: string, node: string): V1Pod => (
   spec: {nodeName: node, containers: [{name: component, image}]},
 })
 
+/** cp-1 with nothing live and only a kube-scheduler backup: these bytes. */
+const schedulerBackupOnly = (backup: string): NodeFiles => ({
+  node: 'cp-1',
+  manifests: {},
+  held: {},
+  watchdogs: {},
+  backups: [{stamp: 's', reverted: false, files: {'kube-scheduler': backup}}],
+})
+
 function node(name: string, version: string, opts: {live?: string[]; backedUp?: string[]; reverted?: boolean} = {}): NodeFiles {
   const files: NodeFiles = {node: name, manifests: {}, held: {}, watchdogs: {}, backups: []}
   for (const c of opts.live ?? []) files.manifests[c as (typeof COMPONENTS)[number]] = manifest(version, c)
@@ -148,13 +157,7 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
 
     it('the port-sharing step follows the version written: a 1.18 backup kept at 1.19 gets it', () => {
       const backup = manifest('v1.19.16', 'kube-scheduler').replaceAll('v1.19.16', 'v1.18.20')
-      const files: NodeFiles = {
-        node: 'cp-1',
-        manifests: {},
-        held: {},
-        watchdogs: {},
-        backups: [{stamp: 's', reverted: false, files: {'kube-scheduler': backup}}],
-      }
+      const files = schedulerBackupOnly(backup)
       const [plan] = planRevert({files: [files], existing: [ours('kube-scheduler', 'Deployment', 'k8s.gcr.io/kube-scheduler:v1.19.16')]}).components
       assert.equal(plan.portSharing, true)
       assert.equal(plan.restores[0].content, manifest('v1.19.16', 'kube-scheduler'))
@@ -197,13 +200,7 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
         [json, '        "image": "registry.k8s.io/kube-scheduler:v1.29.4",', '        "image": "registry.k8s.io/kube-scheduler:v1.30.2",'],
         [crlf, '    image: registry.k8s.io/kube-scheduler:v1.29.4\r', '    image: registry.k8s.io/kube-scheduler:v1.30.2\r'],
       ]) {
-        const files: NodeFiles = {
-          node: 'cp-1',
-          manifests: {},
-          held: {},
-          watchdogs: {},
-          backups: [{stamp: 's', reverted: false, files: {'kube-scheduler': backup}}],
-        }
+        const files = schedulerBackupOnly(backup)
         const [plan] = planRevert({files: [files], existing: [ours('kube-scheduler', 'Deployment', 'registry.k8s.io/kube-scheduler:v1.30.2')]}).components
         assert.deepEqual(changedLines(backup, plan.restores[0].content!), [[before, after]])
       }
@@ -214,13 +211,7 @@ describe('planRevert (pure: what revert does, from what the nodes and the cluste
         '  containers:\n',
         '  initContainers:\n  - name: copy\n    image: registry.k8s.io/kube-scheduler:v1.29.4\n  containers:\n',
       )
-      const files: NodeFiles = {
-        node: 'cp-1',
-        manifests: {},
-        held: {},
-        watchdogs: {},
-        backups: [{stamp: 's', reverted: false, files: {'kube-scheduler': backup}}],
-      }
+      const files = schedulerBackupOnly(backup)
       assert.throws(
         () => planRevert({files: [files], existing: [ours('kube-scheduler', 'Deployment', 'registry.k8s.io/kube-scheduler:v1.30.2')]}),
         /cannot keep kube-scheduler at registry\.k8s\.io\/kube-scheduler:v1\.30\.2 on cp-1: in its backup 2 lines name .*; nothing changed$/,
