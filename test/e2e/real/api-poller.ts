@@ -29,9 +29,9 @@ export interface PollerReport {
   versions: Array<{at: number; version: string}>
 }
 
-/** The longest time between two successful answers among those that began at or after `since` (epoch ms). */
-export function longestGapSince(report: PollerReport, since: number): number {
-  return Math.max(0, ...report.gaps.filter((g) => g.from >= since).map((g) => g.to - g.from))
+/** The longest time between two successful answers, among the gaps that began at or after `from` and ended before `until` (epoch ms). */
+export function longestGapWithin(report: PollerReport, from: number, until = Infinity): number {
+  return Math.max(0, ...report.gaps.filter((g) => g.from >= from && g.to < until).map((g) => g.to - g.from))
 }
 
 export function startApiPoller(
