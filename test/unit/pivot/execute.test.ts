@@ -581,50 +581,58 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
 
   describe('resume after an interruption at every step', () => {
     this.timeout(900_000)
-    let fake2: FakeControlPlane
+
+    /**
+     * Runs `attempt(at)` for at = 1, 2, ... until one finds no step `at` to interrupt (it returns
+     * false), and returns the number of steps. The attempts are independent (a fake of their own
+     * each) and mostly wait on the node scripts' naps, so a batch of them runs at once.
+     */
+    async function everyStep(attempt: (at: number) => Promise<boolean>): Promise<number> {
+      const batch = 6
+      for (let first = 1; ; first += batch) {
+        const ats = Array.from({length: batch}, (_, i) => first + i)
+        const interrupted = await Promise.all(ats.map((at) => attempt(at)))
+        const last = interrupted.indexOf(false)
+        if (last < 0) continue
+        assert.ok(
+          interrupted.slice(last).every((i) => !i),
+          `step ${ats[last]} could not be interrupted, but a later one could: ${interrupted}`,
+        )
+        return ats[last] - 1
+      }
+    }
+
+    const interruptedBy = (error: unknown) => {
+      if (!(error instanceof Interrupted)) throw error
+      return true
+    }
 
     for (const when of ['before', 'after'] as const) {
       it(`pivot interrupted ${when} any change finishes on re-run; revert interrupted likewise finishes too`, async () => {
-        let total = 0
-        for (let at = 1; ; at++) {
-          fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+        const total = await everyStep(async (at) => {
+          const fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
           const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
-          const cut = interrupting(fake2, at, when)
-          let interrupted = false
-          try {
-            await runner(fake2, cut).pivot()
-          } catch (error) {
-            if (!(error instanceof Interrupted)) throw error
-            interrupted = true
-          }
-
-          if (!interrupted) {
-            total = at - 1
-            break
-          }
-
+          const interrupted = await runner(fake2, interrupting(fake2, at, when))
+            .pivot()
+            .then(() => false, interruptedBy)
+          if (!interrupted) return false
           const resumed = await runner(fake2).pivot()
           assert.equal(resumed.outcome, 'completed', `resume after step ${at}`)
           assertSelfHosted(fake2, originals2)
-        }
+          return true
+        })
 
         // 3 components x 2 nodes x (backup + hand-off + confirmation) node tasks, 5 applied objects,
         // and a checkpoint write on each node.
         assert.equal(total, 25)
 
-        for (let at = 1; ; at++) {
-          fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+        await everyStep(async (at) => {
+          const fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
           const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
           await runner(fake2).pivot()
-          const cut = interrupting(fake2, at, when)
-          let interrupted = false
-          try {
-            await runner(fake2, cut).revert()
-          } catch (error) {
-            if (!(error instanceof Interrupted)) throw error
-            interrupted = true
-          }
-
+          const interrupted = await runner(fake2, interrupting(fake2, at, when))
+            .revert()
+            .then(() => false, interruptedBy)
           if (interrupted)
             await runner(fake2)
               .revert()
@@ -632,16 +640,16 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
                 throw new Error(`revert resume after step ${at}: ${e.message}`)
               })
           assertStatic(fake2, originals2)
-          if (!interrupted) break
-        }
+          return interrupted
+        })
       })
     }
 
     it('revert after `upgrade`, interrupted after any change, finishes on re-run with the newer version on every node', async () => {
       const newer = (bytes: string, name: string) =>
         PIVOTED.includes(name) ? bytes.replace(`${name.replace('.yaml', '')}:v1.29.4`, `${name.replace('.yaml', '')}:v1.30.2`) : bytes
-      for (let at = 1; ; at++) {
-        fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+      await everyStep(async (at) => {
+        const fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
         const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
         await runner(fake2).pivot()
         for (const {object} of fake2.workloads.values()) {
@@ -649,14 +657,9 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
           if (container) container.image = container.image!.replace(':v1.29.4', ':v1.30.2')
         }
 
-        let interrupted = false
-        try {
-          await runner(fake2, interrupting(fake2, at, 'after')).revert()
-        } catch (error) {
-          if (!(error instanceof Interrupted)) throw error
-          interrupted = true
-        }
-
+        const interrupted = await runner(fake2, interrupting(fake2, at, 'after'))
+          .revert()
+          .then(() => false, interruptedBy)
         if (interrupted)
           await runner(fake2)
             .revert()
@@ -672,13 +675,13 @@ describe('pivot executor (fake API, node scripts run for real on node directorie
         }
 
         assert.deepEqual([...fake2.workloads.keys()], [])
-        if (!interrupted) break
-      }
+        return interrupted
+      })
     })
 
     it('revert in the middle of a pivot puts everything back', async () => {
       for (const at of [3, 9, 18]) {
-        fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
+        const fake2 = new FakeControlPlane(['cp-1', 'cp-2'])
         const originals2 = fake2.install(join(fixtures, 'v1.29.4'), '10.0.0.10')
         await assert.rejects(runner(fake2, interrupting(fake2, at, 'after')).pivot(), Interrupted)
         await runner(fake2).revert()

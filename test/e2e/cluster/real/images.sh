@@ -14,6 +14,10 @@ shift 2
 here=$(cd "$(dirname "$0")" && pwd)
 recipe=$(cat "$0" "$here/pause.c" "$here/broken.c" | sha256sum | cut -c1-12)
 mkdir -p "$out"
+# Test files run side by side (npm test runs them in parallel): one builds an archive, the others
+# wait for it and find it cached.
+exec 9>"$out/.lock"
+flock 9
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 PATH_ENV="PATH=/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
