@@ -91,6 +91,11 @@ describe(`real node: kubeadm ${REAL_VERSION} control plane on a real kubelet, co
       },
       1000,
     )
+    // Cluster DNS is kubeadm's CoreDNS addon (built from its Go module): a pod resolves the Service's name.
+    const clusterIp = (await kubectlJson<{spec: {clusterIP: string}}>(['get', 'svc', '-n', 'default', 'web'])).spec.clusterIP
+    // busybox's nslookup asks for AAAA too and may exit 1 on its empty answer: the A record decides.
+    const lookup = await cluster.kubectl(['exec', '-n', 'default', 'deploy/web', '--', 'sh', '-c', 'nslookup web.default.svc.cluster.local 2>&1; true'])
+    assert.match(lookup, new RegExp(`Address:\\s*${clusterIp.replaceAll('.', '\\.')}\\b`), lookup)
     const started = Date.now()
     const traced = await selfhost(cluster.kubeconfig, ['trace', 'svc/web', '-n', 'default', '-o', 'json'])
     note(`trace svc/web through a node task with the kube-proxy image: ${((Date.now() - started) / 1000).toFixed(1)}s`)
@@ -100,7 +105,6 @@ describe(`real node: kubeadm ${REAL_VERSION} control plane on a real kubelet, co
     )
     for (const ip of endpointIps) assert.ok(traced.stdout.includes(`${ip}:8080`), `trace names endpoint ${ip}:8080`)
     // The kernel decides: 300 connections from the node to the ClusterIP.
-    const clusterIp = (await kubectlJson<{spec: {clusterIP: string}}>(['get', 'svc', '-n', 'default', 'web'])).spec.clusterIP
     const {stdout} = await cluster.nodes[0].exec(['sh', '-c', `for i in $(seq 300); do curl -s -m 2 http://${clusterIp}/ || echo failed; done`])
     const counts = new Map<string, number>()
     for (const line of stdout.split('\n').filter(Boolean)) counts.set(line, (counts.get(line) ?? 0) + 1)

@@ -6,12 +6,15 @@ set -euo pipefail
 K8S_VERSION="${K8S_VERSION:-v1.37.2}"
 ETCD_VERSION="${ETCD_VERSION:-v3.6.16}"
 KWOK_VERSION="${KWOK_VERSION:-v0.8.0}"
+# The CoreDNS kubeadm v1.37 deploys (kubeadm's constants.CoreDNSVersion); older kubeadm releases
+# are told this tag too (real-cluster.ts), so one build serves every version.
+COREDNS_VERSION="${COREDNS_VERSION:-v1.14.6}"
 CACHE="${SELFHOST_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/kubectl-selfhost}"
 BIN="$CACHE/bin/k8s-$K8S_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION"
 K8S_COMMANDS=(kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubectl kubelet kubeadm)
 
 have_all() {
-  for c in "${K8S_COMMANDS[@]}" etcd kwok; do [ -x "$BIN/$c" ] || return 1; done
+  for c in "${K8S_COMMANDS[@]}" etcd kwok coredns; do [ -x "$BIN/$c" ] || return 1; done
 }
 
 if have_all; then
@@ -86,6 +89,38 @@ fi
 
 if [ ! -x "$BIN/kwok" ]; then
   GOBIN="$BIN" go install -trimpath -ldflags "-s -w" "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" >&2
+fi
+
+# CoreDNS as a library (its README's way to build a custom server): its coremain with the plugins
+# of the Corefile kubeadm writes, plus log. The stock main links every plugin, the cloud DNS
+# providers' SDKs included, which costs minutes of compiling for code no node here runs.
+coredns_mod="$CACHE/src/coredns-$COREDNS_VERSION"
+if [ ! -x "$BIN/coredns" ]; then
+  rm -rf "$coredns_mod" && mkdir -p "$coredns_mod"
+  cat > "$coredns_mod/main.go" <<'GO'
+package main
+
+import (
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/loadbalance"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/loop"
+	_ "github.com/coredns/coredns/plugin/metrics"
+	_ "github.com/coredns/coredns/plugin/ready"
+	_ "github.com/coredns/coredns/plugin/reload"
+)
+
+func main() { coremain.Run() }
+GO
+  (cd "$coredns_mod" && go mod init selfhost.local/coredns-build >/dev/null 2>&1 &&
+    go get "github.com/coredns/coredns@$COREDNS_VERSION" >&2 && go mod tidy >&2 &&
+    go build -trimpath -ldflags "-s -w" -o "$BIN/coredns" . >&2)
 fi
 
 have_all

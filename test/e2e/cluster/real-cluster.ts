@@ -37,6 +37,8 @@ export const HANGING_REGISTRY = 'selfhost.test/hanging'
 /** The etcd build.sh builds; kubeadm is told to use it (etcd.local.imageTag). */
 export {ETCD_IMAGE_TAG}
 const PAUSE_IMAGE = 'registry.k8s.io/pause:3.10.2'
+/** build.sh's COREDNS_VERSION: the CoreDNS kubeadm v1.37 deploys, told to older kubeadm releases too (one build for all). */
+const COREDNS_TAG = 'v1.14.6'
 export const POD_SUBNET = '10.244.0.0/16'
 export const SERVICE_SUBNET = '10.96.0.0/12'
 /** An image for ordinary workloads (Debian's busybox-static): sh, httpd, nc, wget. */
@@ -199,8 +201,6 @@ export function kubeadmConfig(opts: {
         kind: 'InitConfiguration',
         localAPIEndpoint: {advertiseAddress: opts.ip, bindPort: 6443},
         nodeRegistration,
-        // No CoreDNS image is built here; status shows coredns as absent (a warning).
-        skipPhases: ['addon/coredns'],
       },
       {
         apiVersion: 'kubeadm.k8s.io/v1beta4',
@@ -209,6 +209,7 @@ export function kubeadmConfig(opts: {
         controlPlaneEndpoint: opts.controlPlaneEndpoint,
         networking: {podSubnet: POD_SUBNET, serviceSubnet: SERVICE_SUBNET},
         etcd: {local: {imageTag: ETCD_IMAGE_TAG}},
+        dns: {imageTag: COREDNS_TAG},
         apiServer: {certSANs: ['127.0.0.1', 'localhost']},
       },
       {
@@ -290,6 +291,7 @@ function imageRefs(version: string): Record<string, string> {
     'kube-proxy': `registry.k8s.io/kube-proxy:${version}`,
     etcd: `registry.k8s.io/etcd:${ETCD_IMAGE_TAG}`,
     pause: PAUSE_IMAGE,
+    coredns: `registry.k8s.io/coredns/coredns:${COREDNS_TAG}`,
     busybox: BUSYBOX_IMAGE,
   }
 }
@@ -537,7 +539,8 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
         items: Array<{status: {conditions?: Array<{type: string; status: string}>}}>
       }
       const ready = (c?: Array<{type: string; status: string}>) => c?.some((x) => x.type === 'Ready' && x.status === 'True')
-      const expectedPods = controlPlanes * 4 + nodes.length
+      // Four static pods per control-plane node, kube-proxy on every node, kubeadm's two CoreDNS replicas.
+      const expectedPods = controlPlanes * 4 + nodes.length + 2
       return nodeList.items.length === nodes.length &&
         nodeList.items.every((n) => ready(n.status.conditions)) &&
         podList.items.length >= expectedPods &&
