@@ -207,4 +207,8 @@ describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind hapr
     for (const c of ['kube-apiserver', 'kube-controller-manager', 'kube-scheduler'])
       assert.equal(model.components.find((x) => x.name === c)?.mode, 'self-hosted', c)
   })
+
+  it('teardown leaves no process, mount, namespace, cgroup, veth or container behind (three nodes and haproxy)', async () => {
+    assert.deepEqual(await cluster.stopAndListLeftovers(), [])
+  })
 })

@@ -230,4 +230,8 @@ describe(`real node: kubeadm ${REAL_VERSION} control plane on a real kubelet, co
     assert.deepEqual([...(await listenerPids(cluster.nodes[0], 6443))], [`kube-apiserver:${pid}`], 'only the self-hosted apiserver listens on :6443')
     assert.deepEqual(await leftoverTasks(), [])
   })
+
+  it('teardown leaves no process, mount, namespace, cgroup, veth or container behind (its node)', async () => {
+    assert.deepEqual(await cluster.stopAndListLeftovers(), [])
+  })
 })

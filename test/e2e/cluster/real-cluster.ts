@@ -1,8 +1,8 @@
 import {execFile, spawnSync} from 'node:child_process'
-import {existsSync, mkdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {existsSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync} from 'node:fs'
 import {mkdtemp} from 'node:fs/promises'
 import {homedir, tmpdir} from 'node:os'
-import {dirname, join} from 'node:path'
+import {basename, dirname, join} from 'node:path'
 import {fileURLToPath} from 'node:url'
 import {promisify} from 'node:util'
 
@@ -79,6 +79,12 @@ export interface RealCluster {
   version: string
   kubectl(args: string[], input?: string): Promise<string>
   stop(): Promise<void>
+  /**
+   * Stops the cluster and lists what it left on this machine: processes of its nodes (by the
+   * PID namespaces they booted in, or by their cgroups), cgroups, mounts, links, haproxy, its
+   * directory. Empty when the teardown was complete.
+   */
+  stopAndListLeftovers(): Promise<string[]>
 }
 
 export interface RealClusterOptions {
@@ -125,6 +131,42 @@ function tearDownSync(workDir: string, state: RealClusterState): void {
   for (const dir of state.nodeDirs) spawnSync('bash', [NODE_SH, 'destroy', dir], {stdio: 'ignore'})
   spawnSync('bash', [NODE_SH, 'net-down', workDir, state.hostInterface], {stdio: 'ignore'})
   if (!process.env.SELFHOST_KEEP_CLUSTER) rmSync(workDir, {recursive: true, force: true})
+}
+
+const readIfThere = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : '')
+
+/** What outlived a real cluster's teardown on this machine (see RealCluster.stopAndListLeftovers). */
+export function leftoversAfterTeardown(cluster: {
+  workDir: string
+  hostInterface: string
+  nodes: Array<{dir: string; cgroupRoot: string; namespaces: string[]}>
+  haproxyPid?: number
+}): string[] {
+  const left: string[] = []
+  const namespaces = new Map(cluster.nodes.flatMap((n) => n.namespaces.map((ns) => [ns, basename(n.dir)] as const)))
+  for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
+    let pidNamespace = ''
+    let cgroups = ''
+    try {
+      pidNamespace = readlinkSync(`/proc/${pid}/ns/pid`)
+      cgroups = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    } catch {
+      continue // gone meanwhile
+    }
+    const comm = readIfThere(`/proc/${pid}/comm`).trim()
+    const node = namespaces.get(pidNamespace) ?? cluster.nodes.find((n) => cgroups.includes(`${n.cgroupRoot}/`) || cgroups.includes(`${n.cgroupRoot}\n`))?.dir
+    if (node) left.push(`process ${pid} (${comm}) of node ${basename(node)}`)
+    else if (pid === String(cluster.haproxyPid)) left.push(`haproxy (pid ${pid})`)
+  }
+
+  for (const hierarchy of readdirSync('/sys/fs/cgroup').map((h) => join('/sys/fs/cgroup', h))) {
+    for (const {cgroupRoot} of cluster.nodes) if (existsSync(join(hierarchy, cgroupRoot))) left.push(`cgroup ${join(hierarchy, cgroupRoot)}`)
+  }
+
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) if (line.includes(cluster.workDir)) left.push(`mount: ${line}`)
+  if (spawnSync('ip', ['link', 'show', cluster.hostInterface], {stdio: 'ignore'}).status === 0) left.push(`link ${cluster.hostInterface}`)
+  if (!process.env.SELFHOST_KEEP_CLUSTER && existsSync(cluster.workDir)) left.push(`directory ${cluster.workDir}`)
+  return left
 }
 
 /** Clusters whose harness died (killed test runs) leave nodes behind; the next start removes them. */
@@ -443,6 +485,16 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     process.removeListener('exit', cleanupSync)
     cleanupSync()
   }
+  const stopAndListLeftovers = async () => {
+    const nodes = state.nodeDirs.map((dir) => ({
+      dir,
+      cgroupRoot: `/selfhost-${id}-${basename(dir)}`,
+      namespaces: readIfThere(join(dir, 'pid-namespaces')).split('\n').filter(Boolean),
+    }))
+    const haproxyPid = Number(readIfThere(join(workDir, 'haproxy.pid')).trim()) || undefined
+    await stop()
+    return leftoversAfterTeardown({workDir, hostInterface: state.hostInterface, nodes, haproxyPid})
+  }
 
   try {
     await sh(['bash', NODE_SH, 'net-up', workDir, block.prefix, state.hostInterface])
@@ -549,7 +601,19 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
         : undefined
     })
 
-    return {kubeconfig, binDir, nodes, workDir, apiUrl: `https://${endpoint}`, loadBalancer, startupMs: Date.now() - started, version, kubectl, stop}
+    return {
+      kubeconfig,
+      binDir,
+      nodes,
+      workDir,
+      apiUrl: `https://${endpoint}`,
+      loadBalancer,
+      startupMs: Date.now() - started,
+      version,
+      kubectl,
+      stop,
+      stopAndListLeftovers,
+    }
   } catch (error) {
     if (process.env.SELFHOST_KEEP_CLUSTER) process.stderr.write(`real cluster: kept for inspection in ${workDir}\n`)
     await stop()

@@ -13,6 +13,8 @@ node_dir=$1
 log="$node_dir/log"
 mkdir -p "$log"
 hostname "$NODE_NAME"
+# Every PID namespace the node ever booted in, so a teardown check can look for what outlived it.
+readlink /proc/self/ns/pid >>"$node_dir/pid-namespaces"
 
 # The node's disk: its own /etc, /var/lib, /var/log and /usr/libexec over the machine's
 # (overlays: the machine's files show through, the node's writes stay in NODE_DIR/disk).

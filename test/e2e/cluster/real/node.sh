@@ -48,6 +48,16 @@ cgroup_dirs() {
   done
 }
 
+# The same, plus the machine's cgroup2 mount, where runc (hybrid mode) makes a directory for each
+# container too: only for removing the node's directories, nothing of the node is set there.
+removable_cgroup_dirs() {
+  local root=$1
+  cgroup_dirs "$root"
+  for hierarchy in /sys/fs/cgroup/*/; do
+    if [ "$(stat -f -c %T "$hierarchy")" = cgroup2fs ]; then echo "${hierarchy%/}$root"; fi
+  done
+}
+
 boot_pid() { cat "$1/boot.pid" 2>/dev/null || true; }
 
 is_running() {
@@ -83,7 +93,7 @@ power_off() {
   # A machine that reboots starts with an empty cgroup tree. Left in place, the pods' cgroups of
   # the last boot make the kubelet's cAdvisor ask containerd about each dead container (3 s
   # apiece) before the kubelet starts any pod: a delay no real reboot has.
-  for dir in $(cgroup_dirs "$CGROUP_ROOT"); do
+  for dir in $(removable_cgroup_dirs "$CGROUP_ROOT"); do
     [ -d "$dir" ] && find "$dir" -mindepth 1 -depth -type d -exec rmdir {} + 2>/dev/null || true
   done
   rm -f "$node_dir/boot.pid"
@@ -174,7 +184,7 @@ case "$cmd" in
     drop_netns "$node_dir/netns"
     # shellcheck source=/dev/null
     . "$node_dir/node.env"
-    for dir in $(cgroup_dirs "$CGROUP_ROOT"); do
+    for dir in $(removable_cgroup_dirs "$CGROUP_ROOT"); do
       [ -d "$dir" ] && find "$dir" -depth -type d -exec rmdir {} + 2>/dev/null || true
     done
     ;;
