@@ -133,7 +133,14 @@ function tearDownSync(workDir: string, state: RealClusterState): void {
   if (!process.env.SELFHOST_KEEP_CLUSTER) rmSync(workDir, {recursive: true, force: true})
 }
 
-const readIfThere = (file: string) => (existsSync(file) ? readFileSync(file, 'utf8') : '')
+/** A file's text, or '' when it is not there (or went away: a process that ended). */
+function readIfThere(file: string): string {
+  try {
+    return readFileSync(file, 'utf8')
+  } catch {
+    return ''
+  }
+}
 
 /** What outlived a real cluster's teardown on this machine (see RealCluster.stopAndListLeftovers). */
 export function leftoversAfterTeardown(cluster: {
@@ -153,6 +160,8 @@ export function leftoversAfterTeardown(cluster: {
     } catch {
       continue // gone meanwhile
     }
+    // A zombie is dead already, only not yet reaped by its parent.
+    if (/^\d+ \(.*\) Z /.test(readIfThere(`/proc/${pid}/stat`))) continue
     const comm = readIfThere(`/proc/${pid}/comm`).trim()
     const node = namespaces.get(pidNamespace) ?? cluster.nodes.find((n) => cgroups.includes(`${n.cgroupRoot}/`) || cgroups.includes(`${n.cgroupRoot}\n`))?.dir
     if (node) left.push(`process ${pid} (${comm}) of node ${basename(node)}`)
