@@ -60,14 +60,19 @@ async function runAgainst(cluster: Pick<TestCluster, 'binDir' | 'kubeconfig'>, a
  * with ARGS, run them against it and stop with their exit code; without, print the
  * KUBECONFIG line and the lines `describe` gives, and stay up until Ctrl-C.
  */
-async function serve(cluster: Pick<TestCluster, 'binDir' | 'kubeconfig' | 'stop'>, args: string[], describe: string[]): Promise<void> {
+async function serve(
+  cluster: Pick<TestCluster, 'binDir' | 'kubeconfig'> & {stop(): Promise<string[] | void>},
+  args: string[],
+  describe: string[],
+): Promise<void> {
   let stopping: Promise<void> | undefined
   const stop = (code: number) => {
     stopping ??= (async () => {
       say('stopping the cluster')
-      await cluster.stop()
-      say('stopped; nothing left running')
-      process.exit(code)
+      const left = (await cluster.stop()) ?? []
+      for (const what of left) say(`left behind: ${what}`)
+      if (left.length === 0) say('stopped; nothing left running')
+      process.exit(left.length === 0 ? code : 1)
     })()
   }
 
@@ -113,7 +118,8 @@ async function mainReal(args: string[]): Promise<void> {
   const lines = cluster.nodes.map((node) => `${node.name}: power loss and boot with ${join(node.dir, 'power-cycle')}; its logs in ${join(node.dir, 'log')}`)
   if (cluster.loadBalancer)
     lines.unshift(`the API address ${cluster.apiUrl} is haproxy in front of the control-plane nodes; its log: ${cluster.loadBalancer.log}`)
-  await serve(cluster, args, lines)
+  // The same check as the real suites' last tests: what outlived the teardown, if anything did.
+  await serve({...cluster, stop: () => cluster.stopAndListLeftovers()}, args, lines)
 }
 
 /**
