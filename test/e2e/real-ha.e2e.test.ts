@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 
 import {REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
-import {type Pod, checkpointCopies, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
+import {type Pod, clusterQueries, checkpointCopies, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
 import {eventually, orSkip} from './support.js'
 
 /**
@@ -20,10 +20,7 @@ const CHECKPOINT_OF = 'selfhost.kubectl.io/checkpoint-of'
 describe(`real HA: three kubeadm ${REAL_VERSION} control-plane nodes behind haproxy`, function () {
   this.timeout(45 * 60_000)
   let cluster: RealCluster
-  const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T
-  const systemPods = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items
-  const leftoverTasks = async () =>
-    (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
+  const {kubectlJson, systemPods, leftoverTasks} = clusterQueries(() => cluster)
   /** True when each node's one listener on :6443 is the container of its self-hosted apiserver pod. */
   const onlySelfHostedListens = async (pods: Pod[]) => {
     for (const node of cluster.nodes) {

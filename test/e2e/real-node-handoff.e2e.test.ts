@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 
 import {REAL_VERSION, type RealCluster, startRealCluster, BUSYBOX_IMAGE} from './cluster/real-cluster.js'
 import {startApiPoller} from './real/api-poller.js'
-import {type Pod, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
+import {type Pod, clusterQueries, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
 import {eventually, orSkip} from './support.js'
 import {generateServices, iptablesSaveOf} from '../helpers/kube-proxy-dump.js'
 
@@ -23,8 +23,7 @@ const {note, print: printFigures} = figureLog('real-node trace and hand-off figu
 describe(`real node: kubeadm ${REAL_VERSION} control plane on a real kubelet, containerd and runc: trace, failed and blind hand-offs`, function () {
   this.timeout(30 * 60_000)
   let cluster: RealCluster
-  const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T
-  const systemPods = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items
+  const {kubectlJson, systemPods, leftoverTasks} = clusterQueries(() => cluster)
   const originals: Record<string, string> = {}
 
   before(async function () {
@@ -38,9 +37,6 @@ describe(`real node: kubeadm ${REAL_VERSION} control plane on a real kubelet, co
     printFigures()
     await cluster?.stop()
   })
-
-  const leftoverTasks = async () =>
-    (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
 
   const nodePid = (pod: Pod) => containerPid(cluster.nodes[0], pod)
 

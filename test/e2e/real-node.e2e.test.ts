@@ -2,7 +2,7 @@ import assert from 'node:assert/strict'
 
 import {BROKEN_REGISTRY, HANGING_REGISTRY, PREVIOUS_REAL_VERSION, REAL_VERSION, type RealCluster, startRealCluster} from './cluster/real-cluster.js'
 import {longestGapWithin, startApiPoller} from './real/api-poller.js'
-import {type Pod, checkpointCopies, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
+import {type Pod, clusterQueries, checkpointCopies, containerPid, describeReport, figureLog, listenerPids, ready, selfhost} from './real/cli.js'
 import {eventually, orSkip} from './support.js'
 
 /**
@@ -20,8 +20,7 @@ const {note, print: printFigures} = figureLog('real-node figures')
 describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real kubelet, containerd and runc, upgraded to ${REAL_VERSION}`, function () {
   this.timeout(40 * 60_000)
   let cluster: RealCluster
-  const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster.kubectl([...args, '-o', 'json'])) as T
-  const systemPods = async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items
+  const {kubectlJson, systemPods, leftoverTasks} = clusterQueries(() => cluster)
   let backupStamp = ''
   const originals: Record<string, string> = {}
 
@@ -50,9 +49,6 @@ describe(`real node: kubeadm ${PREVIOUS_REAL_VERSION} control plane on a real ku
     assert.equal(logs.exitCode, 0, logs.stderr)
     assert.match(logs.stdout, /^\[cp-1\/kube-apiserver-cp-1\] /m)
   })
-
-  const leftoverTasks = async () =>
-    (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name)
 
   it('pivot: the API keeps serving across the hand-off, and the new pods run the components for real', async () => {
     const poller = startApiPoller(cluster.kubeconfig)

@@ -497,7 +497,7 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
   const stopAndListLeftovers = async () => {
     const nodes = state.nodeDirs.map((dir) => ({
       dir,
-      cgroupRoot: `/selfhost-${id}-${basename(dir)}`,
+      cgroupRoot: cgroupRootOf(basename(dir)),
       namespaces: readIfThere(join(dir, 'pid-namespaces')).split('\n').filter(Boolean),
     }))
     const haproxyPid = Number(readIfThere(join(workDir, 'haproxy.pid')).trim()) || undefined
@@ -530,7 +530,7 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     for (const [i, spec] of specs.entries()) {
       const dir = join(workDir, 'nodes', spec.name)
       const ip = nodeIp(i)
-      const cgroupRoot = `/selfhost-${id}-${spec.name}`
+      const cgroupRoot = cgroupRootOf(spec.name)
       mkdirSync(dir, {recursive: true})
       writeFileSync(join(dir, 'node.env'), `NODE_NAME=${spec.name}\nBIN_DIR=${binDir}\nCGROUP_ROOT=${cgroupRoot}\nNODE_IP=${ip}\n`)
       writeFileSync(join(dir, 'containerd.toml'), containerdConfig())
@@ -557,7 +557,10 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     const first = nodes[0]
     const endpoint = `${loadBalancer?.ip ?? first.ip}:6443`
     const configFile = (node: RealNode) => join(node.dir, 'kubeadm.yaml')
-    writeFileSync(configFile(first), kubeadmConfig({node: first.name, ip: first.ip, cgroupRoot: cgroupRootOf(first), version, controlPlaneEndpoint: endpoint}))
+    writeFileSync(
+      configFile(first),
+      kubeadmConfig({node: first.name, ip: first.ip, cgroupRoot: cgroupRootOf(first.name), version, controlPlaneEndpoint: endpoint}),
+    )
     await kubeadmWithRetry(first, ['init', '--config', configFile(first), '--upload-certs'])
     const kubeconfig = join(workDir, 'admin.conf')
     writeFileSync(kubeconfig, await first.readFile('/etc/kubernetes/admin.conf'), {mode: 0o600})
@@ -572,7 +575,7 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
         const join = node.role === 'control-plane' ? {token, caCertHash, certificateKey} : {token, caCertHash, certificateKey: ''}
         writeFileSync(
           configFile(node),
-          kubeadmConfig({node: node.name, ip: node.ip, cgroupRoot: cgroupRootOf(node), version, controlPlaneEndpoint: endpoint, join}),
+          kubeadmConfig({node: node.name, ip: node.ip, cgroupRoot: cgroupRootOf(node.name), version, controlPlaneEndpoint: endpoint, join}),
         )
         await kubeadmWithRetry(node, ['join', '--config', configFile(node)])
       }
@@ -629,7 +632,8 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     throw error
   }
 
-  function cgroupRootOf(node: RealNode): string {
-    return `/selfhost-${id}-${node.name}`
+  /** The node's own cgroup root (the kubelet's cgroupRoot, made in every v1 hierarchy by node.sh). */
+  function cgroupRootOf(nodeName: string): string {
+    return `/selfhost-${id}-${nodeName}`
   }
 }

@@ -3,7 +3,7 @@ import {join} from 'node:path'
 import {execa} from 'execa'
 
 import {repoRoot} from '../../helpers/build.js'
-import type {RealNode} from '../cluster/real-cluster.js'
+import type {RealCluster, RealNode} from '../cluster/real-cluster.js'
 import type {PollerReport} from './api-poller.js'
 
 /** What the real-node suites read of a pod (kubectl's JSON). */
@@ -20,6 +20,20 @@ export interface Pod {
 }
 
 export const ready = (p: Pod) => p.status.conditions?.some((c) => c.type === 'Ready' && c.status === 'True') ?? false
+
+/**
+ * What every real suite reads through kubectl: any object as JSON, the kube-system pods, and the
+ * node-task pods left in any namespace. `cluster` is asked at each call (suites start theirs in `before`).
+ */
+export function clusterQueries(cluster: () => Pick<RealCluster, 'kubectl'>) {
+  const kubectlJson = async <T>(args: string[]) => JSON.parse(await cluster().kubectl([...args, '-o', 'json'])) as T
+  return {
+    kubectlJson,
+    systemPods: async () => (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-n', 'kube-system'])).items,
+    leftoverTasks: async () =>
+      (await kubectlJson<{items: Pod[]}>(['get', 'pods', '-A', '-l', 'selfhost.kubectl.io/node-task'])).items.map((p) => p.metadata.name),
+  }
+}
 
 /** The pid containerd reports for the container of the pod's first container on its node, if it runs. */
 export async function containerPid(node: RealNode, pod: Pod): Promise<string | undefined> {
