@@ -142,30 +142,78 @@ function readIfThere(file: string): string {
   }
 }
 
+/** A PID namespace a node booted in, with the start time of its init (boot.sh) in clock ticks since the machine booted. */
+export interface BootNamespace {
+  namespace: string
+  initStartTicks: number
+}
+
+/** boot.sh's record: one line per boot, "pid:[NUMBER] INIT_START_TICKS". */
+export function parseBootNamespaces(text: string): BootNamespace[] {
+  return text
+    .split('\n')
+    .map((line) => line.trim().split(/\s+/))
+    .filter(([namespace, ticks]) => namespace && /^\d+$/.test(ticks ?? ''))
+    .map(([namespace, ticks]) => ({namespace, initStartTicks: Number(ticks)}))
+}
+
+interface LiveProcess {
+  pid: string
+  pidNamespace: string
+  cgroups: string
+  comm: string
+  startTicks: number
+  /** PID 1 of its own PID namespace. */
+  isNamespaceInit: boolean
+}
+
+/** A process as the teardown check sees it; undefined when it is gone or a zombie (dead, not yet reaped). */
+function readProcess(pid: string): LiveProcess | undefined {
+  try {
+    const pidNamespace = readlinkSync(`/proc/${pid}/ns/pid`)
+    const cgroups = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const status = readFileSync(`/proc/${pid}/status`, 'utf8')
+    // Fields after the command name, which may hold spaces and parentheses: state is field 3, start time field 22.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    if (fields[0] === 'Z') return undefined
+    const nsPids = /^NSpid:\s*(.*)$/m.exec(status)?.[1].trim().split(/\s+/) ?? []
+    return {
+      pid,
+      pidNamespace,
+      cgroups,
+      comm: readIfThere(`/proc/${pid}/comm`).trim(),
+      startTicks: Number(fields[19]),
+      isNamespaceInit: nsPids.at(-1) === '1',
+    }
+  } catch {
+    return undefined // gone meanwhile
+  }
+}
+
 /** What outlived a real cluster's teardown on this machine (see RealCluster.stopAndListLeftovers). */
 export function leftoversAfterTeardown(cluster: {
   workDir: string
   hostInterface: string
-  nodes: Array<{dir: string; cgroupRoot: string; namespaces: string[]}>
+  nodes: Array<{dir: string; cgroupRoot: string; namespaces: BootNamespace[]}>
   haproxyPid?: number
 }): string[] {
   const left: string[] = []
-  const namespaces = new Map(cluster.nodes.flatMap((n) => n.namespaces.map((ns) => [ns, basename(n.dir)] as const)))
-  for (const pid of readdirSync('/proc').filter((entry) => /^\d+$/.test(entry))) {
-    let pidNamespace = ''
-    let cgroups = ''
-    try {
-      pidNamespace = readlinkSync(`/proc/${pid}/ns/pid`)
-      cgroups = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
-    } catch {
-      continue // gone meanwhile
-    }
-    // A zombie is dead already, only not yet reaped by its parent.
-    if (/^\d+ \(.*\) Z /.test(readIfThere(`/proc/${pid}/stat`))) continue
-    const comm = readIfThere(`/proc/${pid}/comm`).trim()
-    const node = namespaces.get(pidNamespace) ?? cluster.nodes.find((n) => cgroups.includes(`${n.cgroupRoot}/`) || cgroups.includes(`${n.cgroupRoot}\n`))?.dir
+  const processes = readdirSync('/proc')
+    .filter((entry) => /^\d+$/.test(entry))
+    .map(readProcess)
+    .filter((p): p is LiveProcess => p !== undefined)
+  // The kernel reuses a dead namespace's number (a pod's sandbox elsewhere got one of a node's
+  // old numbers): a namespace is the node's only while the init it booted with still runs it.
+  const initStartOf = new Map(processes.filter((p) => p.isNamespaceInit).map((p) => [p.pidNamespace, p.startTicks]))
+  const nodeOfNamespace = new Map(
+    cluster.nodes.flatMap((n) => n.namespaces.filter((ns) => initStartOf.get(ns.namespace) === ns.initStartTicks).map((ns) => [ns.namespace, n.dir] as const)),
+  )
+  for (const {pid, pidNamespace, cgroups, comm} of processes) {
+    const node =
+      nodeOfNamespace.get(pidNamespace) ?? cluster.nodes.find((n) => cgroups.includes(`${n.cgroupRoot}/`) || cgroups.includes(`${n.cgroupRoot}\n`))?.dir
     if (node) left.push(`process ${pid} (${comm}) of node ${basename(node)}`)
-    else if (pid === String(cluster.haproxyPid)) left.push(`haproxy (pid ${pid})`)
+    else if (pid === String(cluster.haproxyPid) && comm === 'haproxy') left.push(`haproxy (pid ${pid})`)
   }
 
   for (const hierarchy of readdirSync('/sys/fs/cgroup').map((h) => join('/sys/fs/cgroup', h))) {
@@ -498,7 +546,7 @@ export async function startRealCluster(opts: RealClusterOptions = {}): Promise<R
     const nodes = state.nodeDirs.map((dir) => ({
       dir,
       cgroupRoot: cgroupRootOf(basename(dir)),
-      namespaces: readIfThere(join(dir, 'pid-namespaces')).split('\n').filter(Boolean),
+      namespaces: parseBootNamespaces(readIfThere(join(dir, 'pid-namespaces'))),
     }))
     const haproxyPid = Number(readIfThere(join(workDir, 'haproxy.pid')).trim()) || undefined
     await stop()

@@ -13,8 +13,11 @@ node_dir=$1
 log="$node_dir/log"
 mkdir -p "$log"
 hostname "$NODE_NAME"
-# Every PID namespace the node ever booted in, so a teardown check can look for what outlived it.
-readlink /proc/self/ns/pid >>"$node_dir/pid-namespaces"
+# Every PID namespace the node ever booted in, so a teardown check can look for what outlived it,
+# with this init's start time (clock ticks since the machine booted, field 22 of stat): the kernel
+# hands a dead namespace's number to the next new one, and the pair tells them apart.
+read -r -a stat </proc/$$/stat
+echo "$(readlink /proc/self/ns/pid) ${stat[21]}" >>"$node_dir/pid-namespaces"
 
 # The node's disk: its own /etc, /var/lib, /var/log and /usr/libexec over the machine's
 # (overlays: the machine's files show through, the node's writes stay in NODE_DIR/disk).
