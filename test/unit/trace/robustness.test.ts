@@ -1,5 +1,7 @@
 import assert from 'node:assert/strict'
-import {readFileSync} from 'node:fs'
+import {mkdtempSync, readFileSync, rmSync, writeFileSync} from 'node:fs'
+import {tmpdir} from 'node:os'
+import {join} from 'node:path'
 
 import {CliError} from '../../../src/errors.js'
 import {parseIptablesSave} from '../../../src/trace/iptables.js'
@@ -7,7 +9,7 @@ import {iptablesRuleSet} from '../../../src/trace/iptables-rules.js'
 import {detectMode, splitSections} from '../../../src/trace/load.js'
 import {clean, parseNftTable} from '../../../src/trace/nftables.js'
 import {parseIpvs} from '../../../src/trace/ipvs.js'
-import {traceDump} from '../../../src/trace/offline.js'
+import {traceDump, traceDumpFile} from '../../../src/trace/offline.js'
 import {parseTraceTarget} from '../../../src/trace/target.js'
 import {traceService} from '../../../src/trace/trace.js'
 
@@ -28,6 +30,26 @@ describe('trace input: what iptables-restore accepts, trace accepts', () => {
   it('a UTF-8 byte order mark', () => {
     const rules = iptablesRuleSet(parseIptablesSave(`\uFEFF${v129}`))
     assert.ok(rules.findService('default', 'web'))
+  })
+
+  it('a file read from disk: ASCII, UTF-8 with a BOM and a non-ASCII comment, both give the same trace', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'trace-read-'))
+    try {
+      const web = {kind: 'service' as const, namespace: 'default', name: 'web'}
+      const traced = (text: string) => {
+        const file = join(dir, 'dump.txt')
+        writeFileSync(file, text, 'utf8')
+        return traceDumpFile(file, web, {namespace: 'default'})
+      }
+
+      for (const text of [v129, `\uFEFF# Sauvegardé sur le nœud\n${v129}`, `# Sauvegardé sur le nœud\n${v129}`]) {
+        const fromFile = traced(text)
+        assert.equal(fromFile[0].ports[0].frontends[0].endpoints.length, 3)
+        assert.deepEqual(fromFile, traceDump(text, web, {namespace: 'default'}))
+      }
+    } finally {
+      rmSync(dir, {recursive: true, force: true})
+    }
   })
 
   it('tables without declarations of their built-in chains', () => {
