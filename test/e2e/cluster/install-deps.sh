@@ -14,13 +14,15 @@
 #   containernetworking-plugins  the bridge, host-local and portmap CNI plugins in /usr/lib/cni
 #   umoci                builds the node images (OCI layouts) from the built binaries
 #   ipset, busybox-static, gcc, libc6-dev  tools copied into the images; the static pause binary
+#   kmod                 modprobe and lsmod in the kube-proxy image, as in the real one (a fresh
+#                        machine may lack it: images.sh then fails copying /bin/kmod)
 #   haproxy              the load balancer in front of several control-plane nodes
 # `install-deps.sh --check`: print the missing packages the sandbox needs (exit 1 if any), install
 # and build nothing (the sandbox asks this before it builds anything).
 set -euo pipefail
 need=()
 for pkg_cmd in iptables:iptables-save nftables:nft ipvsadm:ipvsadm iproute2:ip openssl:openssl socat:socat conntrack:conntrack util-linux:unshare curl:curl \
-  containerd:containerd runc:runc umoci:umoci ipset:ipset busybox-static:busybox gcc:gcc haproxy:haproxy; do
+  containerd:containerd runc:runc umoci:umoci ipset:ipset busybox-static:busybox gcc:gcc haproxy:haproxy kmod:kmod; do
   command -v "${pkg_cmd#*:}" >/dev/null 2>&1 || need+=("${pkg_cmd%%:*}")
 done
 [ -x /usr/lib/cni/bridge ] || need+=(containernetworking-plugins)
