@@ -40,6 +40,15 @@ export interface PollerReport {
  */
 export const NO_OUTAGE_MS = 20_000
 
+/**
+ * The same for the minutes after a node is back from a power loss, from the checkpoint copy's
+ * first answer on, while an upgrade goes on: the node starts every container at once, etcd
+ * replays its log, and the one apiserver answers slowly (runs of 2 s timeouts and 500s). Usual
+ * gaps were 1.6–4.2 s; on the slower machine 11.6–20.3 s. Still short of an apiserver's restart
+ * (40–46 s), and far from a copy and a pod fighting over the port (a crash loop of minutes).
+ */
+export const RECOVERY_NO_OUTAGE_MS = 30_000
+
 export function longestGapWithin(report: PollerReport, from: number, until = Infinity): number {
   return Math.max(0, ...report.gaps.filter((g) => g.from >= from && g.to < until).map((g) => g.to - g.from))
 }
