@@ -134,7 +134,7 @@ function tearDownSync(workDir: string, state: RealClusterState): void {
 }
 
 /** A file's text, or '' when it is not there (or went away: a process that ended). */
-function readIfThere(file: string): string {
+export function readIfThere(file: string): string {
   try {
     return readFileSync(file, 'utf8')
   } catch {
@@ -167,6 +167,16 @@ interface LiveProcess {
   isNamespaceInit: boolean
 }
 
+/** The fields of /proc/PID/stat after the command name (which may hold spaces and parentheses): state first. */
+function statFields(stat: string): string[] {
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+}
+
+/** When a process started, in clock ticks since the machine booted (field 22 of /proc/PID/stat). */
+export function startTicksOf(stat: string): number {
+  return Number(statFields(stat)[19])
+}
+
 /** A process as the teardown check sees it; undefined when it is gone or a zombie (dead, not yet reaped). */
 function readProcess(pid: string): LiveProcess | undefined {
   try {
@@ -174,16 +184,14 @@ function readProcess(pid: string): LiveProcess | undefined {
     const cgroups = readFileSync(`/proc/${pid}/cgroup`, 'utf8')
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
     const status = readFileSync(`/proc/${pid}/status`, 'utf8')
-    // Fields after the command name, which may hold spaces and parentheses: state is field 3, start time field 22.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    if (fields[0] === 'Z') return undefined
+    if (statFields(stat)[0] === 'Z') return undefined
     const nsPids = /^NSpid:\s*(.*)$/m.exec(status)?.[1].trim().split(/\s+/) ?? []
     return {
       pid,
       pidNamespace,
       cgroups,
       comm: readIfThere(`/proc/${pid}/comm`).trim(),
-      startTicks: Number(fields[19]),
+      startTicks: startTicksOf(stat),
       isNamespaceInit: nsPids.at(-1) === '1',
     }
   } catch {
