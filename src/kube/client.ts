@@ -22,7 +22,7 @@ import {CliError} from '../errors.js'
 import {Authenticator, RequestCredentials} from './auth.js'
 import {ClusterTarget, kubeconfigFiles, mergeKubeconfigs, selectContext} from './config.js'
 import {ClusterAccess, clusterAccess} from './credentials.js'
-import {RequestIntent, apiStatusError, isNotFound, transportError} from './errors.js'
+import {RequestIntent, SERVER_VERSION, apiStatusError, isNotFound, transportError} from './errors.js'
 
 export const FIELD_MANAGER = 'kubectl-selfhost'
 export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000
@@ -266,7 +266,7 @@ export class KubeClient {
   // Typed calls: each names its intent so a 403 can say exactly what is missing.
 
   version(): Promise<VersionInfo> {
-    return this.request('GET', '/version', {intent: {verb: 'get', resource: 'the server version'}})
+    return this.request('GET', '/version', {intent: {verb: 'get', resource: SERVER_VERSION}})
   }
 
   listNodes(labelSelector?: string): Promise<V1NodeList> {

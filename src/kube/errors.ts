@@ -8,6 +8,9 @@ export interface RequestIntent {
   name?: string
 }
 
+/** The intent of GET /version, named in errors. */
+export const SERVER_VERSION = 'the server version'
+
 /** An HTTP error status from the API server, with the server's own message. */
 export class ApiStatusError extends CliError {
   constructor(
@@ -49,6 +52,16 @@ export function apiStatusError(status: number, body: string, intent: RequestInte
     case 401:
       return new ApiStatusError(`unauthorized (401) by ${server}: the credentials were rejected; refresh them or check --kubeconfig/--context`, status, reason)
     case 403:
+      // Every user may read /version (the default policy grants it to all, signed in or not): an
+      // apiserver that refuses it has not loaded its authorization policy yet, as after a restart.
+      if (intent.resource === SERVER_VERSION) {
+        return new ApiStatusError(
+          `${server} refuses even /version, which every user may read (${message || 'forbidden'}): the API server is most likely still starting; try again in a minute`,
+          status,
+          reason,
+        )
+      }
+
       return new ApiStatusError(
         `forbidden (403): you may not ${intent.verb} ${describeTarget(intent)}${message ? ` (${message})` : ''}; ask an admin for that permission`,
         status,

@@ -10,6 +10,7 @@ import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
 import {holderElsewhere, matchHolder, readLeaderLock} from '../controlplane/leader.js'
 import {Instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
+import {isConflict} from '../kube/errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {type OutageMemory, WaitOptions, WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
@@ -190,8 +191,9 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: 
     const outcome = outcomes.find((o) => o.component === p.component)!
     const started = now()
     say(`[${i + 1}/${work.length}] ${p.component}: ${p.currentVersions.join(', ') || '?'} -> ${p.targetVersion} (${p.strategy})`)
-    // Read again right before the change: the patch is guarded by this resourceVersion.
-    const fresh = await readWorkload(api, refOf(p))
+    // Read again right before the change: the patch is guarded by this resourceVersion. A power
+    // loss between two components takes the API away here until the node's checkpoint serves.
+    const fresh = await throughOutage(opts, `the API to read ${p.workload.kind} ${p.workload.namespace}/${p.workload.name}`, () => readWorkload(api, refOf(p)))
     const image = imageOf(fresh, p.container)
     const done = outcomes.filter((o) => o.result === 'upgraded').map((o) => o.component)
     const sofar = done.length > 0 ? ` (${done.join(', ')} already upgraded)` : ''
@@ -273,18 +275,24 @@ async function replacePods(
   // since); a rollback must apply whatever happened meanwhile.
   const patch = strategy === 'during' ? {metadata: {resourceVersion: original.metadata?.resourceVersion}, spec} : {spec}
 
-  if (p.strategy !== 'temporary-instance') {
-    // A rollback must get through while the API comes back; going forward there is nothing to wait for.
-    if (strategy === 'before') {
-      await pollUntil(async () => ({done: true, value: await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch), progress: ''}), {
-        ...wait,
-        what: `the API to take the rollback of ${ref.kind} ${ref.namespace}/${ref.name}`,
-        onProgress: (line) => line && opts.onProgress(`  rollback: ${line}`),
-      })
-    } else {
-      await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
-    }
+  // Both ways the patch waits for an API that is away: a rollback must get through while the API
+  // comes back, and going forward the power loss of a node may have just taken it.
+  let attempts = 0
+  const patchThroughOutage = () =>
+    throughOutage(opts, `the API to take the ${strategy === 'during' ? 'patch' : 'rollback'} of ${ref.kind} ${ref.namespace}/${ref.name}`, async () => {
+      attempts++
+      try {
+        await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+      } catch (error) {
+        // A patch whose answer the outage swallowed may have applied: its retry then conflicts with
+        // our own change, which the object shows.
+        if (attempts > 1 && isConflict(error) && imageOf(await readWorkload(api, ref), p.container) === image) return
+        throw error
+      }
+    })
 
+  if (p.strategy !== 'temporary-instance') {
+    await patchThroughOutage()
     onChanged()
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
     // Going forward, a new pod that cannot run ends the wait early; a rollback waits its full time.
@@ -299,7 +307,7 @@ async function replacePods(
   const temporary = temporaryCopy(original as V1DaemonSet, p.imageBefore, p.container)
   const tempRef: WorkloadRef = {kind: 'DaemonSet', namespace: ref.namespace, name: temporary.metadata!.name!}
   try {
-    await api.apply('apps/v1', 'daemonsets', temporary)
+    await throughOutage(opts, `the API to take temporary DaemonSet ${tempRef.name}`, () => api.apply('apps/v1', 'daemonsets', temporary))
     opts.onProgress(`  started temporary DaemonSet ${tempRef.name} (${p.imageBefore})`)
     await pollUntil(
       async () => {
@@ -310,7 +318,7 @@ async function replacePods(
       },
       {...wait, what: `temporary DaemonSet ${tempRef.name}`, onProgress: (line) => opts.onProgress(`  temporary: ${line}`)},
     )
-    await api.patch('apps/v1', resourceOf(ref), ref.namespace, ref.name, patch)
+    await patchThroughOutage()
     onChanged()
     opts.onProgress(`  patched ${ref.kind} ${ref.namespace}/${ref.name}: ${p.container}=${image}`)
     await pollUntil(
@@ -324,7 +332,9 @@ async function replacePods(
       {...wait, what: `${ref.name} to replace its pods`, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)},
     )
   } finally {
-    await api.delete('apps/v1', 'daemonsets', tempRef.namespace, tempRef.name)
+    await throughOutage(opts, `the API to delete temporary DaemonSet ${tempRef.name}`, () =>
+      api.delete('apps/v1', 'daemonsets', tempRef.namespace, tempRef.name),
+    )
     opts.onProgress(`  removed temporary DaemonSet ${tempRef.name}`)
   }
 
@@ -339,6 +349,15 @@ async function replacePods(
  */
 function waitOptionsOf(opts: RunOptions): Omit<WaitOptions, 'what'> {
   return {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: opts.outage}
+}
+
+/** One call, sent again while the API is away or still starting (within the run's timeout). */
+function throughOutage<T>(opts: RunOptions, what: string, call: () => Promise<T>): Promise<T> {
+  return pollUntil(async () => ({done: true, value: await call(), progress: ''}), {
+    ...waitOptionsOf(opts),
+    what,
+    onProgress: (line) => line && opts.onProgress(`  waiting: ${line}`),
+  })
 }
 
 /** The label selector of a workload's pods. */

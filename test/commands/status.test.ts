@@ -228,6 +228,19 @@ describe('status command', () => {
       assertOneLineError(stderr, /forbidden \(403\): you may not list leases\.coordination\.k8s\.io in namespace "kube-system"/)
     })
 
+    it('a 403 on /version, which every user may read, is an apiserver still starting (as right after a power loss), not a missing permission', async () => {
+      // What a real kube-apiserver answered kubeadm's admin a few seconds after its node came back.
+      const message = 'forbidden: User "kubernetes-admin" cannot get path "/version"'
+      nock(FAKE_SERVER).get('/version').reply(403, {kind: 'Status', reason: 'Forbidden', code: 403, message})
+      nock(FAKE_SERVER).get(/.*/).reply(200, {items: []}).persist()
+      const {stderr, exitCode} = await runCommand(['status', '--kubeconfig', kubeconfig])
+      assert.equal(exitCode, 1)
+      assertOneLineError(
+        stderr,
+        /^error: https:\/\/fake-cluster\.test:6443 refuses even \/version, which every user may read \(forbidden: User "kubernetes-admin" cannot get path "\/version"\): the API server is most likely still starting; try again in a minute$/,
+      )
+    })
+
     it('a server that does not answer in --request-timeout', async () => {
       nock(FAKE_SERVER).get('/version').delay(3000).reply(200, {gitVersion: 'v1.32.4'})
       nock(FAKE_SERVER).get(/.*/).delay(3000).reply(200, {items: []}).persist()

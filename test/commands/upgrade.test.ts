@@ -39,6 +39,12 @@ interface FakeOptions {
   crashLoop?: UpgradeComponent[]
   /** For this long after the apiserver's patch, /version finds nothing listening (an apiserver going away, a checkpoint taking over). */
   versionOutageMs?: number
+  /**
+   * A power loss between two components: from the first read of this component's workload after
+   * the apiserver's patch, nothing answers for `ms` (reads, patches, /version); then for
+   * `forbiddenMs` the workloads answer 403, as an apiserver that has not loaded its policy yet.
+   */
+  outageBefore?: {component: UpgradeComponent; ms: number; forbiddenMs: number}
   /** Leases read this many times with no holder first, as a leader that released its lock on shutdown leaves them. */
   releasedReads?: number
   /** A checkpoint copy of each component runs on cp-0 (a node back from a power loss) for this many reads of the copies. */
@@ -62,9 +68,27 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
 
   let apiserverPatchedAt: number | undefined
   let copyReads = 0
-  const inOutage = () => fake.versionOutageMs !== undefined && apiserverPatchedAt !== undefined && Date.now() - apiserverPatchedAt < fake.versionOutageMs
+  let powerLossAt: number | undefined
+  const sinceLoss = () => (powerLossAt === undefined ? Infinity : Date.now() - powerLossAt)
+  const powerLost = () => sinceLoss() < (fake.outageBefore?.ms ?? 0)
+  const starting = () => !powerLost() && sinceLoss() < (fake.outageBefore?.ms ?? 0) + (fake.outageBefore?.forbiddenMs ?? 0)
+  const inOutage = () =>
+    powerLost() || (fake.versionOutageMs !== undefined && apiserverPatchedAt !== undefined && Date.now() - apiserverPatchedAt < fake.versionOutageMs)
+  const refused = () => Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'})
+  const forbidden = {kind: 'Status', reason: 'Forbidden', message: 'User "kubernetes-admin" cannot get resource'}
   const scope = nock(FAKE_SERVER).persist()
   for (const [path, object] of objects) {
+    const at = (uri: string) => uri.split('?')[0] === path
+    // Matchers run once per request and interceptor: what they record is set once, whatever the count.
+    const powerLossHere = (uri: string) => {
+      if (at(uri) && apiserverPatchedAt !== undefined && (object as {component?: string}).component === fake.outageBefore?.component) powerLossAt ??= Date.now()
+      return at(uri) && powerLost()
+    }
+
+    scope.get(powerLossHere).replyWithError(refused())
+    scope.patch((uri) => at(uri) && powerLost()).replyWithError(refused())
+    scope.get((uri) => at(uri) && starting()).reply(403, forbidden)
+    scope.patch((uri) => at(uri) && starting()).reply(403, forbidden)
     scope.get(path).reply(() => [200, object])
     scope
       .patch(path)
@@ -105,7 +129,7 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   // Clusters up to 1.19 also keep leader records on Endpoints; these have none there.
   scope.get(`${KS}/endpoints`).reply(200, {items: []})
   scope.get('/readyz').query(true).reply(200, '[+]ping ok\nreadyz check passed')
-  scope.get((uri) => uri === '/version' && inOutage()).replyWithError(Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'}))
+  scope.get((uri) => uri === '/version' && inOutage()).replyWithError(refused())
   scope.get((uri) => uri === '/version' && !inOutage()).reply(200, {gitVersion: fake.served ?? shape.version})
   let renewals = 0
   for (const name of ['kube-controller-manager', 'kube-scheduler']) {
@@ -311,6 +335,34 @@ describe('upgrade command (HTTP fake)', function () {
     assert.match(stderr, /gate: the API does not answer \(cannot reach the API server at https:\/\/fake-cluster\.test:6443: connection refused/)
     assert.match(stderr, /gate: \/version v1\.37\.2/)
     assert.match(stdout, /Upgraded to v1\.37\.2\./)
+  })
+
+  it('a power loss between two components (reads and patches refused, then 403 from a starting apiserver) is waited for, and the run goes on', async () => {
+    const fake = serveUpgrade(
+      {version: 'v1.36.4', portSharing: true},
+      {served: 'v1.37.2', outageBefore: {component: 'kube-controller-manager', ms: 2500, forbiddenMs: 1500}},
+    )
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '20s')
+    assert.equal(exitCode, 0, stderr)
+    const lines = stderr.split('\n')
+    const away = lines.findIndex((l) =>
+      /waiting: the API does not answer \(cannot reach the API server at https:\/\/fake-cluster\.test:6443: connection refused/.test(l),
+    )
+    const starting = lines.findIndex((l) => /waiting: the API answers 403 after an outage \(a starting apiserver\)/.test(l))
+    const patched = lines.findIndex((l) =>
+      /patched Deployment kube-system\/self-hosted-kube-controller-manager: kube-controller-manager=registry\.k8s\.io\/kube-controller-manager:v1\.37\.2/.test(
+        l,
+      ),
+    )
+    assert.ok(away > lines.findIndex((l) => /kube-apiserver upgraded in/.test(l)), stderr)
+    assert.ok(away < starting && starting < patched, stderr)
+    assert.match(stdout, /Upgraded to v1\.37\.2\./)
+    const controllerManager = fake.patches.filter((p) => p.path.endsWith('/self-hosted-kube-controller-manager'))
+    assert.deepEqual(
+      controllerManager.map((p) => p.body.spec.template.spec.containers[0].image),
+      ['registry.k8s.io/kube-controller-manager:v1.37.2'],
+      'one patch, sent once the API answered again',
+    )
   })
 
   it('a new pod that keeps crashing ends the wait at once, with its reason, and is rolled back (exit 3)', async () => {
