@@ -332,7 +332,8 @@ async function replacePods(
       {...wait, what: `${ref.name} to replace its pods`, onProgress: (line) => opts.onProgress(`  rollout: ${line}`)},
     )
   } finally {
-    await throughOutage(opts, `the API to delete temporary DaemonSet ${tempRef.name}`, () =>
+    // Ctrl-C must not leave the copy running: its removal waits for the API whatever the signal.
+    await throughOutage({...opts, signal: undefined}, `the API to delete temporary DaemonSet ${tempRef.name}`, () =>
       api.delete('apps/v1', 'daemonsets', tempRef.namespace, tempRef.name),
     )
     opts.onProgress(`  removed temporary DaemonSet ${tempRef.name}`)
