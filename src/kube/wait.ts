@@ -106,6 +106,11 @@ function apiStillComing(error: unknown, at: number, memory: OutageMemory, everyF
   return everyFailure && !isNotFound(error) ? `the API fails (${error instanceof Error ? error.message : String(error)}); waiting for it` : undefined
 }
 
+/** One API call, sent again for as long as `opts.throughApiOutage` waits through its failures (an API away or still starting). */
+export function callThroughOutage<T>(call: () => Promise<T>, opts: WaitOptions): Promise<T> {
+  return pollUntil(async () => ({done: true, value: await call(), progress: ''}), opts)
+}
+
 export async function pollUntil<T>(probe: () => Promise<ProbeResult<T>>, opts: WaitOptions): Promise<T> {
   const now = opts.now ?? Date.now
   const sleep = opts.sleep ?? ((ms: number) => realSleep(ms, opts.signal))

@@ -5,7 +5,7 @@ import {MANAGED_BY_LABEL, MANAGED_BY_VALUE, SYSTEM_NAMESPACE} from '../controlpl
 import {CliError} from '../errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {ApiStatusError, isNotFound} from '../kube/errors.js'
-import {type OutageMemory, TimeoutError, type WaitOptions, pollUntil} from '../kube/wait.js'
+import {type OutageMemory, TimeoutError, type WaitOptions, callThroughOutage, pollUntil} from '../kube/wait.js'
 
 export const NODE_TASK_LABEL = 'selfhost.kubectl.io/node-task'
 export const NODE_TASK_CONTAINER = 'task'
@@ -79,8 +79,8 @@ function throughOutage(outage: OutageMemory, until: number, what: string, interv
 /** A finished task's log; the API may blink (its instances are being replaced), so read it through that. */
 async function readLogThroughOutage(api: NodeTaskApi, namespace: string, name: string, giveUpAt: number, outage: OutageMemory): Promise<string> {
   try {
-    return await pollUntil(
-      async () => ({done: true, value: await api.readPodLog(namespace, name, NODE_TASK_CONTAINER), progress: ''}),
+    return await callThroughOutage(
+      () => api.readPodLog(namespace, name, NODE_TASK_CONTAINER),
       throughOutage(outage, giveUpAt, `the log of pod ${namespace}/${name}`),
     )
   } catch (error) {

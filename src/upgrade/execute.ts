@@ -13,7 +13,7 @@ import {CliError, ExitCode} from '../errors.js'
 import {isConflict} from '../kube/errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
-import {type OutageMemory, WaitOptions, WorkloadRef, pollUntil, waitForRollout} from '../kube/wait.js'
+import {type OutageMemory, WaitOptions, WorkloadRef, callThroughOutage, pollUntil, waitForRollout} from '../kube/wait.js'
 import {ComponentPlan, UpgradeOptions, UpgradePlan, WorkloadObject, planUpgrade} from './plan.js'
 import {UPGRADE_ORDER, UpgradeComponent} from './skew.js'
 import {parseReportedVersion, sameVersion} from './versions.js'
@@ -354,7 +354,7 @@ function waitOptionsOf(opts: RunOptions): Omit<WaitOptions, 'what'> {
 
 /** One call, sent again while the API is away or still starting (within the run's timeout). */
 function throughOutage<T>(opts: RunOptions, what: string, call: () => Promise<T>): Promise<T> {
-  return pollUntil(async () => ({done: true, value: await call(), progress: ''}), {
+  return callThroughOutage(call, {
     ...waitOptionsOf(opts),
     what,
     onProgress: (line) => line && opts.onProgress(`  waiting: ${line}`),
