@@ -42,14 +42,18 @@ interface FakeOptions {
   /**
    * A power loss between two components: from the first read of this component's workload after
    * the apiserver's patch, nothing answers for `ms` (reads, patches, /version); then for
-   * `forbiddenMs` the workloads answer 403, as an apiserver that has not loaded its policy yet.
+   * the next `forbiddenAnswers` workload requests answer 403, as an apiserver that has not loaded
+   * its policy yet (counted, not timed: a slow poll cannot step over them).
    */
-  outageBefore?: {component: UpgradeComponent; ms: number; forbiddenMs: number}
+  outageBefore?: {component: UpgradeComponent; ms: number; forbiddenAnswers: number}
   /** Leases read this many times with no holder first, as a leader that released its lock on shutdown leaves them. */
   releasedReads?: number
   /** A checkpoint copy of each component runs on cp-0 (a node back from a power loss) for this many reads of the copies. */
   checkpointCopyReads?: number
 }
+
+/** What the client gets when nothing listens on the API's port. */
+const refused = () => Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'})
 
 function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   const {raw, workloads} = clusterInputs(shape)
@@ -71,10 +75,11 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   let powerLossAt: number | undefined
   const sinceLoss = () => (powerLossAt === undefined ? Infinity : Date.now() - powerLossAt)
   const powerLost = () => sinceLoss() < (fake.outageBefore?.ms ?? 0)
-  const starting = () => !powerLost() && sinceLoss() < (fake.outageBefore?.ms ?? 0) + (fake.outageBefore?.forbiddenMs ?? 0)
+  let forbiddenLeft = fake.outageBefore?.forbiddenAnswers ?? 0
+  // Called from reply callbacks (once per request), never from matchers.
+  const starting = () => powerLossAt !== undefined && !powerLost() && forbiddenLeft-- > 0
   const inOutage = () =>
     powerLost() || (fake.versionOutageMs !== undefined && apiserverPatchedAt !== undefined && Date.now() - apiserverPatchedAt < fake.versionOutageMs)
-  const refused = () => Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'})
   const forbidden = {kind: 'Status', reason: 'Forbidden', message: 'User "kubernetes-admin" cannot get resource'}
   const scope = nock(FAKE_SERVER).persist()
   for (const [path, object] of objects) {
@@ -87,13 +92,12 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
 
     scope.get(powerLossHere).replyWithError(refused())
     scope.patch((uri) => at(uri) && powerLost()).replyWithError(refused())
-    scope.get((uri) => at(uri) && starting()).reply(403, forbidden)
-    scope.patch((uri) => at(uri) && starting()).reply(403, forbidden)
-    scope.get(path).reply(() => [200, object])
+    scope.get(path).reply(() => (starting() ? [403, forbidden] : [200, object]))
     scope
       .patch(path)
       .query(true)
       .reply((_uri, body) => {
+        if (starting()) return [403, forbidden]
         // nock parses only application/json; a strategic merge patch arrives as text.
         const patch = (typeof body === 'string' ? JSON.parse(body) : body) as Record<string, any>
         patches.push({path, body: patch})
@@ -340,7 +344,7 @@ describe('upgrade command (HTTP fake)', function () {
   it('a power loss between two components (reads and patches refused, then 403 from a starting apiserver) is waited for, and the run goes on', async () => {
     const fake = serveUpgrade(
       {version: 'v1.36.4', portSharing: true},
-      {served: 'v1.37.2', outageBefore: {component: 'kube-controller-manager', ms: 2500, forbiddenMs: 1500}},
+      {served: 'v1.37.2', outageBefore: {component: 'kube-controller-manager', ms: 2500, forbiddenAnswers: 2}},
     )
     const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '20s')
     assert.equal(exitCode, 0, stderr)
@@ -459,7 +463,7 @@ describe('upgrade command (HTTP fake)', function () {
       .reply(200, {status: {desiredNumberScheduled: 1, currentNumberScheduled: 1}})
       // The first removal meets the API away (the old pod gone, the new one not yet serving).
       .delete(temp)
-      .replyWithError(Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'}))
+      .replyWithError(refused())
       .delete(temp)
       .reply(() => {
         deleted = true

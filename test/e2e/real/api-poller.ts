@@ -29,7 +29,6 @@ export interface PollerReport {
   versions: Array<{at: number; version: string}>
 }
 
-/** The longest time between two successful answers, among the gaps that began at or after `from` and ended before `until` (epoch ms). */
 /**
  * The longest gap between answers that the real suites still call "the API stays". What it tells
  * apart: the one restart of a node's only apiserver keeps clients out for 40–46 s on these
@@ -49,6 +48,7 @@ export const NO_OUTAGE_MS = 20_000
  */
 export const RECOVERY_NO_OUTAGE_MS = 30_000
 
+/** The longest time between two successful answers, among the gaps that began at or after `from` and ended before `until` (epoch ms). */
 export function longestGapWithin(report: PollerReport, from: number, until = Infinity): number {
   return Math.max(0, ...report.gaps.filter((g) => g.from >= from && g.to < until).map((g) => g.to - g.from))
 }
