@@ -389,43 +389,54 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       return res.status === 200 ? true : undefined
     })
 
-    const controllerManager = start(
-      'kube-controller-manager',
-      [
-        `--kubeconfig=${kubeconfigs.controllerManager}`,
-        `--authentication-kubeconfig=${kubeconfigs.controllerManager}`,
-        `--authorization-kubeconfig=${kubeconfigs.controllerManager}`,
-        '--bind-address=127.0.0.1',
-        `--secure-port=${kcmPort}`,
-        '--leader-elect=true',
-        '--allocate-node-cidrs=true',
-        `--cluster-cidr=${POD_CIDR}`,
-        `--service-cluster-ip-range=${SERVICE_CIDR}`,
-        `--cluster-signing-cert-file=${pki.ca.cert}`,
-        `--cluster-signing-key-file=${pki.ca.key}`,
-        `--root-ca-file=${pki.ca.cert}`,
-        `--service-account-private-key-file=${pki.serviceAccountKey}`,
-        '--use-service-account-credentials=true',
-        '--controllers=*,bootstrapsigner,tokencleaner',
-        '--profiling=false',
-      ],
-      firstControlPlane,
-    )
-    void watchExit(controllerManager)
-    const scheduler = start(
-      'kube-scheduler',
-      [
-        `--kubeconfig=${kubeconfigs.scheduler}`,
-        `--authentication-kubeconfig=${kubeconfigs.scheduler}`,
-        `--authorization-kubeconfig=${kubeconfigs.scheduler}`,
-        '--bind-address=127.0.0.1',
-        `--secure-port=${schedulerPort}`,
-        '--leader-elect=true',
-        '--profiling=false',
-      ],
-      firstControlPlane,
-    )
-    void watchExit(scheduler)
+    // Started only once the mirror pods run: the lease a real static pod takes is taken after its pod
+    // started, and status/logs credit a lease holder only to a pod that started before it (a
+    // controller-manager started first, on a loaded machine, took its lease before kwok marked its pod started).
+    // Their mirror pods serve these logs (through kwok) before the processes start.
+    for (const component of ['kube-controller-manager', 'kube-scheduler']) {
+      logs[component] = join(logDir, `${component}.log`)
+      await writeFile(logs[component], '', {flag: 'a'})
+    }
+
+    const startLeaderElected = (): void => {
+      const controllerManager = start(
+        'kube-controller-manager',
+        [
+          `--kubeconfig=${kubeconfigs.controllerManager}`,
+          `--authentication-kubeconfig=${kubeconfigs.controllerManager}`,
+          `--authorization-kubeconfig=${kubeconfigs.controllerManager}`,
+          '--bind-address=127.0.0.1',
+          `--secure-port=${kcmPort}`,
+          '--leader-elect=true',
+          '--allocate-node-cidrs=true',
+          `--cluster-cidr=${POD_CIDR}`,
+          `--service-cluster-ip-range=${SERVICE_CIDR}`,
+          `--cluster-signing-cert-file=${pki.ca.cert}`,
+          `--cluster-signing-key-file=${pki.ca.key}`,
+          `--root-ca-file=${pki.ca.cert}`,
+          `--service-account-private-key-file=${pki.serviceAccountKey}`,
+          '--use-service-account-credentials=true',
+          '--controllers=*,bootstrapsigner,tokencleaner',
+          '--profiling=false',
+        ],
+        firstControlPlane,
+      )
+      void watchExit(controllerManager)
+      const scheduler = start(
+        'kube-scheduler',
+        [
+          `--kubeconfig=${kubeconfigs.scheduler}`,
+          `--authentication-kubeconfig=${kubeconfigs.scheduler}`,
+          `--authorization-kubeconfig=${kubeconfigs.scheduler}`,
+          '--bind-address=127.0.0.1',
+          `--secure-port=${schedulerPort}`,
+          '--leader-elect=true',
+          '--profiling=false',
+        ],
+        firstControlPlane,
+      )
+      void watchExit(scheduler)
+    }
 
     // --- kwok and the nodes ---------------------------------------------------------------
     await client.request('POST', resourcePath('apiextensions.k8s.io/v1', 'customresourcedefinitions'), {
@@ -582,6 +593,8 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     })
     kubelet.start()
 
+    await waitForMirrorPods(client, nodes)
+    startLeaderElected()
     await waitUntilSettled(client, nodes, logs)
     const startupMs = Date.now() - started
     return {
@@ -704,7 +717,28 @@ function nodeObject(node: TestNode, kubeadmVersion: string): Record<string, unkn
   }
 }
 
-/** Nodes Ready, every static pod mirrored and Ready, both leader Leases held, kube-proxy synced. */
+/** Every static pod mirrored and Ready, with its log served. */
+async function waitForMirrorPods(client: KubeClient, nodes: NodePlan[]): Promise<void> {
+  const expectedMirrors = nodes.filter((n) => n.role === 'control-plane').length * 4
+  await waitFor('mirror pods of every static pod to be Ready, with their logs served', 60_000, async () => {
+    const pods = await client.listPods('kube-system')
+    const mirrors = pods.items.filter(
+      (p) => p.metadata?.annotations?.[MIRROR_ANNOTATION] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
+    )
+    if (mirrors.length !== expectedMirrors) return undefined
+    for (const pod of mirrors) {
+      const res = await client.raw('GET', resourcePath('v1', 'pods', 'kube-system', pod.metadata!.name!, 'log'), {
+        query: {limitBytes: 1},
+        intent: {verb: 'get', resource: 'pods/log'},
+      })
+      if (res.status !== 200) return undefined
+    }
+
+    return true
+  })
+}
+
+/** Nodes Ready, both leader Leases held, kube-proxy synced (the mirror pods are Ready before). */
 async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Record<string, string>): Promise<void> {
   await waitFor(
     'every node to be Ready and untainted by the node lifecycle controller',
@@ -723,23 +757,6 @@ async function waitUntilSettled(client: KubeClient, nodes: NodePlan[], logs: Rec
   await waitFor('the default ServiceAccounts', 60_000, async () => {
     for (const namespace of ['default', 'kube-system']) {
       const res = await client.raw('GET', resourcePath('v1', 'serviceaccounts', namespace, 'default'), {intent: {verb: 'get', resource: 'serviceaccounts'}})
-      if (res.status !== 200) return undefined
-    }
-
-    return true
-  })
-  const expectedMirrors = nodes.filter((n) => n.role === 'control-plane').length * 4
-  await waitFor('mirror pods of every static pod to be Ready, with their logs served', 60_000, async () => {
-    const pods = await client.listPods('kube-system')
-    const mirrors = pods.items.filter(
-      (p) => p.metadata?.annotations?.[MIRROR_ANNOTATION] && p.status?.conditions?.some((c) => c.type === 'Ready' && c.status === 'True'),
-    )
-    if (mirrors.length !== expectedMirrors) return undefined
-    for (const pod of mirrors) {
-      const res = await client.raw('GET', resourcePath('v1', 'pods', 'kube-system', pod.metadata!.name!, 'log'), {
-        query: {limitBytes: 1},
-        intent: {verb: 'get', resource: 'pods/log'},
-      })
       if (res.status !== 200) return undefined
     }
 
