@@ -83,7 +83,14 @@ export function apiStatusError(status: number, body: string, intent: RequestInte
  * that restarts looks like from outside. Waits that span a restart wait through it by type.
  */
 export class ApiUnreachableError extends CliError {
-  constructor(message: string) {
+  /**
+   * @param mayHaveArrived the request may have reached the server and only its answer was lost
+   * (a timeout or a reset connection, unlike a refused one): a write may have applied.
+   */
+  constructor(
+    message: string,
+    readonly mayHaveArrived = false,
+  ) {
     super(message)
     this.name = 'ApiUnreachableError'
   }
@@ -93,7 +100,7 @@ export class ApiUnreachableError extends CliError {
 export function transportError(err: unknown, server: string, timeoutMs: number): CliError {
   const e = err as {code?: string; name?: string; message?: string}
   if (e?.name === 'AbortError' || e?.name === 'TimeoutError' || e?.code === 'ETIMEDOUT' || e?.code === 'ESOCKETTIMEDOUT') {
-    return new ApiUnreachableError(`request to ${server} timed out after ${timeoutMs / 1000}s; raise --request-timeout or check the server`)
+    return new ApiUnreachableError(`request to ${server} timed out after ${timeoutMs / 1000}s; raise --request-timeout or check the server`, true)
   }
 
   switch (e?.code) {
@@ -106,7 +113,7 @@ export function transportError(err: unknown, server: string, timeoutMs: number):
     case 'ENETUNREACH':
       return new ApiUnreachableError(`cannot reach the API server at ${server}: no route to host`)
     case 'ECONNRESET':
-      return new ApiUnreachableError(`the API server at ${server} closed the connection; try again or check the server`)
+      return new ApiUnreachableError(`the API server at ${server} closed the connection; try again or check the server`, true)
     case 'DEPTH_ZERO_SELF_SIGNED_CERT':
     case 'SELF_SIGNED_CERT_IN_CHAIN':
     case 'UNABLE_TO_VERIFY_LEAF_SIGNATURE':

@@ -10,7 +10,7 @@ import {DiscoveryApi, discoverControlPlane} from '../controlplane/discover.js'
 import {holderElsewhere, matchHolder, readLeaderLock} from '../controlplane/leader.js'
 import {Instance, MANAGED_BY_LABEL, MANAGED_BY_VALUE, SELF_HOSTED_APP_LABEL, SYSTEM_NAMESPACE} from '../controlplane/model.js'
 import {CliError, ExitCode} from '../errors.js'
-import {isConflict} from '../kube/errors.js'
+import {ApiStatusError, ApiUnreachableError, isConflict} from '../kube/errors.js'
 import type {KubeClient} from '../kube/client.js'
 import {isReady} from '../kube/objects.js'
 import {type OutageMemory, WaitOptions, WorkloadRef, callThroughOutage, pollUntil, waitForRollout} from '../kube/wait.js'
@@ -225,7 +225,14 @@ export async function executeUpgrade(api: UpgradeApi, plan: UpgradePlan, given: 
     } catch (error) {
       const failure = `${p.component}: ${(error as Error).message}`
       // Nothing of ours to undo (e.g. a 409: someone else changed it); never overwrite their change.
-      if (!changed) throw new CliError(`${failure}; nothing was changed on ${p.component}${sofar}`)
+      if (!changed) {
+        const outcome =
+          error instanceof PatchOutcomeUnknownError
+            ? `its patch may have applied before the API went away (the answer was lost): check with \`kubectl selfhost status\`, then run the upgrade again`
+            : `nothing was changed on ${p.component}`
+        throw new CliError(`${failure}; ${outcome}${sofar}`)
+      }
+
       say(`  FAILED ${failure}`)
       say(`  rolling ${p.component} back to ${p.imageBefore}`)
       try {
@@ -278,6 +285,7 @@ async function replacePods(
   // Both ways the patch waits for an API that is away: a rollback must get through while the API
   // comes back, and going forward the power loss of a node may have just taken it.
   let attempts = 0
+  let answerLost = false
   const patchThroughOutage = () =>
     throughOutage(opts, `the API to take the ${strategy === 'during' ? 'patch' : 'rollback'} of ${ref.kind} ${ref.namespace}/${ref.name}`, async () => {
       attempts++
@@ -287,8 +295,11 @@ async function replacePods(
         // A patch whose answer the outage swallowed may have applied: its retry then conflicts with
         // our own change, which the object shows.
         if (attempts > 1 && isConflict(error) && imageOf(await readWorkload(api, ref), p.container) === image) return
+        answerLost ||= mayHaveApplied(error)
         throw error
       }
+    }).catch((error: Error) => {
+      throw answerLost && !isConflict(error) ? new PatchOutcomeUnknownError(error.message) : error
     })
 
   if (p.strategy !== 'temporary-instance') {
@@ -350,6 +361,15 @@ async function replacePods(
  */
 function waitOptionsOf(opts: RunOptions): Omit<WaitOptions, 'what'> {
   return {timeoutMs: opts.timeoutMs, intervalMs: opts.intervalMs, signal: opts.signal, sleep: opts.sleep, now: opts.now, throughApiOutage: opts.outage}
+}
+
+/** A patch whose answer was lost and that no retry settled: it may or may not have applied. */
+class PatchOutcomeUnknownError extends Error {}
+
+/** A failed write that the server may still have carried out: its answer was lost, or it failed inside the server. */
+function mayHaveApplied(error: unknown): boolean {
+  if (error instanceof ApiUnreachableError) return error.mayHaveArrived
+  return error instanceof ApiStatusError && error.status >= 500 && error.status !== 503
 }
 
 /** One call, sent again while the API is away or still starting (within the run's timeout). */

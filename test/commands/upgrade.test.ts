@@ -46,6 +46,11 @@ interface FakeOptions {
    * its policy yet (counted, not timed: a slow poll cannot step over them).
    */
   outageBefore?: {component: UpgradeComponent; ms: number; forbiddenAnswers: number}
+  /**
+   * This component's first patch applies, but its answer is lost (the connection reset); then
+   * nothing answers for `awayMs` (Infinity: for the rest of the test).
+   */
+  lostPatchAnswer?: {component: UpgradeComponent; awayMs: number}
   /** Leases read this many times with no holder first, as a leader that released its lock on shutdown leaves them. */
   releasedReads?: number
   /** A checkpoint copy of each component runs on cp-0 (a node back from a power loss) for this many reads of the copies. */
@@ -54,6 +59,8 @@ interface FakeOptions {
 
 /** What the client gets when nothing listens on the API's port. */
 const refused = () => Object.assign(new Error('connect ECONNREFUSED'), {code: 'ECONNREFUSED'})
+/** What the client gets when the server goes away after taking the request. */
+const reset = () => Object.assign(new Error('socket hang up'), {code: 'ECONNRESET'})
 
 function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   const {raw, workloads} = clusterInputs(shape)
@@ -75,11 +82,13 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
   let powerLossAt: number | undefined
   const sinceLoss = () => (powerLossAt === undefined ? Infinity : Date.now() - powerLossAt)
   const powerLost = () => sinceLoss() < (fake.outageBefore?.ms ?? 0)
+  let answerLostAt: number | undefined
+  const apiAway = () => powerLost() || (answerLostAt !== undefined && Date.now() - answerLostAt < fake.lostPatchAnswer!.awayMs)
   let forbiddenLeft = fake.outageBefore?.forbiddenAnswers ?? 0
   // Called from reply callbacks (once per request), never from matchers.
   const starting = () => powerLossAt !== undefined && !powerLost() && forbiddenLeft-- > 0
   const inOutage = () =>
-    powerLost() || (fake.versionOutageMs !== undefined && apiserverPatchedAt !== undefined && Date.now() - apiserverPatchedAt < fake.versionOutageMs)
+    apiAway() || (fake.versionOutageMs !== undefined && apiserverPatchedAt !== undefined && Date.now() - apiserverPatchedAt < fake.versionOutageMs)
   const forbidden = {kind: 'Status', reason: 'Forbidden', message: 'User "kubernetes-admin" cannot get resource'}
   const scope = nock(FAKE_SERVER).persist()
   for (const [path, object] of objects) {
@@ -87,11 +96,11 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
     // Matchers run once per request and interceptor: what they record is set once, whatever the count.
     const powerLossHere = (uri: string) => {
       if (at(uri) && apiserverPatchedAt !== undefined && (object as {component?: string}).component === fake.outageBefore?.component) powerLossAt ??= Date.now()
-      return at(uri) && powerLost()
+      return at(uri) && apiAway()
     }
 
     scope.get(powerLossHere).replyWithError(refused())
-    scope.patch((uri) => at(uri) && powerLost()).replyWithError(refused())
+    scope.patch((uri) => at(uri) && apiAway()).replyWithError(refused())
     scope.get(path).reply(() => (starting() ? [403, forbidden] : [200, object]))
     scope
       .patch(path)
@@ -124,6 +133,11 @@ function serveUpgrade(shape: ClusterShape, fake: FakeOptions = {}) {
           })
         } else {
           Object.assign(status, {updatedReplicas: status.replicas, readyReplicas: ready ? status.replicas : 0, availableReplicas: ready ? status.replicas : 0})
+        }
+
+        if (component === fake.lostPatchAnswer?.component && answerLostAt === undefined) {
+          answerLostAt = Date.now()
+          return Promise.reject(reset())
         }
 
         return [200, object]
@@ -366,6 +380,37 @@ describe('upgrade command (HTTP fake)', function () {
       controllerManager.map((p) => p.body.spec.template.spec.containers[0].image),
       ['registry.k8s.io/kube-controller-manager:v1.37.2'],
       'one patch, sent once the API answered again',
+    )
+  })
+
+  it('a patch whose answer was lost is sent again once the API answers; the conflict with our own change counts as done', async () => {
+    const fake = serveUpgrade(
+      {version: 'v1.36.4', portSharing: true, versions: {'kube-apiserver': 'v1.37.2'}},
+      {served: 'v1.37.2', lostPatchAnswer: {component: 'kube-scheduler', awayMs: 1500}},
+    )
+    const {stdout, stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '20s')
+    assert.equal(exitCode, 0, stderr)
+    assert.match(stderr, /waiting: the API does not answer \(the API server at https:\/\/fake-cluster\.test:6443 closed the connection/)
+    const scheduler = fake.patches.filter((p) => p.path.endsWith('/self-hosted-kube-scheduler'))
+    assert.deepEqual(
+      scheduler.map((p) => p.body.metadata?.resourceVersion),
+      ['100', '100'],
+      'the same guarded patch twice: applied, then refused (409) because it had applied',
+    )
+    assert.doesNotMatch(stderr, /rolling kube-scheduler back/)
+    assert.match(stdout, /Upgraded to v1\.37\.2\./)
+  })
+
+  it('a patch whose answer was lost and that no retry settles is reported as possibly applied, not as "nothing was changed"', async () => {
+    serveUpgrade(
+      {version: 'v1.36.4', portSharing: true, versions: {'kube-apiserver': 'v1.37.2'}},
+      {served: 'v1.37.2', lostPatchAnswer: {component: 'kube-scheduler', awayMs: Infinity}},
+    )
+    const {stderr, exitCode} = await upgrade('--version', 'v1.37.2', '--timeout', '3s')
+    assert.equal(exitCode, 1, stderr)
+    assert.match(
+      stderr.trimEnd().split('\n').at(-1)!,
+      /^error: kube-scheduler: timed out after 3s waiting for the API to take the patch of Deployment kube-system\/self-hosted-kube-scheduler .*; its patch may have applied before the API went away \(the answer was lost\): check with `kubectl selfhost status`, then run the upgrade again \(kube-controller-manager already upgraded\)$/,
     )
   })
 
