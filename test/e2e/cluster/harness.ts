@@ -399,15 +399,20 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     }
 
     const startLeaderElected = (): void => {
+      // What both take alike: who they are, where they serve, that they elect a leader.
+      const common = (kubeconfig: string, port: number) => [
+        `--kubeconfig=${kubeconfig}`,
+        `--authentication-kubeconfig=${kubeconfig}`,
+        `--authorization-kubeconfig=${kubeconfig}`,
+        '--bind-address=127.0.0.1',
+        `--secure-port=${port}`,
+        '--leader-elect=true',
+        '--profiling=false',
+      ]
       const controllerManager = start(
         'kube-controller-manager',
         [
-          `--kubeconfig=${kubeconfigs.controllerManager}`,
-          `--authentication-kubeconfig=${kubeconfigs.controllerManager}`,
-          `--authorization-kubeconfig=${kubeconfigs.controllerManager}`,
-          '--bind-address=127.0.0.1',
-          `--secure-port=${kcmPort}`,
-          '--leader-elect=true',
+          ...common(kubeconfigs.controllerManager, kcmPort),
           '--allocate-node-cidrs=true',
           `--cluster-cidr=${POD_CIDR}`,
           `--service-cluster-ip-range=${SERVICE_CIDR}`,
@@ -417,24 +422,11 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
           `--service-account-private-key-file=${pki.serviceAccountKey}`,
           '--use-service-account-credentials=true',
           '--controllers=*,bootstrapsigner,tokencleaner',
-          '--profiling=false',
         ],
         firstControlPlane,
       )
       void watchExit(controllerManager)
-      const scheduler = start(
-        'kube-scheduler',
-        [
-          `--kubeconfig=${kubeconfigs.scheduler}`,
-          `--authentication-kubeconfig=${kubeconfigs.scheduler}`,
-          `--authorization-kubeconfig=${kubeconfigs.scheduler}`,
-          '--bind-address=127.0.0.1',
-          `--secure-port=${schedulerPort}`,
-          '--leader-elect=true',
-          '--profiling=false',
-        ],
-        firstControlPlane,
-      )
+      const scheduler = start('kube-scheduler', common(kubeconfigs.scheduler, schedulerPort), firstControlPlane)
       void watchExit(scheduler)
     }
 
