@@ -389,47 +389,6 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
       return res.status === 200 ? true : undefined
     })
 
-    // Started only once the mirror pods run: the lease a real static pod takes is taken after its pod
-    // started, and status/logs credit a lease holder only to a pod that started before it (a
-    // controller-manager started first, on a loaded machine, took its lease before kwok marked its pod started).
-    // Their mirror pods serve these logs (through kwok) before the processes start.
-    for (const component of ['kube-controller-manager', 'kube-scheduler']) {
-      logs[component] = join(logDir, `${component}.log`)
-      await writeFile(logs[component], '', {flag: 'a'})
-    }
-
-    const startLeaderElected = (): void => {
-      // What both take alike: who they are, where they serve, that they elect a leader.
-      const common = (kubeconfig: string, port: number) => [
-        `--kubeconfig=${kubeconfig}`,
-        `--authentication-kubeconfig=${kubeconfig}`,
-        `--authorization-kubeconfig=${kubeconfig}`,
-        '--bind-address=127.0.0.1',
-        `--secure-port=${port}`,
-        '--leader-elect=true',
-        '--profiling=false',
-      ]
-      const controllerManager = start(
-        'kube-controller-manager',
-        [
-          ...common(kubeconfigs.controllerManager, kcmPort),
-          '--allocate-node-cidrs=true',
-          `--cluster-cidr=${POD_CIDR}`,
-          `--service-cluster-ip-range=${SERVICE_CIDR}`,
-          `--cluster-signing-cert-file=${pki.ca.cert}`,
-          `--cluster-signing-key-file=${pki.ca.key}`,
-          `--root-ca-file=${pki.ca.cert}`,
-          `--service-account-private-key-file=${pki.serviceAccountKey}`,
-          '--use-service-account-credentials=true',
-          '--controllers=*,bootstrapsigner,tokencleaner',
-        ],
-        firstControlPlane,
-      )
-      void watchExit(controllerManager)
-      const scheduler = start('kube-scheduler', common(kubeconfigs.scheduler, schedulerPort), firstControlPlane)
-      void watchExit(scheduler)
-    }
-
     // --- kwok and the nodes ---------------------------------------------------------------
     await client.request('POST', resourcePath('apiextensions.k8s.io/v1', 'customresourcedefinitions'), {
       body: LOGS_CRD,
@@ -566,6 +525,13 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
 
     // --- the kubelets' part kwok does not play ----------------------------------------------
     const nodeByName = new Map(nodes.map((n) => [n.name, n]))
+    // The controller-manager's and scheduler's mirror pods serve their logs (through kwok) before
+    // the processes start (below, once those pods run): their files exist from now on.
+    for (const component of ['kube-controller-manager', 'kube-scheduler']) {
+      logs[component] = join(logDir, `${component}.log`)
+      await writeFile(logs[component], '', {flag: 'a'})
+    }
+
     const sharedLogs: Record<string, string> = {
       'kube-apiserver': logs['kube-apiserver'],
       'kube-controller-manager': logs['kube-controller-manager'],
@@ -585,8 +551,41 @@ export async function startTestCluster(opts: TestClusterOptions = {}): Promise<T
     })
     kubelet.start()
 
+    // The two leader-elected components start only once their mirror pods run: a real process takes
+    // its lease after its pod started, and status/logs credit a lease holder only to a pod that
+    // started before it (started first, on a loaded machine, they took their leases before kwok
+    // marked their pods started).
     await waitForMirrorPods(client, nodes)
-    startLeaderElected()
+    // What both take alike: who they are, where they serve, that they elect a leader.
+    const common = (kubeconfig: string, port: number) => [
+      `--kubeconfig=${kubeconfig}`,
+      `--authentication-kubeconfig=${kubeconfig}`,
+      `--authorization-kubeconfig=${kubeconfig}`,
+      '--bind-address=127.0.0.1',
+      `--secure-port=${port}`,
+      '--leader-elect=true',
+      '--profiling=false',
+    ]
+    const controllerManager = start(
+      'kube-controller-manager',
+      [
+        ...common(kubeconfigs.controllerManager, kcmPort),
+        '--allocate-node-cidrs=true',
+        `--cluster-cidr=${POD_CIDR}`,
+        `--service-cluster-ip-range=${SERVICE_CIDR}`,
+        `--cluster-signing-cert-file=${pki.ca.cert}`,
+        `--cluster-signing-key-file=${pki.ca.key}`,
+        `--root-ca-file=${pki.ca.cert}`,
+        `--service-account-private-key-file=${pki.serviceAccountKey}`,
+        '--use-service-account-credentials=true',
+        '--controllers=*,bootstrapsigner,tokencleaner',
+      ],
+      firstControlPlane,
+    )
+    void watchExit(controllerManager)
+    const scheduler = start('kube-scheduler', common(kubeconfigs.scheduler, schedulerPort), firstControlPlane)
+    void watchExit(scheduler)
+
     await waitUntilSettled(client, nodes, logs)
     const startupMs = Date.now() - started
     return {
